@@ -1,0 +1,119 @@
+"""What every stage script shares around its main(): one-line errors for bad
+input, outputs that appear under their final name only when complete, input
+globs, and progress logging with rate and time left."""
+
+import contextlib
+import glob
+import os
+import sys
+import time
+
+from absl import app
+from absl import logging
+import tensorflow as tf
+
+
+class StageError(Exception):
+  """A user's mistake or bad input: reported as one line, exit status 1."""
+
+
+def run(main):
+  """Runs `main(argv)` under absl.app, turning a StageError into one line.
+
+  A StageError (or a ValueError raised by records/modeling while checking
+  input) prints `error: <message>` on stderr and exits with status 1, instead
+  of a traceback.
+  """
+  def guarded_main(argv):
+    try:
+      return main(argv)
+    except StageError as e:
+      logging.flush()
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(1)
+  app.run(guarded_main)
+
+
+def expand_input_files(patterns, flag_name="--input_file"):
+  """Expands a comma-separated list of globs into a sorted list of files.
+
+  Raises:
+    StageError: when the list is empty or a pattern matches nothing.
+  """
+  files = []
+  for pattern in [p.strip() for p in patterns.split(",") if p.strip()]:
+    matched = sorted(tf.io.gfile.glob(pattern))
+    if not matched:
+      raise StageError(f"{flag_name}: '{pattern}' matches no file")
+    files.extend(matched)
+  if not files:
+    raise StageError(f"{flag_name} is empty: give a file, glob or comma list")
+  return files
+
+
+def temporary_path(final_path):
+  """The name an output is written under until it is complete."""
+  return f"{final_path}.tmp-{os.getpid()}"
+
+
+@contextlib.contextmanager
+def atomic_output(final_path):
+  """Yields a temporary path; renames it to final_path only on success.
+
+  On any exception the temporary file is removed, so a crash never leaves a
+  half-written file under the final name and a rerun starts that file anew.
+  """
+  tmp_path = temporary_path(final_path)
+  try:
+    yield tmp_path
+  except BaseException:
+    if tf.io.gfile.exists(tmp_path):
+      tf.io.gfile.remove(tmp_path)
+    raise
+  tf.io.gfile.rename(tmp_path, final_path, overwrite=True)
+
+
+class Progress:
+  """Logs `done/total`, rate and time left at most every `interval` seconds."""
+
+  def __init__(self, what, total=None, unit="items", interval=30.0):
+    self.what = what
+    self.total = total
+    self.unit = unit
+    self.interval = interval
+    self.done = 0
+    self.start = time.monotonic()
+    self._last_log = self.start
+
+  def update(self, count=1):
+    """Adds `count` finished items and logs when the interval has passed."""
+    self.done += count
+    now = time.monotonic()
+    if now - self._last_log >= self.interval:
+      self._last_log = now
+      self.log()
+
+  def rate(self):
+    return self.done / max(time.monotonic() - self.start, 1e-9)
+
+  def log(self, final=False):
+    rate = self.rate()
+    elapsed = time.monotonic() - self.start
+    if self.total:
+      left = (self.total - self.done) / rate if rate > 0 else float("inf")
+      logging.info("%s: %d/%d %s (%.1f%%), %.1f %s/s, %s, %s", self.what,
+                   self.done, self.total, self.unit,
+                   100.0 * self.done / self.total, rate, self.unit,
+                   f"elapsed {format_seconds(elapsed)}",
+                   "done" if final else f"time left {format_seconds(left)}")
+    else:
+      logging.info("%s: %d %s, %.1f %s/s, elapsed %s", self.what, self.done,
+                   self.unit, rate, self.unit, format_seconds(elapsed))
+
+
+def format_seconds(seconds):
+  """Formats seconds as H:MM:SS."""
+  if seconds == float("inf"):
+    return "?"
+  seconds = int(round(seconds))
+  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,38 @@
+"""Shared stage plumbing: atomic outputs, input globs, progress."""
+import os
+
+import pytest
+
+import cli
+
+
+def test_atomic_output_renames_only_on_success(tmp_path):
+  final = str(tmp_path / "out.txt")
+  with cli.atomic_output(final) as tmp:
+    with open(tmp, "w") as f:
+      f.write("done")
+    assert not os.path.exists(final)
+  assert open(final).read() == "done"
+
+
+def test_atomic_output_leaves_nothing_after_a_crash(tmp_path):
+  final = str(tmp_path / "out.txt")
+  with pytest.raises(RuntimeError):
+    with cli.atomic_output(final) as tmp:
+      open(tmp, "w").write("half")
+      raise RuntimeError("crash")
+  assert os.listdir(tmp_path) == []
+
+
+def test_expand_input_files_sorts_and_rejects_empty_globs(tmp_path):
+  for name in ("b.tfrecord", "a.tfrecord"):
+    (tmp_path / name).write_text("")
+  files = cli.expand_input_files(f"{tmp_path}/*.tfrecord")
+  assert [os.path.basename(f) for f in files] == ["a.tfrecord", "b.tfrecord"]
+  with pytest.raises(cli.StageError, match="nothing-here"):
+    cli.expand_input_files(f"{tmp_path}/*.tfrecord,{tmp_path}/nothing-here*")
+
+
+def test_format_seconds():
+  assert cli.format_seconds(3725) == "1:02:05"
+  assert cli.format_seconds(float("inf")) == "?"
