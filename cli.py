@@ -10,7 +10,6 @@ import time
 
 from absl import app
 from absl import logging
-import tensorflow as tf
 
 
 class StageError(Exception):
@@ -40,6 +39,7 @@ def expand_input_files(patterns, flag_name="--input_file"):
   Raises:
     StageError: when the list is empty or a pattern matches nothing.
   """
+  import tensorflow as tf  # Imported here so light stages start without it.
   files = []
   for pattern in [p.strip() for p in patterns.split(",") if p.strip()]:
     matched = sorted(tf.io.gfile.glob(pattern))
@@ -63,6 +63,7 @@ def atomic_output(final_path):
   On any exception the temporary file is removed, so a crash never leaves a
   half-written file under the final name and a rerun starts that file anew.
   """
+  import tensorflow as tf  # Imported here so light stages start without it.
   tmp_path = temporary_path(final_path)
   try:
     yield tmp_path

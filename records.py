@@ -23,7 +23,6 @@ the specs below, so no script repeats a feature spec.
 """
 
 import numpy as np
-import tensorflow as tf
 
 INPUT_IDS = "input_ids"
 INPUT_MASK = "input_mask"
@@ -45,6 +44,7 @@ FLOAT_FEATURES = frozenset([MASKED_LM_WEIGHTS, TRUNCATED_PROBS, FULL_PROBS])
 
 def pretraining_feature_spec(max_seq_length, max_predictions_per_seq):
   """Returns the parse spec {name: tf.io.FixedLenFeature} of a pretraining record."""
+  import tensorflow as tf  # Imported here so light stages start without it.
   seq = [max_seq_length]
   preds = [max_predictions_per_seq]
   return {
@@ -76,6 +76,7 @@ def teacher_label_feature_spec(max_seq_length, max_predictions_per_seq,
       position; 0 keeps the whole distribution (needs vocab_size).
     vocab_size: the teacher's vocabulary size; only used when k is 0.
   """
+  import tensorflow as tf  # Imported here so light stages start without it.
   spec = pretraining_feature_spec(max_seq_length, max_predictions_per_seq)
   if truncation_factor > 0:
     width = [max_predictions_per_seq * truncation_factor]
@@ -95,6 +96,7 @@ def serialize_example(features):
   Features named in FLOAT_FEATURES are written as float lists, every other one
   as an int64 list, as Google's tools write them. Insertion order is kept.
   """
+  import tensorflow as tf  # Imported here so light stages start without it.
   feature = {}
   for name, values in features.items():
     values = np.asarray(values).reshape(-1)
@@ -110,6 +112,7 @@ def serialize_example(features):
 
 def decode_example(serialized):
   """Parses one serialized tf.train.Example into {name: np.ndarray} (any lengths)."""
+  import tensorflow as tf  # Imported here so light stages start without it.
   example = tf.train.Example.FromString(serialized)
   decoded = {}
   for name, feature in example.features.feature.items():
@@ -129,6 +132,7 @@ def read_first_example(path):
   Raises:
     ValueError: the file cannot be read as TFRecords (names the file).
   """
+  import tensorflow as tf  # Imported here so light stages start without it.
   try:
     for serialized in tf.data.TFRecordDataset(path).take(1):
       return decode_example(serialized.numpy())
