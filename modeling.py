@@ -1,0 +1,682 @@
+"""BERT in TF2 with Google's variable names, and name-based checkpoint I/O.
+
+The model is a tf.Module holding explicit tf.Variables, one per name of
+Google's BERT checkpoints (`bert/...`, `cls/...`); `variables_by_name()` is the
+one mapping from those names to variables, used by every save and load. The
+numerics follow Google's modeling.py: GELU with the tanh approximation,
+LayerNorm epsilon 1e-12, -10000 added to masked attention logits, the pooler
+tanh(dense(first token)), and the masked-LM decoder reusing the word-embedding
+table. Dense kernels are [in, out], as stored in the checkpoints.
+
+Shape legend:
+  B = batch size          S = sequence length (<= max_position_embeddings)
+  H = hidden size         N = number of attention heads
+  D = size per head (H/N) I = intermediate size
+  P = masked positions    V = vocabulary size
+"""
+
+import dataclasses
+import json
+import math
+import os
+import re
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+_ACTIVATIONS = ("gelu", "relu", "tanh", "linear")
+
+
+@dataclasses.dataclass
+class BertConfig:
+  """The fields of Google's `bert_config.json`, validated on construction.
+
+  Keys of a json file that are not BERT fields (some releases add pooler_*
+  or directionality) are kept in `extra` and written back unchanged.
+  """
+  vocab_size: int
+  hidden_size: int = 768
+  num_hidden_layers: int = 12
+  num_attention_heads: int = 12
+  intermediate_size: int = 3072
+  hidden_act: str = "gelu"
+  hidden_dropout_prob: float = 0.1
+  attention_probs_dropout_prob: float = 0.1
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 16
+  initializer_range: float = 0.02
+  extra: dict = dataclasses.field(default_factory=dict, repr=False,
+                                  compare=False)
+
+  def __post_init__(self):
+    for name in ("vocab_size", "hidden_size", "num_hidden_layers",
+                 "num_attention_heads", "intermediate_size",
+                 "max_position_embeddings", "type_vocab_size"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"BertConfig.{name} must be an integer, got {value!r}")
+      if value <= 0:
+        raise ValueError(f"BertConfig.{name} must be positive, got {value}")
+      setattr(self, name, int(value))
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+          0.0 <= value < 1.0):
+        raise ValueError(f"BertConfig.{name} must be a number in [0, 1), "
+                         f"got {value!r}")
+      setattr(self, name, float(value))
+    if isinstance(self.initializer_range, bool) or not isinstance(
+        self.initializer_range, (int, float)) or self.initializer_range <= 0:
+      raise ValueError(f"BertConfig.initializer_range must be a positive "
+                       f"number, got {self.initializer_range!r}")
+    self.initializer_range = float(self.initializer_range)
+    if self.hidden_act not in _ACTIVATIONS:
+      raise ValueError(f"BertConfig.hidden_act {self.hidden_act!r} is not "
+                       f"supported; use one of {', '.join(_ACTIVATIONS)}")
+    if self.hidden_size % self.num_attention_heads:
+      raise ValueError(
+          f"BertConfig.hidden_size ({self.hidden_size}) is not a multiple of "
+          f"num_attention_heads ({self.num_attention_heads})")
+
+  @classmethod
+  def from_dict(cls, d):
+    """Builds a config from a dict in the layout of `bert_config.json`."""
+    if not isinstance(d, dict):
+      raise ValueError(f"a BERT config must be a JSON object, got "
+                       f"{type(d).__name__}")
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
+    if "vocab_size" not in d:
+      raise ValueError("BERT config has no 'vocab_size' field")
+    known = {k: v for k, v in d.items() if k in names}
+    extra = {k: v for k, v in d.items() if k not in names}
+    return cls(**known, extra=extra)
+
+  @classmethod
+  def from_json_file(cls, path):
+    """Reads a `bert_config.json`; errors name the file."""
+    try:
+      with tf.io.gfile.GFile(path, "r") as f:
+        d = json.loads(f.read())
+      return cls.from_dict(d)
+    except tf.errors.NotFoundError:
+      raise ValueError(f"{path}: BERT config file not found") from None
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: not valid JSON ({e})") from None
+    except ValueError as e:
+      raise ValueError(f"{path}: {e}") from None
+
+  def to_dict(self):
+    """The config as a dict with Google's keys (and any extra keys read)."""
+    d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+         if f.name != "extra"}
+    d.update(self.extra)
+    return d
+
+  def to_json_string(self):
+    """The config as `bert_config.json` text."""
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+  def to_json_file(self, path):
+    """Writes the config as `bert_config.json`, atomically."""
+    tmp_path = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(tmp_path, "w") as f:
+      f.write(self.to_json_string())
+    tf.io.gfile.rename(tmp_path, path, overwrite=True)
+
+  @property
+  def size_per_head(self):
+    return self.hidden_size // self.num_attention_heads
+
+
+def variable_shapes(config):
+  """Returns {Google name: shape} of every BERT variable, in checkpoint order.
+
+  This is the one place that lists the names; the model creates exactly these.
+  """
+  h, i = config.hidden_size, config.intermediate_size
+  shapes = {
+      "bert/embeddings/word_embeddings": [config.vocab_size, h],
+      "bert/embeddings/token_type_embeddings": [config.type_vocab_size, h],
+      "bert/embeddings/position_embeddings": [
+          config.max_position_embeddings, h],
+      "bert/embeddings/LayerNorm/gamma": [h],
+      "bert/embeddings/LayerNorm/beta": [h],
+  }
+  for layer in range(config.num_hidden_layers):
+    prefix = f"bert/encoder/layer_{layer}/"
+    for part in ("query", "key", "value"):
+      shapes[f"{prefix}attention/self/{part}/kernel"] = [h, h]
+      shapes[f"{prefix}attention/self/{part}/bias"] = [h]
+    shapes[f"{prefix}attention/output/dense/kernel"] = [h, h]
+    shapes[f"{prefix}attention/output/dense/bias"] = [h]
+    shapes[f"{prefix}attention/output/LayerNorm/gamma"] = [h]
+    shapes[f"{prefix}attention/output/LayerNorm/beta"] = [h]
+    shapes[f"{prefix}intermediate/dense/kernel"] = [h, i]
+    shapes[f"{prefix}intermediate/dense/bias"] = [i]
+    shapes[f"{prefix}output/dense/kernel"] = [i, h]
+    shapes[f"{prefix}output/dense/bias"] = [h]
+    shapes[f"{prefix}output/LayerNorm/gamma"] = [h]
+    shapes[f"{prefix}output/LayerNorm/beta"] = [h]
+  shapes.update({
+      "bert/pooler/dense/kernel": [h, h],
+      "bert/pooler/dense/bias": [h],
+      "cls/predictions/transform/dense/kernel": [h, h],
+      "cls/predictions/transform/dense/bias": [h],
+      "cls/predictions/transform/LayerNorm/gamma": [h],
+      "cls/predictions/transform/LayerNorm/beta": [h],
+      "cls/predictions/output_bias": [config.vocab_size],
+      "cls/seq_relationship/output_weights": [2, h],
+      "cls/seq_relationship/output_bias": [2],
+  })
+  return shapes
+
+
+def _initial_value(name, shape, initializer_range, seed):
+  """Google's initial values: LayerNorm gamma 1, biases and beta 0, the rest
+  truncated normal (2 stddev) with stddev initializer_range."""
+  if name.endswith("/gamma"):
+    return tf.ones(shape)
+  if name.endswith("/beta") or name.endswith("bias"):
+    return tf.zeros(shape)
+  return tf.random.stateless_truncated_normal(shape, seed=seed,
+                                              stddev=initializer_range)
+
+
+def gelu(x):
+  """GELU with the tanh approximation, as Google's BERT computes it."""
+  cdf = 0.5 * (1.0 + tf.tanh(
+      math.sqrt(2.0 / math.pi) * (x + 0.044715 * tf.pow(x, 3))))
+  return x * cdf
+
+
+def get_activation(name):
+  """Maps a config's hidden_act to a function."""
+  return {"gelu": gelu, "relu": tf.nn.relu, "tanh": tf.tanh,
+          "linear": tf.identity}[name]
+
+
+def layer_norm(x, gamma, beta):
+  """LayerNorm over the last axis with epsilon 1e-12.
+
+  Statistics are taken in float32 even when x is float16/bfloat16.
+  """
+  dtype = x.dtype
+  x = tf.cast(x, tf.float32)
+  mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+  y = (x - mean) * tf.math.rsqrt(variance + 1e-12) * gamma + beta
+  return tf.cast(y, dtype)
+
+
+class BertPretrainingModel(tf.Module):
+  """BERT with its masked-LM and next-sentence heads.
+
+  Variables are created eagerly in __init__ (so the model can be built under
+  a tf.distribute strategy scope) with Google's names and initial values.
+  With compute_dtype float16/bfloat16 the math runs in that dtype (LayerNorm
+  and softmax statistics in float32) while the variables stay float32.
+  """
+
+  def __init__(self, config, compute_dtype=tf.float32, name="bert", seed=None):
+    """Creates the variables.
+
+    Args:
+      config: a BertConfig.
+      compute_dtype: tf.float32, tf.float16 or tf.bfloat16.
+      name: the tf.Module name (the checkpoint names never depend on it).
+      seed: an int making the initial values reproducible; None draws one.
+    """
+    super().__init__(name=name)
+    self.config = config
+    self.compute_dtype = tf.as_dtype(compute_dtype)
+    if self.compute_dtype not in (tf.float32, tf.float16, tf.bfloat16):
+      raise ValueError(f"compute_dtype must be float32, float16 or bfloat16, "
+                       f"got {self.compute_dtype.name}")
+    rng = np.random.default_rng(seed)
+    self._variables = {}
+    for var_name, shape in variable_shapes(config).items():
+      var_seed = rng.integers(0, 2**31 - 1, size=2)
+      self._variables[var_name] = tf.Variable(
+          _initial_value(var_name, shape, config.initializer_range, var_seed),
+          name=var_name)
+
+  def variables_by_name(self):
+    """Returns {Google name: tf.Variable} of every model variable."""
+    return dict(self._variables)
+
+  def _weight(self, name):
+    """The variable `name`, cast to the compute dtype."""
+    return tf.cast(self._variables[name], self.compute_dtype)
+
+  def _dense(self, x, prefix):
+    """x @ kernel + bias for the `prefix/kernel`, `prefix/bias` variables."""
+    return tf.matmul(x, self._weight(prefix + "/kernel")) + self._weight(
+        prefix + "/bias")
+
+  def _layer_norm(self, x, prefix):
+    return layer_norm(x, self._variables[prefix + "/gamma"],
+                      self._variables[prefix + "/beta"])
+
+  def _dropout(self, x, rate, training):
+    if training and rate > 0.0:
+      return tf.nn.dropout(x, rate=rate)
+    return x
+
+  def __call__(self, input_ids, input_mask, segment_ids, masked_lm_positions,
+               training=False):
+    """Runs BERT and both pretraining heads.
+
+    Args:
+      input_ids, input_mask, segment_ids: int32/int64 [B, S].
+      masked_lm_positions: int32/int64 [B, P], positions (< S) where the
+        masked-LM logits are computed.
+      training: apply dropout when True.
+
+    Returns:
+      A dict:
+        masked_lm_logits      float32 [B, P, V]
+        next_sentence_logits  float32 [B, 2]
+        sequence_output       [B, S, H] (compute dtype)
+        pooled_output         [B, H]
+        embedding_output      [B, S, H], the input of the first layer
+        all_encoder_layers    list of [B, S, H], one per layer
+        attention_probs       list of float32 [B, N, S, S], one per layer
+    """
+    config = self.config
+    input_ids = tf.convert_to_tensor(input_ids)
+    batch_size = tf.shape(input_ids)[0]
+    seq_length = input_ids.shape[1] or tf.shape(input_ids)[1]
+
+    embedding_output = self._embeddings(input_ids, segment_ids, seq_length,
+                                        training)
+    # -10000 on padded keys: [B, 1, 1, S], broadcast over heads and queries.
+    mask = tf.cast(input_mask, tf.float32)[:, tf.newaxis, tf.newaxis, :]
+    attention_adder = (1.0 - mask) * -10000.0
+
+    hidden = tf.reshape(embedding_output, [-1, config.hidden_size])  # [B*S, H]
+    all_encoder_layers, all_attention_probs = [], []
+    for layer in range(config.num_hidden_layers):
+      hidden, probs = self._encoder_layer(
+          hidden, attention_adder, batch_size, seq_length,
+          f"bert/encoder/layer_{layer}", training)
+      all_encoder_layers.append(
+          tf.reshape(hidden, [batch_size, seq_length, config.hidden_size]))
+      all_attention_probs.append(probs)
+    sequence_output = all_encoder_layers[-1]
+
+    # The pooler: tanh(dense(first token)).  [B, H]
+    pooled_output = tf.tanh(self._dense(sequence_output[:, 0, :],
+                                        "bert/pooler/dense"))
+    return {
+        "masked_lm_logits": self._masked_lm_logits(sequence_output,
+                                                   masked_lm_positions),
+        "next_sentence_logits": self._next_sentence_logits(pooled_output),
+        "sequence_output": sequence_output,
+        "pooled_output": pooled_output,
+        "embedding_output": embedding_output,
+        "all_encoder_layers": all_encoder_layers,
+        "attention_probs": all_attention_probs,
+    }
+
+  def _embeddings(self, input_ids, segment_ids, seq_length, training):
+    """Word + token-type + position embeddings, LayerNorm, dropout. [B, S, H]"""
+    words = tf.gather(self._weight("bert/embeddings/word_embeddings"),
+                      input_ids)
+    types = tf.gather(self._weight("bert/embeddings/token_type_embeddings"),
+                      segment_ids)
+    positions = self._weight("bert/embeddings/position_embeddings")[
+        :seq_length]  # [S, H]
+    output = words + types + positions[tf.newaxis]
+    output = self._layer_norm(output, "bert/embeddings/LayerNorm")
+    return self._dropout(output, self.config.hidden_dropout_prob, training)
+
+  def _encoder_layer(self, hidden, attention_adder, batch_size, seq_length,
+                     prefix, training):
+    """One transformer layer on [B*S, H]; returns it and the attention probs."""
+    config = self.config
+    heads, head_size = config.num_attention_heads, config.size_per_head
+
+    def split_heads(x):  # [B*S, H] -> [B, N, S, D]
+      x = tf.reshape(x, [batch_size, seq_length, heads, head_size])
+      return tf.transpose(x, [0, 2, 1, 3])
+
+    query = split_heads(self._dense(hidden, prefix + "/attention/self/query"))
+    key = split_heads(self._dense(hidden, prefix + "/attention/self/key"))
+    value = split_heads(self._dense(hidden, prefix + "/attention/self/value"))
+
+    scores = tf.matmul(query, key, transpose_b=True)  # [B, N, S, S]
+    scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(head_size))
+    probs = tf.nn.softmax(scores + attention_adder, axis=-1)
+    dropped = self._dropout(tf.cast(probs, self.compute_dtype),
+                            config.attention_probs_dropout_prob, training)
+    context = tf.matmul(dropped, value)  # [B, N, S, D]
+    context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]),
+                         [-1, config.hidden_size])  # [B*S, H]
+
+    attention = self._dense(context, prefix + "/attention/output/dense")
+    attention = self._dropout(attention, config.hidden_dropout_prob, training)
+    attention = self._layer_norm(attention + hidden,
+                                 prefix + "/attention/output/LayerNorm")
+
+    intermediate = get_activation(config.hidden_act)(
+        self._dense(attention, prefix + "/intermediate/dense"))  # [B*S, I]
+    output = self._dense(intermediate, prefix + "/output/dense")  # [B*S, H]
+    output = self._dropout(output, config.hidden_dropout_prob, training)
+    output = self._layer_norm(output + attention, prefix + "/output/LayerNorm")
+    return output, probs
+
+  def _masked_lm_logits(self, sequence_output, positions):
+    """The masked-LM head at the gathered positions only.  [B, P, V] float32"""
+    config = self.config
+    gathered = tf.gather(sequence_output, positions, batch_dims=1)  # [B, P, H]
+    x = self._dense(gathered, "cls/predictions/transform/dense")
+    x = get_activation(config.hidden_act)(x)
+    x = self._layer_norm(x, "cls/predictions/transform/LayerNorm")
+    # The decoder is the word-embedding table, transposed.
+    logits = tf.matmul(x, self._weight("bert/embeddings/word_embeddings"),
+                       transpose_b=True)  # [B, P, V]
+    logits = tf.cast(logits, tf.float32)
+    return logits + self._variables["cls/predictions/output_bias"]
+
+  def _next_sentence_logits(self, pooled_output):
+    """The next-sentence head.  [B, 2] float32"""
+    logits = tf.matmul(pooled_output,
+                       self._weight("cls/seq_relationship/output_weights"),
+                       transpose_b=True)
+    return tf.cast(logits, tf.float32) + self._variables[
+        "cls/seq_relationship/output_bias"]
+
+
+# --------------------------------------------------------------------------
+# Name-based checkpoints (the TF1 layout Google's tools read and write).
+
+_STATE_FILE = "checkpoint"
+_STEP_PREFIX = re.compile(r"^model\.ckpt-(\d+)$")
+
+
+def _is_complete(prefix):
+  return tf.io.gfile.exists(prefix + ".index")
+
+
+def latest_checkpoint(directory):
+  """Returns the newest complete checkpoint prefix in `directory`, or None.
+
+  Uses the `checkpoint` state file when it names a complete checkpoint, else
+  the highest `model.ckpt-<step>`, else the newest other `*.index` prefix (a
+  downloaded Google release such as `bert_model.ckpt`).
+  """
+  if not tf.io.gfile.isdir(directory):
+    return None
+  state_path = os.path.join(directory, _STATE_FILE)
+  if tf.io.gfile.exists(state_path):
+    paths = _read_state_file(state_path)
+    if paths and _is_complete(_absolute(directory, paths[-1])):
+      return _absolute(directory, paths[-1])
+  prefixes = _complete_prefixes(directory)
+  stepped = [p for p in prefixes if _STEP_PREFIX.match(os.path.basename(p))]
+  if stepped:
+    return max(stepped, key=_step_from_name)
+  if prefixes:
+    return max(prefixes, key=lambda p: tf.io.gfile.stat(p + ".index").mtime_nsec)
+  return None
+
+
+def _absolute(directory, path):
+  return path if os.path.isabs(path) else os.path.join(directory, path)
+
+
+def _complete_prefixes(directory):
+  """Prefixes in `directory` with an index file, ignoring unfinished saves."""
+  return [p[:-len(".index")]
+          for p in tf.io.gfile.glob(os.path.join(directory, "*.index"))
+          if ".tmp-" not in os.path.basename(p)]
+
+
+def _step_from_name(prefix):
+  match = _STEP_PREFIX.match(os.path.basename(prefix))
+  return int(match.group(1)) if match else None
+
+
+def _read_state_file(path):
+  """Returns the checkpoint paths of a `checkpoint` state file, newest last."""
+  with tf.io.gfile.GFile(path, "r") as f:
+    text = f.read()
+  latest = re.findall(r'^model_checkpoint_path:\s*"(.*)"', text, re.M)
+  paths = re.findall(r'^all_model_checkpoint_paths:\s*"(.*)"', text, re.M)
+  if latest and latest[0] not in paths:
+    paths.append(latest[0])
+  elif latest:
+    paths.remove(latest[0])
+    paths.append(latest[0])
+  return paths
+
+
+def _write_state_file(directory, prefixes):
+  """Writes the `checkpoint` state file atomically; the last prefix is newest."""
+  names = [os.path.basename(p) for p in prefixes]
+  text = f'model_checkpoint_path: "{names[-1]}"\n' + "".join(
+      f'all_model_checkpoint_paths: "{n}"\n' for n in names)
+  path = os.path.join(directory, _STATE_FILE)
+  tmp_path = f"{path}.tmp-{os.getpid()}"
+  with tf.io.gfile.GFile(tmp_path, "w") as f:
+    f.write(text)
+  tf.io.gfile.rename(tmp_path, path, overwrite=True)
+
+
+def resolve_checkpoint(checkpoint):
+  """Turns a checkpoint prefix or directory into a complete prefix.
+
+  Raises:
+    ValueError: nothing readable at that path (names it).
+  """
+  if checkpoint.endswith(".index") and tf.io.gfile.exists(checkpoint):
+    checkpoint = checkpoint[:-len(".index")]
+  if tf.io.gfile.isdir(checkpoint):
+    prefix = latest_checkpoint(checkpoint)
+    if prefix is None:
+      raise ValueError(f"{checkpoint}: directory holds no complete checkpoint "
+                       f"(no *.index file)")
+    return prefix
+  if not _is_complete(checkpoint):
+    raise ValueError(f"{checkpoint}: no checkpoint there (expected "
+                     f"{checkpoint}.index and {checkpoint}.data-*)")
+  return checkpoint
+
+
+def _open_reader(prefix):
+  try:
+    return tf.train.load_checkpoint(prefix)
+  except (tf.errors.OpError, ValueError) as e:
+    raise ValueError(f"{prefix}: not a readable checkpoint "
+                     f"({str(e).splitlines()[0]})") from None
+
+
+def _summarize(items, limit=5):
+  """'a, b, c (and 7 more)' for error messages that stay one line."""
+  items = list(items)
+  text = ", ".join(items[:limit])
+  if len(items) > limit:
+    text += f" (and {len(items) - limit} more)"
+  return text
+
+
+def restore_variables(variables_by_name, checkpoint):
+  """Assigns every variable from the checkpoint entry of the same name.
+
+  Args:
+    variables_by_name: {checkpoint name: tf.Variable} (model variables,
+      optimizer slots, global_step; tf.distribute variables are fine).
+    checkpoint: a checkpoint prefix or a directory (its newest checkpoint).
+
+  Returns:
+    The list of names restored.
+
+  Raises:
+    ValueError: one line naming the checkpoint and every missing or
+      mis-shaped variable; nothing is assigned then.
+  """
+  prefix = resolve_checkpoint(checkpoint)
+  reader = _open_reader(prefix)
+  shapes = reader.get_variable_to_shape_map()
+  missing = [n for n in variables_by_name if n not in shapes]
+  misshaped = [f"{n} (checkpoint {shapes[n]}, expected {v.shape.as_list()})"
+               for n, v in variables_by_name.items()
+               if n in shapes and list(shapes[n]) != v.shape.as_list()]
+  problems = []
+  if missing:
+    problems.append(f"missing {len(missing)} variables: {_summarize(missing)}")
+  if misshaped:
+    problems.append(f"{len(misshaped)} mis-shaped: {_summarize(misshaped)}")
+  if problems:
+    raise ValueError(f"{prefix}: " + "; ".join(problems))
+  for name, variable in variables_by_name.items():
+    variable.assign(tf.cast(reader.get_tensor(name), variable.dtype))
+  return list(variables_by_name)
+
+
+def _source_name(name, layer_map):
+  """The checkpoint name a model variable is loaded from, given a layer map."""
+  match = re.match(r"^bert/encoder/layer_(\d+)/(.*)$", name)
+  if layer_map is None or not match:
+    return name
+  return f"bert/encoder/layer_{layer_map[int(match.group(1))]}/{match.group(2)}"
+
+
+def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
+  """Loads a model from a Google-named checkpoint, fully or partially.
+
+  Args:
+    model: a BertPretrainingModel (or a {name: variable} dict).
+    checkpoint: a checkpoint prefix or a directory.
+    layer_map: optional list of ints; model layer j takes checkpoint layer
+      layer_map[j] (e.g. [0, 2, 4, 7, 9, 11] for a 6-layer student).
+    allow_partial: when True, variables the checkpoint lacks or holds in
+      another shape keep their initial values; when False they are an error.
+
+  Returns:
+    {"loaded": [...], "initialized": [...], "unused": [...]}: model names
+    loaded / left initialized, and checkpoint names not used (optimizer
+    slots, global_step, layers not mapped, ...).
+
+  Raises:
+    ValueError: one line: the path is not a checkpoint, a layer of the map is
+      not in it, or (without allow_partial) variables are missing/mis-shaped.
+  """
+  variables = (model if isinstance(model, dict) else model.variables_by_name())
+  prefix = resolve_checkpoint(checkpoint)
+  reader = _open_reader(prefix)
+  shapes = reader.get_variable_to_shape_map()
+  if layer_map is not None:
+    _check_layer_map(layer_map, variables, shapes, prefix)
+
+  loaded, initialized, problems = [], [], []
+  for name, variable in variables.items():
+    source = _source_name(name, layer_map)
+    expected = variable.shape.as_list()
+    if source not in shapes:
+      reason = "not in checkpoint"
+    elif list(shapes[source]) != expected:
+      reason = f"checkpoint shape {shapes[source]}"
+    else:
+      variable.assign(tf.cast(reader.get_tensor(source), variable.dtype))
+      loaded.append(name)
+      origin = source if source == name else f"{source} (layer map)"
+      logging.info("%-60s %-14s loaded from %s", name, expected, origin)
+      continue
+    if not allow_partial:
+      problems.append(f"{source} ({reason}, expected {expected})")
+      continue
+    initialized.append(name)
+    logging.info("%-60s %-14s initialized (%s: %s)", name, expected, source,
+                 reason)
+  if problems:
+    raise ValueError(f"{prefix}: {len(problems)} variables missing or "
+                     f"mis-shaped: {_summarize(problems)}")
+  used = {_source_name(n, layer_map) for n in loaded}
+  unused = sorted(n for n in shapes if n not in used)
+  logging.info("%s: %d variables loaded, %d initialized, %d checkpoint "
+               "entries unused: %s", prefix, len(loaded), len(initialized),
+               len(unused), _summarize(unused, limit=8))
+  return {"loaded": loaded, "initialized": initialized, "unused": unused}
+
+
+def _check_layer_map(layer_map, variables, shapes, prefix):
+  """Raises ValueError unless layer_map names one checkpoint layer per model
+  layer and every one of them exists in the checkpoint."""
+  model_layers = {int(m.group(1)) for n in variables
+                  for m in [re.match(r"^bert/encoder/layer_(\d+)/", n)] if m}
+  if len(layer_map) != len(model_layers):
+    raise ValueError(f"layer map {list(layer_map)} has {len(layer_map)} "
+                     f"entries but the model has {len(model_layers)} layers")
+  ckpt_layers = {int(m.group(1)) for n in shapes
+                 for m in [re.match(r"^bert/encoder/layer_(\d+)/", n)] if m}
+  absent = [str(l) for l in layer_map if l not in ckpt_layers]
+  if absent:
+    raise ValueError(f"{prefix}: layer map names layer(s) {', '.join(absent)} "
+                     f"but the checkpoint has layers 0..{max(ckpt_layers, default=-1)}")
+
+
+def save_checkpoint(variables_by_name, directory, step, max_to_keep=5):
+  """Writes `directory/model.ckpt-<step>` in Google's name-based layout.
+
+  The checkpoint holds exactly the given names plus `global_step` (int64),
+  written under temporary names and renamed when complete; then the
+  `checkpoint` state file is replaced atomically and checkpoints older than
+  the newest `max_to_keep` are removed.
+
+  Args:
+    variables_by_name: {name: tf.Variable or tensor}; tf.distribute
+      variables are read from their primary copy.
+    directory: created if missing.
+    step: the global step, also stored as `global_step`.
+    max_to_keep: how many `model.ckpt-<step>` to keep (None or 0 keeps all).
+
+  Returns:
+    The prefix written.
+  """
+  step = int(step)
+  tf.io.gfile.makedirs(directory)
+  prefix = os.path.join(directory, f"model.ckpt-{step}")
+  tmp_prefix = f"{prefix}.tmp-{os.getpid()}"
+  tensors = {name: tf.convert_to_tensor(value)
+             for name, value in variables_by_name.items()}
+  tensors["global_step"] = tf.constant(step, tf.int64)
+  names = sorted(tensors)
+  with tf.device("/cpu:0"):
+    tf.raw_ops.SaveV2(prefix=tmp_prefix, tensor_names=names,
+                      shape_and_slices=[""] * len(names),
+                      tensors=[tensors[n] for n in names])
+  # Data first, index last: a prefix counts as complete once its index exists.
+  for tmp_path in tf.io.gfile.glob(tmp_prefix + ".data-*"):
+    tf.io.gfile.rename(tmp_path, prefix + tmp_path[len(tmp_prefix):],
+                       overwrite=True)
+  tf.io.gfile.rename(tmp_prefix + ".index", prefix + ".index", overwrite=True)
+
+  kept = sorted((p for p in _complete_prefixes(directory)
+                 if _step_from_name(p) is not None and p != prefix),
+                key=_step_from_name)
+  kept.append(prefix)
+  if max_to_keep:
+    for old in kept[:-max_to_keep]:
+      _remove_checkpoint(old)
+    kept = kept[-max_to_keep:]
+  _write_state_file(directory, kept)
+  logging.info("Saved %s (%d variables)", prefix, len(names))
+  return prefix
+
+
+def _remove_checkpoint(prefix):
+  """Removes a checkpoint: its index first, so it is never seen half-gone."""
+  tf.io.gfile.remove(prefix + ".index")
+  for path in tf.io.gfile.glob(prefix + ".data-*"):
+    tf.io.gfile.remove(path)
+
+
+def checkpoint_step(prefix):
+  """The `global_step` stored in a checkpoint, else the step in its name,
+  else None."""
+  prefix = resolve_checkpoint(prefix)
+  reader = _open_reader(prefix)
+  if reader.has_tensor("global_step"):
+    return int(reader.get_tensor("global_step"))
+  return _step_from_name(prefix)
