@@ -1,0 +1,275 @@
+"""Stage II, second half: WikiExtractor's JSON output to BERT's text format.
+
+Reads every `wiki_*` file (plain or `.bz2`) under `--folder`, the folder of
+folders that `python -m wikiextractor.WikiExtractor --json` writes (AA/wiki_00,
+AA/wiki_01, ..., AB/wiki_00, ...), in sorted path order, and writes one text
+file: one sentence per line, one blank line after every article, which is what
+`split_text.py` and `multifile_create_pretraining_data.py` read.
+
+Per article (one JSON object a line, {"id", "revid", "url", "title", "text"}):
+  * the title is dropped only when the first line of the text IS the title
+    (older WikiExtractor versions put it there; version 3 does not, and the
+    first sentence of an article often starts with its title);
+  * section headings and empty lines are dropped (see `is_heading`);
+  * every remaining line (a paragraph) is split into sentences with pysbd, a
+    rule-based offline splitter that keeps "Dr.", "U.S.", "e.g." and "3.5"
+    inside their sentence;
+  * an article left with no sentence (a redirect, an empty stub) is skipped.
+
+A malformed JSON line is skipped with a warning naming its file and line.
+Files are processed by a pool of worker processes, and the results are written
+in file order, so the output does not depend on --num_workers. Memory is
+bounded by the few files in flight (WikiExtractor's `--bytes`, 1 MB by
+default), never by the dump.
+"""
+
+import bz2
+import json
+import multiprocessing
+import os
+import re
+import sys
+import time
+
+from absl import flags
+from absl import logging
+
+# The shared stage plumbing lives one folder up, at the project's root.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string(
+    "folder", None,
+    "WikiExtractor's output folder (the one given to its -o): a folder of "
+    "folders holding wiki_NN or wiki_NN.bz2 files of JSON lines.")
+flags.DEFINE_string(
+    "write_file", None,
+    "The text file to write: one sentence per line, a blank line after every "
+    "article. Written under a temporary name and renamed when complete.")
+flags.DEFINE_integer(
+    "num_workers", None,
+    "Worker processes that split files into sentences (default: all cores). "
+    "The output is the same for any value.")
+flags.DEFINE_float(
+    "log_interval", 30.0, "Seconds between two progress lines.")
+
+flags.mark_flag_as_required("folder")
+flags.mark_flag_as_required("write_file")
+flags.register_validator("num_workers", lambda n: n is None or n >= 1,
+                         message="--num_workers must be at least 1")
+
+# WikiExtractor names its outputs wiki_00, wiki_01, ... and adds .bz2 with -c.
+WIKI_FILE_PATTERN = re.compile(r"^wiki_\d+(\.bz2)?$")
+
+# A heading is a short line: Wikipedia's are one to five words, its
+# paragraphs almost always longer.
+MAX_HEADING_WORDS = 6
+
+# Words that make a short line a sentence rather than a heading: headings
+# name a topic ("Early life", "Rail transport"); they hardly ever hold a
+# pronoun or an auxiliary verb.
+SENTENCE_WORDS = frozenset("""
+    i you he she it we they me him us them its his her their our my your
+    this these those there is are was were be been being am has have had
+    do does did can could will would shall should may might must not
+    """.split())
+
+# A sentence break inside a line: terminal punctuation, then a space.
+INNER_SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s")
+
+_segmenter = None
+
+
+def split_sentences(paragraph):
+  """Splits one paragraph into its sentences, stripped, none empty.
+
+  pysbd's English rules keep abbreviations (Dr., U.S., e.g., i.e.), initials
+  and decimals (3.5) inside their sentence. The segmenter is built once per
+  process.
+  """
+  global _segmenter
+  if _segmenter is None:
+    import pysbd  # pylint: disable=g-import-not-at-top
+    _segmenter = pysbd.Segmenter(language="en", clean=False)
+  sentences = [s.strip() for s in _segmenter.segment(paragraph)]
+  return [s for s in sentences if s]
+
+
+def is_heading(line, is_last_line):
+  """Whether a line of WikiExtractor 3's text is a section heading.
+
+  WikiExtractor writes `== Early life ==` as the line `Early life.` (a period
+  added unless the heading ends in '!' or '?'), only when a paragraph of that
+  section follows, so a heading is never an article's last line. Taken for a
+  heading: a line that is not the last, has at most MAX_HEADING_WORDS words,
+  starts with an upper-case letter or a digit, ends in '.', '!' or '?', has
+  no sentence break inside and no pronoun or auxiliary verb (SENTENCE_WORDS).
+  A one-sentence paragraph that short and without such a word ("Seals eat
+  fish.") is dropped with the headings: rare in Wikipedia prose, and a
+  negligible loss for pretraining.
+  """
+  if is_last_line or not line or line[-1] not in ".!?":
+    return False
+  words = line[:-1].split()
+  if not words or len(words) > MAX_HEADING_WORDS:
+    return False
+  if not (line[0].isupper() or line[0].isdigit()):
+    return False
+  if any(w.strip("\"'(),").lower() in SENTENCE_WORDS for w in words):
+    return False
+  return INNER_SENTENCE_END.search(line[:-1] + " ") is None
+
+
+def article_sentences(title, text):
+  """Returns the article's sentences in order: title and headings removed."""
+  lines = [line.strip() for line in text.split("\n")]
+  lines = [line for line in lines if line]
+  # Drop the title only where the text begins with it as a line of its own:
+  # "Anarchism is a political philosophy ..." is a first sentence, not a title.
+  if lines and title and lines[0] in (title.strip(), title.strip() + "."):
+    lines = lines[1:]
+  sentences = []
+  for i, line in enumerate(lines):
+    if is_heading(line, is_last_line=(i == len(lines) - 1)):
+      continue
+    sentences.extend(split_sentences(line))
+  return sentences
+
+
+def open_wiki_file(path):
+  """Opens a wiki_* file as text, decompressing it when it ends in .bz2."""
+  if path.endswith(".bz2"):
+    return bz2.open(path, "rt", encoding="utf-8", errors="replace")
+  return open(path, "r", encoding="utf-8", errors="replace")
+
+
+def convert_file(path):
+  """Converts one wiki_* file; returns (text, num_articles, warnings).
+
+  `text` holds the file's articles in BERT's format, each followed by a blank
+  line. `warnings` lists one message per malformed JSON line, naming the file
+  and the 1-based line number. Raises cli.StageError for an unreadable file.
+  """
+  out = []
+  num_articles = 0
+  warnings = []
+  try:
+    with open_wiki_file(path) as f:
+      for line_number, line in enumerate(f, start=1):
+        if not line.strip():
+          continue
+        try:
+          article = json.loads(line)
+          text = article["text"]
+          title = article.get("title", "")
+          if not isinstance(text, str) or not isinstance(title, str):
+            raise TypeError("'text' and 'title' must be strings")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+          warnings.append(f"{path}:{line_number}: malformed JSON line skipped "
+                          f"({type(e).__name__}: {e})")
+          continue
+        sentences = article_sentences(title, text)
+        if sentences:
+          out.append("\n".join(sentences))
+          out.append("\n\n")
+          num_articles += 1
+  except (OSError, EOFError) as e:
+    raise cli.StageError(f"cannot read {path}: {e}") from None
+  return "".join(out), num_articles, warnings
+
+
+def find_wiki_files(folder):
+  """Every wiki_* file under folder, sorted by path (AA/wiki_00 < AB/wiki_00)."""
+  if not os.path.isdir(folder):
+    raise cli.StageError(f"--folder {folder} is not a directory: give "
+                         "WikiExtractor's output folder (its -o)")
+  files = []
+  for root, _, names in os.walk(folder):
+    files.extend(os.path.join(root, n) for n in names
+                 if WIKI_FILE_PATTERN.match(n))
+  if not files:
+    raise cli.StageError(f"--folder {folder} holds no wiki_* file: run "
+                         f"WikiExtractor with -o {folder} first")
+  return sorted(files, key=lambda p: os.path.relpath(p, folder).split(os.sep))
+
+
+def converted_files(files, num_workers):
+  """Yields convert_file's result for every file, in the order of `files`.
+
+  With several workers the files are converted in parallel; imap returns the
+  results in input order, so the output is deterministic.
+  """
+  if num_workers == 1 or len(files) == 1:
+    for path in files:
+      yield convert_file(path)
+    return
+  # fork: the workers need nothing but this module, already loaded.
+  context = multiprocessing.get_context("fork")
+  with context.Pool(min(num_workers, len(files))) as pool:
+    yield from pool.imap(convert_file, files, chunksize=1)
+
+
+class _Progress:
+  """Logs files, articles, MB written, MB/s and time left (by input bytes)."""
+
+  def __init__(self, files, interval):
+    self.total_files = len(files)
+    self.total_bytes = sum(os.path.getsize(f) for f in files)
+    self.interval = interval
+    self.start = self.last_log = time.monotonic()
+    self.files = self.articles = self.bytes_in = self.bytes_out = 0
+
+  def update(self, path, num_articles, num_bytes_out):
+    self.files += 1
+    self.articles += num_articles
+    self.bytes_in += os.path.getsize(path)
+    self.bytes_out += num_bytes_out
+    now = time.monotonic()
+    if now - self.last_log >= self.interval:
+      self.last_log = now
+      self.log()
+
+  def log(self, final=False):
+    elapsed = max(time.monotonic() - self.start, 1e-9)
+    fraction = self.bytes_in / max(self.total_bytes, 1)
+    left = elapsed / fraction - elapsed if fraction > 0 else float("inf")
+    logging.info("%d/%d files, %d articles, %.1f MB written, %.2f MB/s, %s",
+                 self.files, self.total_files, self.articles,
+                 self.bytes_out / 1e6, self.bytes_out / 1e6 / elapsed,
+                 f"done in {cli.format_seconds(elapsed)}" if final else
+                 f"time left {cli.format_seconds(left)}")
+
+
+def main(argv):
+  del argv
+  files = find_wiki_files(FLAGS.folder)
+  num_workers = FLAGS.num_workers or os.cpu_count() or 1
+  logging.info("%d wiki_* files under %s, %d workers -> %s", len(files),
+               FLAGS.folder, num_workers, FLAGS.write_file)
+
+  out_dir = os.path.dirname(os.path.abspath(FLAGS.write_file))
+  os.makedirs(out_dir, exist_ok=True)
+  num_warnings = 0
+  with cli.atomic_output(FLAGS.write_file) as tmp_path:
+    with open(tmp_path, "w", encoding="utf-8") as out:
+      progress = _Progress(files, FLAGS.log_interval)
+      results = converted_files(files, num_workers)
+      for path, (text, num_articles, warnings) in zip(files, results):
+        for warning in warnings:
+          logging.warning("%s", warning)
+        num_warnings += len(warnings)
+        out.write(text)
+        progress.update(path, num_articles, len(text.encode("utf-8")))
+  progress.log(final=True)
+  if num_warnings:
+    logging.warning("%d malformed JSON lines skipped", num_warnings)
+  if progress.articles == 0:
+    logging.warning("no article with text in %s: %s is empty",
+                    FLAGS.folder, FLAGS.write_file)
+  logging.info("wrote %s", FLAGS.write_file)
+
+
+if __name__ == "__main__":
+  cli.run(main)
