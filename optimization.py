@@ -1,0 +1,204 @@
+"""BERT's optimizer in TF2: AdamWeightDecay and the warmup/decay schedule.
+
+As Google's optimization.py: Adam without bias correction (beta_1 0.9,
+beta_2 0.999, epsilon 1e-6), weight decay 0.01 added to the update (decoupled
+from the gradient) for every variable whose name matches none of
+("LayerNorm", "layer_norm", "bias"), gradients clipped to global norm 1.0,
+and a learning rate that rises linearly from 0 over num_warmup_steps, then
+falls linearly to 0 at num_train_steps. The slots are named as Google's
+checkpoints name them (`<variable>/adam_m`, `<variable>/adam_v`), so they save
+and restore through modeling.save_checkpoint / modeling.restore_variables.
+
+Under a tf.distribute strategy, call `apply_gradients` inside `strategy.run`
+with each replica's gradients (of a loss scaled by 1/global_batch_size): they
+are summed across replicas (and workers), clipped, and applied once to every
+copy of each variable.
+"""
+
+import re
+
+import tensorflow as tf
+
+
+class LinearWarmupLinearDecay:
+  """lr(step): init_lr * step / num_warmup_steps while step < num_warmup_steps,
+  else init_lr * (1 - step / num_train_steps), floored at 0."""
+
+  def __init__(self, init_lr, num_train_steps, num_warmup_steps):
+    if init_lr < 0:
+      raise ValueError(f"learning rate must be >= 0, got {init_lr}")
+    if num_train_steps <= 0:
+      raise ValueError(f"num_train_steps must be positive, got {num_train_steps}")
+    if not 0 <= num_warmup_steps <= num_train_steps:
+      raise ValueError(f"num_warmup_steps must be in [0, num_train_steps="
+                       f"{num_train_steps}], got {num_warmup_steps}")
+    self.init_lr = float(init_lr)
+    self.num_train_steps = int(num_train_steps)
+    self.num_warmup_steps = int(num_warmup_steps)
+
+  def __call__(self, step):
+    """The learning rate (float32 scalar) at a global step (int scalar)."""
+    step = tf.cast(step, tf.float32)
+    decayed = self.init_lr * (
+        1.0 - tf.minimum(step, float(self.num_train_steps)) /
+        self.num_train_steps)
+    if not self.num_warmup_steps:
+      return decayed
+    warmup = self.init_lr * step / self.num_warmup_steps
+    return tf.where(step < self.num_warmup_steps, warmup, decayed)
+
+
+class AdamWeightDecay(tf.Module):
+  """Google's AdamWeightDecayOptimizer, distribution-aware, with named slots."""
+
+  def __init__(self, learning_rate, weight_decay_rate=0.01, beta_1=0.9,
+               beta_2=0.999, epsilon=1e-6,
+               exclude_from_weight_decay=("LayerNorm", "layer_norm", "bias"),
+               clip_norm=1.0, name="adam_weight_decay"):
+    """Args:
+      learning_rate: a float, or a callable step -> learning rate (such as
+        LinearWarmupLinearDecay), called with global_step before increment.
+      weight_decay_rate: decoupled weight decay; 0 disables it.
+      beta_1, beta_2, epsilon: Adam's constants (no bias correction).
+      exclude_from_weight_decay: regexes; a variable whose name matches any
+        (re.search) gets no weight decay.
+      clip_norm: gradients are clipped to this global norm; None disables.
+    """
+    super().__init__(name=name)
+    self.learning_rate = learning_rate
+    self.weight_decay_rate = weight_decay_rate
+    self.beta_1 = beta_1
+    self.beta_2 = beta_2
+    self.epsilon = epsilon
+    self.exclude_from_weight_decay = tuple(exclude_from_weight_decay or ())
+    self.clip_norm = clip_norm
+    self.global_step = None
+    self._variables = None
+    self._slots = None
+
+  def build(self, variables_by_name):
+    """Creates the `adam_m`/`adam_v` slots (zeros) and global_step.
+
+    Call it under the same strategy scope as the variables were created in,
+    so the slots are mirrored the same way.
+    """
+    self._variables = dict(variables_by_name)
+    self._slots = {}
+    for name, variable in self._variables.items():
+      for slot in ("adam_m", "adam_v"):
+        self._slots[f"{name}/{slot}"] = tf.Variable(
+            tf.zeros(variable.shape, variable.dtype), trainable=False,
+            name=f"{name}/{slot}")
+    self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                   name="global_step")
+    return self
+
+  def slot_variables_by_name(self):
+    """{"<name>/adam_m": var, "<name>/adam_v": var, ...} in Google's names."""
+    self._check_built()
+    return dict(self._slots)
+
+  def checkpoint_variables(self):
+    """The slots plus {"global_step": var}: what a checkpoint adds to a model."""
+    variables = self.slot_variables_by_name()
+    variables["global_step"] = self.global_step
+    return variables
+
+  def current_learning_rate(self):
+    """The learning rate the next apply_gradients uses (float32 scalar)."""
+    self._check_built()
+    return self._learning_rate_at(self.global_step)
+
+  def _learning_rate_at(self, step):
+    if callable(self.learning_rate):
+      return tf.cast(self.learning_rate(step), tf.float32)
+    return tf.constant(self.learning_rate, tf.float32)
+
+  def _check_built(self):
+    if self._slots is None:
+      raise ValueError("AdamWeightDecay.build(variables_by_name) must be "
+                       "called before use")
+
+  def _use_weight_decay(self, name):
+    if not self.weight_decay_rate:
+      return False
+    return not any(re.search(r, name) for r in self.exclude_from_weight_decay)
+
+  def apply_gradients(self, grads_by_name):
+    """Clips, then applies one Adam step; increments global_step.
+
+    Args:
+      grads_by_name: {variable name: gradient}; None gradients are skipped
+        (the variable and its slots stay as they are). In a replica context
+        of a strategy these are the replica's own gradients and are summed
+        across replicas first.
+
+    Returns:
+      The global norm of the (summed) gradients before clipping.
+    """
+    self._check_built()
+    unknown = [n for n in grads_by_name if n not in self._variables]
+    if unknown:
+      raise ValueError(f"gradients for unknown variables: {unknown[:5]}")
+    names = sorted(n for n, g in grads_by_name.items() if g is not None)
+    grads = [tf.convert_to_tensor(grads_by_name[n]) for n in names]
+
+    replica_context = tf.distribute.get_replica_context()
+    if replica_context is not None:
+      # Sum across replicas and workers; the identity with no strategy.
+      grads = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    global_norm = tf.linalg.global_norm(grads)
+    if self.clip_norm is not None:
+      grads, _ = tf.clip_by_global_norm(grads, self.clip_norm,
+                                        use_norm=global_norm)
+    learning_rate = self._learning_rate_at(self.global_step)
+    if replica_context is not None:
+      replica_context.merge_call(self._distributed_apply,
+                                 args=(names, grads, learning_rate))
+    else:
+      # Cross-replica context: the caller passed already-aggregated grads.
+      self._distributed_apply(tf.distribute.get_strategy(), names, grads,
+                              learning_rate)
+    return global_norm
+
+  def _distributed_apply(self, strategy, names, grads, learning_rate):
+    """Updates every copy of each variable, its slots and global_step.
+
+    Runs in cross-replica context; `grads` and `learning_rate` are per-replica
+    values (equal on every replica after the all-reduce), and
+    strategy.extended.update hands each device its own copy.
+    """
+    updates = []
+    for name, grad in zip(names, grads):
+      updates.append(strategy.extended.update(
+          self._variables[name], self._update_variable,
+          args=(grad, self._slots[f"{name}/adam_m"],
+                self._slots[f"{name}/adam_v"], learning_rate,
+                self._use_weight_decay(name)),
+          group=False))
+    with tf.control_dependencies(tf.nest.flatten(updates)):
+      return strategy.extended.update(
+          self.global_step, lambda step: step.assign_add(1), group=False)
+
+  def _update_variable(self, variable, grad, m, v, learning_rate,
+                       use_weight_decay):
+    """One Adam step of one variable on one device, as Google's code does."""
+    next_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
+    next_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
+    update = next_m / (tf.sqrt(next_v) + self.epsilon)
+    if use_weight_decay:
+      update += self.weight_decay_rate * variable
+    return tf.group(m.assign(next_m), v.assign(next_v),
+                    variable.assign_sub(learning_rate * update))
+
+
+def create_optimizer(init_lr, num_train_steps, num_warmup_steps,
+                     variables_by_name, **kwargs):
+  """Returns an AdamWeightDecay with BERT's schedule, built for the variables.
+
+  Call it under the strategy scope the variables were created in. Extra
+  keyword arguments (weight_decay_rate, clip_norm, ...) go to AdamWeightDecay.
+  """
+  schedule = LinearWarmupLinearDecay(init_lr, num_train_steps,
+                                     num_warmup_steps)
+  return AdamWeightDecay(schedule, **kwargs).build(variables_by_name)
