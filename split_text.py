@@ -1,0 +1,259 @@
+"""Splits one large text file of articles into pieces of about equal size.
+
+Stage III-a. The input is stage II's output: one sentence per line and a blank
+line between articles. The output is `folder/<name_base>_<N>.txt` for
+N = 0..split_number-1, ready for multifile_create_pretraining_data.py:
+
+  * a piece holds whole articles only, never part of one;
+  * the pieces, concatenated in order, hold every article of the input exactly
+    once, in input order, byte for byte (a missing final newline is added);
+  * inside a piece articles are separated by one blank line, and no piece
+    starts or ends with a blank line;
+  * pieces are balanced by bytes: piece N ends at the article boundary nearest
+    to (N + 1) / split_number of the article bytes.
+
+The file is streamed twice (count the articles, then copy them), a line at a
+time, so memory stays constant whatever the file size. With fewer articles
+than --split_number, each article gets its own piece and a warning says how
+many files were written.
+"""
+
+import os
+
+from absl import flags
+from absl import logging
+
+import cli
+
+flags.DEFINE_string("read_file", None,
+                    "The text file to split: one sentence per line, a blank "
+                    "line between articles.")
+flags.DEFINE_integer("split_number", 10,
+                     "How many pieces to write (at least 1). A file with fewer "
+                     "articles gets one piece per article and a warning.")
+flags.DEFINE_string("folder", None,
+                    "Where to write the pieces; created when missing.")
+flags.DEFINE_string("name_base", "text",
+                    "Pieces are named <folder>/<name_base>_<N>.txt.")
+
+FLAGS = flags.FLAGS
+
+# Longer lines are read in chunks of this size, so memory stays bounded even
+# for a file without newlines.
+_CHUNK_BYTES = 1 << 20
+
+
+def check_flags(read_file, split_number, folder):
+  """Raises cli.StageError naming the first flag that is missing or wrong."""
+  if not read_file:
+    raise cli.StageError("--read_file is required: the text file to split")
+  if not folder:
+    raise cli.StageError("--folder is required: where to write the pieces")
+  if split_number < 1:
+    raise cli.StageError(
+        f"--split_number={split_number}: must be at least 1")
+  if not os.path.isfile(read_file):
+    raise cli.StageError(f"--read_file={read_file}: no such file")
+
+
+def read_chunks(reader):
+  """Yields (chunk, is_blank_line) for the lines of a binary file.
+
+  A chunk is a whole line, or a piece of a line longer than _CHUNK_BYTES. A
+  blank line is a whole line holding only whitespace: it separates articles.
+  """
+  at_line_start = True
+  while True:
+    chunk = reader.readline(_CHUNK_BYTES)
+    if not chunk:
+      return
+    whole_line = at_line_start and (chunk.endswith(b"\n") or
+                                    len(chunk) < _CHUNK_BYTES)
+    yield chunk, whole_line and not chunk.strip()
+    at_line_start = chunk.endswith(b"\n")
+
+
+def count_articles(path):
+  """Returns (number of articles, bytes of their lines) in a text file."""
+  articles = 0
+  article_bytes = 0
+  in_article = False
+  with open(path, "rb") as reader:
+    for chunk, blank in read_chunks(reader):
+      if blank:
+        in_article = False
+        continue
+      article_bytes += len(chunk)
+      if not in_article:
+        articles += 1
+        in_article = True
+  return articles, article_bytes
+
+
+class PieceWriter:
+  """Writes articles into numbered pieces, each under a temporary name.
+
+  An article is written as it streams in. When it ends, `end_article` may
+  decide it belongs to the next piece after all: it is then cut off the
+  current piece (truncate) and copied again from the input. That happens at
+  most once per piece, so the input is read about twice in all.
+  """
+
+  def __init__(self, path_of_piece, rereader):
+    self.path_of_piece = path_of_piece
+    self.rereader = rereader
+    self.index = -1
+    self.piece_articles = 0
+    self.sizes = []
+    self.out = None
+    self.tmp_path = None
+    self.next_piece()
+
+  def next_piece(self):
+    """Closes the current piece under its final name and opens the next."""
+    self.close()
+    self.index += 1
+    self.tmp_path = cli.temporary_path(self.path_of_piece(self.index))
+    self.out = open(self.tmp_path, "wb")
+    self.piece_articles = 0
+
+  def start_article(self):
+    """Writes the separator before a new article; returns where it starts."""
+    mark = self.out.tell()
+    if self.piece_articles:
+      self.out.write(b"\n")
+    self.piece_articles += 1
+    return mark
+
+  def write(self, chunk):
+    self.out.write(chunk)
+
+  def end_article(self, ended_without_newline):
+    if ended_without_newline:
+      self.out.write(b"\n")
+
+  def move_article_to_next_piece(self, mark, input_start, input_end):
+    """Cuts the last article off this piece and copies it into the next."""
+    self.out.seek(mark)
+    self.out.truncate()
+    self.next_piece()
+    self.start_article()
+    self.rereader.seek(input_start)
+    left = input_end - input_start
+    last = b""
+    while left:
+      block = self.rereader.read(min(left, _CHUNK_BYTES))
+      self.out.write(block)
+      left -= len(block)
+      last = block
+    self.end_article(not last.endswith(b"\n"))
+
+  def close(self):
+    """Renames the open piece to its final name."""
+    if self.out is None:
+      return
+    self.sizes.append(self.out.tell())
+    self.out.close()
+    os.replace(self.tmp_path, self.path_of_piece(self.index))
+    self.out = None
+
+  def discard(self):
+    """Removes the half-written piece after a failure."""
+    if self.out is not None:
+      self.out.close()
+      os.remove(self.tmp_path)
+      self.out = None
+
+
+def split_articles(read_file, num_articles, article_bytes, num_pieces,
+                   path_of_piece):
+  """Copies the articles of read_file into num_pieces balanced pieces.
+
+  Piece k should end near target_k = (k + 1) * article_bytes / num_pieces.
+  Before an article starts, a new piece begins when the current one has
+  reached its target or when each remaining article must open a piece of its
+  own; after an article ends, it moves to the next piece if more of it lies
+  past the target than before it. No piece is ever left empty.
+
+  Returns:
+    The byte size of each piece written.
+  """
+  last_piece = num_pieces - 1
+  done = 0  # Bytes of the articles before the current one.
+  started = 0  # Articles started so far.
+  with open(read_file, "rb") as reader, open(read_file, "rb") as rereader:
+    pieces = PieceWriter(path_of_piece, rereader)
+    try:
+      position = 0
+      article = None  # [input start, bytes so far, output mark, first in piece]
+      last_chunk = b""
+      for chunk, blank in read_chunks(reader):
+        if blank and article:
+          _end_article(pieces, article, done, last_chunk,
+                       (pieces.index + 1) * article_bytes / num_pieces,
+                       pieces.index < last_piece)
+          done += article[1]
+          article = None
+        elif not blank:
+          if article is None:
+            target = (pieces.index + 1) * article_bytes / num_pieces
+            left = num_articles - started
+            if (pieces.piece_articles and pieces.index < last_piece and
+                (done >= target or left <= last_piece - pieces.index)):
+              pieces.next_piece()
+            started += 1
+            first = pieces.piece_articles == 0
+            article = [position, 0, pieces.start_article(), first]
+          pieces.write(chunk)
+          article[1] += len(chunk)
+          last_chunk = chunk
+        position += len(chunk)
+      if article:
+        _end_article(pieces, article, done, last_chunk,
+                     (pieces.index + 1) * article_bytes / num_pieces,
+                     pieces.index < last_piece)
+      pieces.close()
+    except BaseException:
+      pieces.discard()
+      raise
+  return pieces.sizes
+
+
+def _end_article(pieces, article, done, last_chunk, target, may_move):
+  """Ends an article, moving it to the next piece if it lies mostly past target."""
+  input_start, size, mark, first_in_piece = article
+  pieces.end_article(not last_chunk.endswith(b"\n"))
+  if (may_move and not first_in_piece and done < target < done + size and
+      target - done < done + size - target):
+    # The article's lines are contiguous in the input: start + their size.
+    pieces.move_article_to_next_piece(mark, input_start, input_start + size)
+
+
+def main(argv):
+  del argv
+  check_flags(FLAGS.read_file, FLAGS.split_number, FLAGS.folder)
+  num_articles, article_bytes = count_articles(FLAGS.read_file)
+  if num_articles == 0:
+    raise cli.StageError(f"--read_file={FLAGS.read_file}: holds no article "
+                         f"(only blank lines or nothing)")
+  num_pieces = FLAGS.split_number
+  if num_articles < num_pieces:
+    logging.warning("%s holds %d articles, fewer than --split_number=%d: "
+                    "writing %d files, one article each", FLAGS.read_file,
+                    num_articles, num_pieces, num_articles)
+    num_pieces = num_articles
+  os.makedirs(FLAGS.folder, exist_ok=True)
+
+  def path_of_piece(index):
+    return os.path.join(FLAGS.folder, f"{FLAGS.name_base}_{index}.txt")
+
+  logging.info("Splitting %s: %d articles, %d bytes, into %d pieces",
+               FLAGS.read_file, num_articles, article_bytes, num_pieces)
+  sizes = split_articles(FLAGS.read_file, num_articles, article_bytes,
+                         num_pieces, path_of_piece)
+  for index, size in enumerate(sizes):
+    logging.info("  %s: %d bytes", path_of_piece(index), size)
+
+
+if __name__ == "__main__":
+  cli.run(main)
