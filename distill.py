@@ -1,0 +1,874 @@
+"""Stages V-VII: train a student BERT on a teacher's masked-LM outputs.
+
+Reads teacher-label records (stage IV; or plain pretraining records with
+--soft_loss_weight 0), trains the student described by its own
+bert_config.json on one device, all GPUs of a machine, several machines
+(tf.distribute with TF_CONFIG) or a TPU, and writes checkpoints in Google's
+variable names (with global_step and the adam_m/adam_v slots), TensorBoard
+summaries and output_dir/eval_results.txt. Rerunning the same command after a
+crash continues from the newest complete checkpoint.
+
+The loss, per masked position i with weight w_i (masked_lm_weights):
+
+  soft_i = -T^2 * sum_j p_ij^T * log_softmax(z_i / T)[t_ij]   (teacher's top k)
+  hard_i = -log_softmax(z_i)[masked_lm_ids_i]
+  loss = (soft_loss_weight * sum_i w_i soft_i
+          + hard_mlm_loss_weight * sum_i w_i hard_i) / (sum_i w_i + 1e-5)
+         + mean next-sentence cross-entropy
+
+where p^T is the teacher's stored probability raised to 1/T and renormalised
+to the mass the top k held (so T = 1 leaves it exactly as stored). With the
+defaults this is the original project's loss.
+
+Shapes: B = batch size (per replica), L = max_seq_length,
+P = max_predictions_per_seq, k = truncation_factor, V = vocab_size.
+"""
+
+import json
+import math
+import os
+import time
+
+from absl import flags
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+import cli
+import modeling
+import optimization
+import records
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("bert_config_file", None,
+                    "The student's bert_config.json: its architecture.")
+flags.DEFINE_string("input_file", None,
+                    "Teacher-label records (stage IV), a comma list of globs. "
+                    "Plain pretraining records need --soft_loss_weight 0.")
+flags.DEFINE_string("output_dir", None,
+                    "Where checkpoints, summaries and eval_results.txt go; "
+                    "rerunning with the same output_dir resumes.")
+flags.DEFINE_string("eval_input_file", None,
+                    "Held-out records for --do_eval. When absent, evaluation "
+                    "reads --input_file, as the original did.")
+flags.DEFINE_string("init_checkpoint", None,
+                    "Initial weights (e.g. the teacher's checkpoint), used "
+                    "only when output_dir holds no checkpoint yet.")
+flags.DEFINE_list("init_layer_map", None,
+                  "With --init_checkpoint: student layer j starts from "
+                  "checkpoint layer init_layer_map[j], e.g. 0,2,4,7,9,11.")
+flags.DEFINE_integer("truncation_factor", 10,
+                     "k, the teacher probabilities per masked position in the "
+                     "records. Must match stage IV. 0 reads masked_lm_probs "
+                     "(the whole distribution).")
+flags.DEFINE_bool("do_train", False, "Train the student.")
+flags.DEFINE_bool("do_eval", False, "Evaluate the newest checkpoint.")
+flags.DEFINE_integer("max_seq_length", 128,
+                     "L, the records' sequence length. Must match data "
+                     "generation.")
+flags.DEFINE_integer("max_predictions_per_seq", 20,
+                     "P, masked positions per sequence. Must match data "
+                     "generation.")
+flags.DEFINE_integer("train_batch_size", 32,
+                     "Global batch size, split across all replicas.")
+flags.DEFINE_integer("eval_batch_size", 8, "Global evaluation batch size.")
+flags.DEFINE_float("learning_rate", 5e-5,
+                   "Peak learning rate of AdamWeightDecay (never rescaled "
+                   "for the number of replicas).")
+flags.DEFINE_integer("num_train_steps", 100000, "Training steps in total.")
+flags.DEFINE_integer("num_warmup_steps", 10000,
+                     "Steps of linear learning-rate warmup.")
+flags.DEFINE_integer("save_checkpoints_steps", 1000,
+                     "Write a checkpoint every this many steps (and at the "
+                     "end).")
+flags.DEFINE_integer("keep_checkpoint_max", 5,
+                     "How many of the newest checkpoints to keep.")
+flags.DEFINE_integer("iterations_per_loop", 1000,
+                     "Steps run inside one tf.function call; a log line and "
+                     "the summaries follow each call.")
+flags.DEFINE_integer("max_eval_steps", 100, "Maximum evaluation batches.")
+flags.DEFINE_float("temperature", 1.0,
+                   "Distillation temperature T: teacher probabilities become "
+                   "p^(1/T) renormalised, the student's log-softmax uses "
+                   "logits/T, and the soft loss is scaled by T^2.")
+flags.DEFINE_float("soft_loss_weight", 1.0,
+                   "Weight of the distillation cross-entropy against the "
+                   "teacher's probabilities. 0 = plain BERT pretraining.")
+flags.DEFINE_float("hard_mlm_loss_weight", 0.0,
+                   "Weight of the masked-LM cross-entropy on the true "
+                   "masked_lm_ids.")
+flags.DEFINE_enum("distribution_strategy", None,
+                  ["one_device", "mirrored", "multi_worker_mirrored", "tpu"],
+                  "How to spread training: one_device; mirrored (all GPUs of "
+                  "this machine); multi_worker_mirrored (machines named by "
+                  "TF_CONFIG); tpu (--tpu). Default: mirrored when GPUs are "
+                  "present, else one_device.")
+flags.DEFINE_string("tpu", None,
+                    "With --distribution_strategy tpu: the TPU name or "
+                    "grpc:// address ('local' for a TPU VM).")
+flags.DEFINE_enum("precision", "float32",
+                  ["float32", "mixed_float16", "mixed_bfloat16"],
+                  "Compute dtype of the student; variables, the loss and the "
+                  "optimizer stay float32.")
+flags.DEFINE_enum("use_xla", "auto", ["auto", "true", "false"],
+                  "XLA-compile the forward and backward pass. auto: on, "
+                  "where it measured faster (CPU and GPU alike).")
+flags.DEFINE_integer("seed", 12345,
+                     "Seed of the student's initialisation and the data "
+                     "order; the same seed gives the same run.")
+
+flags.mark_flags_as_required(["bert_config_file", "input_file", "output_dir"])
+for _name in ("max_seq_length", "max_predictions_per_seq", "train_batch_size",
+              "eval_batch_size", "num_train_steps", "save_checkpoints_steps",
+              "keep_checkpoint_max", "iterations_per_loop", "max_eval_steps"):
+  flags.register_validator(_name, lambda v: v > 0, f"--{_name} must be > 0")
+flags.register_validator("num_warmup_steps", lambda v: v >= 0,
+                         "--num_warmup_steps must be >= 0")
+flags.register_validator("truncation_factor", lambda v: v >= 0,
+                         "--truncation_factor must be >= 0 (0 = full "
+                         "distribution)")
+flags.register_validator("learning_rate", lambda v: v > 0,
+                         "--learning_rate must be > 0")
+flags.register_validator("temperature", lambda v: v > 0,
+                         "--temperature must be > 0")
+flags.register_validator("soft_loss_weight", lambda v: v >= 0,
+                         "--soft_loss_weight must be >= 0")
+flags.register_validator("hard_mlm_loss_weight", lambda v: v >= 0,
+                         "--hard_mlm_loss_weight must be >= 0")
+flags.register_validator(
+    "init_layer_map",
+    lambda v: v is None or all(s.strip().isdigit() for s in v),
+    "--init_layer_map must be a comma list of layer numbers, e.g. 0,2,4")
+flags.register_multi_flags_validator(
+    ["do_train", "do_eval"], lambda f: f["do_train"] or f["do_eval"],
+    "give --do_train and/or --do_eval")
+flags.register_multi_flags_validator(
+    ["init_layer_map", "init_checkpoint"],
+    lambda f: not f["init_layer_map"] or f["init_checkpoint"],
+    "--init_layer_map needs --init_checkpoint")
+flags.register_multi_flags_validator(
+    ["distribution_strategy", "tpu"],
+    lambda f: (f["distribution_strategy"] == "tpu") == bool(f["tpu"]),
+    "--tpu and --distribution_strategy tpu go together")
+
+# Google's run_pretraining adds this to the sum of masked_lm_weights.
+_WEIGHT_EPSILON = 1e-5
+_SHUFFLE_BUFFER = 1000
+TEACHER_PROBS = "teacher_probs"   # [B, P, k] or [B, P, V] after parsing
+TEACHER_IDS = "teacher_ids"       # [B, P, k]; absent for the full distribution
+
+
+# ----------------------------------------------------------------------------
+# Loss.
+
+def tempered_teacher_probs(probs, temperature):
+  """Teacher probabilities p^(1/T), renormalised to the mass they held.
+
+  Args:
+    probs: [..., k] the teacher's stored probabilities (its top k, or all).
+    temperature: Python float T.
+
+  Returns:
+    [..., k]; exactly `probs` when T is 1. Positions whose probabilities are
+    all zero (padding) stay zero.
+  """
+  if temperature == 1.0:
+    return probs
+  mass = tf.reduce_sum(probs, axis=-1, keepdims=True)
+  tempered = tf.pow(probs, 1.0 / temperature)
+  total = tf.reduce_sum(tempered, axis=-1, keepdims=True)
+  return tempered * mass / tf.maximum(total, 1e-30)
+
+
+def soft_cross_entropy(logits, teacher_probs, teacher_ids=None,
+                       temperature=1.0):
+  """Distillation cross-entropy per masked position.
+
+  Args:
+    logits: [B, P, V] float32 student logits at the masked positions.
+    teacher_probs: [B, P, k] the teacher's top-k probabilities, or [B, P, V].
+    teacher_ids: [B, P, k] vocabulary ids of those k, or None for [B, P, V].
+    temperature: Python float T.
+
+  Returns:
+    [B, P]: -T^2 * sum_j p^T_j * log_softmax(logits / T)[id_j].
+  """
+  log_probs = tf.nn.log_softmax(logits / temperature, axis=-1)  # [B, P, V]
+  if teacher_ids is not None:
+    log_probs = tf.gather(log_probs, teacher_ids, batch_dims=2)  # [B, P, k]
+  target = tempered_teacher_probs(teacher_probs, temperature)
+  return -tf.reduce_sum(target * log_probs, axis=-1) * temperature**2
+
+
+def hard_cross_entropy(logits, label_ids):
+  """Cross-entropy of [B, P, V] logits against [B, P] true ids -> [B, P]."""
+  log_probs = tf.nn.log_softmax(logits, axis=-1)  # [B, P, V]
+  return -tf.gather(log_probs, label_ids, batch_dims=2)
+
+
+def next_sentence_cross_entropy(logits, labels):
+  """Cross-entropy of [B, 2] logits against [B] labels -> [B]."""
+  return -tf.gather(tf.nn.log_softmax(logits, axis=-1), labels, batch_dims=1)
+
+
+def compute_losses(masked_lm_logits, next_sentence_logits, features,
+                   temperature=1.0, soft_loss_weight=1.0,
+                   hard_mlm_loss_weight=0.0, weight_total=None,
+                   example_total=None):
+  """The training loss and its terms for one batch.
+
+  Args:
+    masked_lm_logits: [B, P, V] float32.
+    next_sentence_logits: [B, 2] float32.
+    features: a parsed batch (see parse_batch): masked_lm_weights [B, P],
+      masked_lm_ids [B, P], next_sentence_labels [B], and with
+      soft_loss_weight > 0 teacher_probs / teacher_ids.
+    temperature, soft_loss_weight, hard_mlm_loss_weight: Python floats.
+    weight_total: the denominator of the masked-LM terms; defaults to this
+      batch's sum of masked_lm_weights + 1e-5. Replicas pass the global one.
+    example_total: the denominator of the next-sentence term; defaults to B.
+      Replicas pass the global batch size.
+
+  Returns:
+    {"loss", "soft_loss", "hard_mlm_loss", "next_sentence_loss"}: scalars;
+    a term whose weight is 0 is reported as 0 and not computed.
+  """
+  weights = features[records.MASKED_LM_WEIGHTS]  # [B, P]
+  if weight_total is None:
+    weight_total = tf.reduce_sum(weights) + _WEIGHT_EPSILON
+  if example_total is None:
+    example_total = tf.cast(tf.shape(next_sentence_logits)[0], tf.float32)
+  zero = tf.constant(0.0)
+  soft = hard = zero
+  if soft_loss_weight:
+    per_position = soft_cross_entropy(
+        masked_lm_logits, features[TEACHER_PROBS], features.get(TEACHER_IDS),
+        temperature)
+    soft = tf.reduce_sum(weights * per_position) / weight_total
+  if hard_mlm_loss_weight:
+    per_position = hard_cross_entropy(masked_lm_logits,
+                                      features[records.MASKED_LM_IDS])
+    hard = tf.reduce_sum(weights * per_position) / weight_total
+  next_sentence = tf.reduce_sum(next_sentence_cross_entropy(
+      next_sentence_logits, features[records.NEXT_SENTENCE_LABELS]))
+  next_sentence /= example_total
+  return {
+      "loss": soft_loss_weight * soft + hard_mlm_loss_weight * hard +
+              next_sentence,
+      "soft_loss": soft,
+      "hard_mlm_loss": hard,
+      "next_sentence_loss": next_sentence,
+  }
+
+
+def evaluation_sums(masked_lm_logits, next_sentence_logits, features,
+                    temperature, soft_loss_weight, hard_mlm_loss_weight):
+  """Per-batch sums from which the evaluation metrics are ratios.
+
+  Returns {name: scalar}: weighted sums over masked positions ("*_w") with
+  "weight" their denominator, and sums over examples with "examples".
+  """
+  weights = features[records.MASKED_LM_WEIGHTS]  # [B, P]
+  labels = features[records.NEXT_SENTENCE_LABELS]  # [B]
+  predicted = tf.argmax(masked_lm_logits, axis=-1, output_type=tf.int32)
+  true_ids = tf.cast(features[records.MASKED_LM_IDS], tf.int32)
+  sums = {
+      "weight": tf.reduce_sum(weights),
+      "examples": tf.cast(tf.size(labels), tf.float32),
+      "mlm_correct_w": tf.reduce_sum(
+          weights * tf.cast(predicted == true_ids, tf.float32)),
+      "hard_mlm_loss_w": tf.reduce_sum(
+          weights * hard_cross_entropy(masked_lm_logits, true_ids)),
+      "next_sentence_correct": tf.reduce_sum(tf.cast(
+          tf.argmax(next_sentence_logits, -1, output_type=tf.int32) ==
+          tf.cast(labels, tf.int32), tf.float32)),
+      "next_sentence_loss": tf.reduce_sum(
+          next_sentence_cross_entropy(next_sentence_logits, labels)),
+  }
+  if TEACHER_PROBS in features:
+    probs = features[TEACHER_PROBS]
+    teacher_top1 = tf.argmax(probs, axis=-1, output_type=tf.int32)  # [B, P]
+    if TEACHER_IDS in features:
+      teacher_top1 = tf.gather(tf.cast(features[TEACHER_IDS], tf.int32),
+                               teacher_top1, batch_dims=2)
+    sums["agreement_w"] = tf.reduce_sum(
+        weights * tf.cast(predicted == teacher_top1, tf.float32))
+    # The original's loss: temperature 1, whatever training used.
+    sums["soft_loss_w"] = tf.reduce_sum(weights * soft_cross_entropy(
+        masked_lm_logits, probs, features.get(TEACHER_IDS)))
+    sums["trained_soft_loss_w"] = tf.reduce_sum(weights * soft_cross_entropy(
+        masked_lm_logits, probs, features.get(TEACHER_IDS), temperature))
+  return sums
+
+
+def evaluation_metrics(sums, soft_loss_weight, hard_mlm_loss_weight):
+  """Turns evaluation_sums (added over batches) into the reported metrics."""
+  weight = sums["weight"] + _WEIGHT_EPSILON
+  hard = sums["hard_mlm_loss_w"] / weight
+  next_sentence = sums["next_sentence_loss"] / sums["examples"]
+  metrics = {
+      "masked_lm_accuracy": sums["mlm_correct_w"] / weight,
+      "hard_mlm_loss": hard,
+      "masked_lm_loss": hard,
+      "next_sentence_accuracy": sums["next_sentence_correct"] / sums["examples"],
+      "next_sentence_loss": next_sentence,
+  }
+  trained_soft = 0.0
+  if "agreement_w" in sums:
+    metrics["teacher_top1_agreement"] = sums["agreement_w"] / weight
+    metrics["masked_lm_loss"] = sums["soft_loss_w"] / weight
+    trained_soft = sums["trained_soft_loss_w"] / weight
+  metrics["loss"] = (soft_loss_weight * trained_soft +
+                     hard_mlm_loss_weight * hard + next_sentence)
+  return {name: float(value) for name, value in metrics.items()}
+
+
+# ----------------------------------------------------------------------------
+# Input.
+
+def feature_spec(max_seq_length, max_predictions_per_seq, truncation_factor,
+                 vocab_size, with_teacher_labels):
+  """The records.py parse spec of the records this run reads."""
+  if with_teacher_labels:
+    return records.teacher_label_feature_spec(
+        max_seq_length, max_predictions_per_seq, truncation_factor,
+        vocab_size)
+  return records.pretraining_feature_spec(max_seq_length,
+                                          max_predictions_per_seq)
+
+
+def parse_batch(serialized, spec, max_predictions_per_seq):
+  """Parses a [B] batch of serialized records into model-ready tensors.
+
+  Ids become int32 ([B, L], [B, P]), next_sentence_labels [B], and the teacher
+  labels [B, P*k] become teacher_probs / teacher_ids [B, P, k] (or
+  teacher_probs [B, P, V] for the full distribution).
+  """
+  parsed = tf.io.parse_example(serialized, spec)
+  features = {}
+  for name, value in parsed.items():
+    if value.dtype == tf.int64:
+      value = tf.cast(value, tf.int32)
+    if name == records.NEXT_SENTENCE_LABELS:
+      value = tf.reshape(value, [-1])  # [B]
+    if name in (records.TRUNCATED_PROBS, records.FULL_PROBS):
+      name = TEACHER_PROBS
+    elif name == records.TOP_K_INDICES:
+      name = TEACHER_IDS
+    if name in (TEACHER_PROBS, TEACHER_IDS):
+      # [B, P * k] -> [B, P, k]
+      value = tf.reshape(value, [-1, max_predictions_per_seq,
+                                 value.shape[-1] // max_predictions_per_seq])
+    features[name] = value
+  return features
+
+
+def make_dataset(files, spec, batch_size, max_predictions_per_seq, *,
+                 is_training, seed=0, num_shards=1, shard_index=0,
+                 skip_examples=0):
+  """A tf.data pipeline of parsed batches.
+
+  Training: files shuffled (seeded) every epoch, read interleaved in
+  parallel, examples shuffled in a buffer, repeated forever. The order is a
+  function of the seed alone; each input pipeline (worker) then takes every
+  num_shards-th example, so N workers together see exactly the batches one
+  worker with the global batch would, and `skip_examples` (this pipeline's
+  examples already trained on) resumes the order where a crash left it.
+
+  Evaluation reads the files in order, once round and then again (callers
+  take a counted number of batches).
+
+  Returns:
+    A dataset of parse_batch dicts with `batch_size` examples each.
+  """
+  dataset = tf.data.Dataset.from_tensor_slices(files)
+  if is_training:
+    dataset = dataset.shuffle(len(files), seed=seed,
+                              reshuffle_each_iteration=True)
+  # Evaluation repeats too, so that no worker runs out before the others.
+  dataset = dataset.repeat()
+  dataset = dataset.interleave(
+      tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if is_training:
+    dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=seed)
+  if num_shards > 1:
+    dataset = dataset.shard(num_shards, shard_index)
+  if skip_examples:
+    dataset = dataset.skip(skip_examples)
+  dataset = dataset.batch(batch_size, drop_remainder=True)
+  dataset = dataset.map(
+      lambda serialized: parse_batch(serialized, spec,
+                                     max_predictions_per_seq),
+      num_parallel_calls=tf.data.AUTOTUNE)
+  return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def check_input_files(files, spec, max_predictions_per_seq, vocab_size):
+  """Checks the first record of every file: lengths and token ids.
+
+  Raises:
+    cli.StageError: one line naming the file, the feature and the mismatch.
+  """
+  id_features = (records.INPUT_IDS, records.MASKED_LM_IDS,
+                 records.TOP_K_INDICES)
+  for path in files:
+    try:
+      records.check_record_lengths(path, spec, max_predictions_per_seq)
+      example = records.read_first_example(path)
+    except ValueError as e:
+      raise cli.StageError(str(e)) from None
+    if example is None:
+      raise cli.StageError(f"{path}: holds no records")
+    for name in id_features:
+      if name in example and len(example[name]) and (
+          example[name].max() >= vocab_size):
+        raise cli.StageError(
+            f"{path}: '{name}' holds token id {example[name].max()} but the "
+            f"student's vocab_size is {vocab_size} (--bert_config_file); the "
+            f"records were made with another vocabulary")
+
+
+def records_have_teacher_labels(path, truncation_factor):
+  """Whether the first record of `path` holds this truncation's labels."""
+  example = records.read_first_example(path) or {}
+  return all(name in example
+             for name in records.teacher_label_features(truncation_factor))
+
+
+# ----------------------------------------------------------------------------
+# Distribution.
+
+def create_strategy(name, tpu=None):
+  """The tf.distribute strategy called `name` (None: mirrored on GPUs)."""
+  gpus = tf.config.list_logical_devices("GPU")
+  if name is None:
+    name = "mirrored" if gpus else "one_device"
+  if name == "one_device":
+    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+  if name == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if name == "multi_worker_mirrored":
+    if "TF_CONFIG" not in os.environ:
+      raise cli.StageError("--distribution_strategy multi_worker_mirrored "
+                           "needs the TF_CONFIG environment variable (see "
+                           "launch_multiworker.sh)")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+  tf.config.experimental_connect_to_cluster(resolver)
+  tf.tpu.experimental.initialize_tpu_system(resolver)
+  return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy):
+  """Whether this process writes checkpoints, summaries and results."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return True
+  resolver = strategy.cluster_resolver
+  if resolver.task_type == "chief":
+    return True
+  has_chief = "chief" in resolver.cluster_spec().as_dict()
+  return resolver.task_type == "worker" and resolver.task_id == 0 and (
+      not has_chief)
+
+
+def distributed_dataset(strategy, files, spec, global_batch_size,
+                        max_predictions_per_seq, is_training, seed,
+                        steps_done=0):
+  """make_dataset for every input pipeline of `strategy`, per-replica batches.
+
+  steps_done: global steps already trained; each pipeline skips the examples
+  it fed them.
+  """
+  def dataset_fn(context):
+    batch_size = context.get_per_replica_batch_size(global_batch_size)
+    skip = steps_done * global_batch_size // context.num_input_pipelines
+    return make_dataset(
+        files, spec, batch_size, max_predictions_per_seq,
+        is_training=is_training, seed=seed,
+        num_shards=context.num_input_pipelines,
+        shard_index=context.input_pipeline_id, skip_examples=skip)
+  return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+# ----------------------------------------------------------------------------
+# Training and evaluation.
+
+def model_outputs(model, features, training):
+  """The student's ([B, P, V] MLM logits, [B, 2] next-sentence logits)."""
+  outputs = model(features[records.INPUT_IDS], features[records.INPUT_MASK],
+                  features[records.SEGMENT_IDS],
+                  features[records.MASKED_LM_POSITIONS], training=training)
+  return outputs["masked_lm_logits"], outputs["next_sentence_logits"]
+
+
+def make_train_loop(strategy, model, optimizer, global_batch_size,
+                    loss_options, use_xla):
+  """Returns train_loop(iterator, num_steps) -> (steps_run, mean terms).
+
+  One call runs up to num_steps training steps inside a single tf.function,
+  and stops early after a step whose loss is not finite (steps_run then
+  counts that step, and its terms are returned instead of the means).
+  loss_options: keyword arguments of compute_losses (weights, temperature).
+  """
+  variables = model.variables_by_name()
+  names = sorted(variables)
+  var_list = [variables[name] for name in names]
+
+  @tf.function(jit_compile=use_xla)
+  def loss_and_gradients(features, weight_total):
+    with tf.GradientTape() as tape:
+      mlm_logits, nsp_logits = model_outputs(model, features, training=True)
+      losses = compute_losses(mlm_logits, nsp_logits, features,
+                              weight_total=weight_total,
+                              example_total=float(global_batch_size),
+                              **loss_options)
+    return losses, tape.gradient(losses["loss"], var_list)
+
+  def replica_step(features):
+    # Every replica divides by the global sums, so the replicas' losses and
+    # gradients add up to exactly those of one replica with the whole batch.
+    context = tf.distribute.get_replica_context()
+    weight_total = context.all_reduce(
+        tf.distribute.ReduceOp.SUM,
+        tf.reduce_sum(features[records.MASKED_LM_WEIGHTS])) + _WEIGHT_EPSILON
+    losses, grads = loss_and_gradients(features, weight_total)
+    global_norm = optimizer.apply_gradients(dict(zip(names, grads)))
+    return losses, global_norm
+
+  @tf.function
+  def train_loop(iterator, num_steps):
+    terms = {name: tf.constant(0.0) for name in
+             ("loss", "soft_loss", "hard_mlm_loss", "next_sentence_loss",
+              "global_norm")}
+    steps_run = tf.constant(0)
+    for _ in tf.range(num_steps):
+      losses, global_norm = strategy.run(replica_step, args=(next(iterator),))
+      step_terms = {name: strategy.reduce(tf.distribute.ReduceOp.SUM, value,
+                                          axis=None)
+                    for name, value in losses.items()}
+      step_terms["global_norm"] = strategy.reduce(
+          tf.distribute.ReduceOp.MEAN, global_norm, axis=None)
+      steps_run += 1
+      if not tf.math.is_finite(step_terms["loss"]):
+        terms = step_terms
+        break
+      terms = {name: terms[name] + step_terms[name] for name in terms}
+    if tf.math.is_finite(terms["loss"]):
+      terms = {name: value / tf.cast(steps_run, tf.float32)
+               for name, value in terms.items()}
+    return steps_run, terms
+
+  return train_loop
+
+
+def make_eval_step(strategy, model, loss_options):
+  """Returns eval_step(iterator) -> evaluation_sums of one global batch."""
+  def replica_step(features):
+    mlm_logits, nsp_logits = model_outputs(model, features, training=False)
+    return evaluation_sums(mlm_logits, nsp_logits, features, **loss_options)
+
+  @tf.function
+  def eval_step(iterator):
+    sums = strategy.run(replica_step, args=(next(iterator),))
+    return {name: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+            for name, value in sums.items()}
+  return eval_step
+
+
+def count_batches(files, batch_size, limit):
+  """Whole batches of `batch_size` in `files`, counting up to `limit`."""
+  dataset = tf.data.TFRecordDataset(files).take(limit * batch_size)
+  count = dataset.reduce(np.int64(0), lambda n, _: n + 1)
+  return int(count) // batch_size
+
+
+def checkpoint_variables(model, optimizer):
+  """{Google name: variable} of everything a checkpoint holds."""
+  return {**model.variables_by_name(), **optimizer.checkpoint_variables()}
+
+
+def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
+                          layer_map):
+  """Resumes from output_dir's newest checkpoint, else initialises.
+
+  Returns the global step training continues from.
+
+  Raises:
+    cli.StageError: output_dir holds another architecture's checkpoint, or
+      init_checkpoint is missing, mis-shaped or lacks a layer of layer_map.
+  """
+  latest = modeling.latest_checkpoint(output_dir)
+  if latest:
+    try:
+      modeling.restore_variables(checkpoint_variables(model, optimizer),
+                                 latest)
+    except ValueError as e:
+      raise cli.StageError(
+          f"--output_dir {output_dir} holds checkpoint {latest} of another "
+          f"architecture or run ({e}); use a new --output_dir") from None
+    step = int(optimizer.global_step.numpy())
+    logging.info("Resuming from %s at step %d", latest, step)
+    return step
+  if init_checkpoint:
+    try:
+      modeling.load_checkpoint(model, init_checkpoint, layer_map=layer_map)
+    except ValueError as e:
+      raise cli.StageError(f"--init_checkpoint {init_checkpoint}: {e}") from None
+    logging.info("Initialised from %s (layer map %s)", init_checkpoint,
+                 layer_map)
+  else:
+    logging.info("Initialised the student at random (seed in --seed)")
+  return 0
+
+
+def save(model, optimizer, output_dir, keep):
+  """Writes model + optimizer slots at the current global step."""
+  step = int(optimizer.global_step.numpy())
+  variables = {**model.variables_by_name(),
+               **optimizer.slot_variables_by_name()}
+  prefix = modeling.save_checkpoint(variables, output_dir, step,
+                                    max_to_keep=keep)
+  logging.info("Saved %s", prefix)
+  return prefix
+
+
+def write_scalars(writer, group, values, step):
+  """Writes {name: float} as TensorBoard scalars `group/name` at `step`.
+
+  Uses the scalar plugin's event format directly, so that training does not
+  need the tensorboard package installed (only viewing does).
+  """
+  metadata = tf.compat.v1.SummaryMetadata(
+      plugin_data=tf.compat.v1.SummaryMetadata.PluginData(
+          plugin_name="scalars"))
+  with writer.as_default():
+    for name, value in values.items():
+      tf.summary.write(f"{group}/{name}", tf.constant(value, tf.float32),
+                       step=step, metadata=metadata)
+  writer.flush()
+
+
+def train(strategy, model, optimizer, schedule, dataset, start_step, options):
+  """Runs the training loop from start_step to options["num_train_steps"].
+
+  options: num_train_steps, iterations_per_loop, save_checkpoints_steps,
+  keep_checkpoint_max, train_batch_size, output_dir, chief, loss_options,
+  use_xla.
+
+  Raises:
+    cli.StageError: the loss became NaN or infinite (names the step; the
+      newest checkpoint is the last good one).
+  """
+  chief = options["chief"]
+  train_loop = make_train_loop(strategy, model, optimizer,
+                               options["train_batch_size"],
+                               options["loss_options"], options["use_xla"])
+  writer = (tf.summary.create_file_writer(options["output_dir"]) if chief
+            else tf.summary.create_noop_writer())
+  iterator = iter(dataset)
+  total = options["num_train_steps"]
+  every = options["save_checkpoints_steps"]
+  step = start_step
+  loop_start = time.monotonic()
+  while step < total:
+    next_save = min((step // every + 1) * every, total)
+    num_steps = min(options["iterations_per_loop"], next_save - step)
+    started = time.monotonic()
+    steps_run, terms = train_loop(iterator, tf.constant(num_steps))
+    steps_run = int(steps_run)
+    terms = {name: float(value) for name, value in terms.items()}
+    step += steps_run
+    if not math.isfinite(terms["loss"]):
+      last_good = modeling.latest_checkpoint(options["output_dir"])
+      raise cli.StageError(
+          f"the loss became {terms['loss']} at step {step}; stopped, the "
+          f"newest checkpoint ({last_good or 'none'}) is the last good one; "
+          f"check the records or lower --learning_rate")
+    now = time.monotonic()
+    examples_per_second = steps_run * options["train_batch_size"] / (
+        now - started)
+    learning_rate = float(schedule(step))
+    left = (total - step) * (now - loop_start) / (step - start_step)
+    logging.info(
+        "step %d/%d: loss %.4f (soft %.4f, hard mlm %.4f, next sentence %.4f),"
+        " lr %.3g, global norm %.3g, %.1f examples/s, time left %s", step,
+        total, terms["loss"], terms["soft_loss"], terms["hard_mlm_loss"],
+        terms["next_sentence_loss"], learning_rate, terms["global_norm"],
+        examples_per_second, cli.format_seconds(left))
+    write_scalars(writer, "train", {
+        **terms, "learning_rate": learning_rate,
+        "examples_per_second": examples_per_second}, step)
+    if chief and (step % every == 0 or step == total):
+      save(model, optimizer, options["output_dir"],
+           options["keep_checkpoint_max"])
+  return step
+
+
+def evaluate(strategy, model, dataset, num_batches, loss_options):
+  """Runs num_batches evaluation batches -> evaluation_metrics."""
+  eval_step = make_eval_step(strategy, model, loss_options)
+  iterator = iter(dataset)
+  sums = None
+  for _ in range(num_batches):
+    batch_sums = {name: value.numpy().astype(np.float64)
+                  for name, value in eval_step(iterator).items()}
+    sums = batch_sums if sums is None else {
+        name: sums[name] + batch_sums[name] for name in sums}
+  return evaluation_metrics(sums, loss_options["soft_loss_weight"],
+                            loss_options["hard_mlm_loss_weight"])
+
+
+def write_eval_results(metrics, step, output_dir):
+  """Writes output_dir/eval_results.txt (`key = value`) and summaries."""
+  results = {**metrics, "global_step": step}
+  path = os.path.join(output_dir, "eval_results.txt")
+  with cli.atomic_output(path) as tmp_path:
+    with tf.io.gfile.GFile(tmp_path, "w") as f:
+      for key in sorted(results):
+        f.write(f"{key} = {results[key]}\n")
+  writer = tf.summary.create_file_writer(os.path.join(output_dir, "eval"))
+  write_scalars(writer, "eval", metrics, step)
+  logging.info("Wrote %s: %s", path,
+               ", ".join(f"{k} = {v:.4f}" for k, v in sorted(metrics.items())))
+
+
+def evaluated_step(output_dir):
+  """global_step of output_dir/eval_results.txt, or None."""
+  path = os.path.join(output_dir, "eval_results.txt")
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    for line in f:
+      key, _, value = line.partition(" = ")
+      if key == "global_step":
+        return int(value)
+  return None
+
+
+# ----------------------------------------------------------------------------
+
+def read_config(path, max_seq_length):
+  """The student's BertConfig, checked against --max_seq_length."""
+  try:
+    config = modeling.BertConfig.from_json_file(path)
+  except (OSError, ValueError) as e:
+    raise cli.StageError(f"--bert_config_file {path}: {e}") from None
+  if max_seq_length > config.max_position_embeddings:
+    raise cli.StageError(
+        f"--max_seq_length {max_seq_length} exceeds the student's "
+        f"max_position_embeddings {config.max_position_embeddings} ({path})")
+  return config
+
+
+def parse_layer_map(layer_map, config):
+  """--init_layer_map as ints, one per student layer."""
+  if not layer_map:
+    return None
+  layers = [int(layer) for layer in layer_map]
+  if len(layers) != config.num_hidden_layers:
+    raise cli.StageError(
+        f"--init_layer_map names {len(layers)} layers but the student has "
+        f"num_hidden_layers {config.num_hidden_layers}")
+  return layers
+
+
+def resolve_xla(setting):
+  """--use_xla as a bool."""
+  return setting != "false"
+
+
+def main(_):
+  config = read_config(FLAGS.bert_config_file, FLAGS.max_seq_length)
+  layer_map = parse_layer_map(FLAGS.init_layer_map, config)
+  train_files = cli.expand_input_files(FLAGS.input_file)
+  with_teacher_labels = FLAGS.soft_loss_weight > 0 or (
+      records_have_teacher_labels(train_files[0], FLAGS.truncation_factor))
+  spec = feature_spec(FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
+                      FLAGS.truncation_factor, config.vocab_size,
+                      with_teacher_labels)
+  eval_files = train_files
+  if FLAGS.do_eval:
+    if FLAGS.eval_input_file:
+      eval_files = cli.expand_input_files(FLAGS.eval_input_file,
+                                          "--eval_input_file")
+    else:
+      logging.warning("No --eval_input_file: evaluating on the training files "
+                      "(as the original did); the metrics are not held-out")
+  for files in {tuple(train_files), tuple(eval_files)}:
+    check_input_files(files, spec, FLAGS.max_predictions_per_seq,
+                      config.vocab_size)
+
+  strategy = create_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
+  replicas = strategy.num_replicas_in_sync
+  for flag in ("train_batch_size", "eval_batch_size"):
+    if getattr(FLAGS, flag) % replicas:
+      raise cli.StageError(f"--{flag} {getattr(FLAGS, flag)} does not split "
+                           f"evenly across {replicas} replicas")
+  chief = is_chief(strategy)
+  if chief:
+    tf.io.gfile.makedirs(FLAGS.output_dir)
+  logging.info("%s with %d replica(s), global batch %d, precision %s",
+               type(strategy).__name__, replicas, FLAGS.train_batch_size,
+               FLAGS.precision)
+
+  tf.random.set_seed(FLAGS.seed)
+  compute_dtype = {"float32": tf.float32, "mixed_float16": tf.float16,
+                   "mixed_bfloat16": tf.bfloat16}[FLAGS.precision]
+  schedule = optimization.LinearWarmupLinearDecay(
+      FLAGS.learning_rate, FLAGS.num_train_steps, FLAGS.num_warmup_steps)
+  with strategy.scope():
+    model = modeling.BertPretrainingModel(config, compute_dtype=compute_dtype,
+                                          seed=FLAGS.seed)
+    optimizer = optimization.AdamWeightDecay(learning_rate=schedule)
+    optimizer.build(model.variables_by_name())
+  step = restore_or_initialize(model, optimizer, FLAGS.output_dir,
+                               FLAGS.init_checkpoint, layer_map)
+  if chief and not step:
+    config.to_json_file(os.path.join(FLAGS.output_dir, "bert_config.json"))
+
+  loss_options = {"temperature": FLAGS.temperature,
+                  "soft_loss_weight": FLAGS.soft_loss_weight,
+                  "hard_mlm_loss_weight": FLAGS.hard_mlm_loss_weight}
+  if FLAGS.do_train:
+    if step >= FLAGS.num_train_steps:
+      logging.info("Already trained: %s is at step %d of --num_train_steps "
+                   "%d; nothing to train", FLAGS.output_dir, step,
+                   FLAGS.num_train_steps)
+    else:
+      dataset = distributed_dataset(
+          strategy, train_files, spec, FLAGS.train_batch_size,
+          FLAGS.max_predictions_per_seq, is_training=True, seed=FLAGS.seed,
+          steps_done=step)
+      step = train(strategy, model, optimizer, schedule, dataset, step, {
+          "num_train_steps": FLAGS.num_train_steps,
+          "iterations_per_loop": FLAGS.iterations_per_loop,
+          "save_checkpoints_steps": FLAGS.save_checkpoints_steps,
+          "keep_checkpoint_max": FLAGS.keep_checkpoint_max,
+          "train_batch_size": FLAGS.train_batch_size,
+          "output_dir": FLAGS.output_dir, "chief": chief,
+          "loss_options": loss_options,
+          "use_xla": resolve_xla(FLAGS.use_xla)})
+
+  if FLAGS.do_eval:
+    if evaluated_step(FLAGS.output_dir) == step:
+      logging.info("%s already holds the evaluation of step %d",
+                   os.path.join(FLAGS.output_dir, "eval_results.txt"), step)
+      return
+    num_batches = count_batches(eval_files, FLAGS.eval_batch_size,
+                                FLAGS.max_eval_steps)
+    if not num_batches:
+      raise cli.StageError(f"the evaluation files hold fewer than "
+                           f"--eval_batch_size {FLAGS.eval_batch_size} "
+                           f"records")
+    dataset = distributed_dataset(
+        strategy, eval_files, spec, FLAGS.eval_batch_size,
+        FLAGS.max_predictions_per_seq, is_training=False, seed=FLAGS.seed)
+    metrics = evaluate(strategy, model, dataset, num_batches, loss_options)
+    if chief:
+      write_eval_results(metrics, step, FLAGS.output_dir)
+
+
+if __name__ == "__main__":
+  cli.run(main)
