@@ -1,0 +1,491 @@
+"""Stage IV: the teacher's top-k masked-LM probabilities for every example.
+
+Reads pretraining records (Google's create_pretraining_data.py format), runs
+the teacher BERT once over them and writes each example again, unchanged,
+plus the teacher's k most probable tokens at each masked position:
+
+  truncated_masked_lm_probs  float [P * k]  softmax probabilities, descending
+  top_k_indices              int64 [P * k]  their vocabulary ids
+
+or, with --truncation_factor 0, the whole distribution in masked_lm_probs
+[P * vocab_size]. The softmax is float32 over the full vocabulary; the MLM
+head runs only at the masked positions.
+
+Speed without changing the numbers: each batch is cut to its longest real
+sequence (rounded up to --length_multiple so XLA compiles few shapes; the
+attention mask makes padding contribute exactly zero), the forward pass,
+softmax and top-k run as one XLA-compiled function, tf.data reads and parses
+the next batches while the model runs, and records are encoded straight from
+NumPy arrays. With several GPUs a MirroredStrategy splits each batch across
+them; --num_shards/--shard_index split the corpus across processes or
+machines instead.
+
+Shape legend: B = batch, S = sequence length (trimmed), L = max_seq_length,
+P = max_predictions_per_seq, V = vocab size, K = truncation_factor.
+"""
+
+from concurrent import futures
+import os
+
+from absl import flags
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+import cli
+import modeling
+import records
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("bert_config_file", None,
+                    "The teacher's bert_config.json.")
+flags.DEFINE_string("init_checkpoint", None,
+                    "The teacher's checkpoint (Google variable names): a "
+                    "prefix such as bert_model.ckpt, or a directory.")
+flags.DEFINE_string("input_file", None,
+                    "Pretraining records: a glob or a comma-separated list of "
+                    "globs.")
+flags.DEFINE_string("output_file", None,
+                    "One output TFRecord file for all inputs, in input order. "
+                    "Give this or --output_dir.")
+flags.DEFINE_string("output_dir", None,
+                    "Write one output per input file here, with the input's "
+                    "base name; complete outputs are skipped on a rerun.")
+flags.DEFINE_integer("truncation_factor", 10,
+                     "k: teacher probabilities kept per masked position. "
+                     "0 keeps the whole distribution (masked_lm_probs, "
+                     "P * vocab_size floats per example).")
+flags.DEFINE_integer("max_seq_length", 128,
+                     "L of the input records. Must match data generation.")
+flags.DEFINE_integer("max_predictions_per_seq", 20,
+                     "P of the input records. Must match data generation.")
+flags.DEFINE_integer("batch_size", 32,
+                     "Examples per batch (over all GPUs together).")
+flags.DEFINE_string("vocab_file", None,
+                    "Optional: the teacher's vocab.txt, checked against the "
+                    "config's vocab_size.")
+flags.DEFINE_integer("num_shards", 1,
+                     "Split the input files among this many processes: this "
+                     "one takes every num_shards-th file.")
+flags.DEFINE_integer("shard_index", 0,
+                     "Which of the --num_shards this process is (0-based).")
+flags.DEFINE_integer("length_multiple", 16,
+                     "Each batch is cut to its longest real sequence rounded "
+                     "up to this multiple (fewer XLA shapes); 0 never cuts.")
+flags.DEFINE_bool("use_xla", True,
+                  "Compile forward pass, softmax and top-k with XLA.")
+flags.DEFINE_float("progress_interval", 30.0,
+                   "Seconds between progress lines.")
+
+flags.mark_flags_as_required(["bert_config_file", "init_checkpoint",
+                              "input_file"])
+flags.register_validator("truncation_factor", lambda k: k >= 0,
+                         "--truncation_factor must be >= 0")
+flags.register_validator("max_seq_length", lambda v: v > 0,
+                         "--max_seq_length must be positive")
+flags.register_validator("max_predictions_per_seq", lambda v: v > 0,
+                         "--max_predictions_per_seq must be positive")
+flags.register_validator("batch_size", lambda v: v > 0,
+                         "--batch_size must be positive")
+flags.register_validator("length_multiple", lambda v: v >= 0,
+                         "--length_multiple must be >= 0")
+flags.register_multi_flags_validator(
+    ["output_file", "output_dir"],
+    lambda f: (f["output_file"] is None) != (f["output_dir"] is None),
+    "give exactly one of --output_file and --output_dir")
+flags.register_multi_flags_validator(
+    ["num_shards", "shard_index"],
+    lambda f: f["num_shards"] >= 1 and 0 <= f["shard_index"] < f["num_shards"],
+    "need --num_shards >= 1 and 0 <= --shard_index < --num_shards")
+
+
+# ----------------------------------------------------------------- set-up
+
+
+def read_teacher_config(path, truncation_factor, vocab_file=None):
+  """Reads the teacher's BertConfig and checks k and the vocab against it."""
+  if not tf.io.gfile.exists(path):
+    raise cli.StageError(f"--bert_config_file: {path} does not exist")
+  try:
+    config = modeling.BertConfig.from_json_file(path)
+  except ValueError as e:
+    raise cli.StageError(f"--bert_config_file {path}: {e}") from None
+  if truncation_factor > config.vocab_size:
+    raise cli.StageError(
+        f"--truncation_factor {truncation_factor} exceeds the teacher's "
+        f"vocab_size {config.vocab_size} ({path})")
+  if vocab_file:
+    if not tf.io.gfile.exists(vocab_file):
+      raise cli.StageError(f"--vocab_file: {vocab_file} does not exist")
+    with tf.io.gfile.GFile(vocab_file, "r") as f:
+      vocab_size = sum(1 for _ in f)
+    if vocab_size != config.vocab_size:
+      raise cli.StageError(
+          f"--vocab_file {vocab_file} has {vocab_size} tokens but "
+          f"{path} says vocab_size {config.vocab_size}; give the teacher's "
+          f"own vocab and config")
+  return config
+
+
+def select_shard(files, num_shards, shard_index):
+  """Every num_shards-th file starting at shard_index (a sorted list in)."""
+  return files[shard_index::num_shards]
+
+
+def plan_outputs(input_files, output_file, output_dir):
+  """Returns [(input files, output path)] still to do, in input order.
+
+  With output_dir each input gets the output of the same base name there and
+  inputs whose output already exists (complete: outputs only ever appear
+  under their final name) are skipped.
+  """
+  if output_file:
+    return [(input_files, output_file)]
+  tf.io.gfile.makedirs(output_dir)
+  plan, seen = [], {}
+  for path in input_files:
+    output = os.path.join(output_dir, os.path.basename(path))
+    if os.path.abspath(output) == os.path.abspath(path):
+      raise cli.StageError(f"--output_dir {output_dir} holds the input {path}; "
+                           f"choose another directory")
+    if output in seen:
+      raise cli.StageError(f"inputs {seen[output]} and {path} share a base "
+                           f"name; --output_dir needs distinct names")
+    seen[output] = path
+    if tf.io.gfile.exists(output):
+      logging.info("Skipping %s: %s is complete", path, output)
+      continue
+    plan.append(([path], output))
+  return plan
+
+
+def check_inputs(input_files, feature_spec, max_predictions_per_seq):
+  """Checks the first record of each input against the lengths of the flags."""
+  for path in input_files:
+    try:
+      records.check_record_lengths(path, feature_spec, max_predictions_per_seq)
+    except ValueError as e:
+      raise cli.StageError(str(e)) from None
+
+
+def choose_strategy():
+  """A MirroredStrategy over all GPUs when there are several, else the default
+  (one device: the GPU, or all CPU cores through TensorFlow's thread pools)."""
+  gpus = tf.config.list_logical_devices("GPU")
+  if len(gpus) > 1:
+    return tf.distribute.MirroredStrategy([g.name for g in gpus])
+  return tf.distribute.get_strategy()
+
+
+def load_teacher(config, checkpoint, strategy):
+  """Builds the teacher under `strategy` and loads every variable, strictly."""
+  with strategy.scope():
+    model = modeling.BertPretrainingModel(config)
+  try:
+    modeling.load_checkpoint(model, checkpoint)
+  except ValueError as e:
+    raise cli.StageError(f"--init_checkpoint: {e}") from None
+  return model
+
+
+# ------------------------------------------------------------ the teacher
+
+
+class TeacherLabeler:
+  """The teacher's softmax at the masked positions, top-k or whole.
+
+  Calling it with a batch (input_ids, input_mask, segment_ids,
+  masked_lm_positions), int32 [B, S] x 3 and [B, P], returns NumPy arrays:
+  (probs [B, P, K] float32 descending, ids [B, P, K] int32) for K > 0, or
+  (probs [B, P, V],) for K = 0. B must be a multiple of the replica count.
+  """
+
+  def __init__(self, model, truncation_factor, strategy, use_xla=True):
+    self._model = model
+    self._k = truncation_factor
+    self._strategy = strategy
+    # One compiled program per (B, S) shape; callers limit how many S occur.
+    self._replica_step = tf.function(self._labels, jit_compile=use_xla,
+                                     reduce_retracing=True)
+    self._distributed_step = tf.function(
+        lambda inputs: strategy.run(self._replica_step, args=inputs))
+
+  def _labels(self, input_ids, input_mask, segment_ids, masked_lm_positions):
+    logits = self._model(input_ids, input_mask, segment_ids,
+                         masked_lm_positions,
+                         training=False)["masked_lm_logits"]  # [B, P, V]
+    probs = tf.nn.softmax(logits, axis=-1)  # float32 over the full vocabulary
+    if self._k == 0:
+      return (probs,)
+    top = tf.math.top_k(probs, k=self._k, sorted=True)
+    return top.values, top.indices  # [B, P, K] each
+
+  def __call__(self, inputs):
+    replicas = self._strategy.num_replicas_in_sync
+    if replicas == 1:
+      return tuple(t.numpy() for t in self._replica_step(*inputs))
+    per_replica = int(inputs[0].shape[0]) // replicas
+
+    def replica_slice(context):
+      start = context.replica_id_in_sync_group * per_replica
+      return tuple(t[start:start + per_replica] for t in inputs)
+
+    outputs = self._distributed_step(
+        self._strategy.experimental_distribute_values_from_function(
+            replica_slice))
+    # Replica r holds rows [r * per_replica, (r + 1) * per_replica).
+    return tuple(
+        np.concatenate([t.numpy() for t in
+                        self._strategy.experimental_local_results(output)])
+        for output in outputs)
+
+
+# ---------------------------------------------------------------- input
+
+
+def read_batches(path, feature_spec, batch_size, length_multiple,
+                 vocab_size):
+  """A tf.data pipeline over one file: parsed batches and model inputs.
+
+  Yields (features, inputs): features {name: [b, ...]} as parsed (b <= B for
+  the last batch); inputs (input_ids, input_mask, segment_ids,
+  masked_lm_positions) int32, padded with empty rows to B rows and cut to
+  the batch's longest real sequence (covering every masked position), rounded
+  up to length_multiple. Ids outside the vocabulary fail here, naming them.
+  """
+  max_seq_length = feature_spec[records.INPUT_IDS].shape[0]
+
+  def prepare(serialized):  # [b] strings
+    features = tf.io.parse_example(serialized, feature_spec)
+    inputs = [tf.cast(features[name], tf.int32) for name in (
+        records.INPUT_IDS, records.INPUT_MASK, records.SEGMENT_IDS,
+        records.MASKED_LM_POSITIONS)]
+    tf.debugging.assert_less(
+        inputs[0], vocab_size,
+        message=f"input_ids outside the teacher's vocab_size {vocab_size}")
+    pad_rows = batch_size - tf.shape(serialized)[0]
+    inputs = [tf.pad(t, [[0, pad_rows], [0, 0]]) for t in inputs]
+    if length_multiple:
+      # 1-based index of the last real token, and the last masked position.
+      columns = tf.range(1, max_seq_length + 1)
+      real = tf.reduce_max(tf.where(inputs[1] != 0, columns, 0))
+      length = tf.maximum(real, tf.reduce_max(inputs[3]) + 1)
+      length = tf.minimum(-(-length // length_multiple) * length_multiple,
+                          max_seq_length)
+      inputs[:3] = [t[:, :length] for t in inputs[:3]]  # [B, S]
+    return features, tuple(inputs)
+
+  dataset = tf.data.TFRecordDataset(path, buffer_size=16 << 20)
+  dataset = dataset.batch(batch_size)
+  dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+  return dataset.prefetch(2)
+
+
+def count_records(path):
+  """Counts the records of a file, reading it once (and so checking it)."""
+  try:
+    return int(tf.data.TFRecordDataset(path, buffer_size=16 << 20).reduce(
+        np.int64(0), lambda count, _: count + 1))
+  except tf.errors.OpError as e:
+    raise cli.StageError(f"{path}: corrupt or unreadable record "
+                         f"({_first_line(e)})") from None
+
+
+def _first_line(error):
+  text = getattr(error, "message", None) or str(error)
+  return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+# --------------------------------------------------------------- output
+
+
+def _varint(value):
+  """Protobuf base-128 varint of a non-negative int, as bytes."""
+  out = bytearray()
+  while value > 0x7f:
+    out.append((value & 0x7f) | 0x80)
+    value >>= 7
+  out.append(value)
+  return bytes(out)
+
+
+def _packed_varints(values):
+  """Varint-encodes int64 [b, n] row by row (negatives as 10 bytes, as
+  protobuf does). Returns (all bytes, row byte lengths [b])."""
+  u = np.ascontiguousarray(values, dtype=np.int64).view(np.uint64)
+  shifts = np.arange(10, dtype=np.uint64) * np.uint64(7)
+  groups = (u[..., None] >> shifts) & np.uint64(0x7f)  # [b, n, 10]
+  sizes = np.ones(u.shape, np.int64)  # [b, n]
+  for i in range(1, 10):
+    sizes += (u >> np.uint64(7 * i)) != 0
+  index = np.arange(10)
+  groups |= (index < sizes[..., None] - 1).astype(np.uint64) << np.uint64(7)
+  data = groups[index < sizes[..., None]].astype(np.uint8).tobytes()
+  return data, sizes.sum(axis=-1)
+
+
+class ExampleEncoder:
+  """Serializes batches of features into tf.train.Example strings.
+
+  Gives the same protos as records.serialize_example (float features from
+  records.FLOAT_FEATURES as packed floats, the rest as packed int64 varints,
+  in the given feature order) but encodes each feature of a whole batch with
+  NumPy; per example only byte strings are joined.
+  """
+
+  def __init__(self, names):
+    self._names = tuple(names)
+    self._prefixes = {}
+
+  def _prefix(self, name, payload_size):
+    """Bytes of the map entry for `name` up to its packed values."""
+    key = (name, payload_size)
+    if key not in self._prefixes:
+      name_bytes = name.encode()
+      kind = b"\x12" if name in records.FLOAT_FEATURES else b"\x1a"
+      values = b"\x0a" + _varint(payload_size)  # FloatList/Int64List.value
+      feature = kind + _varint(len(values) + payload_size)  # Feature
+      feature_size = len(feature) + len(values) + payload_size
+      entry = (b"\x0a" + _varint(len(name_bytes)) + name_bytes +
+               b"\x12" + _varint(feature_size))  # map key, value
+      self._prefixes[key] = (b"\x0a" + _varint(len(entry) + feature_size) +
+                             entry + feature + values)
+    return self._prefixes[key]
+
+  def encode(self, features):
+    """{name: [b, ...] array} -> list of b serialized Examples."""
+    columns = []
+    for name in self._names:
+      values = np.asarray(features[name])
+      rows = values.shape[0]
+      if name in records.FLOAT_FEATURES:
+        width = 4 * (values.size // rows if rows else 0)
+        data = np.ascontiguousarray(values, dtype="<f4").tobytes()
+        sizes = [width] * rows
+      else:
+        data, sizes = _packed_varints(values.reshape(rows, -1))
+        sizes = sizes.tolist()
+      columns.append((name, data, sizes))
+    serialized = []
+    offsets = [0] * len(columns)
+    for row in range(len(columns[0][2]) if columns else 0):
+      parts = []
+      for c, (name, data, sizes) in enumerate(columns):
+        size = sizes[row]
+        parts.append(self._prefix(name, size))
+        parts.append(data[offsets[c]:offsets[c] + size])
+        offsets[c] += size
+      body = b"".join(parts)
+      serialized.append(b"\x0a" + _varint(len(body)) + body)
+    return serialized
+
+
+# ----------------------------------------------------------------- stage
+
+
+def write_teacher_labels(labeler, input_files, output_path, feature_spec,
+                         truncation_factor, batch_size, length_multiple,
+                         vocab_size, progress_interval=30.0):
+  """Labels every record of `input_files`, in order, into `output_path`.
+
+  The output appears under its final name only when complete. Encoding and
+  writing a batch run on a second thread while the teacher computes the next.
+  """
+  label_names = records.teacher_label_features(truncation_factor)
+  encoder = ExampleEncoder(records.PRETRAINING_FEATURES + label_names)
+  total = sum(count_records(path) for path in input_files)
+  progress = cli.Progress(f"teacher labels -> {output_path}", total=total,
+                          unit="records", interval=progress_interval)
+
+  def write(writer, features, labels):
+    rows = features[records.INPUT_IDS].shape[0]
+    features = dict(features)
+    for name, values in zip(label_names, labels):
+      features[name] = values[:rows].reshape(rows, -1)  # [b, P*K]
+    for serialized in encoder.encode(features):
+      writer.write(serialized)
+
+  with cli.atomic_output(output_path) as tmp_path, \
+       tf.io.TFRecordWriter(tmp_path) as writer, \
+       futures.ThreadPoolExecutor(max_workers=1) as pool:
+    pending = None
+    for path in input_files:
+      batches = iter(read_batches(path, feature_spec, batch_size,
+                                  length_multiple, vocab_size))
+      while True:
+        try:
+          features, inputs = next(batches)
+        except StopIteration:
+          break
+        except tf.errors.OpError as e:
+          raise cli.StageError(
+              f"{path}: bad record ({_first_line(e)}); check "
+              f"--max_seq_length and --max_predictions_per_seq") from None
+        labels = labeler(inputs)
+        if pending is not None:
+          pending.result()
+        features = {name: t.numpy() for name, t in features.items()}
+        if progress.done == 0:
+          _log_first_example(features, labels)
+        pending = pool.submit(write, writer, features, labels)
+        progress.update(features[records.INPUT_IDS].shape[0])
+    if pending is not None:
+      pending.result()
+  progress.log(final=True)
+  return progress.done
+
+
+def _log_first_example(features, labels):
+  """Logs the first example's masked positions and the teacher's choices."""
+  positions = features[records.MASKED_LM_POSITIONS][0]
+  logging.info("First example: input_ids %s ...",
+               features[records.INPUT_IDS][0][:16].tolist())
+  for p in range(min(3, len(positions))):
+    if len(labels) == 2:
+      logging.info("  position %d: top ids %s probs %s", positions[p],
+                   labels[1][0, p, :5].tolist(),
+                   [round(float(x), 4) for x in labels[0][0, p, :5]])
+    else:
+      logging.info("  position %d: most probable id %d (p=%.4f)", positions[p],
+                   int(np.argmax(labels[0][0, p])), float(np.max(labels[0][0, p])))
+
+
+def main(argv):
+  del argv  # Unused.
+  config = read_teacher_config(FLAGS.bert_config_file, FLAGS.truncation_factor,
+                               FLAGS.vocab_file)
+  if FLAGS.max_seq_length > config.max_position_embeddings:
+    raise cli.StageError(
+        f"--max_seq_length {FLAGS.max_seq_length} exceeds the teacher's "
+        f"max_position_embeddings {config.max_position_embeddings}")
+  input_files = select_shard(cli.expand_input_files(FLAGS.input_file),
+                             FLAGS.num_shards, FLAGS.shard_index)
+  plan = plan_outputs(input_files, FLAGS.output_file, FLAGS.output_dir)
+  logging.info("Shard %d of %d: %d input files, %d outputs to write",
+               FLAGS.shard_index, FLAGS.num_shards, len(input_files), len(plan))
+  if not plan:
+    return
+  feature_spec = records.pretraining_feature_spec(
+      FLAGS.max_seq_length, FLAGS.max_predictions_per_seq)
+  check_inputs([path for paths, _ in plan for path in paths], feature_spec,
+               FLAGS.max_predictions_per_seq)
+
+  strategy = choose_strategy()
+  if FLAGS.batch_size % strategy.num_replicas_in_sync:
+    raise cli.StageError(
+        f"--batch_size {FLAGS.batch_size} is not a multiple of the "
+        f"{strategy.num_replicas_in_sync} GPUs")
+  model = load_teacher(config, FLAGS.init_checkpoint, strategy)
+  labeler = TeacherLabeler(model, FLAGS.truncation_factor, strategy,
+                           FLAGS.use_xla)
+  for paths, output_path in plan:
+    logging.info("Labelling %s -> %s", ", ".join(paths), output_path)
+    write_teacher_labels(labeler, paths, output_path, feature_spec,
+                         FLAGS.truncation_factor, FLAGS.batch_size,
+                         FLAGS.length_multiple, config.vocab_size,
+                         FLAGS.progress_interval)
+
+
+if __name__ == "__main__":
+  cli.run(main)
