@@ -24,6 +24,7 @@ default), never by the dump.
 """
 
 import bz2
+import contextlib
 import json
 import multiprocessing
 import os
@@ -139,8 +140,13 @@ def article_sentences(title, text):
 
 
 def open_wiki_file(path):
-  """Opens a wiki_* file as text, decompressing it when it ends in .bz2."""
-  if path.endswith(".bz2"):
+  """Opens a wiki_* file as text, decompressing it when it is bz2.
+
+  The bz2 magic bytes decide, not the name, so a renamed file reads right.
+  """
+  with open(path, "rb") as f:
+    compressed = f.read(3) == b"BZh"
+  if compressed:
     return bz2.open(path, "rt", encoding="utf-8", errors="replace")
   return open(path, "r", encoding="utf-8", errors="replace")
 
@@ -195,20 +201,24 @@ def find_wiki_files(folder):
   return sorted(files, key=lambda p: os.path.relpath(p, folder).split(os.sep))
 
 
-def converted_files(files, num_workers):
+def converted_files(files, pool):
   """Yields convert_file's result for every file, in the order of `files`.
 
-  With several workers the files are converted in parallel; imap returns the
-  results in input order, so the output is deterministic.
+  With a multiprocessing pool the files are converted in parallel; imap
+  returns the results in input order, so the output is deterministic.
   """
-  if num_workers == 1 or len(files) == 1:
-    for path in files:
-      yield convert_file(path)
-    return
-  # fork: the workers need nothing but this module, already loaded.
-  context = multiprocessing.get_context("fork")
-  with context.Pool(min(num_workers, len(files))) as pool:
-    yield from pool.imap(convert_file, files, chunksize=1)
+  if pool is None:
+    return map(convert_file, files)
+  return pool.imap(convert_file, files, chunksize=1)
+
+
+def worker_pool(num_workers, num_files):
+  """A pool of forked workers, or a null context when one process will do."""
+  if min(num_workers, num_files) <= 1:
+    return contextlib.nullcontext()
+  # Forked before TensorFlow is imported (cli.atomic_output imports it), so
+  # the workers are small and start at once.
+  return multiprocessing.get_context("fork").Pool(min(num_workers, num_files))
 
 
 class _Progress:
@@ -252,16 +262,17 @@ def main(argv):
   out_dir = os.path.dirname(os.path.abspath(FLAGS.write_file))
   os.makedirs(out_dir, exist_ok=True)
   num_warnings = 0
-  with cli.atomic_output(FLAGS.write_file) as tmp_path:
-    with open(tmp_path, "w", encoding="utf-8") as out:
-      progress = _Progress(files, FLAGS.log_interval)
-      results = converted_files(files, num_workers)
-      for path, (text, num_articles, warnings) in zip(files, results):
-        for warning in warnings:
-          logging.warning("%s", warning)
-        num_warnings += len(warnings)
-        out.write(text)
-        progress.update(path, num_articles, len(text.encode("utf-8")))
+  with worker_pool(num_workers, len(files)) as pool, \
+      cli.atomic_output(FLAGS.write_file) as tmp_path, \
+      open(tmp_path, "w", encoding="utf-8") as out:
+    progress = _Progress(files, FLAGS.log_interval)
+    results = converted_files(files, pool)
+    for path, (text, num_articles, warnings) in zip(files, results):
+      for warning in warnings:
+        logging.warning("%s", warning)
+      num_warnings += len(warnings)
+      out.write(text)
+      progress.update(path, num_articles, len(text.encode("utf-8")))
   progress.log(final=True)
   if num_warnings:
     logging.warning("%d malformed JSON lines skipped", num_warnings)

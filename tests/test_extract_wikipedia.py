@@ -1,0 +1,302 @@
+"""Stage II: a MediaWiki dump through the real WikiExtractor and extract_jsons.py."""
+import bz2
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "extract_wikipedia_for_bert"))
+import extract_jsons  # pylint: disable=wrong-import-position
+
+EXTRACT_DIR = os.path.join(ROOT, "extract_wikipedia_for_bert")
+
+
+def page(page_id, title, text, ns=0, redirect=None):
+  """One <page> of a MediaWiki export, its text XML-escaped."""
+  text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+  redirect = f'    <redirect title="{redirect}" />\n' if redirect else ""
+  return (f"  <page>\n    <title>{title}</title>\n    <ns>{ns}</ns>\n"
+          f"    <id>{page_id}</id>\n{redirect}    <revision>\n"
+          f"      <id>{page_id + 1000}</id>\n"
+          f"      <timestamp>2024-05-01T12:00:00Z</timestamp>\n"
+          f'      <text xml:space="preserve">{text}</text>\n'
+          f"    </revision>\n  </page>\n")
+
+
+SITEINFO = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10" xml:lang="en">
+  <siteinfo>
+    <sitename>Wikipedia</sitename>
+    <dbname>enwiki</dbname>
+    <base>https://en.wikipedia.org/wiki/Main_Page</base>
+    <generator>MediaWiki 1.41.0</generator>
+    <case>first-letter</case>
+    <namespaces>
+      <namespace key="0" case="first-letter" />
+      <namespace key="10" case="first-letter">Template</namespace>
+      <namespace key="14" case="first-letter">Category</namespace>
+    </namespaces>
+  </siteinfo>
+"""
+
+LIGHTHOUSE = """{{Short description|Lighthouse on a granite islet}}
+{{Infobox lighthouse
+| name = Carrow Point Light
+| height = {{convert|21.5|m}}
+| built = 1871
+}}
+The '''Carrow Point Light''' is a [[lighthouse]] on a granite islet off the \
+[[Isle of Marn|Marn]] coast.<ref>Harland, P. (1998). ''Lights of the North''. \
+p. 14.</ref> Its tower is {{convert|21.5|m}} tall. Dr. Ellen Vasquez of the \
+U.S. Coast Guard surveyed it in 1962, e.g. the lens and the stairs.{{citation needed}}
+
+== History ==
+The light was first lit on 3 March 1871. It burned colza oil until 1903, when \
+a paraffin lamp of 3.5 times the brightness replaced it.
+* Keepers lived on the islet until 1958.
+* The fog bell was removed in 1960.
+
+=== Automation ===
+It was automated in 1985.
+
+== See also ==
+* [[List of lighthouses]]
+
+== References ==
+{{Reflist}}
+
+[[Category:Lighthouses]]
+"""
+
+ORCHID = """'''Orchid Bay''' is a small bay with a sandy shore. Orchid Bay \
+is home to nesting terns.
+
+== Geography ==
+The bay opens to the south-west. Winds from the west bring heavy surf in \
+winter.
+"""
+
+MERCURY = """'''Mercury''' may refer to:
+* [[Mercury (planet)]], the closest planet to the Sun
+* [[Mercury (element)]], a chemical element with symbol Hg
+{{disambiguation}}
+"""
+
+EXPECTED_TEXT = """\
+The Carrow Point Light is a lighthouse on a granite islet off the Marn coast.
+Its tower is 21.5 m tall.
+Dr. Ellen Vasquez of the U.S. Coast Guard surveyed it in 1962, e.g. the lens and the stairs.
+The light was first lit on 3 March 1871.
+It burned colza oil until 1903, when a paraffin lamp of 3.5 times the brightness replaced it.
+It was automated in 1985.
+
+Orchid Bay is a small bay with a sandy shore.
+Orchid Bay is home to nesting terns.
+The bay opens to the south-west.
+Winds from the west bring heavy surf in winter.
+
+Mercury may refer to:
+
+"""
+
+
+def write_dump(path):
+  """A small enwiki-style dump: templates, an article with every kind of
+  markup, one whose first sentence starts with its title, a redirect, a
+  disambiguation page and an empty stub."""
+  pages = [
+      page(1, "Template:Convert", "{{{1}}} {{{2}}}", ns=10),
+      page(2, "Template:Reflist", "<references />", ns=10),
+      page(10, "Carrow Point Light", LIGHTHOUSE),
+      page(20, "Orchid Bay", ORCHID),
+      page(30, "Carrow Light", "#REDIRECT [[Carrow Point Light]]",
+           redirect="Carrow Point Light"),
+      page(40, "Mercury", MERCURY),
+      page(50, "Empty stub", "{{stub}}\n[[Category:Stubs]]\n"),
+  ]
+  with bz2.open(path, "wt", encoding="utf-8") as f:
+    f.write(SITEINFO + "".join(pages) + "</mediawiki>\n")
+
+
+def run(args, **kwargs):
+  return subprocess.run(args, capture_output=True, text=True, timeout=120,
+                        cwd=ROOT, **kwargs)
+
+
+def test_real_wikiextractor_dump_to_text_file_exactly(tmp_path):
+  dump = tmp_path / "enwiki-test-pages-articles.xml.bz2"
+  write_dump(dump)
+  env = dict(os.environ, PYTHON=sys.executable, PROCESSES="2")
+  out = tmp_path / "extracted"
+  text_file = tmp_path / "text" / "wiki.txt"
+  result = run(["bash", os.path.join(EXTRACT_DIR, "extract.sh"), str(dump),
+                str(out), str(text_file)], env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  # The options that suit BERT: JSON lines in bz2 files.
+  wiki_files = extract_jsons.find_wiki_files(str(out))
+  assert all(f.endswith(".bz2") for f in wiki_files)
+  titles = [json.loads(line)["title"]
+            for f in wiki_files for line in bz2.open(f, "rt")]
+  assert "Carrow Light" not in titles  # The redirect is gone.
+  assert text_file.read_text(encoding="utf-8") == EXPECTED_TEXT
+  assert not [p for p in os.listdir(tmp_path / "text") if ".tmp-" in p]
+
+  # A second run finds the extraction done and leaves it alone.
+  mtime = os.path.getmtime(wiki_files[0])
+  result = run(["bash", os.path.join(EXTRACT_DIR, "extract.sh"), str(dump),
+                str(out)], env=env)
+  assert result.returncode == 0 and "skipped" in result.stdout
+  assert os.path.getmtime(wiki_files[0]) == mtime
+
+
+def write_wiki_file(path, articles, compress=False, extra_lines=()):
+  """Writes WikiExtractor-style JSON lines (plain or bz2) for (title, text)."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  lines = [json.dumps({"id": str(i), "revid": str(i), "url": "", "title": t,
+                       "text": x}) for i, (t, x) in enumerate(articles)]
+  lines.extend(extra_lines)
+  opener = bz2.open if compress else open
+  with opener(path, "wt", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+
+
+def make_folder(root):
+  """AA/wiki_00 (plain), AA/wiki_01.bz2, AB/wiki_00 with a malformed line,
+  plus files that are not WikiExtractor outputs."""
+  write_wiki_file(f"{root}/AB/wiki_00", [("C", "Third article here.")],
+                  extra_lines=['{"title": "broken", "text": "no end'])
+  write_wiki_file(f"{root}/AA/wiki_01.bz2",
+                  [("B", "Second article. It has two sentences.")],
+                  compress=True)
+  write_wiki_file(f"{root}/AA/wiki_00",
+                  [("A", "A\nFirst article, the first line was its title."),
+                   ("Empty", "\n\n")])
+  (root / "AA" / "notes.txt").write_text("not a wiki file\n")
+
+
+def test_cli_reads_plain_and_bz2_in_sorted_order_and_warns(tmp_path):
+  make_folder(tmp_path / "in")
+  out = tmp_path / "out.txt"
+  result = run([sys.executable, os.path.join(EXTRACT_DIR, "extract_jsons.py"),
+                f"--folder={tmp_path / 'in'}", f"--write_file={out}",
+                "--num_workers=2"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert out.read_text() == ("First article, the first line was its title.\n\n"
+                             "Second article.\nIt has two sentences.\n\n"
+                             "Third article here.\n\n")
+  warnings = [l for l in result.stderr.splitlines() if "malformed JSON" in l]
+  assert any(f"{tmp_path / 'in' / 'AB' / 'wiki_00'}:2:" in l for l in warnings)
+  assert "3 articles" in result.stderr
+
+
+def test_parallel_output_equals_serial_output(tmp_path):
+  for i in range(5):
+    # Named without .bz2 even when compressed: the content decides.
+    write_wiki_file(str(tmp_path / f"A{i}" / "wiki_00"),
+                    [(f"T{i}{j}", f"Article {i}.{j} starts. Dr. Who ends it.")
+                     for j in range(3)], compress=bool(i % 2))
+  files = extract_jsons.find_wiki_files(str(tmp_path))
+  serial = list(extract_jsons.converted_files(files, None))
+  with extract_jsons.worker_pool(2, len(files)) as pool:
+    parallel = list(extract_jsons.converted_files(files, pool))
+  assert parallel == serial
+  assert serial[3][0].startswith("Article 3.0 starts.\nDr. Who ends it.\n\n")
+
+
+def test_cli_missing_folder_is_one_line_error(tmp_path):
+  result = run([sys.executable, os.path.join(EXTRACT_DIR, "extract_jsons.py"),
+                f"--folder={tmp_path / 'nothing'}",
+                f"--write_file={tmp_path / 'out.txt'}"])
+  assert result.returncode != 0
+  assert "Traceback" not in result.stderr
+  errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and "--folder" in errors[0]
+  assert not os.path.exists(tmp_path / "out.txt")
+
+
+def test_malformed_json_lines_are_skipped_with_file_and_line(tmp_path):
+  path = str(tmp_path / "wiki_00")
+  write_wiki_file(path, [("Good", "A good article.")], extra_lines=[
+      "{not json", '{"title": "no text"}', "[1, 2]",
+      json.dumps({"title": "Late", "text": "Still read."})])
+  text, num_articles, warnings = extract_jsons.convert_file(path)
+  assert text == "A good article.\n\nStill read.\n\n"
+  assert num_articles == 2
+  assert [w.split(": ")[0] for w in warnings] == [
+      f"{path}:2", f"{path}:3", f"{path}:4"]
+
+
+def test_corrupt_bz2_file_is_a_stage_error_naming_it(tmp_path):
+  path = tmp_path / "wiki_00.bz2"
+  path.write_bytes(b"BZh91AY&SY not really bz2")
+  with pytest.raises(extract_jsons.cli.StageError, match="wiki_00.bz2"):
+    extract_jsons.convert_file(str(path))
+
+
+def test_find_wiki_files_sorts_by_folder_then_number(tmp_path):
+  for rel in ["AB/wiki_00", "AA/wiki_10", "AA/wiki_02.bz2", "AA/other",
+              "AA/wiki_00.txt", "B/wiki_00"]:
+    os.makedirs(tmp_path / os.path.dirname(rel), exist_ok=True)
+    (tmp_path / rel).write_text("")
+  found = [os.path.relpath(f, tmp_path)
+           for f in extract_jsons.find_wiki_files(str(tmp_path))]
+  assert found == ["AA/wiki_02.bz2", "AA/wiki_10", "AB/wiki_00", "B/wiki_00"]
+
+
+@pytest.mark.parametrize("text, title, expected", [
+    # WikiExtractor 3: the text starts with the first sentence, keep it.
+    ("Anarchism is a political philosophy.", "Anarchism",
+     ["Anarchism is a political philosophy."]),
+    # Older versions: the title is the first line, drop it.
+    ("Anarchism\nIt is a political philosophy.", "Anarchism",
+     ["It is a political philosophy."]),
+    ("Washington, D.C.\nIt is a city.", "Washington, D.C.",
+     ["It is a city."]),
+    # The title elsewhere is text.
+    ("It was founded.\nAnarchism\nIt grew.", "Anarchism",
+     ["It was founded.", "Anarchism", "It grew."]),
+])
+def test_title_removed_only_where_text_starts_with_it(text, title, expected):
+  assert extract_jsons.article_sentences(title, text) == expected
+
+
+@pytest.mark.parametrize("line, is_last, expected", [
+    ("History.", False, True),
+    ("Early life and career.", False, True),
+    ("Awards and nominations.", False, True),
+    ("Rock and roll!", False, True),
+    ("History.", True, False),           # A heading is never the last line.
+    ("It was automated in 1985.", False, False),   # Auxiliary verb.
+    ("They left.", False, False),        # Pronoun.
+    ("Served in the U.S. Army.", False, False),    # Sentence break inside.
+    ("The keepers lived on the islet for ninety years.", False, False),
+    ("Mercury may refer to:", False, False),
+    ("history of the lighthouse.", False, False),  # Starts lower-case.
+])
+def test_heading_rule(line, is_last, expected):
+  assert extract_jsons.is_heading(line, is_last) == expected
+
+
+def test_headings_and_empty_lines_are_dropped_inside_an_article():
+  text = ("Kelp is a brown alga that grows in cold water.\n\nBiology.\n"
+          "Ecology.\nIt forms dense forests that shelter fish.")
+  assert extract_jsons.article_sentences("Kelp", text) == [
+      "Kelp is a brown alga that grows in cold water.",
+      "It forms dense forests that shelter fish."]
+
+
+@pytest.mark.parametrize("paragraph, expected", [
+    ("Dr. Smith of the U.S. Navy arrived, e.g. by boat. He stayed.",
+     ["Dr. Smith of the U.S. Navy arrived, e.g. by boat.", "He stayed."]),
+    ("The rate rose 3.5 percent. Mr. Lee said so, i.e. he agreed.",
+     ["The rate rose 3.5 percent.", "Mr. Lee said so, i.e. he agreed."]),
+    ("Is it true? Yes! It is.", ["Is it true?", "Yes!", "It is."]),
+    ('He said, "Go home." She left.', ['He said, "Go home."', "She left."]),
+    ("No final stop", ["No final stop"]),
+])
+def test_sentence_splitting_keeps_abbreviations_and_decimals(paragraph,
+                                                             expected):
+  assert extract_jsons.split_sentences(paragraph) == expected
