@@ -1,0 +1,500 @@
+"""modeling.py: numerics against a NumPy BERT, Google-named checkpoint I/O,
+partial loads with a layer map, config validation."""
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import SHARED_DATA
+import modeling
+import records
+
+TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2,
+            num_attention_heads=4, intermediate_size=37,
+            max_position_embeddings=64, type_vocab_size=2)
+
+# The checkpoint names exactly as DESIGN.md lists them (brace lists expanded
+# by expand_design_names below, independently of modeling.variable_shapes).
+DESIGN_NAMES = """
+bert/embeddings/{word_embeddings, token_type_embeddings, position_embeddings}
+bert/embeddings/LayerNorm/{gamma, beta}
+bert/encoder/layer_<i>/attention/self/{query, key, value}/{kernel, bias}
+bert/encoder/layer_<i>/attention/output/dense/{kernel, bias}
+bert/encoder/layer_<i>/attention/output/LayerNorm/{gamma, beta}
+bert/encoder/layer_<i>/intermediate/dense/{kernel, bias}
+bert/encoder/layer_<i>/output/dense/{kernel, bias}
+bert/encoder/layer_<i>/output/LayerNorm/{gamma, beta}
+bert/pooler/dense/{kernel, bias}
+cls/predictions/transform/dense/{kernel, bias}
+cls/predictions/transform/LayerNorm/{gamma, beta}
+cls/predictions/output_bias
+cls/seq_relationship/{output_weights, output_bias}
+"""
+
+
+def expand_design_names(num_layers):
+  names = set()
+  for line in DESIGN_NAMES.split("\n"):
+    if not line.strip():
+      continue
+    pending = [line.strip()]
+    while any("{" in p for p in pending):
+      expanded = []
+      for p in pending:
+        match = re.search(r"\{([^}]*)\}", p)
+        if not match:
+          expanded.append(p)
+          continue
+        for choice in match.group(1).split(","):
+          expanded.append(p[:match.start()] + choice.strip() + p[match.end():])
+      pending = expanded
+    for p in pending:
+      if "<i>" in p:
+        names.update(p.replace("<i>", str(i)) for i in range(num_layers))
+      else:
+        names.add(p)
+  return names
+
+
+def google_shapes(cfg):
+  """Shapes of Google's checkpoint entries, written out from its modeling.py."""
+  h, i, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+  shapes = {}
+  for name in expand_design_names(cfg["num_hidden_layers"]):
+    leaf = name.split("/")[-1]
+    if name.endswith("word_embeddings"):
+      shapes[name] = (v, h)
+    elif name.endswith("token_type_embeddings"):
+      shapes[name] = (cfg["type_vocab_size"], h)
+    elif name.endswith("position_embeddings"):
+      shapes[name] = (cfg["max_position_embeddings"], h)
+    elif name == "cls/predictions/output_bias":
+      shapes[name] = (v,)
+    elif name == "cls/seq_relationship/output_weights":
+      shapes[name] = (2, h)
+    elif name == "cls/seq_relationship/output_bias":
+      shapes[name] = (2,)
+    elif "intermediate/dense" in name:
+      shapes[name] = (h, i) if leaf == "kernel" else (i,)
+    elif "/output/dense" in name and "attention" not in name:
+      shapes[name] = (i, h) if leaf == "kernel" else (h,)
+    else:
+      shapes[name] = (h, h) if leaf == "kernel" else (h,)
+  return shapes
+
+
+def random_weights(cfg, seed=0):
+  """Weights far from the initial values, so every variable matters."""
+  rng = np.random.default_rng(seed)
+  weights = {}
+  for name, shape in google_shapes(cfg).items():
+    if name.endswith("gamma"):
+      value = 1.0 + 0.1 * rng.standard_normal(shape)
+    elif "embeddings" in name:
+      value = 0.5 * rng.standard_normal(shape)
+    elif name.endswith(("bias", "beta")):
+      value = 0.1 * rng.standard_normal(shape)
+    else:
+      value = 0.2 * rng.standard_normal(shape)
+    weights[name] = value.astype(np.float32)
+  return weights
+
+
+def write_google_checkpoint(prefix, tensors):
+  """Writes a name-based checkpoint with the SaveV2 op (not modeling's code)."""
+  names = sorted(tensors)
+  tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names,
+                    shape_and_slices=[""] * len(names),
+                    tensors=[tf.constant(tensors[n]) for n in names])
+  return prefix
+
+
+# ----- NumPy BERT (float64), from the paper and Google's modeling.py -------
+
+def np_gelu(x):
+  return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def np_layer_norm(x, gamma, beta):
+  mean = x.mean(-1, keepdims=True)
+  var = ((x - mean)**2).mean(-1, keepdims=True)
+  return (x - mean) / np.sqrt(var + 1e-12) * gamma + beta
+
+
+def np_softmax(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def np_bert(w, cfg, ids, mask, segments, positions):
+  w = {k: v.astype(np.float64) for k, v in w.items()}
+  batch, seq = ids.shape
+  h, heads = cfg["hidden_size"], cfg["num_attention_heads"]
+  d = h // heads
+
+  def dense(x, name):
+    return x @ w[name + "/kernel"] + w[name + "/bias"]
+
+  def ln(x, name):
+    return np_layer_norm(x, w[name + "/gamma"], w[name + "/beta"])
+
+  x = (w["bert/embeddings/word_embeddings"][ids] +
+       w["bert/embeddings/token_type_embeddings"][segments] +
+       w["bert/embeddings/position_embeddings"][:seq][None])
+  x = ln(x, "bert/embeddings/LayerNorm")
+  layers, all_probs = [], []
+  for l in range(cfg["num_hidden_layers"]):
+    p = f"bert/encoder/layer_{l}/"
+    q, k, v = (dense(x, p + f"attention/self/{n}").reshape(batch, seq, heads, d)
+               for n in ("query", "key", "value"))
+    scores = np.einsum("bqnd,bknd->bnqk", q, k) / np.sqrt(d)
+    scores += (1.0 - mask[:, None, None, :]) * -10000.0
+    probs = np_softmax(scores)
+    context = np.einsum("bnqk,bknd->bqnd", probs, v).reshape(batch, seq, h)
+    a = ln(dense(context, p + "attention/output/dense") + x,
+           p + "attention/output/LayerNorm")
+    inner = np_gelu(dense(a, p + "intermediate/dense"))
+    x = ln(dense(inner, p + "output/dense") + a, p + "output/LayerNorm")
+    layers.append(x)
+    all_probs.append(probs)
+  pooled = np.tanh(dense(x[:, 0], "bert/pooler/dense"))
+  gathered = x[np.arange(batch)[:, None], positions]
+  t = ln(np_gelu(dense(gathered, "cls/predictions/transform/dense")),
+         "cls/predictions/transform/LayerNorm")
+  mlm = t @ w["bert/embeddings/word_embeddings"].T + w[
+      "cls/predictions/output_bias"]
+  nsp = pooled @ w["cls/seq_relationship/output_weights"].T + w[
+      "cls/seq_relationship/output_bias"]
+  return {"masked_lm_logits": mlm, "next_sentence_logits": nsp,
+          "pooled_output": pooled, "sequence_output": x,
+          "all_encoder_layers": layers, "attention_probs": all_probs}
+
+
+def tiny_batch(seed=1, batch=3, seq=12, vocab=99, predictions=4):
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(0, vocab, (batch, seq))
+  lengths = np.array([seq, seq - 5, 4][:batch])
+  mask = (np.arange(seq)[None] < lengths[:, None]).astype(np.int64)
+  segments = ((np.arange(seq)[None] >= lengths[:, None] // 2) & (mask == 1))
+  positions = np.stack([rng.choice(n, predictions, replace=False)
+                        for n in lengths])
+  return ids * mask, mask, segments.astype(np.int64), positions
+
+
+@pytest.fixture(scope="module")
+def google_ckpt(tmp_path_factory):
+  """A Google-named tiny checkpoint (with optimizer slots and global_step)."""
+  weights = random_weights(TINY)
+  tensors = dict(weights)
+  tensors["global_step"] = np.int64(42)
+  tensors["bert/pooler/dense/kernel/adam_m"] = np.zeros((32, 32), np.float32)
+  prefix = str(tmp_path_factory.mktemp("google") / "bert_model.ckpt")
+  return write_google_checkpoint(prefix, tensors), weights
+
+
+def tiny_model(**overrides):
+  cfg = dict(TINY, **overrides)
+  return modeling.BertPretrainingModel(modeling.BertConfig(**cfg), seed=0)
+
+
+# ----- numerics -------------------------------------------------------------
+
+def test_forward_matches_numpy_bert_for_weights_from_a_google_checkpoint(
+    google_ckpt):
+  prefix, weights = google_ckpt
+  model = tiny_model()
+  report = modeling.load_checkpoint(model, prefix)
+  assert report["initialized"] == []
+  batch = tiny_batch()
+  out = model(*batch)
+  ref = np_bert(weights, TINY, *batch)
+  for key in ("masked_lm_logits", "next_sentence_logits", "pooled_output",
+              "sequence_output"):
+    np.testing.assert_allclose(out[key].numpy(), ref[key], rtol=1e-5,
+                               atol=1e-5, err_msg=key)
+  for got, want in zip(out["attention_probs"], ref["attention_probs"]):
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+  for got, want in zip(out["all_encoder_layers"], ref["all_encoder_layers"]):
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
+  assert out["masked_lm_logits"].dtype == tf.float32
+  assert out["masked_lm_logits"].shape == (3, 4, 99)
+
+
+def test_xla_int32_and_eager_give_the_same_logits(google_ckpt):
+  model = tiny_model()
+  modeling.load_checkpoint(model, google_ckpt[0])
+  batch = tiny_batch()
+  eager = model(*batch)["masked_lm_logits"].numpy()
+  xla = tf.function(model, jit_compile=True)(
+      *[tf.constant(x, tf.int32) for x in batch])["masked_lm_logits"]
+  np.testing.assert_allclose(xla.numpy(), eager, rtol=1e-5, atol=1e-5)
+
+
+def test_trimming_padding_does_not_change_outputs(google_ckpt):
+  # Callers trim a batch to its longest real sequence: padded keys get
+  # -10000, so the real positions must not see the padding at all.
+  model = tiny_model()
+  modeling.load_checkpoint(model, google_ckpt[0])
+  ids, mask, segments, positions = tiny_batch(batch=2)  # lengths 12 and 7
+  padded = [np.pad(x, [(0, 0), (0, 20)]) for x in (ids, mask, segments)]
+  full = model(*padded, positions)
+  trimmed = model(ids, mask, segments, positions)
+  np.testing.assert_allclose(full["masked_lm_logits"].numpy(),
+                             trimmed["masked_lm_logits"].numpy(), atol=1e-5)
+  np.testing.assert_allclose(full["sequence_output"].numpy()[:, :12],
+                             trimmed["sequence_output"].numpy(), atol=1e-5)
+
+
+def test_dropout_only_in_training():
+  model = tiny_model()
+  batch = tiny_batch()
+  a = model(*batch)["masked_lm_logits"].numpy()
+  b = model(*batch)["masked_lm_logits"].numpy()
+  c = model(*batch, training=True)["masked_lm_logits"].numpy()
+  np.testing.assert_array_equal(a, b)
+  assert np.abs(a - c).max() > 1e-3
+
+
+@pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16])
+def test_low_precision_keeps_float32_variables_and_logits(dtype):
+  cfg = modeling.BertConfig(**TINY)
+  full = modeling.BertPretrainingModel(cfg, seed=3)
+  half = modeling.BertPretrainingModel(cfg, compute_dtype=dtype, seed=3)
+  batch = tiny_batch()
+  out = half(*batch)
+  assert out["masked_lm_logits"].dtype == tf.float32
+  assert out["sequence_output"].dtype == dtype
+  assert all(v.dtype == tf.float32 for v in half.variables_by_name().values())
+  np.testing.assert_allclose(out["masked_lm_logits"].numpy(),
+                             full(*batch)["masked_lm_logits"].numpy(),
+                             atol=0.1)
+
+
+def test_sample_records_run_through_a_tiny_model_with_the_real_vocab():
+  path = os.path.join(SHARED_DATA, "original_sample_records.tfrecord")
+  spec = records.pretraining_feature_spec(128, 20)
+  dataset = tf.data.TFRecordDataset(path).map(
+      lambda r: tf.io.parse_single_example(r, spec)).batch(8).take(2)
+  model = tiny_model(vocab_size=30522, max_position_embeddings=512)
+  seen = 0
+  for features in dataset:
+    out = model(features["input_ids"], features["input_mask"],
+                  features["segment_ids"], features["masked_lm_positions"])
+    assert out["masked_lm_logits"].shape[1:] == (20, 30522)
+    assert np.isfinite(out["masked_lm_logits"].numpy()).all()
+    seen += features["input_ids"].shape[0]
+  assert seen > 0
+
+
+# ----- names and checkpoints ---------------------------------------------------
+
+def test_variable_names_and_shapes_are_exactly_googles():
+  model = tiny_model()
+  got = {n: tuple(v.shape) for n, v in model.variables_by_name().items()}
+  assert got == google_shapes(TINY)
+
+
+def test_initial_values_follow_googles_initializers():
+  model = tiny_model(hidden_size=64, intermediate_size=256, vocab_size=500)
+  v = {n: x.numpy() for n, x in model.variables_by_name().items()}
+  np.testing.assert_array_equal(v["bert/encoder/layer_0/output/LayerNorm/gamma"],
+                                1.0)
+  np.testing.assert_array_equal(v["cls/predictions/output_bias"], 0.0)
+  kernel = v["bert/encoder/layer_1/intermediate/dense/kernel"]
+  assert np.abs(kernel).max() <= 2 * 0.02 + 1e-7  # truncated at 2 stddev
+  assert 0.012 < kernel.std() < 0.02
+  same_seed = tiny_model(hidden_size=64, intermediate_size=256, vocab_size=500)
+  np.testing.assert_array_equal(
+      same_seed.variables_by_name()["bert/pooler/dense/kernel"].numpy(),
+      v["bert/pooler/dense/kernel"])
+
+
+def test_save_then_load_round_trip_is_exact(google_ckpt, tmp_path):
+  model = tiny_model()
+  modeling.load_checkpoint(model, google_ckpt[0])
+  batch = tiny_batch()
+  before = model(*batch)
+  prefix = modeling.save_checkpoint(model.variables_by_name(), str(tmp_path), 7)
+  assert prefix == str(tmp_path / "model.ckpt-7")
+  # A second reader (TF's own) sees exactly Google's names plus global_step.
+  reader = tf.train.load_checkpoint(prefix)
+  shapes = {n: tuple(s) for n, s in reader.get_variable_to_shape_map().items()}
+  assert shapes == dict(google_shapes(TINY), global_step=())
+  assert reader.get_tensor("global_step") == 7
+  assert reader.get_variable_to_dtype_map()["global_step"] == tf.int64
+  other = tiny_model()
+  other.variables_by_name()["bert/pooler/dense/bias"].assign(tf.ones([32]))
+  restored = modeling.restore_variables(other.variables_by_name(),
+                                        str(tmp_path))
+  assert sorted(restored) == sorted(google_shapes(TINY))
+  after = other(*batch)
+  for key in ("masked_lm_logits", "next_sentence_logits", "sequence_output"):
+    np.testing.assert_array_equal(after[key].numpy(), before[key].numpy())
+  assert modeling.checkpoint_step(prefix) == 7
+  assert not [f for f in os.listdir(tmp_path) if ".tmp-" in f]
+
+
+def test_tf1_init_from_checkpoint_reads_a_saved_student(tmp_path):
+  # How Google's run_classifier.py loads a checkpoint: graph-mode variables by
+  # name, then tf.compat.v1.train.init_from_checkpoint.
+  model = tiny_model()
+  prefix = modeling.save_checkpoint(model.variables_by_name(), str(tmp_path), 1)
+  shapes = google_shapes(TINY)
+  with tf.Graph().as_default():
+    tf1_vars = {n: tf.compat.v1.get_variable(n, shape=s, dtype=tf.float32)
+                for n, s in shapes.items()}
+    tf.compat.v1.train.init_from_checkpoint(prefix, {"bert/": "bert/",
+                                                     "cls/": "cls/"})
+    with tf.compat.v1.Session() as session:
+      session.run(tf.compat.v1.global_variables_initializer())
+      values = session.run(tf1_vars)
+  for name, variable in model.variables_by_name().items():
+    np.testing.assert_array_equal(values[name], variable.numpy())
+
+
+def test_restore_names_every_missing_and_misshaped_variable(tmp_path):
+  weights = random_weights(TINY)
+  del weights["bert/pooler/dense/bias"]
+  weights["cls/predictions/output_bias"] = np.zeros([7], np.float32)
+  prefix = write_google_checkpoint(str(tmp_path / "bad.ckpt"), weights)
+  model = tiny_model()
+  with pytest.raises(ValueError) as error:
+    modeling.restore_variables(model.variables_by_name(), prefix)
+  message = str(error.value)
+  assert "\n" not in message and prefix in message
+  assert "bert/pooler/dense/bias" in message
+  assert "cls/predictions/output_bias" in message and "[7]" in message
+  with pytest.raises(ValueError, match="variables missing or mis-shaped"):
+    modeling.load_checkpoint(model, prefix)
+
+
+def test_missing_checkpoint_path_is_a_one_line_error(tmp_path):
+  model = tiny_model()
+  for path in (str(tmp_path / "nothing.ckpt"), str(tmp_path)):
+    with pytest.raises(ValueError) as error:
+      modeling.load_checkpoint(model, path)
+    assert path in str(error.value) and "\n" not in str(error.value)
+
+
+def test_partial_load_with_a_layer_map(tmp_path):
+  teacher_cfg = dict(TINY, num_hidden_layers=4)
+  weights = random_weights(teacher_cfg)
+  weights["global_step"] = np.int64(5)
+  prefix = write_google_checkpoint(str(tmp_path / "teacher.ckpt"), weights)
+  # A student with 2 layers from teacher layers 1 and 3 and a narrower
+  # intermediate size: those kernels cannot load and keep their init.
+  student = tiny_model(intermediate_size=20)
+  init = {n: v.numpy() for n, v in student.variables_by_name().items()}
+  report = modeling.load_checkpoint(student, prefix, layer_map=[1, 3],
+                                    allow_partial=True)
+  values = {n: v.numpy() for n, v in student.variables_by_name().items()}
+  np.testing.assert_array_equal(
+      values["bert/encoder/layer_0/attention/self/query/kernel"],
+      weights["bert/encoder/layer_1/attention/self/query/kernel"])
+  np.testing.assert_array_equal(
+      values["bert/encoder/layer_1/output/LayerNorm/beta"],
+      weights["bert/encoder/layer_3/output/LayerNorm/beta"])
+  np.testing.assert_array_equal(values["cls/predictions/output_bias"],
+                                weights["cls/predictions/output_bias"])
+  intermediate = {f"bert/encoder/layer_{l}/{part}" for l in (0, 1)
+                  for part in ("intermediate/dense/kernel",
+                               "intermediate/dense/bias",
+                               "output/dense/kernel")}
+  assert set(report["initialized"]) == intermediate
+  for name in intermediate:
+    np.testing.assert_array_equal(values[name], init[name])
+  assert len(report["loaded"]) + len(report["initialized"]) == len(values)
+  assert "global_step" in report["unused"]
+  assert "bert/encoder/layer_0/attention/self/query/kernel" in report["unused"]
+  assert "bert/encoder/layer_1/attention/self/query/kernel" not in report[
+      "unused"]
+  with pytest.raises(ValueError, match="mis-shaped"):
+    modeling.load_checkpoint(student, prefix, layer_map=[1, 3])
+  with pytest.raises(ValueError, match=r"layer\(s\) 7 .*layers 0\.\.3"):
+    modeling.load_checkpoint(student, prefix, layer_map=[1, 7],
+                             allow_partial=True)
+  with pytest.raises(ValueError, match="3 entries but the model has 2"):
+    modeling.load_checkpoint(student, prefix, layer_map=[0, 1, 2],
+                             allow_partial=True)
+
+
+def test_save_keeps_the_newest_and_latest_checkpoint_finds_them(tmp_path):
+  model = tiny_model(num_hidden_layers=1)
+  variables = model.variables_by_name()
+  directory = str(tmp_path)
+  assert modeling.latest_checkpoint(directory) is None
+  for step in (1, 5, 10, 20):
+    modeling.save_checkpoint(variables, directory, step, max_to_keep=2)
+  kept = sorted(f for f in os.listdir(directory) if f.endswith(".index"))
+  assert kept == ["model.ckpt-10.index", "model.ckpt-20.index"]
+  assert modeling.latest_checkpoint(directory) == str(tmp_path / "model.ckpt-20")
+  # TF's own reader of the state file agrees.
+  assert tf.train.latest_checkpoint(directory) == str(tmp_path / "model.ckpt-20")
+  # An unfinished save (no index yet) and a stale state file are ignored.
+  (tmp_path / "model.ckpt-30.tmp-99.data-00000-of-00001").write_bytes(b"x")
+  os.remove(tmp_path / "model.ckpt-20.index")
+  assert modeling.latest_checkpoint(directory) == str(tmp_path / "model.ckpt-10")
+  assert modeling.checkpoint_step(directory) == 10
+
+
+# ----- config -----------------------------------------------------------------
+
+BERT_BASE_JSON = """{
+  "attention_probs_dropout_prob": 0.1,
+  "hidden_act": "gelu",
+  "hidden_dropout_prob": 0.1,
+  "hidden_size": 768,
+  "initializer_range": 0.02,
+  "intermediate_size": 3072,
+  "max_position_embeddings": 512,
+  "num_attention_heads": 12,
+  "num_hidden_layers": 12,
+  "type_vocab_size": 2,
+  "vocab_size": 30522
+}
+"""
+
+
+def test_config_reads_and_writes_googles_json(tmp_path):
+  path = tmp_path / "bert_config.json"
+  path.write_text(BERT_BASE_JSON)
+  config = modeling.BertConfig.from_json_file(str(path))
+  assert config.type_vocab_size == 2 and config.size_per_head == 64
+  assert json.loads(config.to_json_string()) == json.loads(BERT_BASE_JSON)
+  extra = dict(json.loads(BERT_BASE_JSON), directionality="bidi")
+  config = modeling.BertConfig.from_dict(extra)
+  out = tmp_path / "out.json"
+  config.to_json_file(str(out))
+  assert json.loads(out.read_text()) == extra
+  assert modeling.BertConfig.from_json_file(str(out)) == config
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(num_attention_heads=5), "not a multiple of num_attention_heads"),
+    (dict(hidden_act="swish"), "hidden_act 'swish' is not supported"),
+    (dict(num_hidden_layers=0), "num_hidden_layers must be positive"),
+    (dict(hidden_size="768"), "hidden_size must be an integer"),
+    (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob must be a number"),
+    (dict(vocab_size=None), "vocab_size"),
+])
+def test_config_validation_is_one_line(tmp_path, change, message):
+  d = dict(json.loads(BERT_BASE_JSON), **change)
+  if d["vocab_size"] is None:
+    del d["vocab_size"]
+  path = tmp_path / "bert_config.json"
+  path.write_text(json.dumps(d))
+  with pytest.raises(ValueError, match=re.escape(message)) as error:
+    modeling.BertConfig.from_json_file(str(path))
+  assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+  with pytest.raises(ValueError, match="not found"):
+    modeling.BertConfig.from_json_file(str(tmp_path / "missing.json"))
+  bad = tmp_path / "bad.json"
+  bad.write_text("{not json")
+  with pytest.raises(ValueError, match="bad.json: not valid JSON"):
+    modeling.BertConfig.from_json_file(str(bad))
