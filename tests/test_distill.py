@@ -90,3 +90,313 @@ def run(command, env=None, **kwargs):
          **(env or {})}
   return subprocess.run(command, capture_output=True, text=True, env=env,
                         cwd=ROOT, timeout=120, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# The loss against a NumPy re-derivation.
+
+def np_log_softmax(x):
+  x = x - x.max(axis=-1, keepdims=True)
+  return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def numpy_losses(mlm_logits, nsp_logits, f, temperature, soft_w, hard_w):
+  """The loss written out position by position, as the docstring defines it."""
+  batch, preds, _ = mlm_logits.shape
+  weights = f[records.MASKED_LM_WEIGHTS]
+  soft = np.zeros((batch, preds))
+  hard = np.zeros((batch, preds))
+  for b in range(batch):
+    for p in range(preds):
+      probs = f[distill.TEACHER_PROBS][b, p].astype(np.float64)
+      tempered = probs ** (1.0 / temperature)
+      if tempered.sum() > 0:
+        tempered = tempered / tempered.sum() * probs.sum()
+      log_q = np_log_softmax(mlm_logits[b, p].astype(np.float64) / temperature)
+      if distill.TEACHER_IDS in f:
+        log_q = log_q[f[distill.TEACHER_IDS][b, p]]
+      soft[b, p] = -temperature**2 * np.sum(tempered * log_q)
+      hard[b, p] = -np_log_softmax(mlm_logits[b, p].astype(np.float64))[
+          f[records.MASKED_LM_IDS][b, p]]
+  denominator = weights.sum() + 1e-5
+  nsp = -np_log_softmax(nsp_logits.astype(np.float64))[
+      np.arange(batch), f[records.NEXT_SENTENCE_LABELS]].mean()
+  soft_loss = (weights * soft).sum() / denominator
+  hard_loss = (weights * hard).sum() / denominator
+  return {"loss": soft_w * soft_loss + hard_w * hard_loss + nsp,
+          "soft_loss": soft_loss, "hard_mlm_loss": hard_loss,
+          "next_sentence_loss": nsp}
+
+
+def random_batch(rng, batch=3, k=K, vocab=VOCAB):
+  """Logits and a parsed batch with padded (weight 0) positions."""
+  weights = (rng.random((batch, P)) < 0.7).astype(np.float32)
+  weights[:, 0] = 1.0
+  if k:
+    probs = rng.dirichlet(np.ones(k + 3), (batch, P))[..., :k]  # mass < 1
+    probs[weights == 0] = 0.0  # padding holds no teacher labels
+    teacher = {distill.TEACHER_PROBS: probs.astype(np.float32),
+               distill.TEACHER_IDS: rng.integers(0, vocab, (batch, P, k),
+                                                 dtype=np.int32)}
+  else:
+    teacher = {distill.TEACHER_PROBS: rng.dirichlet(
+        np.ones(vocab), (batch, P)).astype(np.float32)}
+  features = {records.MASKED_LM_WEIGHTS: weights,
+              records.MASKED_LM_IDS: rng.integers(0, vocab, (batch, P),
+                                                  dtype=np.int32),
+              records.NEXT_SENTENCE_LABELS: rng.integers(0, 2, batch,
+                                                         dtype=np.int32),
+              **teacher}
+  mlm_logits = (3 * rng.standard_normal((batch, P, vocab))).astype(np.float32)
+  nsp_logits = rng.standard_normal((batch, 2)).astype(np.float32)
+  return mlm_logits, nsp_logits, features
+
+
+@pytest.mark.parametrize("temperature,soft_w,hard_w,k", [
+    (1.0, 1.0, 0.0, K), (2.5, 1.0, 0.0, K), (0.5, 0.7, 0.3, K),
+    (1.0, 0.0, 1.0, K), (2.0, 1.0, 0.5, 0)])
+def test_loss_matches_numpy(temperature, soft_w, hard_w, k):
+  mlm_logits, nsp_logits, features = random_batch(np.random.default_rng(1), k=k)
+  got = distill.compute_losses(
+      tf.constant(mlm_logits), tf.constant(nsp_logits),
+      {n: tf.constant(v) for n, v in features.items()}, temperature, soft_w,
+      hard_w)
+  want = numpy_losses(mlm_logits, nsp_logits, features, temperature, soft_w,
+                      hard_w)
+  for name in ("loss", "next_sentence_loss"):
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-5)
+  if soft_w:
+    np.testing.assert_allclose(got["soft_loss"], want["soft_loss"], rtol=1e-5)
+  if hard_w:
+    np.testing.assert_allclose(got["hard_mlm_loss"], want["hard_mlm_loss"],
+                               rtol=1e-5)
+
+
+def test_default_loss_is_the_originals_by_hand():
+  # One masked position, k = 2 holding mass 0.75 (not renormalised at T = 1).
+  logits = np.array([[[2.0, 0.0, -1.0, 0.5]]], np.float32)
+  features = {records.MASKED_LM_WEIGHTS: np.array([[1.0]], np.float32),
+              records.MASKED_LM_IDS: np.array([[0]], np.int32),
+              records.NEXT_SENTENCE_LABELS: np.array([1], np.int32),
+              distill.TEACHER_PROBS: np.array([[[0.5, 0.25]]], np.float32),
+              distill.TEACHER_IDS: np.array([[[0, 3]]], np.int32)}
+  nsp_logits = np.array([[0.0, 0.0]], np.float32)
+  log_z = np.log(np.exp(2.0) + 1 + np.exp(-1.0) + np.exp(0.5))
+  soft = -(0.5 * (2.0 - log_z) + 0.25 * (0.5 - log_z)) / (1 + 1e-5)
+  got = distill.compute_losses(logits, nsp_logits, features)
+  np.testing.assert_allclose(got["soft_loss"], soft, rtol=1e-6)
+  np.testing.assert_allclose(got["loss"], soft + np.log(2.0), rtol=1e-6)
+
+
+def test_replica_losses_with_global_denominators_add_up_to_the_batch_loss():
+  mlm_logits, nsp_logits, features = random_batch(np.random.default_rng(2),
+                                                  batch=4)
+  options = dict(temperature=2.0, soft_loss_weight=1.0,
+                 hard_mlm_loss_weight=0.5)
+  whole = distill.compute_losses(mlm_logits, nsp_logits, features, **options)
+  weight_total = features[records.MASKED_LM_WEIGHTS].sum() + 1e-5
+  halves = [distill.compute_losses(
+      mlm_logits[s], nsp_logits[s], {n: v[s] for n, v in features.items()},
+      weight_total=weight_total, example_total=4.0, **options)
+            for s in (slice(0, 2), slice(2, 4))]
+  np.testing.assert_allclose(halves[0]["loss"] + halves[1]["loss"],
+                             whole["loss"], rtol=1e-5)
+
+
+def test_evaluation_metrics_match_numpy():
+  mlm_logits, nsp_logits, features = random_batch(np.random.default_rng(3),
+                                                  batch=5)
+  # Make some student predictions right, against both references.
+  features[records.MASKED_LM_IDS][:, :2] = mlm_logits[:, :2].argmax(-1)
+  features[distill.TEACHER_PROBS][:, 1:, 0] = 0.9
+  features[distill.TEACHER_IDS][:, 1:, 0] = mlm_logits[:, 1:].argmax(-1)
+  sums = distill.evaluation_sums(mlm_logits, nsp_logits, features, 1.0, 1.0,
+                                 0.0)
+  metrics = distill.evaluation_metrics(
+      {n: v.numpy().astype(np.float64) for n, v in sums.items()}, 1.0, 0.0)
+  w = features[records.MASKED_LM_WEIGHTS]
+  predicted = mlm_logits.argmax(-1)
+  teacher_best = np.take_along_axis(
+      features[distill.TEACHER_IDS],
+      features[distill.TEACHER_PROBS].argmax(-1)[..., None], -1)[..., 0]
+  want = numpy_losses(mlm_logits, nsp_logits, features, 1.0, 1.0, 0.0)
+  np.testing.assert_allclose(
+      metrics["masked_lm_accuracy"],
+      (w * (predicted == features[records.MASKED_LM_IDS])).sum() /
+      (w.sum() + 1e-5), rtol=1e-6)
+  np.testing.assert_allclose(
+      metrics["teacher_top1_agreement"],
+      (w * (predicted == teacher_best)).sum() / (w.sum() + 1e-5), rtol=1e-6)
+  np.testing.assert_allclose(metrics["masked_lm_loss"], want["soft_loss"],
+                             rtol=1e-5)
+  np.testing.assert_allclose(metrics["next_sentence_accuracy"], np.mean(
+      nsp_logits.argmax(-1) == features[records.NEXT_SENTENCE_LABELS]))
+
+
+def test_dataset_parses_records_back_in_order(tmp_path):
+  path = write_records(tmp_path / "r.tfrecord", 6, seed=4)
+  spec = records.teacher_label_feature_spec(SEQ, P, K)
+  batches = list(distill.make_dataset([path], spec, 3, P, is_training=False)
+                 .take(2))
+  originals = [records.decode_example(r.numpy())
+               for r in tf.data.TFRecordDataset(path)]
+  for i, original in enumerate(originals):
+    batch = batches[i // 3]
+    np.testing.assert_array_equal(batch[distill.TEACHER_PROBS][i % 3],
+                                  original[records.TRUNCATED_PROBS].reshape(P, K))
+    np.testing.assert_array_equal(batch[distill.TEACHER_IDS][i % 3],
+                                  original[records.TOP_K_INDICES].reshape(P, K))
+    np.testing.assert_array_equal(batch[records.INPUT_IDS][i % 3],
+                                  original[records.INPUT_IDS])
+    assert batch[records.NEXT_SENTENCE_LABELS][i % 3] == (
+        original[records.NEXT_SENTENCE_LABELS][0])
+
+
+def test_workers_together_see_the_batches_of_one_worker(tmp_path):
+  files = [write_records(tmp_path / f"{i}.tfrecord", 10, seed=i)
+           for i in range(3)]
+  spec = records.teacher_label_feature_spec(SEQ, P, K)
+
+  def input_ids(batch_size, shards, index, skip=0):
+    dataset = distill.make_dataset(files, spec, batch_size, P,
+                                   is_training=True, seed=7, num_shards=shards,
+                                   shard_index=index, skip_examples=skip)
+    return [b[records.INPUT_IDS].numpy() for b in dataset.take(6)]
+
+  one = input_ids(4, 1, 0)
+  two = [input_ids(2, 2, i) for i in range(2)]
+  for step in range(6):
+    together = np.concatenate([two[0][step], two[1][step]])
+    assert sorted(map(tuple, together)) == sorted(map(tuple, one[step]))
+  # Resuming after 2 steps continues with step 3's batch.
+  np.testing.assert_array_equal(input_ids(4, 1, 0, skip=8)[0], one[2])
+
+
+# ---------------------------------------------------------------------------
+# Runs of the script.
+
+STEPS = 40
+TRAIN = ("--do_train", f"--num_train_steps={STEPS}",
+         "--save_checkpoints_steps=4", "--keep_checkpoint_max=3",
+         "--iterations_per_loop=1")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+  """Two teacher-label files, an eval file and the student config."""
+  root = tmp_path_factory.mktemp("distill")
+  for i in range(2):
+    write_records(root / f"train-{i}.tfrecord", 24, seed=10 + i)
+  return {"root": root, "train": f"{root}/train-*.tfrecord",
+          "eval": write_records(root / "eval.tfrecord", 12, seed=20),
+          "config": write_config(root / "student.json")}
+
+
+@pytest.fixture(scope="module")
+def finished(data):
+  """An uninterrupted run with evaluation: the reference of later tests."""
+  output_dir = data["root"] / "uninterrupted"
+  command = distill_command(data["config"], data["train"], output_dir, *TRAIN,
+                            "--do_eval", f"--eval_input_file={data['eval']}",
+                            "--eval_batch_size=4")
+  result = run(command)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return {"dir": output_dir, "command": command, "log": result.stderr}
+
+
+def checkpoint_values(prefix):
+  reader = tf.train.load_checkpoint(str(prefix))
+  return {name: reader.get_tensor(name)
+          for name in reader.get_variable_to_shape_map()}
+
+
+def google_names(layers):
+  """BERT's checkpoint names, written out from DESIGN.md."""
+  names = ["bert/embeddings/word_embeddings",
+           "bert/embeddings/token_type_embeddings",
+           "bert/embeddings/position_embeddings",
+           "bert/embeddings/LayerNorm/gamma", "bert/embeddings/LayerNorm/beta",
+           "bert/pooler/dense/kernel", "bert/pooler/dense/bias",
+           "cls/predictions/transform/dense/kernel",
+           "cls/predictions/transform/dense/bias",
+           "cls/predictions/transform/LayerNorm/gamma",
+           "cls/predictions/transform/LayerNorm/beta",
+           "cls/predictions/output_bias",
+           "cls/seq_relationship/output_weights",
+           "cls/seq_relationship/output_bias"]
+  for i in range(layers):
+    for part in ("attention/self/query", "attention/self/key",
+                 "attention/self/value", "attention/output/dense",
+                 "intermediate/dense", "output/dense"):
+      names += [f"bert/encoder/layer_{i}/{part}/kernel",
+                f"bert/encoder/layer_{i}/{part}/bias"]
+    for part in ("attention/output/LayerNorm", "output/LayerNorm"):
+      names += [f"bert/encoder/layer_{i}/{part}/gamma",
+                f"bert/encoder/layer_{i}/{part}/beta"]
+  return names
+
+
+def test_checkpoints_hold_google_names_slots_and_step(finished):
+  output_dir = finished["dir"]
+  kept = sorted(p.name for p in output_dir.glob("model.ckpt-*.index"))
+  assert kept == [f"model.ckpt-{s}.index" for s in (32, 36, 40)]
+  values = checkpoint_values(output_dir / f"model.ckpt-{STEPS}")
+  names = google_names(CONFIG["num_hidden_layers"])
+  assert set(values) == set(
+      names + [f"{n}/adam_{s}" for n in names for s in "mv"] + ["global_step"])
+  assert values["global_step"] == STEPS
+  assert values["bert/encoder/layer_1/output/dense/kernel"].shape == (64, 32)
+  assert np.abs(values["cls/predictions/output_bias/adam_v"]).sum() > 0
+  assert "step 40/40" in finished["log"] and "examples/s" in finished["log"]
+
+
+def test_eval_results_hold_the_metrics(finished):
+  text = (finished["dir"] / "eval_results.txt").read_text()
+  results = dict(line.split(" = ") for line in text.splitlines())
+  assert set(results) == {
+      "global_step", "loss", "masked_lm_accuracy", "masked_lm_loss",
+      "hard_mlm_loss", "next_sentence_accuracy", "next_sentence_loss",
+      "teacher_top1_agreement"}
+  assert int(results["global_step"]) == STEPS
+  assert 0 <= float(results["teacher_top1_agreement"]) <= 1
+  assert list((finished["dir"] / "eval").glob("events.out.tfevents.*"))
+
+
+def test_rerun_of_a_finished_run_does_nothing(finished):
+  before = {p.name: p.stat().st_mtime_ns for p in finished["dir"].iterdir()}
+  result = run(finished["command"])
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "nothing to train" in result.stderr
+  after = {p.name: p.stat().st_mtime_ns for p in finished["dir"].iterdir()}
+  assert after == before
+
+
+def test_resume_after_kill_ends_with_the_uninterrupted_weights(data, finished):
+  output_dir = data["root"] / "killed"
+  command = finished["command"][:]
+  command[command.index(f"--output_dir={finished['dir']}")] = (
+      f"--output_dir={output_dir}")
+  env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+  process = subprocess.Popen(command, env=env, cwd=ROOT,
+                             stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  killed_at = None
+  while process.poll() is None:
+    latest = modeling.latest_checkpoint(str(output_dir))
+    if latest and modeling.checkpoint_step(latest) >= 8:
+      process.send_signal(signal.SIGKILL)
+      process.wait()
+      killed_at = modeling.checkpoint_step(
+          modeling.latest_checkpoint(str(output_dir)))
+      break
+    time.sleep(0.005)
+  assert killed_at is not None and killed_at < STEPS, "finished before kill"
+  result = run(command)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"at step {killed_at}" in result.stderr
+  resumed = checkpoint_values(output_dir / f"model.ckpt-{STEPS}")
+  reference = checkpoint_values(finished["dir"] / f"model.ckpt-{STEPS}")
+  assert set(resumed) == set(reference)
+  for name, value in reference.items():
+    np.testing.assert_allclose(resumed[name], value, rtol=1e-5, atol=1e-7,
+                               err_msg=name)
