@@ -360,9 +360,16 @@ class FullTokenizer:
         chunk = strip_accents(chunk.lower())
       # Lowercasing or decomposing may, in principle, bring whitespace.
       words = whitespace_tokenize(" ".join(split_on_punctuation(chunk)))
+    canonical = self._canonical
+    max_chars = self.wordpiece_tokenizer.max_input_chars_per_word
     pieces = []
     for word in words:
-      pieces.extend(self._wordpiece(word))
+      # Most words are whole vocabulary tokens: their WordPiece is themselves.
+      piece = canonical.get(word)
+      if piece is not None and len(word) <= max_chars:
+        pieces.append(piece)
+      else:
+        pieces += self._wordpiece(word)
     return tuple(pieces)
 
   def _wordpiece(self, word):

@@ -161,6 +161,9 @@ def test_full_tokenizer_on_real_vocab(uncased, cased):
       "una", "##ffa", "##ble", "unwanted", ",", "running"]
   assert cased.tokenize("Hello") == ["[UNK]"]  # no capitals in this vocab
   assert cased.tokenize("hello 北京") == ["hello", "北", "京"]
+  # The vocabulary's longest token (18 characters) as a prefix.
+  assert uncased.tokenize("Telecommunicationss") == ["telecommunications",
+                                                     "##s"]
 
 
 # ---------------------------------------------------------------------------
