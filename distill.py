@@ -516,7 +516,9 @@ def make_train_loop(strategy, model, optimizer, global_batch_size,
   names = sorted(variables)
   var_list = [variables[name] for name in names]
 
-  @tf.function(jit_compile=use_xla)
+  # The model and the loss are plain Python over tensors: AutoGraph need not
+  # convert them (converting costs seconds of start-up).
+  @tf.function(jit_compile=use_xla, autograph=False)
   def loss_and_gradients(features, weight_total):
     with tf.GradientTape() as tape:
       mlm_logits, nsp_logits = model_outputs(model, features, training=True)
@@ -526,6 +528,7 @@ def make_train_loop(strategy, model, optimizer, global_batch_size,
                               **loss_options)
     return losses, tape.gradient(losses["loss"], var_list)
 
+  @tf.autograph.experimental.do_not_convert
   def replica_step(features):
     # Every replica divides by the global sums, so the replicas' losses and
     # gradients add up to exactly those of one replica with the whole batch.
@@ -565,6 +568,7 @@ def make_train_loop(strategy, model, optimizer, global_batch_size,
 
 def make_eval_step(strategy, model, loss_options):
   """Returns eval_step(iterator) -> evaluation_sums of one global batch."""
+  @tf.autograph.experimental.do_not_convert
   def replica_step(features):
     mlm_logits, nsp_logits = model_outputs(model, features, training=False)
     return evaluation_sums(mlm_logits, nsp_logits, features, **loss_options)
