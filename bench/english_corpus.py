@@ -22,6 +22,9 @@ import sysconfig
 # a quote or an opening bracket.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z])")
 _LETTER = re.compile(r"[A-Za-z]")
+# Longer sources (some copyright files run to megabytes) are cut into
+# documents of at most this many lines, about a Wikipedia article's length.
+MAX_DOCUMENT_LINES = 100
 
 
 def _pydoc_topics():
@@ -85,9 +88,10 @@ def document_sentences(text):
 def build_corpus(path, target_bytes):
   """Writes about `target_bytes` of English to `path`; returns bytes written.
 
-  Each source document that holds at least two sentences becomes a document
-  (identical documents are kept once). Stops after the document that reaches
-  target_bytes, or when the sources run out (then fewer bytes are written).
+  Each source text that holds at least two sentences gives one or more
+  documents of up to MAX_DOCUMENT_LINES lines (identical texts are kept once).
+  Stops after the document that reaches target_bytes, or when the sources run
+  out (then fewer bytes are written).
   """
   seen = set()
   written = 0
@@ -99,12 +103,24 @@ def build_corpus(path, target_bytes):
         if len(sentences) < 2 or digest in seen:
           continue
         seen.add(digest)
-        block = ("\n" if written else "") + "\n".join(sentences) + "\n"
-        out.write(block)
-        written += len(block.encode("utf-8"))
-        if written >= target_bytes:
-          return written
+        for document in _cut(sentences, MAX_DOCUMENT_LINES):
+          block = ("\n" if written else "") + "\n".join(document) + "\n"
+          out.write(block)
+          written += len(block.encode("utf-8"))
+          if written >= target_bytes:
+            return written
   return written
+
+
+def _cut(sentences, max_lines):
+  """Cuts a list of sentences into pieces of at most max_lines, none of one
+  line only (a last single line joins the piece before)."""
+  pieces = [sentences[i:i + max_lines]
+            for i in range(0, len(sentences), max_lines)]
+  if len(pieces) > 1 and len(pieces[-1]) < 2:
+    last = pieces.pop()
+    pieces[-1] += last
+  return pieces
 
 
 if __name__ == "__main__":
