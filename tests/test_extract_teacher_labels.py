@@ -1,0 +1,267 @@
+"""extract_teacher_labels_truncated.py, run as users run it (a subprocess per
+invocation, all launched at once to share the TensorFlow start-up time), and
+checked against an independent NumPy forward pass of the checkpoint the test
+writes in Google's names."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import records
+import teacher_reference as ref
+from conftest import ROOT
+from conftest import SHARED_DATA
+
+SCRIPT = os.path.join(ROOT, "extract_teacher_labels_truncated.py")
+ORIGINAL_RECORDS = os.path.join(SHARED_DATA, "original_sample_records.tfrecord")
+L, P = 32, 5  # the tiny records' max_seq_length and max_predictions_per_seq
+# The original's records: real ids need the real vocabulary size.
+WIDE_CONFIG = dict(ref.TINY_CONFIG, vocab_size=30522,
+                   max_position_embeddings=128)
+
+
+def _write_teacher(directory, config, seed, drop=None):
+  """Writes bert_config.json and a Google-named checkpoint; returns paths."""
+  os.makedirs(directory, exist_ok=True)
+  config_path = os.path.join(directory, "bert_config.json")
+  with open(config_path, "w") as f:
+    json.dump(config, f)
+  weights = ref.random_google_weights(config, seed=seed)
+  saved = {n: w for n, w in weights.items() if n != drop}
+  prefix = ref.write_google_checkpoint(saved, os.path.join(directory,
+                                                           "bert_model.ckpt"))
+  return config_path, prefix, weights
+
+
+def _launch(args):
+  return subprocess.Popen([sys.executable, SCRIPT] + args,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """Builds every input, runs every invocation concurrently, returns results."""
+  base = tmp_path_factory.mktemp("teacher")
+  tiny_config, tiny_ckpt, tiny_weights = _write_teacher(str(base / "tiny"),
+                                                        ref.TINY_CONFIG, seed=1)
+  wide_config, wide_ckpt, wide_weights = _write_teacher(str(base / "wide"),
+                                                        WIDE_CONFIG, seed=2)
+  _, partial_ckpt, _ = _write_teacher(
+      str(base / "partial"), ref.TINY_CONFIG, seed=3,
+      drop="bert/encoder/layer_1/output/dense/kernel")
+  vocab = base / "vocab.txt"
+  vocab.write_text("".join(f"t{i}\n" for i in range(99)))
+  short_vocab = base / "short_vocab.txt"
+  short_vocab.write_text("".join(f"t{i}\n" for i in range(98)))
+
+  v = ref.TINY_CONFIG["vocab_size"]
+  a = ref.random_pretraining_examples(13, L, P, v, seed=1)
+  b = ref.random_pretraining_examples(6, L, P, v, seed=2)
+  ref.write_records(base / "a.tfrecord", a)
+  ref.write_records(base / "b.tfrecord", b)
+  shard_dir = base / "shards"
+  shard_dir.mkdir()
+  for i in range(3):
+    ref.write_records(shard_dir / f"part_{i}.tfrecord",
+                      ref.random_pretraining_examples(3, L, P, v, seed=10 + i))
+  out_dir = base / "labelled"
+  out_dir.mkdir()
+  (out_dir / "part_0.tfrecord").write_bytes(b"complete from an earlier run")
+  ref.write_records(base / "long.tfrecord",
+                    ref.random_pretraining_examples(2, L + 8, P, v))
+  ref.write_records(base / "few_preds.tfrecord",
+                    ref.random_pretraining_examples(2, L, P - 1, v))
+  good = open(base / "a.tfrecord", "rb").read()
+  (base / "corrupt.tfrecord").write_bytes(good[:len(good) // 2] + b"\x07" * 40)
+  err_dir = base / "errors"
+  err_dir.mkdir()
+
+  tiny = [f"--bert_config_file={tiny_config}",
+          f"--max_seq_length={L}", f"--max_predictions_per_seq={P}",
+          "--batch_size=4", "--progress_interval=0"]
+  invocations = {
+      "top_k": tiny + [f"--init_checkpoint={tiny_ckpt}",
+                       f"--input_file={base}/a.tfrecord,{base}/b.tfrecord",
+                       f"--output_file={base}/top_k.tfrecord",
+                       "--truncation_factor=5", f"--vocab_file={vocab}"],
+      "full": tiny + [f"--init_checkpoint={os.path.dirname(tiny_ckpt)}",
+                      f"--input_file={base}/a.tfrecord",
+                      f"--output_file={base}/full.tfrecord",
+                      "--truncation_factor=0", "--nouse_xla",
+                      "--length_multiple=0"],
+      "original": [f"--bert_config_file={wide_config}",
+                   f"--init_checkpoint={wide_ckpt}",
+                   f"--input_file={ORIGINAL_RECORDS}",
+                   f"--output_file={base}/original.tfrecord",
+                   "--max_seq_length=128", "--max_predictions_per_seq=20",
+                   "--batch_size=4", "--truncation_factor=10"],
+      "shards": tiny + [f"--init_checkpoint={tiny_ckpt}",
+                        f"--input_file={shard_dir}/part_*.tfrecord",
+                        f"--output_dir={out_dir}", "--num_shards=2",
+                        "--shard_index=0", "--truncation_factor=3"],
+  }
+  error_cases = {
+      "no_input": ("--input_file", [f"--input_file={base}/none_*.tfrecord"]),
+      "no_checkpoint": (f"{base}/nowhere",
+                        [f"--init_checkpoint={base}/nowhere/bert_model.ckpt"]),
+      "missing_variable": ("bert/encoder/layer_1/output/dense/kernel",
+                           [f"--init_checkpoint={partial_ckpt}"]),
+      "seq_length": ("--max_seq_length=40",
+                     [f"--input_file={base}/long.tfrecord"]),
+      "predictions": ("--max_predictions_per_seq=4",
+                      [f"--input_file={base}/few_preds.tfrecord"]),
+      "corrupt": ("corrupt.tfrecord", [f"--input_file={base}/corrupt.tfrecord"]),
+      "k_too_large": ("--truncation_factor 100", ["--truncation_factor=100"]),
+      "vocab_size": ("98 tokens", [f"--vocab_file={short_vocab}"]),
+  }
+  for name, (_, overrides) in error_cases.items():
+    defaults = {"--init_checkpoint": tiny_ckpt,
+                "--input_file": f"{base}/a.tfrecord",
+                "--output_file": f"{err_dir}/{name}.tfrecord"}
+    for flag in overrides:
+      defaults.pop(flag.split("=")[0], None)
+    invocations[name] = tiny + [f"{k}={x}" for k, x in defaults.items()] + list(
+        overrides)
+
+  processes = {name: _launch(args) for name, args in invocations.items()}
+  results = {}
+  for name, process in processes.items():
+    stdout, stderr = process.communicate(timeout=300)
+    results[name] = (process.returncode, stdout, stderr)
+  return {"results": results, "base": base, "err_dir": err_dir,
+          "out_dir": out_dir, "a": a, "b": b, "errors": error_cases,
+          "tiny_weights": tiny_weights, "wide_weights": wide_weights}
+
+
+def _check_ran(result):
+  returncode, _, stderr = result
+  assert returncode == 0, stderr[-3000:]
+
+
+def _stack(examples, name):
+  return np.stack([e[name] for e in examples])
+
+
+def _reference(weights, config, examples):
+  """NumPy teacher probabilities at the masked positions.  [N, P, V]"""
+  return ref.numpy_masked_lm_probs(
+      weights, config, _stack(examples, records.INPUT_IDS),
+      _stack(examples, records.INPUT_MASK), _stack(examples, records.SEGMENT_IDS),
+      _stack(examples, records.MASKED_LM_POSITIONS))
+
+
+def _assert_top_k_matches(out, expected_probs, k):
+  """Compares written top-k labels with the reference distribution."""
+  n, p, _ = expected_probs.shape
+  probs = _stack(out, records.TRUNCATED_PROBS).reshape(n, p, k)
+  ids = _stack(out, records.TOP_K_INDICES).reshape(n, p, k)
+  ref_ids = np.argsort(-expected_probs, axis=-1, kind="stable")[..., :k]
+  ref_top = np.take_along_axis(expected_probs, ref_ids, axis=-1)
+  np.testing.assert_allclose(probs, ref_top, rtol=1e-5, atol=1e-7)
+  # The ids written carry the reference's probabilities of those ranks (ties
+  # may swap), and equal the reference ids wherever neighbours are apart.
+  np.testing.assert_allclose(np.take_along_axis(expected_probs, ids, axis=-1),
+                             ref_top, rtol=1e-5, atol=1e-7)
+  gaps = np.abs(np.diff(ref_top, axis=-1))
+  apart = np.ones_like(ref_top, bool)
+  apart[..., 1:] &= gaps > 1e-6
+  apart[..., :-1] &= gaps > 1e-6
+  np.testing.assert_array_equal(ids[apart], ref_ids[apart])
+  return probs, ids
+
+
+def test_top_k_equals_numpy_reference_in_input_order(runs):
+  _check_ran(runs["results"]["top_k"])
+  out = ref.read_records(runs["base"] / "top_k.tfrecord")
+  inputs = runs["a"] + runs["b"]  # 13 + 6: partial last batches of 1 and 2
+  assert len(out) == len(inputs)
+  expected = _reference(runs["tiny_weights"], ref.TINY_CONFIG, inputs)
+  _assert_top_k_matches(out, expected, k=5)
+
+
+def test_top_k_properties(runs):
+  _check_ran(runs["results"]["top_k"])
+  out = ref.read_records(runs["base"] / "top_k.tfrecord")
+  probs = _stack(out, records.TRUNCATED_PROBS).reshape(-1, 5)
+  ids = _stack(out, records.TOP_K_INDICES).reshape(-1, 5)
+  assert np.all(probs > 0) and np.all(probs <= 1)
+  assert np.all(np.diff(probs, axis=-1) <= 0)
+  assert np.all(probs.sum(axis=-1) <= 1 + 1e-6)
+  assert np.all((ids >= 0) & (ids < ref.TINY_CONFIG["vocab_size"]))
+  assert all(len(set(row)) == len(row) for row in ids.tolist())
+
+
+def test_input_features_copied_exactly_and_spec_parses(runs):
+  _check_ran(runs["results"]["top_k"])
+  path = runs["base"] / "top_k.tfrecord"
+  out = ref.read_records(path)
+  for written, given in zip(out, runs["a"] + runs["b"]):
+    assert set(written) == set(records.PRETRAINING_FEATURES) | {
+        records.TRUNCATED_PROBS, records.TOP_K_INDICES}
+    for name in records.PRETRAINING_FEATURES:
+      np.testing.assert_array_equal(written[name], given[name])
+  # The fast encoder's bytes are the same proto as records.serialize_example's.
+  for serialized, decoded in zip(tf.data.TFRecordDataset(str(path)), out):
+    assert tf.train.Example.FromString(serialized.numpy()) == (
+        tf.train.Example.FromString(records.serialize_example(decoded)))
+  spec = records.teacher_label_feature_spec(L, P, 5)
+  parsed = tf.io.parse_example(
+      list(tf.data.TFRecordDataset(str(path)).batch(100))[0], spec)
+  assert parsed[records.TOP_K_INDICES].shape == (19, P * 5)
+
+
+def test_full_distribution_sums_to_one_and_matches_reference(runs):
+  _check_ran(runs["results"]["full"])
+  out = ref.read_records(runs["base"] / "full.tfrecord")
+  v = ref.TINY_CONFIG["vocab_size"]
+  assert [set(o) for o in out] == [set(records.PRETRAINING_FEATURES) | {
+      records.FULL_PROBS}] * 13
+  probs = _stack(out, records.FULL_PROBS).reshape(13, P, v)
+  np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
+  expected = _reference(runs["tiny_weights"], ref.TINY_CONFIG, runs["a"])
+  np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_original_records_are_valid_input(runs):
+  _check_ran(runs["results"]["original"])
+  given = ref.read_records(ORIGINAL_RECORDS)
+  out = ref.read_records(runs["base"] / "original.tfrecord")
+  assert len(out) == len(given) == 11
+  for written, original in zip(out, given):
+    for name in records.PRETRAINING_FEATURES:
+      np.testing.assert_array_equal(written[name], original[name])
+  expected = _reference(runs["wide_weights"], WIDE_CONFIG, given)
+  _assert_top_k_matches(out, expected, k=10)
+
+
+def test_output_dir_takes_its_shard_and_skips_complete_outputs(runs):
+  _check_ran(runs["results"]["shards"])
+  out_dir = runs["out_dir"]
+  assert sorted(os.listdir(out_dir)) == ["part_0.tfrecord", "part_2.tfrecord"]
+  assert (out_dir / "part_0.tfrecord").read_bytes() == (
+      b"complete from an earlier run")
+  given = ref.read_records(runs["base"] / "shards" / "part_2.tfrecord")
+  out = ref.read_records(out_dir / "part_2.tfrecord")
+  assert len(out) == 3
+  expected = _reference(runs["tiny_weights"], ref.TINY_CONFIG, given)
+  _assert_top_k_matches(out, expected, k=3)
+
+
+@pytest.mark.parametrize("case", ["no_input", "no_checkpoint",
+                                  "missing_variable", "seq_length",
+                                  "predictions", "corrupt", "k_too_large",
+                                  "vocab_size"])
+def test_bad_input_one_line_error_and_no_output(runs, case):
+  returncode, _, stderr = runs["results"][case]
+  expected_text = runs["errors"][case][0]
+  assert returncode != 0
+  assert "Traceback" not in stderr
+  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1, stderr[-2000:]
+  assert expected_text in errors[0]
+  assert os.listdir(runs["err_dir"]) == []
