@@ -184,10 +184,10 @@ def _initial_value(name, shape, initializer_range, seed):
 
 
 def gelu(x):
-  """GELU with the tanh approximation, as Google's BERT computes it."""
-  cdf = 0.5 * (1.0 + tf.tanh(
-      math.sqrt(2.0 / math.pi) * (x + 0.044715 * tf.pow(x, 3))))
-  return x * cdf
+  """GELU with the tanh approximation, as Google's BERT computes it:
+  0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). TF's fused op computes
+  exactly this formula and lets oneDNN fuse it into the preceding matmul."""
+  return tf.nn.gelu(x, approximate=True)
 
 
 def get_activation(name):
@@ -249,9 +249,11 @@ class BertPretrainingModel(tf.Module):
     return tf.cast(self._variables[name], self.compute_dtype)
 
   def _dense(self, x, prefix):
-    """x @ kernel + bias for the `prefix/kernel`, `prefix/bias` variables."""
-    return tf.matmul(x, self._weight(prefix + "/kernel")) + self._weight(
-        prefix + "/bias")
+    """x @ kernel + bias for the `prefix/kernel`, `prefix/bias` variables.
+
+    bias_add (not +) so that grappler fuses it into the matmul."""
+    return tf.nn.bias_add(tf.matmul(x, self._weight(prefix + "/kernel")),
+                          self._weight(prefix + "/bias"))
 
   def _layer_norm(self, x, prefix):
     return layer_norm(x, self._variables[prefix + "/gamma"],
@@ -340,9 +342,12 @@ class BertPretrainingModel(tf.Module):
       x = tf.reshape(x, [batch_size, seq_length, heads, head_size])
       return tf.transpose(x, [0, 2, 1, 3])
 
-    query = split_heads(self._dense(hidden, prefix + "/attention/self/query"))
-    key = split_heads(self._dense(hidden, prefix + "/attention/self/key"))
-    value = split_heads(self._dense(hidden, prefix + "/attention/self/value"))
+    # One [H, 3H] matmul instead of three [H, H] ones: a wider GEMM is faster.
+    parts = [f"{prefix}/attention/self/{p}" for p in ("query", "key", "value")]
+    kernel = tf.concat([self._weight(p + "/kernel") for p in parts], axis=1)
+    bias = tf.concat([self._weight(p + "/bias") for p in parts], axis=0)
+    qkv = tf.nn.bias_add(tf.matmul(hidden, kernel), bias)  # [B*S, 3H]
+    query, key, value = [split_heads(x) for x in tf.split(qkv, 3, axis=1)]
 
     scores = tf.matmul(query, key, transpose_b=True)  # [B, N, S, S]
     scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(head_size))

@@ -1,0 +1,138 @@
+"""Forward throughput of BERT-Base next to this machine's float32 GEMM rate.
+
+Measures, interleaved in one run (the machine is shared, so only ratios
+measured side by side mean much):
+  - float32 GEMM GFLOP/s: tf.matmul of two square matrices under tf.function;
+  - BERT-Base forward (12 layers, hidden 768, seq 128, batch 32, masked-LM
+    head at 20 positions) in sequences/s, with XLA (jit_compile=True) and
+    without (plain tf.function graph);
+  - the ratio of the model's achieved FLOP/s (matmul FLOPs counted from the
+    config) to the GEMM rate; the goal is >= 70%;
+  - peak RSS of the process.
+
+  .venv/bin/python bench/bench_modeling.py
+"""
+
+import os
+import resource
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+import modeling
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("batch_size", 32, "Sequences per forward call.")
+flags.DEFINE_integer("seq_length", 128, "Tokens per sequence.")
+flags.DEFINE_integer("max_predictions_per_seq", 20,
+                     "Masked positions where the MLM head runs.")
+flags.DEFINE_integer("num_hidden_layers", 12, "BERT-Base has 12.")
+flags.DEFINE_integer("rounds", 3, "Interleaved rounds of every measurement.")
+flags.DEFINE_integer("calls_per_round", 1, "Forward calls timed per round.")
+flags.DEFINE_integer("gemm_size", 4096, "Side of the square GEMM.")
+flags.DEFINE_list("modes", ["xla", "graph"],
+                  "Forward variants: xla (jit_compile=True), graph (tf.function).")
+flags.register_validator("modes", lambda v: set(v) <= {"xla", "graph"} and v,
+                         "--modes takes xla and/or graph")
+
+
+def model_flops_per_sequence(config, seq_length, predictions):
+  """Multiply-add FLOPs (2 per MAC) of one forward sequence, matmuls only."""
+  s, h, i, v = (seq_length, config.hidden_size, config.intermediate_size,
+                config.vocab_size)
+  per_layer = (2 * s * h * 3 * h      # query, key, value
+               + 2 * s * s * h * 2    # scores and context
+               + 2 * s * h * h        # attention output
+               + 2 * s * h * i * 2)   # intermediate and output
+  heads = (2 * h * h + 2 * h * 2      # pooler, next sentence
+           + 2 * predictions * h * h  # MLM transform
+           + 2 * predictions * h * v)  # MLM decoder
+  return config.num_hidden_layers * per_layer + heads
+
+
+def time_calls(fn, calls):
+  """Seconds per call of fn() (its result fetched), after no warmup."""
+  start = time.perf_counter()
+  for _ in range(calls):
+    result = fn()
+    tf.nest.map_structure(lambda t: t.numpy(), result)
+  return (time.perf_counter() - start) / calls
+
+
+def build_gemm(n):
+  a = tf.random.normal([n, n])
+  b = tf.random.normal([n, n])
+  matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)[:1, :1]))
+  return lambda: matmul()
+
+
+def build_forward(model, batch, jit_compile):
+  forward = tf.function(
+      lambda ids, mask, seg, pos: model(ids, mask, seg, pos)[
+          "masked_lm_logits"], jit_compile=jit_compile)
+  return lambda: forward(*batch)
+
+
+def main(argv):
+  del argv
+  config = modeling.BertConfig(vocab_size=30522, type_vocab_size=2,
+                               num_hidden_layers=FLAGS.num_hidden_layers)
+  model = modeling.BertPretrainingModel(config, seed=0)
+  rng = np.random.default_rng(0)
+  b, s, p = FLAGS.batch_size, FLAGS.seq_length, FLAGS.max_predictions_per_seq
+  batch = (tf.constant(rng.integers(1000, 30000, (b, s)), tf.int32),
+           tf.ones([b, s], tf.int32), tf.zeros([b, s], tf.int32),
+           tf.constant(np.sort(rng.choice(s, (b, p)), axis=1), tf.int32))
+  flops = model_flops_per_sequence(config, s, p) * b
+  gemm_flops = 2 * FLAGS.gemm_size**3
+  print(f"TF {tf.__version__}, {os.cpu_count()} CPUs, intra-op threads "
+        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}")
+  print(f"model: {config.num_hidden_layers} layers, hidden "
+        f"{config.hidden_size}, batch {b} x seq {s}, MLM at {p} positions: "
+        f"{flops / b / 1e9:.2f} GFLOP per sequence")
+
+  runners = {"gemm": build_gemm(FLAGS.gemm_size)}
+  for mode in FLAGS.modes:
+    runners[mode] = build_forward(model, batch, jit_compile=(mode == "xla"))
+  for name, fn in runners.items():  # compile/trace and warm up once
+    start = time.perf_counter()
+    time_calls(fn, 1)
+    print(f"warmup {name}: {time.perf_counter() - start:.1f} s")
+
+  gemm_rates, rates, ratios = [], {m: [] for m in FLAGS.modes}, {
+      m: [] for m in FLAGS.modes}
+  for r in range(FLAGS.rounds):
+    gemm_rate = gemm_flops / time_calls(runners["gemm"], 3)
+    gemm_rates.append(gemm_rate)
+    line = [f"round {r}: GEMM {gemm_rate / 1e9:.1f} GFLOP/s"]
+    for mode in FLAGS.modes:
+      seconds = time_calls(runners[mode], FLAGS.calls_per_round)
+      rate = flops / seconds
+      rates[mode].append(b / seconds)
+      ratios[mode].append(rate / gemm_rate)
+      line.append(f"{mode} {b / seconds:.2f} seq/s = {rate / 1e9:.1f} "
+                  f"GFLOP/s ({100 * rate / gemm_rate:.0f}% of GEMM)")
+    print("; ".join(line), flush=True)
+
+  print(f"GEMM {FLAGS.gemm_size}^3 float32: median "
+        f"{statistics.median(gemm_rates) / 1e9:.1f} GFLOP/s")
+  for mode in FLAGS.modes:
+    print(f"BERT-Base forward [{mode}]: median "
+          f"{statistics.median(rates[mode]):.2f} sequences/s, "
+          f"{100 * statistics.median(ratios[mode]):.0f}% of the GEMM rate "
+          f"(per-round ratios: "
+          f"{', '.join(f'{100 * x:.0f}%' for x in ratios[mode])})")
+  peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  print(f"peak RSS: {peak_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+  app.run(main)
