@@ -42,6 +42,7 @@ import glob
 import multiprocessing
 import os
 import random
+import resource
 import struct
 import time
 
@@ -210,13 +211,18 @@ def rand_below(getrandbits, n):
 
 def shuffle(getrandbits, items):
   """random.Random.shuffle(items) from the same generator, in place."""
+  bit_lengths = _BIT_LENGTHS if len(items) < len(_BIT_LENGTHS) else None
   for i in range(len(items) - 1, 0, -1):
-    n = i + 1
-    k = n.bit_length()
+    # Draw j below n = i + 1 with k = n.bit_length() bits.
+    k = bit_lengths[i + 1] if bit_lengths else (i + 1).bit_length()
     j = getrandbits(k)
-    while j >= n:
+    while j > i:
       j = getrandbits(k)
     items[i], items[j] = items[j], items[i]
+
+
+# n.bit_length() for the short lists shuffled per instance.
+_BIT_LENGTHS = [n.bit_length() for n in range(1025)]
 
 
 def check_draws_match():
@@ -455,17 +461,52 @@ class ExampleEncoder:
   fields to max_predictions_per_seq [P]. The bytes are what protobuf's
   deterministic serialization writes (map keys in sorted order, packed
   lists), so every run and worker count writes the same file.
+
+  An Example is a list of map entries {name: Feature}; each entry is a fixed
+  header (its lengths, the key, the Feature and list tags) then the packed
+  values. Headers depend only on the payload length, so they are cached.
   """
 
   def __init__(self, max_seq_length, max_predictions_per_seq, vocab_size):
     self.max_seq_length = max_seq_length
     self.max_predictions_per_seq = max_predictions_per_seq
-    self.varints = [varint(v)
-                    for v in range(max(vocab_size, max_seq_length) + 1)]
-    self.order = sorted(records.PRETRAINING_FEATURES)
-    # Each map entry starts with its key: field 1 (key), then field 2 (value).
-    self.key_prefix = {name: _field(b"\x0a", name.encode()) + b"\x12"
-                       for name in self.order}
+    # Ids, positions and lengths up to the largest possible Example body.
+    self.varints = [varint(v) for v in range(
+        max(vocab_size, 5 * max_seq_length + 10 * max_predictions_per_seq +
+            256) + 1)]
+    self.headers = {name: {} for name in records.PRETRAINING_FEATURES}
+    length, preds = max_seq_length, max_predictions_per_seq
+    # The entries that take few distinct values, whole.
+    self.mask_entries = [
+        self.entry(records.INPUT_MASK, b"\x01" * n + b"\x00" * (length - n))
+        for n in range(length + 1)]
+    self.weight_entries = [
+        self.entry(records.MASKED_LM_WEIGHTS,
+                   struct.pack("<f", 1.0) * n + b"\x00" * 4 * (preds - n))
+        for n in range(preds + 1)]
+    self.label_entries = [self.entry(records.NEXT_SENTENCE_LABELS, b"\x00"),
+                          self.entry(records.NEXT_SENTENCE_LABELS, b"\x01")]
+    self.zeros = b"\x00" * (length + 1)
+    self.ones = b"\x01" * (length + 1)
+    # The entries in protobuf's deterministic (sorted key) order.
+    assert sorted(records.PRETRAINING_FEATURES) == [
+        records.INPUT_IDS, records.INPUT_MASK, records.MASKED_LM_IDS,
+        records.MASKED_LM_POSITIONS, records.MASKED_LM_WEIGHTS,
+        records.NEXT_SENTENCE_LABELS, records.SEGMENT_IDS]
+
+  def entry(self, name, payload):
+    """The map entry {name: Feature} of a packed list, as bytes."""
+    headers = self.headers[name]
+    header = headers.get(len(payload))
+    if header is None:
+      is_float = name in records.FLOAT_FEATURES
+      value_list = _field(b"\x0a", payload) if payload else b""
+      # Feature: float_list is field 2, int64_list field 3.
+      feature = _field(b"\x12" if is_float else b"\x1a", value_list)
+      body = _field(b"\x0a", name.encode()) + _field(b"\x12", feature)
+      header = _field(b"\x0a", body)[:-len(payload) or None]
+      headers[len(payload)] = header
+    return header + payload
 
   def encode(self, tokens, len_a, masked_positions, masked_ids,
              is_random_next):
@@ -478,38 +519,27 @@ class ExampleEncoder:
       masked_ids: [num_masked] their original ids.
       is_random_next: whether B was taken from a random document.
     """
-    seq_pad = self.max_seq_length - len(tokens)
-    pred_pad = self.max_predictions_per_seq - len(masked_positions)
-    num_b = len(tokens) - len_a - 2
     varints = self.varints.__getitem__
-    features = {
-        records.INPUT_IDS: (
-            b"".join(map(varints, tokens)) + b"\x00" * seq_pad, False),
-        records.INPUT_MASK: (
-            b"\x01" * len(tokens) + b"\x00" * seq_pad, False),
-        records.SEGMENT_IDS: (
-            b"\x00" * (len_a + 2) + b"\x01" * num_b + b"\x00" * seq_pad,
-            False),
-        records.MASKED_LM_POSITIONS: (
-            b"".join(map(varints, masked_positions)) + b"\x00" * pred_pad,
-            False),
-        records.MASKED_LM_IDS: (
-            b"".join(map(varints, masked_ids)) + b"\x00" * pred_pad, False),
-        records.MASKED_LM_WEIGHTS: (
-            struct.pack("<f", 1.0) * len(masked_positions) +
-            b"\x00\x00\x00\x00" * pred_pad, True),
-        records.NEXT_SENTENCE_LABELS: (
-            b"\x01" if is_random_next else b"\x00", False),
-    }
-    entries = []
-    for name in self.order:
-      packed, is_float = features[name]
-      value_list = _field(b"\x0a", packed) if packed else b""
-      # Feature: float_list is field 2, int64_list field 3.
-      feature = _field(b"\x12" if is_float else b"\x1a", value_list)
-      entries.append(_field(b"\x0a", self.key_prefix[name] +
-                            varint(len(feature)) + feature))
-    return _field(b"\x0a", b"".join(entries))
+    zeros = self.zeros
+    num_tokens = len(tokens)
+    seq_pad = self.max_seq_length - num_tokens
+    pred_pad = b"\x00" * (self.max_predictions_per_seq - len(masked_positions))
+    entry = self.entry
+    body = b"".join((
+        entry(records.INPUT_IDS,
+              b"".join(map(varints, tokens)) + zeros[:seq_pad]),
+        self.mask_entries[num_tokens],
+        entry(records.MASKED_LM_IDS,
+              b"".join(map(varints, masked_ids)) + pred_pad),
+        entry(records.MASKED_LM_POSITIONS,
+              b"".join(map(varints, masked_positions)) + pred_pad),
+        self.weight_entries[len(masked_positions)],
+        self.label_entries[is_random_next],
+        entry(records.SEGMENT_IDS,
+              zeros[:len_a + 2] + self.ones[:num_tokens - len_a - 2] +
+              zeros[:seq_pad]),
+    ))
+    return b"\x0a" + self.varints[len(body)] + body
 
 
 def _load_crc32c():
@@ -614,6 +644,8 @@ _WORKER = {}
 
 def init_worker(settings, verbosity):
   """Loads the tokenizer once per worker process and routes its logging."""
+  if not FLAGS.is_parsed():  # A spawned worker: no command line of its own.
+    FLAGS.mark_as_parsed()
   logging.use_absl_handler()
   logging.set_verbosity(verbosity)
   tokenizer = load_tokenizer(settings.vocab_file, settings.do_lower_case)
@@ -714,6 +746,8 @@ def main(argv):
     num_logged = NUM_LOGGED_EXAMPLES if not jobs else 0
     jobs.append((input_path, final_path, FLAGS.random_seed + index,
                  num_logged))
+  # Largest files first, so no worker is left with a big one at the end.
+  jobs.sort(key=lambda job: -os.path.getsize(job[0]))
   num_workers = FLAGS.num_workers or os.cpu_count() or 1
   logging.info("%d input files in %s, %d to make, %d workers",
                len(input_files), FLAGS.input_dir, len(jobs),
@@ -727,6 +761,14 @@ def main(argv):
   logging.info("Wrote %d instances in %d files, %.1f instances/s",
                total_instances, len(jobs),
                total_instances / max(time.monotonic() - files.start, 1e-9))
+  logging.info("Peak RSS: %.0f MB in this process, %.0f MB in the largest "
+               "worker process", peak_rss_mb(resource.RUSAGE_SELF),
+               peak_rss_mb(resource.RUSAGE_CHILDREN))
+
+
+def peak_rss_mb(who):
+  """Peak resident memory of this process or its largest finished child, MB."""
+  return resource.getrusage(who).ru_maxrss / 1024
 
 
 if __name__ == "__main__":
