@@ -70,6 +70,14 @@ def test_convert_to_unicode_decodes_bytes_dropping_bad_ones():
     tokenization.convert_to_unicode(3)
 
 
+def test_bytes_input_is_decoded_as_utf8(uncased):
+  text = "Café au lait, 北京!"
+  assert uncased.tokenize(text.encode("utf-8") + b"\xff") == uncased.tokenize(
+      text) == ["cafe", "au", "lai", "##t", ",", "北", "京", "!"]
+  assert uncased.basic_tokenizer.tokenize(text.encode("utf-8")) == [
+      "cafe", "au", "lait", ",", "北", "京", "!"]
+
+
 def test_tokens_and_ids_round_trip(uncased):
   tokens = uncased.tokenize("Hello, World!")
   assert tokens == ["hello", ",", "world", "!"]
