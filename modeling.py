@@ -415,8 +415,12 @@ def latest_checkpoint(directory):
   state_path = os.path.join(directory, _STATE_FILE)
   if tf.io.gfile.exists(state_path):
     paths = _read_state_file(state_path)
-    if paths and _is_complete(_absolute(directory, paths[-1])):
-      return _absolute(directory, paths[-1])
+    if paths:
+      # TF1's Saver writes absolute paths: after a move, look beside the file.
+      for prefix in (_absolute(directory, paths[-1]),
+                     os.path.join(directory, os.path.basename(paths[-1]))):
+        if _is_complete(prefix):
+          return prefix
   prefixes = _complete_prefixes(directory)
   stepped = [p for p in prefixes if _STEP_PREFIX.match(os.path.basename(p))]
   if stepped:

@@ -438,6 +438,15 @@ def test_save_keeps_the_newest_and_latest_checkpoint_finds_them(tmp_path):
   os.remove(tmp_path / "model.ckpt-20.index")
   assert modeling.latest_checkpoint(directory) == str(tmp_path / "model.ckpt-10")
   assert modeling.checkpoint_step(directory) == 10
+  # A state file written by TF1 elsewhere holds absolute paths.
+  (tmp_path / "checkpoint").write_text(
+      'model_checkpoint_path: "/elsewhere/run/model.ckpt-10"\n'
+      'all_model_checkpoint_paths: "/elsewhere/run/model.ckpt-10"\n')
+  modeling.save_checkpoint(variables, directory, 11)
+  assert modeling.latest_checkpoint(directory) == str(tmp_path / "model.ckpt-11")
+  (tmp_path / "checkpoint").write_text(
+      'model_checkpoint_path: "/elsewhere/run/model.ckpt-10"\n')
+  assert modeling.latest_checkpoint(directory) == str(tmp_path / "model.ckpt-10")
 
 
 # ----- config -----------------------------------------------------------------
