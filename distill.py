@@ -441,8 +441,12 @@ def records_have_teacher_labels(path, truncation_factor):
 # Distribution.
 
 def create_strategy(name, tpu=None):
-  """The tf.distribute strategy called `name` (None: mirrored on GPUs)."""
-  gpus = tf.config.list_logical_devices("GPU")
+  """The tf.distribute strategy called `name` (None: mirrored on GPUs).
+
+  Call it before any other TensorFlow op: MultiWorkerMirroredStrategy must
+  configure the runtime before it starts.
+  """
+  gpus = tf.config.list_physical_devices("GPU")
   if name is None:
     name = "mirrored" if gpus else "one_device"
   if name == "one_device":
@@ -787,11 +791,6 @@ def main(_):
   config = read_config(FLAGS.bert_config_file, FLAGS.max_seq_length)
   layer_map = parse_layer_map(FLAGS.init_layer_map, config)
   train_files = cli.expand_input_files(FLAGS.input_file)
-  with_teacher_labels = FLAGS.soft_loss_weight > 0 or (
-      records_have_teacher_labels(train_files[0], FLAGS.truncation_factor))
-  spec = feature_spec(FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
-                      FLAGS.truncation_factor, config.vocab_size,
-                      with_teacher_labels)
   eval_files = train_files
   if FLAGS.do_eval:
     if FLAGS.eval_input_file:
@@ -800,11 +799,16 @@ def main(_):
     else:
       logging.warning("No --eval_input_file: evaluating on the training files "
                       "(as the original did); the metrics are not held-out")
+
+  strategy = create_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
+  with_teacher_labels = FLAGS.soft_loss_weight > 0 or (
+      records_have_teacher_labels(train_files[0], FLAGS.truncation_factor))
+  spec = feature_spec(FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
+                      FLAGS.truncation_factor, config.vocab_size,
+                      with_teacher_labels)
   for files in {tuple(train_files), tuple(eval_files)}:
     check_input_files(files, spec, FLAGS.max_predictions_per_seq,
                       config.vocab_size)
-
-  strategy = create_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
   replicas = strategy.num_replicas_in_sync
   for flag in ("train_batch_size", "eval_batch_size"):
     if getattr(FLAGS, flag) % replicas:

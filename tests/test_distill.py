@@ -2,6 +2,7 @@
 two workers against one, evaluation output and the one-line input errors."""
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -273,35 +274,100 @@ def test_workers_together_see_the_batches_of_one_worker(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# Runs of the script.
+# Runs of the script. The slow runs start together (2 cores: tracing is
+# single-threaded), each test then checks its own.
 
 STEPS = 40
 TRAIN = ("--do_train", f"--num_train_steps={STEPS}",
          "--save_checkpoints_steps=4", "--keep_checkpoint_max=3",
-         "--iterations_per_loop=1")
+         "--iterations_per_loop=1", "--use_xla=false")
+ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def start(command, log_path, env=None):
+  """Starts a run in the background, its stderr into log_path."""
+  return subprocess.Popen(command, env={**ENV, **(env or {})}, cwd=ROOT,
+                          stdout=subprocess.DEVNULL,
+                          stderr=open(log_path, "w"))
+
+
+def replace_flag(command, name, value):
+  return [f"--{name}={value}" if a.startswith(f"--{name}=") else a
+          for a in command]
+
+
+def wait_for_pid_files(paths, timeout=300):
+  """Waits for the processes named in pid files (written by the launcher)."""
+  deadline = time.monotonic() + timeout
+  pids = []
+  for path in paths:
+    while not os.path.exists(path) or not open(path).read().strip():
+      assert time.monotonic() < deadline, f"no {path}"
+      time.sleep(0.05)
+    pids.append(int(open(path).read()))
+  for pid in pids:
+    while os.path.exists(f"/proc/{pid}") and (
+        open(f"/proc/{pid}/stat").read().split()[2] != "Z"):
+      if time.monotonic() > deadline:
+        for p in pids:
+          os.kill(p, signal.SIGKILL)
+        pytest.fail("the workers did not finish")
+      time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-  """Two teacher-label files, an eval file and the student config."""
+def runs(tmp_path_factory):
+  """Data, then together: an uninterrupted run with evaluation (the
+  reference), the same run killed with -9 mid-way, and two workers launched
+  with launch_multiworker.sh on loopback ports."""
   root = tmp_path_factory.mktemp("distill")
   for i in range(2):
     write_records(root / f"train-{i}.tfrecord", 24, seed=10 + i)
-  return {"root": root, "train": f"{root}/train-*.tfrecord",
+  data = {"root": root, "train": f"{root}/train-*.tfrecord",
           "eval": write_records(root / "eval.tfrecord", 12, seed=20),
           "config": write_config(root / "student.json")}
-
-
-@pytest.fixture(scope="module")
-def finished(data):
-  """An uninterrupted run with evaluation: the reference of later tests."""
-  output_dir = data["root"] / "uninterrupted"
-  command = distill_command(data["config"], data["train"], output_dir, *TRAIN,
-                            "--do_eval", f"--eval_input_file={data['eval']}",
+  command = distill_command(data["config"], data["train"],
+                            root / "uninterrupted", *TRAIN, "--do_eval",
+                            f"--eval_input_file={data['eval']}",
                             "--eval_batch_size=4")
-  result = run(command)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return {"dir": output_dir, "command": command, "log": result.stderr}
+  reference = start(command, root / "uninterrupted.log")
+  killed_command = replace_flag(command, "output_dir", root / "killed")
+  killed = start(killed_command, root / "killed.log")
+
+  hosts = root / "hosts"
+  hosts.write_text(f"127.0.0.1:{free_port()}\n# a comment\n"
+                   f"127.0.0.1:{free_port()}\n")
+  fake_ssh = root / "ssh"  # runs the remote command here
+  fake_ssh.write_text('#!/bin/bash\nshift\nexec bash -c "$1"\n')
+  fake_ssh.chmod(0o755)
+  launched = subprocess.run(
+      [os.path.join(ROOT, "launch_multiworker.sh"), str(hosts),
+       *replace_flag(command, "output_dir", root / "two_workers"),
+       "--distribution_strategy=multi_worker_mirrored"],
+      env={**ENV, "SSH": str(fake_ssh), "LOG_DIR": str(root / "logs")},
+      capture_output=True, text=True, timeout=60)
+  assert launched.returncode == 0, launched.stderr
+
+  killed_at = None
+  while killed.poll() is None:
+    latest = modeling.latest_checkpoint(str(root / "killed"))
+    if latest and modeling.checkpoint_step(latest) >= 8:
+      killed.send_signal(signal.SIGKILL)
+      killed.wait()
+      killed_at = modeling.checkpoint_step(
+          modeling.latest_checkpoint(str(root / "killed")))
+    time.sleep(0.01)
+  assert reference.wait(timeout=300) == 0, (
+      root / "uninterrupted.log").read_text()[-3000:]
+  wait_for_pid_files([root / "logs" / f"worker-{i}.pid" for i in range(2)])
+  return {**data, "command": command, "killed_command": killed_command,
+          "killed_at": killed_at, "launched": launched.stdout}
 
 
 def checkpoint_values(prefix):
@@ -336,8 +402,16 @@ def google_names(layers):
   return names
 
 
-def test_checkpoints_hold_google_names_slots_and_step(finished):
-  output_dir = finished["dir"]
+def assert_same_checkpoints(got_prefix, want_prefix, rtol, atol):
+  got, want = checkpoint_values(got_prefix), checkpoint_values(want_prefix)
+  assert set(got) == set(want)
+  for name, value in want.items():
+    np.testing.assert_allclose(got[name], value, rtol=rtol, atol=atol,
+                               err_msg=name)
+
+
+def test_checkpoints_hold_google_names_slots_and_step(runs):
+  output_dir = runs["root"] / "uninterrupted"
   kept = sorted(p.name for p in output_dir.glob("model.ckpt-*.index"))
   assert kept == [f"model.ckpt-{s}.index" for s in (32, 36, 40)]
   values = checkpoint_values(output_dir / f"model.ckpt-{STEPS}")
@@ -347,11 +421,13 @@ def test_checkpoints_hold_google_names_slots_and_step(finished):
   assert values["global_step"] == STEPS
   assert values["bert/encoder/layer_1/output/dense/kernel"].shape == (64, 32)
   assert np.abs(values["cls/predictions/output_bias/adam_v"]).sum() > 0
-  assert "step 40/40" in finished["log"] and "examples/s" in finished["log"]
+  log = (runs["root"] / "uninterrupted.log").read_text()
+  assert "step 40/40" in log and "examples/s" in log and "time left" in log
 
 
-def test_eval_results_hold_the_metrics(finished):
-  text = (finished["dir"] / "eval_results.txt").read_text()
+def test_eval_results_hold_the_metrics(runs):
+  output_dir = runs["root"] / "uninterrupted"
+  text = (output_dir / "eval_results.txt").read_text()
   results = dict(line.split(" = ") for line in text.splitlines())
   assert set(results) == {
       "global_step", "loss", "masked_lm_accuracy", "masked_lm_loss",
@@ -359,44 +435,119 @@ def test_eval_results_hold_the_metrics(finished):
       "teacher_top1_agreement"}
   assert int(results["global_step"]) == STEPS
   assert 0 <= float(results["teacher_top1_agreement"]) <= 1
-  assert list((finished["dir"] / "eval").glob("events.out.tfevents.*"))
+  assert list((output_dir / "eval").glob("events.out.tfevents.*"))
 
 
-def test_rerun_of_a_finished_run_does_nothing(finished):
-  before = {p.name: p.stat().st_mtime_ns for p in finished["dir"].iterdir()}
-  result = run(finished["command"])
+def test_resume_after_kill_ends_with_the_uninterrupted_weights(runs):
+  killed_at = runs["killed_at"]
+  assert killed_at is not None and killed_at < STEPS, "finished before kill"
+  result = run(runs["killed_command"] + ["--nodo_eval"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"at step {killed_at}" in result.stderr
+  assert_same_checkpoints(runs["root"] / "killed" / f"model.ckpt-{STEPS}",
+                          runs["root"] / "uninterrupted" / f"model.ckpt-{STEPS}",
+                          rtol=1e-5, atol=1e-7)
+
+
+def test_two_workers_reach_the_weights_of_one(runs):
+  assert "kill $(cat" in runs["launched"]  # tells how to stop them
+  output_dir = runs["root"] / "two_workers"
+  chief_log = (runs["root"] / "logs" / "worker-0.log").read_text()
+  assert "with 2 replica(s)" in chief_log
+  assert f"step {STEPS}/{STEPS}" in chief_log, chief_log[-3000:]
+  assert_same_checkpoints(output_dir / f"model.ckpt-{STEPS}",
+                          runs["root"] / "uninterrupted" / f"model.ckpt-{STEPS}",
+                          rtol=1e-3, atol=1e-5)
+  text = (output_dir / "eval_results.txt").read_text()
+  assert f"global_step = {STEPS}" in text
+
+
+def test_rerun_of_a_finished_run_does_nothing(runs):
+  output_dir = runs["root"] / "uninterrupted"
+  before = {p.name: p.stat().st_mtime_ns for p in output_dir.iterdir()}
+  result = run(runs["command"])
   assert result.returncode == 0, result.stderr[-2000:]
   assert "nothing to train" in result.stderr
-  after = {p.name: p.stat().st_mtime_ns for p in finished["dir"].iterdir()}
+  assert "already holds the evaluation of step 40" in result.stderr
+  after = {p.name: p.stat().st_mtime_ns for p in output_dir.iterdir()}
   assert after == before
 
 
-def test_resume_after_kill_ends_with_the_uninterrupted_weights(data, finished):
-  output_dir = data["root"] / "killed"
-  command = finished["command"][:]
-  command[command.index(f"--output_dir={finished['dir']}")] = (
-      f"--output_dir={output_dir}")
-  env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
-  process = subprocess.Popen(command, env=env, cwd=ROOT,
-                             stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-  killed_at = None
-  while process.poll() is None:
-    latest = modeling.latest_checkpoint(str(output_dir))
-    if latest and modeling.checkpoint_step(latest) >= 8:
-      process.send_signal(signal.SIGKILL)
-      process.wait()
-      killed_at = modeling.checkpoint_step(
-          modeling.latest_checkpoint(str(output_dir)))
-      break
-    time.sleep(0.005)
-  assert killed_at is not None and killed_at < STEPS, "finished before kill"
-  result = run(command)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert f"at step {killed_at}" in result.stderr
-  resumed = checkpoint_values(output_dir / f"model.ckpt-{STEPS}")
-  reference = checkpoint_values(finished["dir"] / f"model.ckpt-{STEPS}")
-  assert set(resumed) == set(reference)
-  for name, value in reference.items():
-    np.testing.assert_allclose(resumed[name], value, rtol=1e-5, atol=1e-7,
-                               err_msg=name)
+# ---------------------------------------------------------------------------
+# Bad input: one line on stderr, exit status != 0, before any training.
+
+def bad_input_cases(runs, root):
+  """{case: (command, what the error line must contain)}."""
+  finished = runs["root"] / "uninterrupted"
+  command = distill_command(runs["config"], runs["train"], root / "out",
+                            *TRAIN)
+  for name in ("arch", "nan"):
+    (root / name).mkdir()
+    for path in finished.glob(f"model.ckpt-{STEPS}.*"):
+      shutil.copy(path, root / name)
+    shutil.copy(finished / "checkpoint", root / name)
+  nan_file = write_records(root / "nan.tfrecord", 8, seed=3)
+  with tf.io.TFRecordWriter(nan_file) as writer:
+    for example in tf.data.TFRecordDataset(runs["train"].replace("*", "0")):
+      features = records.decode_example(example.numpy())
+      features[records.TRUNCATED_PROBS][:] = np.nan
+      writer.write(records.serialize_example(features))
+  return {
+      "teacher labels of another k": (
+          replace_flag(command, "truncation_factor", 5),
+          "'truncated_masked_lm_probs' has length 12 but 20 was expected; "
+          "they hold k = 3 per masked position"),
+      "ids beyond the student vocabulary": (
+          replace_flag(command, "bert_config_file",
+                       write_config(root / "small_vocab.json", vocab_size=20)),
+          "but the student's vocab_size is 20"),
+      "no input files": (
+          replace_flag(command, "input_file", root / "missing-*.tfrecord"),
+          "matches no file"),
+      "a checkpoint of another architecture": (
+          replace_flag(replace_flag(
+              command, "bert_config_file",
+              write_config(root / "wide.json", hidden_size=48,
+                           num_attention_heads=3)), "output_dir", root / "arch"),
+          "of another architecture"),
+      "a layer map naming a missing teacher layer": (
+          command + [f"--init_checkpoint={finished}", "--init_layer_map=0,5"],
+          "layer map names layer(s) 5"),
+      "a NaN loss": (
+          replace_flag(replace_flag(replace_flag(
+              command, "input_file", nan_file), "output_dir", root / "nan"),
+              "num_train_steps", STEPS + 8),
+          f"the loss became nan at step {STEPS + 1}; stopped, the newest "
+          f"checkpoint ({root / 'nan' / f'model.ckpt-{STEPS}'}) is the last good"),
+  }
+
+
+@pytest.fixture(scope="module")
+def bad_runs(runs, tmp_path_factory):
+  root = tmp_path_factory.mktemp("bad")
+  cases = bad_input_cases(runs, root)
+  processes = {case: subprocess.Popen(
+      command, env=ENV, cwd=ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for case, (command, _) in cases.items()}
+  results = {case: (p.wait(timeout=300), p.communicate()[1])
+             for case, p in processes.items()}
+  return root, cases, results
+
+
+@pytest.mark.parametrize("case", [
+    "teacher labels of another k", "ids beyond the student vocabulary",
+    "no input files", "a checkpoint of another architecture",
+    "a layer map naming a missing teacher layer", "a NaN loss"])
+def test_bad_input_is_one_line_error(bad_runs, case):
+  root, cases, results = bad_runs
+  returncode, stderr = results[case]
+  assert returncode != 0
+  assert "Traceback" not in stderr
+  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1, stderr[-3000:]
+  assert cases[case][1] in errors[0]
+  if case == "a NaN loss":
+    assert modeling.latest_checkpoint(str(root / "nan")).endswith(
+        f"model.ckpt-{STEPS}")
+  elif case != "a checkpoint of another architecture":
+    assert not list(root.glob("out/model.ckpt-*"))
