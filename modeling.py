@@ -540,6 +540,7 @@ def restore_variables(variables_by_name, checkpoint):
     raise ValueError(f"{prefix}: " + "; ".join(problems))
   for name, variable in variables_by_name.items():
     variable.assign(tf.cast(reader.get_tensor(name), variable.dtype))
+  logging.info("Restored %d variables from %s", len(variables_by_name), prefix)
   return list(variables_by_name)
 
 
