@@ -11,9 +11,11 @@ or, with --truncation_factor 0, the whole distribution in masked_lm_probs
 [P * vocab_size]. The softmax is float32 over the full vocabulary; the MLM
 head runs only at the masked positions.
 
-Speed without changing the numbers: each batch is cut to its longest real
-sequence (rounded up to --length_multiple so XLA compiles few shapes; the
-attention mask makes padding contribute exactly zero), the forward pass,
+Speed without changing the numbers: examples of similar length are batched
+together (within windows of --sort_batches batches; the output keeps input
+order) and each batch is cut to its longest real sequence (rounded up to
+--length_multiple so XLA compiles few shapes; the attention mask makes
+padding contribute exactly zero), the forward pass,
 softmax and top-k run as one XLA-compiled function, tf.data reads and parses
 the next batches while the model runs, and records are encoded straight from
 NumPy arrays. With several GPUs a MirroredStrategy splits each batch across
@@ -73,6 +75,10 @@ flags.DEFINE_integer("shard_index", 0,
 flags.DEFINE_integer("length_multiple", 16,
                      "Each batch is cut to its longest real sequence rounded "
                      "up to this multiple (fewer XLA shapes); 0 never cuts.")
+flags.DEFINE_integer("sort_batches", 8,
+                     "Sort each run of this many batches by length before "
+                     "cutting them, so short examples batch together (the "
+                     "output keeps input order); 1 = no sorting.")
 flags.DEFINE_bool("use_xla", True,
                   "Compile forward pass, softmax and top-k with XLA.")
 flags.DEFINE_float("progress_interval", 30.0,
@@ -88,6 +94,8 @@ flags.register_validator("max_predictions_per_seq", lambda v: v > 0,
                          "--max_predictions_per_seq must be positive")
 flags.register_validator("batch_size", lambda v: v > 0,
                          "--batch_size must be positive")
+flags.register_validator("sort_batches", lambda v: v >= 1,
+                         "--sort_batches must be >= 1")
 flags.register_validator("length_multiple", lambda v: v >= 0,
                          "--length_multiple must be >= 0")
 flags.register_multi_flags_validator(
@@ -205,11 +213,16 @@ class TeacherLabeler:
     self._model = model
     self._k = truncation_factor
     self._strategy = strategy
+    if use_xla and strategy.num_replicas_in_sync > 1:
+      # XLA under MirroredStrategy is not verified here; one process per GPU
+      # (--num_shards) keeps XLA and needs no cross-device work at all.
+      logging.warning("%d replicas: running without XLA; for speed run one "
+                      "process per GPU with --num_shards/--shard_index",
+                      strategy.num_replicas_in_sync)
+      use_xla = False
     # One compiled program per (B, S) shape; callers limit how many S occur.
     self._replica_step = tf.function(self._labels, jit_compile=use_xla,
                                      reduce_retracing=True)
-    self._distributed_step = tf.function(
-        lambda inputs: strategy.run(self._replica_step, args=inputs))
 
   def _labels(self, input_ids, input_mask, segment_ids, masked_lm_positions):
     logits = self._model(input_ids, input_mask, segment_ids,
@@ -222,17 +235,25 @@ class TeacherLabeler:
     return top.values, top.indices  # [B, P, K] each
 
   def __call__(self, inputs):
+    inputs = [tf.convert_to_tensor(t) for t in inputs]
     replicas = self._strategy.num_replicas_in_sync
     if replicas == 1:
       return tuple(t.numpy() for t in self._replica_step(*inputs))
     per_replica = int(inputs[0].shape[0]) // replicas
 
-    def replica_slice(context):
-      start = context.replica_id_in_sync_group * per_replica
-      return tuple(t[start:start + per_replica] for t in inputs)
+    devices = self._strategy.extended.worker_devices
 
-    outputs = self._distributed_step(
-        self._strategy.experimental_distribute_values_from_function(
+    def replica_slice(context):
+      replica = context.replica_id_in_sync_group
+      start = replica * per_replica
+      with tf.device(devices[replica]):  # XLA runs where its inputs are
+        return tuple(tf.identity(t[start:start + per_replica]) for t in inputs)
+
+    # Eager strategy.run: each replica calls the compiled step on its own
+    # device (an enclosing tf.function would make XLA reach across devices).
+    outputs = self._strategy.run(
+        self._replica_step,
+        args=self._strategy.experimental_distribute_values_from_function(
             replica_slice))
     # Replica r holds rows [r * per_replica, (r + 1) * per_replica).
     return tuple(
@@ -244,49 +265,91 @@ class TeacherLabeler:
 # ---------------------------------------------------------------- input
 
 
-def read_batches(path, feature_spec, batch_size, length_multiple,
-                 vocab_size):
-  """A tf.data pipeline over one file: parsed batches and model inputs.
+def read_windows(path, feature_spec, window_size, vocab_size):
+  """A tf.data pipeline over one file: parsed windows of examples, in order.
 
-  Yields (features, inputs): features {name: [b, ...]} as parsed (b <= B for
-  the last batch); inputs (input_ids, input_mask, segment_ids,
-  masked_lm_positions) int32, padded with empty rows to B rows and cut to
-  the batch's longest real sequence (covering every masked position), rounded
-  up to length_multiple. Ids outside the vocabulary fail here, naming them.
+  Yields {name: [w, ...] tensor} with w = window_size (fewer at the end),
+  parsed in parallel and prefetched while the teacher runs. Input ids outside
+  the teacher's vocabulary fail here, naming the bound.
   """
-  max_seq_length = feature_spec[records.INPUT_IDS].shape[0]
 
-  def prepare(serialized):  # [b] strings
+  @tf.autograph.experimental.do_not_convert
+  def parse(serialized):  # [w] strings
     features = tf.io.parse_example(serialized, feature_spec)
-    inputs = [tf.cast(features[name], tf.int32) for name in (
-        records.INPUT_IDS, records.INPUT_MASK, records.SEGMENT_IDS,
-        records.MASKED_LM_POSITIONS)]
-    tf.debugging.assert_less(
-        inputs[0], vocab_size,
+    ids = features[records.INPUT_IDS]
+    check = tf.debugging.assert_less(
+        ids, tf.constant(vocab_size, ids.dtype),
         message=f"input_ids outside the teacher's vocab_size {vocab_size}")
-    pad_rows = batch_size - tf.shape(serialized)[0]
-    inputs = [tf.pad(t, [[0, pad_rows], [0, 0]]) for t in inputs]
-    if length_multiple:
-      # 1-based index of the last real token, and the last masked position.
-      columns = tf.range(1, max_seq_length + 1)
-      real = tf.reduce_max(tf.where(inputs[1] != 0, columns, 0))
-      length = tf.maximum(real, tf.reduce_max(inputs[3]) + 1)
-      length = tf.minimum(-(-length // length_multiple) * length_multiple,
-                          max_seq_length)
-      inputs[:3] = [t[:, :length] for t in inputs[:3]]  # [B, S]
-    return features, tuple(inputs)
+    with tf.control_dependencies([check]):
+      return {name: tf.identity(t) for name, t in features.items()}
 
   dataset = tf.data.TFRecordDataset(path, buffer_size=16 << 20)
-  dataset = dataset.batch(batch_size)
-  dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.batch(window_size)
+  dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
   return dataset.prefetch(2)
+
+
+def real_extents(input_mask, masked_lm_positions):
+  """Columns each example needs: through its last real token and its last
+  masked position.  [w, L], [w, P] -> [w]"""
+  seq_length = input_mask.shape[1]
+  last_real = seq_length - np.argmax(input_mask[:, ::-1] != 0, axis=1)
+  last_real[~np.any(input_mask != 0, axis=1)] = 0
+  return np.maximum(last_real, masked_lm_positions.max(axis=1) + 1)
+
+
+def label_window(labeler, features, batch_size, length_multiple):
+  """Runs the teacher over a window of examples, similar lengths together.
+
+  The window is sorted by real length and cut into batches of batch_size;
+  each batch is cut to its longest real sequence rounded up to
+  length_multiple (0: never cut) and padded with empty rows to batch_size,
+  so XLA sees few shapes. Padding columns add exactly nothing (masked
+  attention weights are exp(-10000) = 0), so results equal full length.
+
+  Args:
+    labeler: a TeacherLabeler.
+    features: {name: np.ndarray [w, ...]} parsed pretraining features.
+    batch_size: B.
+    length_multiple: see above.
+
+  Returns:
+    The labeler's outputs for the window in input order, each [w, P, ...].
+  """
+  inputs = [features[name].astype(np.int32) for name in (
+      records.INPUT_IDS, records.INPUT_MASK, records.SEGMENT_IDS,
+      records.MASKED_LM_POSITIONS)]
+  count, seq_length = inputs[0].shape
+  extents = real_extents(inputs[1], inputs[3])
+  order = np.argsort(extents, kind="stable")
+  outputs = None
+  for start in range(0, count, batch_size):
+    rows = order[start:start + batch_size]
+    length = seq_length
+    if length_multiple:
+      length = min(seq_length,
+                   -(-int(extents[rows].max()) // length_multiple) *
+                   length_multiple)
+    batch = [t[rows, :length] for t in inputs[:3]] + [inputs[3][rows]]
+    batch = [np.pad(t, [(0, batch_size - len(rows)), (0, 0)]) for t in batch]
+    labels = labeler(batch)  # each [B, P, ...]
+    if outputs is None:
+      outputs = [np.empty((count,) + l.shape[1:], l.dtype) for l in labels]
+    for output, label in zip(outputs, labels):
+      output[rows] = label[:len(rows)]
+  return outputs
+
+
+@tf.autograph.experimental.do_not_convert
+def _count_one(count, unused_record):
+  return count + 1
 
 
 def count_records(path):
   """Counts the records of a file, reading it once (and so checking it)."""
   try:
     return int(tf.data.TFRecordDataset(path, buffer_size=16 << 20).reduce(
-        np.int64(0), lambda count, _: count + 1))
+        np.int64(0), _count_one))
   except tf.errors.OpError as e:
     raise cli.StageError(f"{path}: corrupt or unreadable record "
                          f"({_first_line(e)})") from None
@@ -386,23 +449,28 @@ class ExampleEncoder:
 
 def write_teacher_labels(labeler, input_files, output_path, feature_spec,
                          truncation_factor, batch_size, length_multiple,
-                         vocab_size, progress_interval=30.0):
+                         sort_batches, vocab_size, progress_interval=30.0):
   """Labels every record of `input_files`, in order, into `output_path`.
 
-  The output appears under its final name only when complete. Encoding and
-  writing a batch run on a second thread while the teacher computes the next.
+  Reads windows of sort_batches * batch_size records (one batch with
+  truncation_factor 0, whose labels are large), labels each window with
+  label_window and writes it in input order. Encoding and writing a window
+  run on a second thread while the teacher computes the next. The output
+  appears under its final name only when complete.
+
+  Returns:
+    The number of records written.
   """
   label_names = records.teacher_label_features(truncation_factor)
   encoder = ExampleEncoder(records.PRETRAINING_FEATURES + label_names)
+  window_size = batch_size * (sort_batches if truncation_factor else 1)
   total = sum(count_records(path) for path in input_files)
   progress = cli.Progress(f"teacher labels -> {output_path}", total=total,
                           unit="records", interval=progress_interval)
 
   def write(writer, features, labels):
-    rows = features[records.INPUT_IDS].shape[0]
-    features = dict(features)
     for name, values in zip(label_names, labels):
-      features[name] = values[:rows].reshape(rows, -1)  # [b, P*K]
+      features[name] = values.reshape(values.shape[0], -1)  # [w, P*K]
     for serialized in encoder.encode(features):
       writer.write(serialized)
 
@@ -411,25 +479,23 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
        futures.ThreadPoolExecutor(max_workers=1) as pool:
     pending = None
     for path in input_files:
-      batches = iter(read_batches(path, feature_spec, batch_size,
-                                  length_multiple, vocab_size))
+      windows = iter(read_windows(path, feature_spec, window_size, vocab_size))
       while True:
         try:
-          features, inputs = next(batches)
+          features = {name: t.numpy() for name, t in next(windows).items()}
         except StopIteration:
           break
         except tf.errors.OpError as e:
           raise cli.StageError(
               f"{path}: bad record ({_first_line(e)}); check "
               f"--max_seq_length and --max_predictions_per_seq") from None
-        labels = labeler(inputs)
+        labels = label_window(labeler, features, batch_size, length_multiple)
         if pending is not None:
           pending.result()
-        features = {name: t.numpy() for name, t in features.items()}
         if progress.done == 0:
           _log_first_example(features, labels)
         pending = pool.submit(write, writer, features, labels)
-        progress.update(features[records.INPUT_IDS].shape[0])
+        progress.update(len(features[records.INPUT_IDS]))
     if pending is not None:
       pending.result()
   progress.log(final=True)
@@ -483,7 +549,8 @@ def main(argv):
     logging.info("Labelling %s -> %s", ", ".join(paths), output_path)
     write_teacher_labels(labeler, paths, output_path, feature_spec,
                          FLAGS.truncation_factor, FLAGS.batch_size,
-                         FLAGS.length_multiple, config.vocab_size,
+                         FLAGS.length_multiple, FLAGS.sort_batches,
+                         config.vocab_size,
                          FLAGS.progress_interval)
 
 

@@ -60,6 +60,10 @@ def parse_args():
                       "sample records, or all max_seq_length.")
   parser.add_argument("--bench_venv", default=os.path.join(ROOT, ".venv-bench"),
                       help="Virtualenv with torch and transformers.")
+  parser.add_argument("--no_xla", action="store_true",
+                      help="Run ours without XLA (for comparison).")
+  parser.add_argument("--sort_batches", type=int, default=8,
+                      help="Ours: batches sorted by length together.")
   parser.add_argument("--work_dir", help="Scratch directory (default: temp).")
   return parser.parse_args()
 
@@ -166,14 +170,16 @@ class TorchWorker:
     return answer
 
 
-def run_ours(labeler, records_path, output_path, config, batch_size, k):
+def run_ours(labeler, records_path, output_path, config, batch_size, k,
+             sort_batches=8):
   """One pass of the stage's pipeline. Returns (sequences, seconds)."""
   if os.path.exists(output_path):
     os.remove(output_path)
   spec = records.pretraining_feature_spec(MAX_SEQ_LENGTH, MAX_PREDICTIONS)
   start = time.perf_counter()
   count = stage.write_teacher_labels(labeler, [records_path], output_path, spec,
-                                     k, batch_size, 16, config.vocab_size,
+                                     k, batch_size, 16, sort_batches,
+                                     config.vocab_size,
                                      progress_interval=1e9)
   return count, time.perf_counter() - start
 
@@ -199,10 +205,10 @@ def main():
   config = modeling.BertConfig.from_json_file(config_path)
   strategy = stage.choose_strategy()
   labeler = stage.TeacherLabeler(stage.load_teacher(config, checkpoint, strategy),
-                                 args.k, strategy)
+                                 args.k, strategy, use_xla=not args.no_xla)
   output_path = os.path.join(work_dir, "teacher_labels.tfrecord")
   count, seconds = run_ours(labeler, records_path, output_path, config,
-                            args.batch_size, args.k)
+                            args.batch_size, args.k, args.sort_batches)
   print(f"ours, first pass (includes XLA compiles): {count / seconds:.2f} seq/s",
         flush=True)
   answer = worker.ask("run")
@@ -214,7 +220,7 @@ def main():
     sides = [("pytorch", lambda: worker.ask("run")),
              ("ours", lambda: dict(zip(("sequences", "seconds"), run_ours(
                  labeler, records_path, output_path, config,
-                 args.batch_size, args.k))))]
+                 args.batch_size, args.k, args.sort_batches))))]
     if r % 2:
       sides.reverse()
     rates = {}
