@@ -22,8 +22,6 @@ Every writer serializes with `serialize_example` and every reader parses with
 the specs below, so no script repeats a feature spec.
 """
 
-import numpy as np
-
 INPUT_IDS = "input_ids"
 INPUT_MASK = "input_mask"
 SEGMENT_IDS = "segment_ids"
@@ -96,6 +94,7 @@ def serialize_example(features):
   Features named in FLOAT_FEATURES are written as float lists, every other one
   as an int64 list, as Google's tools write them. Insertion order is kept.
   """
+  import numpy as np  # Imported here, as tensorflow, for a light start.
   import tensorflow as tf  # Imported here so light stages start without it.
   feature = {}
   for name, values in features.items():
@@ -112,6 +111,7 @@ def serialize_example(features):
 
 def decode_example(serialized):
   """Parses one serialized tf.train.Example into {name: np.ndarray} (any lengths)."""
+  import numpy as np  # Imported here, as tensorflow, for a light start.
   import tensorflow as tf  # Imported here so light stages start without it.
   example = tf.train.Example.FromString(serialized)
   decoded = {}
@@ -161,6 +161,7 @@ def check_record_lengths(path, feature_spec, max_predictions_per_seq=None):
   ValueError whose one-line message names the file, the feature, the length
   found, the length expected and the flag to set.
   """
+  import numpy as np  # Imported here, as tensorflow, for a light start.
   example = read_first_example(path)
   if example is None:
     return
