@@ -735,23 +735,32 @@ def main(argv):
       do_whole_word_mask=FLAGS.do_whole_word_mask)
   input_files = find_input_files(FLAGS.input_dir)
   load_tokenizer(settings.vocab_file, settings.do_lower_case)
-  os.makedirs(FLAGS.output_dir, exist_ok=True)
+  try:
+    make_records(input_files, settings, FLAGS.output_dir,
+                 FLAGS.output_base_name, FLAGS.random_seed,
+                 FLAGS.num_workers or os.cpu_count() or 1)
+  except OSError as e:
+    # An unreadable input, a full disk, a folder that cannot be created.
+    raise cli.StageError(f"{e.filename or ''}: {e.strerror or e}") from None
+
+
+def make_records(input_files, settings, output_dir, output_base_name,
+                 random_seed, num_workers):
+  """Writes the records of every input file whose output is not complete."""
+  os.makedirs(output_dir, exist_ok=True)
 
   jobs = []
   for index, input_path in enumerate(input_files):
-    final_path = output_path(FLAGS.output_dir, FLAGS.output_base_name, index)
+    final_path = output_path(output_dir, output_base_name, index)
     if os.path.exists(final_path):
       logging.info("%s: already complete, skipped", final_path)
       continue
     num_logged = NUM_LOGGED_EXAMPLES if not jobs else 0
-    jobs.append((input_path, final_path, FLAGS.random_seed + index,
-                 num_logged))
+    jobs.append((input_path, final_path, random_seed + index, num_logged))
   # Largest files first, so no worker is left with a big one at the end.
   jobs.sort(key=lambda job: -os.path.getsize(job[0]))
-  num_workers = FLAGS.num_workers or os.cpu_count() or 1
-  logging.info("%d input files in %s, %d to make, %d workers",
-               len(input_files), FLAGS.input_dir, len(jobs),
-               min(num_workers, max(len(jobs), 1)))
+  logging.info("%d input files, %d to make, %d workers", len(input_files),
+               len(jobs), min(num_workers, max(len(jobs), 1)))
 
   files = cli.Progress("files", total=len(jobs), unit="files", interval=0.0)
   total_instances = 0
@@ -762,12 +771,22 @@ def main(argv):
                total_instances, len(jobs),
                total_instances / max(time.monotonic() - files.start, 1e-9))
   logging.info("Peak RSS: %.0f MB in this process, %.0f MB in the largest "
-               "worker process", peak_rss_mb(resource.RUSAGE_SELF),
+               "worker process (0: no workers were needed)",
+               peak_rss_mb(resource.RUSAGE_SELF),
                peak_rss_mb(resource.RUSAGE_CHILDREN))
 
 
 def peak_rss_mb(who):
-  """Peak resident memory of this process or its largest finished child, MB."""
+  """Peak resident memory of this process or its largest finished child, MB.
+
+  For this process, Linux's VmHWM when there is one: ru_maxrss carries over
+  the peak of the process that started this one.
+  """
+  if who == resource.RUSAGE_SELF and os.path.exists("/proc/self/status"):
+    with open("/proc/self/status") as status:
+      for line in status:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) / 1024
   return resource.getrusage(who).ru_maxrss / 1024
 
 

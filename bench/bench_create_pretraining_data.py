@@ -97,17 +97,28 @@ def run_ours(python, input_dir, output_dir, vocab_file, seed, num_workers):
               main_rss_mb=main_mb)
 
 
-def check_identical(inputs, output_dir):
-  """Compares every example of ours with Google's; returns the count."""
+def check_identical(num_inputs, output_dir):
+  """Compares every example of ours with Google's, in a subprocess (so this
+  process stays small: a child's peak RSS starts from its parent's);
+  returns the number of examples."""
+  out = subprocess.run(
+      [sys.executable, __file__, "--compare_dir", output_dir,
+       "--num_inputs", str(num_inputs)],
+      check=True, capture_output=True, text=True).stdout
+  return int(out.strip().splitlines()[-1])
+
+
+def compare_outputs(output_dir, num_inputs):
+  """Prints the number of examples when ours equal Google's; else exits."""
   examples = 0
-  for i in range(len(inputs)):
+  for i in range(num_inputs):
     count, difference = verify_against_google.compare(
         os.path.join(output_dir, f"ours_{i}.tfrecord"),
         os.path.join(output_dir, f"google_{i}.tfrecord"), SETTINGS)
     if difference:
       raise SystemExit(f"NOT IDENTICAL: file {i}: {difference}")
     examples += count
-  return examples
+  print(examples)
 
 
 def parse_args():
@@ -115,7 +126,7 @@ def parse_args():
   parser.add_argument("--corpus_bytes", type=int, default=4_000_000)
   parser.add_argument("--num_files", type=int, default=4)
   parser.add_argument("--num_workers", type=int, default=2)
-  parser.add_argument("--rounds", type=int, default=2)
+  parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--seed", type=int, default=12345)
   parser.add_argument("--vocab_file", default=os.path.join(
       ROOT, "data", "bert_uncased_vocab.txt"))
@@ -124,6 +135,8 @@ def parse_args():
   parser.add_argument("--work_dir", default=None)
   parser.add_argument("--google_file", help=argparse.SUPPRESS)
   parser.add_argument("--google_output", help=argparse.SUPPRESS)
+  parser.add_argument("--compare_dir", help=argparse.SUPPRESS)
+  parser.add_argument("--num_inputs", type=int, help=argparse.SUPPRESS)
   return parser.parse_args()
 
 
@@ -132,6 +145,9 @@ def main():
   if args.google_file:
     google_one_file(args.google_file, args.google_output, args.vocab_file,
                     args.seed)
+    return
+  if args.compare_dir:
+    compare_outputs(args.compare_dir, args.num_inputs)
     return
   work = args.work_dir or tempfile.mkdtemp(prefix="bench_cpd_")
   corpus = os.path.join(work, "english.txt")
@@ -159,7 +175,7 @@ def main():
       else:
         stats[who] = run_ours(args.python, input_dir, output_dir,
                               args.vocab_file, args.seed, args.num_workers)
-    examples = check_identical(inputs, output_dir)
+    examples = check_identical(len(inputs), output_dir)
     google, ours = stats["google"], stats["ours"]
     rate = {k: v["instances"] / v["seconds"] for k, v in stats.items()}
     cpu_rate = {k: v["instances"] / v["cpu_seconds"] for k, v in stats.items()}
@@ -175,9 +191,10 @@ def main():
           f"MB per worker, {ours['main_rss_mb']:.0f} MB main); "
           f"speed-up {ratios[-1]:.2f}x, per CPU-second {cpu_ratios[-1]:.2f}x; "
           f"load average {os.getloadavg()[0]:.1f}")
-  print(f"speed-up over Google: {min(ratios):.2f}x to {max(ratios):.2f}x "
-        f"(instances/s, wall); {min(cpu_ratios):.2f}x to "
-        f"{max(cpu_ratios):.2f}x per CPU-second")
+  print(f"speed-up over Google, median of {len(ratios)} rounds: "
+        f"{sorted(ratios)[len(ratios) // 2]:.2f}x instances/s (range "
+        f"{min(ratios):.2f}x to {max(ratios):.2f}x), "
+        f"{sorted(cpu_ratios)[len(cpu_ratios) // 2]:.2f}x per CPU-second")
 
 
 if __name__ == "__main__":

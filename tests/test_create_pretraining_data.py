@@ -172,6 +172,9 @@ def test_bad_input_is_a_one_line_error(tmp_path):
   bad_vocab.write_text("[PAD]\n[UNK]\nthe\n")
   assert_one_line_error(run_script(out, vocab_file=str(bad_vocab)), "[CLS]")
   assert not out.exists() or not os.listdir(out)
+  a_file = tmp_path / "a_file"
+  a_file.write_text("")
+  assert_one_line_error(run_script(a_file / "out"), "a_file")
 
 
 def random_instance(rng, length, preds, vocab_size):
