@@ -229,30 +229,40 @@ def _end_article(pieces, article, done, last_chunk, target, may_move):
     pieces.move_article_to_next_piece(mark, input_start, input_start + size)
 
 
-def main(argv):
-  del argv
-  check_flags(FLAGS.read_file, FLAGS.split_number, FLAGS.folder)
-  num_articles, article_bytes = count_articles(FLAGS.read_file)
+def split_file(read_file, split_number, folder, name_base):
+  """Counts the articles of read_file, then writes the pieces into folder."""
+  num_articles, article_bytes = count_articles(read_file)
   if num_articles == 0:
-    raise cli.StageError(f"--read_file={FLAGS.read_file}: holds no article "
+    raise cli.StageError(f"--read_file={read_file}: holds no article "
                          f"(only blank lines or nothing)")
-  num_pieces = FLAGS.split_number
+  num_pieces = split_number
   if num_articles < num_pieces:
     logging.warning("%s holds %d articles, fewer than --split_number=%d: "
-                    "writing %d files, one article each", FLAGS.read_file,
+                    "writing %d files, one article each", read_file,
                     num_articles, num_pieces, num_articles)
     num_pieces = num_articles
-  os.makedirs(FLAGS.folder, exist_ok=True)
+  os.makedirs(folder, exist_ok=True)
 
   def path_of_piece(index):
-    return os.path.join(FLAGS.folder, f"{FLAGS.name_base}_{index}.txt")
+    return os.path.join(folder, f"{name_base}_{index}.txt")
 
   logging.info("Splitting %s: %d articles, %d bytes, into %d pieces",
-               FLAGS.read_file, num_articles, article_bytes, num_pieces)
-  sizes = split_articles(FLAGS.read_file, num_articles, article_bytes,
+               read_file, num_articles, article_bytes, num_pieces)
+  sizes = split_articles(read_file, num_articles, article_bytes,
                          num_pieces, path_of_piece)
   for index, size in enumerate(sizes):
     logging.info("  %s: %d bytes", path_of_piece(index), size)
+
+
+def main(argv):
+  del argv
+  check_flags(FLAGS.read_file, FLAGS.split_number, FLAGS.folder)
+  try:
+    split_file(FLAGS.read_file, FLAGS.split_number, FLAGS.folder,
+               FLAGS.name_base)
+  except OSError as e:
+    # An unreadable file, a folder that cannot be created, a full disk.
+    raise cli.StageError(f"{e.filename or ''}: {e.strerror or e}") from None
 
 
 if __name__ == "__main__":

@@ -152,6 +152,8 @@ def test_bad_input_is_a_one_line_error(tmp_path):
       run_script(f"--read_file={src}", "--split_number=0",
                  f"--folder={tmp_path}/o"), "--split_number")
   assert_one_line_error(run_script(f"--read_file={src}"), "--folder")
+  assert_one_line_error(
+      run_script(f"--read_file={src}", f"--folder={src}/sub"), "in.txt")
   blank = tmp_path / "blank.txt"
   blank.write_text("\n  \n\n")
   assert_one_line_error(
