@@ -16,11 +16,12 @@ Two layers, the same tokens:
        separated chunk alone, and the output is the concatenation of the
        chunks' outputs. So the tokens of a chunk can be memoized: English text
        repeats a small set of chunks ("the", "said,", "(1999)."), and a cache
-       hit costs one dict lookup instead of some hundred Python steps per
-       character. A miss runs the reference rules on that chunk, with two
-       shortcuts proven equal for the inputs they take (pure-ASCII chunks: no
-       accents to strip, punctuation split by a regex; WordPiece candidates
-       never longer than the longest vocabulary token).
+       hit costs one dict lookup instead of a few Python steps per
+       character. A miss runs the reference rules on that chunk, with
+       shortcuts proven equal for the inputs they take: a pure-ASCII chunk has
+       no accents to strip and splits on punctuation by a regex; a word that is
+       a vocabulary token is its own WordPiece; no WordPiece candidate longer
+       than the longest vocabulary token is tried.
   tests/test_tokenization.py checks the fast path against the reference rules
   and against golden output of Google's published tokenizer.
 """
