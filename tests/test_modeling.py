@@ -233,6 +233,23 @@ def test_xla_int32_and_eager_give_the_same_logits(google_ckpt):
   np.testing.assert_allclose(xla.numpy(), eager, rtol=1e-5, atol=1e-5)
 
 
+def test_one_trace_serves_every_sequence_length(google_ckpt):
+  # Callers trim batches to their longest sequence: a [None, None] signature
+  # must work (and give the eager result) for each length.
+  model = tiny_model()
+  modeling.load_checkpoint(model, google_ckpt[0])
+  spec = [tf.TensorSpec([None, None], tf.int64)] * 4
+  forward = tf.function(lambda *a: model(*a)["masked_lm_logits"],
+                        input_signature=spec)
+  ids, mask, segments, positions = tiny_batch(batch=2)  # lengths 12 and 7
+  for length in (12, 9):
+    batch = [x[:, :length] for x in (ids, mask, segments)] + [
+        np.minimum(positions, length - 1)]
+    np.testing.assert_allclose(forward(*batch).numpy(),
+                               model(*batch)["masked_lm_logits"].numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_trimming_padding_does_not_change_outputs(google_ckpt):
   # Callers trim a batch to its longest real sequence: padded keys get
   # -10000, so the real positions must not see the padding at all.
