@@ -1,16 +1,18 @@
 """Forward throughput of BERT-Base next to this machine's float32 GEMM rate.
 
-Measures, interleaved in one run (the machine is shared, so only ratios
+Measures in one run, interleaved (the machine is shared, so only ratios
 measured side by side mean much):
-  - float32 GEMM GFLOP/s: tf.matmul of two square matrices under tf.function;
+  - float32 GEMM GFLOP/s: tf.matmul of two square matrices under tf.function,
+    run before and after every forward measurement;
   - BERT-Base forward (12 layers, hidden 768, seq 128, batch 32, masked-LM
     head at 20 positions) in sequences/s, with XLA (jit_compile=True) and
-    without (plain tf.function graph);
-  - the ratio of the model's achieved FLOP/s (matmul FLOPs counted from the
-    config) to the GEMM rate; the goal is >= 70%;
+    without (plain tf.function graph, where oneDNN fuses matmul + bias + GELU);
+  - the model's achieved FLOP/s (matmul FLOPs counted from the config) as a
+    share of the GEMM rate measured around it, in wall time and in process
+    CPU time (steadier when other jobs share the cores); goal >= 70%;
   - peak RSS of the process.
 
-  .venv/bin/python bench/bench_modeling.py
+  .venv/bin/python bench/bench_modeling.py          # ~3 min on 2 cores
 """
 
 import os
@@ -74,14 +76,15 @@ def time_calls(fn, calls):
 def build_gemm(n):
   a = tf.random.normal([n, n])
   b = tf.random.normal([n, n])
-  matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)[:1, :1]))
+  matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)[:1, :1]),
+                       autograph=False)
   return lambda: matmul()
 
 
 def build_forward(model, batch, jit_compile):
   forward = tf.function(
       lambda ids, mask, seg, pos: model(ids, mask, seg, pos)[
-          "masked_lm_logits"], jit_compile=jit_compile)
+          "masked_lm_logits"], jit_compile=jit_compile, autograph=False)
   return lambda: forward(*batch)
 
 
