@@ -87,7 +87,7 @@ flags.DEFINE_bool("do_whole_word_mask", False,
                   "together, as in Google's later version.")
 flags.DEFINE_integer("num_workers", None,
                      "Worker processes, each working on one file at a time "
-                     "(default: all cores).")
+                     "(default: all cores this process may use).")
 
 FLAGS = flags.FLAGS
 
@@ -116,6 +116,11 @@ def check_flags(input_dir, output_dir, vocab_file, max_seq_length,
                       ("--vocab_file", vocab_file)):
     if not value:
       raise cli.StageError(f"{name} is required")
+  for name, value in (("--input_dir", input_dir), ("--output_dir", output_dir),
+                      ("--vocab_file", vocab_file)):
+    if "://" in value:
+      raise cli.StageError(f"{name}={value}: only local paths are supported; "
+                           f"copy the files to a local disk first")
   if not os.path.isdir(input_dir):
     raise cli.StageError(f"--input_dir={input_dir}: no such folder")
   if not os.path.isfile(vocab_file):
@@ -146,6 +151,13 @@ def find_input_files(input_dir):
   if not files:
     raise cli.StageError(f"--input_dir={input_dir}: holds no *.txt file")
   return files
+
+
+def available_cores():
+  """The cores this process may run on."""
+  if hasattr(os, "sched_getaffinity"):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
 
 
 def output_path(output_dir, output_base_name, index):
@@ -738,7 +750,7 @@ def main(argv):
   try:
     make_records(input_files, settings, FLAGS.output_dir,
                  FLAGS.output_base_name, FLAGS.random_seed,
-                 FLAGS.num_workers or os.cpu_count() or 1)
+                 FLAGS.num_workers or available_cores())
   except OSError as e:
     # An unreadable input, a full disk, a folder that cannot be created.
     raise cli.StageError(f"{e.filename or ''}: {e.strerror or e}") from None

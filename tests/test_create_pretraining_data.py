@@ -172,6 +172,7 @@ def test_bad_input_is_a_one_line_error(tmp_path):
   bad_vocab.write_text("[PAD]\n[UNK]\nthe\n")
   assert_one_line_error(run_script(out, vocab_file=str(bad_vocab)), "[CLS]")
   assert not out.exists() or not os.listdir(out)
+  assert_one_line_error(run_script("gs://bucket/out"), "local paths")
   a_file = tmp_path / "a_file"
   a_file.write_text("")
   assert_one_line_error(run_script(a_file / "out"), "a_file")
