@@ -1,0 +1,344 @@
+#!/usr/bin/env bash
+# The whole pipeline, from a Wikipedia dump to a distilled student:
+#
+#   II    extract      dump -> one sentence per line  (extract_wikipedia_for_bert/)
+#   III-a split        text -> SPLIT_NUMBER text files (split_text.py)
+#   III-b records      text files -> pretraining tfrecords
+#                                   (multifile_create_pretraining_data.py)
+#   T     teacher      optional: pretrain a teacher on those records when no
+#                      Google checkpoint is at hand (distill.py, hard labels
+#                      only: plain BERT pretraining)
+#   IV    labels       records -> records + teacher top-k
+#                                   (extract_teacher_labels_truncated.py)
+#   V     distill      teacher labels -> student checkpoints, eval_results.txt
+#                                   (distill.py)
+#
+# Usage:
+#   ./run_pipeline.sh --dump=enwiki-latest-pages-articles.xml.bz2 \
+#       --teacher_dir=uncased_L-12_H-768_A-12 \
+#       --student_config=student_bert_config.json --work_dir=wiki_run
+#
+# Every setting below is an environment variable of the same name in upper
+# case, or a flag --name=value (or --name value) in lower case; flags win.
+# Run with --help for the list and the defaults.
+#
+# Each stage writes WORK_DIR/stages/<stage>.done when it succeeds, holding its
+# command line and the markers of the stages it read from. A rerun skips a
+# stage whose marker matches; a stage that crashed is run again, and the
+# stages themselves skip the files they had finished. A stage whose marker
+# differs (settings changed) stops the pipeline with a message: delete that
+# stage's output and marker to redo it, or restore the settings.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# name|default|meaning: the one list of settings (flags and variables).
+SETTINGS=(
+  "python|python|Python interpreter with requirements.txt installed"
+  "work_dir|pipeline_output|Folder of every output and of the stage markers"
+  "stages|II,III-a,III-b,T,IV,V|Stages to run, comma-separated, in this order"
+  "dump||II: the Wikipedia dump (*-pages-articles*.xml.bz2)"
+  "extract_dir|\$WORK_DIR/extracted|II: WikiExtractor's output folder"
+  "text_file|\$WORK_DIR/wiki.txt|II: the text file (give an existing one and stages: III-a,... to start from text)"
+  "processes|\$(nproc)|II: WikiExtractor and extract_jsons.py processes"
+  "split_number|10|III-a: number of text files"
+  "split_dir|\$WORK_DIR/text|III-a: their folder"
+  "name_base|text|III-a: their name: NAME_BASE_N.txt"
+  "records_dir|\$WORK_DIR/records|III-b: pretraining records folder"
+  "output_base_name|pretraining_data|III-b: record file names: OUTPUT_BASE_NAME_N.tfrecord"
+  "do_lower_case|true|III-b: lower-case and strip accents (uncased vocabulary)"
+  "max_seq_length|128|III-b, T, IV, V: tokens per sequence"
+  "max_predictions_per_seq|20|III-b, T, IV, V: masked positions per sequence"
+  "random_seed|12345|III-b: seed (file i uses RANDOM_SEED + i)"
+  "dupe_factor|10|III-b: passes over the text with different masks"
+  "masked_lm_prob|0.15|III-b: fraction of tokens masked"
+  "short_seq_prob|0.1|III-b: fraction of shorter sequences"
+  "do_whole_word_mask|false|III-b: mask whole words"
+  "num_workers|\$(nproc)|III-b: worker processes"
+  "teacher_dir||Teacher folder: bert_config.json, vocab.txt, bert_model.ckpt"
+  "teacher_config|\$TEACHER_DIR/bert_config.json|T, IV: the teacher's architecture"
+  "vocab_file|\$TEACHER_DIR/vocab.txt|III-b, IV: the WordPiece vocabulary"
+  "teacher_checkpoint|\$TEACHER_DIR/bert_model.ckpt|IV: the teacher's weights (a prefix or a folder)"
+  "teacher_pretrain_steps|0|T: pretrain a teacher for this many steps into TEACHER_TRAIN_DIR and use it (0: skip T, use TEACHER_CHECKPOINT)"
+  "teacher_train_dir|\$WORK_DIR/teacher|T: the pretrained teacher's checkpoints"
+  "teacher_train_batch_size|32|T: batch size"
+  "teacher_learning_rate|1e-4|T: peak learning rate"
+  "teacher_warmup_steps|\$((TEACHER_PRETRAIN_STEPS / 10))|T: warmup steps"
+  "teacher_labels_dir|\$WORK_DIR/teacher_labels|IV: records with the teacher's top-k"
+  "truncation_factor|10|IV, V: k, teacher probabilities kept per masked position (0: all)"
+  "teacher_batch_size|32|IV: batch size"
+  "num_shards|1|IV: split the records among this many machines..."
+  "shard_index|0|IV: ...of which this is one (run IV on each, then V on one)"
+  "student_config||V: the student's bert_config.json"
+  "student_dir|\$WORK_DIR/student|V: student checkpoints, summaries, eval_results.txt"
+  "init_checkpoint||V: initial student weights, e.g. the teacher's"
+  "init_layer_map||V: with INIT_CHECKPOINT, teacher layer of each student layer (e.g. 0,2,4,7,9,11)"
+  "holdout_files|1|V: last teacher-label files kept for evaluation (0: evaluate on the training files)"
+  "train_batch_size|32|V: global batch size"
+  "eval_batch_size|8|V: evaluation batch size"
+  "learning_rate|1e-4|V: peak learning rate"
+  "num_train_steps|100000|V: training steps"
+  "num_warmup_steps|10000|V: warmup steps"
+  "save_checkpoints_steps|1000|V: steps between checkpoints"
+  "iterations_per_loop|1000|T, V: steps inside one tf.function call (and between log lines)"
+  "max_eval_steps|100|T, V: evaluation batches"
+  "temperature|1|V: distillation temperature"
+  "soft_loss_weight|1|V: weight of the loss against the teacher's top-k"
+  "hard_mlm_loss_weight|0|V: weight of the loss against the true masked ids"
+  "distill_flags||T, V: more distill.py flags, e.g. \"--distribution_strategy=mirrored --precision=mixed_float16\""
+  "label_flags||IV: more extract_teacher_labels_truncated.py flags"
+)
+
+usage() {
+  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+  echo
+  echo "Settings (flag --name or variable NAME, default):"
+  local entry name default meaning
+  for entry in "${SETTINGS[@]}"; do
+    IFS='|' read -r name default meaning <<< "$entry"
+    printf "  --%-26s %s\n  %-28s (default: %s)\n" "$name" "$meaning" "" "${default:-none}"
+  done
+}
+
+is_setting() {
+  local entry
+  for entry in "${SETTINGS[@]}"; do
+    [[ "${entry%%|*}" == "$1" ]] && return 0
+  done
+  return 1
+}
+
+# Flags become the upper-case variables.
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --*=*) name=${1%%=*}; name=${name#--}; value=${1#*=}; shift ;;
+    --*) name=${1#--}
+         if [[ $# -lt 2 ]]; then echo "error: $1 needs a value" >&2; exit 2; fi
+         value=$2; shift 2 ;;
+    *) echo "error: unexpected argument '$1' (settings are --name=value; see --help)" >&2
+       exit 2 ;;
+  esac
+  if ! is_setting "$name"; then
+    echo "error: unknown flag --$name (see --help)" >&2
+    exit 2
+  fi
+  printf -v "${name^^}" '%s' "$value"
+done
+
+# Defaults, in the order of SETTINGS, so later ones can use earlier ones.
+for entry in "${SETTINGS[@]}"; do
+  IFS='|' read -r name default _ <<< "$entry"
+  var=${name^^}
+  if [[ -z "${!var+x}" ]]; then
+    eval "$var=\"$default\""
+  fi
+done
+PYTHON=$(command -v "$PYTHON" || echo "$PYTHON")
+
+STAGE_DIR="$WORK_DIR/stages"
+LOG_DIR="$WORK_DIR/logs"
+mkdir -p "$STAGE_DIR" "$LOG_DIR"
+
+wants() { [[ ",$STAGES," == *",$1,"* ]]; }
+
+die() { echo "run_pipeline.sh: error: $*" >&2; exit 1; }
+
+require_file() {  # require_file STAGE WHAT PATH
+  [[ -e "$3" ]] || die "stage $1 needs $2, but $3 does not exist"
+}
+
+# marker_text STAGE UPSTREAM_STAGE... CMD...: what STAGE's marker holds.
+marker_text() {
+  local upstream
+  for upstream in "${UPSTREAM[@]}"; do
+    if [[ -f "$STAGE_DIR/$upstream.done" ]]; then
+      echo "after $upstream: $(cksum < "$STAGE_DIR/$upstream.done")"
+    fi
+  done
+  printf '%q ' "${COMMAND[@]}"
+  echo
+}
+
+# run_stage STAGE DESCRIPTION OUTPUT: runs COMMAND (an array) unless STAGE's
+# marker says it is done with the same command and inputs. UPSTREAM (an array)
+# names the stages whose outputs it reads.
+run_stage() {
+  local stage=$1 description=$2 output=$3
+  local marker="$STAGE_DIR/$stage.done" expected
+  expected=$(marker_text)
+  if [[ -f "$marker" ]]; then
+    if [[ "$(cat "$marker")" == "$expected" ]]; then
+      echo "== stage $stage ($description): done before, skipped; output: $output"
+      return 0
+    fi
+    die "stage $stage ($description): $output was made with other settings or" \
+        "inputs than now (see $marker). Delete $output and $marker to redo" \
+        "it, or run with the settings of then."
+  fi
+  echo "== stage $stage ($description): running; log: $LOG_DIR/$stage.log"
+  echo "   ${COMMAND[*]}"
+  local status=0
+  "${COMMAND[@]}" 2>&1 | tee "$LOG_DIR/$stage.log" || status=$?
+  if [[ $status -ne 0 ]]; then
+    echo "run_pipeline.sh: stage $stage ($description) FAILED with exit" \
+         "status $status; see $LOG_DIR/$stage.log. Fix the cause and rerun" \
+         "the same command: finished stages are skipped." >&2
+    exit "$status"
+  fi
+  echo "$expected" > "$marker.tmp" && mv "$marker.tmp" "$marker"
+  echo "== stage $stage ($description): done; output: $output"
+}
+
+# Every file of a folder matching a pattern, sorted, comma-separated.
+list_files() {  # list_files DIR PATTERN [SKIP_LAST]
+  local files=()
+  mapfile -t files < <(find "$1" -maxdepth 1 -name "$2" | LC_ALL=C sort)
+  local keep=$(( ${#files[@]} - ${3:-0} ))
+  local IFS=,
+  echo "${files[*]:0:$keep}"
+}
+
+list_held_out() {  # list_held_out DIR PATTERN COUNT
+  local files=()
+  mapfile -t files < <(find "$1" -maxdepth 1 -name "$2" | LC_ALL=C sort)
+  local IFS=,
+  echo "${files[*]: -$3}"
+}
+
+echo "run_pipeline.sh: work_dir $WORK_DIR, stages $STAGES"
+
+if wants II; then
+  [[ -n "$DUMP" ]] || die "stage II needs --dump (or DUMP=...): a *-pages-articles*.xml.bz2 file"
+  require_file II "the dump" "$DUMP"
+  UPSTREAM=()
+  COMMAND=(env PYTHON="$PYTHON" PROCESSES="$PROCESSES"
+           bash "$ROOT/extract_wikipedia_for_bert/extract.sh"
+           "$DUMP" "$EXTRACT_DIR" "$TEXT_FILE")
+  run_stage II "extract Wikipedia" "$TEXT_FILE"
+fi
+
+if wants III-a; then
+  require_file III-a "the text file" "$TEXT_FILE"
+  UPSTREAM=(II)
+  # A former split into more files would leave pieces that III-b would read.
+  if [[ ! -f "$STAGE_DIR/III-a.done" && -d "$SPLIT_DIR" ]]; then
+    find "$SPLIT_DIR" -maxdepth 1 -name "${NAME_BASE}_*.txt" -delete
+  fi
+  COMMAND=("$PYTHON" "$ROOT/split_text.py" --read_file="$TEXT_FILE"
+           --split_number="$SPLIT_NUMBER" --folder="$SPLIT_DIR"
+           --name_base="$NAME_BASE")
+  run_stage III-a "split the text" "$SPLIT_DIR"
+fi
+
+if wants III-b; then
+  require_file III-b "the split text" "$SPLIT_DIR"
+  require_file III-b "the vocabulary (--vocab_file or --teacher_dir)" "$VOCAB_FILE"
+  UPSTREAM=(III-a)
+  COMMAND=("$PYTHON" "$ROOT/multifile_create_pretraining_data.py"
+           --input_dir="$SPLIT_DIR" --output_dir="$RECORDS_DIR"
+           --output_base_name="$OUTPUT_BASE_NAME" --vocab_file="$VOCAB_FILE"
+           --do_lower_case="$DO_LOWER_CASE" --max_seq_length="$MAX_SEQ_LENGTH"
+           --max_predictions_per_seq="$MAX_PREDICTIONS_PER_SEQ"
+           --random_seed="$RANDOM_SEED" --dupe_factor="$DUPE_FACTOR"
+           --masked_lm_prob="$MASKED_LM_PROB" --short_seq_prob="$SHORT_SEQ_PROB"
+           --do_whole_word_mask="$DO_WHOLE_WORD_MASK" --num_workers="$NUM_WORKERS")
+  run_stage III-b "pretraining records" "$RECORDS_DIR"
+fi
+
+RECORDS="$RECORDS_DIR/${OUTPUT_BASE_NAME}_*.tfrecord"
+
+if wants T && [[ "$TEACHER_PRETRAIN_STEPS" -gt 0 ]]; then
+  require_file T "the teacher's config (--teacher_config or --teacher_dir)" "$TEACHER_CONFIG"
+  [[ -n "$(list_files "$RECORDS_DIR" "${OUTPUT_BASE_NAME}_*.tfrecord")" ]] ||
+    die "stage T needs pretraining records in $RECORDS_DIR (stage III-b)"
+  UPSTREAM=(III-b)
+  # shellcheck disable=SC2206  # DISTILL_FLAGS is a list of words on purpose.
+  COMMAND=("$PYTHON" "$ROOT/distill.py" --do_train --do_eval
+           --bert_config_file="$TEACHER_CONFIG" --input_file="$RECORDS"
+           --output_dir="$TEACHER_TRAIN_DIR"
+           --soft_loss_weight=0 --hard_mlm_loss_weight=1
+           --max_seq_length="$MAX_SEQ_LENGTH"
+           --max_predictions_per_seq="$MAX_PREDICTIONS_PER_SEQ"
+           --train_batch_size="$TEACHER_TRAIN_BATCH_SIZE"
+           --eval_batch_size="$EVAL_BATCH_SIZE"
+           --learning_rate="$TEACHER_LEARNING_RATE"
+           --num_train_steps="$TEACHER_PRETRAIN_STEPS"
+           --num_warmup_steps="$TEACHER_WARMUP_STEPS"
+           --save_checkpoints_steps="$SAVE_CHECKPOINTS_STEPS"
+           --iterations_per_loop="$ITERATIONS_PER_LOOP"
+           --max_eval_steps="$MAX_EVAL_STEPS" $DISTILL_FLAGS)
+  run_stage T "pretrain a teacher" "$TEACHER_TRAIN_DIR"
+fi
+if [[ "$TEACHER_PRETRAIN_STEPS" -gt 0 ]]; then
+  TEACHER_CHECKPOINT=$TEACHER_TRAIN_DIR
+  TEACHER_STAGE=T
+else
+  TEACHER_STAGE=III-b
+fi
+
+if wants IV; then
+  require_file IV "the teacher's config (--teacher_config or --teacher_dir)" "$TEACHER_CONFIG"
+  [[ -e "$TEACHER_CHECKPOINT" || -e "$TEACHER_CHECKPOINT.index" ]] ||
+    die "stage IV needs the teacher's checkpoint, but neither $TEACHER_CHECKPOINT nor $TEACHER_CHECKPOINT.index exists"
+  [[ -n "$(list_files "$RECORDS_DIR" "${OUTPUT_BASE_NAME}_*.tfrecord")" ]] ||
+    die "stage IV needs pretraining records in $RECORDS_DIR (stage III-b)"
+  UPSTREAM=(III-b "$TEACHER_STAGE")
+  SHARD=""
+  [[ "$NUM_SHARDS" -gt 1 ]] && SHARD="-shard$SHARD_INDEX"
+  VOCAB_FLAG=()
+  [[ -f "$VOCAB_FILE" ]] && VOCAB_FLAG=(--vocab_file="$VOCAB_FILE")
+  # shellcheck disable=SC2206  # LABEL_FLAGS is a list of words on purpose.
+  COMMAND=("$PYTHON" "$ROOT/extract_teacher_labels_truncated.py"
+           --bert_config_file="$TEACHER_CONFIG"
+           --init_checkpoint="$TEACHER_CHECKPOINT" "${VOCAB_FLAG[@]}"
+           --input_file="$RECORDS" --output_dir="$TEACHER_LABELS_DIR"
+           --truncation_factor="$TRUNCATION_FACTOR"
+           --max_seq_length="$MAX_SEQ_LENGTH"
+           --max_predictions_per_seq="$MAX_PREDICTIONS_PER_SEQ"
+           --batch_size="$TEACHER_BATCH_SIZE"
+           --num_shards="$NUM_SHARDS" --shard_index="$SHARD_INDEX" $LABEL_FLAGS)
+  run_stage "IV$SHARD" "teacher labels" "$TEACHER_LABELS_DIR"
+fi
+
+if wants V; then
+  require_file V "the student's config (--student_config)" "$STUDENT_CONFIG"
+  LABELS_PATTERN="${OUTPUT_BASE_NAME}_*.tfrecord"
+  num_labels=$(find "$TEACHER_LABELS_DIR" -maxdepth 1 -name "$LABELS_PATTERN" 2>/dev/null | wc -l)
+  [[ $num_labels -gt 0 ]] || die "stage V needs teacher labels in $TEACHER_LABELS_DIR (stage IV)"
+  EVAL_FLAG=()
+  if [[ "$HOLDOUT_FILES" -gt 0 && $num_labels -gt "$HOLDOUT_FILES" ]]; then
+    TRAIN_FILES=$(list_files "$TEACHER_LABELS_DIR" "$LABELS_PATTERN" "$HOLDOUT_FILES")
+    EVAL_FLAG=(--eval_input_file="$(list_held_out "$TEACHER_LABELS_DIR" "$LABELS_PATTERN" "$HOLDOUT_FILES")")
+  else
+    echo "run_pipeline.sh: $num_labels teacher-label file(s): stage V evaluates on its training files"
+    TRAIN_FILES=$(list_files "$TEACHER_LABELS_DIR" "$LABELS_PATTERN")
+  fi
+  INIT_FLAGS=()
+  [[ -n "$INIT_CHECKPOINT" ]] && INIT_FLAGS+=(--init_checkpoint="$INIT_CHECKPOINT")
+  [[ -n "$INIT_LAYER_MAP" ]] && INIT_FLAGS+=(--init_layer_map="$INIT_LAYER_MAP")
+  UPSTREAM=(IV)
+  # shellcheck disable=SC2206  # DISTILL_FLAGS is a list of words on purpose.
+  COMMAND=("$PYTHON" "$ROOT/distill.py" --do_train --do_eval
+           --bert_config_file="$STUDENT_CONFIG" --input_file="$TRAIN_FILES"
+           "${EVAL_FLAG[@]}" --output_dir="$STUDENT_DIR" "${INIT_FLAGS[@]}"
+           --truncation_factor="$TRUNCATION_FACTOR"
+           --max_seq_length="$MAX_SEQ_LENGTH"
+           --max_predictions_per_seq="$MAX_PREDICTIONS_PER_SEQ"
+           --train_batch_size="$TRAIN_BATCH_SIZE"
+           --eval_batch_size="$EVAL_BATCH_SIZE"
+           --learning_rate="$LEARNING_RATE" --num_train_steps="$NUM_TRAIN_STEPS"
+           --num_warmup_steps="$NUM_WARMUP_STEPS"
+           --save_checkpoints_steps="$SAVE_CHECKPOINTS_STEPS"
+           --iterations_per_loop="$ITERATIONS_PER_LOOP"
+           --max_eval_steps="$MAX_EVAL_STEPS"
+           --temperature="$TEMPERATURE" --soft_loss_weight="$SOFT_LOSS_WEIGHT"
+           --hard_mlm_loss_weight="$HARD_MLM_LOSS_WEIGHT" $DISTILL_FLAGS)
+  run_stage V "distill the student" "$STUDENT_DIR"
+  if [[ -f "$STUDENT_DIR/eval_results.txt" ]]; then
+    echo "== the student's $STUDENT_DIR/eval_results.txt:"
+    cat "$STUDENT_DIR/eval_results.txt"
+  fi
+fi
+
+echo "run_pipeline.sh: finished (stages $STAGES) in $WORK_DIR"
