@@ -28,6 +28,7 @@ P = max_predictions_per_seq, V = vocab size, K = truncation_factor.
 
 from concurrent import futures
 import os
+import re
 
 from absl import flags
 from absl import logging
@@ -356,8 +357,11 @@ def count_records(path):
 
 
 def _first_line(error):
+  """A TensorFlow error's message as one line, without graph-node noise."""
   text = getattr(error, "message", None) or str(error)
-  return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+  text = re.sub(r"\{\{[^}]*\}\}\s*", "", text)
+  text = re.sub(r"\s*\[Op:[^\]]*\].*", "", text, flags=re.S).strip()
+  return text.splitlines()[0] if text else type(error).__name__
 
 
 # --------------------------------------------------------------- output

@@ -1,7 +1,7 @@
-"""extract_teacher_labels_truncated.py, run as users run it (a subprocess per
-invocation, all launched at once to share the TensorFlow start-up time), and
-checked against an independent NumPy forward pass of the checkpoint the test
-writes in Google's names."""
+"""extract_teacher_labels_truncated.py, run as users run it (one process per
+command line, forked after a single shared TensorFlow import by
+preloaded_runner.py, all at once), checked against an independent NumPy
+forward pass of the checkpoint the test writes in Google's names."""
 import json
 import os
 import subprocess
@@ -37,10 +37,20 @@ def _write_teacher(directory, config, seed, drop=None):
   return config_path, prefix, weights
 
 
-def _launch(args):
-  return subprocess.Popen([sys.executable, SCRIPT] + args,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+def _run_all(invocations, log_dir):
+  """Runs the script once per {name: args}; returns {name: (code, out, err)}."""
+  names = sorted(invocations)
+  jobs = [{"argv": [SCRIPT] + invocations[n],
+           "stdout": os.path.join(log_dir, n + ".out"),
+           "stderr": os.path.join(log_dir, n + ".err")} for n in names]
+  runner = subprocess.run(
+      [sys.executable, os.path.join(os.path.dirname(__file__),
+                                    "preloaded_runner.py")],
+      input=json.dumps(jobs), capture_output=True, text=True, timeout=600,
+      check=True)
+  codes = json.loads(runner.stdout)
+  return {n: (code, open(job["stdout"]).read(), open(job["stderr"]).read())
+          for n, code, job in zip(names, codes, jobs)}
 
 
 @pytest.fixture(scope="module")
@@ -128,11 +138,9 @@ def runs(tmp_path_factory):
     invocations[name] = tiny + [f"{k}={x}" for k, x in defaults.items()] + list(
         overrides)
 
-  processes = {name: _launch(args) for name, args in invocations.items()}
-  results = {}
-  for name, process in processes.items():
-    stdout, stderr = process.communicate(timeout=300)
-    results[name] = (process.returncode, stdout, stderr)
+  log_dir = base / "logs"
+  log_dir.mkdir()
+  results = _run_all(invocations, str(log_dir))
   return {"results": results, "base": base, "err_dir": err_dir,
           "out_dir": out_dir, "a": a, "b": b, "errors": error_cases,
           "tiny_weights": tiny_weights, "wide_weights": wide_weights}
