@@ -1,0 +1,95 @@
+"""run_pipeline.sh: stages II to III-b on a small dump, done markers, failures."""
+import glob
+import os
+import subprocess
+import sys
+
+import tensorflow as tf
+
+from conftest import ROOT, VOCAB_FILE
+from test_extract_wikipedia import EXPECTED_TEXT, write_dump
+
+import records
+
+PIPELINE = os.path.join(ROOT, "run_pipeline.sh")
+
+
+def run_pipeline(work_dir, *flags):
+  env = dict(os.environ,
+             PATH=os.path.dirname(sys.executable) + os.pathsep +
+             os.environ["PATH"])
+  return subprocess.run(
+      ["bash", PIPELINE, f"--work_dir={work_dir}", f"--python={sys.executable}",
+       f"--vocab_file={VOCAB_FILE}", "--split_number=2", "--dupe_factor=2",
+       "--max_seq_length=32", "--max_predictions_per_seq=5",
+       "--num_workers=1", "--processes=1", *flags],
+      capture_output=True, text=True, timeout=240, cwd=ROOT, env=env)
+
+
+def test_stages_two_and_three_run_then_skip_then_refuse_changed_settings(
+    tmp_path):
+  dump = tmp_path / "enwiki-test-pages-articles.xml.bz2"
+  write_dump(dump)
+  work = tmp_path / "work"
+  result = run_pipeline(work, f"--dump={dump}", "--stages=II,III-a,III-b")
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+  assert (work / "wiki.txt").read_text() == EXPECTED_TEXT
+  pieces = sorted(glob.glob(str(work / "text" / "text_*.txt")))
+  assert [os.path.basename(p) for p in pieces] == ["text_0.txt", "text_1.txt"]
+  # The pieces hold the articles, whole and in order.
+  assert "".join(open(p).read().strip() + "\n\n" for p in pieces) == \
+      EXPECTED_TEXT
+  record_files = sorted(glob.glob(str(work / "records" / "*.tfrecord")))
+  assert [os.path.basename(f) for f in record_files] == [
+      "pretraining_data_0.tfrecord", "pretraining_data_1.tfrecord"]
+  spec = records.pretraining_feature_spec(32, 5)
+  num_examples = 0
+  for raw in tf.data.TFRecordDataset(record_files):
+    example = tf.io.parse_single_example(raw, spec)
+    assert example["input_ids"].shape == (32,)
+    num_examples += 1
+  assert num_examples > 0
+  assert sorted(os.listdir(work / "stages")) == [
+      "II.done", "III-a.done", "III-b.done"]
+
+  # A rerun skips every stage and leaves the outputs alone.
+  mtime = os.path.getmtime(record_files[0])
+  result = run_pipeline(work, f"--dump={dump}", "--stages=II,III-a,III-b")
+  assert result.returncode == 0, result.stderr[-2000:]
+  for stage in ("II", "III-a", "III-b"):
+    assert f"stage {stage} " in result.stdout
+  assert result.stdout.count("done before, skipped") == 3
+  assert os.path.getmtime(record_files[0]) == mtime
+
+  # Other settings for a finished stage: stop and say which stage.
+  result = run_pipeline(work, f"--dump={dump}", "--stages=II,III-a,III-b",
+                        "--split_number=3")
+  assert result.returncode != 0
+  assert "stage III-a" in result.stderr and "other settings" in result.stderr
+  assert os.path.getmtime(record_files[0]) == mtime
+
+
+def test_a_failing_stage_is_named_and_leaves_no_marker(tmp_path):
+  work = tmp_path / "work"
+  os.makedirs(work)
+  (work / "wiki.txt").write_text(EXPECTED_TEXT)
+  # max_predictions_per_seq > max_seq_length: stage III-b refuses it.
+  result = run_pipeline(work, "--stages=III-a,III-b",
+                        "--max_predictions_per_seq=64")
+  assert result.returncode != 0
+  assert "stage III-b (pretraining records) FAILED" in result.stderr
+  assert os.path.exists(work / "stages" / "III-a.done")
+  assert not os.path.exists(work / "stages" / "III-b.done")
+
+
+def test_missing_inputs_and_unknown_flags_are_one_line_errors(tmp_path):
+  result = run_pipeline(tmp_path / "w", "--stages=II")
+  assert result.returncode != 0 and "stage II needs --dump" in result.stderr
+  result = run_pipeline(tmp_path / "w", "--stages=V",
+                        f"--student_config={tmp_path}/none.json")
+  assert result.returncode != 0 and "stage V needs" in result.stderr
+  result = run_pipeline(tmp_path / "w", "--no_such_flag=1")
+  assert result.returncode != 0
+  assert "unknown flag --no_such_flag" in result.stderr
+  assert "Traceback" not in result.stderr
