@@ -242,7 +242,8 @@ def check_draws_match():
   for seed in range(3):
     ours, theirs = random.Random(seed), random.Random(seed)
     for n in (1, 2, 3, 7, 8, 100, 30522, 2**40 + 3):
-      if n + rand_below(ours.getrandbits, n + 1) != theirs.randint(n, 2 * n):
+      if (n + rand_below(ours.getrandbits, n) !=
+          theirs.randint(n, 2 * n - 1)):
         return False
       a, b = list(range(n % 300)), list(range(n % 300))
       shuffle(ours.getrandbits, a)
