@@ -42,6 +42,8 @@ flags.DEFINE_integer("calls_per_round", 1, "Forward calls timed per round.")
 flags.DEFINE_integer("gemm_size", 4096, "Side of the square GEMM.")
 flags.DEFINE_list("modes", ["xla", "graph"],
                   "Forward variants: xla (jit_compile=True), graph (tf.function).")
+flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"],
+                  "Model compute dtype (the GEMM reference stays float32).")
 flags.register_validator("modes", lambda v: set(v) <= {"xla", "graph"} and v,
                          "--modes takes xla and/or graph")
 
@@ -92,7 +94,8 @@ def main(argv):
   del argv
   config = modeling.BertConfig(vocab_size=30522, type_vocab_size=2,
                                num_hidden_layers=FLAGS.num_hidden_layers)
-  model = modeling.BertPretrainingModel(config, seed=0)
+  model = modeling.BertPretrainingModel(config, seed=0,
+                                       compute_dtype=FLAGS.compute_dtype)
   rng = np.random.default_rng(0)
   b, s, p = FLAGS.batch_size, FLAGS.seq_length, FLAGS.max_predictions_per_seq
   batch = (tf.constant(rng.integers(1000, 30000, (b, s)), tf.int32),
@@ -102,7 +105,7 @@ def main(argv):
   gemm_flops = 2 * FLAGS.gemm_size**3
   print(f"TF {tf.__version__}, {os.cpu_count()} CPUs, intra-op threads "
         f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}")
-  print(f"model: {config.num_hidden_layers} layers, hidden "
+  print(f"model ({FLAGS.compute_dtype}): {config.num_hidden_layers} layers, hidden "
         f"{config.hidden_size}, batch {b} x seq {s}, MLM at {p} positions: "
         f"{flops / b / 1e9:.2f} GFLOP per sequence")
 
