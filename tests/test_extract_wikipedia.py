@@ -300,3 +300,28 @@ def test_headings_and_empty_lines_are_dropped_inside_an_article():
 def test_sentence_splitting_keeps_abbreviations_and_decimals(paragraph,
                                                              expected):
   assert extract_jsons.split_sentences(paragraph) == expected
+
+
+@pytest.mark.parametrize("paragraph", [
+    "The mill closed in 1903. Its pond was drained. A school stands there.",
+    "He left (see the end. The next) for home. She stayed.",
+    "They sold nuts, etc. The shop closed. It was approx. Ten men came.",
+    'He said "go home. Now" and left. It ended. Then what? Nothing!',
+    "Mr. Smith arrived at 5 p.m. The bus left. In the U.S. Army he served.",
+    "The rate was 3.5 percent. Dr. Lee agreed, e.g. in 1990. Prof. Kay did not.",
+    "1. The first item. 2. The second item. 3. The last.",
+    "It has (i) one part. (ii) Another part follows. The end.",
+    "See the option --verbose. It prints more. The end.",
+    "Born in St. Louis, he moved to Washington, D.C. He died there.",
+    "It was the end\u2026 The next began. \u201cGo. Now,\u201d he said. She went.",
+])
+def test_fast_splitting_equals_pysbd_on_the_whole_paragraph(paragraph):
+  assert extract_jsons.split_sentences(paragraph) == \
+      extract_jsons.pysbd_sentences(paragraph)
+
+
+def test_sure_breaks_skip_abbreviations_brackets_and_quotes():
+  _, abbreviations = extract_jsons._pysbd()  # pylint: disable=protected-access
+  text = "Alpha beta. Gamma etc. Delta (eta. Theta) iota. Kappa"
+  breaks = extract_jsons.sure_breaks(text, abbreviations)
+  assert [text[b:b + 5] for b in breaks] == ["Gamma", "Kappa"]
