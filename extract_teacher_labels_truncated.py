@@ -247,11 +247,9 @@ class TeacherLabeler:
     def replica_slice(context):
       replica = context.replica_id_in_sync_group
       start = replica * per_replica
-      with tf.device(devices[replica]):  # XLA runs where its inputs are
+      with tf.device(devices[replica]):  # each replica's rows on its device
         return tuple(tf.identity(t[start:start + per_replica]) for t in inputs)
 
-    # Eager strategy.run: each replica calls the compiled step on its own
-    # device (an enclosing tf.function would make XLA reach across devices).
     outputs = self._strategy.run(
         self._replica_step,
         args=self._strategy.experimental_distribute_values_from_function(
@@ -266,23 +264,16 @@ class TeacherLabeler:
 # ---------------------------------------------------------------- input
 
 
-def read_windows(path, feature_spec, window_size, vocab_size):
+def read_windows(path, feature_spec, window_size):
   """A tf.data pipeline over one file: parsed windows of examples, in order.
 
   Yields {name: [w, ...] tensor} with w = window_size (fewer at the end),
-  parsed in parallel and prefetched while the teacher runs. Input ids outside
-  the teacher's vocabulary fail here, naming the bound.
+  parsed in parallel and prefetched while the teacher runs.
   """
 
   @tf.autograph.experimental.do_not_convert
   def parse(serialized):  # [w] strings
-    features = tf.io.parse_example(serialized, feature_spec)
-    ids = features[records.INPUT_IDS]
-    check = tf.debugging.assert_less(
-        ids, tf.constant(vocab_size, ids.dtype),
-        message=f"input_ids outside the teacher's vocab_size {vocab_size}")
-    with tf.control_dependencies([check]):
-      return {name: tf.identity(t) for name, t in features.items()}
+    return tf.io.parse_example(serialized, feature_spec)
 
   dataset = tf.data.TFRecordDataset(path, buffer_size=16 << 20)
   dataset = dataset.batch(window_size)
@@ -360,6 +351,7 @@ def _first_line(error):
   """A TensorFlow error's message as one line, without graph-node noise."""
   text = getattr(error, "message", None) or str(error)
   text = re.sub(r"\{\{[^}]*\}\}\s*", "", text)
+  text = re.sub(r"^Error in user-defined function.*?Iterator::\S+: ", "", text)
   text = re.sub(r"\s*\[Op:[^\]]*\].*", "", text, flags=re.S).strip()
   return text.splitlines()[0] if text else type(error).__name__
 
@@ -469,6 +461,9 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
   encoder = ExampleEncoder(records.PRETRAINING_FEATURES + label_names)
   window_size = batch_size * (sort_batches if truncation_factor else 1)
   total = sum(count_records(path) for path in input_files)
+  for stale in tf.io.gfile.glob(output_path + ".tmp-*"):
+    logging.info("Removing %s, left by an interrupted run", stale)
+    tf.io.gfile.remove(stale)
   progress = cli.Progress(f"teacher labels -> {output_path}", total=total,
                           unit="records", interval=progress_interval)
 
@@ -483,7 +478,8 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
        futures.ThreadPoolExecutor(max_workers=1) as pool:
     pending = None
     for path in input_files:
-      windows = iter(read_windows(path, feature_spec, window_size, vocab_size))
+      windows = iter(read_windows(path, feature_spec, window_size))
+      first_record = 0
       while True:
         try:
           features = {name: t.numpy() for name, t in next(windows).items()}
@@ -493,6 +489,8 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
           raise cli.StageError(
               f"{path}: bad record ({_first_line(e)}); check "
               f"--max_seq_length and --max_predictions_per_seq") from None
+        check_ids(path, first_record, features[records.INPUT_IDS], vocab_size)
+        first_record += len(features[records.INPUT_IDS])
         labels = label_window(labeler, features, batch_size, length_multiple)
         if pending is not None:
           pending.result()
@@ -504,6 +502,19 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
       pending.result()
   progress.log(final=True)
   return progress.done
+
+
+def check_ids(path, first_record, input_ids, vocab_size):
+  """Raises StageError unless every id of a window is in the vocabulary (on
+  a GPU an id beyond the embedding table would silently read zeros)."""
+  bad = np.flatnonzero((input_ids.max(axis=1) >= vocab_size) |
+                       (input_ids.min(axis=1) < 0))
+  if bad.size:
+    row = input_ids[bad[0]]
+    raise cli.StageError(
+        f"{path}: record {first_record + bad[0]} has input_ids from "
+        f"{row.min()} to {row.max()}, outside the teacher's vocab_size "
+        f"{vocab_size}; were the records made with the teacher's vocab?")
 
 
 def _log_first_example(features, labels):

@@ -86,6 +86,10 @@ def runs(tmp_path_factory):
                     ref.random_pretraining_examples(2, L + 8, P, v))
   ref.write_records(base / "few_preds.tfrecord",
                     ref.random_pretraining_examples(2, L, P - 1, v))
+  ref.write_records(base / "later_bad.tfrecord",
+                    a[:3] + ref.random_pretraining_examples(1, L + 8, P, v))
+  ref.write_records(base / "big_ids.tfrecord",
+                    ref.random_pretraining_examples(2, L, P, v + 50, seed=5))
   good = open(base / "a.tfrecord", "rb").read()
   (base / "corrupt.tfrecord").write_bytes(good[:len(good) // 2] + b"\x07" * 40)
   err_dir = base / "errors"
@@ -126,6 +130,10 @@ def runs(tmp_path_factory):
       "predictions": ("--max_predictions_per_seq=4",
                       [f"--input_file={base}/few_preds.tfrecord"]),
       "corrupt": ("corrupt.tfrecord", [f"--input_file={base}/corrupt.tfrecord"]),
+      "later_record": ("later_bad.tfrecord: bad record",
+                       [f"--input_file={base}/later_bad.tfrecord"]),
+      "ids_outside_vocab": ("vocab_size 99",
+                            [f"--input_file={base}/big_ids.tfrecord"]),
       "k_too_large": ("--truncation_factor 100", ["--truncation_factor=100"]),
       "vocab_size": ("98 tokens", [f"--vocab_file={short_vocab}"]),
   }
@@ -262,7 +270,8 @@ def test_output_dir_takes_its_shard_and_skips_complete_outputs(runs):
 
 @pytest.mark.parametrize("case", ["no_input", "no_checkpoint",
                                   "missing_variable", "seq_length",
-                                  "predictions", "corrupt", "k_too_large",
+                                  "predictions", "corrupt", "later_record",
+                                  "ids_outside_vocab", "k_too_large",
                                   "vocab_size"])
 def test_bad_input_one_line_error_and_no_output(runs, case):
   returncode, _, stderr = runs["results"][case]
