@@ -24,7 +24,7 @@ Shapes: B = batch size (per replica), L = max_seq_length,
 P = max_predictions_per_seq, k = truncation_factor, V = vocab_size.
 """
 
-import json
+import dataclasses
 import math
 import os
 import time
@@ -112,8 +112,8 @@ flags.DEFINE_enum("precision", "float32",
                   "Compute dtype of the student; variables, the loss and the "
                   "optimizer stay float32.")
 flags.DEFINE_enum("use_xla", "auto", ["auto", "true", "false"],
-                  "XLA-compile the forward and backward pass. auto: on, "
-                  "where it measured faster (CPU and GPU alike).")
+                  "XLA-compile the forward and backward pass. auto: on with "
+                  "GPUs or a TPU, off on CPUs (where it measured slower).")
 flags.DEFINE_integer("seed", 12345,
                      "Seed of the student's initialisation and the data "
                      "order; the same seed gives the same run.")
@@ -507,30 +507,68 @@ def model_outputs(model, features, training):
   return outputs["masked_lm_logits"], outputs["next_sentence_logits"]
 
 
+class DynamicLossScale:
+  """The loss scale of float16 training.
+
+  The loss is multiplied by `scale` before the backward pass and the
+  gradients divided by it after. A step whose gradients overflow (on any
+  replica) applies zero gradients instead and halves the scale; after
+  `period` clean steps the scale doubles.
+  """
+
+  def __init__(self, initial=2.0**15, period=2000):
+    on_first = tf.VariableAggregation.ONLY_FIRST_REPLICA
+    self.scale = tf.Variable(initial, trainable=False, aggregation=on_first)
+    self.clean_steps = tf.Variable(0, trainable=False, aggregation=on_first)
+    self.period = period
+
+  def unscale(self, grads):
+    """Divides [gradients] by the scale; zeros them all if any overflowed.
+
+    Call in replica context: the overflow check is summed over replicas.
+    """
+    grads = [tf.convert_to_tensor(g) / self.scale for g in grads]
+    overflows = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g),
+                                                tf.float32)) for g in grads])
+    overflows = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, overflows)
+    clean = overflows == 0
+    grow = clean & (self.clean_steps + 1 >= self.period)
+    self.scale.assign(tf.where(clean, tf.where(grow, 2.0, 1.0), 0.5) *
+                      self.scale)
+    self.clean_steps.assign(tf.where(clean & ~grow, self.clean_steps + 1, 0))
+    return [tf.where(clean, g, tf.zeros_like(g)) for g in grads]
+
+
 def make_train_loop(strategy, model, optimizer, global_batch_size,
-                    loss_options, use_xla):
+                    loss_options, use_xla, loss_scale=None):
   """Returns train_loop(iterator, num_steps) -> (steps_run, mean terms).
 
   One call runs up to num_steps training steps inside a single tf.function,
   and stops early after a step whose loss is not finite (steps_run then
   counts that step, and its terms are returned instead of the means).
   loss_options: keyword arguments of compute_losses (weights, temperature).
+  loss_scale: a DynamicLossScale for float16, else None.
   """
   variables = model.variables_by_name()
   names = sorted(variables)
   var_list = [variables[name] for name in names]
 
-  # The model and the loss are plain Python over tensors: AutoGraph need not
-  # convert them (converting costs seconds of start-up).
-  @tf.function(jit_compile=use_xla, autograph=False)
-  def loss_and_gradients(features, weight_total):
+  def loss_and_gradients(features, weight_total, scale):
     with tf.GradientTape() as tape:
       mlm_logits, nsp_logits = model_outputs(model, features, training=True)
       losses = compute_losses(mlm_logits, nsp_logits, features,
                               weight_total=weight_total,
                               example_total=float(global_batch_size),
                               **loss_options)
-    return losses, tape.gradient(losses["loss"], var_list)
+      scaled_loss = losses["loss"] * scale
+    return losses, tape.gradient(scaled_loss, var_list)
+
+  if use_xla:
+    # The model and the loss are plain Python over tensors: AutoGraph need
+    # not convert them (converting costs seconds of start-up).
+    loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True,
+                                     autograph=False)
 
   @tf.autograph.experimental.do_not_convert
   def replica_step(features):
@@ -540,7 +578,10 @@ def make_train_loop(strategy, model, optimizer, global_batch_size,
     weight_total = context.all_reduce(
         tf.distribute.ReduceOp.SUM,
         tf.reduce_sum(features[records.MASKED_LM_WEIGHTS])) + _WEIGHT_EPSILON
-    losses, grads = loss_and_gradients(features, weight_total)
+    scale = loss_scale.scale if loss_scale else tf.constant(1.0)
+    losses, grads = loss_and_gradients(features, weight_total, scale)
+    if loss_scale:
+      grads = loss_scale.unscale(grads)
     global_norm = optimizer.apply_gradients(dict(zip(names, grads)))
     return losses, global_norm
 
@@ -658,45 +699,57 @@ def write_scalars(writer, group, values, step):
   writer.flush()
 
 
-def train(strategy, model, optimizer, schedule, dataset, start_step, options):
-  """Runs the training loop from start_step to options["num_train_steps"].
+@dataclasses.dataclass
+class TrainSettings:
+  """What the training loop needs from the flags."""
+  num_train_steps: int
+  iterations_per_loop: int
+  save_checkpoints_steps: int
+  keep_checkpoint_max: int
+  global_batch_size: int
+  output_dir: str
+  chief: bool
+  loss_options: dict
+  use_xla: bool
+  loss_scale: "DynamicLossScale | None" = None
 
-  options: num_train_steps, iterations_per_loop, save_checkpoints_steps,
-  keep_checkpoint_max, train_batch_size, output_dir, chief, loss_options,
-  use_xla.
+
+def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
+  """Trains from start_step to settings.num_train_steps; returns the step.
+
+  Checkpoints every save_checkpoints_steps and at the end (chief only); a
+  log line and summaries after every loop call.
 
   Raises:
     cli.StageError: the loss became NaN or infinite (names the step; the
       newest checkpoint is the last good one).
   """
-  chief = options["chief"]
   train_loop = make_train_loop(strategy, model, optimizer,
-                               options["train_batch_size"],
-                               options["loss_options"], options["use_xla"])
-  writer = (tf.summary.create_file_writer(options["output_dir"]) if chief
-            else tf.summary.create_noop_writer())
+                               settings.global_batch_size,
+                               settings.loss_options, settings.use_xla,
+                               settings.loss_scale)
+  writer = (tf.summary.create_file_writer(settings.output_dir)
+            if settings.chief else tf.summary.create_noop_writer())
   iterator = iter(dataset)
-  total = options["num_train_steps"]
-  every = options["save_checkpoints_steps"]
+  total, every = settings.num_train_steps, settings.save_checkpoints_steps
   step = start_step
   loop_start = time.monotonic()
   while step < total:
     next_save = min((step // every + 1) * every, total)
-    num_steps = min(options["iterations_per_loop"], next_save - step)
+    num_steps = min(settings.iterations_per_loop, next_save - step)
     started = time.monotonic()
     steps_run, terms = train_loop(iterator, tf.constant(num_steps))
-    steps_run = int(steps_run)
     terms = {name: float(value) for name, value in terms.items()}
-    step += steps_run
+    step += int(steps_run)
     if not math.isfinite(terms["loss"]):
-      last_good = modeling.latest_checkpoint(options["output_dir"])
+      last_good = modeling.latest_checkpoint(settings.output_dir)
       raise cli.StageError(
           f"the loss became {terms['loss']} at step {step}; stopped, the "
           f"newest checkpoint ({last_good or 'none'}) is the last good one; "
           f"check the records or lower --learning_rate")
     now = time.monotonic()
-    examples_per_second = steps_run * options["train_batch_size"] / (
-        now - started)
+    examples_per_second = (int(steps_run) * settings.global_batch_size /
+                           (now - started))
     learning_rate = float(schedule(step))
     left = (total - step) * (now - loop_start) / (step - start_step)
     logging.info(
@@ -708,9 +761,8 @@ def train(strategy, model, optimizer, schedule, dataset, start_step, options):
     write_scalars(writer, "train", {
         **terms, "learning_rate": learning_rate,
         "examples_per_second": examples_per_second}, step)
-    if chief and (step % every == 0 or step == total):
-      save(model, optimizer, options["output_dir"],
-           options["keep_checkpoint_max"])
+    if settings.chief and (step % every == 0 or step == total):
+      save(model, optimizer, settings.output_dir, settings.keep_checkpoint_max)
   return step
 
 
@@ -782,82 +834,121 @@ def parse_layer_map(layer_map, config):
   return layers
 
 
-def resolve_xla(setting):
-  """--use_xla as a bool."""
-  return setting != "false"
+def find_input_files(input_file, eval_input_file, do_eval):
+  """(training files, evaluation files) from the flags' globs."""
+  train_files = cli.expand_input_files(input_file)
+  if not do_eval:
+    return train_files, []
+  if eval_input_file:
+    return train_files, cli.expand_input_files(eval_input_file,
+                                               "--eval_input_file")
+  logging.warning("No --eval_input_file: evaluating on the training files "
+                  "(as the original did); the metrics are not held-out")
+  return train_files, train_files
+
+
+def check_inputs(train_files, eval_files, config, max_seq_length,
+                 max_predictions_per_seq, truncation_factor, soft_loss_weight):
+  """Checks the first record of every input file; returns the parse spec.
+
+  Records are read with teacher labels when the soft loss needs them or the
+  records hold them (then evaluation reports teacher_top1_agreement).
+  """
+  try:
+    with_teacher_labels = soft_loss_weight > 0 or records_have_teacher_labels(
+        train_files[0], truncation_factor)
+  except ValueError as e:
+    raise cli.StageError(str(e)) from None
+  spec = feature_spec(max_seq_length, max_predictions_per_seq,
+                      truncation_factor, config.vocab_size,
+                      with_teacher_labels)
+  for files in {tuple(train_files), tuple(eval_files)}:
+    check_input_files(files, spec, max_predictions_per_seq, config.vocab_size)
+  return spec
+
+
+def check_batch_sizes(replicas, **batch_sizes):
+  """Each global batch size must split evenly across the replicas."""
+  for flag, size in batch_sizes.items():
+    if size % replicas:
+      raise cli.StageError(f"--{flag} {size} does not split evenly across "
+                           f"{replicas} replicas")
+
+
+def use_xla(setting):
+  """--use_xla as a bool: auto is on for GPUs and TPUs, off on CPUs (where
+  bench/bench_distill.py measured XLA slower)."""
+  if setting == "auto":
+    return bool(tf.config.list_logical_devices("GPU") or
+                tf.config.list_logical_devices("TPU"))
+  return setting == "true"
+
+
+def build_student(strategy, config, precision, seed, schedule):
+  """The student model, its optimizer and (float16) loss scale, built under
+  the strategy's scope."""
+  compute_dtype = {"float32": tf.float32, "mixed_float16": tf.float16,
+                   "mixed_bfloat16": tf.bfloat16}[precision]
+  with strategy.scope():
+    model = modeling.BertPretrainingModel(config, compute_dtype=compute_dtype,
+                                          seed=seed)
+    optimizer = optimization.AdamWeightDecay(learning_rate=schedule)
+    optimizer.build(model.variables_by_name())
+    loss_scale = DynamicLossScale() if precision == "mixed_float16" else None
+  return model, optimizer, loss_scale
 
 
 def main(_):
   config = read_config(FLAGS.bert_config_file, FLAGS.max_seq_length)
   layer_map = parse_layer_map(FLAGS.init_layer_map, config)
-  train_files = cli.expand_input_files(FLAGS.input_file)
-  eval_files = train_files
-  if FLAGS.do_eval:
-    if FLAGS.eval_input_file:
-      eval_files = cli.expand_input_files(FLAGS.eval_input_file,
-                                          "--eval_input_file")
-    else:
-      logging.warning("No --eval_input_file: evaluating on the training files "
-                      "(as the original did); the metrics are not held-out")
-
+  train_files, eval_files = find_input_files(
+      FLAGS.input_file, FLAGS.eval_input_file, FLAGS.do_eval)
   strategy = create_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
-  with_teacher_labels = FLAGS.soft_loss_weight > 0 or (
-      records_have_teacher_labels(train_files[0], FLAGS.truncation_factor))
-  spec = feature_spec(FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
-                      FLAGS.truncation_factor, config.vocab_size,
-                      with_teacher_labels)
-  for files in {tuple(train_files), tuple(eval_files)}:
-    check_input_files(files, spec, FLAGS.max_predictions_per_seq,
-                      config.vocab_size)
-  replicas = strategy.num_replicas_in_sync
-  for flag in ("train_batch_size", "eval_batch_size"):
-    if getattr(FLAGS, flag) % replicas:
-      raise cli.StageError(f"--{flag} {getattr(FLAGS, flag)} does not split "
-                           f"evenly across {replicas} replicas")
+  spec = check_inputs(train_files, eval_files, config, FLAGS.max_seq_length,
+                      FLAGS.max_predictions_per_seq, FLAGS.truncation_factor,
+                      FLAGS.soft_loss_weight)
+  check_batch_sizes(strategy.num_replicas_in_sync,
+                    train_batch_size=FLAGS.train_batch_size,
+                    eval_batch_size=FLAGS.eval_batch_size)
   chief = is_chief(strategy)
-  if chief:
-    tf.io.gfile.makedirs(FLAGS.output_dir)
   logging.info("%s with %d replica(s), global batch %d, precision %s",
-               type(strategy).__name__, replicas, FLAGS.train_batch_size,
-               FLAGS.precision)
+               type(strategy).__name__, strategy.num_replicas_in_sync,
+               FLAGS.train_batch_size, FLAGS.precision)
 
-  tf.random.set_seed(FLAGS.seed)
-  compute_dtype = {"float32": tf.float32, "mixed_float16": tf.float16,
-                   "mixed_bfloat16": tf.bfloat16}[FLAGS.precision]
+  tf.random.set_seed(FLAGS.seed)  # dropout
   schedule = optimization.LinearWarmupLinearDecay(
       FLAGS.learning_rate, FLAGS.num_train_steps, FLAGS.num_warmup_steps)
-  with strategy.scope():
-    model = modeling.BertPretrainingModel(config, compute_dtype=compute_dtype,
-                                          seed=FLAGS.seed)
-    optimizer = optimization.AdamWeightDecay(learning_rate=schedule)
-    optimizer.build(model.variables_by_name())
+  model, optimizer, loss_scale = build_student(strategy, config,
+                                               FLAGS.precision, FLAGS.seed,
+                                               schedule)
   step = restore_or_initialize(model, optimizer, FLAGS.output_dir,
                                FLAGS.init_checkpoint, layer_map)
   if chief and not step:
+    tf.io.gfile.makedirs(FLAGS.output_dir)
     config.to_json_file(os.path.join(FLAGS.output_dir, "bert_config.json"))
 
   loss_options = {"temperature": FLAGS.temperature,
                   "soft_loss_weight": FLAGS.soft_loss_weight,
                   "hard_mlm_loss_weight": FLAGS.hard_mlm_loss_weight}
-  if FLAGS.do_train:
-    if step >= FLAGS.num_train_steps:
-      logging.info("Already trained: %s is at step %d of --num_train_steps "
-                   "%d; nothing to train", FLAGS.output_dir, step,
-                   FLAGS.num_train_steps)
-    else:
-      dataset = distributed_dataset(
-          strategy, train_files, spec, FLAGS.train_batch_size,
-          FLAGS.max_predictions_per_seq, is_training=True, seed=FLAGS.seed,
-          steps_done=step)
-      step = train(strategy, model, optimizer, schedule, dataset, step, {
-          "num_train_steps": FLAGS.num_train_steps,
-          "iterations_per_loop": FLAGS.iterations_per_loop,
-          "save_checkpoints_steps": FLAGS.save_checkpoints_steps,
-          "keep_checkpoint_max": FLAGS.keep_checkpoint_max,
-          "train_batch_size": FLAGS.train_batch_size,
-          "output_dir": FLAGS.output_dir, "chief": chief,
-          "loss_options": loss_options,
-          "use_xla": resolve_xla(FLAGS.use_xla)})
+  if FLAGS.do_train and step >= FLAGS.num_train_steps:
+    logging.info("Already trained: %s is at step %d of --num_train_steps %d; "
+                 "nothing to train", FLAGS.output_dir, step,
+                 FLAGS.num_train_steps)
+  elif FLAGS.do_train:
+    dataset = distributed_dataset(
+        strategy, train_files, spec, FLAGS.train_batch_size,
+        FLAGS.max_predictions_per_seq, is_training=True, seed=FLAGS.seed,
+        steps_done=step)
+    step = train(strategy, model, optimizer, schedule, dataset, step,
+                 TrainSettings(
+                     num_train_steps=FLAGS.num_train_steps,
+                     iterations_per_loop=FLAGS.iterations_per_loop,
+                     save_checkpoints_steps=FLAGS.save_checkpoints_steps,
+                     keep_checkpoint_max=FLAGS.keep_checkpoint_max,
+                     global_batch_size=FLAGS.train_batch_size,
+                     output_dir=FLAGS.output_dir, chief=chief,
+                     loss_options=loss_options,
+                     use_xla=use_xla(FLAGS.use_xla), loss_scale=loss_scale))
 
   if FLAGS.do_eval:
     if evaluated_step(FLAGS.output_dir) == step:

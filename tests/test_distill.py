@@ -273,6 +273,44 @@ def test_workers_together_see_the_batches_of_one_worker(tmp_path):
   np.testing.assert_array_equal(input_ids(4, 1, 0, skip=8)[0], one[2])
 
 
+def test_float16_loss_scale_skips_overflowing_steps_and_adapts():
+  strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+  with strategy.scope():
+    loss_scale = distill.DynamicLossScale(initial=8.0, period=2)
+  finite = [tf.constant([4.0, 8.0]), tf.constant(16.0)]
+  overflow = [tf.constant([np.inf, 8.0]), tf.constant(16.0)]
+  grads = strategy.run(loss_scale.unscale, args=(finite,))
+  np.testing.assert_array_equal(grads[0], [0.5, 1.0])
+  assert float(loss_scale.scale) == 8.0
+  strategy.run(loss_scale.unscale, args=(finite,))
+  assert float(loss_scale.scale) == 16.0  # doubled after `period` clean steps
+  grads = strategy.run(loss_scale.unscale, args=(overflow,))
+  assert float(loss_scale.scale) == 8.0
+  assert not np.any(grads[0]) and not np.any(grads[1])
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_training_steps_learn(tmp_path, precision):
+  path = write_records(tmp_path / "r.tfrecord", 8, seed=5)
+  config = modeling.BertConfig.from_dict(CONFIG)
+  strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+  schedule = lambda step: 1e-3
+  model, optimizer, loss_scale = distill.build_student(
+      strategy, config, precision, 1, schedule)
+  spec = records.teacher_label_feature_spec(SEQ, P, K)
+  iterator = iter(distill.distributed_dataset(strategy, [path], spec, 8, P,
+                                              is_training=True, seed=1))
+  loop = distill.make_train_loop(
+      strategy, model, optimizer, 8, {"temperature": 1.0,
+                                      "soft_loss_weight": 1.0,
+                                      "hard_mlm_loss_weight": 0.0},
+      use_xla=False, loss_scale=loss_scale)
+  first = float(loop(iterator, tf.constant(1))[1]["loss"])
+  steps, terms = loop(iterator, tf.constant(20))  # the same 8 examples
+  assert int(steps) == 20 and float(terms["loss"]) < first
+  assert (loss_scale is not None) == (precision == "mixed_float16")
+
+
 # ---------------------------------------------------------------------------
 # Runs of the script. The slow runs start together (2 cores: tracing is
 # single-threaded), each test then checks its own.
