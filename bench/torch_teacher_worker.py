@@ -6,7 +6,7 @@ Runs in .venv-bench (torch + transformers, no TensorFlow):
   .venv-bench/bin/python bench/torch_teacher_worker.py WEIGHTS.npz INPUTS.npz \
       CONFIG.json BATCH_SIZE K THREADS
 then reads commands, one a line, and answers each with one JSON line:
-  run     -> {"sequences": n, "seconds": t}      (one pass over the inputs)
+  run     -> {"sequences": n, "seconds": t, "cpu_seconds": c}  (one pass)
   labels  -> {"probs": [...], "ids": [...]}      (the first batch's top-k)
   quit    -> {"peak_rss_mb": m}
 
@@ -107,11 +107,12 @@ def main():
   for line in sys.stdin:
     command = line.strip()
     if command == "run":
-      start = time.perf_counter()
+      start, cpu = time.perf_counter(), time.process_time()
       for begin in range(0, count, batch_size):
         top_k_labels(model, *[t[begin:begin + batch_size] for t in tensors], k)
       print(json.dumps({"sequences": count,
-                        "seconds": time.perf_counter() - start}), flush=True)
+                        "seconds": time.perf_counter() - start,
+                        "cpu_seconds": time.process_time() - cpu}), flush=True)
     elif command == "labels":
       top = top_k_labels(model, *[t[:batch_size] for t in tensors], k)
       print(json.dumps({"probs": top.values.tolist(),
