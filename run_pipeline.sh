@@ -36,7 +36,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SETTINGS=(
   "python|python|Python interpreter with requirements.txt installed"
   "work_dir|pipeline_output|Folder of every output and of the stage markers"
-  "stages|II,III-a,III-b,T,IV,V|Stages to run, comma-separated, in this order"
+  "stages|II,III-a,III-b,T,IV,V|Stages to run, comma-separated (always in the order II, III-a, III-b, T, IV, V)"
   "dump||II: the Wikipedia dump (*-pages-articles*.xml.bz2)"
   "extract_dir|\$WORK_DIR/extracted|II: WikiExtractor's output folder"
   "text_file|\$WORK_DIR/wiki.txt|II: the text file (give an existing one and stages: III-a,... to start from text)"

@@ -13,7 +13,8 @@
 #    skips the first pass over the dump.
 #    The output appears under OUT_FOLDER only when WikiExtractor succeeded; an
 #    existing OUT_FOLDER is taken as done and not extracted again.
-# 2. With TEXT_FILE: runs extract_jsons.py on OUT_FOLDER to write TEXT_FILE.
+# 2. With TEXT_FILE: runs extract_jsons.py on OUT_FOLDER to write TEXT_FILE,
+#    with PROCESSES workers.
 #
 # Environment: PYTHON (default python), PROCESSES (default: all cores),
 # BYTES (WikiExtractor's size of one output file before compression, default
@@ -66,5 +67,6 @@ else
 fi
 
 if [[ -n "$TEXT_FILE" ]]; then
-  "$PYTHON" "$HERE/extract_jsons.py" --folder "$OUT" --write_file "$TEXT_FILE"
+  "$PYTHON" "$HERE/extract_jsons.py" --folder "$OUT" --write_file "$TEXT_FILE" \
+      --num_workers "$PROCESSES"
 fi
