@@ -84,9 +84,10 @@ flags.DEFINE_integer("save_checkpoints_steps", 1000,
                      "end).")
 flags.DEFINE_integer("keep_checkpoint_max", 5,
                      "How many of the newest checkpoints to keep.")
-flags.DEFINE_integer("iterations_per_loop", 1000,
+flags.DEFINE_integer("iterations_per_loop", 100,
                      "Steps run inside one tf.function call; a log line and "
-                     "the summaries follow each call.")
+                     "the summaries follow each call (the original's TPU "
+                     "default was 1000; on a CPU take ~10).")
 flags.DEFINE_integer("max_eval_steps", 100, "Maximum evaluation batches.")
 flags.DEFINE_float("temperature", 1.0,
                    "Distillation temperature T: teacher probabilities become "
@@ -477,6 +478,20 @@ def is_chief(strategy):
       not has_chief)
 
 
+def check_workers_agree(strategy, step, output_dir):
+  """Raises cli.StageError unless every worker starts from the same step
+  (they disagree when --output_dir is not one directory all workers see)."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return
+  gather = tf.function(lambda: strategy.gather(
+      strategy.run(lambda: tf.constant([step], tf.int64)), axis=0))
+  steps = gather().numpy()
+  if steps.min() != steps.max():
+    raise cli.StageError(
+        f"the workers start from different steps ({sorted(set(steps))}): "
+        f"--output_dir {output_dir} must be one directory every worker sees")
+
+
 def distributed_dataset(strategy, files, spec, global_batch_size,
                         max_predictions_per_seq, is_training, seed,
                         steps_done=0):
@@ -488,6 +503,10 @@ def distributed_dataset(strategy, files, spec, global_batch_size,
   def dataset_fn(context):
     batch_size = context.get_per_replica_batch_size(global_batch_size)
     skip = steps_done * global_batch_size // context.num_input_pipelines
+    if skip:
+      logging.info("Input pipeline %d: skipping the %d examples it fed the "
+                   "first %d steps", context.input_pipeline_id, skip,
+                   steps_done)
     return make_dataset(
         files, spec, batch_size, max_predictions_per_seq,
         is_training=is_training, seed=seed,
@@ -677,10 +696,8 @@ def save(model, optimizer, output_dir, keep):
   step = int(optimizer.global_step.numpy())
   variables = {**model.variables_by_name(),
                **optimizer.slot_variables_by_name()}
-  prefix = modeling.save_checkpoint(variables, output_dir, step,
-                                    max_to_keep=keep)
-  logging.info("Saved %s", prefix)
-  return prefix
+  return modeling.save_checkpoint(variables, output_dir, step,
+                                  max_to_keep=keep)
 
 
 def write_scalars(writer, group, values, step):
@@ -923,6 +940,7 @@ def main(_):
                                                schedule)
   step = restore_or_initialize(model, optimizer, FLAGS.output_dir,
                                FLAGS.init_checkpoint, layer_map)
+  check_workers_agree(strategy, step, FLAGS.output_dir)
   if chief and not step:
     tf.io.gfile.makedirs(FLAGS.output_dir)
     config.to_json_file(os.path.join(FLAGS.output_dir, "bert_config.json"))
