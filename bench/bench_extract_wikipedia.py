@@ -104,8 +104,9 @@ def main(argv):
     best = {w: max(r) for w, r in rates.items()}
     print(f"best: 1 worker {best[1]:.3f} MB/s, 2 workers {best[2]:.3f} MB/s, "
           f"ratio {best[2] / best[1]:.2f}x")
-    print(f"peak RSS: main {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB, "
-          f"largest child {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB")
+    main_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"peak RSS: main {main_mb:.0f} MB, largest child {child_mb:.0f} MB")
   finally:
     shutil.rmtree(work)
 

@@ -98,10 +98,10 @@ def _pysbd():
   global _segmenter, _abbreviations
   if _segmenter is None:
     import pysbd  # pylint: disable=g-import-not-at-top
-    from pysbd.lang.english import English  # pylint: disable=g-import-not-at-top
+    from pysbd.lang import english  # pylint: disable=g-import-not-at-top
     _segmenter = pysbd.Segmenter(language="en", clean=False)
-    _abbreviations = frozenset(a.lower() for a in
-                               English.Abbreviation.ABBREVIATIONS)
+    _abbreviations = frozenset(
+        a.lower() for a in english.English.Abbreviation.ABBREVIATIONS)
   return _segmenter, _abbreviations
 
 
@@ -118,7 +118,8 @@ def sure_breaks(paragraph, abbreviations):
       continue
     if (before.count("(") != before.count(")") or
         before.count("[") != before.count("]") or
-        before.count('"') % 2 or before.count("\u201c") != before.count("\u201d")):
+        before.count('"') % 2 or
+        before.count("\u201c") != before.count("\u201d")):
       continue
     breaks.append(match.end())
   return breaks
@@ -245,7 +246,7 @@ def convert_file(path):
 
 
 def find_wiki_files(folder):
-  """Every wiki_* file under folder, sorted by path (AA/wiki_00 < AB/wiki_00)."""
+  """Every wiki_* file under folder, sorted by path: AA/wiki_00 < AB/wiki_00."""
   if not os.path.isdir(folder):
     raise cli.StageError(f"--folder {folder} is not a directory: give "
                          "WikiExtractor's output folder (its -o)")

@@ -119,6 +119,13 @@ ALBUM_WORDS_A = ["Northern", "Quiet", "Silver", "Long", "Winter", "Open",
                  "Distant", "Paper", "Hollow", "Bright", "Lower", "Salt"]
 ALBUM_WORDS_B = ["Roads", "Rooms", "Tides", "Fields", "Hours", "Lights",
                  "Rivers", "Windows", "Summers", "Harbours", "Stations"]
+POSITIONS = ["goalkeeper", "defender", "midfielder", "forward"]
+MINISTRIES = ["transport", "education", "health", "finance"]
+BIRTH_ORDER = ["eldest", "second", "youngest"]
+PARENT_JOBS = ["farmer", "teacher", "baker", "ship pilot", "doctor"]
+GROUP_KINDS = ["Band", "Quartet", "Singers", "Collective"]
+SONG_WORDS_A = ["Harbour", "Evening", "Glass", "Paper", "Cold"]
+SONG_WORDS_B = ["Song", "Light", "Road", "Bell", "Wind"]
 MONTHS = ["January", "February", "March", "April", "May", "June", "July",
           "August", "September", "October", "November", "December"]
 
@@ -220,8 +227,8 @@ def settlement(w):
       f"new trade, and the population doubled within thirty years.",
       f"In the nineteenth century the {industry} industry expanded, and rows "
       f"of workers' cottages were built along the river.",
-      f"Dr. {w.person().split()[1]}, the local physician, founded a school and a "
-      f"reading room in {w.rng.randint(1850, 1910)}.",
+      f"Dr. {w.person().split()[1]}, the local physician, founded a school "
+      f"and a reading room in {w.rng.randint(1850, 1910)}.",
   ])
   geography = w.pick([
       f"The parish covers {area} square kilometres of farmland and woodland.",
@@ -401,13 +408,13 @@ def biography(w):
                    f"chamber music and many songs. {possessive.capitalize()} "
                    f"concerto for {w.pick(INSTRUMENTS)} was first performed "
                    f"in {year + 31}."),
-      "footballer": (f"{pronoun} played as a {w.pick(['goalkeeper', 'defender', 'midfielder', 'forward'])}"
+      "footballer": (f"{pronoun} played as a {w.pick(POSITIONS)}"
                      f" for {town} United, making {w.rng.randint(80, 420)} "
                      f"league appearances and scoring {w.rng.randint(0, 120)}"
                      f" goals."),
       "politician": (f"{pronoun} was elected to parliament for {town} in "
                      f"{year + 30} and served as minister of "
-                     f"{w.pick(['transport', 'education', 'health', 'finance'])}"
+                     f"{w.pick(MINISTRIES)}"
                      f" from {year + 38} to {year + 42}."),
       "chemist": (f"{pronoun} studied the catalysts used in making fertiliser "
                   f"and published more than {w.rng.randint(40, 200)} papers. "
@@ -426,8 +433,8 @@ def biography(w):
                    f"later taught at the technical university."),
   }
   early = w.pick([
-      f"{first} was born in [[{town}]], the {w.pick(['eldest', 'second', 'youngest'])}"
-      f" child of a {w.pick(['farmer', 'teacher', 'baker', 'ship pilot', 'doctor'])}.",
+      f"{first} was born in [[{town}]], the {w.pick(BIRTH_ORDER)}"
+      f" child of a {w.pick(PARENT_JOBS)}.",
       f"{last} grew up in {town}, where {possessive} family ran a shop on the "
       f"market square.",
   ]) + " " + w.pick([
@@ -537,7 +544,7 @@ def minor_planet(w):
 
 def album(w):
   """An album: recording, track list, reception."""
-  artist = w.pick([w.person(), f"The {w.place()} {w.pick(['Band', 'Quartet', 'Singers', 'Collective'])}"])
+  artist = w.pick([w.person(), f"The {w.place()} {w.pick(GROUP_KINDS)}"])
   title = w.unique(lambda: w.pick(["", "The ", "Songs of ", "After the "]) +
                    f"{w.pick(ALBUM_WORDS_A)} {w.pick(ALBUM_WORDS_B)}")
   year = w.rng.randint(1962, 2022)
@@ -558,8 +565,8 @@ def album(w):
       "several tracks.",
       "Most of the vocals were recorded in one take.",
   ])
-  tracks = "\n".join(f"# \"{w.pick(['Harbour', 'Evening', 'Glass', 'Paper', 'Cold'])} "
-                     f"{w.pick(['Song', 'Light', 'Road', 'Bell', 'Wind'])}\" – "
+  tracks = "\n".join(f"# \"{w.pick(SONG_WORDS_A)} "
+                     f"{w.pick(SONG_WORDS_B)}\" – "
                      f"{w.rng.randint(2, 6)}:{w.rng.randint(0, 59):02d}"
                      for _ in range(4))
   reception = w.pick([
