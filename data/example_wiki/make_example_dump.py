@@ -616,19 +616,25 @@ def build_pages(seed, num_generated):
   return pages
 
 
-def main(argv):
-  del argv
-  pages = build_pages(FLAGS.seed, FLAGS.num_generated)
+def dump_xml(seed, num_generated):
+  """The whole MediaWiki export as UTF-8 bytes."""
+  pages = build_pages(seed, num_generated)
   xml = SITEINFO + "".join(
       page_xml(i + 1, title, text, ns, redirect)
       for i, (title, text, ns, redirect) in enumerate(pages)) + "</mediawiki>\n"
-  data = xml.encode("utf-8")
+  return xml.encode("utf-8")
+
+
+def main(argv):
+  del argv
+  data = dump_xml(FLAGS.seed, FLAGS.num_generated)
   tmp = FLAGS.output + ".tmp"
   with open(tmp, "wb") as f:
     f.write(bz2.compress(data, compresslevel=9))
   os.replace(tmp, FLAGS.output)
-  print(f"wrote {FLAGS.output}: {len(pages)} pages, {len(data):,} bytes of "
-        f"XML, {os.path.getsize(FLAGS.output):,} compressed")
+  print(f"wrote {FLAGS.output}: {data.count(b'<page>')} pages, "
+        f"{len(data):,} bytes of XML, "
+        f"{os.path.getsize(FLAGS.output):,} compressed")
 
 
 if __name__ == "__main__":
