@@ -41,23 +41,31 @@ import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string(
-    "folder", None,
-    "WikiExtractor's output folder (the one given to its -o): a folder of "
-    "folders holding wiki_NN or wiki_NN.bz2 files of JSON lines.")
-flags.DEFINE_string(
-    "write_file", None,
-    "The text file to write: one sentence per line, a blank line after every "
-    "article. Written under a temporary name and renamed when complete.")
-flags.DEFINE_integer(
-    "num_workers", None,
-    "Worker processes that split files into sentences (default: all cores). "
-    "The output is the same for any value.")
-flags.DEFINE_float(
-    "log_interval", 30.0, "Seconds between two progress lines.")
 
-flags.register_validator("num_workers", lambda n: n is None or n >= 1,
-                         message="--num_workers must be at least 1")
+def define_flags():
+  """The command line. Defined when run as a script, not on import, so that
+  tests and benchmarks can import this module in one process with
+  split_text.py, whose --folder flag has the same name."""
+  flags.DEFINE_string(
+      "folder", None,
+      "WikiExtractor's output folder (the one given to its -o): a folder of "
+      "folders holding wiki_NN or wiki_NN.bz2 files of JSON lines.")
+  flags.DEFINE_string(
+      "write_file", None,
+      "The text file to write: one sentence per line, a blank line after "
+      "every article. Written under a temporary name and renamed when "
+      "complete.")
+  flags.DEFINE_integer(
+      "num_workers", None,
+      "Worker processes that split files into sentences (default: all "
+      "cores). The output is the same for any value.")
+  flags.DEFINE_float(
+      "log_interval", 30.0, "Seconds between two progress lines.")
+  flags.mark_flag_as_required("folder")
+  flags.mark_flag_as_required("write_file")
+  flags.register_validator("num_workers", lambda n: n is None or n >= 1,
+                           message="--num_workers must be at least 1")
+
 
 # WikiExtractor names its outputs wiki_00, wiki_01, ... and adds .bz2 with -c.
 WIKI_FILE_PATTERN = re.compile(r"^wiki_\d+(\.bz2)?$")
@@ -342,8 +350,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  # Required only when run as a script, so that tests and benchmarks can
-  # import the module, as Google's BERT scripts do.
-  flags.mark_flag_as_required("folder")
-  flags.mark_flag_as_required("write_file")
+  define_flags()
   cli.run(main)

@@ -13,9 +13,8 @@ import make_example_dump  # pylint: disable=wrong-import-position
 
 
 def test_generator_reproduces_the_bundled_dump_byte_for_byte():
-  flags = make_example_dump.FLAGS
-  xml = make_example_dump.dump_xml(flags["seed"].default,
-                                   flags["num_generated"].default)
+  xml = make_example_dump.dump_xml(make_example_dump.SEED,
+                                   make_example_dump.NUM_GENERATED)
   with bz2.open(os.path.join(
       EXAMPLE_DIR, "enwiki-example-pages-articles.xml.bz2"), "rb") as f:
     assert f.read() == xml
@@ -35,3 +34,24 @@ def test_dump_holds_templates_redirects_disambiguation_and_markup():
   # Another seed, other generated articles; the same seed, the same dump.
   assert make_example_dump.dump_xml(2, 30).decode("utf-8") != xml
   assert make_example_dump.dump_xml(1, 30).decode("utf-8") == xml
+
+
+def test_demo_vocab_subset_tokenizes_like_the_full_vocab(tmp_path):
+  import make_demo_vocab  # pylint: disable=g-import-not-at-top
+  import tokenization  # pylint: disable=g-import-not-at-top
+  from conftest import VOCAB_FILE  # pylint: disable=g-import-not-at-top
+  text = ("The Carrow Point Light was automated in 1985 by Dr. Vasquez.\n"
+          "Unaffordable ferrocyanide tokenizations, e.g. 3.5 kg!\n")
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text(text)
+  full = tokenization.FullTokenizer(VOCAB_FILE)
+  used = make_demo_vocab.used_tokens(str(corpus), full)
+  subset_file = tmp_path / "vocab.txt"
+  subset_file.write_text("".join(
+      t + "\n" for t in make_demo_vocab.SPECIAL_TOKENS + sorted(used)))
+  subset = tokenization.FullTokenizer(str(subset_file))
+  for line in text.splitlines():
+    assert subset.tokenize(line) == full.tokenize(line)
+    assert "[UNK]" not in subset.tokenize(line)
+  # A word the corpus lacks falls back to pieces or [UNK], never crashes.
+  assert subset.tokenize("zebra") != full.tokenize("zebra")

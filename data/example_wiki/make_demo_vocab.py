@@ -25,11 +25,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
 import tokenization  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("text_file", None, "The corpus (stage II's text file).")
-flags.DEFINE_string("vocab_file", None, "The full WordPiece vocabulary.")
-flags.DEFINE_string("output", None, "The subset vocabulary to write.")
-flags.DEFINE_bool("do_lower_case", True, "As the full vocabulary needs.")
-flags.mark_flags_as_required(["text_file", "vocab_file", "output"])
+
+
+def define_flags():
+  """The command line, defined when run as a script (not on import: tests
+  import this module next to stage scripts that share flag names)."""
+  flags.DEFINE_string("text_file", None, "The corpus (stage II's text file).")
+  flags.DEFINE_string("vocab_file", None, "The full WordPiece vocabulary.")
+  flags.DEFINE_string("output", None, "The subset vocabulary to write.")
+  flags.DEFINE_bool("do_lower_case", True, "As the full vocabulary needs.")
+  flags.mark_flags_as_required(["text_file", "vocab_file", "output"])
+
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -56,4 +62,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -31,14 +31,22 @@ import handwritten  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string(
-    "output",
-    os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                 "enwiki-example-pages-articles.xml.bz2"),
-    "The dump to write (bz2-compressed MediaWiki XML).")
-flags.DEFINE_integer("seed", 20261124, "Seed of the generated articles.")
-flags.DEFINE_integer("num_generated", 600,
-                     "Number of articles generated from patterns.")
+# The bundled dump is dump_xml(SEED, NUM_GENERATED).
+SEED = 20261124
+NUM_GENERATED = 600
+
+
+def define_flags():
+  """The command line, defined when run as a script (not on import: tests
+  import this module next to stage scripts that share flag names)."""
+  flags.DEFINE_string(
+      "output",
+      os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                   "enwiki-example-pages-articles.xml.bz2"),
+      "The dump to write (bz2-compressed MediaWiki XML).")
+  flags.DEFINE_integer("seed", SEED, "Seed of the generated articles.")
+  flags.DEFINE_integer("num_generated", NUM_GENERATED,
+                       "Number of articles generated from patterns.")
 
 SITEINFO = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/" \
 xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" \
@@ -638,4 +646,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
