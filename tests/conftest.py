@@ -11,3 +11,24 @@ if ROOT not in sys.path:
 
 VOCAB_FILE = os.path.join(ROOT, "data", "bert_uncased_vocab.txt")
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+
+
+def import_stage_script(module_name):
+  """Imports a stage script (e.g. "distill") to test its helper functions.
+
+  Each script defines its absl flags at import, as Google's scripts do, and
+  several share flag names (--output_dir, --max_seq_length, ...). One pytest
+  process imports several scripts, so a flag another script already defined
+  under the same name is dropped before this script defines it again. Tests
+  run the scripts' main() only in subprocesses, where each has its own flags.
+  """
+  import importlib  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  while True:
+    try:
+      return importlib.import_module(module_name)
+    except flags.DuplicateFlagError as e:
+      # A failed import is dropped from sys.modules; the flags it defined
+      # before the clash are re-defined silently by the retried import.
+      name = str(e).split("'")[1]
+      delattr(flags.FLAGS, name)

@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, VOCAB_FILE
-import multifile_create_pretraining_data as cpd
+from conftest import ROOT, VOCAB_FILE, import_stage_script
 import records
 import tokenization
+
+cpd = import_stage_script("multifile_create_pretraining_data")
 
 SCRIPT = os.path.join(ROOT, "multifile_create_pretraining_data.py")
 DATA = os.path.join(ROOT, "tests", "data", "pretraining")

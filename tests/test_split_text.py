@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from conftest import ROOT
-import split_text
+from conftest import ROOT, import_stage_script
+split_text = import_stage_script("split_text")
 
 SCRIPT = os.path.join(ROOT, "split_text.py")
 
