@@ -157,14 +157,15 @@ _FLAG_OF_FEATURE = {
 def check_record_lengths(path, feature_spec, max_predictions_per_seq=None):
   """Checks that the first record of `path` fits `feature_spec`.
 
-  Returns None when it fits (or the file is empty); otherwise raises a
-  ValueError whose one-line message names the file, the feature, the length
-  found, the length expected and the flag to set.
+  Returns the first record, decoded, when it fits (None when the file is
+  empty), so callers can check its values without reading it again;
+  otherwise raises a ValueError whose one-line message names the file, the
+  feature, the length found, the length expected and the flag to set.
   """
   import numpy as np  # Imported here, as tensorflow, for a light start.
   example = read_first_example(path)
   if example is None:
-    return
+    return None
   for name, spec in feature_spec.items():
     if name not in example:
       if name in (TRUNCATED_PROBS, TOP_K_INDICES, FULL_PROBS):
@@ -188,3 +189,4 @@ def check_record_lengths(path, feature_spec, max_predictions_per_seq=None):
       hint = f"set {flag} to match the records"
     raise ValueError(f"{path}: '{name}' has length {found} but {expected} "
                      f"was expected; {hint}")
+  return example
