@@ -164,7 +164,7 @@ class TorchJob:
     loss.backward()
     torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
     self.optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
   def run(self, steps):
     loss = None
