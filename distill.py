@@ -416,8 +416,8 @@ def check_input_files(files, spec, max_predictions_per_seq, vocab_size):
                  records.TOP_K_INDICES)
   for path in files:
     try:
-      records.check_record_lengths(path, spec, max_predictions_per_seq)
-      example = records.read_first_example(path)
+      example = records.check_record_lengths(path, spec,
+                                             max_predictions_per_seq)
     except ValueError as e:
       raise cli.StageError(str(e)) from None
     if example is None:
