@@ -377,8 +377,8 @@ def make_dataset(files, spec, batch_size, max_predictions_per_seq, *,
   worker with the global batch would, and `skip_examples` (this pipeline's
   examples already trained on) resumes the order where a crash left it.
 
-  Evaluation reads the files in order, once round and then again (callers
-  take a counted number of batches).
+  Evaluation reads the files in order and repeats them too (callers take a
+  counted number of batches, so no worker runs out before the others).
 
   Returns:
     A dataset of parse_batch dicts with `batch_size` examples each.
@@ -387,7 +387,6 @@ def make_dataset(files, spec, batch_size, max_predictions_per_seq, *,
   if is_training:
     dataset = dataset.shuffle(len(files), seed=seed,
                               reshuffle_each_iteration=True)
-  # Evaluation repeats too, so that no worker runs out before the others.
   dataset = dataset.repeat()
   dataset = dataset.interleave(
       tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
@@ -969,6 +968,10 @@ def main(_):
                      use_xla=use_xla(FLAGS.use_xla), loss_scale=loss_scale))
 
   if FLAGS.do_eval:
+    if not step and not FLAGS.init_checkpoint:
+      logging.warning("Evaluating an untrained student: %s holds no "
+                      "checkpoint and no --init_checkpoint was given",
+                      FLAGS.output_dir)
     if evaluated_step(FLAGS.output_dir) == step:
       logging.info("%s already holds the evaluation of step %d",
                    os.path.join(FLAGS.output_dir, "eval_results.txt"), step)

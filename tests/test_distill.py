@@ -493,6 +493,8 @@ def test_two_workers_reach_the_weights_of_one(runs):
   chief_log = (runs["root"] / "logs" / "worker-0.log").read_text()
   assert "with 2 replica(s)" in chief_log
   assert f"step {STEPS}/{STEPS}" in chief_log, chief_log[-3000:]
+  other_log = (runs["root"] / "logs" / "worker-1.log").read_text()
+  assert f"step {STEPS}/{STEPS}" in other_log and "Saved" not in other_log
   assert_same_checkpoints(output_dir / f"model.ckpt-{STEPS}",
                           runs["root"] / "uninterrupted" / f"model.ckpt-{STEPS}",
                           rtol=1e-3, atol=1e-5)
