@@ -3,12 +3,12 @@ input, outputs that appear under their final name only when complete, input
 globs, and progress logging with rate and time left."""
 
 import contextlib
-import glob
 import os
 import sys
 import time
 
 from absl import app
+from absl import flags
 from absl import logging
 
 
@@ -17,12 +17,19 @@ class StageError(Exception):
 
 
 def run(main):
-  """Runs `main(argv)` under absl.app, turning a StageError into one line.
+  """Runs `main(argv)` under absl.app with one-line errors for the user's mistakes.
 
-  A StageError (or a ValueError raised by records/modeling while checking
-  input) prints `error: <message>` on stderr and exits with status 1, instead
-  of a traceback.
+  A bad flag (missing, malformed or failing a validator) and a StageError
+  raised by main each print one line `error: <message>` on stderr and exit
+  with status 1, instead of absl's usage banner or a traceback.
   """
+  def parse_flags(argv):
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(1)
+
   def guarded_main(argv):
     try:
       return main(argv)
@@ -30,7 +37,8 @@ def run(main):
       logging.flush()
       print(f"error: {e}", file=sys.stderr)
       sys.exit(1)
-  app.run(guarded_main)
+
+  app.run(guarded_main, flags_parser=parse_flags)
 
 
 def expand_input_files(patterns, flag_name="--input_file"):

@@ -36,3 +36,18 @@ def test_expand_input_files_sorts_and_rejects_empty_globs(tmp_path):
 def test_format_seconds():
   assert cli.format_seconds(3725) == "1:02:05"
   assert cli.format_seconds(float("inf")) == "?"
+
+
+def test_flag_errors_are_one_line_with_exit_1():
+  """absl's two-line 'FATAL Flags parsing error' becomes one `error:` line."""
+  import subprocess
+  import sys
+  from conftest import ROOT
+  script = os.path.join(ROOT, "split_text.py")
+  for args in (["--bogus_flag=1"], ["--read_file=x", "--folder=y", "--split_number=0"],
+               ["--read_file=x"]):
+    result = subprocess.run([sys.executable, script] + args, capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 1, args
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
