@@ -312,7 +312,8 @@ def evaluation_metrics(sums, soft_loss_weight, hard_mlm_loss_weight):
       "masked_lm_accuracy": sums["mlm_correct_w"] / weight,
       "hard_mlm_loss": hard,
       "masked_lm_loss": hard,
-      "next_sentence_accuracy": sums["next_sentence_correct"] / sums["examples"],
+      "next_sentence_accuracy": (sums["next_sentence_correct"] /
+                                 sums["examples"]),
       "next_sentence_loss": next_sentence,
   }
   trained_soft = 0.0
@@ -682,7 +683,8 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
     try:
       modeling.load_checkpoint(model, init_checkpoint, layer_map=layer_map)
     except ValueError as e:
-      raise cli.StageError(f"--init_checkpoint {init_checkpoint}: {e}") from None
+      raise cli.StageError(
+          f"--init_checkpoint {init_checkpoint}: {e}") from None
     logging.info("Initialised from %s (layer map %s)", init_checkpoint,
                  layer_map)
   else:
