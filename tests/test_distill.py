@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import distill
 import modeling
 import records
-from conftest import ROOT
+from conftest import ROOT, import_stage_script
+
+distill = import_stage_script("distill")
 
 VOCAB, SEQ, P, K = 60, 16, 4, 3
 CONFIG = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2,
