@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import bert_reference as ref
 import modeling
 import records
 from conftest import ROOT, import_stage_script
@@ -66,11 +67,10 @@ def random_example(rng, truncation_factor=K, vocab=VOCAB):
 
 
 def write_records(path, n, seed=0, **kwargs):
+  """Writes `n` random_example records to `path`; returns the path."""
   rng = np.random.default_rng(seed)
-  with tf.io.TFRecordWriter(str(path)) as writer:
-    for _ in range(n):
-      writer.write(records.serialize_example(random_example(rng, **kwargs)))
-  return str(path)
+  return ref.write_records(path, [random_example(rng, **kwargs)
+                                  for _ in range(n)])
 
 
 def write_config(path, **changes):
@@ -415,32 +415,6 @@ def checkpoint_values(prefix):
           for name in reader.get_variable_to_shape_map()}
 
 
-def google_names(layers):
-  """BERT's checkpoint names, written out from DESIGN.md."""
-  names = ["bert/embeddings/word_embeddings",
-           "bert/embeddings/token_type_embeddings",
-           "bert/embeddings/position_embeddings",
-           "bert/embeddings/LayerNorm/gamma", "bert/embeddings/LayerNorm/beta",
-           "bert/pooler/dense/kernel", "bert/pooler/dense/bias",
-           "cls/predictions/transform/dense/kernel",
-           "cls/predictions/transform/dense/bias",
-           "cls/predictions/transform/LayerNorm/gamma",
-           "cls/predictions/transform/LayerNorm/beta",
-           "cls/predictions/output_bias",
-           "cls/seq_relationship/output_weights",
-           "cls/seq_relationship/output_bias"]
-  for i in range(layers):
-    for part in ("attention/self/query", "attention/self/key",
-                 "attention/self/value", "attention/output/dense",
-                 "intermediate/dense", "output/dense"):
-      names += [f"bert/encoder/layer_{i}/{part}/kernel",
-                f"bert/encoder/layer_{i}/{part}/bias"]
-    for part in ("attention/output/LayerNorm", "output/LayerNorm"):
-      names += [f"bert/encoder/layer_{i}/{part}/gamma",
-                f"bert/encoder/layer_{i}/{part}/beta"]
-  return names
-
-
 def assert_same_checkpoints(got_prefix, want_prefix, rtol, atol):
   got, want = checkpoint_values(got_prefix), checkpoint_values(want_prefix)
   assert set(got) == set(want)
@@ -454,7 +428,7 @@ def test_checkpoints_hold_google_names_slots_and_step(runs):
   kept = sorted(p.name for p in output_dir.glob("model.ckpt-*.index"))
   assert kept == [f"model.ckpt-{s}.index" for s in (32, 36, 40)]
   values = checkpoint_values(output_dir / f"model.ckpt-{STEPS}")
-  names = google_names(CONFIG["num_hidden_layers"])
+  names = list(ref.google_shapes(CONFIG))
   assert set(values) == set(
       names + [f"{n}/adam_{s}" for n in names for s in "mv"] + ["global_step"])
   assert values["global_step"] == STEPS

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import records
-import teacher_reference as ref
+import bert_reference as ref
 from conftest import ROOT
 from conftest import SHARED_DATA
 
@@ -32,8 +32,8 @@ def _write_teacher(directory, config, seed, drop=None):
     json.dump(config, f)
   weights = ref.random_google_weights(config, seed=seed)
   saved = {n: w for n, w in weights.items() if n != drop}
-  prefix = ref.write_google_checkpoint(saved, os.path.join(directory,
-                                                           "bert_model.ckpt"))
+  prefix = ref.write_google_checkpoint(
+      os.path.join(directory, "bert_model.ckpt"), saved, global_step=1000)
   return config_path, prefix, weights
 
 
@@ -165,10 +165,11 @@ def _stack(examples, name):
 
 def _reference(weights, config, examples):
   """NumPy teacher probabilities at the masked positions.  [N, P, V]"""
-  return ref.numpy_masked_lm_probs(
+  logits = ref.bert_forward(
       weights, config, _stack(examples, records.INPUT_IDS),
       _stack(examples, records.INPUT_MASK), _stack(examples, records.SEGMENT_IDS),
-      _stack(examples, records.MASKED_LM_POSITIONS))
+      _stack(examples, records.MASKED_LM_POSITIONS))["masked_lm_logits"]
+  return ref.softmax(logits)
 
 
 def _assert_top_k_matches(out, expected_probs, k):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import bert_reference as ref
 from conftest import SHARED_DATA
 import modeling
 import records
@@ -16,164 +17,12 @@ TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2,
             num_attention_heads=4, intermediate_size=37,
             max_position_embeddings=64, type_vocab_size=2)
 
-# The checkpoint names exactly as DESIGN.md lists them (brace lists expanded
-# by expand_design_names below, independently of modeling.variable_shapes).
-DESIGN_NAMES = """
-bert/embeddings/{word_embeddings, token_type_embeddings, position_embeddings}
-bert/embeddings/LayerNorm/{gamma, beta}
-bert/encoder/layer_<i>/attention/self/{query, key, value}/{kernel, bias}
-bert/encoder/layer_<i>/attention/output/dense/{kernel, bias}
-bert/encoder/layer_<i>/attention/output/LayerNorm/{gamma, beta}
-bert/encoder/layer_<i>/intermediate/dense/{kernel, bias}
-bert/encoder/layer_<i>/output/dense/{kernel, bias}
-bert/encoder/layer_<i>/output/LayerNorm/{gamma, beta}
-bert/pooler/dense/{kernel, bias}
-cls/predictions/transform/dense/{kernel, bias}
-cls/predictions/transform/LayerNorm/{gamma, beta}
-cls/predictions/output_bias
-cls/seq_relationship/{output_weights, output_bias}
-"""
-
-
-def expand_design_names(num_layers):
-  names = set()
-  for line in DESIGN_NAMES.split("\n"):
-    if not line.strip():
-      continue
-    pending = [line.strip()]
-    while any("{" in p for p in pending):
-      expanded = []
-      for p in pending:
-        match = re.search(r"\{([^}]*)\}", p)
-        if not match:
-          expanded.append(p)
-          continue
-        for choice in match.group(1).split(","):
-          expanded.append(p[:match.start()] + choice.strip() + p[match.end():])
-      pending = expanded
-    for p in pending:
-      if "<i>" in p:
-        names.update(p.replace("<i>", str(i)) for i in range(num_layers))
-      else:
-        names.add(p)
-  return names
-
-
-def google_shapes(cfg):
-  """Shapes of Google's checkpoint entries, written out from its modeling.py."""
-  h, i, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
-  shapes = {}
-  for name in expand_design_names(cfg["num_hidden_layers"]):
-    leaf = name.split("/")[-1]
-    if name.endswith("word_embeddings"):
-      shapes[name] = (v, h)
-    elif name.endswith("token_type_embeddings"):
-      shapes[name] = (cfg["type_vocab_size"], h)
-    elif name.endswith("position_embeddings"):
-      shapes[name] = (cfg["max_position_embeddings"], h)
-    elif name == "cls/predictions/output_bias":
-      shapes[name] = (v,)
-    elif name == "cls/seq_relationship/output_weights":
-      shapes[name] = (2, h)
-    elif name == "cls/seq_relationship/output_bias":
-      shapes[name] = (2,)
-    elif "intermediate/dense" in name:
-      shapes[name] = (h, i) if leaf == "kernel" else (i,)
-    elif "/output/dense" in name and "attention" not in name:
-      shapes[name] = (i, h) if leaf == "kernel" else (h,)
-    else:
-      shapes[name] = (h, h) if leaf == "kernel" else (h,)
-  return shapes
-
-
-def random_weights(cfg, seed=0):
-  """Weights far from the initial values, so every variable matters."""
-  rng = np.random.default_rng(seed)
-  weights = {}
-  for name, shape in google_shapes(cfg).items():
-    if name.endswith("gamma"):
-      value = 1.0 + 0.1 * rng.standard_normal(shape)
-    elif "embeddings" in name:
-      value = 0.5 * rng.standard_normal(shape)
-    elif name.endswith(("bias", "beta")):
-      value = 0.1 * rng.standard_normal(shape)
-    else:
-      value = 0.2 * rng.standard_normal(shape)
-    weights[name] = value.astype(np.float32)
-  return weights
-
-
-def write_google_checkpoint(prefix, tensors):
-  """Writes a name-based checkpoint with the SaveV2 op (not modeling's code)."""
-  names = sorted(tensors)
-  tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names,
-                    shape_and_slices=[""] * len(names),
-                    tensors=[tf.constant(tensors[n]) for n in names])
-  return prefix
-
-
-# ----- NumPy BERT (float64), from the paper and Google's modeling.py -------
-
-def np_gelu(x):
-  return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
-
-
-def np_layer_norm(x, gamma, beta):
-  mean = x.mean(-1, keepdims=True)
-  var = ((x - mean)**2).mean(-1, keepdims=True)
-  return (x - mean) / np.sqrt(var + 1e-12) * gamma + beta
-
-
-def np_softmax(x):
-  e = np.exp(x - x.max(-1, keepdims=True))
-  return e / e.sum(-1, keepdims=True)
-
-
-def np_bert(w, cfg, ids, mask, segments, positions):
-  w = {k: v.astype(np.float64) for k, v in w.items()}
-  batch, seq = ids.shape
-  h, heads = cfg["hidden_size"], cfg["num_attention_heads"]
-  d = h // heads
-
-  def dense(x, name):
-    return x @ w[name + "/kernel"] + w[name + "/bias"]
-
-  def ln(x, name):
-    return np_layer_norm(x, w[name + "/gamma"], w[name + "/beta"])
-
-  x = (w["bert/embeddings/word_embeddings"][ids] +
-       w["bert/embeddings/token_type_embeddings"][segments] +
-       w["bert/embeddings/position_embeddings"][:seq][None])
-  x = ln(x, "bert/embeddings/LayerNorm")
-  layers, all_probs = [], []
-  for l in range(cfg["num_hidden_layers"]):
-    p = f"bert/encoder/layer_{l}/"
-    q, k, v = (dense(x, p + f"attention/self/{n}").reshape(batch, seq, heads, d)
-               for n in ("query", "key", "value"))
-    scores = np.einsum("bqnd,bknd->bnqk", q, k) / np.sqrt(d)
-    scores += (1.0 - mask[:, None, None, :]) * -10000.0
-    probs = np_softmax(scores)
-    context = np.einsum("bnqk,bknd->bqnd", probs, v).reshape(batch, seq, h)
-    a = ln(dense(context, p + "attention/output/dense") + x,
-           p + "attention/output/LayerNorm")
-    inner = np_gelu(dense(a, p + "intermediate/dense"))
-    x = ln(dense(inner, p + "output/dense") + a, p + "output/LayerNorm")
-    layers.append(x)
-    all_probs.append(probs)
-  pooled = np.tanh(dense(x[:, 0], "bert/pooler/dense"))
-  gathered = x[np.arange(batch)[:, None], positions]
-  t = ln(np_gelu(dense(gathered, "cls/predictions/transform/dense")),
-         "cls/predictions/transform/LayerNorm")
-  mlm = t @ w["bert/embeddings/word_embeddings"].T + w[
-      "cls/predictions/output_bias"]
-  nsp = pooled @ w["cls/seq_relationship/output_weights"].T + w[
-      "cls/seq_relationship/output_bias"]
-  return {"masked_lm_logits": mlm, "next_sentence_logits": nsp,
-          "pooled_output": pooled, "sequence_output": x,
-          "all_encoder_layers": layers, "attention_probs": all_probs}
-
 
 def tiny_batch(seed=1, batch=3, seq=12, vocab=99, predictions=4):
+  """Returns (ids, mask, segments) int [B, S] and positions int [B, P].
+
+  Real lengths are S, S - 5 and 4, so the batch holds padding.
+  """
   rng = np.random.default_rng(seed)
   ids = rng.integers(0, vocab, (batch, seq))
   lengths = np.array([seq, seq - 5, 4][:batch])
@@ -187,12 +36,9 @@ def tiny_batch(seed=1, batch=3, seq=12, vocab=99, predictions=4):
 @pytest.fixture(scope="module")
 def google_ckpt(tmp_path_factory):
   """A Google-named tiny checkpoint (with optimizer slots and global_step)."""
-  weights = random_weights(TINY)
-  tensors = dict(weights)
-  tensors["global_step"] = np.int64(42)
-  tensors["bert/pooler/dense/kernel/adam_m"] = np.zeros((32, 32), np.float32)
+  weights = ref.random_google_weights(TINY)
   prefix = str(tmp_path_factory.mktemp("google") / "bert_model.ckpt")
-  return write_google_checkpoint(prefix, tensors), weights
+  return ref.write_google_checkpoint(prefix, weights, global_step=42), weights
 
 
 def tiny_model(**overrides):
@@ -210,14 +56,15 @@ def test_forward_matches_numpy_bert_for_weights_from_a_google_checkpoint(
   assert report["initialized"] == []
   batch = tiny_batch()
   out = model(*batch)
-  ref = np_bert(weights, TINY, *batch)
+  expected = ref.bert_forward(weights, TINY, *batch)
   for key in ("masked_lm_logits", "next_sentence_logits", "pooled_output",
               "sequence_output"):
-    np.testing.assert_allclose(out[key].numpy(), ref[key], rtol=1e-5,
+    np.testing.assert_allclose(out[key].numpy(), expected[key], rtol=1e-5,
                                atol=1e-5, err_msg=key)
-  for got, want in zip(out["attention_probs"], ref["attention_probs"]):
+  for got, want in zip(out["attention_probs"], expected["attention_probs"]):
     np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
-  for got, want in zip(out["all_encoder_layers"], ref["all_encoder_layers"]):
+  for got, want in zip(out["all_encoder_layers"],
+                       expected["all_encoder_layers"]):
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
   assert out["masked_lm_logits"].dtype == tf.float32
   assert out["masked_lm_logits"].shape == (3, 4, 99)
@@ -311,7 +158,7 @@ def test_sample_records_run_through_a_tiny_model_with_the_real_vocab():
 def test_variable_names_and_shapes_are_exactly_googles():
   model = tiny_model()
   got = {n: tuple(v.shape) for n, v in model.variables_by_name().items()}
-  assert got == google_shapes(TINY)
+  assert got == ref.google_shapes(TINY)
 
 
 def test_initial_values_follow_googles_initializers():
@@ -339,14 +186,14 @@ def test_save_then_load_round_trip_is_exact(google_ckpt, tmp_path):
   # A second reader (TF's own) sees exactly Google's names plus global_step.
   reader = tf.train.load_checkpoint(prefix)
   shapes = {n: tuple(s) for n, s in reader.get_variable_to_shape_map().items()}
-  assert shapes == dict(google_shapes(TINY), global_step=())
+  assert shapes == dict(ref.google_shapes(TINY), global_step=())
   assert reader.get_tensor("global_step") == 7
   assert reader.get_variable_to_dtype_map()["global_step"] == tf.int64
   other = tiny_model()
   other.variables_by_name()["bert/pooler/dense/bias"].assign(tf.ones([32]))
   restored = modeling.restore_variables(other.variables_by_name(),
                                         str(tmp_path))
-  assert sorted(restored) == sorted(google_shapes(TINY))
+  assert sorted(restored) == sorted(ref.google_shapes(TINY))
   after = other(*batch)
   for key in ("masked_lm_logits", "next_sentence_logits", "sequence_output"):
     np.testing.assert_array_equal(after[key].numpy(), before[key].numpy())
@@ -359,7 +206,7 @@ def test_tf1_init_from_checkpoint_reads_a_saved_student(tmp_path):
   # name, then tf.compat.v1.train.init_from_checkpoint.
   model = tiny_model()
   prefix = modeling.save_checkpoint(model.variables_by_name(), str(tmp_path), 1)
-  shapes = google_shapes(TINY)
+  shapes = ref.google_shapes(TINY)
   with tf.Graph().as_default():
     tf1_vars = {n: tf.compat.v1.get_variable(n, shape=s, dtype=tf.float32)
                 for n, s in shapes.items()}
@@ -373,10 +220,10 @@ def test_tf1_init_from_checkpoint_reads_a_saved_student(tmp_path):
 
 
 def test_restore_names_every_missing_and_misshaped_variable(tmp_path):
-  weights = random_weights(TINY)
+  weights = ref.random_google_weights(TINY)
   del weights["bert/pooler/dense/bias"]
   weights["cls/predictions/output_bias"] = np.zeros([7], np.float32)
-  prefix = write_google_checkpoint(str(tmp_path / "bad.ckpt"), weights)
+  prefix = ref.write_google_checkpoint(str(tmp_path / "bad.ckpt"), weights)
   model = tiny_model()
   with pytest.raises(ValueError) as error:
     modeling.restore_variables(model.variables_by_name(), prefix)
@@ -398,9 +245,9 @@ def test_missing_checkpoint_path_is_a_one_line_error(tmp_path):
 
 def test_partial_load_with_a_layer_map(tmp_path):
   teacher_cfg = dict(TINY, num_hidden_layers=4)
-  weights = random_weights(teacher_cfg)
-  weights["global_step"] = np.int64(5)
-  prefix = write_google_checkpoint(str(tmp_path / "teacher.ckpt"), weights)
+  weights = ref.random_google_weights(teacher_cfg)
+  prefix = ref.write_google_checkpoint(str(tmp_path / "teacher.ckpt"), weights,
+                                       global_step=5)
   # A student with 2 layers from teacher layers 1 and 3 and a narrower
   # intermediate size: those kernels cannot load and keep their init.
   student = tiny_model(intermediate_size=20)
