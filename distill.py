@@ -531,8 +531,8 @@ class DynamicLossScale:
 
   The loss is multiplied by `scale` before the backward pass and the
   gradients divided by it after. A step whose gradients overflow (on any
-  replica) applies zero gradients instead and halves the scale; after
-  `period` clean steps the scale doubles.
+  replica) leaves the weights and Adam slots as they are and halves the
+  scale; after `period` clean steps the scale doubles.
   """
 
   def __init__(self, initial=2.0**15, period=2000):
@@ -542,9 +542,10 @@ class DynamicLossScale:
     self.period = period
 
   def unscale(self, grads):
-    """Divides [gradients] by the scale; zeros them all if any overflowed.
+    """Returns ([gradients] / scale, overflowed), zeros if any overflowed.
 
-    Call in replica context: the overflow check is summed over replicas.
+    Call in replica context: the overflow check is summed over replicas, so
+    `overflowed` (a scalar bool) is the same on every replica.
     """
     grads = [tf.convert_to_tensor(g) / self.scale for g in grads]
     overflows = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g),
@@ -556,7 +557,7 @@ class DynamicLossScale:
     self.scale.assign(tf.where(clean, tf.where(grow, 2.0, 1.0), 0.5) *
                       self.scale)
     self.clean_steps.assign(tf.where(clean & ~grow, self.clean_steps + 1, 0))
-    return [tf.where(clean, g, tf.zeros_like(g)) for g in grads]
+    return [tf.where(clean, g, tf.zeros_like(g)) for g in grads], ~clean
 
 
 def make_train_loop(strategy, model, optimizer, global_batch_size,
@@ -599,9 +600,11 @@ def make_train_loop(strategy, model, optimizer, global_batch_size,
         tf.reduce_sum(features[records.MASKED_LM_WEIGHTS])) + _WEIGHT_EPSILON
     scale = loss_scale.scale if loss_scale else tf.constant(1.0)
     losses, grads = loss_and_gradients(features, weight_total, scale)
+    overflowed = None
     if loss_scale:
-      grads = loss_scale.unscale(grads)
-    global_norm = optimizer.apply_gradients(dict(zip(names, grads)))
+      grads, overflowed = loss_scale.unscale(grads)
+    global_norm = optimizer.apply_gradients(dict(zip(names, grads)),
+                                            skip_update=overflowed)
     return losses, global_norm
 
   @tf.function

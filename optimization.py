@@ -124,7 +124,7 @@ class AdamWeightDecay(tf.Module):
       return False
     return not any(re.search(r, name) for r in self.exclude_from_weight_decay)
 
-  def apply_gradients(self, grads_by_name):
+  def apply_gradients(self, grads_by_name, skip_update=None):
     """Clips, then applies one Adam step; increments global_step.
 
     Args:
@@ -132,6 +132,9 @@ class AdamWeightDecay(tf.Module):
         (the variable and its slots stay as they are). In a replica context
         of a strategy these are the replica's own gradients and are summed
         across replicas first.
+      skip_update: optional scalar bool tensor, the same on every replica.
+        When true, every variable and slot keeps its value and only
+        global_step advances: a float16 step whose gradients overflowed.
 
     Returns:
       The global norm of the (summed) gradients before clipping.
@@ -154,14 +157,16 @@ class AdamWeightDecay(tf.Module):
     learning_rate = self._learning_rate_at(self.global_step)
     if replica_context is not None:
       replica_context.merge_call(self._distributed_apply,
-                                 args=(names, grads, learning_rate))
+                                 args=(names, grads, learning_rate,
+                                       skip_update))
     else:
       # Cross-replica context: the caller passed already-aggregated grads.
       self._distributed_apply(tf.distribute.get_strategy(), names, grads,
-                              learning_rate)
+                              learning_rate, skip_update)
     return global_norm
 
-  def _distributed_apply(self, strategy, names, grads, learning_rate):
+  def _distributed_apply(self, strategy, names, grads, learning_rate,
+                         skip_update):
     """Updates every copy of each variable, its slots and global_step.
 
     Runs in cross-replica context; `grads` and `learning_rate` are per-replica
@@ -174,22 +179,28 @@ class AdamWeightDecay(tf.Module):
           self._variables[name], self._update_variable,
           args=(grad, self._slots[f"{name}/adam_m"],
                 self._slots[f"{name}/adam_v"], learning_rate,
-                self._use_weight_decay(name)),
+                self._use_weight_decay(name), skip_update),
           group=False))
     with tf.control_dependencies(tf.nest.flatten(updates)):
       return strategy.extended.update(
           self.global_step, lambda step: step.assign_add(1), group=False)
 
   def _update_variable(self, variable, grad, m, v, learning_rate,
-                       use_weight_decay):
+                       use_weight_decay, skip_update):
     """One Adam step of one variable on one device, as Google's code does."""
     next_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
     next_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
     update = next_m / (tf.sqrt(next_v) + self.epsilon)
     if use_weight_decay:
       update += self.weight_decay_rate * variable
+    next_variable = variable - learning_rate * update
+    if skip_update is not None:
+      # Selected, not multiplied: an overflowed step's values may be inf/NaN.
+      next_m = tf.where(skip_update, m, next_m)
+      next_v = tf.where(skip_update, v, next_v)
+      next_variable = tf.where(skip_update, variable, next_variable)
     return tf.group(m.assign(next_m), v.assign(next_v),
-                    variable.assign_sub(learning_rate * update))
+                    variable.assign(next_variable))
 
 
 def create_optimizer(init_lr, num_train_steps, num_warmup_steps,

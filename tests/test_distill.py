@@ -280,12 +280,14 @@ def test_float16_loss_scale_skips_overflowing_steps_and_adapts():
     loss_scale = distill.DynamicLossScale(initial=8.0, period=2)
   finite = [tf.constant([4.0, 8.0]), tf.constant(16.0)]
   overflow = [tf.constant([np.inf, 8.0]), tf.constant(16.0)]
-  grads = strategy.run(loss_scale.unscale, args=(finite,))
+  grads, overflowed = strategy.run(loss_scale.unscale, args=(finite,))
   np.testing.assert_array_equal(grads[0], [0.5, 1.0])
+  assert not bool(overflowed)
   assert float(loss_scale.scale) == 8.0
   strategy.run(loss_scale.unscale, args=(finite,))
   assert float(loss_scale.scale) == 16.0  # doubled after `period` clean steps
-  grads = strategy.run(loss_scale.unscale, args=(overflow,))
+  grads, overflowed = strategy.run(loss_scale.unscale, args=(overflow,))
+  assert bool(overflowed)
   assert float(loss_scale.scale) == 8.0
   assert not np.any(grads[0]) and not np.any(grads[1])
 

@@ -140,6 +140,31 @@ def test_slots_use_googles_names_and_survive_a_checkpoint(tmp_path):
     np.testing.assert_array_equal(fresh_vars[name].numpy(), continued[name])
 
 
+@pytest.mark.parametrize("in_tf_function", [False, True])
+def test_skipped_update_keeps_variables_and_slots_and_counts_the_step(
+    in_tf_function):
+  variables = {n: tf.Variable(np.ones(s, np.float32))
+               for n, s in VARIABLE_SHAPES.items()}
+  optimizer = optimization.create_optimizer(0.1, 10, 0, variables)
+  apply = optimizer.apply_gradients
+  if in_tf_function:
+    apply = tf.function(apply)
+  steps = gradient_steps()
+  apply(steps[0], skip_update=tf.constant(False))
+  before = {n: v.numpy() for n, v in optimizer.checkpoint_variables().items()}
+  before.update({n: v.numpy() for n, v in variables.items()})
+  # An overflowed float16 step: inf/NaN gradients must not reach any value.
+  overflow = {n: np.full(s, np.inf, np.float32)
+              for n, s in VARIABLE_SHAPES.items()}
+  apply(overflow, skip_update=tf.constant(True))
+  after = dict(optimizer.checkpoint_variables(), **variables)
+  for name, value in before.items():
+    if name == "global_step":
+      assert int(after[name].numpy()) == int(value) + 1
+    else:
+      np.testing.assert_array_equal(after[name].numpy(), value, err_msg=name)
+
+
 def test_unknown_gradient_names_and_unbuilt_use_are_errors():
   optimizer = optimization.AdamWeightDecay(0.1)
   with pytest.raises(ValueError, match="build"):
