@@ -1,6 +1,9 @@
 """What every stage script shares around its main(): one-line errors for bad
 input, outputs that appear under their final name only when complete, input
-globs, and progress logging with rate and time left."""
+globs, and progress logging with rate and time left.
+
+TensorFlow is imported inside the two functions that use it (for tf.io.gfile
+paths such as gs://), so light stages such as split_text.py start without it."""
 
 import contextlib
 import os
@@ -47,7 +50,7 @@ def expand_input_files(patterns, flag_name="--input_file"):
   Raises:
     StageError: when the list is empty or a pattern matches nothing.
   """
-  import tensorflow as tf  # Imported here so light stages start without it.
+  import tensorflow as tf
   files = []
   for pattern in [p.strip() for p in patterns.split(",") if p.strip()]:
     matched = sorted(tf.io.gfile.glob(pattern))
@@ -71,7 +74,7 @@ def atomic_output(final_path):
   On any exception the temporary file is removed, so a crash never leaves a
   half-written file under the final name and a rerun starts that file anew.
   """
-  import tensorflow as tf  # Imported here so light stages start without it.
+  import tensorflow as tf
   tmp_path = temporary_path(final_path)
   try:
     yield tmp_path
