@@ -30,7 +30,6 @@ import multiprocessing
 import os
 import re
 import sys
-import time
 
 from absl import flags
 from absl import logging
@@ -288,37 +287,6 @@ def worker_pool(num_workers, num_files):
   return multiprocessing.get_context("fork").Pool(min(num_workers, num_files))
 
 
-class _Progress:
-  """Logs files, articles, MB written, MB/s and time left (by input bytes)."""
-
-  def __init__(self, files, interval):
-    self.total_files = len(files)
-    self.total_bytes = sum(os.path.getsize(f) for f in files)
-    self.interval = interval
-    self.start = self.last_log = time.monotonic()
-    self.files = self.articles = self.bytes_in = self.bytes_out = 0
-
-  def update(self, path, num_articles, num_bytes_out):
-    self.files += 1
-    self.articles += num_articles
-    self.bytes_in += os.path.getsize(path)
-    self.bytes_out += num_bytes_out
-    now = time.monotonic()
-    if now - self.last_log >= self.interval:
-      self.last_log = now
-      self.log()
-
-  def log(self, final=False):
-    elapsed = max(time.monotonic() - self.start, 1e-9)
-    fraction = self.bytes_in / max(self.total_bytes, 1)
-    left = elapsed / fraction - elapsed if fraction > 0 else float("inf")
-    logging.info("%d/%d files, %d articles, %.1f MB written, %.2f MB/s, %s",
-                 self.files, self.total_files, self.articles,
-                 self.bytes_out / 1e6, self.bytes_out / 1e6 / elapsed,
-                 f"done in {cli.format_seconds(elapsed)}" if final else
-                 f"time left {cli.format_seconds(left)}")
-
-
 def main(argv):
   del argv
   files = find_wiki_files(FLAGS.folder)
@@ -332,18 +300,27 @@ def main(argv):
   with worker_pool(num_workers, len(files)) as pool, \
       cli.atomic_output(FLAGS.write_file) as tmp_path, \
       open(tmp_path, "w", encoding="utf-8") as out:
-    progress = _Progress(files, FLAGS.log_interval)
+    # Timed by input MB, the measure of the work still to do.
+    progress = cli.Progress(
+        "extract_jsons", total=sum(os.path.getsize(f) for f in files) / 1e6,
+        unit="MB", interval=FLAGS.log_interval)
+    num_articles = bytes_written = 0
     results = converted_files(files, pool)
-    for path, (text, num_articles, warnings) in zip(files, results):
+    for done, (path, (text, articles, warnings)) in enumerate(
+        zip(files, results), 1):
       for warning in warnings:
         logging.warning("%s", warning)
       num_warnings += len(warnings)
+      num_articles += articles
       out.write(text)
-      progress.update(path, num_articles, len(text.encode("utf-8")))
+      bytes_written += len(text.encode("utf-8"))
+      progress.update(os.path.getsize(path) / 1e6,
+                      note=f"{done}/{len(files)} files, {num_articles} "
+                           f"articles, {bytes_written / 1e6:.2f} MB of text")
   progress.log(final=True)
   if num_warnings:
     logging.warning("%d malformed JSON lines skipped", num_warnings)
-  if progress.articles == 0:
+  if num_articles == 0:
     logging.warning("no article with text in %s: %s is empty",
                     FLAGS.folder, FLAGS.write_file)
   logging.info("wrote %s", FLAGS.write_file)

@@ -51,3 +51,17 @@ def test_flag_errors_are_one_line_with_exit_1():
     assert result.returncode == 1, args
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
+
+
+def test_progress_logs_counts_rate_time_left_and_note(caplog):
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.INFO)
+  progress = cli.Progress("extract", total=4.0, unit="MB", interval=3600.0)
+  progress.update(1.5, note="1/3 files, 10 articles")
+  assert not caplog.records  # the interval has not passed
+  with caplog.at_level("INFO"):
+    progress.log()
+  line = caplog.records[-1].getMessage()
+  assert line.startswith("extract: 1.50/4.00 MB (37.5%), ")
+  assert "MB/s" in line and "time left" in line
+  assert line.endswith("; 1/3 files, 10 articles")
