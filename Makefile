@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench clean-demo
+.PHONY: demo test bench bench-env clean-demo
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,28 @@ demo: $(VENV)/.installed
 # The test suite (CPU, tiny configs).
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+# Benchmarks against the reference implementations (PyTorch + transformers,
+# Google's bert-tensorflow), which live in their own virtualenv. Each bench
+# prints its measurements; together they take about 30 minutes on 2 cores.
+BENCH_VENV ?= .venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+
+$(BENCH_VENV)/.installed: requirements.txt
+	test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install --quiet -r requirements.txt torch==2.13.0 transformers
+	$(BENCH_PY) -m pip install --quiet --no-deps bert-tensorflow==1.0.4
+	touch $@
+
+bench-env: $(BENCH_VENV)/.installed
+
+bench: bench-env
+	$(BENCH_PY) bench/bench_tokenization.py
+	$(BENCH_PY) bench/bench_create_pretraining_data.py
+	$(BENCH_PY) bench/bench_extract_wikipedia.py
+	$(BENCH_PY) bench/bench_modeling.py
+	$(BENCH_PY) bench/bench_teacher_labels.py --bench_venv=$(BENCH_VENV)
+	$(BENCH_PY) bench/bench_distill.py
 
 clean-demo:
 	rm -rf demo_output
