@@ -374,14 +374,20 @@ class BertPretrainingModel(tf.Module):
     """The masked-LM head at the gathered positions only.  [B, P, V] float32"""
     config = self.config
     gathered = tf.gather(sequence_output, positions, batch_dims=1)  # [B, P, H]
-    x = self._dense(gathered, "cls/predictions/transform/dense")
+    # The head runs on [B*P, H]: a [B, P, H] @ [H, V] matmul broadcasts the
+    # weight, and its gradient is then a [B, H, V] tensor summed over B (3 GB
+    # at batch 32 with BERT's vocabulary) instead of one [H, V] matmul.
+    x = tf.reshape(gathered, [-1, config.hidden_size])  # [B*P, H]
+    x = self._dense(x, "cls/predictions/transform/dense")
     x = get_activation(config.hidden_act)(x)
     x = self._layer_norm(x, "cls/predictions/transform/LayerNorm")
     # The decoder is the word-embedding table, transposed.
     logits = tf.matmul(x, self._weight("bert/embeddings/word_embeddings"),
-                       transpose_b=True)  # [B, P, V]
-    logits = tf.cast(logits, tf.float32)
-    return logits + self._variables["cls/predictions/output_bias"]
+                       transpose_b=True)  # [B*P, V]
+    logits = tf.cast(logits, tf.float32) + self._variables[
+        "cls/predictions/output_bias"]
+    return tf.reshape(logits, [tf.shape(positions)[0], tf.shape(positions)[1],
+                               config.vocab_size])  # [B, P, V]
 
   def _next_sentence_logits(self, pooled_output):
     """The next-sentence head.  [B, 2] float32"""
