@@ -191,7 +191,6 @@ def read_documents(path, tokenizer):
   Returns:
     A list of documents, each a list of sentences, each a list of token ids.
   """
-  vocab = tokenizer.vocab
   documents = [[]]
   with open(path, "rb") as reader:
     for raw_line in reader:
@@ -201,7 +200,7 @@ def read_documents(path, tokenizer):
         continue
       tokens = tokenizer.tokenize(line)
       if tokens:
-        documents[-1].append(list(map(vocab.__getitem__, tokens)))
+        documents[-1].append(tokenizer.convert_tokens_to_ids(tokens))
   return [document for document in documents if document]
 
 
@@ -289,26 +288,28 @@ class InstanceMaker:
     Returns:
       The serialized tf.train.Examples, in output order.
     """
-    if self.fast_draws:
-      shuffle(rng.getrandbits, documents)
-    else:
-      rng.shuffle(documents)
+    self.shuffle(rng, documents)
     examples = []
     for _ in range(self.settings.dupe_factor):
       for document_index in range(len(documents)):
         self.document_instances(documents, document_index, rng, examples)
         if progress:
           progress.update()
-    if self.fast_draws:
-      shuffle(rng.getrandbits, examples)
-    else:
-      rng.shuffle(examples)
+    self.shuffle(rng, examples)
     return examples
 
   def randint(self, rng, low, high):
+    """rng.randint(low, high), through rand_below when fast_draws."""
     if self.fast_draws:
       return low + rand_below(rng.getrandbits, high - low + 1)
     return rng.randint(low, high)
+
+  def shuffle(self, rng, items):
+    """rng.shuffle(items), through the module's shuffle when fast_draws."""
+    if self.fast_draws:
+      shuffle(rng.getrandbits, items)
+    else:
+      rng.shuffle(items)
 
   def document_instances(self, documents, document_index, rng, out):
     """Appends the encoded instances of one document to `out`."""
@@ -414,12 +415,6 @@ class InstanceMaker:
         continue
       positions += word
     return positions
-
-  def shuffle(self, rng, items):
-    if self.fast_draws:
-      shuffle(rng.getrandbits, items)
-    else:
-      rng.shuffle(items)
 
 
 def truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, random_draw):
