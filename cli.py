@@ -2,10 +2,12 @@
 input, outputs that appear under their final name only when complete, input
 globs, and progress logging with rate and time left.
 
-TensorFlow is imported inside the two functions that use it (for tf.io.gfile
-paths such as gs://), so light stages such as split_text.py start without it."""
+TensorFlow is imported only where tf.io.gfile is needed for paths such as
+gs:// (input globs, non-local outputs), so light stages such as split_text.py
+and stage III-b's worker processes run without it."""
 
 import contextlib
+import functools
 import os
 import sys
 import time
@@ -73,16 +75,22 @@ def atomic_output(final_path):
 
   On any exception the temporary file is removed, so a crash never leaves a
   half-written file under the final name and a rerun starts that file anew.
+  Local paths go through os, others (gs://...) through tf.io.gfile.
   """
-  import tensorflow as tf
+  if "://" in final_path:
+    import tensorflow as tf
+    exists, remove = tf.io.gfile.exists, tf.io.gfile.remove
+    rename = functools.partial(tf.io.gfile.rename, overwrite=True)
+  else:
+    exists, remove, rename = os.path.exists, os.remove, os.replace
   tmp_path = temporary_path(final_path)
   try:
     yield tmp_path
   except BaseException:
-    if tf.io.gfile.exists(tmp_path):
-      tf.io.gfile.remove(tmp_path)
+    if exists(tmp_path):
+      remove(tmp_path)
     raise
-  tf.io.gfile.rename(tmp_path, final_path, overwrite=True)
+  rename(tmp_path, final_path)
 
 
 class Progress:

@@ -24,6 +24,22 @@ def test_atomic_output_leaves_nothing_after_a_crash(tmp_path):
   assert os.listdir(tmp_path) == []
 
 
+def test_atomic_output_of_a_local_path_does_not_load_tensorflow(tmp_path):
+  """Stage III-b's workers write through it and must stay TensorFlow-free."""
+  import subprocess
+  import sys
+  from conftest import ROOT
+  final = str(tmp_path / "out.txt")
+  code = ("import sys, cli\n"
+          f"with cli.atomic_output({final!r}) as tmp:\n"
+          "  open(tmp, 'w').write('done')\n"
+          "print('tensorflow' in sys.modules)")
+  result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+  assert result.stdout.strip() == "False"
+  assert open(final).read() == "done"
+
+
 def test_expand_input_files_sorts_and_rejects_empty_globs(tmp_path):
   for name in ("b.tfrecord", "a.tfrecord"):
     (tmp_path / name).write_text("")
