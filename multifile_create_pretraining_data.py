@@ -698,14 +698,8 @@ def process_file(job):
       logging.info("%s", line)
   for stale in glob.glob(glob.escape(final_path) + ".tmp-*"):
     os.remove(stale)
-  tmp_path = cli.temporary_path(final_path)
-  try:
+  with cli.atomic_output(final_path) as tmp_path:
     write_tfrecords(tmp_path, examples)
-    os.replace(tmp_path, final_path)
-  except BaseException:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
-    raise
   seconds = time.monotonic() - start
   logging.info("%s -> %s: %d documents, %d instances, %.1f instances/s",
                name, os.path.basename(final_path), len(documents),
