@@ -112,12 +112,12 @@ def check_flags(input_dir, output_dir, vocab_file, max_seq_length,
                 max_predictions_per_seq, dupe_factor, masked_lm_prob,
                 short_seq_prob, num_workers):
   """Raises cli.StageError naming the first flag that is missing or wrong."""
-  for name, value in (("--input_dir", input_dir), ("--output_dir", output_dir),
-                      ("--vocab_file", vocab_file)):
+  paths = (("--input_dir", input_dir), ("--output_dir", output_dir),
+           ("--vocab_file", vocab_file))
+  for name, value in paths:
     if not value:
       raise cli.StageError(f"{name} is required")
-  for name, value in (("--input_dir", input_dir), ("--output_dir", output_dir),
-                      ("--vocab_file", vocab_file)):
+  for name, value in paths:
     if "://" in value:
       raise cli.StageError(f"{name}={value}: only local paths are supported; "
                            f"copy the files to a local disk first")
