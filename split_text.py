@@ -183,23 +183,26 @@ def split_articles(read_file, num_articles, article_bytes, num_pieces,
   started = 0  # Articles started so far.
   with open(read_file, "rb") as reader, open(read_file, "rb") as rereader:
     pieces = PieceWriter(path_of_piece, rereader)
+
+    def target():
+      """Where the current piece should end, in article bytes."""
+      return (pieces.index + 1) * article_bytes / num_pieces
+
     try:
       position = 0
       article = None  # [input start, bytes so far, output mark, first in piece]
       last_chunk = b""
       for chunk, blank in read_chunks(reader):
         if blank and article:
-          _end_article(pieces, article, done, last_chunk,
-                       (pieces.index + 1) * article_bytes / num_pieces,
+          _end_article(pieces, article, done, last_chunk, target(),
                        pieces.index < last_piece)
           done += article[1]
           article = None
         elif not blank:
           if article is None:
-            target = (pieces.index + 1) * article_bytes / num_pieces
             left = num_articles - started
             if (pieces.piece_articles and pieces.index < last_piece and
-                (done >= target or left <= last_piece - pieces.index)):
+                (done >= target() or left <= last_piece - pieces.index)):
               pieces.next_piece()
             started += 1
             first = pieces.piece_articles == 0
@@ -209,8 +212,7 @@ def split_articles(read_file, num_articles, article_bytes, num_pieces,
           last_chunk = chunk
         position += len(chunk)
       if article:
-        _end_article(pieces, article, done, last_chunk,
-                     (pieces.index + 1) * article_bytes / num_pieces,
+        _end_article(pieces, article, done, last_chunk, target(),
                      pieces.index < last_piece)
       pieces.close()
     except BaseException:
