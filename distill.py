@@ -833,14 +833,9 @@ def evaluated_step(output_dir):
 def read_config(path, max_seq_length):
   """The student's BertConfig, checked against --max_seq_length."""
   try:
-    config = modeling.BertConfig.from_json_file(path)
-  except (OSError, ValueError) as e:
-    raise cli.StageError(f"--bert_config_file {path}: {e}") from None
-  if max_seq_length > config.max_position_embeddings:
-    raise cli.StageError(
-        f"--max_seq_length {max_seq_length} exceeds the student's "
-        f"max_position_embeddings {config.max_position_embeddings} ({path})")
-  return config
+    return modeling.read_config(path, max_seq_length, "student")
+  except ValueError as e:
+    raise cli.StageError(f"--bert_config_file {e}") from None
 
 
 def parse_layer_map(layer_map, config):

@@ -112,14 +112,13 @@ flags.register_multi_flags_validator(
 # ----------------------------------------------------------------- set-up
 
 
-def read_teacher_config(path, truncation_factor, vocab_file=None):
-  """Reads the teacher's BertConfig and checks k and the vocab against it."""
-  if not tf.io.gfile.exists(path):
-    raise cli.StageError(f"--bert_config_file: {path} does not exist")
+def read_teacher_config(path, max_seq_length, truncation_factor,
+                        vocab_file=None):
+  """Reads the teacher's BertConfig and checks L, k and the vocab against it."""
   try:
-    config = modeling.BertConfig.from_json_file(path)
+    config = modeling.read_config(path, max_seq_length, "teacher")
   except ValueError as e:
-    raise cli.StageError(f"--bert_config_file {path}: {e}") from None
+    raise cli.StageError(f"--bert_config_file {e}") from None
   if truncation_factor > config.vocab_size:
     raise cli.StageError(
         f"--truncation_factor {truncation_factor} exceeds the teacher's "
@@ -534,12 +533,8 @@ def _log_first_example(features, labels):
 
 def main(argv):
   del argv  # Unused.
-  config = read_teacher_config(FLAGS.bert_config_file, FLAGS.truncation_factor,
-                               FLAGS.vocab_file)
-  if FLAGS.max_seq_length > config.max_position_embeddings:
-    raise cli.StageError(
-        f"--max_seq_length {FLAGS.max_seq_length} exceeds the teacher's "
-        f"max_position_embeddings {config.max_position_embeddings}")
+  config = read_teacher_config(FLAGS.bert_config_file, FLAGS.max_seq_length,
+                               FLAGS.truncation_factor, FLAGS.vocab_file)
   input_files = select_shard(cli.expand_input_files(FLAGS.input_file),
                              FLAGS.num_shards, FLAGS.shard_index)
   plan = plan_outputs(input_files, FLAGS.output_file, FLAGS.output_dir)

@@ -101,6 +101,8 @@ class BertConfig:
       return cls.from_dict(d)
     except tf.errors.NotFoundError:
       raise ValueError(f"{path}: BERT config file not found") from None
+    except tf.errors.OpError as e:  # a directory, no permission, ...
+      raise ValueError(f"{path}: cannot read ({e.message})") from None
     except json.JSONDecodeError as e:
       raise ValueError(f"{path}: not valid JSON ({e})") from None
     except ValueError as e:
@@ -127,6 +129,24 @@ class BertConfig:
   @property
   def size_per_head(self):
     return self.hidden_size // self.num_attention_heads
+
+
+def read_config(path, max_seq_length, whose):
+  """Reads `path` as a BertConfig with positions for max_seq_length tokens.
+
+  `whose` ("teacher", "student") names the model in the error message.
+
+  Raises:
+    ValueError: one line that starts with the file's name, when it is
+      missing, unreadable or invalid, or max_seq_length exceeds its
+      max_position_embeddings.
+  """
+  config = BertConfig.from_json_file(path)
+  if max_seq_length > config.max_position_embeddings:
+    raise ValueError(
+        f"{path}: --max_seq_length {max_seq_length} exceeds the {whose}'s "
+        f"max_position_embeddings {config.max_position_embeddings}")
+  return config
 
 
 def variable_shapes(config):

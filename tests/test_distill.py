@@ -493,6 +493,26 @@ def test_rerun_of_a_finished_run_does_nothing(runs):
 # ---------------------------------------------------------------------------
 # Bad input: one line on stderr, exit status != 0, before any training.
 
+def test_config_errors_name_the_flag_and_file(tmp_path):
+  """modeling.read_config's checks, as distill reports them."""
+  cli = distill.cli
+  path = tmp_path / "bert_config.json"
+  path.write_text(json.dumps(CONFIG))
+  assert distill.read_config(str(path), 32).max_position_embeddings == 32
+  cases = {  # path, max_seq_length -> what the message must hold
+      (str(path), 33): "--max_seq_length 33 exceeds the student's "
+                       "max_position_embeddings 32",
+      (str(tmp_path / "none.json"), 16): "BERT config file not found",
+      (str(tmp_path), 16): "cannot read",  # a directory
+  }
+  for (config_path, seq_length), text in cases.items():
+    with pytest.raises(cli.StageError) as error:
+      distill.read_config(config_path, seq_length)
+    message = str(error.value)
+    assert message.startswith(f"--bert_config_file {config_path}: ")
+    assert text in message and "\n" not in message
+
+
 def bad_input_cases(runs, root):
   """{case: (command, what the error line must contain)}."""
   finished = runs["root"] / "uninterrupted"
