@@ -25,6 +25,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+import cli
+
 _ACTIVATIONS = ("gelu", "relu", "tanh", "linear")
 
 
@@ -119,10 +121,9 @@ class BertConfig:
 
   def to_json_file(self, path):
     """Writes the config as `bert_config.json`, atomically."""
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp_path, "w") as f:
-      f.write(self.to_json_string())
-    tf.io.gfile.rename(tmp_path, path, overwrite=True)
+    with cli.atomic_output(path) as tmp_path:
+      with tf.io.gfile.GFile(tmp_path, "w") as f:
+        f.write(self.to_json_string())
 
   @property
   def size_per_head(self):
@@ -455,7 +456,8 @@ def _absolute(directory, path):
 
 
 def _complete_prefixes(directory):
-  """Prefixes in `directory` with an index file, ignoring unfinished saves."""
+  """Prefixes in `directory` with an index file, ignoring unfinished saves
+  (named by cli.temporary_path)."""
   return [p[:-len(".index")]
           for p in tf.io.gfile.glob(os.path.join(directory, "*.index"))
           if ".tmp-" not in os.path.basename(p)]
@@ -486,10 +488,9 @@ def _write_state_file(directory, prefixes):
   text = f'model_checkpoint_path: "{names[-1]}"\n' + "".join(
       f'all_model_checkpoint_paths: "{n}"\n' for n in names)
   path = os.path.join(directory, _STATE_FILE)
-  tmp_path = f"{path}.tmp-{os.getpid()}"
-  with tf.io.gfile.GFile(tmp_path, "w") as f:
-    f.write(text)
-  tf.io.gfile.rename(tmp_path, path, overwrite=True)
+  with cli.atomic_output(path) as tmp_path:
+    with tf.io.gfile.GFile(tmp_path, "w") as f:
+      f.write(text)
 
 
 def resolve_checkpoint(checkpoint):
@@ -667,7 +668,7 @@ def save_checkpoint(variables_by_name, directory, step, max_to_keep=5):
   step = int(step)
   tf.io.gfile.makedirs(directory)
   prefix = os.path.join(directory, f"model.ckpt-{step}")
-  tmp_prefix = f"{prefix}.tmp-{os.getpid()}"
+  tmp_prefix = cli.temporary_path(prefix)
   tensors = {name: tf.convert_to_tensor(value)
              for name, value in variables_by_name.items()}
   tensors["global_step"] = tf.constant(step, tf.int64)
