@@ -565,9 +565,18 @@ def restore_variables(variables_by_name, checkpoint):
   return list(variables_by_name)
 
 
+# An encoder layer's variable: its layer number and the name within the layer.
+_LAYER_VARIABLE = re.compile(r"^bert/encoder/layer_(\d+)/(.*)$")
+
+
+def _layer_numbers(names):
+  """The encoder layer numbers that occur in `names`, as a set of ints."""
+  return {int(m.group(1)) for m in map(_LAYER_VARIABLE.match, names) if m}
+
+
 def _source_name(name, layer_map):
   """The checkpoint name a model variable is loaded from, given a layer map."""
-  match = re.match(r"^bert/encoder/layer_(\d+)/(.*)$", name)
+  match = _LAYER_VARIABLE.match(name)
   if layer_map is None or not match:
     return name
   return f"bert/encoder/layer_{layer_map[int(match.group(1))]}/{match.group(2)}"
@@ -634,13 +643,11 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
 def _check_layer_map(layer_map, variables, shapes, prefix):
   """Raises ValueError unless layer_map names one checkpoint layer per model
   layer and every one of them exists in the checkpoint."""
-  model_layers = {int(m.group(1)) for n in variables
-                  for m in [re.match(r"^bert/encoder/layer_(\d+)/", n)] if m}
+  model_layers = _layer_numbers(variables)
   if len(layer_map) != len(model_layers):
     raise ValueError(f"layer map {list(layer_map)} has {len(layer_map)} "
                      f"entries but the model has {len(model_layers)} layers")
-  ckpt_layers = {int(m.group(1)) for n in shapes
-                 for m in [re.match(r"^bert/encoder/layer_(\d+)/", n)] if m}
+  ckpt_layers = _layer_numbers(shapes)
   absent = [str(l) for l in layer_map if l not in ckpt_layers]
   if absent:
     raise ValueError(f"{prefix}: layer map names layer(s) {', '.join(absent)} "
