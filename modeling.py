@@ -609,7 +609,9 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
   if layer_map is not None:
     _check_layer_map(layer_map, variables, shapes, prefix)
 
-  loaded, initialized, problems = [], [], []
+  # Every variable is checked before any is assigned: an error leaves the
+  # model as it was.
+  sources, initialized, problems = {}, [], []
   for name, variable in variables.items():
     source = _source_name(name, layer_map)
     expected = variable.shape.as_list()
@@ -618,10 +620,7 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
     elif list(shapes[source]) != expected:
       reason = f"checkpoint shape {shapes[source]}"
     else:
-      variable.assign(tf.cast(reader.get_tensor(source), variable.dtype))
-      loaded.append(name)
-      origin = source if source == name else f"{source} (layer map)"
-      logging.info("%-60s %-14s loaded from %s", name, expected, origin)
+      sources[name] = source
       continue
     if not allow_partial:
       problems.append(f"{source} ({reason}, expected {expected})")
@@ -632,7 +631,14 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
   if problems:
     raise ValueError(f"{prefix}: {len(problems)} variables missing or "
                      f"mis-shaped: {_summarize(problems)}")
-  used = {_source_name(n, layer_map) for n in loaded}
+  for name, source in sources.items():
+    variable = variables[name]
+    variable.assign(tf.cast(reader.get_tensor(source), variable.dtype))
+    origin = source if source == name else f"{source} (layer map)"
+    logging.info("%-60s %-14s loaded from %s", name, variable.shape.as_list(),
+                 origin)
+  loaded = list(sources)
+  used = set(sources.values())
   unused = sorted(n for n in shapes if n not in used)
   logging.info("%s: %d variables loaded, %d initialized, %d checkpoint "
                "entries unused: %s", prefix, len(loaded), len(initialized),
