@@ -148,7 +148,8 @@ require_file() {  # require_file STAGE WHAT PATH
   [[ -e "$3" ]] || die "stage $1 needs $2, but $3 does not exist"
 }
 
-# marker_text STAGE UPSTREAM_STAGE... CMD...: what STAGE's marker holds.
+# What a stage's marker holds: the checksums of the markers of the stages in
+# UPSTREAM (an array) and the command line in COMMAND (an array).
 marker_text() {
   local upstream
   for upstream in "${UPSTREAM[@]}"; do
