@@ -25,6 +25,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+import cli
+
 _ACTIVATIONS = ("gelu", "relu", "tanh", "linear")
 
 
@@ -121,10 +123,9 @@ class BertConfig:
 
   def to_json_file(self, path):
     """Writes the config as `bert_config.json`, atomically."""
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp_path, "w") as f:
-      f.write(self.to_json_string())
-    tf.io.gfile.rename(tmp_path, path, overwrite=True)
+    with cli.atomic_output(path) as tmp_path:
+      with tf.io.gfile.GFile(tmp_path, "w") as f:
+        f.write(self.to_json_string())
 
   @property
   def size_per_head(self):
@@ -475,7 +476,8 @@ def _absolute(directory, path):
 
 
 def _complete_prefixes(directory):
-  """Prefixes in `directory` with an index file, ignoring unfinished saves."""
+  """Prefixes in `directory` with an index file, ignoring unfinished saves
+  (named by cli.temporary_path)."""
   return [p[:-len(".index")]
           for p in tf.io.gfile.glob(os.path.join(directory, "*.index"))
           if ".tmp-" not in os.path.basename(p)]
@@ -506,10 +508,9 @@ def _write_state_file(directory, prefixes):
   text = f'model_checkpoint_path: "{names[-1]}"\n' + "".join(
       f'all_model_checkpoint_paths: "{n}"\n' for n in names)
   path = os.path.join(directory, _STATE_FILE)
-  tmp_path = f"{path}.tmp-{os.getpid()}"
-  with tf.io.gfile.GFile(tmp_path, "w") as f:
-    f.write(text)
-  tf.io.gfile.rename(tmp_path, path, overwrite=True)
+  with cli.atomic_output(path) as tmp_path:
+    with tf.io.gfile.GFile(tmp_path, "w") as f:
+      f.write(text)
 
 
 def resolve_checkpoint(checkpoint):
@@ -584,9 +585,18 @@ def restore_variables(variables_by_name, checkpoint):
   return list(variables_by_name)
 
 
+# An encoder layer's variable: its layer number and the name within the layer.
+_LAYER_VARIABLE = re.compile(r"^bert/encoder/layer_(\d+)/(.*)$")
+
+
+def _layer_numbers(names):
+  """The encoder layer numbers that occur in `names`, as a set of ints."""
+  return {int(m.group(1)) for m in map(_LAYER_VARIABLE.match, names) if m}
+
+
 def _source_name(name, layer_map):
   """The checkpoint name a model variable is loaded from, given a layer map."""
-  match = re.match(r"^bert/encoder/layer_(\d+)/(.*)$", name)
+  match = _LAYER_VARIABLE.match(name)
   if layer_map is None or not match:
     return name
   return f"bert/encoder/layer_{layer_map[int(match.group(1))]}/{match.group(2)}"
@@ -619,7 +629,9 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
   if layer_map is not None:
     _check_layer_map(layer_map, variables, shapes, prefix)
 
-  loaded, initialized, problems = [], [], []
+  # Every variable is checked before any is assigned: an error leaves the
+  # model as it was.
+  sources, initialized, problems = {}, [], []
   for name, variable in variables.items():
     source = _source_name(name, layer_map)
     expected = variable.shape.as_list()
@@ -628,10 +640,7 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
     elif list(shapes[source]) != expected:
       reason = f"checkpoint shape {shapes[source]}"
     else:
-      variable.assign(tf.cast(reader.get_tensor(source), variable.dtype))
-      loaded.append(name)
-      origin = source if source == name else f"{source} (layer map)"
-      logging.info("%-60s %-14s loaded from %s", name, expected, origin)
+      sources[name] = source
       continue
     if not allow_partial:
       problems.append(f"{source} ({reason}, expected {expected})")
@@ -642,7 +651,14 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
   if problems:
     raise ValueError(f"{prefix}: {len(problems)} variables missing or "
                      f"mis-shaped: {_summarize(problems)}")
-  used = {_source_name(n, layer_map) for n in loaded}
+  for name, source in sources.items():
+    variable = variables[name]
+    variable.assign(tf.cast(reader.get_tensor(source), variable.dtype))
+    origin = source if source == name else f"{source} (layer map)"
+    logging.info("%-60s %-14s loaded from %s", name, variable.shape.as_list(),
+                 origin)
+  loaded = list(sources)
+  used = set(sources.values())
   unused = sorted(n for n in shapes if n not in used)
   logging.info("%s: %d variables loaded, %d initialized, %d checkpoint "
                "entries unused: %s", prefix, len(loaded), len(initialized),
@@ -653,13 +669,11 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
 def _check_layer_map(layer_map, variables, shapes, prefix):
   """Raises ValueError unless layer_map names one checkpoint layer per model
   layer and every one of them exists in the checkpoint."""
-  model_layers = {int(m.group(1)) for n in variables
-                  for m in [re.match(r"^bert/encoder/layer_(\d+)/", n)] if m}
+  model_layers = _layer_numbers(variables)
   if len(layer_map) != len(model_layers):
     raise ValueError(f"layer map {list(layer_map)} has {len(layer_map)} "
                      f"entries but the model has {len(model_layers)} layers")
-  ckpt_layers = {int(m.group(1)) for n in shapes
-                 for m in [re.match(r"^bert/encoder/layer_(\d+)/", n)] if m}
+  ckpt_layers = _layer_numbers(shapes)
   absent = [str(l) for l in layer_map if l not in ckpt_layers]
   if absent:
     raise ValueError(f"{prefix}: layer map names layer(s) {', '.join(absent)} "
@@ -687,7 +701,7 @@ def save_checkpoint(variables_by_name, directory, step, max_to_keep=5):
   step = int(step)
   tf.io.gfile.makedirs(directory)
   prefix = os.path.join(directory, f"model.ckpt-{step}")
-  tmp_prefix = f"{prefix}.tmp-{os.getpid()}"
+  tmp_prefix = cli.temporary_path(prefix)
   tensors = {name: tf.convert_to_tensor(value)
              for name, value in variables_by_name.items()}
   tensors["global_step"] = tf.constant(step, tf.int64)

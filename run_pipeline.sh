@@ -148,7 +148,8 @@ require_file() {  # require_file STAGE WHAT PATH
   [[ -e "$3" ]] || die "stage $1 needs $2, but $3 does not exist"
 }
 
-# marker_text STAGE UPSTREAM_STAGE... CMD...: what STAGE's marker holds.
+# What a stage's marker holds: the checksums of the markers of the stages in
+# UPSTREAM (an array) and the command line in COMMAND (an array).
 marker_text() {
   local upstream
   for upstream in "${UPSTREAM[@]}"; do
@@ -190,20 +191,15 @@ run_stage() {
   echo "== stage $stage ($description): done; output: $output"
 }
 
-# Every file of a folder matching a pattern, sorted, comma-separated.
-list_files() {  # list_files DIR PATTERN [SKIP_LAST]
-  local files=()
-  mapfile -t files < <(find "$1" -maxdepth 1 -name "$2" | LC_ALL=C sort)
-  local keep=$(( ${#files[@]} - ${3:-0} ))
-  local IFS=,
-  echo "${files[*]:0:$keep}"
+# The files of a folder matching a pattern, sorted, one a line (none when
+# the folder does not exist).
+sorted_files() {  # sorted_files DIR PATTERN
+  find "$1" -maxdepth 1 -name "$2" 2>/dev/null | LC_ALL=C sort
 }
 
-list_held_out() {  # list_held_out DIR PATTERN COUNT
-  local files=()
-  mapfile -t files < <(find "$1" -maxdepth 1 -name "$2" | LC_ALL=C sort)
+join_by_comma() {  # join_by_comma ITEM...
   local IFS=,
-  echo "${files[*]: -$3}"
+  echo "$*"
 }
 
 echo "run_pipeline.sh: work_dir $WORK_DIR, stages $STAGES"
@@ -246,11 +242,13 @@ if wants III-b; then
   run_stage III-b "pretraining records" "$RECORDS_DIR"
 fi
 
-RECORDS="$RECORDS_DIR/${OUTPUT_BASE_NAME}_*.tfrecord"
+# Stage IV names its files as stage III-b does: one pattern for both.
+RECORDS_PATTERN="${OUTPUT_BASE_NAME}_*.tfrecord"
+RECORDS="$RECORDS_DIR/$RECORDS_PATTERN"
 
 if wants T && [[ "$TEACHER_PRETRAIN_STEPS" -gt 0 ]]; then
   require_file T "the teacher's config (--teacher_config or --teacher_dir)" "$TEACHER_CONFIG"
-  [[ -n "$(list_files "$RECORDS_DIR" "${OUTPUT_BASE_NAME}_*.tfrecord")" ]] ||
+  [[ -n "$(sorted_files "$RECORDS_DIR" "$RECORDS_PATTERN")" ]] ||
     die "stage T needs pretraining records in $RECORDS_DIR (stage III-b)"
   UPSTREAM=(III-b)
   # shellcheck disable=SC2206  # DISTILL_FLAGS is a list of words on purpose.
@@ -281,7 +279,7 @@ if wants IV; then
   require_file IV "the teacher's config (--teacher_config or --teacher_dir)" "$TEACHER_CONFIG"
   [[ -e "$TEACHER_CHECKPOINT" || -e "$TEACHER_CHECKPOINT.index" ]] ||
     die "stage IV needs the teacher's checkpoint, but neither $TEACHER_CHECKPOINT nor $TEACHER_CHECKPOINT.index exists"
-  [[ -n "$(list_files "$RECORDS_DIR" "${OUTPUT_BASE_NAME}_*.tfrecord")" ]] ||
+  [[ -n "$(sorted_files "$RECORDS_DIR" "$RECORDS_PATTERN")" ]] ||
     die "stage IV needs pretraining records in $RECORDS_DIR (stage III-b)"
   UPSTREAM=(III-b "$TEACHER_STAGE")
   SHARD=""
@@ -303,16 +301,17 @@ fi
 
 if wants V; then
   require_file V "the student's config (--student_config)" "$STUDENT_CONFIG"
-  LABELS_PATTERN="${OUTPUT_BASE_NAME}_*.tfrecord"
-  num_labels=$(find "$TEACHER_LABELS_DIR" -maxdepth 1 -name "$LABELS_PATTERN" 2>/dev/null | wc -l)
+  mapfile -t label_files < <(sorted_files "$TEACHER_LABELS_DIR" "$RECORDS_PATTERN")
+  num_labels=${#label_files[@]}
   [[ $num_labels -gt 0 ]] || die "stage V needs teacher labels in $TEACHER_LABELS_DIR (stage IV)"
   EVAL_FLAG=()
   if [[ "$HOLDOUT_FILES" -gt 0 && $num_labels -gt "$HOLDOUT_FILES" ]]; then
-    TRAIN_FILES=$(list_files "$TEACHER_LABELS_DIR" "$LABELS_PATTERN" "$HOLDOUT_FILES")
-    EVAL_FLAG=(--eval_input_file="$(list_held_out "$TEACHER_LABELS_DIR" "$LABELS_PATTERN" "$HOLDOUT_FILES")")
+    num_train=$(( num_labels - HOLDOUT_FILES ))
+    TRAIN_FILES=$(join_by_comma "${label_files[@]:0:num_train}")
+    EVAL_FLAG=(--eval_input_file="$(join_by_comma "${label_files[@]:num_train}")")
   else
     echo "run_pipeline.sh: $num_labels teacher-label file(s): stage V evaluates on its training files"
-    TRAIN_FILES=$(list_files "$TEACHER_LABELS_DIR" "$LABELS_PATTERN")
+    TRAIN_FILES=$(join_by_comma "${label_files[@]}")
   fi
   INIT_FLAGS=()
   [[ -n "$INIT_CHECKPOINT" ]] && INIT_FLAGS+=(--init_checkpoint="$INIT_CHECKPOINT")

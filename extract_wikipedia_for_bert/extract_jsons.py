@@ -301,20 +301,20 @@ def main(argv):
       cli.atomic_output(FLAGS.write_file) as tmp_path, \
       open(tmp_path, "w", encoding="utf-8") as out:
     # Timed by input MB, the measure of the work still to do.
-    progress = cli.Progress(
-        "extract_jsons", total=sum(os.path.getsize(f) for f in files) / 1e6,
-        unit="MB", interval=FLAGS.log_interval)
+    sizes_mb = [os.path.getsize(f) / 1e6 for f in files]
+    progress = cli.Progress("extract_jsons", total=sum(sizes_mb), unit="MB",
+                            interval=FLAGS.log_interval)
     num_articles = bytes_written = 0
     results = converted_files(files, pool)
-    for done, (path, (text, articles, warnings)) in enumerate(
-        zip(files, results), 1):
+    for done, (size_mb, (text, articles, warnings)) in enumerate(
+        zip(sizes_mb, results), 1):
       for warning in warnings:
         logging.warning("%s", warning)
       num_warnings += len(warnings)
       num_articles += articles
       out.write(text)
       bytes_written += len(text.encode("utf-8"))
-      progress.update(os.path.getsize(path) / 1e6,
+      progress.update(size_mb,
                       note=f"{done}/{len(files)} files, {num_articles} "
                            f"articles, {bytes_written / 1e6:.2f} MB of text")
   progress.log(final=True)

@@ -231,8 +231,12 @@ def test_restore_names_every_missing_and_misshaped_variable(tmp_path):
   assert "\n" not in message and prefix in message
   assert "bert/pooler/dense/bias" in message
   assert "cls/predictions/output_bias" in message and "[7]" in message
+  before = {n: v.numpy() for n, v in model.variables_by_name().items()}
   with pytest.raises(ValueError, match="variables missing or mis-shaped"):
     modeling.load_checkpoint(model, prefix)
+  # Nothing was assigned: the entries that do fit stayed at their init.
+  for name, variable in model.variables_by_name().items():
+    np.testing.assert_array_equal(variable.numpy(), before[name])
 
 
 def test_missing_checkpoint_path_is_a_one_line_error(tmp_path):

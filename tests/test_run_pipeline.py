@@ -89,6 +89,13 @@ def test_missing_inputs_and_unknown_flags_are_one_line_errors(tmp_path):
   result = run_pipeline(tmp_path / "w", "--stages=V",
                         f"--student_config={tmp_path}/none.json")
   assert result.returncode != 0 and "stage V needs" in result.stderr
+  config = tmp_path / "student.json"
+  config.write_text("{}")
+  result = run_pipeline(tmp_path / "w", "--stages=V",
+                        f"--student_config={config}",
+                        f"--teacher_labels_dir={tmp_path}/no_labels")
+  assert result.returncode != 0
+  assert "stage V needs teacher labels" in result.stderr
   result = run_pipeline(tmp_path / "w", "--no_such_flag=1")
   assert result.returncode != 0
   assert "unknown flag --no_such_flag" in result.stderr
