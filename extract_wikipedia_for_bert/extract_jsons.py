@@ -282,8 +282,8 @@ def worker_pool(num_workers, num_files):
   """A pool of forked workers, or a null context when one process will do."""
   if min(num_workers, num_files) <= 1:
     return contextlib.nullcontext()
-  # Forked before TensorFlow is imported (cli.atomic_output imports it), so
-  # the workers are small and start at once.
+  # Forked: the workers share this small process (no TensorFlow is
+  # loaded for local paths) and start at once.
   return multiprocessing.get_context("fork").Pool(min(num_workers, num_files))
 
 
