@@ -14,7 +14,7 @@ two ways, in interleaved rounds on this machine:
            stored.
 
 Real lengths follow the original project's sample records
-(../shared/data/original_sample_records.tfrecord) unless --lengths full.
+(tests/data/original/original_sample_records.tfrecord) unless --lengths full.
 Reports sequences/s of both per round, their ratio, peak RSS, the top-k
 agreement of the two implementations and bytes per example on disk.
 
@@ -69,7 +69,7 @@ def parse_args():
 
 
 MAX_SEQ_LENGTH, MAX_PREDICTIONS = 128, 20
-ORIGINAL_RECORDS = os.path.join(os.path.dirname(ROOT), "shared", "data",
+ORIGINAL_RECORDS = os.path.join(ROOT, "tests", "data", "original",
                                 "original_sample_records.tfrecord")
 BERT_BASE = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
              "num_attention_heads": 12, "intermediate_size": 3072,

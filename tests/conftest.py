@@ -10,7 +10,9 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 VOCAB_FILE = os.path.join(ROOT, "data", "bert_uncased_vocab.txt")
-SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+# Records written by the original project's tools (tests/data/original/README.md).
+ORIGINAL_RECORDS = os.path.join(ROOT, "tests", "data", "original",
+                                "original_sample_records.tfrecord")
 
 
 def import_stage_script(module_name):

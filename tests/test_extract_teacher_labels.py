@@ -14,10 +14,9 @@ import tensorflow as tf
 import records
 import bert_reference as ref
 from conftest import ROOT
-from conftest import SHARED_DATA
+from conftest import ORIGINAL_RECORDS
 
 SCRIPT = os.path.join(ROOT, "extract_teacher_labels_truncated.py")
-ORIGINAL_RECORDS = os.path.join(SHARED_DATA, "original_sample_records.tfrecord")
 L, P = 32, 5  # the tiny records' max_seq_length and max_predictions_per_seq
 # The original's records: real ids need the real vocabulary size.
 WIDE_CONFIG = dict(ref.TINY_CONFIG, vocab_size=30522,

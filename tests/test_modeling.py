@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import bert_reference as ref
-from conftest import SHARED_DATA
+from conftest import ORIGINAL_RECORDS
 import modeling
 import records
 
@@ -138,7 +138,7 @@ def test_low_precision_keeps_float32_variables_and_logits(dtype):
 
 
 def test_sample_records_run_through_a_tiny_model_with_the_real_vocab():
-  path = os.path.join(SHARED_DATA, "original_sample_records.tfrecord")
+  path = ORIGINAL_RECORDS
   spec = records.pretraining_feature_spec(128, 20)
   dataset = tf.data.TFRecordDataset(path).map(
       lambda r: tf.io.parse_single_example(r, spec)).batch(8).take(2)

@@ -6,9 +6,8 @@ import pytest
 import tensorflow as tf
 
 import records
-from conftest import SHARED_DATA
+from conftest import ORIGINAL_RECORDS
 
-ORIGINAL_RECORDS = os.path.join(SHARED_DATA, "original_sample_records.tfrecord")
 
 
 def test_original_records_parse_with_the_pretraining_spec():
