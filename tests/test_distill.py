@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 import bert_reference as ref
+import losses
 import modeling
 import records
 from conftest import ROOT, import_stage_script
@@ -110,13 +111,13 @@ def numpy_losses(mlm_logits, nsp_logits, f, temperature, soft_w, hard_w):
   hard = np.zeros((batch, preds))
   for b in range(batch):
     for p in range(preds):
-      probs = f[distill.TEACHER_PROBS][b, p].astype(np.float64)
+      probs = f[losses.TEACHER_PROBS][b, p].astype(np.float64)
       tempered = probs ** (1.0 / temperature)
       if tempered.sum() > 0:
         tempered = tempered / tempered.sum() * probs.sum()
       log_q = np_log_softmax(mlm_logits[b, p].astype(np.float64) / temperature)
-      if distill.TEACHER_IDS in f:
-        log_q = log_q[f[distill.TEACHER_IDS][b, p]]
+      if losses.TEACHER_IDS in f:
+        log_q = log_q[f[losses.TEACHER_IDS][b, p]]
       soft[b, p] = -temperature**2 * np.sum(tempered * log_q)
       hard[b, p] = -np_log_softmax(mlm_logits[b, p].astype(np.float64))[
           f[records.MASKED_LM_IDS][b, p]]
@@ -137,11 +138,11 @@ def random_batch(rng, batch=3, k=K, vocab=VOCAB):
   if k:
     probs = rng.dirichlet(np.ones(k + 3), (batch, P))[..., :k]  # mass < 1
     probs[weights == 0] = 0.0  # padding holds no teacher labels
-    teacher = {distill.TEACHER_PROBS: probs.astype(np.float32),
-               distill.TEACHER_IDS: rng.integers(0, vocab, (batch, P, k),
+    teacher = {losses.TEACHER_PROBS: probs.astype(np.float32),
+               losses.TEACHER_IDS: rng.integers(0, vocab, (batch, P, k),
                                                  dtype=np.int32)}
   else:
-    teacher = {distill.TEACHER_PROBS: rng.dirichlet(
+    teacher = {losses.TEACHER_PROBS: rng.dirichlet(
         np.ones(vocab), (batch, P)).astype(np.float32)}
   features = {records.MASKED_LM_WEIGHTS: weights,
               records.MASKED_LM_IDS: rng.integers(0, vocab, (batch, P),
@@ -159,7 +160,7 @@ def random_batch(rng, batch=3, k=K, vocab=VOCAB):
     (1.0, 0.0, 1.0, K), (2.0, 1.0, 0.5, 0)])
 def test_loss_matches_numpy(temperature, soft_w, hard_w, k):
   mlm_logits, nsp_logits, features = random_batch(np.random.default_rng(1), k=k)
-  got = distill.compute_losses(
+  got = losses.compute_losses(
       tf.constant(mlm_logits), tf.constant(nsp_logits),
       {n: tf.constant(v) for n, v in features.items()}, temperature, soft_w,
       hard_w)
@@ -180,12 +181,12 @@ def test_default_loss_is_the_originals_by_hand():
   features = {records.MASKED_LM_WEIGHTS: np.array([[1.0]], np.float32),
               records.MASKED_LM_IDS: np.array([[0]], np.int32),
               records.NEXT_SENTENCE_LABELS: np.array([1], np.int32),
-              distill.TEACHER_PROBS: np.array([[[0.5, 0.25]]], np.float32),
-              distill.TEACHER_IDS: np.array([[[0, 3]]], np.int32)}
+              losses.TEACHER_PROBS: np.array([[[0.5, 0.25]]], np.float32),
+              losses.TEACHER_IDS: np.array([[[0, 3]]], np.int32)}
   nsp_logits = np.array([[0.0, 0.0]], np.float32)
   log_z = np.log(np.exp(2.0) + 1 + np.exp(-1.0) + np.exp(0.5))
   soft = -(0.5 * (2.0 - log_z) + 0.25 * (0.5 - log_z)) / (1 + 1e-5)
-  got = distill.compute_losses(logits, nsp_logits, features)
+  got = losses.compute_losses(logits, nsp_logits, features)
   np.testing.assert_allclose(got["soft_loss"], soft, rtol=1e-6)
   np.testing.assert_allclose(got["loss"], soft + np.log(2.0), rtol=1e-6)
 
@@ -195,9 +196,9 @@ def test_replica_losses_with_global_denominators_add_up_to_the_batch_loss():
                                                   batch=4)
   options = dict(temperature=2.0, soft_loss_weight=1.0,
                  hard_mlm_loss_weight=0.5)
-  whole = distill.compute_losses(mlm_logits, nsp_logits, features, **options)
+  whole = losses.compute_losses(mlm_logits, nsp_logits, features, **options)
   weight_total = features[records.MASKED_LM_WEIGHTS].sum() + 1e-5
-  halves = [distill.compute_losses(
+  halves = [losses.compute_losses(
       mlm_logits[s], nsp_logits[s], {n: v[s] for n, v in features.items()},
       weight_total=weight_total, example_total=4.0, **options)
             for s in (slice(0, 2), slice(2, 4))]
@@ -210,17 +211,17 @@ def test_evaluation_metrics_match_numpy():
                                                   batch=5)
   # Make some student predictions right, against both references.
   features[records.MASKED_LM_IDS][:, :2] = mlm_logits[:, :2].argmax(-1)
-  features[distill.TEACHER_PROBS][:, 1:, 0] = 0.9
-  features[distill.TEACHER_IDS][:, 1:, 0] = mlm_logits[:, 1:].argmax(-1)
-  sums = distill.evaluation_sums(mlm_logits, nsp_logits, features, 1.0, 1.0,
+  features[losses.TEACHER_PROBS][:, 1:, 0] = 0.9
+  features[losses.TEACHER_IDS][:, 1:, 0] = mlm_logits[:, 1:].argmax(-1)
+  sums = losses.evaluation_sums(mlm_logits, nsp_logits, features, 1.0, 1.0,
                                  0.0)
-  metrics = distill.evaluation_metrics(
+  metrics = losses.evaluation_metrics(
       {n: v.numpy().astype(np.float64) for n, v in sums.items()}, 1.0, 0.0)
   w = features[records.MASKED_LM_WEIGHTS]
   predicted = mlm_logits.argmax(-1)
   teacher_best = np.take_along_axis(
-      features[distill.TEACHER_IDS],
-      features[distill.TEACHER_PROBS].argmax(-1)[..., None], -1)[..., 0]
+      features[losses.TEACHER_IDS],
+      features[losses.TEACHER_PROBS].argmax(-1)[..., None], -1)[..., 0]
   want = numpy_losses(mlm_logits, nsp_logits, features, 1.0, 1.0, 0.0)
   np.testing.assert_allclose(
       metrics["masked_lm_accuracy"],
@@ -244,9 +245,9 @@ def test_dataset_parses_records_back_in_order(tmp_path):
                for r in tf.data.TFRecordDataset(path)]
   for i, original in enumerate(originals):
     batch = batches[i // 3]
-    np.testing.assert_array_equal(batch[distill.TEACHER_PROBS][i % 3],
+    np.testing.assert_array_equal(batch[losses.TEACHER_PROBS][i % 3],
                                   original[records.TRUNCATED_PROBS].reshape(P, K))
-    np.testing.assert_array_equal(batch[distill.TEACHER_IDS][i % 3],
+    np.testing.assert_array_equal(batch[losses.TEACHER_IDS][i % 3],
                                   original[records.TOP_K_INDICES].reshape(P, K))
     np.testing.assert_array_equal(batch[records.INPUT_IDS][i % 3],
                                   original[records.INPUT_IDS])
