@@ -24,6 +24,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+import checkpoints
 import cli
 import losses
 import modeling
@@ -494,10 +495,10 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
     cli.StageError: output_dir holds another architecture's checkpoint, or
       init_checkpoint is missing, mis-shaped or lacks a layer of layer_map.
   """
-  latest = modeling.latest_checkpoint(output_dir)
+  latest = checkpoints.latest_checkpoint(output_dir)
   if latest:
     try:
-      modeling.restore_variables(checkpoint_variables(model, optimizer),
+      checkpoints.restore_variables(checkpoint_variables(model, optimizer),
                                  latest)
     except ValueError as e:
       raise cli.StageError(
@@ -508,7 +509,7 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
     return step
   if init_checkpoint:
     try:
-      modeling.load_checkpoint(model, init_checkpoint, layer_map=layer_map)
+      checkpoints.load_checkpoint(model, init_checkpoint, layer_map=layer_map)
     except ValueError as e:
       raise cli.StageError(
           f"--init_checkpoint {init_checkpoint}: {e}") from None
@@ -524,7 +525,7 @@ def save(model, optimizer, output_dir, keep):
   step = int(optimizer.global_step.numpy())
   variables = {**model.variables_by_name(),
                **optimizer.slot_variables_by_name()}
-  return modeling.save_checkpoint(variables, output_dir, step,
+  return checkpoints.save_checkpoint(variables, output_dir, step,
                                   max_to_keep=keep)
 
 
@@ -587,7 +588,7 @@ def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
     terms = {name: float(value) for name, value in terms.items()}
     step += int(steps_run)
     if not math.isfinite(terms["loss"]):
-      last_good = modeling.latest_checkpoint(settings.output_dir)
+      last_good = checkpoints.latest_checkpoint(settings.output_dir)
       raise cli.StageError(
           f"the loss became {terms['loss']} at step {step}; stopped, the "
           f"newest checkpoint ({last_good or 'none'}) is the last good one; "

@@ -35,6 +35,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+import checkpoints
 import cli
 import modeling
 import records
@@ -191,7 +192,7 @@ def load_teacher(config, checkpoint, strategy):
   with strategy.scope():
     model = modeling.BertPretrainingModel(config)
   try:
-    modeling.load_checkpoint(model, checkpoint)
+    checkpoints.load_checkpoint(model, checkpoint)
   except ValueError as e:
     raise cli.StageError(f"--init_checkpoint: {e}") from None
   return model

@@ -37,7 +37,8 @@ import tensorflow as tf
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import extract_teacher_labels_truncated as stage  # pylint: disable=g-import-not-at-top
+import checkpoints  # pylint: disable=g-import-not-at-top
+import extract_teacher_labels_truncated as stage
 import modeling
 import records
 
@@ -135,7 +136,7 @@ def write_teacher(work_dir):
   model = modeling.BertPretrainingModel(modeling.BertConfig.from_dict(BERT_BASE),
                                         seed=0)
   variables = model.variables_by_name()
-  prefix = modeling.save_checkpoint(variables, os.path.join(work_dir, "teacher"),
+  prefix = checkpoints.save_checkpoint(variables, os.path.join(work_dir, "teacher"),
                                     step=0)
   npz_path = os.path.join(work_dir, "weights.npz")
   np.savez(npz_path, **{n: v.numpy() for n, v in variables.items()})
