@@ -10,6 +10,19 @@ resumes training strictly, `load_checkpoint` initialises a model fully or
 partially, optionally taking its encoder layers from other layers of the
 checkpoint (a layer map).
 
+What a crash or a bad file can do, and what is promised then:
+- a save is never seen half-done: data and index files are written under
+  temporary names, fsynced, and renamed data first, index last (a prefix is
+  complete once its index exists); the state file is replaced the same way.
+  `remove_stale_temporaries` removes what a killed or failed save left.
+- a save refuses non-finite values (NonFiniteError), so a checkpoint is
+  always a state training can continue from.
+- a checkpoint whose index or data cannot be read in full (a truncated copy,
+  a power cut) raises CorruptCheckpointError before any variable is
+  assigned; `complete_checkpoints` lists the older ones to fall back to.
+- a failed write (disk full, no permission) raises CheckpointWriteError
+  naming the file, and leaves no temporary file behind.
+
 This module defines no flags.
 """
 
@@ -18,9 +31,22 @@ import re
 
 from absl import logging
 from google.protobuf import text_format
+import numpy as np
 import tensorflow as tf
 
 import cli
+
+class CorruptCheckpointError(ValueError):
+  """A checkpoint's index or data files cannot be read in full."""
+
+
+class NonFiniteError(ValueError):
+  """Values to be saved hold NaN or infinity."""
+
+
+class CheckpointWriteError(ValueError):
+  """A checkpoint or the state file could not be written (disk full, ...)."""
+
 
 _STATE_FILE = "checkpoint"
 _STEP_PREFIX = re.compile(r"^model\.ckpt-(\d+)$")
@@ -100,6 +126,7 @@ def _write_state_file(directory, prefixes):
   with cli.atomic_output(path) as tmp_path:
     with tf.io.gfile.GFile(tmp_path, "w") as f:
       f.write(text_format.MessageToString(state))
+    _fsync(tmp_path)
 
 
 def resolve_checkpoint(checkpoint):
@@ -123,11 +150,52 @@ def resolve_checkpoint(checkpoint):
 
 
 def _open_reader(prefix):
+  """A checkpoint reader whose data files hold every byte the index names.
+
+  Raises:
+    CorruptCheckpointError: the index cannot be read or the data files are
+      shorter than it says (checked by size, before anything is assigned).
+  """
   try:
-    return tf.train.load_checkpoint(prefix)
+    reader = tf.train.load_checkpoint(prefix)
   except (tf.errors.OpError, ValueError) as e:
-    raise ValueError(f"{prefix}: not a readable checkpoint "
-                     f"({str(e).splitlines()[0]})") from None
+    raise CorruptCheckpointError(f"{prefix}: not a readable checkpoint "
+                                 f"({str(e).splitlines()[0]})") from None
+  _check_data_size(prefix, reader)
+  return reader
+
+
+def _check_data_size(prefix, reader):
+  """Raises CorruptCheckpointError when the data files are shorter than the
+  tensors the index lists.
+
+  SaveV2 (and TF1's Saver) store numeric tensors back to back, so the data
+  files of a complete checkpoint hold at least the sum of their byte sizes;
+  a checkpoint with other dtypes (strings) is left to the reads to check.
+  """
+  dtypes = reader.get_variable_to_dtype_map()
+  if not all(dtype.is_numpy_compatible and dtype != tf.string
+             for dtype in dtypes.values()):
+    return
+  shapes = reader.get_variable_to_shape_map()
+  needed = sum(int(np.prod(shapes[name], dtype=np.int64)) * dtype.size
+               for name, dtype in dtypes.items())
+  held = sum(tf.io.gfile.stat(path).length
+             for path in tf.io.gfile.glob(prefix + ".data-*"))
+  if held < needed:
+    raise CorruptCheckpointError(
+        f"{prefix}: truncated: its data files hold {held} bytes but its "
+        f"index lists {needed} (an interrupted write or copy)")
+
+
+def _read_tensor(reader, prefix, name):
+  """reader.get_tensor(name); a failed read raises CorruptCheckpointError."""
+  try:
+    return reader.get_tensor(name)
+  except (tf.errors.OpError, IndexError, ValueError) as e:
+    raise CorruptCheckpointError(
+        f"{prefix}: cannot read {name} ({type(e).__name__}: "
+        f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
 
 def _summarize(items, limit=5):
@@ -153,6 +221,8 @@ def restore_variables(variables_by_name, checkpoint):
   Raises:
     ValueError: one line naming the checkpoint and every missing or
       mis-shaped variable; nothing is assigned then.
+    CorruptCheckpointError: (a ValueError) the checkpoint cannot be read in
+      full; nothing is assigned when its files are short.
   """
   prefix = resolve_checkpoint(checkpoint)
   reader = _open_reader(prefix)
@@ -169,7 +239,8 @@ def restore_variables(variables_by_name, checkpoint):
   if problems:
     raise ValueError(f"{prefix}: " + "; ".join(problems))
   for name, variable in variables_by_name.items():
-    variable.assign(tf.cast(reader.get_tensor(name), variable.dtype))
+    variable.assign(tf.cast(_read_tensor(reader, prefix, name),
+                            variable.dtype))
   logging.info("Restored %d variables from %s", len(variables_by_name), prefix)
   return list(variables_by_name)
 
@@ -209,7 +280,8 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
 
   Raises:
     ValueError: one line: the path is not a checkpoint, a layer of the map is
-      not in it, or (without allow_partial) variables are missing/mis-shaped.
+      not in it, or (without allow_partial) variables are missing/mis-shaped;
+      CorruptCheckpointError (a ValueError) when it cannot be read in full.
   """
   variables = (model if isinstance(model, dict) else model.variables_by_name())
   prefix = resolve_checkpoint(checkpoint)
@@ -242,7 +314,8 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
                      f"mis-shaped: {_summarize(problems)}")
   for name, source in sources.items():
     variable = variables[name]
-    variable.assign(tf.cast(reader.get_tensor(source), variable.dtype))
+    variable.assign(tf.cast(_read_tensor(reader, prefix, source),
+                            variable.dtype))
     origin = source if source == name else f"{source} (layer map)"
     logging.info("%-60s %-14s loaded from %s", name, variable.shape.as_list(),
                  origin)
@@ -286,24 +359,27 @@ def save_checkpoint(variables_by_name, directory, step, max_to_keep=5):
 
   Returns:
     The prefix written.
+
+  Raises:
+    NonFiniteError: a value holds NaN or infinity (names them); nothing is
+      written then.
+    CheckpointWriteError: a file could not be written (names it and why);
+      the temporary files are removed and the older checkpoints stay.
   """
   step = int(step)
-  tf.io.gfile.makedirs(directory)
   prefix = os.path.join(directory, f"model.ckpt-{step}")
-  tmp_prefix = cli.temporary_path(prefix)
   tensors = {name: tf.convert_to_tensor(value)
              for name, value in variables_by_name.items()}
+  bad = nonfinite_names(tensors)
+  if bad:
+    raise NonFiniteError(f"not saving {prefix}: {len(bad)} variables hold "
+                         f"NaN or infinity: {_summarize(bad)}")
   tensors["global_step"] = tf.constant(step, tf.int64)
-  names = sorted(tensors)
-  with tf.device("/cpu:0"):
-    tf.raw_ops.SaveV2(prefix=tmp_prefix, tensor_names=names,
-                      shape_and_slices=[""] * len(names),
-                      tensors=[tensors[n] for n in names])
-  # Data first, index last: a prefix counts as complete once its index exists.
-  for tmp_path in tf.io.gfile.glob(tmp_prefix + ".data-*"):
-    tf.io.gfile.rename(tmp_path, prefix + tmp_path[len(tmp_prefix):],
-                       overwrite=True)
-  tf.io.gfile.rename(tmp_prefix + ".index", prefix + ".index", overwrite=True)
+  try:
+    _write_files(tensors, prefix)
+  except (tf.errors.OpError, OSError) as e:
+    raise CheckpointWriteError(f"cannot write {prefix}: "
+                               f"{cli.error_line(e)}") from None
 
   kept = sorted((p for p in _complete_prefixes(directory)
                  if _step_from_name(p) is not None and p != prefix),
@@ -313,9 +389,121 @@ def save_checkpoint(variables_by_name, directory, step, max_to_keep=5):
     for old in kept[:-max_to_keep]:
       _remove_checkpoint(old)
     kept = kept[-max_to_keep:]
-  _write_state_file(directory, kept)
-  logging.info("Saved %s (%d variables)", prefix, len(names))
+  try:
+    _write_state_file(directory, kept)
+  except (tf.errors.OpError, OSError) as e:
+    raise CheckpointWriteError(
+        f"cannot write {os.path.join(directory, _STATE_FILE)}: "
+        f"{cli.error_line(e)}") from None
+  logging.info("Saved %s (%d variables)", prefix, len(tensors))
   return prefix
+
+
+def _write_files(tensors, prefix):
+  """SaveV2 under a temporary prefix, fsync, then rename into `prefix`.
+
+  On any failure the temporary files are removed (SaveV2's own
+  `*.tempstate*` files among them) and the error is raised again.
+  """
+  directory = os.path.dirname(prefix)
+  tf.io.gfile.makedirs(directory)
+  tmp_prefix = cli.temporary_path(prefix)
+  names = sorted(tensors)
+  try:
+    with tf.device("/cpu:0"):
+      tf.raw_ops.SaveV2(prefix=tmp_prefix, tensor_names=names,
+                        shape_and_slices=[""] * len(names),
+                        tensors=[tensors[n] for n in names])
+    data_files = tf.io.gfile.glob(tmp_prefix + ".data-*")
+    for path in data_files + [tmp_prefix + ".index"]:
+      _fsync(path)
+  except BaseException:
+    for path in tf.io.gfile.glob(tmp_prefix + "*"):
+      tf.io.gfile.remove(path)
+    raise
+  # Data first, index last: a prefix counts as complete once its index exists.
+  for tmp_path in data_files:
+    tf.io.gfile.rename(tmp_path, prefix + tmp_path[len(tmp_prefix):],
+                       overwrite=True)
+  tf.io.gfile.rename(tmp_prefix + ".index", prefix + ".index", overwrite=True)
+  _fsync(directory)
+
+
+def _fsync(path):
+  """Flushes a local file (or directory: its entries) to the disk, so a power
+  cut after a rename cannot leave a short file under the final name. Other
+  file systems (gs://...) make a closed object durable themselves."""
+  if "://" in path:
+    return
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def nonfinite_names(values_by_name):
+  """Sorted names of the floating-point values holding NaN or infinity.
+
+  values_by_name: {name: tf.Variable or tensor} (one reduction each, on the
+  values' own devices).
+  """
+  return sorted(
+      name for name, value in values_by_name.items()
+      if value.dtype.is_floating and
+      not bool(tf.reduce_all(tf.math.is_finite(value))))
+
+
+def remove_stale_temporaries(directory):
+  """Removes what interrupted saves left in `directory`; returns the paths.
+
+  That is the temporary files of a killed or failed save
+  (`model.ckpt-<step>.tmp-<pid>*`, SaveV2's `*.tempstate*` among them, and
+  `checkpoint.tmp-<pid>`) and data files of `model.ckpt-<step>` without an
+  index (a save killed between its data and index renames, or a removal
+  killed after the index). Call it only where no other process saves into
+  `directory`.
+  """
+  if not tf.io.gfile.isdir(directory):
+    return []
+  stale = tf.io.gfile.glob(os.path.join(directory, "model.ckpt-*.tmp-*"))
+  stale += tf.io.gfile.glob(os.path.join(directory, _STATE_FILE + ".tmp-*"))
+  for path in tf.io.gfile.glob(os.path.join(directory, "model.ckpt-*.data-*")):
+    prefix = path[:path.rindex(".data-")]
+    if ".tmp-" not in path and _step_from_name(prefix) is not None and (
+        not _is_complete(prefix)):
+      stale.append(path)
+  for path in stale:
+    logging.warning("Removing %s, left by an interrupted save", path)
+    tf.io.gfile.remove(path)
+  return stale
+
+
+def complete_checkpoints(directory):
+  """The complete `model.ckpt-<step>` prefixes in `directory`, newest first:
+  latest_checkpoint's choice, then the others by step. Resuming falls back
+  along this list when a checkpoint cannot be read."""
+  latest = latest_checkpoint(directory)
+  stepped = sorted((p for p in _complete_prefixes(directory)
+                    if _step_from_name(p) is not None and p != latest),
+                   key=_step_from_name, reverse=True)
+  return ([latest] if latest else []) + stepped
+
+
+def newest_finite_checkpoint(directory):
+  """The first of complete_checkpoints(directory) that reads in full and
+  holds only finite values, or None. Reads every tensor of the ones it
+  rejects: for error messages, not for the training loop."""
+  for prefix in complete_checkpoints(directory):
+    try:
+      reader = _open_reader(prefix)
+      if all(np.all(np.isfinite(_read_tensor(reader, prefix, name)))
+             for name, dtype in reader.get_variable_to_dtype_map().items()
+             if dtype.is_floating):
+        return prefix
+    except CorruptCheckpointError:
+      continue
+  return None
 
 
 def _remove_checkpoint(prefix):

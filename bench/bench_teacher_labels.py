@@ -137,7 +137,7 @@ def write_teacher(work_dir):
                                         seed=0)
   variables = model.variables_by_name()
   prefix = checkpoints.save_checkpoint(variables, os.path.join(work_dir, "teacher"),
-                                    step=0)
+                                       step=0)
   npz_path = os.path.join(work_dir, "weights.npz")
   np.savez(npz_path, **{n: v.numpy() for n, v in variables.items()})
   return config_path, prefix, npz_path
@@ -181,7 +181,9 @@ def run_ours(labeler, records_path, output_path, config, batch_size, k,
   start, cpu = time.perf_counter(), time.process_time()
   count = stage.write_teacher_labels(labeler, [records_path], output_path, spec,
                                      k, batch_size, 16, sort_batches,
-                                     config.vocab_size,
+                                     records.value_bounds(
+                                         config.vocab_size,
+                                         config.type_vocab_size, MAX_SEQ_LENGTH),
                                      progress_interval=1e9)
   return count, time.perf_counter() - start, time.process_time() - cpu
 

@@ -556,7 +556,7 @@ def bad_input_cases(runs, root):
           replace_flag(replace_flag(replace_flag(
               command, "input_file", nan_file), "output_dir", root / "nan"),
               "num_train_steps", STEPS + 8),
-          f"the loss became nan at step {STEPS + 1}; stopped, the newest "
+          f"the loss became nan at step {STEPS + 1}; stopped, the newest finite "
           f"checkpoint ({root / 'nan' / f'model.ckpt-{STEPS}'}) is the last good"),
   }
 

@@ -193,7 +193,7 @@ def test_save_then_load_round_trip_is_exact(google_ckpt, tmp_path):
   other = tiny_model()
   other.variables_by_name()["bert/pooler/dense/bias"].assign(tf.ones([32]))
   restored = checkpoints.restore_variables(other.variables_by_name(),
-                                        str(tmp_path))
+                                           str(tmp_path))
   assert sorted(restored) == sorted(ref.google_shapes(TINY))
   after = other(*batch)
   for key in ("masked_lm_logits", "next_sentence_logits", "sequence_output"):
@@ -258,7 +258,7 @@ def test_partial_load_with_a_layer_map(tmp_path):
   student = tiny_model(intermediate_size=20)
   init = {n: v.numpy() for n, v in student.variables_by_name().items()}
   report = checkpoints.load_checkpoint(student, prefix, layer_map=[1, 3],
-                                    allow_partial=True)
+                                       allow_partial=True)
   values = {n: v.numpy() for n, v in student.variables_by_name().items()}
   np.testing.assert_array_equal(
       values["bert/encoder/layer_0/attention/self/query/kernel"],
@@ -284,10 +284,10 @@ def test_partial_load_with_a_layer_map(tmp_path):
     checkpoints.load_checkpoint(student, prefix, layer_map=[1, 3])
   with pytest.raises(ValueError, match=r"layer\(s\) 7 .*layers 0\.\.3"):
     checkpoints.load_checkpoint(student, prefix, layer_map=[1, 7],
-                             allow_partial=True)
+                                allow_partial=True)
   with pytest.raises(ValueError, match="3 entries but the model has 2"):
     checkpoints.load_checkpoint(student, prefix, layer_map=[0, 1, 2],
-                             allow_partial=True)
+                                allow_partial=True)
 
 
 def test_save_keeps_the_newest_and_latest_checkpoint_finds_them(tmp_path):

@@ -134,7 +134,7 @@ def test_slots_use_googles_names_and_survive_a_checkpoint(tmp_path):
                 for n, s in VARIABLE_SHAPES.items()}
   fresh = optimization.create_optimizer(0.1, 10, 0, fresh_vars)
   checkpoints.restore_variables(dict(fresh_vars, **fresh.checkpoint_variables()),
-                             prefix)
+                                prefix)
   assert int(fresh.global_step.numpy()) == 1
   fresh.apply_gradients(steps[1])
   for name in VARIABLE_SHAPES:
