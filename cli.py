@@ -268,14 +268,20 @@ def map_in_workers(function, jobs, num_workers, name_of_job, context="spawn",
         if w not in holding:
           continue  # Its connection and its sentinel were both ready.
         process, connection = workers[w]
-        if not connection.poll():
+        reply = None
+        try:
+          if connection.poll():
+            reply = connection.recv()
+        except (EOFError, OSError):  # Its end of the pipe closed: it died.
+          pass
+        if reply is None:
           process.join()
           raise StageError(
               f"a worker process {_death(process.exitcode)} while working on "
               f"{name_of_job(jobs[holding[w]])}; nothing of it is under its "
               f"final name. Rerun to redo it (too little memory? try fewer "
               f"workers)")
-        succeeded, value = connection.recv()
+        succeeded, value = reply
         index = holding.pop(w)
         if not succeeded:
           raise value

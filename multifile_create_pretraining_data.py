@@ -152,7 +152,18 @@ def check_flags(input_dir, output_dir, vocab_file, max_seq_length,
 
 
 def find_input_files(input_dir):
-  """The *.txt files of input_dir in sorted name order (StageError if none)."""
+  """The *.txt files of input_dir in sorted name order.
+
+  Raises:
+    cli.StageError: when there is none, or when split_text.py's record in
+      input_dir says that its run was interrupted (some pieces are missing).
+  """
+  for manifest in glob.glob(os.path.join(glob.escape(input_dir),
+                                         "*.made_from.json")):
+    if (cli.read_json(manifest) or {}).get("complete") is False:
+      raise cli.StageError(
+          f"--input_dir={input_dir}: split_text.py was interrupted while "
+          f"writing these pieces (see {manifest}): run it again first")
   files = sorted(glob.glob(os.path.join(glob.escape(input_dir), "*.txt")))
   if not files:
     raise cli.StageError(f"--input_dir={input_dir}: holds no *.txt file")

@@ -241,8 +241,8 @@ def find_wiki_files(folder):
     if os.path.islink(path) and not os.path.exists(path):
       raise cli.StageError(f"{path}: a link to {os.readlink(path)}, which "
                            f"does not exist")
-    if not os.path.isfile(path):
-      raise cli.StageError(f"{path}: not a file")
+    if os.path.isdir(path):
+      raise cli.StageError(f"{path}: a folder, not a wiki file")
   return sorted(files, key=lambda p: os.path.relpath(p, folder).split(os.sep))
 
 
@@ -270,6 +270,12 @@ def check_write_file(write_file):
     raise cli.StageError(f"--write_file={write_file} is a directory: give "
                          f"the text file to write")
   out_dir = os.path.dirname(os.path.abspath(write_file))
+  ancestor = out_dir
+  while not os.path.exists(ancestor):
+    ancestor = os.path.dirname(ancestor)
+  if not os.path.isdir(ancestor):
+    raise cli.StageError(f"--write_file={write_file}: {ancestor} is not a "
+                         f"folder")
   try:
     os.makedirs(out_dir, exist_ok=True)
   except OSError as e:
