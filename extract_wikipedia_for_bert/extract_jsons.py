@@ -55,8 +55,9 @@ def define_flags():
   split_text.py, whose --folder flag has the same name."""
   flags.DEFINE_string(
       "folder", None,
-      "WikiExtractor's output folder (the one given to its -o): a folder of "
-      "folders holding wiki_NN or wiki_NN.bz2 files of JSON lines.")
+      "WikiExtractor's output folder (the one given to its -o) as extract.sh "
+      "writes it, section headings left out: a folder of folders holding "
+      "wiki_NN or wiki_NN.bz2 files of JSON lines.")
   flags.DEFINE_string(
       "write_file", None,
       "The text file to write: one sentence per line, a blank line after "
