@@ -15,8 +15,8 @@ What a crash or a bad file can do, and what is promised then:
   temporary names, fsynced, and renamed data first, index last (a prefix is
   complete once its index exists); the state file is replaced the same way.
   `remove_stale_temporaries` removes what a killed or failed save left.
-- a save refuses non-finite values (NonFiniteError), so a checkpoint is
-  always a state training can continue from.
+- a save refuses non-finite values (NonFiniteError), so no checkpoint holds
+  NaN or infinity.
 - a checkpoint whose index or data cannot be read in full (a truncated copy,
   a power cut) raises CorruptCheckpointError before any variable is
   assigned; `complete_checkpoints` lists the older ones to fall back to.
@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 import cli
+
 
 class CorruptCheckpointError(ValueError):
   """A checkpoint's index or data files cannot be read in full."""
@@ -419,7 +420,10 @@ def _write_files(tensors, prefix):
       _fsync(path)
   except BaseException:
     for path in tf.io.gfile.glob(tmp_prefix + "*"):
-      tf.io.gfile.remove(path)
+      try:
+        tf.io.gfile.remove(path)
+      except tf.errors.NotFoundError:  # SaveV2 removed it itself
+        pass
     raise
   # Data first, index last: a prefix counts as complete once its index exists.
   for tmp_path in data_files:
