@@ -2,10 +2,14 @@
 # Soak test of the crash and rerun promises: runs the demo pipeline
 # (run_demo.sh's settings, fewer steps) once uninterrupted, then again while
 # killing (kill -9) a random process of a random running stage at a random
-# moment, N times, rerunning the same command after each kill, and finally
-# to the end. The final outputs must equal the uninterrupted run's:
+# moment, N times, rerunning the same command after each kill. Each kill
+# falls in what is left of the pipeline; when a round's rerun finishes before
+# its kill moment, its outputs are compared and a new round starts from an
+# empty folder. The last round is rerun to the end. The outputs of every
+# round must equal the uninterrupted run's:
 #
 #   II, III-a, III-b  text, split text, pretraining records: byte for byte
+#                     (not their *.made_from.json, which name paths)
 #   T, V              the teacher's and the student's final checkpoints:
 #                     every tensor within rtol 1e-5 (a resumed run adds in
 #                     another order), eval_results.txt within rtol 1e-4
@@ -16,9 +20,9 @@
 # Environment: N kills (5), SEED of the choices (1), TEACHER_STEPS (300),
 # STUDENT_STEPS (200), HANG_SECONDS (300: a pipeline that neither finishes
 # nor fails this long after a kill counts as hung, and is stopped).
-# Prints one line per kill (stage, process, moment, how the rerun ended)
-# and a verdict per output; exit status 0 when all outputs match and no run
-# hung.
+# Prints one line per kill (stage, process, moment, how the run ended) and
+# a verdict per output and round; exit status 0 when all outputs match and
+# no run hung.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${1:-/tmp/bert_soak}
@@ -54,10 +58,10 @@ pipeline "$WORK/clean" > "$WORK/clean.log" 2>&1 ||
 clean_seconds=$(( $(date +%s) - start ))
 echo "soak: uninterrupted run took ${clean_seconds}s"
 
-# The python processes (stage scripts and their workers) of a process group.
+# The python processes (stage scripts and their workers) of a process group,
+# by their command line (absl renames a stage's process to its script).
 group_pythons() {
-  ps -eo pid=,pgid=,comm=,args= | awk -v g="$1" \
-      '$2 == g && $3 ~ /python/ {print $1}'
+  ps -eo pid=,pgid=,args= | awk -v g="$1" '$2 == g && $3 ~ /python/ {print $1}'
 }
 
 stage_of() {  # the stage script a process runs, for the report
@@ -65,55 +69,9 @@ stage_of() {  # the stage script a process runs, for the report
       grep -v '^-' | tail -1 || echo "?"
 }
 
-hung=0
-set -m  # each background pipeline gets a process group of its own
-for (( i = 1; i <= N; i++ )); do
-  pipeline "$WORK/soak" >> "$WORK/soak.log" 2>&1 &
-  leader=$!  # the process group of this attempt
-  moment=$(( RANDOM % (clean_seconds + 1) ))
-  waited=0
-  victim=""
-  while kill -0 "$leader" 2>/dev/null && (( waited < moment )); do
-    sleep 1
-    waited=$(( waited + 1 ))
-  done
-  if kill -0 "$leader" 2>/dev/null; then
-    mapfile -t pythons < <(group_pythons "$leader")
-    if (( ${#pythons[@]} )); then
-      victim=${pythons[RANDOM % ${#pythons[@]}]}
-      what=$(stage_of "$victim")
-      kill -9 "$victim" 2>/dev/null || true
-    fi
-  fi
-  outcome="finished before the kill"
-  if [[ -n "$victim" ]]; then
-    outcome="failed as it should"
-    deadline=$(( $(date +%s) + HANG_SECONDS ))
-    while kill -0 "$leader" 2>/dev/null; do
-      if (( $(date +%s) > deadline )); then
-        outcome="HUNG ${HANG_SECONDS}s after the kill; stopped"
-        hung=$(( hung + 1 ))
-        kill -9 -- "-$leader" 2>/dev/null || true
-        break
-      fi
-      sleep 1
-    done
-  fi
-  status=0
-  wait "$leader" || status=$?
-  [[ -n "$victim" && $status -eq 0 && "$outcome" == "failed as it"* ]] &&
-    outcome="exited 0 (the killed process was not needed)"
-  echo "soak: kill $i/$N at ${moment}s: ${victim:+pid $victim ($what)}: $outcome (status $status)"
-done
-
-echo "soak: the final rerun"
-if ! pipeline "$WORK/soak" >> "$WORK/soak.log" 2>&1; then
-  echo "soak: FAILED: the final rerun did not finish; see $WORK/soak.log"
-  exit 1
-fi
-
-verdict=0
-"$PYTHON" - "$WORK/clean" "$WORK/soak" <<'PY' || verdict=$?
+# Compares the outputs of the clean run and the soak run; a verdict each.
+compare() {
+  "$PYTHON" - "$WORK/clean" "$WORK/soak" <<'PY'
 """Compares the outputs of two pipeline work folders; prints a verdict each."""
 import filecmp
 import os
@@ -133,7 +91,10 @@ def report(name, ok, detail=""):
 
 
 def files(folder):
-  return sorted(f for f in os.listdir(folder) if not f.startswith("."))
+  """The outputs of a folder; *.made_from.json name the inputs by path and
+  modification time, which differ between the two work folders."""
+  return sorted(f for f in os.listdir(folder)
+                if not f.startswith(".") and not f.endswith(".made_from.json"))
 
 
 for name in ("wiki.txt",):
@@ -185,5 +146,77 @@ for f in files(a):
 report(f"teacher_labels/ ({count} records)", same)
 sys.exit(1 if failures else 0)
 PY
-echo "soak: N=$N kills, seed $SEED, $hung hung"
-[[ $verdict -eq 0 && $hung -eq 0 ]]
+}
+
+hung=0
+kills=0
+attempts=0
+rounds=1
+mismatched=0
+progress=0  # seconds of pipeline work done by this round's attempts
+set -m  # each background pipeline gets a process group of its own
+while (( kills < N && attempts < 4 * N )); do
+  attempts=$(( attempts + 1 ))
+  pipeline "$WORK/soak" >> "$WORK/soak.log" 2>&1 &
+  leader=$!  # the process group of this attempt
+  # A moment in what is left of the pipeline: each attempt carries on where
+  # the last one was killed, so the kills spread over all of its stages.
+  left=$(( clean_seconds - progress > 2 ? clean_seconds - progress : 2 ))
+  moment=$(( 1 + RANDOM % left ))
+  waited=0
+  victim=""
+  while kill -0 "$leader" 2>/dev/null && (( waited < moment )); do
+    sleep 1
+    waited=$(( waited + 1 ))
+  done
+  if kill -0 "$leader" 2>/dev/null; then
+    mapfile -t pythons < <(group_pythons "$leader")
+    if (( ${#pythons[@]} )); then
+      victim=${pythons[RANDOM % ${#pythons[@]}]}
+      what=$(stage_of "$victim")
+      kill -9 "$victim" 2>/dev/null || true
+    fi
+  fi
+  outcome="the pipeline failed"
+  if [[ -n "$victim" ]]; then
+    outcome="failed as it should"
+    deadline=$(( $(date +%s) + HANG_SECONDS ))
+    while kill -0 "$leader" 2>/dev/null; do
+      if (( $(date +%s) > deadline )); then
+        outcome="HUNG ${HANG_SECONDS}s after the kill; stopped"
+        hung=$(( hung + 1 ))
+        kill -9 -- "-$leader" 2>/dev/null || true
+        break
+      fi
+      sleep 1
+    done
+  fi
+  progress=$(( progress + waited ))
+  status=0
+  wait "$leader" || status=$?
+  if [[ -n "$victim" ]]; then
+    kills=$(( kills + 1 ))
+    [[ $status -eq 0 ]] && outcome="exited 0 (the killed process was not needed)"
+    echo "soak: kill $kills/$N (round $rounds) at ${moment}s: pid $victim ($what): $outcome (status $status)"
+  elif [[ $status -eq 0 ]]; then
+    # The pipeline finished before this attempt's moment: check the round,
+    # then start another one from nothing.
+    echo "soak: round $rounds finished after its kills; comparing"
+    compare || mismatched=$(( mismatched + 1 ))
+    rm -rf "$WORK/soak"
+    progress=0
+    rounds=$(( rounds + 1 ))
+  else
+    echo "soak: FAILED: an attempt failed without a kill (status $status); see $WORK/soak.log"
+    exit 1
+  fi
+done
+
+echo "soak: the final rerun (round $rounds)"
+if ! pipeline "$WORK/soak" >> "$WORK/soak.log" 2>&1; then
+  echo "soak: FAILED: the final rerun did not finish; see $WORK/soak.log"
+  exit 1
+fi
+compare || mismatched=$(( mismatched + 1 ))
+echo "soak: N=$N kills in $rounds round(s), seed $SEED: $mismatched round(s) with different outputs, $hung hung"
+[[ $mismatched -eq 0 && $hung -eq 0 ]]
