@@ -625,9 +625,13 @@ class DynamicLossScale:
     Call in replica context: the overflow check is summed over replicas, so
     `overflowed` (a scalar bool) is the same on every replica.
     """
-    grads = [tf.convert_to_tensor(g) / self.scale for g in grads]
+    # None: a variable no loss term reaches (the masked-LM head when only
+    # intermediate-layer losses train); it stays None.
+    grads = [None if g is None else tf.convert_to_tensor(g) / self.scale
+             for g in grads]
     overflows = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g),
-                                                tf.float32)) for g in grads])
+                                                tf.float32))
+                          for g in grads if g is not None])
     overflows = tf.distribute.get_replica_context().all_reduce(
         tf.distribute.ReduceOp.SUM, overflows)
     clean = overflows == 0
@@ -635,7 +639,8 @@ class DynamicLossScale:
     self.scale.assign(tf.where(clean, tf.where(grow, 2.0, 1.0), 0.5) *
                       self.scale)
     self.clean_steps.assign(tf.where(clean & ~grow, self.clean_steps + 1, 0))
-    return [tf.where(clean, g, tf.zeros_like(g)) for g in grads], ~clean
+    return [None if g is None else tf.where(clean, g, tf.zeros_like(g))
+            for g in grads], ~clean
 
 
 def make_train_loop(strategy, model, optimizer, global_batch_size,

@@ -687,3 +687,15 @@ def test_presets_set_only_what_the_user_did_not_give():
   assert (flag_values.soft_loss_weight, flag_values.hard_mlm_loss_weight,
           flag_values.hidden_loss_weight, flag_values.hidden_loss) == (
               5.0, 2.0, 1.0, "cosine")
+
+
+def test_float16_loss_scale_leaves_unreached_variables_alone():
+  """With only intermediate losses (minilm, tinybert_general) the masked-LM
+  head gets no gradient: None stays None under the float16 loss scale."""
+  strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+  with strategy.scope():
+    loss_scale = distill.DynamicLossScale(initial=4.0)
+  grads, overflowed = strategy.run(loss_scale.unscale,
+                                   args=([tf.constant([8.0]), None],))
+  assert grads[1] is None and not bool(overflowed)
+  np.testing.assert_array_equal(grads[0], [2.0])
