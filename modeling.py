@@ -390,11 +390,36 @@ class BertPretrainingModel(tf.Module):
 
   def _encoder_layer(self, hidden, attention_adder, batch_size, seq_length,
                      prefix, training):
-    """One transformer layer on [B*S, H].
+    """One transformer layer on [B*S, H]: attention, then the feed-forward
+    block, each with its residual LayerNorm.
 
     Returns:
-      ([B*S, H] output, {"probs", "scores": float32 [B, N, S, S],
-       "queries", "keys", "values": [B, S, H]}).
+      ([B*S, H] output, the attention's pieces as _self_attention gives them).
+    """
+    config = self.config
+    context, pieces = self._self_attention(
+        hidden, attention_adder, batch_size, seq_length,
+        prefix + "/attention/self", training)  # [B*S, H]
+    attention = self._dense(context, prefix + "/attention/output/dense")
+    attention = self._dropout(attention, config.hidden_dropout_prob, training)
+    attention = self._layer_norm(attention + hidden,
+                                 prefix + "/attention/output/LayerNorm")
+
+    intermediate = get_activation(config.hidden_act)(
+        self._dense(attention, prefix + "/intermediate/dense"))  # [B*S, I]
+    output = self._dense(intermediate, prefix + "/output/dense")  # [B*S, H]
+    output = self._dropout(output, config.hidden_dropout_prob, training)
+    output = self._layer_norm(output + attention, prefix + "/output/LayerNorm")
+    return output, pieces
+
+  def _self_attention(self, hidden, attention_adder, batch_size, seq_length,
+                      prefix, training):
+    """Multi-head self-attention (`prefix` = .../attention/self) on [B*S, H].
+
+    Returns:
+      ([B*S, H] context, before the output dense layer;
+       {"probs", "scores" (q.k / sqrt(D), before the mask): float32
+        [B, N, S, S], "queries", "keys", "values": [B, S, H]}).
     """
     config = self.config
     heads, head_size = config.num_attention_heads, config.size_per_head
@@ -404,7 +429,7 @@ class BertPretrainingModel(tf.Module):
       return tf.transpose(x, [0, 2, 1, 3])
 
     # One [H, 3H] matmul instead of three [H, H] ones: a wider GEMM is faster.
-    parts = [f"{prefix}/attention/self/{p}" for p in ("query", "key", "value")]
+    parts = [f"{prefix}/{p}" for p in ("query", "key", "value")]
     kernel = tf.concat([self._weight(p + "/kernel") for p in parts], axis=1)
     bias = tf.concat([self._weight(p + "/bias") for p in parts], axis=0)
     qkv = tf.nn.bias_add(tf.matmul(hidden, kernel), bias)  # [B*S, 3H]
@@ -419,22 +444,11 @@ class BertPretrainingModel(tf.Module):
     context = tf.matmul(dropped, value)  # [B, N, S, D]
     context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]),
                          [-1, config.hidden_size])  # [B*S, H]
-
-    attention = self._dense(context, prefix + "/attention/output/dense")
-    attention = self._dropout(attention, config.hidden_dropout_prob, training)
-    attention = self._layer_norm(attention + hidden,
-                                 prefix + "/attention/output/LayerNorm")
-
-    intermediate = get_activation(config.hidden_act)(
-        self._dense(attention, prefix + "/intermediate/dense"))  # [B*S, I]
-    output = self._dense(intermediate, prefix + "/output/dense")  # [B*S, H]
-    output = self._dropout(output, config.hidden_dropout_prob, training)
-    output = self._layer_norm(output + attention, prefix + "/output/LayerNorm")
     queries, keys, values = [
         tf.reshape(x, [batch_size, seq_length, config.hidden_size])
         for x in projections]  # [B, S, H] each
-    return output, {"probs": probs, "scores": scores, "queries": queries,
-                    "keys": keys, "values": values}
+    return context, {"probs": probs, "scores": scores, "queries": queries,
+                     "keys": keys, "values": values}
 
   def _masked_lm_logits(self, sequence_output, positions):
     """The masked-LM head at the gathered positions only.  [B, P, V] float32"""
