@@ -19,6 +19,7 @@
 # teacher_top1_agreement and teacher_kl.
 #
 #   bench/bench_online_distill.sh [demo_output] [steps]
+#   ROUNDS=3 PRESETS= bench/bench_online_distill.sh demo_output 300  # cost only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEMO=${1:-demo_output}
@@ -80,12 +81,20 @@ echo "bench_online_distill: $(date -u +%FT%TZ) on $(nproc) cores, load $(cut -d'
 ENTROPY=$(value teacher_itself masked_lm_loss)
 echo "teacher entropy H(t) on the held-out file: $ENTROPY" >&2
 
-run offline_top10 --input_file="$(train_files teacher_labels)" --truncation_factor=10
-run online_full --input_file="$(train_files records)" "${TEACHER[@]}"
-for preset in ${PRESETS:-distilbert tinybert_general minilm}; do
-  run "$preset" --input_file="$(train_files records)" "${TEACHER[@]}" --preset="$preset"
+# ROUNDS > 1: offline and online alternate, so that both see the same load.
+NAMES=()
+for round in $(seq "${ROUNDS:-1}"); do
+  suffix=$([ "${ROUNDS:-1}" -gt 1 ] && echo "_$round" || true)
+  run "offline_top10$suffix" --input_file="$(train_files teacher_labels)" \
+      --truncation_factor=10
+  run "online_full$suffix" --input_file="$(train_files records)" "${TEACHER[@]}"
+  NAMES+=("offline_top10$suffix" "online_full$suffix")
 done
-for name in offline_top10 online_full ${PRESETS:-distilbert tinybert_general minilm}; do
+for preset in ${PRESETS-distilbert tinybert_general minilm}; do
+  run "$preset" --input_file="$(train_files records)" "${TEACHER[@]}" --preset="$preset"
+  NAMES+=("$preset")
+done
+for name in "${NAMES[@]}"; do
   evaluate "$name"
   report "$name" "$ENTROPY"
 done
