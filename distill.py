@@ -987,23 +987,32 @@ def find_input_files(input_file, eval_input_file, do_eval):
 
 
 def check_inputs(train_files, eval_files, config, max_seq_length,
-                 max_predictions_per_seq, truncation_factor, soft_loss_weight,
-                 online=False):
+                 max_predictions_per_seq, truncation_factor, soft_loss_weight):
   """Checks the first record of every input file; returns the parse spec.
 
   Records are read with teacher labels when the soft loss needs them or the
-  records hold them (then evaluation reports teacher_top1_agreement), never
-  when the teacher is in the loop (online: its labels replace them).
+  records hold them (then evaluation reports teacher_top1_agreement).
   """
   try:
-    with_teacher_labels = not online and (
-        soft_loss_weight > 0 or records_have_teacher_labels(
-            train_files[0], truncation_factor))
+    with_teacher_labels = soft_loss_weight > 0 or records_have_teacher_labels(
+        train_files[0], truncation_factor)
   except ValueError as e:
     raise cli.StageError(str(e)) from None
   spec = feature_spec(max_seq_length, max_predictions_per_seq,
                       truncation_factor, config.vocab_size,
                       with_teacher_labels)
+  for files in {tuple(train_files), tuple(eval_files)}:
+    check_input_files(files, spec, max_predictions_per_seq, config.vocab_size)
+  return spec
+
+
+def check_online_inputs(train_files, eval_files, config, max_seq_length,
+                        max_predictions_per_seq):
+  """check_inputs with the teacher in the loop: its labels replace any the
+  records hold, so every file is read (and checked) as pretraining records.
+  Returns the parse spec."""
+  spec = feature_spec(max_seq_length, max_predictions_per_seq, 0,
+                      config.vocab_size, with_teacher_labels=False)
   for files in {tuple(train_files), tuple(eval_files)}:
     check_input_files(files, spec, max_predictions_per_seq, config.vocab_size)
   return spec
@@ -1066,9 +1075,14 @@ def main(_):
   train_files, eval_files = find_input_files(
       FLAGS.input_file, FLAGS.eval_input_file, FLAGS.do_eval)
   strategy = create_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
-  spec = check_inputs(train_files, eval_files, config, FLAGS.max_seq_length,
-                      FLAGS.max_predictions_per_seq, FLAGS.truncation_factor,
-                      FLAGS.soft_loss_weight, online)
+  if online:
+    spec = check_online_inputs(train_files, eval_files, config,
+                               FLAGS.max_seq_length,
+                               FLAGS.max_predictions_per_seq)
+  else:
+    spec = check_inputs(train_files, eval_files, config, FLAGS.max_seq_length,
+                        FLAGS.max_predictions_per_seq, FLAGS.truncation_factor,
+                        FLAGS.soft_loss_weight)
   check_batch_sizes(strategy.num_replicas_in_sync,
                     train_batch_size=FLAGS.train_batch_size,
                     eval_batch_size=FLAGS.eval_batch_size)
