@@ -334,7 +334,8 @@ def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
   """Trains from start_step to settings.num_train_steps; returns the step.
 
   Checkpoints every save_checkpoints_steps and at the end (chief only);
-  progress (steps, rate, time left, loss) and summaries after each loop call.
+  summaries after each loop call; progress (steps, rate, time left, loss)
+  at each checkpoint and at least every 10 seconds.
 
   Raises:
     cli.StageError: the loss became NaN or infinite.
@@ -369,6 +370,8 @@ def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
         "examples_per_second": examples_per_second}, step)
     if settings.chief and (step % every == 0 or step == total):
       save(model, optimizer, settings.output_dir, settings.keep_checkpoint_max)
+      if step < total:
+        progress.log()
   progress.log(final=True)
   return step
 
