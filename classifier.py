@@ -253,8 +253,8 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint):
       raise cli.StageError(f"--init_checkpoint {e}") from None
     logging.info("Initialised from %s", init_checkpoint)
   else:
-    logging.warning("No --init_checkpoint: fine-tuning a BERT initialised "
-                    "at random")
+    logging.warning("No --init_checkpoint and no checkpoint in %s: the "
+                    "model starts from random weights", output_dir)
   return 0
 
 

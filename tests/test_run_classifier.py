@@ -609,3 +609,43 @@ def test_a_google_checkpoint_run_warns_about_the_head_only(bad_runs):
   assert len(warnings) == 2, stderr[-3000:]
   assert any("has no output_weights of shape [2, 32]" in w for w in warnings)
   assert modeling.latest_checkpoint(str(root / "google_out"))
+
+
+def test_pipeline_stage_g_scores_teacher_and_student_then_skips(tmp_path):
+  """run_pipeline.sh --stages=G on Google-name checkpoints of a teacher and
+  a (one-layer) student."""
+  data = write_toy_task(tmp_path / "toy")
+  vocab = write_vocab(tmp_path / "vocab.txt")
+  student_config = {**TOY_CONFIG, "num_hidden_layers": 1}
+  paths = {}
+  for name, config in (("teacher", TOY_CONFIG), ("student", student_config)):
+    (tmp_path / name).mkdir()
+    (tmp_path / f"{name}.json").write_text(json.dumps(config))
+    paths[name] = ref.write_google_checkpoint(
+        str(tmp_path / name / "model.ckpt-5"),
+        ref.random_google_weights(config, seed=len(name)), global_step=5)
+  argv = ["bash", os.path.join(ROOT, "run_pipeline.sh"),
+          f"--work_dir={tmp_path / 'work'}", f"--python={sys.executable}",
+          "--stages=G", f"--vocab_file={vocab}",
+          f"--teacher_config={tmp_path / 'teacher.json'}",
+          f"--teacher_checkpoint={paths['teacher']}",
+          f"--student_config={tmp_path / 'student.json'}",
+          f"--student_dir={tmp_path / 'student'}", "--glue_task=sst-2",
+          f"--glue_data_dir={data}", "--glue_max_seq_length=16",
+          "--glue_flags=--num_train_epochs=0.25 --train_batch_size=16"]
+  result = subprocess.run(argv, env=ENV, cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+  work = tmp_path / "work"
+  assert sorted(os.listdir(work / "stages")) == ["G-student.done",
+                                                 "G-teacher.done"]
+  for name in ("teacher", "student"):
+    text = (work / "glue" / name / "eval_results.txt").read_text()
+    assert "global_step = 4" in text
+  summary = [line for line in result.stdout.splitlines()
+             if "student/teacher" in line]
+  assert len(summary) == 1 and summary[0].split()[0] == "eval_accuracy"
+  again = subprocess.run(argv, env=ENV, cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert again.stdout.count("done before, skipped") == 2
