@@ -132,12 +132,12 @@ flags.register_multi_flags_validator(
     "--tpu and --distribution_strategy tpu go together")
 
 
-def load_task():
+def load_task(task_name, data_dir, text_a_column, text_b_column,
+              label_column):
   """The task of --task_name (tsv: with its columns and training labels)."""
   try:
-    return classifier_data.get_task(FLAGS.task_name, FLAGS.data_dir,
-                                    FLAGS.text_a_column, FLAGS.text_b_column,
-                                    FLAGS.label_column)
+    return classifier_data.get_task(task_name, data_dir, text_a_column,
+                                    text_b_column, label_column)
   except ValueError as e:
     raise cli.StageError(str(e)) from None
 
@@ -172,13 +172,12 @@ def read_model_files(vocab_file, do_lower_case, config_file, max_seq_length,
   return tokenizer, config
 
 
-def read_examples(task, splits):
+def read_examples(task, data_dir, splits, max_train_examples):
   """{split: [InputExample]} of each split wanted, all read (and checked)
   before anything is written."""
   try:
     return {split: task.get_examples(
-        FLAGS.data_dir, split,
-        FLAGS.max_train_examples if split == "train" else None)
+        data_dir, split, max_train_examples if split == "train" else None)
             for split in splits}
   except ValueError as e:
     raise cli.StageError(str(e)) from None
@@ -192,35 +191,56 @@ def check_batch_sizes(replicas, **batch_sizes):
                            f"{replicas} replicas")
 
 
-def distributed_train_dataset(strategy, path, spec, num_examples, steps_done):
+def distributed_train_dataset(strategy, path, spec, global_batch_size, seed,
+                              num_examples, steps_done):
+  """classifier_data.train_dataset for every input pipeline, per-replica
+  batches; each pipeline skips the examples it fed the steps_done steps."""
   def dataset_fn(context):
     return classifier_data.train_dataset(
-        path, spec, context.get_per_replica_batch_size(FLAGS.train_batch_size),
-        FLAGS.seed, num_examples, num_shards=context.num_input_pipelines,
+        path, spec, context.get_per_replica_batch_size(global_batch_size),
+        seed, num_examples, num_shards=context.num_input_pipelines,
         shard_index=context.input_pipeline_id,
-        skip_examples=(steps_done * FLAGS.train_batch_size //
+        skip_examples=(steps_done * global_batch_size //
                        context.num_input_pipelines))
   return strategy.distribute_datasets_from_function(dataset_fn)
 
 
-def distributed_eval_dataset(strategy, path, spec, num_examples, batch_size):
+def predict(strategy, model, task, path, spec, num_examples, batch_size):
+  """(logits [num_examples, C] in file order, summed loss) of a feature file."""
   def dataset_fn(context):
     return classifier_data.eval_dataset(
         path, spec, context.get_per_replica_batch_size(batch_size),
         num_examples, batch_size, num_shards=context.num_input_pipelines,
         shard_index=context.input_pipeline_id)
-  return strategy.distribute_datasets_from_function(dataset_fn)
+  dataset = strategy.distribute_datasets_from_function(dataset_fn)
+  return classifier.predict_logits(strategy, model, dataset, num_examples,
+                                   task.is_regression)
+
+
+def build_model(strategy, config, num_labels, schedule, precision, seed):
+  """The classifier, its optimizer and (float16) loss scale, built under the
+  strategy's scope."""
+  with strategy.scope():
+    model = classifier.BertClassifier(
+        config, num_labels, classifier.COMPUTE_DTYPES[precision], seed=seed)
+    optimizer = optimization.AdamWeightDecay(learning_rate=schedule)
+    optimizer.build(model.variables_by_name())
+    loss_scale = (classifier.DynamicLossScale()
+                  if precision == "mixed_float16" else None)
+  return model, optimizer, loss_scale
 
 
 def main(_):
-  task = load_task()
+  task = load_task(FLAGS.task_name, FLAGS.data_dir, FLAGS.text_a_column,
+                   FLAGS.text_b_column, FLAGS.label_column)
   tokenizer, config = read_model_files(
       FLAGS.vocab_file, FLAGS.do_lower_case, FLAGS.bert_config_file,
       FLAGS.max_seq_length, FLAGS.init_checkpoint)
   splits = [split for split, wanted in (("train", FLAGS.do_train),
                                         ("dev", FLAGS.do_eval),
                                         ("test", FLAGS.do_predict)) if wanted]
-  examples = read_examples(task, splits)
+  examples = read_examples(task, FLAGS.data_dir, splits,
+                           FLAGS.max_train_examples)
   strategy = classifier.create_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
   check_batch_sizes(strategy.num_replicas_in_sync,
                     train_batch_size=FLAGS.train_batch_size,
@@ -251,14 +271,8 @@ def main(_):
   schedule = optimization.LinearWarmupLinearDecay(
       FLAGS.learning_rate, num_train_steps,
       int(num_train_steps * FLAGS.warmup_proportion))
-  with strategy.scope():
-    model = classifier.BertClassifier(
-        config, task.num_labels, classifier.COMPUTE_DTYPES[FLAGS.precision],
-        seed=FLAGS.seed)
-    optimizer = optimization.AdamWeightDecay(learning_rate=schedule)
-    optimizer.build(model.variables_by_name())
-    loss_scale = (classifier.DynamicLossScale()
-                  if FLAGS.precision == "mixed_float16" else None)
+  model, optimizer, loss_scale = build_model(
+      strategy, config, task.num_labels, schedule, FLAGS.precision, FLAGS.seed)
   step = classifier.restore_or_initialize(model, optimizer, FLAGS.output_dir,
                                           FLAGS.init_checkpoint)
   if chief and not step:
@@ -268,8 +282,9 @@ def main(_):
     logging.info("Already trained: %s is at step %d of %d; nothing to train",
                  FLAGS.output_dir, step, num_train_steps)
   elif FLAGS.do_train:
-    dataset = distributed_train_dataset(strategy, feature_files["train"], spec,
-                                        len(examples["train"]), step)
+    dataset = distributed_train_dataset(
+        strategy, feature_files["train"], spec, FLAGS.train_batch_size,
+        FLAGS.seed, len(examples["train"]), step)
     step = classifier.train(
         strategy, model, optimizer, schedule, dataset, step,
         classifier.TrainSettings(
@@ -283,10 +298,8 @@ def main(_):
 
   if FLAGS.do_eval:
     dev = examples["dev"]
-    dataset = distributed_eval_dataset(strategy, feature_files["dev"], spec,
-                                       len(dev), FLAGS.eval_batch_size)
-    logits, total_loss = classifier.predict_logits(
-        strategy, model, dataset, len(dev), task.is_regression)
+    logits, total_loss = predict(strategy, model, task, feature_files["dev"],
+                                 spec, len(dev), FLAGS.eval_batch_size)
     results = classifier.evaluation_results(
         task, logits, total_loss, classifier_data.labels_array(dev, task))
     if chief:
@@ -294,10 +307,8 @@ def main(_):
 
   if FLAGS.do_predict:
     test = examples["test"]
-    dataset = distributed_eval_dataset(strategy, feature_files["test"], spec,
-                                       len(test), FLAGS.predict_batch_size)
-    logits, _ = classifier.predict_logits(strategy, model, dataset, len(test),
-                                          task.is_regression)
+    logits, _ = predict(strategy, model, task, feature_files["test"], spec,
+                        len(test), FLAGS.predict_batch_size)
     if chief:
       classifier.write_test_results(task, test, logits, FLAGS.output_dir)
 

@@ -17,7 +17,7 @@ LayerNorm and biases) with gradients clipped to global norm 1.0. Two models:
     classifier.make_train_loop -> optimization.AdamWeightDecay), float32;
   * torch: transformers' BertForSequenceClassification (hidden_act
     gelu_new, BERT's tanh GELU), torch.optim.AdamW, float32,
-    torch.set_num_threads(<cores>).
+    torch.set_num_threads(--torch_threads, default: the cores).
 
 Each (model, framework) runs in its own worker process; rounds alternate
 between the frameworks so they see the same machine load. GFLOP/s counts
@@ -130,7 +130,7 @@ class TorchJob:
     import numpy as np  # pylint: disable=g-import-not-at-top
     import torch  # pylint: disable=g-import-not-at-top
     import transformers  # pylint: disable=g-import-not-at-top
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(args.torch_threads)
     torch.manual_seed(0)
     self.torch = torch
     hf_config = transformers.BertConfig(
@@ -219,6 +219,9 @@ def main():
   parser.add_argument("--bert_base_seq", type=int, default=128)
   parser.add_argument("--student_batch", type=int, default=32)
   parser.add_argument("--student_seq", type=int, default=64)
+  parser.add_argument("--torch_threads", type=int, default=os.cpu_count(),
+                      help="PyTorch's intra-op threads (on a loaded machine "
+                      "1 can be faster than the cores)")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   parser.add_argument("--model", help=argparse.SUPPRESS)
   parser.add_argument("--batch_size", type=int, help=argparse.SUPPRESS)
@@ -246,7 +249,8 @@ def main():
             [sys.executable, os.path.abspath(__file__),
              f"--worker={framework}", f"--model={model}",
              f"--batch_size={batch}", f"--seq_length={seq}",
-             f"--warmup_steps={args.warmup_steps}", f"--tmp_dir={tmp_dir}"],
+             f"--warmup_steps={args.warmup_steps}", f"--tmp_dir={tmp_dir}",
+             f"--torch_threads={args.torch_threads}"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         assert json.loads(workers[framework].stdout.readline())["ready"]
       rates = {framework: [] for framework in workers}
@@ -269,7 +273,8 @@ def main():
   print(f"float32 GEMM 2048^3 after: " + ", ".join(
       f"{k} {v:.1f}" for k, v in gemm_after.items()) + " GFLOP/s")
 
-  print(f"\n{args.rounds} rounds x {args.steps_per_round} steps; GEMM peak "
+  print(f"\n{args.rounds} rounds x {args.steps_per_round} steps, torch "
+        f"threads {args.torch_threads}; GEMM peak "
         f"{gemm:.1f} GFLOP/s (best of before/after, numpy/tf)")
   print(f"{'model':13s} {'batch x seq':11s} {'framework':9s} "
         f"{'examples/s':>10s} {'GFLOP/s':>8s} {'% GEMM':>7s}")
