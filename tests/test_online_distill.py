@@ -334,7 +334,8 @@ def test_online_soft_loss_trains_as_offline_full_labels(tmp_path):
   full = str(tmp_path / "full.tfrecord")
   stage_iv.write_teacher_labels(
       labeler, [plain], full, records.pretraining_feature_spec(SEQ, P), 0,
-      batch_size=4, length_multiple=8, sort_batches=1, vocab_size=VOCAB)
+      batch_size=4, length_multiple=8, sort_batches=1,
+      bounds=records.value_bounds(VOCAB, teacher_config.type_vocab_size, SEQ))
 
   loss_options = {"temperature": 2.0, "soft_loss_weight": 1.0,
                   "hard_mlm_loss_weight": 0.5}
