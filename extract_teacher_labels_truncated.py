@@ -105,6 +105,9 @@ flags.DEFINE_integer("sort_batches", 8,
                      "output keeps input order); 1 = no sorting.")
 flags.DEFINE_bool("use_xla", True,
                   "Compile forward pass, softmax and top-k with XLA.")
+flags.DEFINE_integer("max_records", 0,
+                     "Label only the first this many records of each input "
+                     "file (0: all), e.g. a held-out sample in full mode.")
 flags.DEFINE_float("progress_interval", 30.0,
                    "Seconds between progress lines.")
 
@@ -124,6 +127,8 @@ flags.register_validator("max_seq_length", lambda v: v > 0,
                          "--max_seq_length must be positive")
 flags.register_validator("max_predictions_per_seq", lambda v: v > 0,
                          "--max_predictions_per_seq must be positive")
+flags.register_validator("max_records", lambda v: v >= 0,
+                         "--max_records must be >= 0")
 flags.register_validator("batch_size", lambda v: v > 0,
                          "--batch_size must be positive")
 flags.register_validator("sort_batches", lambda v: v >= 1,
@@ -330,11 +335,12 @@ class TeacherLabeler:
 # ---------------------------------------------------------------- input
 
 
-def read_windows(path, feature_spec, window_size):
+def read_windows(path, feature_spec, window_size, max_records=0):
   """A tf.data pipeline over one file: parsed windows of examples, in order.
 
   Yields {name: [w, ...] tensor} with w = window_size (fewer at the end),
-  parsed in parallel and prefetched while the teacher runs.
+  parsed in parallel and prefetched while the teacher runs; only the first
+  max_records records when that is > 0.
   """
 
   @tf.autograph.experimental.do_not_convert
@@ -342,6 +348,8 @@ def read_windows(path, feature_spec, window_size):
     return tf.io.parse_example(serialized, feature_spec)
 
   dataset = tf.data.TFRecordDataset(path, buffer_size=16 << 20)
+  if max_records:
+    dataset = dataset.take(max_records)
   dataset = dataset.batch(window_size)
   dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
   return dataset.prefetch(2)
@@ -569,7 +577,7 @@ def sampled_labels(labeler, features, batch_size, length_multiple, settings,
 def write_teacher_labels(labeler, input_files, output_path, feature_spec,
                          truncation_factor, batch_size, length_multiple,
                          sort_batches, vocab_size, progress_interval=30.0,
-                         label_settings=None, seed=0):
+                         label_settings=None, seed=0, max_records=0):
   """Labels every record of `input_files`, in order, into `output_path`.
 
   Reads windows of sort_batches * batch_size records (one batch in full
@@ -580,6 +588,7 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
 
   label_settings: a records.LabelSettings; None means top_k with
   truncation_factor (full when it is 0). seed: of the sampled draws.
+  max_records: > 0 labels only the first max_records records of each file.
 
   Returns:
     The number of records written.
@@ -592,7 +601,8 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
   encoder = ExampleEncoder(records.PRETRAINING_FEATURES + label_names)
   window_size = batch_size * (1 if mode == records.FULL else sort_batches)
   stats = SampleStats()
-  total = sum(count_records(path) for path in input_files)
+  counts = [count_records(path) for path in input_files]
+  total = sum(min(c, max_records) if max_records else c for c in counts)
   for stale in tf.io.gfile.glob(output_path + ".tmp-*"):
     logging.info("Removing %s, left by an interrupted run", stale)
     tf.io.gfile.remove(stale)
@@ -610,7 +620,8 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
        futures.ThreadPoolExecutor(max_workers=1) as pool:
     pending = None
     for path in input_files:
-      windows = iter(read_windows(path, feature_spec, window_size))
+      windows = iter(read_windows(path, feature_spec, window_size,
+                                  max_records))
       first_record = 0
       while True:
         try:
@@ -713,7 +724,8 @@ def main(argv):
                          FLAGS.truncation_factor, FLAGS.batch_size,
                          FLAGS.length_multiple, FLAGS.sort_batches,
                          config.vocab_size,
-                         FLAGS.progress_interval, settings, FLAGS.seed)
+                         FLAGS.progress_interval, settings, FLAGS.seed,
+                         FLAGS.max_records)
 
 
 if __name__ == "__main__":

@@ -403,6 +403,9 @@ def stage_iv(tmp_path_factory):
       "full_mode": common + [f"--input_file={base}/few.tfrecord",
                              "--label_mode=full",
                              f"--output_file={base}/full_mode.tfrecord"],
+      "full_first_record": common + [f"--input_file={base}/few.tfrecord",
+                                     "--label_mode=full", "--max_records=1",
+                                     f"--output_file={base}/first.tfrecord"],
       "full_k0": common + [f"--input_file={base}/few.tfrecord",
                            "--truncation_factor=0",
                            f"--output_file={base}/full_k0.tfrecord"],
@@ -522,6 +525,11 @@ def test_full_mode_is_truncation_factor_0_and_top_k_stays_the_default(
       base / "full_k0.tfrecord").read_bytes()
   assert (base / "default.tfrecord").read_bytes() == (
       base / "named.tfrecord").read_bytes()
+  ran(stage_iv, "full_first_record")  # --max_records: the first ones only
+  first_record = next(iter(tf.data.TFRecordDataset(
+      str(base / "full_mode.tfrecord")))).numpy()
+  assert [r.numpy() for r in tf.data.TFRecordDataset(
+      str(base / "first.tfrecord"))] == [first_record]
   first = read(base / "default.tfrecord")[0]
   assert set(first) == set(records.PRETRAINING_FEATURES) | {
       records.TRUNCATED_PROBS, records.TOP_K_INDICES}
@@ -731,3 +739,53 @@ def test_parse_batch_turns_counts_into_weights(tmp_path):
   np.testing.assert_array_equal(
       features[losses.TEACHER_IDS].numpy(),
       np.stack([e[records.SAMPLED_IDS] for e in examples]).reshape(3, P, 5))
+
+
+# ---------------------------------------------------------------------------
+# run_pipeline.sh: the held-out file in full mode, teacher_kl in the results.
+
+def test_pipeline_labels_the_held_out_file_in_full_and_reports_teacher_kl(
+    tmp_path):
+  config = dict(ref.TINY_CONFIG, hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0)
+  teacher_config = tmp_path / "teacher.json"
+  teacher_config.write_text(json.dumps(config))
+  student_config = tmp_path / "student.json"
+  student_config.write_text(json.dumps(dict(config, hidden_size=16,
+                                            num_attention_heads=2)))
+  checkpoint = ref.write_google_checkpoint(
+      str(tmp_path / "bert_model.ckpt"), ref.random_google_weights(config, 3))
+  work = tmp_path / "work"
+  (work / "records").mkdir(parents=True)
+  for i in range(3):
+    ref.write_records(work / "records" / f"pretraining_data_{i}.tfrecord",
+                      ref.random_pretraining_examples(12, L4, P4, 99,
+                                                      seed=50 + i))
+  env = dict(ENV, PATH=os.path.dirname(sys.executable) + os.pathsep +
+             os.environ["PATH"])
+  result = subprocess.run(
+      ["bash", os.path.join(ROOT, "run_pipeline.sh"), f"--work_dir={work}",
+       f"--python={sys.executable}", "--stages=IV,V",
+       f"--teacher_config={teacher_config}",
+       f"--teacher_checkpoint={checkpoint}",
+       f"--student_config={student_config}", f"--max_seq_length={L4}",
+       f"--max_predictions_per_seq={P4}", "--truncation_factor=6",
+       "--num_samples=8", "--heldout_examples=8", "--train_batch_size=4",
+       "--eval_batch_size=4", "--max_eval_steps=2", "--num_train_steps=4",
+       "--num_warmup_steps=1", "--iterations_per_loop=2",
+       "--save_checkpoints_steps=4", "--teacher_batch_size=4",
+       "--distill_flags=--use_xla=false"],
+      capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  train = sorted(os.listdir(work / "teacher_labels"))
+  assert train == ["pretraining_data_0.tfrecord",
+                   "pretraining_data_1.tfrecord"]
+  assert records.label_settings(records.read_first_example(
+      str(work / "teacher_labels" / train[0])), P4) == (
+          records.SAMPLED, 6, 8, 1.0)
+  held_out = work / "teacher_labels_held_out" / "pretraining_data_2.tfrecord"
+  held = ref.read_records(held_out)
+  assert len(held) == 8
+  assert records.label_settings(held[0], P4) == (records.FULL, 99, 0, 1.0)
+  results = eval_results(work / "student")
+  assert results["teacher_kl"] > 0 and 0 <= results["student_ece"] <= 1
