@@ -162,12 +162,13 @@ _SHUFFLE_BUFFER = 1000
 # Input.
 
 def feature_spec(max_seq_length, max_predictions_per_seq, truncation_factor,
-                 vocab_size, with_teacher_labels, label_mode=records.TOP_K):
+                 vocab_size, with_teacher_labels, label_mode=records.TOP_K,
+                 head_k=0):
   """The records.py parse spec of the records this run reads."""
   if with_teacher_labels:
     return records.teacher_label_feature_spec(
         max_seq_length, max_predictions_per_seq, truncation_factor,
-        vocab_size, label_mode)
+        vocab_size, label_mode, head_k)
   return records.pretraining_feature_spec(max_seq_length,
                                           max_predictions_per_seq)
 
@@ -178,13 +179,23 @@ def parse_batch(serialized, spec, max_predictions_per_seq):
   Ids become int32 ([B, L], [B, P]), next_sentence_labels [B], and the teacher
   labels [B, P*k] become teacher_probs / teacher_ids [B, P, k] (or
   teacher_probs [B, P, V] for the full distribution; sampled counts c become
-  teacher_sample_weights c / sum c, with the ids as teacher_ids).
+  teacher_sample_weights c / sum c, with the ids as teacher_ids, and an
+  exact head h of sampled labels comes first: weights
+  [h_1..h_m, (1 - sum h) c / sum c], ids [head ids, sampled ids]).
   """
   parsed = tf.io.parse_example(serialized, spec)
   features = {}
   for name, value in parsed.items():
     if name in (records.NUM_SAMPLES, records.SAMPLE_TEMPERATURE):
       continue  # Checked once, before training.
+    if name in (records.SAMPLED_HEAD_PROBS, records.SAMPLED_HEAD_IDS):
+      # [B, P * h] -> [B, P, h], joined with the draws below.
+      features[name] = tf.reshape(
+          tf.cast(value, tf.float32 if value.dtype == tf.float32 else
+                  tf.int32),
+          [-1, max_predictions_per_seq,
+           value.shape[-1] // max_predictions_per_seq])
+      continue
     if name == records.SAMPLED_COUNTS:
       name = losses.TEACHER_SAMPLE_WEIGHTS
       value = tf.cast(value, tf.float32)
@@ -205,7 +216,15 @@ def parse_batch(serialized, spec, max_predictions_per_seq):
   if losses.TEACHER_SAMPLE_WEIGHTS in features:
     counts = features[losses.TEACHER_SAMPLE_WEIGHTS]  # [B, P, k]
     kept = tf.reduce_sum(counts, axis=-1, keepdims=True)
-    features[losses.TEACHER_SAMPLE_WEIGHTS] = counts / tf.maximum(kept, 1.0)
+    weights = counts / tf.maximum(kept, 1.0)  # [B, P, k]
+    if records.SAMPLED_HEAD_PROBS in features:
+      head = features.pop(records.SAMPLED_HEAD_PROBS)  # [B, P, h]
+      head_ids = features.pop(records.SAMPLED_HEAD_IDS)
+      tail_mass = tf.maximum(1.0 - tf.reduce_sum(head, -1, keepdims=True), 0.0)
+      weights = tf.concat([head, tail_mass * weights], axis=-1)  # [B, P, h+k]
+      features[losses.TEACHER_IDS] = tf.concat(
+          [head_ids, features[losses.TEACHER_IDS]], axis=-1)
+    features[losses.TEACHER_SAMPLE_WEIGHTS] = weights
   return features
 
 
@@ -256,7 +275,8 @@ def check_input_files(files, spec, max_predictions_per_seq, vocab_size):
     cli.StageError: one line naming the file, the feature and the mismatch.
   """
   id_features = (records.INPUT_IDS, records.MASKED_LM_IDS,
-                 records.TOP_K_INDICES, records.SAMPLED_IDS)
+                 records.TOP_K_INDICES, records.SAMPLED_IDS,
+                 records.SAMPLED_HEAD_IDS)
   for path in files:
     try:
       example = records.check_record_lengths(path, spec,
@@ -350,7 +370,8 @@ def records_spec(settings, truncation_factor, max_seq_length,
     if mode != records.SAMPLED:
       mode = records.label_mode_of(k)
   return feature_spec(max_seq_length, max_predictions_per_seq, k, vocab_size,
-                      with_teacher_labels=True, label_mode=mode)
+                      with_teacher_labels=True, label_mode=mode,
+                      head_k=settings.head_k)
 
 
 # ----------------------------------------------------------------------------

@@ -16,7 +16,10 @@ them):
            first, and their counts in k slots (sampled_token_ids,
            sampled_token_counts [P * k]), with N and T in each record. The
            draws are a function of --seed, the input file's name and the
-           record's index in it, never of batching or sharding.
+           record's index in it, never of batching or sharding. With
+           --exact_top_k h the h most probable tokens are kept exactly
+           (sampled_head_probs, sampled_head_ids [P * h]) and the draws come
+           from the rest of the distribution.
 
 The softmax is float32 over the full vocabulary; the MLM head runs only at
 the masked positions.
@@ -79,6 +82,10 @@ flags.DEFINE_integer("num_samples", 16,
 flags.DEFINE_float("sample_temperature", 1.0,
                    "sampled: T, draws come from softmax(logits / T); stage V "
                    "must distil at the same --temperature.")
+flags.DEFINE_integer("exact_top_k", 0,
+                     "sampled: keep the teacher's this many most probable "
+                     "tokens exactly and draw the samples from the rest of "
+                     "its distribution (0: sample it all).")
 flags.DEFINE_integer("seed", 12345,
                      "sampled: seed of the draws (with the file name and the "
                      "record index).")
@@ -117,6 +124,8 @@ flags.register_validator("truncation_factor", lambda k: k >= 0,
                          "--truncation_factor must be >= 0")
 flags.register_validator("num_samples", lambda v: v >= 1,
                          "--num_samples must be >= 1")
+flags.register_validator("exact_top_k", lambda v: v >= 0,
+                         "--exact_top_k must be >= 0")
 flags.register_validator("sample_temperature", lambda v: v > 0,
                          "--sample_temperature must be > 0")
 flags.register_multi_flags_validator(
@@ -173,12 +182,16 @@ def read_teacher_config(path, max_seq_length, truncation_factor,
 
 
 def label_settings_of_flags(label_mode, truncation_factor, num_samples,
-                            temperature, vocab_size):
-  """The records.LabelSettings this run writes (N and T only for sampled)."""
+                            temperature, vocab_size, exact_top_k=0):
+  """The records.LabelSettings this run writes (N, T, head only for sampled)."""
   mode = records.label_mode_of(truncation_factor, label_mode)
   if mode == records.SAMPLED:
+    if truncation_factor + exact_top_k > vocab_size:
+      raise cli.StageError(
+          f"--truncation_factor {truncation_factor} + --exact_top_k "
+          f"{exact_top_k} exceeds the teacher's vocab_size {vocab_size}")
     return records.LabelSettings(mode, truncation_factor, num_samples,
-                                 temperature)
+                                 temperature, exact_top_k)
   if mode == records.FULL:
     return records.LabelSettings(mode, vocab_size)
   return records.LabelSettings(mode, truncation_factor)
@@ -258,14 +271,17 @@ class TeacherLabeler:
   float32 [B, P, N] (records.sample_uniforms) and the result is
   (ids [B, P, N] int32,): draw n is the token where the cumulative softmax
   at temperature T first exceeds uniform n (inverse-CDF sampling, on the
-  device, so only the ids leave it). B must be a multiple of the replica
-  count.
+  device, so only the ids leave it); with head_k > 0 the result is
+  (head probs [B, P, h], head ids [B, P, h], ids [B, P, N]), the draws made
+  from the softmax without its h most probable tokens. B must be a multiple
+  of the replica count.
   """
 
   def __init__(self, model, truncation_factor, strategy, use_xla=True,
-               label_mode=records.TOP_K, temperature=1.0):
+               label_mode=records.TOP_K, temperature=1.0, head_k=0):
     self._model = model
     self._k = truncation_factor
+    self._head_k = head_k
     self._mode = records.label_mode_of(truncation_factor, label_mode)
     self._temperature = temperature
     self._strategy = strategy
@@ -286,7 +302,7 @@ class TeacherLabeler:
                          masked_lm_positions,
                          training=False)["masked_lm_logits"]  # [B, P, V]
     if self._mode == records.SAMPLED:
-      return (self._draws(logits, uniforms),)
+      return self._draws(logits, uniforms)
     probs = tf.nn.softmax(logits, axis=-1)  # float32 over the full vocabulary
     if self._mode == records.FULL:
       return (probs,)
@@ -294,9 +310,18 @@ class TeacherLabeler:
     return top.values, top.indices  # [B, P, K] each
 
   def _draws(self, logits, uniforms):
-    """Inverse-CDF draws: [B, P, V] logits, [B, P, N] uniforms -> [B, P, N]."""
+    """Inverse-CDF draws: [B, P, V] logits, [B, P, N] uniforms -> [B, P, N]
+    ids, after the exact head ([B, P, h] probs and ids) when head_k > 0."""
     vocab_size = logits.shape[-1]
     probs = tf.nn.softmax(logits / self._temperature, axis=-1)  # [B, P, V]
+    head = ()
+    if self._head_k:
+      top = tf.math.top_k(probs, k=self._head_k, sorted=True)  # [B, P, h]
+      head = (top.values, top.indices)
+      # The draws come from the rest: the head's probabilities set to 0.
+      for j in range(self._head_k):
+        probs *= 1.0 - tf.one_hot(top.indices[..., j], vocab_size,
+                                  dtype=probs.dtype)
     cdf = tf.reshape(tf.cumsum(probs, axis=-1), [-1, vocab_size])  # [B*P, V]
     num_samples = uniforms.shape[-1]
     # Scaled to the last cumulative value, so float32 rounding of the sum
@@ -304,7 +329,7 @@ class TeacherLabeler:
     targets = tf.reshape(uniforms, [-1, num_samples]) * cdf[:, -1:]
     ids = tf.searchsorted(cdf, targets, side="right", out_type=tf.int32)
     ids = tf.minimum(ids, vocab_size - 1)  # [B*P, N]
-    return tf.reshape(ids, tf.shape(uniforms))
+    return head + (tf.reshape(ids, tf.shape(uniforms)),)
 
   def __call__(self, inputs):
     inputs = [tf.convert_to_tensor(t) for t in inputs]
@@ -552,26 +577,34 @@ class SampleStats:
 
 def sampled_labels(labeler, features, batch_size, length_multiple, settings,
                    key, first_record, stats):
-  """One window's sampled labels: [w, P*k] ids and counts, [w, 1] N and T.
+  """One window's sampled labels: [w, P*k] ids and counts, [w, 1] N and T,
+  then [w, P*h] head probs and ids when settings.head_k > 0.
 
-  Padding positions (masked_lm_weights 0) hold id 0 and count 0.
+  Padding positions (masked_lm_weights 0) hold id 0 and count 0 (and head
+  probability 0).
   """
   weights = features[records.MASKED_LM_WEIGHTS]  # [w, P]
   count, preds = weights.shape
   uniforms = records.sample_uniforms(
       key, np.arange(first_record, first_record + count), preds,
       settings.num_samples)  # [w, P, N]
-  (draws,) = label_window(labeler, features, batch_size, length_multiple,
-                          uniforms)  # [w, P, N]
+  *head, draws = label_window(labeler, features, batch_size,
+                              length_multiple, uniforms)  # [w, P, N]
   ids, counts, dropped = records.compact_samples(
       draws.reshape(count * preds, -1), settings.k)  # [w*P, k] x 2, [w*P]
   real = weights.reshape(-1) > 0
   ids[~real] = 0
   counts[~real] = 0
   stats.add(counts, dropped, real, settings.num_samples)
-  return (ids.reshape(count, -1), counts.reshape(count, -1),
-          np.full((count, 1), settings.num_samples, np.int64),
-          np.full((count, 1), settings.temperature, np.float32))
+  labels = (ids.reshape(count, -1), counts.reshape(count, -1),
+            np.full((count, 1), settings.num_samples, np.int64),
+            np.full((count, 1), settings.temperature, np.float32))
+  if head:
+    head_probs, head_ids = head  # [w, P, h] each
+    head_probs[weights == 0] = 0.0
+    head_ids[weights == 0] = 0
+    labels += (head_probs.reshape(count, -1), head_ids.reshape(count, -1))
+  return labels
 
 
 def write_teacher_labels(labeler, input_files, output_path, feature_spec,
@@ -597,7 +630,8 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
     label_settings = records.LabelSettings(
         records.label_mode_of(truncation_factor), truncation_factor)
   mode = label_settings.mode
-  label_names = records.teacher_label_features(truncation_factor, mode)
+  label_names = records.teacher_label_features(truncation_factor, mode,
+                                               label_settings.head_k)
   encoder = ExampleEncoder(records.PRETRAINING_FEATURES + label_names)
   window_size = batch_size * (1 if mode == records.FULL else sort_batches)
   stats = SampleStats()
@@ -675,7 +709,7 @@ def _log_first_example(features, labels):
   logging.info("First example: input_ids %s ...",
                features[records.INPUT_IDS][0][:16].tolist())
   for p in range(min(3, len(positions))):
-    if len(labels) == 4:  # sampled
+    if len(labels) >= 4:  # sampled
       k = labels[0].shape[1] // len(positions)
       logging.info("  position %d: sampled ids %s counts %s", positions[p],
                    labels[0][0, p * k:p * k + 5].tolist(),
@@ -696,7 +730,7 @@ def main(argv):
   settings = label_settings_of_flags(FLAGS.label_mode, FLAGS.truncation_factor,
                                      FLAGS.num_samples,
                                      FLAGS.sample_temperature,
-                                     config.vocab_size)
+                                     config.vocab_size, FLAGS.exact_top_k)
   logging.info("Label mode: %s", settings.describe())
   input_files = select_shard(cli.expand_input_files(FLAGS.input_file),
                              FLAGS.num_shards, FLAGS.shard_index)
@@ -717,7 +751,8 @@ def main(argv):
         f"{strategy.num_replicas_in_sync} GPUs")
   model = load_teacher(config, FLAGS.init_checkpoint, strategy)
   labeler = TeacherLabeler(model, FLAGS.truncation_factor, strategy,
-                           FLAGS.use_xla, settings.mode, settings.temperature)
+                           FLAGS.use_xla, settings.mode, settings.temperature,
+                           settings.head_k)
   for paths, output_path in plan:
     logging.info("Labelling %s -> %s", ", ".join(paths), output_path)
     write_teacher_labels(labeler, paths, output_path, feature_spec,

@@ -27,6 +27,12 @@ slots per position padded with id 0 and count 0):
   num_samples                             int64  [1]      N
   sample_temperature                      float  [1]      T
 
+optionally (--exact_top_k h > 0: the teacher's h most probable tokens kept
+exactly, the draws made from the rest of its distribution, renormalised):
+
+  sampled_head_probs                      float  [P * h]  descending
+  sampled_head_ids                        int64  [P * h]
+
 Which of these a record holds says its label mode (`label_settings`), so the
 reader never guesses; docs/label_modes.md has the byte counts.
 
@@ -52,6 +58,8 @@ SAMPLED_IDS = "sampled_token_ids"
 SAMPLED_COUNTS = "sampled_token_counts"
 NUM_SAMPLES = "num_samples"
 SAMPLE_TEMPERATURE = "sample_temperature"
+SAMPLED_HEAD_PROBS = "sampled_head_probs"
+SAMPLED_HEAD_IDS = "sampled_head_ids"
 
 # The label modes of stage IV: what its records hold about the teacher.
 TOP_K, FULL, SAMPLED = "top_k", "full", "sampled"
@@ -62,7 +70,7 @@ PRETRAINING_FEATURES = (INPUT_IDS, INPUT_MASK, SEGMENT_IDS,
                         MASKED_LM_POSITIONS, MASKED_LM_IDS, MASKED_LM_WEIGHTS,
                         NEXT_SENTENCE_LABELS)
 FLOAT_FEATURES = frozenset([MASKED_LM_WEIGHTS, TRUNCATED_PROBS, FULL_PROBS,
-                            SAMPLE_TEMPERATURE])
+                            SAMPLE_TEMPERATURE, SAMPLED_HEAD_PROBS])
 
 
 def pretraining_feature_spec(max_seq_length, max_predictions_per_seq):
@@ -96,14 +104,18 @@ def label_mode_of(truncation_factor, label_mode=TOP_K):
   return label_mode
 
 
-def teacher_label_features(truncation_factor, label_mode=TOP_K):
-  """Names of the teacher-label features of a mode (k 0 with top_k = full)."""
-  return _LABEL_FEATURES[label_mode_of(truncation_factor, label_mode)]
+def teacher_label_features(truncation_factor, label_mode=TOP_K, head_k=0):
+  """Names of the teacher-label features of a mode (k 0 with top_k = full);
+  head_k > 0 adds the exact head of sampled labels."""
+  names = _LABEL_FEATURES[label_mode_of(truncation_factor, label_mode)]
+  if head_k and label_mode == SAMPLED:
+    names += (SAMPLED_HEAD_PROBS, SAMPLED_HEAD_IDS)
+  return names
 
 
 def teacher_label_feature_spec(max_seq_length, max_predictions_per_seq,
                                truncation_factor, vocab_size=None,
-                               label_mode=TOP_K):
+                               label_mode=TOP_K, head_k=0):
   """Returns the parse spec of a teacher-label record.
 
   Args:
@@ -114,6 +126,7 @@ def teacher_label_feature_spec(max_seq_length, max_predictions_per_seq,
       whole distribution (needs vocab_size).
     vocab_size: the teacher's vocabulary size; only used for `full`.
     label_mode: one of LABEL_MODES.
+    head_k: sampled labels: the exact head's tokens per position (0: none).
   """
   import tensorflow as tf
   spec = pretraining_feature_spec(max_seq_length, max_predictions_per_seq)
@@ -127,6 +140,10 @@ def teacher_label_feature_spec(max_seq_length, max_predictions_per_seq,
     spec[SAMPLED_COUNTS] = tf.io.FixedLenFeature(width, tf.int64)
     spec[NUM_SAMPLES] = tf.io.FixedLenFeature([1], tf.int64)
     spec[SAMPLE_TEMPERATURE] = tf.io.FixedLenFeature([1], tf.float32)
+    if head_k:
+      head = [max_predictions_per_seq * head_k]
+      spec[SAMPLED_HEAD_PROBS] = tf.io.FixedLenFeature(head, tf.float32)
+      spec[SAMPLED_HEAD_IDS] = tf.io.FixedLenFeature(head, tf.int64)
   else:
     if not vocab_size:
       raise ValueError("truncation_factor 0 (full distribution) needs vocab_size")
@@ -198,10 +215,12 @@ _FLAG_OF_FEATURE = {
     MASKED_LM_WEIGHTS: "--max_predictions_per_seq",
     TRUNCATED_PROBS: "--truncation_factor", TOP_K_INDICES: "--truncation_factor",
     FULL_PROBS: "--truncation_factor", SAMPLED_IDS: "--truncation_factor",
-    SAMPLED_COUNTS: "--truncation_factor",
+    SAMPLED_COUNTS: "--truncation_factor", SAMPLED_HEAD_PROBS: "--exact_top_k",
+    SAMPLED_HEAD_IDS: "--exact_top_k",
 }
 _ALL_LABEL_FEATURES = frozenset(
-    name for names in _LABEL_FEATURES.values() for name in names)
+    [name for names in _LABEL_FEATURES.values() for name in names] +
+    [SAMPLED_HEAD_PROBS, SAMPLED_HEAD_IDS])
 
 
 def check_record_lengths(path, feature_spec, max_predictions_per_seq=None):
@@ -245,26 +264,30 @@ def check_record_lengths(path, feature_spec, max_predictions_per_seq=None):
 
 
 class LabelSettings(tuple):
-  """What a teacher-label record holds: (mode, k, num_samples, temperature).
+  """What a teacher-label record holds:
+  (mode, k, num_samples, temperature, head_k).
 
   k is the values kept per masked position (the vocabulary size for
   `full`); num_samples is N for `sampled`, else 0; temperature is the T the
-  labels were drawn at (`sampled`), 1.0 for stored probabilities.
+  labels were drawn at (`sampled`), 1.0 for stored probabilities; head_k is
+  the exact head of sampled labels (0: none).
   """
   __slots__ = ()
 
-  def __new__(cls, mode, k, num_samples=0, temperature=1.0):
+  def __new__(cls, mode, k, num_samples=0, temperature=1.0, head_k=0):
     return super().__new__(cls, (mode, int(k), int(num_samples),
-                                 float(temperature)))
+                                 float(temperature), int(head_k)))
 
   mode = property(lambda self: self[0])
   k = property(lambda self: self[1])
   num_samples = property(lambda self: self[2])
   temperature = property(lambda self: self[3])
+  head_k = property(lambda self: self[4])
 
   def describe(self):
     if self.mode == SAMPLED:
-      return (f"sampled (N = {self.num_samples} draws at temperature "
+      head = (f"the top {self.head_k} exact, then " if self.head_k else "")
+      return (f"sampled ({head}N = {self.num_samples} draws at temperature "
               f"{self.temperature:g}, k = {self.k} slots)")
     if self.mode == TOP_K:
       return f"top_k (k = {self.k})"
@@ -293,8 +316,9 @@ def label_settings(example, max_predictions_per_seq, path="the records"):
         f"multiple of --max_predictions_per_seq {max_predictions_per_seq}")
   k = width // max_predictions_per_seq
   if mode == SAMPLED:
+    head_k = len(example.get(SAMPLED_HEAD_PROBS, ())) // max_predictions_per_seq
     return LabelSettings(mode, k, int(example[NUM_SAMPLES][0]),
-                         float(example[SAMPLE_TEMPERATURE][0]))
+                         float(example[SAMPLE_TEMPERATURE][0]), head_k)
   return LabelSettings(mode, k)
 
 

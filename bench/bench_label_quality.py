@@ -30,7 +30,10 @@ already loaded) and stage V examples/s (median of its step log lines).
   .venv/bin/python bench/bench_label_quality.py --quick    # ~15 min
 
 Every step is skipped when its output exists, so a rerun after a crash goes
-on where it stopped (delete WORK_DIR to start over).
+on where it stopped (delete WORK_DIR to start over). The stages run from a
+copy of the scripts taken at the start (WORK_DIR/code), so editing the tree
+during a run cannot change it (AutoGraph reads a function's source when it
+traces it).
 """
 
 import argparse
@@ -39,6 +42,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -72,6 +76,12 @@ MODES = {
                                              "--num_samples=16",
                                              "--truncation_factor=16"]), []),
     "full": (("full", ["--label_mode=full"]), []),
+    "top 4 exact + sampled N=16 k=10": (("head_4_sampled_16_10", [
+        "--label_mode=sampled", "--exact_top_k=4", "--num_samples=16",
+        "--truncation_factor=10"]), []),
+    "top 2 exact + sampled N=24 k=14": (("head_2_sampled_24_14", [
+        "--label_mode=sampled", "--exact_top_k=2", "--num_samples=24",
+        "--truncation_factor=14"]), []),
     "sampled N=8 k=8": (("sampled_8_8", ["--label_mode=sampled",
                                          "--num_samples=8",
                                          "--truncation_factor=8"]), []),
@@ -104,9 +114,9 @@ def parse_args():
   parser.add_argument("--python", default=sys.executable)
   args = parser.parse_args()
   quick = {"corpus_bytes": 1_000_000, "teacher_steps": 4000,
-           "student_steps": 400, "teacher_dupe_factor": 4}
+           "student_steps": 1500, "teacher_dupe_factor": 4}
   full = {"corpus_bytes": 2_500_000, "teacher_steps": 6000,
-          "student_steps": 1000, "teacher_dupe_factor": 4}
+          "student_steps": 3000, "teacher_dupe_factor": 4}
   for name, value in (quick if args.quick else full).items():
     if getattr(args, name) is None:
       setattr(args, name, value)
@@ -122,14 +132,29 @@ def log(message):
   print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def snapshot_code(work):
+  """Copies the project's scripts and modules to WORK_DIR/code; returns it."""
+  code = os.path.join(work, "code")
+  shutil.rmtree(code, ignore_errors=True)
+  for name in os.listdir(ROOT):
+    if name.endswith(".py"):
+      os.makedirs(code, exist_ok=True)
+      shutil.copy(os.path.join(ROOT, name), code)
+  shutil.copytree(os.path.join(ROOT, "data", "example_wiki"),
+                  os.path.join(code, "data", "example_wiki"),
+                  ignore=shutil.ignore_patterns("*.bz2"))
+  return code
+
+
 def run(args, script, flags, log_path):
-  """Runs one of the project's scripts; returns its wall seconds."""
-  command = [args.python, os.path.join(ROOT, script)] + flags
+  """Runs one of the project's scripts (from the copy); returns its wall
+  seconds."""
+  command = [args.python, os.path.join(args.code, script)] + flags
   log(" ".join(command[1:])[:300])
   started = time.monotonic()
   with open(log_path, "w") as log_file:
     result = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT,
-                            cwd=ROOT, env={**os.environ,
+                            cwd=args.code, env={**os.environ,
                                            "TF_CPP_MIN_LOG_LEVEL": "2"})
   if result.returncode:
     tail = open(log_path).read()[-2000:]
@@ -280,8 +305,9 @@ def spread(values):
 
 def main():
   args = parse_args()
-  work = args.work_dir
+  work = args.work_dir = os.path.abspath(args.work_dir)
   os.makedirs(os.path.join(work, "logs"), exist_ok=True)
+  args.code = snapshot_code(work)
   started = time.monotonic()
   load_before = os.getloadavg()
   for name, config in (("teacher", TEACHER_CONFIG),

@@ -78,9 +78,13 @@ def test_label_settings_read_back_from_each_mode():
                         records.NUM_SAMPLES: [32],
                         records.SAMPLE_TEMPERATURE: [2.5]},
   }
-  want = {records.TOP_K: (records.TOP_K, k, 0, 1.0),
-          records.FULL: (records.FULL, VOCAB, 0, 1.0),
-          records.SAMPLED: (records.SAMPLED, k, 32, 2.5)}
+  cases["head"] = {**cases[records.SAMPLED],
+                   records.SAMPLED_HEAD_PROBS: np.zeros(P * 2),
+                   records.SAMPLED_HEAD_IDS: np.zeros(P * 2)}
+  want = {records.TOP_K: (records.TOP_K, k, 0, 1.0, 0),
+          records.FULL: (records.FULL, VOCAB, 0, 1.0, 0),
+          records.SAMPLED: (records.SAMPLED, k, 32, 2.5, 0),
+          "head": (records.SAMPLED, k, 32, 2.5, 2)}
   for mode, labels in cases.items():
     example = records.decode_example(
         records.serialize_example({**base, **labels}))
@@ -396,6 +400,10 @@ def stage_iv(tmp_path_factory):
                             "--truncation_factor=99",
                             "--sample_temperature=2",
                             f"--output_file={base}/t2.tfrecord"],
+      "draws_head": common + [f"--input_file={base}/few.tfrecord",
+                              "--label_mode=sampled", "--num_samples=20000",
+                              "--truncation_factor=96", "--exact_top_k=3",
+                              f"--output_file={base}/head.tfrecord"],
       "overflow": common + [f"--input_file={base}/few.tfrecord",
                             "--label_mode=sampled", "--num_samples=50",
                             "--truncation_factor=2",
@@ -483,11 +491,7 @@ def test_draws_follow_the_teachers_softmax_at_the_temperature(stage_iv,
                                                               temperature):
   ran(stage_iv, f"draws_t{temperature}")
   few = stage_iv["few"]
-  stack = lambda name: np.stack([e[name] for e in few])
-  logits = ref.bert_forward(
-      stage_iv["weights"], stage_iv["config"], stack(records.INPUT_IDS),
-      stack(records.INPUT_MASK), stack(records.SEGMENT_IDS),
-      stack(records.MASKED_LM_POSITIONS))["masked_lm_logits"]  # [2, P, V]
+  logits = reference_logits(stage_iv)  # [2, P, V]
   vocab = logits.shape[-1]
   out = read(stage_iv["base"] / f"t{temperature}.tfrecord")
   n = 20000
@@ -503,6 +507,41 @@ def test_draws_follow_the_teachers_softmax_at_the_temperature(stage_iv,
       tolerance = 5 * np.sqrt(want * (1 - want) / n) + 1e-3
       assert np.all(np.abs(frequency - want) < tolerance)
       assert np.abs(frequency - other).max() > 3 * tolerance.max()
+
+
+def reference_logits(stage_iv):
+  few = stage_iv["few"]
+  stack = lambda name: np.stack([e[name] for e in few])
+  return ref.bert_forward(
+      stage_iv["weights"], stage_iv["config"], stack(records.INPUT_IDS),
+      stack(records.INPUT_MASK), stack(records.SEGMENT_IDS),
+      stack(records.MASKED_LM_POSITIONS))["masked_lm_logits"]  # [2, P, V]
+
+
+def test_exact_head_is_the_top_tokens_and_the_draws_come_from_the_rest(
+    stage_iv):
+  ran(stage_iv, "draws_head")
+  logits = reference_logits(stage_iv)
+  vocab, n = logits.shape[-1], 20000
+  out = read(stage_iv["base"] / "head.tfrecord")
+  for row, (got, example) in enumerate(zip(out, stage_iv["few"])):
+    head_ids = got[records.SAMPLED_HEAD_IDS].reshape(P4, 3)
+    head_probs = got[records.SAMPLED_HEAD_PROBS].reshape(P4, 3)
+    ids = got[records.SAMPLED_IDS].reshape(P4, 96)
+    counts = got[records.SAMPLED_COUNTS].reshape(P4, 96)
+    for p in np.flatnonzero(example[records.MASKED_LM_WEIGHTS]):
+      want = ref.softmax(logits[row, p])
+      top = np.argsort(-want)[:3]
+      np.testing.assert_array_equal(head_ids[p], top)
+      np.testing.assert_allclose(head_probs[p], want[top], rtol=1e-5)
+      assert not np.isin(ids[p][counts[p] > 0], top).any()
+      frequency = np.zeros(vocab)
+      np.add.at(frequency, ids[p], counts[p])
+      tail = want.copy()
+      tail[top] = 0.0
+      tail /= tail.sum()
+      tolerance = 5 * np.sqrt(tail * (1 - tail) / n) + 1e-3
+      assert np.all(np.abs(frequency / n - tail) < tolerance)
 
 
 def test_overflow_keeps_the_most_frequent_and_is_reported(stage_iv):
@@ -570,8 +609,15 @@ def labelled_examples(mode, count, seed, k=5, n=16, temperature=1.0):
       ids = np.argsort(-teacher, -1)[:, :k]
       example[records.TOP_K_INDICES] = ids
       example[records.TRUNCATED_PROBS] = np.take_along_axis(teacher, ids, -1)
-    elif mode == "sampled":
+    elif mode.startswith("sampled"):
       tempered = np.exp(np_log_softmax(logits / temperature))
+      if mode == "sampled_head":  # the top 2 exact, draws from the rest
+        head = np.argsort(-tempered, -1)[:, :2]
+        example[records.SAMPLED_HEAD_IDS] = head
+        example[records.SAMPLED_HEAD_PROBS] = np.take_along_axis(
+            tempered, head, -1)
+        np.put_along_axis(tempered, head, 0.0, -1)
+        tempered /= tempered.sum(-1, keepdims=True)
       draws = np.stack([rng.choice(VOCAB, n, p=t) for t in tempered])
       ids, counts, _ = records.compact_samples(draws, k)
       example[records.SAMPLED_IDS] = ids
@@ -598,6 +644,7 @@ STUDENT_MODES = {  # name: (records, extra flags)
     "full": ("full", ["--truncation_factor=0"]),
     "sampled_bf16": ("sampled_t2", ["--temperature=2",
                                     "--precision=mixed_bfloat16"]),
+    "sampled_head": ("sampled_head", []),
 }
 
 
@@ -608,7 +655,8 @@ def stage_v(tmp_path_factory):
   files = {}
   for name, mode, temperature in (("top_k", "top_k", 1.0),
                                   ("full", "full", 1.0),
-                                  ("sampled_t2", "sampled", 2.0)):
+                                  ("sampled_t2", "sampled", 2.0),
+                                  ("sampled_head", "sampled_head", 1.0)):
     files[name] = ref.write_records(
         tmp / f"{name}.tfrecord",
         labelled_examples(mode, 16, seed=1, temperature=temperature))
@@ -707,7 +755,8 @@ def test_every_mode_trains_resumes_and_reports_teacher_kl(stage_v, name):
       once["teacher_cross_entropy"] - once["teacher_entropy"], rtol=1e-4)
   mode = {"top_k_tail": "top_k (k = 5)", "full": "full",
           "sampled": "sampled (N = 16 draws at temperature 2, k = 5 slots)",
-          "sampled_bf16": "sampled (N = 16"}[name]
+          "sampled_bf16": "sampled (N = 16",
+          "sampled_head": "sampled (the top 2 exact, then N = 16"}[name]
   assert f"Training records hold {mode}" in results[f"{name}_once"][1]
 
 
@@ -722,6 +771,32 @@ def test_stage_v_bad_label_input_is_one_line_error(stage_v, case):
   assert len(errors) == 1, stderr[-3000:]
   assert stage_v["bad"][case][1] in errors[0]
   assert not list(stage_v["tmp"].glob("bad*/model.ckpt-*"))
+
+
+def test_parse_batch_puts_the_exact_head_first(tmp_path):
+  examples = labelled_examples("sampled_head", 3, seed=5, k=5, n=16)
+  path = ref.write_records(tmp_path / "h.tfrecord", examples)
+  spec = records.teacher_label_feature_spec(SEQ, P, 5, label_mode="sampled",
+                                            head_k=2)
+  serialized = next(iter(tf.data.TFRecordDataset(path).batch(3)))
+  features = distill.parse_batch(serialized, spec, P)
+  stack = lambda name, width: np.stack([e[name] for e in examples]).reshape(
+      3, P, width)
+  head = stack(records.SAMPLED_HEAD_PROBS, 2)
+  counts = stack(records.SAMPLED_COUNTS, 5)
+  want = np.concatenate([head, (1 - head.sum(-1, keepdims=True)) * counts /
+                         counts.sum(-1, keepdims=True)], -1)
+  np.testing.assert_allclose(features[losses.TEACHER_SAMPLE_WEIGHTS].numpy(),
+                             want, rtol=1e-5, atol=1e-7)
+  np.testing.assert_array_equal(
+      features[losses.TEACHER_IDS].numpy(),
+      np.concatenate([stack(records.SAMPLED_HEAD_IDS, 2),
+                      stack(records.SAMPLED_IDS, 5)], -1))
+  assert set(features) == {
+      records.INPUT_IDS, records.INPUT_MASK, records.SEGMENT_IDS,
+      records.MASKED_LM_POSITIONS, records.MASKED_LM_IDS,
+      records.MASKED_LM_WEIGHTS, records.NEXT_SENTENCE_LABELS,
+      losses.TEACHER_IDS, losses.TEACHER_SAMPLE_WEIGHTS}
 
 
 def test_parse_batch_turns_counts_into_weights(tmp_path):
@@ -782,10 +857,10 @@ def test_pipeline_labels_the_held_out_file_in_full_and_reports_teacher_kl(
                    "pretraining_data_1.tfrecord"]
   assert records.label_settings(records.read_first_example(
       str(work / "teacher_labels" / train[0])), P4) == (
-          records.SAMPLED, 6, 8, 1.0)
+          records.SAMPLED, 6, 8, 1.0, 0)
   held_out = work / "teacher_labels_held_out" / "pretraining_data_2.tfrecord"
   held = ref.read_records(held_out)
   assert len(held) == 8
-  assert records.label_settings(held[0], P4) == (records.FULL, 99, 0, 1.0)
+  assert records.label_settings(held[0], P4) == (records.FULL, 99, 0, 1.0, 0)
   results = eval_results(work / "student")
   assert results["teacher_kl"] > 0 and 0 <= results["student_ece"] <= 1
