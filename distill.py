@@ -344,7 +344,8 @@ def check_label_settings(settings, path, label_mode, temperature,
   if label_mode and label_mode != settings.mode:
     raise cli.StageError(f"--label_mode {label_mode}: {path} holds "
                          f"{describe(settings)}")
-  if settings.mode == records.SAMPLED and temperature != settings.temperature:
+  if (settings.mode == records.SAMPLED and soft_loss_weight > 0 and
+      temperature != settings.temperature):
     raise cli.StageError(
         f"--temperature {temperature:g}: {path} holds labels sampled at "
         f"temperature {settings.temperature:g} (stage IV's "

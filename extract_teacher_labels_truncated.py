@@ -132,6 +132,10 @@ flags.register_multi_flags_validator(
     ["label_mode", "truncation_factor"],
     lambda f: f["label_mode"] != "sampled" or f["truncation_factor"] >= 1,
     "--label_mode sampled needs --truncation_factor (k slots) >= 1")
+flags.register_multi_flags_validator(
+    ["label_mode", "exact_top_k"],
+    lambda f: f["label_mode"] == "sampled" or f["exact_top_k"] == 0,
+    "--exact_top_k applies to --label_mode sampled only")
 flags.register_validator("max_seq_length", lambda v: v > 0,
                          "--max_seq_length must be positive")
 flags.register_validator("max_predictions_per_seq", lambda v: v > 0,

@@ -431,6 +431,9 @@ def stage_iv(tmp_path_factory):
       "temperature_0": (["--label_mode=sampled", "--sample_temperature=0"],
                         "--sample_temperature must be > 0"),
       "bad_mode": (["--label_mode=sample"], "--label_mode"),
+      "head_without_sampling": (["--exact_top_k=2"],
+                                "--exact_top_k applies to --label_mode "
+                                "sampled only"),
   }
   for name, (flags, _) in bad.items():
     invocations[name] = common + [f"--input_file={base}/few.tfrecord",
@@ -576,7 +579,8 @@ def test_full_mode_is_truncation_factor_0_and_top_k_stays_the_default(
 
 
 @pytest.mark.parametrize("case", ["num_samples_0", "sampled_k_0",
-                                  "temperature_0", "bad_mode"])
+                                  "temperature_0", "bad_mode",
+                                  "head_without_sampling"])
 def test_stage_iv_bad_input_is_one_line_error(stage_iv, case):
   code, stderr = stage_iv["results"][case]
   assert code != 0 and "Traceback" not in stderr
