@@ -557,22 +557,23 @@ class SampleStats:
 
   def __init__(self):
     self.positions = 0      # real masked positions labelled
-    self.distinct = 0       # distinct ids kept, summed over them
+    self.kept = 0           # distinct ids kept, summed over them
     self.overflowed = 0     # positions that drew more than k distinct ids
     self.dropped = 0.0      # mass dropped there (draws not kept / N), summed
 
   def add(self, counts, dropped, real, num_samples):
     """counts int [R, k], dropped int [R], real bool [R] (weight > 0)."""
     self.positions += int(real.sum())
-    self.distinct += int((counts[real] > 0).sum())
+    self.kept += int((counts[real] > 0).sum())
     self.overflowed += int((dropped[real] > 0).sum())
     self.dropped += float(dropped[real].sum()) / num_samples
 
   def summary(self, k):
     if not self.positions:
       return "sampled: no masked positions"
-    return (f"sampled: {self.distinct / self.positions:.2f} distinct ids per "
-            f"masked position; {self.overflowed} of {self.positions} positions "
+    return (f"sampled: {self.kept / self.positions:.2f} distinct ids kept "
+            f"per masked position; {self.overflowed} of {self.positions} "
+            f"positions "
             f"({100.0 * self.overflowed / self.positions:.1f}%) drew more than "
             f"k = {k} distinct ids and kept the {k} most frequent, "
             f"renormalised, dropping {100.0 * self.dropped / self.positions:.2f}"

@@ -372,11 +372,14 @@ def sample_uniforms(key, record_indices, max_predictions_per_seq, num_samples):
 def compact_samples(sampled_ids, k):
   """The distinct ids of each row of draws, most frequent first, in k slots.
 
-  Ties in count go to the smaller id. Rows with more than k distinct ids
-  keep the k most frequent (the reader renormalises by the kept counts).
+  Ties in count go to the id drawn first: the draws are independent, so
+  among ids drawn equally often that is a uniformly random one, and the k
+  kept after an overflow are not biased towards any part of the
+  vocabulary. Rows with more than k distinct ids keep the k most frequent
+  (the reader renormalises by the kept counts).
 
   Args:
-    sampled_ids: int [R, N], N draws per row.
+    sampled_ids: int [R, N], N draws per row, in draw order.
     k: slots per row.
 
   Returns:
@@ -385,20 +388,24 @@ def compact_samples(sampled_ids, k):
   """
   import numpy as np
   rows, n = sampled_ids.shape
-  ordered = np.sort(sampled_ids.astype(np.int64), axis=1)  # [R, N]
+  draws = sampled_ids.astype(np.int64)
+  order = np.argsort(draws, axis=1, kind="stable")  # [R, N]
+  ordered = np.take_along_axis(draws, order, axis=1)
   starts = np.ones((rows, n), bool)
   starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-  # Each run's count, placed at its first element; 0 elsewhere.
+  # Run r of a row: its id, count and first draw, placed at index r.
   run_index = np.cumsum(starts, axis=1) - 1  # [R, N]
+  row_index = np.repeat(np.arange(rows), n).reshape(rows, n)
   counts = np.zeros((rows, n), np.int64)
-  np.add.at(counts, (np.repeat(np.arange(rows), n), run_index.ravel()), 1)
+  np.add.at(counts, (row_index, run_index), 1)
   run_ids = np.zeros((rows, n), np.int64)
-  run_ids[np.nonzero(starts)[0], run_index[starts]] = ordered[starts]
-  # Most frequent first, ties to the smaller id (runs are in id order, and
-  # the sort is stable); empty runs (count 0) last.
-  order = np.argsort(-counts, axis=1, kind="stable")
-  counts = np.take_along_axis(counts, order, axis=1)
-  run_ids = np.take_along_axis(run_ids, order, axis=1)
+  run_ids[row_index[starts], run_index[starts]] = ordered[starts]
+  first_draw = np.full((rows, n), n, np.int64)  # empty runs: last
+  # The stable sort puts each id's earliest draw first in its run.
+  first_draw[row_index[starts], run_index[starts]] = order[starts]
+  rank = np.lexsort((first_draw, -counts), axis=1)  # most frequent first
+  counts = np.take_along_axis(counts, rank, axis=1)
+  run_ids = np.take_along_axis(run_ids, rank, axis=1)
   if n < k:
     counts = np.pad(counts, [(0, 0), (0, k - n)])
     run_ids = np.pad(run_ids, [(0, 0), (0, k - n)])

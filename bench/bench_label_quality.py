@@ -266,7 +266,7 @@ def label(args, work, teacher, config_path, vocab, records_dir, name, flags):
   rates = [float(r) for line in open(log_path) if "done" in line
            for r in _RATE.findall(line)]
   overflow = [line.split("sampled: ", 1)[1].strip() for line in open(log_path)
-              if "distinct ids per" in line]
+              if "drew more than k" in line]
   return (1.0 / statistics.mean(rates) if rates else float("nan"),
           overflow[-1] if overflow else "")
 

@@ -40,8 +40,11 @@ def test_compact_samples_matches_a_counter():
     ids, counts, dropped = records.compact_samples(draws, k)
     assert ids.shape == counts.shape == (200, k)
     for row in range(200):
+      first = {}
+      for position, token in enumerate(draws[row].tolist()):
+        first.setdefault(token, position)
       ranked = sorted(collections.Counter(draws[row].tolist()).items(),
-                      key=lambda item: (-item[1], item[0]))[:k]
+                      key=lambda item: (-item[1], first[item[0]]))[:k]
       n = len(ranked)
       assert ids[row, :n].tolist() == [i for i, _ in ranked]
       assert counts[row, :n].tolist() == [c for _, c in ranked]
