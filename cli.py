@@ -70,6 +70,30 @@ def expand_input_files(patterns, flag_name="--input_file"):
   return files
 
 
+def select_shard(items, num_shards, shard_index):
+  """The shard_index-th of num_shards shards of a sorted list: every
+  num_shards-th item from shard_index on. Stages III-b and IV split their
+  input files among machines with it (--num_shards, --shard_index); an item
+  keeps its place in the whole list (e.g. its file index) when it carries
+  it."""
+  return items[shard_index::num_shards]
+
+
+def define_shard_flags():
+  """Defines --num_shards and --shard_index and their rule, for the stages
+  that split their input files among processes with select_shard. Called
+  at the top of a script, beside its own flag definitions."""
+  flags.DEFINE_integer("num_shards", 1,
+                       "Split the input files among this many processes: "
+                       "this one takes every num_shards-th file.")
+  flags.DEFINE_integer("shard_index", 0,
+                       "Which of the --num_shards this process is (0-based).")
+  flags.register_multi_flags_validator(
+      ["num_shards", "shard_index"],
+      lambda f: f["num_shards"] >= 1 and 0 <= f["shard_index"] < f["num_shards"],
+      "need --num_shards >= 1 and 0 <= --shard_index < --num_shards")
+
+
 def temporary_path(final_path):
   """The name an output is written under until it is complete."""
   return f"{final_path}.tmp-{os.getpid()}"
