@@ -291,3 +291,37 @@ def test_truncate_seq_pair_keeps_the_pair_within_the_limit():
         longer.pop()
     assert (kept_a, kept_b) == (ref_a, ref_b)
     assert len(kept_a) >= 1 and len(kept_b) >= 1
+
+
+def test_shards_together_write_exactly_what_one_run_writes(tmp_path):
+  inputs = tmp_path / "in"
+  inputs.mkdir()
+  for i, name in enumerate(["text_0.txt", "text_1.txt", "text_0.txt"]):
+    text = open(os.path.join(INPUT_DIR, name), "rb").read()
+    (inputs / f"piece_{i}.txt").write_bytes(text)  # Pieces 0 and 2 alike.
+  whole, sharded = tmp_path / "whole", tmp_path / "sharded"
+  result = run_script(whole, "--num_workers=1", input_dir=str(inputs))
+  assert result.returncode == 0, result.stderr
+  for shard in (1, 0):
+    result = run_script(sharded, "--num_workers=1", "--num_shards=2",
+                        f"--shard_index={shard}", input_dir=str(inputs))
+    assert result.returncode == 0, result.stderr
+    made = 1 if shard else 2
+    assert f"Shard {shard} of 2: {made} of the 3 input files" in result.stderr
+  names = sorted(os.listdir(whole))
+  assert names == sorted(os.listdir(sharded))
+  assert [n for n in names if n.endswith(".tfrecord")] == [
+      "ours_0.tfrecord", "ours_1.tfrecord", "ours_2.tfrecord"]
+  for name in names:
+    if name.endswith(".tfrecord"):
+      assert (whole / name).read_bytes() == (sharded / name).read_bytes()
+  # File i is seeded by its index in the whole list (S + i), not in its
+  # shard: pieces 0 and 2 hold the same text, made with other draws.
+  assert ((whole / "ours_0.tfrecord").read_bytes() !=
+          (whole / "ours_2.tfrecord").read_bytes())
+  seed = golden_settings("google_token")["random_seed"]
+  record = json.loads((sharded / "ours_2.tfrecord.made_from.json").read_text())
+  assert record["random_seed"] == seed + 2
+  assert_one_line_error(
+      run_script(sharded, "--num_shards=2", "--shard_index=2",
+                 input_dir=str(inputs)), "--shard_index")
