@@ -38,7 +38,8 @@ def run(main):
     try:
       return flags.FLAGS(argv)
     except flags.Error as e:
-      print(f"error: {e}", file=sys.stderr)
+      # absl reports every flag that failed, one a line: keep them on one.
+      print("error: " + "; ".join(str(e).splitlines()), file=sys.stderr)
       sys.exit(1)
 
   def guarded_main(argv):

@@ -325,3 +325,28 @@ def test_shards_together_write_exactly_what_one_run_writes(tmp_path):
   assert_one_line_error(
       run_script(sharded, "--num_shards=2", "--shard_index=2",
                  input_dir=str(inputs)), "--shard_index")
+
+
+def test_missing_flags_are_one_line_naming_each(tmp_path):
+  result = subprocess.run([sys.executable, SCRIPT], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60)
+  assert_one_line_error(result, "--input_dir")
+  for name in ("--output_dir", "--vocab_file"):
+    assert name in result.stderr.splitlines()[-1]
+
+
+def test_stage_writes_its_records_without_loading_tensorflow(tmp_path):
+  """The workers' point: no TensorFlow in a process that makes records."""
+  code = ("import runpy, sys\n"
+          f"sys.argv = [{SCRIPT!r}, '--input_dir={INPUT_DIR}', "
+          f"'--output_dir={tmp_path}', '--vocab_file={VOCAB_FILE}', "
+          "'--num_workers=1']\n"
+          "try:\n"
+          "  runpy.run_path(sys.argv[0], run_name='__main__')\n"
+          "except SystemExit:\n"
+          "  pass\n"
+          "print('tensorflow' in sys.modules)")
+  result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+  assert result.stdout.strip().splitlines()[-1] == "False", result.stderr
+  assert os.path.getsize(tmp_path / "pretraining_data_1.tfrecord") > 1000
