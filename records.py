@@ -289,6 +289,7 @@ class PretrainingExampleEncoder:
     self.varints = [varint(v) for v in range(
         max(vocab_size, 5 * max_seq_length + 10 * max_predictions_per_seq +
             256) + 1)]
+    self.prefixes = {name: {} for name in PRETRAINING_FEATURES}
     length, preds = max_seq_length, max_predictions_per_seq
     self.mask_entries = [
         self.entry(INPUT_MASK, b"\x01" * n + b"\x00" * (length - n))
@@ -306,10 +307,14 @@ class PretrainingExampleEncoder:
         INPUT_IDS, INPUT_MASK, MASKED_LM_IDS, MASKED_LM_POSITIONS,
         MASKED_LM_WEIGHTS, NEXT_SENTENCE_LABELS, SEGMENT_IDS]
 
-  @staticmethod
-  def entry(name, payload):
+  def entry(self, name, payload):
     """The map entry {name: Feature} of a packed list, as bytes."""
-    return feature_entry_prefix(name, len(payload)) + payload
+    # feature_entry_prefix's, kept in plain dicts: the inner loop's lookup.
+    prefixes = self.prefixes[name]
+    prefix = prefixes.get(len(payload))
+    if prefix is None:
+      prefix = prefixes[len(payload)] = feature_entry_prefix(name, len(payload))
+    return prefix + payload
 
   def encode(self, tokens, len_a, masked_positions, masked_ids,
              is_random_next):
@@ -537,22 +542,20 @@ class TFRecordWriter:
   """
 
   def __init__(self, path):
-    self._crc32c = _load_crc32c()
-    if self._crc32c is None:
+    crc32c = _load_crc32c()
+    if crc32c is None:
       import tensorflow as tf
       self._file = tf.io.TFRecordWriter(path)
+      self.write = self._file.write
     else:
       self._file = _open(path, "wb")
+      self._crc = lambda data: _CRC.pack(_masked_crc(crc32c, data))
 
   def write(self, record):
     """Appends one record (bytes)."""
-    crc32c = self._crc32c
-    if crc32c is None:
-      self._file.write(record)
-      return
     length = _LENGTH.pack(len(record))
-    self._file.write(length + _CRC.pack(_masked_crc(crc32c, length)) + record +
-                     _CRC.pack(_masked_crc(crc32c, record)))
+    crc = self._crc
+    self._file.write(length + crc(length) + record + crc(record))
 
   def close(self):
     self._file.close()
@@ -567,8 +570,9 @@ class TFRecordWriter:
 def write_tfrecords(path, serialized_records):
   """Writes the records, in order, as one TFRecord file."""
   with TFRecordWriter(path) as writer:
+    write = writer.write
     for record in serialized_records:
-      writer.write(record)
+      write(record)
 
 
 def read_tfrecords(path):
