@@ -65,6 +65,7 @@ import tokenization
 # How many examples of the first file processed are logged, decoded.
 NUM_LOGGED_EXAMPLES = 5
 
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """What shapes the instances of every file (everything but the seed)."""
@@ -78,6 +79,8 @@ class Settings:
   do_whole_word_mask: bool
 
 
+# ---------------------------------------------------------------------------
+# Inputs and outputs.
 
 
 def find_input_files(input_dir):
@@ -399,7 +402,6 @@ def truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, random_draw):
   return tokens_a[a_start:a_end], tokens_b[b_start:b_end]
 
 
-
 # ---------------------------------------------------------------------------
 # One file, in a worker.
 
@@ -506,6 +508,9 @@ def run_jobs(jobs, settings, num_workers):
       initargs=(settings, verbosity)):
     yield result
 
+
+# ---------------------------------------------------------------------------
+# Every file: what to make (again), in how many workers.
 
 
 def why_not_complete(final_path, made_from, input_path):
