@@ -83,12 +83,20 @@ def select_shard(items, num_shards, shard_index):
 def define_shard_flags():
   """Defines --num_shards and --shard_index and their rule, for the stages
   that split their input files among processes with select_shard. Called
-  at the top of a script, beside its own flag definitions."""
+  at the top of a script, beside its own flag definitions; the flags are the
+  script's own (listed by its --helpshort)."""
+  # The caller's name as absl names a defining module (the main one by its
+  # path), so the flags are listed with the script's own.
+  script = sys._getframe(1).f_globals["__name__"]  # pylint: disable=protected-access
+  if script == "__main__":
+    script = sys.argv[0]
   flags.DEFINE_integer("num_shards", 1,
                        "Split the input files among this many processes: "
-                       "this one takes every num_shards-th file.")
+                       "this one takes every num_shards-th file.",
+                       module_name=script)
   flags.DEFINE_integer("shard_index", 0,
-                       "Which of the --num_shards this process is (0-based).")
+                       "Which of the --num_shards this process is (0-based).",
+                       module_name=script)
   flags.register_multi_flags_validator(
       ["num_shards", "shard_index"],
       lambda f: f["num_shards"] >= 1 and 0 <= f["shard_index"] < f["num_shards"],

@@ -55,10 +55,21 @@ flags.DEFINE_string("init_checkpoint", None,
 flags.DEFINE_list("init_layer_map", None,
                   "With --init_checkpoint: student layer j starts from "
                   "checkpoint layer init_layer_map[j], e.g. 0,2,4,7,9,11.")
-flags.DEFINE_integer("truncation_factor", 10,
-                     "k, the teacher probabilities per masked position in the "
-                     "records. Must match stage IV. 0 reads masked_lm_probs "
-                     "(the whole distribution).")
+flags.DEFINE_integer("truncation_factor", None,
+                     "k, the teacher probabilities (or sample slots) per "
+                     "masked position. Read from the records; when given it "
+                     "must match them. 0 means masked_lm_probs (the whole "
+                     "distribution).")
+flags.DEFINE_enum("label_mode", None, ["top_k", "full", "sampled"],
+                  "The teacher labels' mode. Read from the records (stage "
+                  "IV's --label_mode); when given it must match them.")
+flags.DEFINE_bool("tail_mass_loss", False,
+                  "top_k labels: add the teacher's mass outside its top k "
+                  "as one more 'all other tokens' class on both sides.")
+flags.DEFINE_bool("teacher_kl", False,
+                  "Require evaluation records holding the teacher's whole "
+                  "distribution (stage IV --label_mode full) and report "
+                  "teacher_kl & co. (reported whenever they do anyway).")
 flags.DEFINE_bool("do_train", False, "Train the student.")
 flags.DEFINE_bool("do_eval", False, "Evaluate the newest checkpoint.")
 flags.DEFINE_integer("max_seq_length", 128,
@@ -171,7 +182,7 @@ for _name in ("max_seq_length", "max_predictions_per_seq", "train_batch_size",
   flags.register_validator(_name, lambda v: v > 0, f"--{_name} must be > 0")
 flags.register_validator("num_warmup_steps", lambda v: v >= 0,
                          "--num_warmup_steps must be >= 0")
-flags.register_validator("truncation_factor", lambda v: v >= 0,
+flags.register_validator("truncation_factor", lambda v: v is None or v >= 0,
                          "--truncation_factor must be >= 0 (0 = full "
                          "distribution)")
 flags.register_validator("learning_rate", lambda v: v > 0,
@@ -226,12 +237,13 @@ _SHUFFLE_BUFFER = 1000
 # Input.
 
 def feature_spec(max_seq_length, max_predictions_per_seq, truncation_factor,
-                 vocab_size, with_teacher_labels):
+                 vocab_size, with_teacher_labels, label_mode=records.TOP_K,
+                 head_k=0):
   """The records.py parse spec of the records this run reads."""
   if with_teacher_labels:
     return records.teacher_label_feature_spec(
         max_seq_length, max_predictions_per_seq, truncation_factor,
-        vocab_size)
+        vocab_size, label_mode, head_k)
   return records.pretraining_feature_spec(max_seq_length,
                                           max_predictions_per_seq)
 
@@ -241,24 +253,53 @@ def parse_batch(serialized, spec, max_predictions_per_seq):
 
   Ids become int32 ([B, L], [B, P]), next_sentence_labels [B], and the teacher
   labels [B, P*k] become teacher_probs / teacher_ids [B, P, k] (or
-  teacher_probs [B, P, V] for the full distribution).
+  teacher_probs [B, P, V] for the full distribution; sampled counts c become
+  teacher_sample_weights c / sum c, with the ids as teacher_ids, and an
+  exact head h of sampled labels comes first: weights
+  [h_1..h_m, (1 - sum h) c / sum c], ids [head ids, sampled ids]).
   """
   parsed = tf.io.parse_example(serialized, spec)
   features = {}
   for name, value in parsed.items():
+    if name in (records.NUM_SAMPLES, records.SAMPLE_TEMPERATURE):
+      continue  # Checked once, before training.
+    if name in (records.SAMPLED_HEAD_PROBS, records.SAMPLED_HEAD_IDS):
+      # [B, P * h] -> [B, P, h], joined with the draws below.
+      features[name] = tf.reshape(
+          tf.cast(value, tf.float32 if value.dtype == tf.float32 else
+                  tf.int32),
+          [-1, max_predictions_per_seq,
+           value.shape[-1] // max_predictions_per_seq])
+      continue
+    if name == records.SAMPLED_COUNTS:
+      name = losses.TEACHER_SAMPLE_WEIGHTS
+      value = tf.cast(value, tf.float32)
     if value.dtype == tf.int64:
       value = tf.cast(value, tf.int32)
     if name == records.NEXT_SENTENCE_LABELS:
       value = tf.reshape(value, [-1])  # [B]
     if name in (records.TRUNCATED_PROBS, records.FULL_PROBS):
       name = losses.TEACHER_PROBS
-    elif name == records.TOP_K_INDICES:
+    elif name in (records.TOP_K_INDICES, records.SAMPLED_IDS):
       name = losses.TEACHER_IDS
-    if name in (losses.TEACHER_PROBS, losses.TEACHER_IDS):
+    if name in (losses.TEACHER_PROBS, losses.TEACHER_IDS,
+                losses.TEACHER_SAMPLE_WEIGHTS):
       # [B, P * k] -> [B, P, k]
       value = tf.reshape(value, [-1, max_predictions_per_seq,
                                  value.shape[-1] // max_predictions_per_seq])
     features[name] = value
+  if losses.TEACHER_SAMPLE_WEIGHTS in features:
+    counts = features[losses.TEACHER_SAMPLE_WEIGHTS]  # [B, P, k]
+    kept = tf.reduce_sum(counts, axis=-1, keepdims=True)
+    weights = counts / tf.maximum(kept, 1.0)  # [B, P, k]
+    if records.SAMPLED_HEAD_PROBS in features:
+      head = features.pop(records.SAMPLED_HEAD_PROBS)  # [B, P, h]
+      head_ids = features.pop(records.SAMPLED_HEAD_IDS)
+      tail_mass = tf.maximum(1.0 - tf.reduce_sum(head, -1, keepdims=True), 0.0)
+      weights = tf.concat([head, tail_mass * weights], axis=-1)  # [B, P, h+k]
+      features[losses.TEACHER_IDS] = tf.concat(
+          [head_ids, features[losses.TEACHER_IDS]], axis=-1)
+    features[losses.TEACHER_SAMPLE_WEIGHTS] = weights
   return features
 
 
@@ -309,7 +350,8 @@ def check_input_files(files, spec, max_predictions_per_seq, vocab_size):
     cli.StageError: one line naming the file, the feature and the mismatch.
   """
   id_features = (records.INPUT_IDS, records.MASKED_LM_IDS,
-                 records.TOP_K_INDICES)
+                 records.TOP_K_INDICES, records.SAMPLED_IDS,
+                 records.SAMPLED_HEAD_IDS)
   for path in files:
     try:
       example = records.check_record_lengths(path, spec,
@@ -327,11 +369,85 @@ def check_input_files(files, spec, max_predictions_per_seq, vocab_size):
             f"records were made with another vocabulary")
 
 
-def records_have_teacher_labels(path, truncation_factor):
-  """Whether the first record of `path` holds this truncation's labels."""
-  example = records.read_first_example(path) or {}
-  return all(name in example
-             for name in records.teacher_label_features(truncation_factor))
+def label_settings_of_files(files, max_predictions_per_seq, flag):
+  """The records.LabelSettings every file's first record shares, or None
+  when they hold no teacher labels.
+
+  Raises:
+    cli.StageError: a file is empty or unreadable, or two files hold
+      labels of different modes, k, N or T (names both).
+  """
+  found = first = None
+  for path in files:
+    try:
+      example = records.read_first_example(path)
+      if example is None:
+        raise ValueError(f"{path}: holds no records")
+      settings = records.label_settings(example, max_predictions_per_seq,
+                                        path)
+    except ValueError as e:
+      raise cli.StageError(str(e)) from None
+    if first is None:
+      found, first = settings, path
+    elif settings != found:
+      raise cli.StageError(
+          f"{flag}: {path} holds {describe(settings)} but {first} holds "
+          f"{describe(found)}; give files of one label mode")
+  return found
+
+
+def describe(settings):
+  """A LabelSettings (or None) in words."""
+  return f"{settings.describe()} labels" if settings else "no teacher labels"
+
+
+def check_label_settings(settings, path, label_mode, temperature,
+                         tail_mass_loss, soft_loss_weight):
+  """Checks the training records' labels against the flags that use them.
+
+  Raises:
+    cli.StageError: --label_mode disagrees with the records, sampled labels
+      drawn at another --temperature, --tail_mass_loss without top_k
+      labels, or a soft loss without any labels.
+  """
+  if settings is None:
+    if soft_loss_weight > 0 or label_mode:
+      raise cli.StageError(
+          f"{path}: records hold no teacher labels (stage IV's output has "
+          f"them); for plain pretraining give --soft_loss_weight 0")
+    return
+  if label_mode and label_mode != settings.mode:
+    raise cli.StageError(f"--label_mode {label_mode}: {path} holds "
+                         f"{describe(settings)}")
+  if (settings.mode == records.SAMPLED and soft_loss_weight > 0 and
+      temperature != settings.temperature):
+    raise cli.StageError(
+        f"--temperature {temperature:g}: {path} holds labels sampled at "
+        f"temperature {settings.temperature:g} (stage IV's "
+        f"--sample_temperature); distil at {settings.temperature:g}")
+  if tail_mass_loss and settings.mode != records.TOP_K:
+    raise cli.StageError(f"--tail_mass_loss needs top_k labels; {path} holds "
+                         f"{describe(settings)}")
+
+
+def records_spec(settings, truncation_factor, max_seq_length,
+                 max_predictions_per_seq, vocab_size):
+  """The parse spec of records holding `settings` (None: no labels).
+
+  A --truncation_factor given builds the spec from it instead, so a
+  mismatch is reported by records.check_record_lengths (with the k found).
+  """
+  if settings is None:
+    return feature_spec(max_seq_length, max_predictions_per_seq, 0,
+                        vocab_size, with_teacher_labels=False)
+  mode, k = settings.mode, settings.k
+  if truncation_factor is not None:
+    k = truncation_factor
+    if mode != records.SAMPLED:
+      mode = records.label_mode_of(k)
+  return feature_spec(max_seq_length, max_predictions_per_seq, k, vocab_size,
+                      with_teacher_labels=True, label_mode=mode,
+                      head_k=settings.head_k)
 
 
 # ----------------------------------------------------------------------------
@@ -986,24 +1102,58 @@ def find_input_files(input_file, eval_input_file, do_eval):
   return train_files, train_files
 
 
-def check_inputs(train_files, eval_files, config, max_seq_length,
-                 max_predictions_per_seq, truncation_factor, soft_loss_weight):
-  """Checks the first record of every input file; returns the parse spec.
+@dataclasses.dataclass
+class LabelFlags:
+  """The flags about the teacher's labels (None: read from the records)."""
+  truncation_factor: "int | None" = None
+  label_mode: "str | None" = None
+  temperature: float = 1.0
+  tail_mass_loss: bool = False
+  soft_loss_weight: float = 1.0
+  teacher_kl: bool = False
 
-  Records are read with teacher labels when the soft loss needs them or the
-  records hold them (then evaluation reports teacher_top1_agreement).
+
+def check_inputs(train_files, eval_files, config, max_seq_length,
+                 max_predictions_per_seq, label_flags):
+  """Checks the first record of every input file against the flags.
+
+  The label mode, k, N and T come from the records (stage IV wrote them);
+  the flags that name them must agree. Evaluation files may hold another
+  mode than the training files (the pipeline labels its held-out file in
+  full mode, for teacher_kl).
+
+  Returns:
+    (training parse spec, evaluation parse spec, training LabelSettings).
   """
-  try:
-    with_teacher_labels = soft_loss_weight > 0 or records_have_teacher_labels(
-        train_files[0], truncation_factor)
-  except ValueError as e:
-    raise cli.StageError(str(e)) from None
-  spec = feature_spec(max_seq_length, max_predictions_per_seq,
-                      truncation_factor, config.vocab_size,
-                      with_teacher_labels)
-  for files in {tuple(train_files), tuple(eval_files)}:
-    check_input_files(files, spec, max_predictions_per_seq, config.vocab_size)
-  return spec
+  settings = label_settings_of_files(train_files, max_predictions_per_seq,
+                                     "--input_file")
+  check_label_settings(settings, train_files[0], label_flags.label_mode,
+                       label_flags.temperature, label_flags.tail_mass_loss,
+                       label_flags.soft_loss_weight)
+  spec = records_spec(settings, label_flags.truncation_factor, max_seq_length,
+                      max_predictions_per_seq, config.vocab_size)
+  check_input_files(train_files, spec, max_predictions_per_seq,
+                    config.vocab_size)
+  if settings:
+    logging.info("Training records hold %s", describe(settings))
+  eval_spec = spec
+  if eval_files and eval_files != train_files:
+    eval_settings = label_settings_of_files(
+        eval_files, max_predictions_per_seq, "--eval_input_file")
+    eval_spec = records_spec(eval_settings, None, max_seq_length,
+                             max_predictions_per_seq, config.vocab_size)
+    check_input_files(eval_files, eval_spec, max_predictions_per_seq,
+                      config.vocab_size)
+    logging.info("Evaluation records hold %s", describe(eval_settings))
+  else:
+    eval_settings = settings
+  if label_flags.teacher_kl and eval_files and (
+      not eval_settings or eval_settings.mode != records.FULL):
+    raise cli.StageError(
+        f"--teacher_kl needs evaluation records with the teacher's whole "
+        f"distribution (stage IV --label_mode full); {eval_files[0]} holds "
+        f"{describe(eval_settings)}")
+  return spec, eval_spec, settings
 
 
 def check_online_inputs(train_files, eval_files, config, max_seq_length,
@@ -1076,13 +1226,15 @@ def main(_):
       FLAGS.input_file, FLAGS.eval_input_file, FLAGS.do_eval)
   strategy = create_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
   if online:
-    spec = check_online_inputs(train_files, eval_files, config,
-                               FLAGS.max_seq_length,
-                               FLAGS.max_predictions_per_seq)
+    spec = eval_spec = check_online_inputs(
+        train_files, eval_files, config, FLAGS.max_seq_length,
+        FLAGS.max_predictions_per_seq)
   else:
-    spec = check_inputs(train_files, eval_files, config, FLAGS.max_seq_length,
-                        FLAGS.max_predictions_per_seq, FLAGS.truncation_factor,
-                        FLAGS.soft_loss_weight)
+    spec, eval_spec, _ = check_inputs(
+        train_files, eval_files, config, FLAGS.max_seq_length,
+        FLAGS.max_predictions_per_seq, LabelFlags(
+            FLAGS.truncation_factor, FLAGS.label_mode, FLAGS.temperature,
+            FLAGS.tail_mass_loss, FLAGS.soft_loss_weight, FLAGS.teacher_kl))
   check_batch_sizes(strategy.num_replicas_in_sync,
                     train_batch_size=FLAGS.train_batch_size,
                     eval_batch_size=FLAGS.eval_batch_size)
@@ -1112,7 +1264,8 @@ def main(_):
 
   loss_options = {"temperature": FLAGS.temperature,
                   "soft_loss_weight": FLAGS.soft_loss_weight,
-                  "hard_mlm_loss_weight": FLAGS.hard_mlm_loss_weight}
+                  "hard_mlm_loss_weight": FLAGS.hard_mlm_loss_weight,
+                  "tail_mass_loss": FLAGS.tail_mass_loss}
   if FLAGS.do_train and step >= FLAGS.num_train_steps:
     logging.info("Already trained: %s is at step %d of --num_train_steps %d; "
                  "nothing to train", FLAGS.output_dir, step,
@@ -1150,7 +1303,7 @@ def main(_):
                            f"--eval_batch_size {FLAGS.eval_batch_size} "
                            f"records")
     dataset = distributed_dataset(
-        strategy, eval_files, spec, FLAGS.eval_batch_size,
+        strategy, eval_files, eval_spec, FLAGS.eval_batch_size,
         FLAGS.max_predictions_per_seq, is_training=False, seed=FLAGS.seed)
     metrics = evaluate(strategy, model, dataset, num_batches, loss_options,
                        teacher)

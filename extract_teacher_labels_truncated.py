@@ -1,15 +1,28 @@
-"""Stage IV: the teacher's top-k masked-LM probabilities for every example.
+"""Stage IV: the teacher's masked-LM labels for every example.
 
 Reads pretraining records (Google's create_pretraining_data.py format), runs
 the teacher BERT once over them and writes each example again, unchanged,
-plus the teacher's k most probable tokens at each masked position:
+plus what --label_mode keeps of the teacher's softmax at each masked
+position (records.py defines the features; docs/label_modes.md compares
+them):
 
-  truncated_masked_lm_probs  float [P * k]  softmax probabilities, descending
-  top_k_indices              int64 [P * k]  their vocabulary ids
+  top_k    (default, the original's) the k = --truncation_factor most
+           probable tokens: truncated_masked_lm_probs, descending, and
+           top_k_indices [P * k] each;
+  full     the whole distribution, masked_lm_probs [P * vocab_size] (also
+           spelt --truncation_factor 0);
+  sampled  --num_samples N draws with replacement from the softmax at
+           --sample_temperature T: the distinct ids drawn, most frequent
+           first, and their counts in k slots (sampled_token_ids,
+           sampled_token_counts [P * k]), with N and T in each record. The
+           draws are a function of --seed, the input file's name and the
+           record's index in it, never of batching or sharding. With
+           --exact_top_k h the h most probable tokens are kept exactly
+           (sampled_head_probs, sampled_head_ids [P * h]) and the draws come
+           from the rest of the distribution.
 
-or, with --truncation_factor 0, the whole distribution in masked_lm_probs
-[P * vocab_size]. The softmax is float32 over the full vocabulary; the MLM
-head runs only at the masked positions.
+The softmax is float32 over the full vocabulary; the MLM head runs only at
+the masked positions.
 
 Speed without changing the numbers: examples of similar length are batched
 together (within windows of --sort_batches batches; the output keeps input
@@ -55,10 +68,27 @@ flags.DEFINE_string("output_file", None,
 flags.DEFINE_string("output_dir", None,
                     "Write one output per input file here, with the input's "
                     "base name; complete outputs are skipped on a rerun.")
+flags.DEFINE_enum("label_mode", "top_k", ["top_k", "full", "sampled"],
+                  "What to keep of the teacher's softmax: top_k (its k most "
+                  "probable tokens, the original's), full (all of it) or "
+                  "sampled (--num_samples draws from it, unbiased).")
 flags.DEFINE_integer("truncation_factor", 10,
-                     "k: teacher probabilities kept per masked position. "
-                     "0 keeps the whole distribution (masked_lm_probs, "
-                     "P * vocab_size floats per example).")
+                     "k: teacher probabilities (top_k) or distinct sampled "
+                     "ids (sampled) kept per masked position. 0 with top_k "
+                     "keeps the whole distribution (= --label_mode full: "
+                     "masked_lm_probs, P * vocab_size floats per example).")
+flags.DEFINE_integer("num_samples", 16,
+                     "sampled: N, draws with replacement per masked position.")
+flags.DEFINE_float("sample_temperature", 1.0,
+                   "sampled: T, draws come from softmax(logits / T); stage V "
+                   "must distil at the same --temperature.")
+flags.DEFINE_integer("exact_top_k", 0,
+                     "sampled: keep the teacher's this many most probable "
+                     "tokens exactly and draw the samples from the rest of "
+                     "its distribution (0: sample it all).")
+flags.DEFINE_integer("seed", 12345,
+                     "sampled: seed of the draws (with the file name and the "
+                     "record index).")
 flags.DEFINE_integer("max_seq_length", 128,
                      "L of the input records. Must match data generation.")
 flags.DEFINE_integer("max_predictions_per_seq", 20,
@@ -68,11 +98,7 @@ flags.DEFINE_integer("batch_size", 32,
 flags.DEFINE_string("vocab_file", None,
                     "Optional: the teacher's vocab.txt, checked against the "
                     "config's vocab_size.")
-flags.DEFINE_integer("num_shards", 1,
-                     "Split the input files among this many processes: this "
-                     "one takes every num_shards-th file.")
-flags.DEFINE_integer("shard_index", 0,
-                     "Which of the --num_shards this process is (0-based).")
+cli.define_shard_flags()
 flags.DEFINE_integer("length_multiple", 16,
                      "Each batch is cut to its longest real sequence rounded "
                      "up to this multiple (fewer XLA shapes); 0 never cuts.")
@@ -82,6 +108,9 @@ flags.DEFINE_integer("sort_batches", 8,
                      "output keeps input order); 1 = no sorting.")
 flags.DEFINE_bool("use_xla", True,
                   "Compile forward pass, softmax and top-k with XLA.")
+flags.DEFINE_integer("max_records", 0,
+                     "Label only the first this many records of each input "
+                     "file (0: all), e.g. a held-out sample in full mode.")
 flags.DEFINE_float("progress_interval", 30.0,
                    "Seconds between progress lines.")
 
@@ -89,10 +118,26 @@ flags.mark_flags_as_required(["bert_config_file", "init_checkpoint",
                               "input_file"])
 flags.register_validator("truncation_factor", lambda k: k >= 0,
                          "--truncation_factor must be >= 0")
+flags.register_validator("num_samples", lambda v: v >= 1,
+                         "--num_samples must be >= 1")
+flags.register_validator("exact_top_k", lambda v: v >= 0,
+                         "--exact_top_k must be >= 0")
+flags.register_validator("sample_temperature", lambda v: v > 0,
+                         "--sample_temperature must be > 0")
+flags.register_multi_flags_validator(
+    ["label_mode", "truncation_factor"],
+    lambda f: f["label_mode"] != "sampled" or f["truncation_factor"] >= 1,
+    "--label_mode sampled needs --truncation_factor (k slots) >= 1")
+flags.register_multi_flags_validator(
+    ["label_mode", "exact_top_k"],
+    lambda f: f["label_mode"] == "sampled" or f["exact_top_k"] == 0,
+    "--exact_top_k applies to --label_mode sampled only")
 flags.register_validator("max_seq_length", lambda v: v > 0,
                          "--max_seq_length must be positive")
 flags.register_validator("max_predictions_per_seq", lambda v: v > 0,
                          "--max_predictions_per_seq must be positive")
+flags.register_validator("max_records", lambda v: v >= 0,
+                         "--max_records must be >= 0")
 flags.register_validator("batch_size", lambda v: v > 0,
                          "--batch_size must be positive")
 flags.register_validator("sort_batches", lambda v: v >= 1,
@@ -103,10 +148,6 @@ flags.register_multi_flags_validator(
     ["output_file", "output_dir"],
     lambda f: (f["output_file"] is None) != (f["output_dir"] is None),
     "give exactly one of --output_file and --output_dir")
-flags.register_multi_flags_validator(
-    ["num_shards", "shard_index"],
-    lambda f: f["num_shards"] >= 1 and 0 <= f["shard_index"] < f["num_shards"],
-    "need --num_shards >= 1 and 0 <= --shard_index < --num_shards")
 
 
 # ----------------------------------------------------------------- set-up
@@ -136,9 +177,20 @@ def read_teacher_config(path, max_seq_length, truncation_factor,
   return config
 
 
-def select_shard(files, num_shards, shard_index):
-  """Every num_shards-th file starting at shard_index (a sorted list in)."""
-  return files[shard_index::num_shards]
+def label_settings_of_flags(label_mode, truncation_factor, num_samples,
+                            temperature, vocab_size, exact_top_k=0):
+  """The records.LabelSettings this run writes (N, T, head only for sampled)."""
+  mode = records.label_mode_of(truncation_factor, label_mode)
+  if mode == records.SAMPLED:
+    if truncation_factor + exact_top_k > vocab_size:
+      raise cli.StageError(
+          f"--truncation_factor {truncation_factor} + --exact_top_k "
+          f"{exact_top_k} exceeds the teacher's vocab_size {vocab_size}")
+    return records.LabelSettings(mode, truncation_factor, num_samples,
+                                 temperature, exact_top_k)
+  if mode == records.FULL:
+    return records.LabelSettings(mode, vocab_size)
+  return records.LabelSettings(mode, truncation_factor)
 
 
 def plan_outputs(input_files, output_file, output_dir):
@@ -201,17 +253,28 @@ def load_teacher(config, checkpoint, strategy):
 
 
 class TeacherLabeler:
-  """The teacher's softmax at the masked positions, top-k or whole.
+  """The teacher's softmax at the masked positions: top-k, whole or sampled.
 
   Calling it with a batch (input_ids, input_mask, segment_ids,
   masked_lm_positions), int32 [B, S] x 3 and [B, P], returns NumPy arrays:
-  (probs [B, P, K] float32 descending, ids [B, P, K] int32) for K > 0, or
-  (probs [B, P, V],) for K = 0. B must be a multiple of the replica count.
+  (probs [B, P, K] float32 descending, ids [B, P, K] int32) for top_k,
+  (probs [B, P, V],) for full. For sampled the batch also holds uniforms
+  float32 [B, P, N] (records.sample_uniforms) and the result is
+  (ids [B, P, N] int32,): draw n is the token where the cumulative softmax
+  at temperature T first exceeds uniform n (inverse-CDF sampling, on the
+  device, so only the ids leave it); with head_k > 0 the result is
+  (head probs [B, P, h], head ids [B, P, h], ids [B, P, N]), the draws made
+  from the softmax without its h most probable tokens. B must be a multiple
+  of the replica count.
   """
 
-  def __init__(self, model, truncation_factor, strategy, use_xla=True):
+  def __init__(self, model, truncation_factor, strategy, use_xla=True,
+               label_mode=records.TOP_K, temperature=1.0, head_k=0):
     self._model = model
     self._k = truncation_factor
+    self._head_k = head_k
+    self._mode = records.label_mode_of(truncation_factor, label_mode)
+    self._temperature = temperature
     self._strategy = strategy
     if use_xla and strategy.num_replicas_in_sync > 1:
       # XLA under MirroredStrategy is not verified here; one process per GPU
@@ -224,15 +287,40 @@ class TeacherLabeler:
     self._replica_step = tf.function(self._labels, jit_compile=use_xla,
                                      reduce_retracing=True)
 
-  def _labels(self, input_ids, input_mask, segment_ids, masked_lm_positions):
+  def _labels(self, input_ids, input_mask, segment_ids, masked_lm_positions,
+              uniforms=None):
     logits = self._model(input_ids, input_mask, segment_ids,
                          masked_lm_positions,
                          training=False)["masked_lm_logits"]  # [B, P, V]
+    if self._mode == records.SAMPLED:
+      return self._draws(logits, uniforms)
     probs = tf.nn.softmax(logits, axis=-1)  # float32 over the full vocabulary
-    if self._k == 0:
+    if self._mode == records.FULL:
       return (probs,)
     top = tf.math.top_k(probs, k=self._k, sorted=True)
     return top.values, top.indices  # [B, P, K] each
+
+  def _draws(self, logits, uniforms):
+    """Inverse-CDF draws: [B, P, V] logits, [B, P, N] uniforms -> [B, P, N]
+    ids, after the exact head ([B, P, h] probs and ids) when head_k > 0."""
+    vocab_size = logits.shape[-1]
+    probs = tf.nn.softmax(logits / self._temperature, axis=-1)  # [B, P, V]
+    head = ()
+    if self._head_k:
+      top = tf.math.top_k(probs, k=self._head_k, sorted=True)  # [B, P, h]
+      head = (top.values, top.indices)
+      # The draws come from the rest: the head's probabilities set to 0.
+      for j in range(self._head_k):
+        probs *= 1.0 - tf.one_hot(top.indices[..., j], vocab_size,
+                                  dtype=probs.dtype)
+    cdf = tf.reshape(tf.cumsum(probs, axis=-1), [-1, vocab_size])  # [B*P, V]
+    num_samples = uniforms.shape[-1]
+    # Scaled to the last cumulative value, so float32 rounding of the sum
+    # cannot push a draw past the vocabulary.
+    targets = tf.reshape(uniforms, [-1, num_samples]) * cdf[:, -1:]
+    ids = tf.searchsorted(cdf, targets, side="right", out_type=tf.int32)
+    ids = tf.minimum(ids, vocab_size - 1)  # [B*P, N]
+    return head + (tf.reshape(ids, tf.shape(uniforms)),)
 
   def __call__(self, inputs):
     inputs = [tf.convert_to_tensor(t) for t in inputs]
@@ -263,11 +351,12 @@ class TeacherLabeler:
 # ---------------------------------------------------------------- input
 
 
-def read_windows(path, feature_spec, window_size):
+def read_windows(path, feature_spec, window_size, max_records=0):
   """A tf.data pipeline over one file: parsed windows of examples, in order.
 
   Yields {name: [w, ...] tensor} with w = window_size (fewer at the end),
-  parsed in parallel and prefetched while the teacher runs.
+  parsed in parallel and prefetched while the teacher runs; only the first
+  max_records records when that is > 0.
   """
 
   @tf.autograph.experimental.do_not_convert
@@ -275,6 +364,8 @@ def read_windows(path, feature_spec, window_size):
     return tf.io.parse_example(serialized, feature_spec)
 
   dataset = tf.data.TFRecordDataset(path, buffer_size=16 << 20)
+  if max_records:
+    dataset = dataset.take(max_records)
   dataset = dataset.batch(window_size)
   dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
   return dataset.prefetch(2)
@@ -289,7 +380,8 @@ def real_extents(input_mask, masked_lm_positions):
   return np.maximum(last_real, masked_lm_positions.max(axis=1) + 1)
 
 
-def label_window(labeler, features, batch_size, length_multiple):
+def label_window(labeler, features, batch_size, length_multiple,
+                 uniforms=None):
   """Runs the teacher over a window of examples, similar lengths together.
 
   The window is sorted by real length and cut into batches of batch_size;
@@ -303,6 +395,7 @@ def label_window(labeler, features, batch_size, length_multiple):
     features: {name: np.ndarray [w, ...]} parsed pretraining features.
     batch_size: B.
     length_multiple: see above.
+    uniforms: sampled mode: float32 [w, P, N], each record's own uniforms.
 
   Returns:
     The labeler's outputs for the window in input order, each [w, P, ...].
@@ -310,6 +403,8 @@ def label_window(labeler, features, batch_size, length_multiple):
   inputs = [features[name].astype(np.int32) for name in (
       records.INPUT_IDS, records.INPUT_MASK, records.SEGMENT_IDS,
       records.MASKED_LM_POSITIONS)]
+  if uniforms is not None:
+    inputs.append(uniforms)
   count, seq_length = inputs[0].shape
   extents = real_extents(inputs[1], inputs[3])
   order = np.argsort(extents, kind="stable")
@@ -321,8 +416,10 @@ def label_window(labeler, features, batch_size, length_multiple):
       length = min(seq_length,
                    -(-int(extents[rows].max()) // length_multiple) *
                    length_multiple)
-    batch = [t[rows, :length] for t in inputs[:3]] + [inputs[3][rows]]
-    batch = [np.pad(t, [(0, batch_size - len(rows)), (0, 0)]) for t in batch]
+    batch = [t[rows, :length] for t in inputs[:3]] + [t[rows] for t in
+                                                      inputs[3:]]
+    batch = [np.pad(t, [(0, batch_size - len(rows))] + [(0, 0)] * (t.ndim - 1))
+             for t in batch]
     labels = labeler(batch)  # each [B, P, ...]
     if outputs is None:
       outputs = [np.empty((count,) + l.shape[1:], l.dtype) for l in labels]
@@ -355,111 +452,100 @@ def _first_line(error):
   return text.splitlines()[0] if text else type(error).__name__
 
 
-# --------------------------------------------------------------- output
-
-
-def _varint(value):
-  """Protobuf base-128 varint of a non-negative int, as bytes."""
-  out = bytearray()
-  while value > 0x7f:
-    out.append((value & 0x7f) | 0x80)
-    value >>= 7
-  out.append(value)
-  return bytes(out)
-
-
-def _packed_varints(values):
-  """Varint-encodes int64 [b, n] row by row (negatives as 10 bytes, as
-  protobuf does). Returns (all bytes, row byte lengths [b])."""
-  u = np.ascontiguousarray(values, dtype=np.int64).view(np.uint64)
-  shifts = np.arange(10, dtype=np.uint64) * np.uint64(7)
-  groups = (u[..., None] >> shifts) & np.uint64(0x7f)  # [b, n, 10]
-  sizes = np.ones(u.shape, np.int64)  # [b, n]
-  for i in range(1, 10):
-    sizes += (u >> np.uint64(7 * i)) != 0
-  index = np.arange(10)
-  groups |= (index < sizes[..., None] - 1).astype(np.uint64) << np.uint64(7)
-  data = groups[index < sizes[..., None]].astype(np.uint8).tobytes()
-  return data, sizes.sum(axis=-1)
-
-
-class ExampleEncoder:
-  """Serializes batches of features into tf.train.Example strings.
-
-  Gives the same protos as records.serialize_example (float features from
-  records.FLOAT_FEATURES as packed floats, the rest as packed int64 varints,
-  in the given feature order) but encodes each feature of a whole batch with
-  NumPy; per example only byte strings are joined.
-  """
-
-  def __init__(self, names):
-    self._names = tuple(names)
-    self._prefixes = {}
-
-  def _prefix(self, name, payload_size):
-    """Bytes of the map entry for `name` up to its packed values."""
-    key = (name, payload_size)
-    if key not in self._prefixes:
-      name_bytes = name.encode()
-      kind = b"\x12" if name in records.FLOAT_FEATURES else b"\x1a"
-      values = b"\x0a" + _varint(payload_size)  # FloatList/Int64List.value
-      feature = kind + _varint(len(values) + payload_size)  # Feature
-      feature_size = len(feature) + len(values) + payload_size
-      entry = (b"\x0a" + _varint(len(name_bytes)) + name_bytes +
-               b"\x12" + _varint(feature_size))  # map key, value
-      self._prefixes[key] = (b"\x0a" + _varint(len(entry) + feature_size) +
-                             entry + feature + values)
-    return self._prefixes[key]
-
-  def encode(self, features):
-    """{name: [b, ...] array} -> list of b serialized Examples."""
-    columns = []
-    for name in self._names:
-      values = np.asarray(features[name])
-      rows = values.shape[0]
-      if name in records.FLOAT_FEATURES:
-        width = 4 * (values.size // rows if rows else 0)
-        data = np.ascontiguousarray(values, dtype="<f4").tobytes()
-        sizes = [width] * rows
-      else:
-        data, sizes = _packed_varints(values.reshape(rows, -1))
-        sizes = sizes.tolist()
-      columns.append((name, data, sizes))
-    serialized = []
-    offsets = [0] * len(columns)
-    for row in range(len(columns[0][2]) if columns else 0):
-      parts = []
-      for c, (name, data, sizes) in enumerate(columns):
-        size = sizes[row]
-        parts.append(self._prefix(name, size))
-        parts.append(data[offsets[c]:offsets[c] + size])
-        offsets[c] += size
-      body = b"".join(parts)
-      serialized.append(b"\x0a" + _varint(len(body)) + body)
-    return serialized
-
-
 # ----------------------------------------------------------------- stage
+
+
+class SampleStats:
+  """Counts of the sampled mode: how often k slots were too few."""
+
+  def __init__(self):
+    self.positions = 0      # real masked positions labelled
+    self.kept = 0           # distinct ids kept, summed over them
+    self.overflowed = 0     # positions that drew more than k distinct ids
+    self.dropped = 0.0      # mass dropped there (draws not kept / N), summed
+
+  def add(self, counts, dropped, real, num_samples):
+    """counts int [R, k], dropped int [R], real bool [R] (weight > 0)."""
+    self.positions += int(real.sum())
+    self.kept += int((counts[real] > 0).sum())
+    self.overflowed += int((dropped[real] > 0).sum())
+    self.dropped += float(dropped[real].sum()) / num_samples
+
+  def summary(self, k):
+    if not self.positions:
+      return "sampled: no masked positions"
+    return (f"sampled: {self.kept / self.positions:.2f} distinct ids kept "
+            f"per masked position; {self.overflowed} of {self.positions} "
+            f"positions "
+            f"({100.0 * self.overflowed / self.positions:.1f}%) drew more than "
+            f"k = {k} distinct ids and kept the {k} most frequent, "
+            f"renormalised, dropping {100.0 * self.dropped / self.positions:.2f}"
+            f"% of all draws' mass")
+
+
+def sampled_labels(labeler, features, batch_size, length_multiple, settings,
+                   key, first_record, stats):
+  """One window's sampled labels: [w, P*k] ids and counts, [w, 1] N and T,
+  then [w, P*h] head probs and ids when settings.head_k > 0.
+
+  Padding positions (masked_lm_weights 0) hold id 0 and count 0 (and head
+  probability 0).
+  """
+  weights = features[records.MASKED_LM_WEIGHTS]  # [w, P]
+  count, preds = weights.shape
+  uniforms = records.sample_uniforms(
+      key, np.arange(first_record, first_record + count), preds,
+      settings.num_samples)  # [w, P, N]
+  *head, draws = label_window(labeler, features, batch_size,
+                              length_multiple, uniforms)  # [w, P, N]
+  ids, counts, dropped = records.compact_samples(
+      draws.reshape(count * preds, -1), settings.k)  # [w*P, k] x 2, [w*P]
+  real = weights.reshape(-1) > 0
+  ids[~real] = 0
+  counts[~real] = 0
+  stats.add(counts, dropped, real, settings.num_samples)
+  labels = (ids.reshape(count, -1), counts.reshape(count, -1),
+            np.full((count, 1), settings.num_samples, np.int64),
+            np.full((count, 1), settings.temperature, np.float32))
+  if head:
+    head_probs, head_ids = head  # [w, P, h] each
+    head_probs[weights == 0] = 0.0
+    head_ids[weights == 0] = 0
+    labels += (head_probs.reshape(count, -1), head_ids.reshape(count, -1))
+  return labels
 
 
 def write_teacher_labels(labeler, input_files, output_path, feature_spec,
                          truncation_factor, batch_size, length_multiple,
-                         sort_batches, vocab_size, progress_interval=30.0):
+                         sort_batches, vocab_size, progress_interval=30.0,
+                         label_settings=None, seed=0, max_records=0):
   """Labels every record of `input_files`, in order, into `output_path`.
 
-  Reads windows of sort_batches * batch_size records (one batch with
-  truncation_factor 0, whose labels are large), labels each window with
-  label_window and writes it in input order. Encoding and writing a window
-  run on a second thread while the teacher computes the next. The output
-  appears under its final name only when complete.
+  Reads windows of sort_batches * batch_size records (one batch in full
+  mode, whose labels are large), labels each window with label_window and
+  writes it in input order. Encoding and writing a window run on a second
+  thread while the teacher computes the next. The output appears under its
+  final name only when complete.
+
+  label_settings: a records.LabelSettings; None means top_k with
+  truncation_factor (full when it is 0). seed: of the sampled draws.
+  max_records: > 0 labels only the first max_records records of each file.
 
   Returns:
     The number of records written.
   """
-  label_names = records.teacher_label_features(truncation_factor)
-  encoder = ExampleEncoder(records.PRETRAINING_FEATURES + label_names)
-  window_size = batch_size * (sort_batches if truncation_factor else 1)
-  total = sum(count_records(path) for path in input_files)
+  if label_settings is None:
+    label_settings = records.LabelSettings(
+        records.label_mode_of(truncation_factor), truncation_factor)
+  mode = label_settings.mode
+  label_names = records.teacher_label_features(truncation_factor, mode,
+                                               label_settings.head_k)
+  encoder = records.ExampleBatchEncoder(records.PRETRAINING_FEATURES +
+                                        label_names)
+  window_size = batch_size * (1 if mode == records.FULL else sort_batches)
+  stats = SampleStats()
+  counts = [count_records(path) for path in input_files]
+  total = sum(min(c, max_records) if max_records else c for c in counts)
   for stale in tf.io.gfile.glob(output_path + ".tmp-*"):
     logging.info("Removing %s, left by an interrupted run", stale)
     tf.io.gfile.remove(stale)
@@ -477,7 +563,8 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
        futures.ThreadPoolExecutor(max_workers=1) as pool:
     pending = None
     for path in input_files:
-      windows = iter(read_windows(path, feature_spec, window_size))
+      windows = iter(read_windows(path, feature_spec, window_size,
+                                  max_records))
       first_record = 0
       while True:
         try:
@@ -489,8 +576,15 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
               f"{path}: bad record ({_first_line(e)}); check "
               f"--max_seq_length and --max_predictions_per_seq") from None
         check_ids(path, first_record, features[records.INPUT_IDS], vocab_size)
+        if mode == records.SAMPLED:
+          labels = sampled_labels(labeler, features, batch_size,
+                                  length_multiple, label_settings,
+                                  records.sample_key(seed, path),
+                                  first_record, stats)
+        else:
+          labels = label_window(labeler, features, batch_size,
+                                length_multiple)
         first_record += len(features[records.INPUT_IDS])
-        labels = label_window(labeler, features, batch_size, length_multiple)
         if pending is not None:
           pending.result()
         if progress.done == 0:
@@ -500,6 +594,8 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
     if pending is not None:
       pending.result()
   progress.log(final=True)
+  if mode == records.SAMPLED:
+    logging.info("%s: %s", output_path, stats.summary(label_settings.k))
   return progress.done
 
 
@@ -522,7 +618,12 @@ def _log_first_example(features, labels):
   logging.info("First example: input_ids %s ...",
                features[records.INPUT_IDS][0][:16].tolist())
   for p in range(min(3, len(positions))):
-    if len(labels) == 2:
+    if len(labels) >= 4:  # sampled
+      k = labels[0].shape[1] // len(positions)
+      logging.info("  position %d: sampled ids %s counts %s", positions[p],
+                   labels[0][0, p * k:p * k + 5].tolist(),
+                   labels[1][0, p * k:p * k + 5].tolist())
+    elif len(labels) == 2:
       logging.info("  position %d: top ids %s probs %s", positions[p],
                    labels[1][0, p, :5].tolist(),
                    [round(float(x), 4) for x in labels[0][0, p, :5]])
@@ -535,8 +636,13 @@ def main(argv):
   del argv  # Unused.
   config = read_teacher_config(FLAGS.bert_config_file, FLAGS.max_seq_length,
                                FLAGS.truncation_factor, FLAGS.vocab_file)
-  input_files = select_shard(cli.expand_input_files(FLAGS.input_file),
-                             FLAGS.num_shards, FLAGS.shard_index)
+  settings = label_settings_of_flags(FLAGS.label_mode, FLAGS.truncation_factor,
+                                     FLAGS.num_samples,
+                                     FLAGS.sample_temperature,
+                                     config.vocab_size, FLAGS.exact_top_k)
+  logging.info("Label mode: %s", settings.describe())
+  input_files = cli.select_shard(cli.expand_input_files(FLAGS.input_file),
+                                 FLAGS.num_shards, FLAGS.shard_index)
   plan = plan_outputs(input_files, FLAGS.output_file, FLAGS.output_dir)
   logging.info("Shard %d of %d: %d input files, %d outputs to write",
                FLAGS.shard_index, FLAGS.num_shards, len(input_files), len(plan))
@@ -554,14 +660,16 @@ def main(argv):
         f"{strategy.num_replicas_in_sync} GPUs")
   model = load_teacher(config, FLAGS.init_checkpoint, strategy)
   labeler = TeacherLabeler(model, FLAGS.truncation_factor, strategy,
-                           FLAGS.use_xla)
+                           FLAGS.use_xla, settings.mode, settings.temperature,
+                           settings.head_k)
   for paths, output_path in plan:
     logging.info("Labelling %s -> %s", ", ".join(paths), output_path)
     write_teacher_labels(labeler, paths, output_path, feature_spec,
                          FLAGS.truncation_factor, FLAGS.batch_size,
                          FLAGS.length_multiple, FLAGS.sort_batches,
                          config.vocab_size,
-                         FLAGS.progress_interval)
+                         FLAGS.progress_interval, settings, FLAGS.seed,
+                         FLAGS.max_records)
 
 
 if __name__ == "__main__":

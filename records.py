@@ -14,9 +14,27 @@ Teacher-label records hold all of the above plus, with k = truncation_factor:
   truncated_masked_lm_probs               float  [P * k]  teacher's top-k probs
   top_k_indices                           int64  [P * k]  their vocabulary ids
 
-or, with truncation_factor 0, the whole distribution:
+or, with truncation_factor 0 (label mode `full`), the whole distribution:
 
   masked_lm_probs                         float  [P * vocab_size]
+
+or, in label mode `sampled` (N draws with replacement from the teacher's
+softmax at temperature T, the distinct ids drawn most frequent first, in k
+slots per position padded with id 0 and count 0):
+
+  sampled_token_ids                       int64  [P * k]  distinct ids drawn
+  sampled_token_counts                    int64  [P * k]  how often each
+  num_samples                             int64  [1]      N
+  sample_temperature                      float  [1]      T
+
+optionally (--exact_top_k h > 0: the teacher's h most probable tokens kept
+exactly, the draws made from the rest of its distribution, renormalised):
+
+  sampled_head_probs                      float  [P * h]  descending
+  sampled_head_ids                        int64  [P * h]
+
+Which of these a record holds says its label mode (`label_settings`), so the
+reader never guesses; docs/label_modes.md has the byte counts.
 
 Classifier records (run_classifier.py's features), as Google's
 run_classifier.py writes them, plus a float label for regression tasks:
@@ -61,6 +79,17 @@ NEXT_SENTENCE_LABELS = "next_sentence_labels"
 TRUNCATED_PROBS = "truncated_masked_lm_probs"
 TOP_K_INDICES = "top_k_indices"
 FULL_PROBS = "masked_lm_probs"
+SAMPLED_IDS = "sampled_token_ids"
+SAMPLED_COUNTS = "sampled_token_counts"
+NUM_SAMPLES = "num_samples"
+SAMPLE_TEMPERATURE = "sample_temperature"
+SAMPLED_HEAD_PROBS = "sampled_head_probs"
+SAMPLED_HEAD_IDS = "sampled_head_ids"
+
+# The label modes of stage IV: what its records hold about the teacher.
+TOP_K, FULL, SAMPLED = "top_k", "full", "sampled"
+LABEL_MODES = (TOP_K, FULL, SAMPLED)
+
 LABEL_IDS = "label_ids"
 LABEL_VALUES = "label_values"
 IS_REAL_EXAMPLE = "is_real_example"
@@ -70,6 +99,7 @@ PRETRAINING_FEATURES = (INPUT_IDS, INPUT_MASK, SEGMENT_IDS,
                         MASKED_LM_POSITIONS, MASKED_LM_IDS, MASKED_LM_WEIGHTS,
                         NEXT_SENTENCE_LABELS)
 FLOAT_FEATURES = frozenset([MASKED_LM_WEIGHTS, TRUNCATED_PROBS, FULL_PROBS,
+                            SAMPLE_TEMPERATURE, SAMPLED_HEAD_PROBS,
                             LABEL_VALUES])
 
 
@@ -89,30 +119,61 @@ def pretraining_feature_spec(max_seq_length, max_predictions_per_seq):
   }
 
 
-def teacher_label_features(truncation_factor):
-  """Names of the teacher-label features for a truncation_factor (0 = full)."""
-  if truncation_factor > 0:
-    return (TRUNCATED_PROBS, TOP_K_INDICES)
-  return (FULL_PROBS,)
+_LABEL_FEATURES = {
+    TOP_K: (TRUNCATED_PROBS, TOP_K_INDICES),
+    FULL: (FULL_PROBS,),
+    SAMPLED: (SAMPLED_IDS, SAMPLED_COUNTS, NUM_SAMPLES, SAMPLE_TEMPERATURE),
+}
+
+
+def label_mode_of(truncation_factor, label_mode=TOP_K):
+  """The effective label mode: truncation_factor 0 spells `full` (as the
+  original's later version did) unless the mode is `sampled`."""
+  if label_mode == TOP_K and truncation_factor == 0:
+    return FULL
+  return label_mode
+
+
+def teacher_label_features(truncation_factor, label_mode=TOP_K, head_k=0):
+  """Names of the teacher-label features of a mode (k 0 with top_k = full);
+  head_k > 0 adds the exact head of sampled labels."""
+  names = _LABEL_FEATURES[label_mode_of(truncation_factor, label_mode)]
+  if head_k and label_mode == SAMPLED:
+    names += (SAMPLED_HEAD_PROBS, SAMPLED_HEAD_IDS)
+  return names
 
 
 def teacher_label_feature_spec(max_seq_length, max_predictions_per_seq,
-                               truncation_factor, vocab_size=None):
+                               truncation_factor, vocab_size=None,
+                               label_mode=TOP_K, head_k=0):
   """Returns the parse spec of a teacher-label record.
 
   Args:
     max_seq_length: L.
     max_predictions_per_seq: P.
-    truncation_factor: k, the number of teacher probabilities kept per masked
-      position; 0 keeps the whole distribution (needs vocab_size).
-    vocab_size: the teacher's vocabulary size; only used when k is 0.
+    truncation_factor: k, the number of teacher probabilities (top_k) or
+      sample slots (sampled) kept per masked position; 0 with top_k keeps the
+      whole distribution (needs vocab_size).
+    vocab_size: the teacher's vocabulary size; only used for `full`.
+    label_mode: one of LABEL_MODES.
+    head_k: sampled labels: the exact head's tokens per position (0: none).
   """
   import tensorflow as tf
   spec = pretraining_feature_spec(max_seq_length, max_predictions_per_seq)
-  if truncation_factor > 0:
-    width = [max_predictions_per_seq * truncation_factor]
+  label_mode = label_mode_of(truncation_factor, label_mode)
+  width = [max_predictions_per_seq * truncation_factor]
+  if label_mode == TOP_K:
     spec[TRUNCATED_PROBS] = tf.io.FixedLenFeature(width, tf.float32)
     spec[TOP_K_INDICES] = tf.io.FixedLenFeature(width, tf.int64)
+  elif label_mode == SAMPLED:
+    spec[SAMPLED_IDS] = tf.io.FixedLenFeature(width, tf.int64)
+    spec[SAMPLED_COUNTS] = tf.io.FixedLenFeature(width, tf.int64)
+    spec[NUM_SAMPLES] = tf.io.FixedLenFeature([1], tf.int64)
+    spec[SAMPLE_TEMPERATURE] = tf.io.FixedLenFeature([1], tf.float32)
+    if head_k:
+      head = [max_predictions_per_seq * head_k]
+      spec[SAMPLED_HEAD_PROBS] = tf.io.FixedLenFeature(head, tf.float32)
+      spec[SAMPLED_HEAD_IDS] = tf.io.FixedLenFeature(head, tf.int64)
   else:
     if not vocab_size:
       raise ValueError("truncation_factor 0 (full distribution) needs vocab_size")
@@ -183,8 +244,13 @@ _FLAG_OF_FEATURE = {
     MASKED_LM_IDS: "--max_predictions_per_seq",
     MASKED_LM_WEIGHTS: "--max_predictions_per_seq",
     TRUNCATED_PROBS: "--truncation_factor", TOP_K_INDICES: "--truncation_factor",
-    FULL_PROBS: "--truncation_factor",
+    FULL_PROBS: "--truncation_factor", SAMPLED_IDS: "--truncation_factor",
+    SAMPLED_COUNTS: "--truncation_factor", SAMPLED_HEAD_PROBS: "--exact_top_k",
+    SAMPLED_HEAD_IDS: "--exact_top_k",
 }
+_ALL_LABEL_FEATURES = frozenset(
+    [name for names in _LABEL_FEATURES.values() for name in names] +
+    [SAMPLED_HEAD_PROBS, SAMPLED_HEAD_IDS])
 
 
 def check_record_lengths(path, feature_spec, max_predictions_per_seq=None):
@@ -201,9 +267,8 @@ def check_record_lengths(path, feature_spec, max_predictions_per_seq=None):
     return None
   for name, spec in feature_spec.items():
     if name not in example:
-      if name in (TRUNCATED_PROBS, TOP_K_INDICES, FULL_PROBS):
-        held = [n for n in teacher_label_features(1) + teacher_label_features(0)
-                if n in example]
+      if name in _ALL_LABEL_FEATURES:
+        held = [n for n in sorted(_ALL_LABEL_FEATURES) if n in example]
         raise ValueError(
             f"{path}: records hold no '{name}' feature (teacher labels found: "
             f"{held or 'none'}); check --truncation_factor and --input_file")
@@ -223,6 +288,159 @@ def check_record_lengths(path, feature_spec, max_predictions_per_seq=None):
     raise ValueError(f"{path}: '{name}' has length {found} but {expected} "
                      f"was expected; {hint}")
   return example
+
+
+# ------------------------------------------------------------ label modes
+
+
+class LabelSettings(tuple):
+  """What a teacher-label record holds:
+  (mode, k, num_samples, temperature, head_k).
+
+  k is the values kept per masked position (the vocabulary size for
+  `full`); num_samples is N for `sampled`, else 0; temperature is the T the
+  labels were drawn at (`sampled`), 1.0 for stored probabilities; head_k is
+  the exact head of sampled labels (0: none).
+  """
+  __slots__ = ()
+
+  def __new__(cls, mode, k, num_samples=0, temperature=1.0, head_k=0):
+    return super().__new__(cls, (mode, int(k), int(num_samples),
+                                 float(temperature), int(head_k)))
+
+  mode = property(lambda self: self[0])
+  k = property(lambda self: self[1])
+  num_samples = property(lambda self: self[2])
+  temperature = property(lambda self: self[3])
+  head_k = property(lambda self: self[4])
+
+  def describe(self):
+    if self.mode == SAMPLED:
+      head = (f"the top {self.head_k} exact, then " if self.head_k else "")
+      return (f"sampled ({head}N = {self.num_samples} draws at temperature "
+              f"{self.temperature:g}, k = {self.k} slots)")
+    if self.mode == TOP_K:
+      return f"top_k (k = {self.k})"
+    return "full"
+
+
+def label_settings(example, max_predictions_per_seq, path="the records"):
+  """The LabelSettings of a decoded record, or None if it holds no labels.
+
+  Raises:
+    ValueError: the record holds the features of two modes, or a label
+      feature whose length is not a multiple of P (names `path`).
+  """
+  held = [mode for mode, names in _LABEL_FEATURES.items()
+          if all(name in example for name in names)]
+  if not held:
+    return None
+  if len(held) > 1:
+    raise ValueError(f"{path}: records hold the labels of several modes "
+                     f"({', '.join(held)})")
+  mode = held[0]
+  width = len(example[_LABEL_FEATURES[mode][0]])
+  if width % max_predictions_per_seq:
+    raise ValueError(
+        f"{path}: '{_LABEL_FEATURES[mode][0]}' has length {width}, not a "
+        f"multiple of --max_predictions_per_seq {max_predictions_per_seq}")
+  k = width // max_predictions_per_seq
+  if mode == SAMPLED:
+    head_k = len(example.get(SAMPLED_HEAD_PROBS, ())) // max_predictions_per_seq
+    return LabelSettings(mode, k, int(example[NUM_SAMPLES][0]),
+                         float(example[SAMPLE_TEMPERATURE][0]), head_k)
+  return LabelSettings(mode, k)
+
+
+def _splitmix64(x):
+  """SplitMix64's finaliser on a uint64 array: a counter-based generator
+  (each output a function of its input alone)."""
+  import numpy as np
+  with np.errstate(over="ignore"):
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+  return x ^ (x >> np.uint64(31))
+
+
+def sample_key(seed, file_name):
+  """The 64-bit key of one input file's draws: its base name and the seed
+  (so shards, output folders and reruns agree)."""
+  import hashlib
+  import os
+  digest = hashlib.sha256(
+      f"{int(seed)}:{os.path.basename(file_name)}".encode()).digest()
+  return int.from_bytes(digest[:8], "little")
+
+
+def sample_uniforms(key, record_indices, max_predictions_per_seq, num_samples):
+  """The uniforms in [0, 1) behind the draws of some records of a file.
+
+  Element [r, p, n] is a function of (key, record_indices[r], p, n) alone:
+  the same whatever batch, window or shard the record falls into.
+
+  Args:
+    key: sample_key of the file.
+    record_indices: int [w], the records' indices within their file.
+    max_predictions_per_seq: P.
+    num_samples: N.
+
+  Returns:
+    float32 [w, P, N], each below 1.
+  """
+  import numpy as np
+  records_ = np.asarray(record_indices, np.uint64)[:, None, None]
+  positions = np.arange(max_predictions_per_seq, dtype=np.uint64)[None, :, None]
+  draws = np.arange(num_samples, dtype=np.uint64)[None, None, :]
+  with np.errstate(over="ignore"):
+    state = _splitmix64(np.uint64(key) ^ _splitmix64(records_))
+    state = _splitmix64(state ^ ((positions << np.uint64(32)) | draws))
+  uniforms = (state >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
+  return uniforms  # 24 random bits: exact in float32, at most 1 - 2^-24
+
+
+def compact_samples(sampled_ids, k):
+  """The distinct ids of each row of draws, most frequent first, in k slots.
+
+  Ties in count go to the id drawn first: the draws are independent, so
+  among ids drawn equally often that is a uniformly random one, and the k
+  kept after an overflow are not biased towards any part of the
+  vocabulary. Rows with more than k distinct ids keep the k most frequent
+  (the reader renormalises by the kept counts).
+
+  Args:
+    sampled_ids: int [R, N], N draws per row, in draw order.
+    k: slots per row.
+
+  Returns:
+    (ids int64 [R, k], counts int64 [R, k], dropped int64 [R]: draws not
+    kept), padded with id 0 and count 0.
+  """
+  import numpy as np
+  rows, n = sampled_ids.shape
+  draws = sampled_ids.astype(np.int64)
+  order = np.argsort(draws, axis=1, kind="stable")  # [R, N]
+  ordered = np.take_along_axis(draws, order, axis=1)
+  starts = np.ones((rows, n), bool)
+  starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+  # Run r of a row: its id, count and first draw, placed at index r.
+  run_index = np.cumsum(starts, axis=1) - 1  # [R, N]
+  row_index = np.repeat(np.arange(rows), n).reshape(rows, n)
+  counts = np.zeros((rows, n), np.int64)
+  np.add.at(counts, (row_index, run_index), 1)
+  run_ids = np.zeros((rows, n), np.int64)
+  run_ids[row_index[starts], run_index[starts]] = ordered[starts]
+  first_draw = np.full((rows, n), n, np.int64)  # empty runs: last
+  # The stable sort puts each id's earliest draw first in its run.
+  first_draw[row_index[starts], run_index[starts]] = order[starts]
+  rank = np.lexsort((first_draw, -counts), axis=1)  # most frequent first
+  counts = np.take_along_axis(counts, rank, axis=1)
+  run_ids = np.take_along_axis(run_ids, rank, axis=1)
+  if n < k:
+    counts = np.pad(counts, [(0, 0), (0, k - n)])
+    run_ids = np.pad(run_ids, [(0, 0), (0, k - n)])
+  dropped = n - counts[:, :k].sum(axis=1)
+  return run_ids[:, :k], counts[:, :k], dropped
 
 
 # ---------------------------------------------------------------------------

@@ -8,10 +8,11 @@
 #   T     teacher      optional: pretrain a teacher on those records when no
 #                      Google checkpoint is at hand (distill.py, hard labels
 #                      only: plain BERT pretraining)
-#   IV    labels       records -> records + teacher top-k
+#   IV    labels       records -> records + the teacher's labels (LABEL_MODE;
+#                      the held-out files in full mode, for teacher_kl)
 #                                   (extract_teacher_labels_truncated.py)
 #   V     distill      teacher labels -> student checkpoints, eval_results.txt
-#                                   (distill.py)
+#                      (with teacher_kl on the held-out files) (distill.py)
 #   G     downstream   optional (--glue_task): fine-tune and score the teacher
 #                      and the student on a GLUE-layout task (run_classifier.py)
 #
@@ -68,8 +69,13 @@ SETTINGS=(
   "teacher_train_batch_size|32|T: batch size"
   "teacher_learning_rate|1e-4|T: peak learning rate"
   "teacher_warmup_steps|\$((TEACHER_PRETRAIN_STEPS / 10))|T: warmup steps"
-  "teacher_labels_dir|\$WORK_DIR/teacher_labels|IV: records with the teacher's top-k"
-  "truncation_factor|10|IV, V: k, teacher probabilities kept per masked position (0: all)"
+  "teacher_labels_dir|\$WORK_DIR/teacher_labels|IV: training records with the teacher's labels"
+  "label_mode|sampled|IV: what stage IV keeps of the teacher: sampled (recommended: see docs/label_modes.md), top_k (the original's) or full"
+  "truncation_factor|16|IV: k, teacher probabilities (top_k) or distinct sampled ids (sampled) kept per masked position (0 with top_k: all)"
+  "num_samples|16|IV: sampled: draws per masked position"
+  "label_seed|12345|IV: sampled: seed of the draws"
+  "holdout_files|1|IV, V: last record files held out for evaluation, labelled in full mode (0: evaluate on the training files)"
+  "heldout_labels_dir|\$WORK_DIR/teacher_labels_held_out|IV: the held-out records with the teacher's whole distribution"
   "teacher_batch_size|32|IV: batch size"
   "num_shards|1|IV: split the records among this many machines..."
   "shard_index|0|IV: ...of which this is one (run IV on each, then V on one)"
@@ -77,7 +83,6 @@ SETTINGS=(
   "student_dir|\$WORK_DIR/student|V: student checkpoints, summaries, eval_results.txt"
   "init_checkpoint||V: initial student weights, e.g. the teacher's"
   "init_layer_map||V: with INIT_CHECKPOINT, teacher layer of each student layer (e.g. 0,2,4,7,9,11)"
-  "holdout_files|1|V: last teacher-label files kept for evaluation (0: evaluate on the training files)"
   "train_batch_size|32|V: global batch size"
   "eval_batch_size|8|V: evaluation batch size"
   "learning_rate|1e-4|V: peak learning rate"
@@ -86,8 +91,9 @@ SETTINGS=(
   "save_checkpoints_steps|1000|V: steps between checkpoints"
   "iterations_per_loop|1000|T, V: steps inside one tf.function call (and between log lines)"
   "max_eval_steps|100|T, V: evaluation batches"
-  "temperature|1|V: distillation temperature"
-  "soft_loss_weight|1|V: weight of the loss against the teacher's top-k"
+  "heldout_examples|\$((MAX_EVAL_STEPS * EVAL_BATCH_SIZE))|IV: held-out records labelled in full mode, per file (what V's evaluation reads)"
+  "temperature|1|IV, V: distillation temperature (sampled labels are drawn at it)"
+  "soft_loss_weight|1|V: weight of the loss against the teacher's labels"
   "hard_mlm_loss_weight|0|V: weight of the loss against the true masked ids"
   "distill_flags||T, V: more distill.py flags, e.g. \"--distribution_strategy=mirrored --precision=mixed_float16\""
   "label_flags||IV: more extract_teacher_labels_truncated.py flags"
@@ -297,28 +303,48 @@ else
   TEACHER_STAGE=III-b
 fi
 
+# The last HOLDOUT_FILES record files are held out: stage IV labels them in
+# full mode (their first HELDOUT_EXAMPLES records), stage V evaluates on them.
+mapfile -t record_files < <(sorted_files "$RECORDS_DIR" "$RECORDS_PATTERN")
+num_train_records=${#record_files[@]}
+if [[ "$HOLDOUT_FILES" -gt 0 && ${#record_files[@]} -gt "$HOLDOUT_FILES" ]]; then
+  num_train_records=$(( ${#record_files[@]} - HOLDOUT_FILES ))
+fi
+TRAIN_RECORDS=$(join_by_comma "${record_files[@]:0:num_train_records}")
+HELDOUT_RECORDS=$(join_by_comma "${record_files[@]:num_train_records}")
+
 if wants IV; then
   require_file IV "the teacher's config (--teacher_config or --teacher_dir)" "$TEACHER_CONFIG"
   [[ -e "$TEACHER_CHECKPOINT" || -e "$TEACHER_CHECKPOINT.index" ]] ||
     die "stage IV needs the teacher's checkpoint, but neither $TEACHER_CHECKPOINT nor $TEACHER_CHECKPOINT.index exists"
-  [[ -n "$(sorted_files "$RECORDS_DIR" "$RECORDS_PATTERN")" ]] ||
+  [[ ${#record_files[@]} -gt 0 ]] ||
     die "stage IV needs pretraining records in $RECORDS_DIR (stage III-b)"
   UPSTREAM=(III-b "$TEACHER_STAGE")
   SHARD=""
   [[ "$NUM_SHARDS" -gt 1 ]] && SHARD="-shard$SHARD_INDEX"
   VOCAB_FLAG=()
   [[ -f "$VOCAB_FILE" ]] && VOCAB_FLAG=(--vocab_file="$VOCAB_FILE")
+  TEACHER_FLAGS=(--bert_config_file="$TEACHER_CONFIG"
+                 --init_checkpoint="$TEACHER_CHECKPOINT" "${VOCAB_FLAG[@]}"
+                 --max_seq_length="$MAX_SEQ_LENGTH"
+                 --max_predictions_per_seq="$MAX_PREDICTIONS_PER_SEQ"
+                 --batch_size="$TEACHER_BATCH_SIZE")
   # shellcheck disable=SC2206  # LABEL_FLAGS is a list of words on purpose.
   COMMAND=("$PYTHON" "$ROOT/extract_teacher_labels_truncated.py"
-           --bert_config_file="$TEACHER_CONFIG"
-           --init_checkpoint="$TEACHER_CHECKPOINT" "${VOCAB_FLAG[@]}"
-           --input_file="$RECORDS" --output_dir="$TEACHER_LABELS_DIR"
-           --truncation_factor="$TRUNCATION_FACTOR"
-           --max_seq_length="$MAX_SEQ_LENGTH"
-           --max_predictions_per_seq="$MAX_PREDICTIONS_PER_SEQ"
-           --batch_size="$TEACHER_BATCH_SIZE"
+           "${TEACHER_FLAGS[@]}"
+           --input_file="$TRAIN_RECORDS" --output_dir="$TEACHER_LABELS_DIR"
+           --label_mode="$LABEL_MODE" --truncation_factor="$TRUNCATION_FACTOR"
+           --num_samples="$NUM_SAMPLES" --sample_temperature="$TEMPERATURE"
+           --seed="$LABEL_SEED"
            --num_shards="$NUM_SHARDS" --shard_index="$SHARD_INDEX" $LABEL_FLAGS)
   run_stage "IV$SHARD" "teacher labels" "$TEACHER_LABELS_DIR"
+  if [[ -n "$HELDOUT_RECORDS" && "$SHARD_INDEX" -eq 0 ]]; then
+    COMMAND=("$PYTHON" "$ROOT/extract_teacher_labels_truncated.py"
+             "${TEACHER_FLAGS[@]}"
+             --input_file="$HELDOUT_RECORDS" --output_dir="$HELDOUT_LABELS_DIR"
+             --label_mode=full --max_records="$HELDOUT_EXAMPLES")
+    run_stage "IV-held-out" "held-out labels, full distribution" "$HELDOUT_LABELS_DIR"
+  fi
 fi
 
 if wants V; then
@@ -326,24 +352,24 @@ if wants V; then
   mapfile -t label_files < <(sorted_files "$TEACHER_LABELS_DIR" "$RECORDS_PATTERN")
   num_labels=${#label_files[@]}
   [[ $num_labels -gt 0 ]] || die "stage V needs teacher labels in $TEACHER_LABELS_DIR (stage IV)"
+  TRAIN_FILES=$(join_by_comma "${label_files[@]}")
+  mapfile -t held_out_files < <(sorted_files "$HELDOUT_LABELS_DIR" "$RECORDS_PATTERN")
   EVAL_FLAG=()
-  if [[ "$HOLDOUT_FILES" -gt 0 && $num_labels -gt "$HOLDOUT_FILES" ]]; then
-    num_train=$(( num_labels - HOLDOUT_FILES ))
-    TRAIN_FILES=$(join_by_comma "${label_files[@]:0:num_train}")
-    EVAL_FLAG=(--eval_input_file="$(join_by_comma "${label_files[@]:num_train}")")
+  if [[ ${#held_out_files[@]} -gt 0 ]]; then
+    EVAL_FLAG=(--eval_input_file="$(join_by_comma "${held_out_files[@]}")"
+               --teacher_kl)
   else
-    echo "run_pipeline.sh: $num_labels teacher-label file(s): stage V evaluates on its training files"
-    TRAIN_FILES=$(join_by_comma "${label_files[@]}")
+    echo "run_pipeline.sh: no held-out labels in $HELDOUT_LABELS_DIR: stage V evaluates on its training files"
   fi
   INIT_FLAGS=()
   [[ -n "$INIT_CHECKPOINT" ]] && INIT_FLAGS+=(--init_checkpoint="$INIT_CHECKPOINT")
   [[ -n "$INIT_LAYER_MAP" ]] && INIT_FLAGS+=(--init_layer_map="$INIT_LAYER_MAP")
-  UPSTREAM=(IV)
+  UPSTREAM=(IV IV-held-out)
+  # Stage V reads the label mode, k, N and T from the records themselves.
   # shellcheck disable=SC2206  # DISTILL_FLAGS is a list of words on purpose.
   COMMAND=("$PYTHON" "$ROOT/distill.py" --do_train --do_eval
            --bert_config_file="$STUDENT_CONFIG" --input_file="$TRAIN_FILES"
            "${EVAL_FLAG[@]}" --output_dir="$STUDENT_DIR" "${INIT_FLAGS[@]}"
-           --truncation_factor="$TRUNCATION_FACTOR"
            --max_seq_length="$MAX_SEQ_LENGTH"
            --max_predictions_per_seq="$MAX_PREDICTIONS_PER_SEQ"
            --train_batch_size="$TRAIN_BATCH_SIZE"

@@ -350,3 +350,10 @@ def test_stage_writes_its_records_without_loading_tensorflow(tmp_path):
                           capture_output=True, text=True, timeout=120)
   assert result.stdout.strip().splitlines()[-1] == "False", result.stderr
   assert os.path.getsize(tmp_path / "pretraining_data_1.tfrecord") > 1000
+
+
+def test_helpshort_lists_the_shard_flags():
+  result = subprocess.run([sys.executable, SCRIPT, "--helpshort"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+  assert "--num_shards:" in result.stdout + result.stderr
+  assert "--shard_index:" in result.stdout + result.stderr

@@ -520,6 +520,12 @@ def test_online_summaries_and_eval_results(online_runs):
   # the online teacher's (its full distribution, no stored labels).
   assert 0 <= float(results["teacher_top1_agreement"]) <= 1
   assert float(results["masked_lm_loss"]) != float(results["hard_mlm_loss"])
+  # The teacher's whole distribution is there, so the distance to it is too.
+  assert float(results["teacher_kl"]) > 0
+  np.testing.assert_allclose(
+      float(results["teacher_kl"]),
+      float(results["teacher_cross_entropy"]) -
+      float(results["teacher_entropy"]), rtol=1e-4, atol=1e-5)
 
 
 def test_online_resume_after_kill_ends_with_the_uninterrupted_weights(
