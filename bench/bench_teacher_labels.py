@@ -113,7 +113,7 @@ def make_examples(count, lengths, vocab_size, seed=0):
   for _ in range(count):
     length = int(rng.choice(lengths))
     ids = np.zeros(MAX_SEQ_LENGTH, np.int64)
-    ids[:length] = rng.integers(1000, vocab_size, length)
+    ids[:length] = rng.integers(min(1000, vocab_size // 2), vocab_size, length)
     ids[0], ids[length - 1] = 101, 102
     mask = (np.arange(MAX_SEQ_LENGTH) < length).astype(np.int64)
     segments = ((np.arange(MAX_SEQ_LENGTH) >= length // 2) & (mask == 1))

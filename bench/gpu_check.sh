@@ -139,9 +139,9 @@ run_job() {
   local wall=$(( SECONDS - start ))
   [[ -n "$sampler" ]] && kill "$sampler" 2>/dev/null && wait "$sampler" 2>/dev/null || true
   local rate memory used
-  rate="$("$PY" - "$kind" "$out" <<'EOF'
+  rate="$("$PY" - "$kind" "$out" "$BATCH" <<'EOF'
 import json, re, sys
-kind, path = sys.argv[1], sys.argv[2]
+kind, path, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 text = open(path, errors="replace").read()
 rate = None
 if kind == "iv-ours":
@@ -159,7 +159,7 @@ else:
     else:
       steps = answer["step_seconds"]
       tail = steps[len(steps) // 3:]  # after warm-up
-      rate = f"{32 * len(tail) / sum(tail):.1f}"
+      rate = f"{batch * len(tail) / sum(tail):.1f}"
 print(rate or "n/a")
 EOF
 )"
