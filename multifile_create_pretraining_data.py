@@ -27,7 +27,12 @@ sequence of calls on a `random.Random(S+i)`:
 So the output is deterministic and independent of --num_workers. Files are
 processed in parallel by worker processes, one file per worker at a time: the
 memory is that of the files in flight. Outputs appear under their final name
-only when complete, and a rerun skips them.
+only when complete. Next to each, `<output>.made_from.json` records what it
+was made from (the input file's name, size and SHA-256, the vocabulary's, the
+settings and the seed); a rerun skips an output whose record matches, makes
+again one whose input or settings changed, and removes outputs of former
+inputs beyond the last one. A worker that dies (kill -9, out of memory) stops
+the stage with an error naming its file; the rerun makes only what is missing.
 
 Speed without changing a draw: each sentence is tokenized once and kept as
 vocabulary ids (Google re-reads token strings on every pass and converts at
@@ -39,8 +44,9 @@ serialization); records are framed as TFRecords without loading TensorFlow.
 
 import dataclasses
 import glob
-import multiprocessing
+import hashlib
 import os
+import re
 import random
 import resource
 import struct
@@ -146,7 +152,18 @@ def check_flags(input_dir, output_dir, vocab_file, max_seq_length,
 
 
 def find_input_files(input_dir):
-  """The *.txt files of input_dir in sorted name order (StageError if none)."""
+  """The *.txt files of input_dir in sorted name order.
+
+  Raises:
+    cli.StageError: when there is none, or when split_text.py's record in
+      input_dir says that its run was interrupted (some pieces are missing).
+  """
+  for manifest in glob.glob(os.path.join(glob.escape(input_dir),
+                                         "*.made_from.json")):
+    if (cli.read_json(manifest) or {}).get("complete") is False:
+      raise cli.StageError(
+          f"--input_dir={input_dir}: split_text.py was interrupted while "
+          f"writing these pieces (see {manifest}): run it again first")
   files = sorted(glob.glob(os.path.join(glob.escape(input_dir), "*.txt")))
   if not files:
     raise cli.StageError(f"--input_dir={input_dir}: holds no *.txt file")
@@ -165,9 +182,20 @@ def output_path(output_dir, output_base_name, index):
   return os.path.join(output_dir, f"{output_base_name}_{index}.tfrecord")
 
 
+def made_from_path(final_path):
+  """Where the record of what an output was made from is kept."""
+  return final_path + ".made_from.json"
+
+
 def load_tokenizer(vocab_file, do_lower_case):
-  """Google's tokenizer for the vocabulary; StageError if it lacks a special token."""
-  tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case)
+  """Google's tokenizer for the vocabulary; StageError if it lacks a special
+  token or is not UTF-8 text."""
+  try:
+    tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case)
+  except UnicodeDecodeError as e:
+    raise cli.StageError(
+        f"--vocab_file={vocab_file}: not UTF-8 text (byte {e.start}): give "
+        f"the vocab.txt of the BERT model") from None
   missing = [t for t in ("[CLS]", "[SEP]", "[MASK]", "[UNK]")
              if t not in tokenizer.vocab]
   if missing:
@@ -180,13 +208,14 @@ def load_tokenizer(vocab_file, do_lower_case):
 # Reading and tokenizing.
 
 
-def read_documents(path, tokenizer):
+def read_documents(path, tokenizer, digest=None):
   """Reads a text file into documents: lists of sentences of token ids.
 
   As Google's reader (tf.gfile's readline): lines split on "\\n" only, every
   "\\r" dropped (even inside a line), stripped; a blank line starts a new
   document; lines without tokens are dropped, then empty documents.
-  Undecodable bytes become U+FFFD, which the tokenizer drops.
+  Undecodable bytes become U+FFFD, which the tokenizer drops. `digest`, a
+  hashlib object, is fed every byte read.
 
   Returns:
     A list of documents, each a list of sentences, each a list of token ids.
@@ -194,6 +223,8 @@ def read_documents(path, tokenizer):
   documents = [[]]
   with open(path, "rb") as reader:
     for raw_line in reader:
+      if digest is not None:
+        digest.update(raw_line)
       line = raw_line.replace(b"\r", b"").decode("utf-8", "replace").strip()
       if not line:
         documents.append([])
@@ -670,16 +701,18 @@ def process_file(job):
   """Makes the records of one input file; returns its counts.
 
   Args:
-    job: (input path, output path, seed, number of examples to log).
+    job: (input path, output path, seed, number of examples to log, the
+      record of what the output is made from, but the input's identity).
   Returns:
     (input path, documents, instances, seconds); documents is 0 for a file
     without text, for which nothing is written.
   """
-  input_path, final_path, seed, num_logged = job
+  input_path, final_path, seed, num_logged, made_from = job
   start = time.monotonic()
   tokenizer, maker = _WORKER["tokenizer"], _WORKER["maker"]
   name = os.path.basename(input_path)
-  documents = read_documents(input_path, tokenizer)
+  digest = hashlib.sha256()
+  documents = read_documents(input_path, tokenizer, digest)
   if not documents:
     logging.warning("%s holds no text: skipped, %s not written", input_path,
                     final_path)
@@ -696,10 +729,16 @@ def process_file(job):
   for example in examples[:num_logged]:
     for line in describe_example(example, tokenizer):
       logging.info("%s", line)
-  for stale in glob.glob(glob.escape(final_path) + ".tmp-*"):
-    os.remove(stale)
-  with cli.atomic_output(final_path) as tmp_path:
-    write_tfrecords(tmp_path, examples)
+  made_from = dict(made_from, input=cli.file_identity(input_path, digest),
+                   documents=len(documents), instances=len(examples))
+  try:
+    with cli.atomic_output(final_path) as tmp_path:
+      write_tfrecords(tmp_path, examples)
+    made_from["output_size"] = os.path.getsize(final_path)
+    cli.write_json(made_from_path(final_path), made_from)
+  except OSError as e:
+    raise cli.StageError(f"cannot write {final_path}: "
+                         f"{e.strerror or e}") from None
   seconds = time.monotonic() - start
   logging.info("%s -> %s: %d documents, %d instances, %.1f instances/s",
                name, os.path.basename(final_path), len(documents),
@@ -710,16 +749,19 @@ def process_file(job):
 def run_jobs(jobs, settings, num_workers):
   """Processes the jobs, in worker processes when more than one; yields results."""
   verbosity = logging.get_verbosity()
+  if not jobs:
+    return
   if num_workers == 1 or len(jobs) == 1:
     init_worker(settings, verbosity)
     yield from map(process_file, jobs)
     return
   # spawn: workers start clean on every platform, and never inherit locks or
   # threads of the parent.
-  context = multiprocessing.get_context("spawn")
-  with context.Pool(min(num_workers, len(jobs)), initializer=init_worker,
-                    initargs=(settings, verbosity)) as pool:
-    yield from pool.imap_unordered(process_file, jobs)
+  for _, result in cli.map_in_workers(
+      process_file, jobs, num_workers, name_of_job=lambda job: job[0],
+      context="spawn", initializer=init_worker,
+      initargs=(settings, verbosity)):
+    yield result
 
 
 def main(argv):
@@ -742,23 +784,86 @@ def main(argv):
                  FLAGS.output_base_name, FLAGS.random_seed,
                  FLAGS.num_workers or available_cores())
   except OSError as e:
-    # An unreadable input, a full disk, a folder that cannot be created.
-    raise cli.StageError(f"{e.filename or ''}: {e.strerror or e}") from None
+    # An unreadable input, a folder that cannot be created.
+    raise cli.StageError(cli.describe_os_error(e)) from None
+
+
+def why_not_complete(final_path, made_from, input_path):
+  """None when final_path is complete and made from input_path with the
+  settings of `made_from`; otherwise the reason, in words."""
+  if not os.path.exists(final_path):
+    return "missing"
+  record = cli.read_json(made_from_path(final_path))
+  if record is None:
+    return f"no record of what it was made from ({made_from_path(final_path)})"
+  if record.get("output_size") != os.path.getsize(final_path):
+    return "its size differs from the one recorded when it was written"
+  if not cli.same_content(record.get("input", {}),
+                          cli.file_identity(input_path)):
+    was = record.get("input", {}).get("name")
+    return (f"made from {was}, not from {os.path.basename(input_path)} as it "
+            f"is now" if was != os.path.basename(input_path) else
+            f"made from another content of {was}")
+  if not cli.same_content(record.get("vocab", {}), made_from["vocab"]):
+    return "made with another --vocab_file"
+  for key in ("settings", "random_seed"):
+    if record.get(key) != made_from[key]:
+      changed = sorted(k for k in made_from[key] if record.get(key, {}).get(
+          k) != made_from[key][k]) if key == "settings" else ["random_seed"]
+      return "made with other settings: " + ", ".join(
+          f"--{k}" for k in changed)
+  return None
+
+
+def remove_former_outputs(output_dir, output_base_name, num_inputs):
+  """Removes this stage's outputs of input indices beyond the last one (an
+  input file was removed since); StageError for such a file it did not make."""
+  pattern = re.compile(re.escape(output_base_name) + r"_(\d+)\.tfrecord$")
+  for name in sorted(os.listdir(output_dir)):
+    match = pattern.match(name)
+    if not match or int(match.group(1)) < num_inputs:
+      continue
+    path = os.path.join(output_dir, name)
+    if cli.read_json(made_from_path(path)) is None:
+      raise cli.StageError(
+          f"{path}: a record file beyond the {num_inputs} input files, with "
+          f"no record of what it was made from: delete it (stage IV would "
+          f"read it)")
+    logging.info("Removing %s: its input is no longer in --input_dir", path)
+    os.remove(made_from_path(path))
+    os.remove(path)
 
 
 def make_records(input_files, settings, output_dir, output_base_name,
                  random_seed, num_workers):
   """Writes the records of every input file whose output is not complete."""
   os.makedirs(output_dir, exist_ok=True)
+  cli.remove_stale_temporaries(
+      os.path.join(glob.escape(output_dir), glob.escape(output_base_name)) +
+      "_*.tfrecord*")
+  remove_former_outputs(output_dir, output_base_name, len(input_files))
+  recorded_settings = dataclasses.asdict(settings)
+  del recorded_settings["vocab_file"]  # Its content counts, not its path.
+  vocab = cli.file_identity(settings.vocab_file)
 
   jobs = []
   for index, input_path in enumerate(input_files):
     final_path = output_path(output_dir, output_base_name, index)
-    if os.path.exists(final_path):
+    made_from = {"settings": recorded_settings, "vocab": vocab,
+                 "random_seed": random_seed + index}
+    reason = why_not_complete(final_path, made_from, input_path)
+    if reason is None:
       logging.info("%s: already complete, skipped", final_path)
       continue
+    if reason != "missing":
+      logging.info("%s: %s; made again", final_path, reason)
+    # Never left for stage IV: the output of another input or settings.
+    for stale in (made_from_path(final_path), final_path):
+      if os.path.exists(stale):
+        os.remove(stale)
     num_logged = NUM_LOGGED_EXAMPLES if not jobs else 0
-    jobs.append((input_path, final_path, random_seed + index, num_logged))
+    jobs.append((input_path, final_path, random_seed + index, num_logged,
+                 made_from))
   # Largest files first, so no worker is left with a big one at the end.
   jobs.sort(key=lambda job: -os.path.getsize(job[0]))
   logging.info("%d input files, %d to make, %d workers", len(input_files),

@@ -23,10 +23,12 @@
 # Run with --help for the list and the defaults.
 #
 # Each stage writes WORK_DIR/stages/<stage>.done when it succeeds, holding its
-# command line and the markers of the stages it read from. A rerun skips a
-# stage whose marker matches; a stage that crashed is run again, and the
-# stages themselves skip the files they had finished. A stage whose marker
-# differs (settings changed) stops the pipeline with a message: delete that
+# command line, the markers of the stages it read from, and the size and
+# modification time (to the nanosecond) of its input files (the dump, the
+# text file, the split text files). A rerun skips a stage whose marker
+# matches; a stage that crashed is run again, and the stages themselves skip
+# the files they had finished. A stage whose marker differs (settings
+# changed, an input rewritten) stops the pipeline with a message: delete that
 # stage's output and marker to redo it, or restore the settings.
 set -euo pipefail
 
@@ -149,13 +151,17 @@ require_file() {  # require_file STAGE WHAT PATH
 }
 
 # What a stage's marker holds: the checksums of the markers of the stages in
-# UPSTREAM (an array) and the command line in COMMAND (an array).
+# UPSTREAM (an array), the size and modification time of the files in INPUTS
+# (an array; optional) and the command line in COMMAND (an array).
 marker_text() {
-  local upstream
+  local upstream input
   for upstream in "${UPSTREAM[@]}"; do
     if [[ -f "$STAGE_DIR/$upstream.done" ]]; then
       echo "after $upstream: $(cksum < "$STAGE_DIR/$upstream.done")"
     fi
+  done
+  for input in "${INPUTS[@]}"; do
+    echo "input $(stat -L -c '%s %.9Y' "$input" 2>/dev/null || echo missing) $input"
   done
   printf '%q ' "${COMMAND[@]}"
   echo
@@ -168,10 +174,18 @@ run_stage() {
   local stage=$1 description=$2 output=$3
   local marker="$STAGE_DIR/$stage.done" expected
   expected=$(marker_text)
+  INPUTS=()  # Each stage names its own.
   if [[ -f "$marker" ]]; then
     if [[ "$(cat "$marker")" == "$expected" ]]; then
       echo "== stage $stage ($description): done before, skipped; output: $output"
       return 0
+    fi
+    local changed
+    changed=$(diff <(echo "$expected") "$marker" | sed -n 's/^< input [^ ]* [^ ]* //p' | head -n 1 || true)
+    if [[ -n "$changed" ]]; then
+      die "stage $stage ($description): its input $changed was rewritten" \
+          "since it made $output (see $marker). Delete $output and $marker" \
+          "to redo it from the new input."
     fi
     die "stage $stage ($description): $output was made with other settings or" \
         "inputs than now (see $marker). Delete $output and $marker to redo" \
@@ -203,11 +217,13 @@ join_by_comma() {  # join_by_comma ITEM...
 }
 
 echo "run_pipeline.sh: work_dir $WORK_DIR, stages $STAGES"
+INPUTS=()
 
 if wants II; then
   [[ -n "$DUMP" ]] || die "stage II needs --dump (or DUMP=...): a *-pages-articles*.xml.bz2 file"
   require_file II "the dump" "$DUMP"
   UPSTREAM=()
+  INPUTS=("$DUMP")
   COMMAND=(env PYTHON="$PYTHON" PROCESSES="$PROCESSES"
            bash "$ROOT/extract_wikipedia_for_bert/extract.sh"
            "$DUMP" "$EXTRACT_DIR" "$TEXT_FILE")
@@ -217,10 +233,8 @@ fi
 if wants III-a; then
   require_file III-a "the text file" "$TEXT_FILE"
   UPSTREAM=(II)
-  # A former split into more files would leave pieces that III-b would read.
-  if [[ ! -f "$STAGE_DIR/III-a.done" && -d "$SPLIT_DIR" ]]; then
-    find "$SPLIT_DIR" -maxdepth 1 -name "${NAME_BASE}_*.txt" -delete
-  fi
+  # split_text.py removes the pieces of its former runs itself.
+  INPUTS=("$TEXT_FILE")
   COMMAND=("$PYTHON" "$ROOT/split_text.py" --read_file="$TEXT_FILE"
            --split_number="$SPLIT_NUMBER" --folder="$SPLIT_DIR"
            --name_base="$NAME_BASE")
@@ -231,6 +245,7 @@ if wants III-b; then
   require_file III-b "the split text" "$SPLIT_DIR"
   require_file III-b "the vocabulary (--vocab_file or --teacher_dir)" "$VOCAB_FILE"
   UPSTREAM=(III-a)
+  mapfile -t INPUTS < <(sorted_files "$SPLIT_DIR" "*.txt")
   COMMAND=("$PYTHON" "$ROOT/multifile_create_pretraining_data.py"
            --input_dir="$SPLIT_DIR" --output_dir="$RECORDS_DIR"
            --output_base_name="$OUTPUT_BASE_NAME" --vocab_file="$VOCAB_FILE"

@@ -16,9 +16,19 @@ The file is streamed twice (count the articles, then copy them), a line at a
 time, so memory stays constant whatever the file size. With fewer articles
 than --split_number, each article gets its own piece and a warning says how
 many files were written.
+
+`folder/<name_base>.made_from.json` records what the pieces were made from
+(the input's name, size and SHA-256, --split_number) and which pieces this
+script wrote. A rerun removes the pieces of the former run before it writes
+the new ones, so no piece of a former split into more files is left for
+stage III-b to read, and it refuses to run beside `<name_base>_<N>.txt` files
+that it did not write. A piece appears under its name only when complete; a
+killed run's temporary files are removed by the next run.
 """
 
+import glob
 import os
+import re
 
 from absl import flags
 from absl import logging
@@ -52,7 +62,10 @@ def check_flags(read_file, split_number, folder):
   if split_number < 1:
     raise cli.StageError(
         f"--split_number={split_number}: must be at least 1")
-  if not os.path.isfile(read_file):
+  if os.path.isdir(read_file):
+    raise cli.StageError(f"--read_file={read_file} is a directory: give the "
+                         f"text file to split")
+  if not os.path.exists(read_file):
     raise cli.StageError(f"--read_file={read_file}: no such file")
 
 
@@ -160,9 +173,13 @@ class PieceWriter:
   def discard(self):
     """Removes the half-written piece after a failure."""
     if self.out is not None:
-      self.out.close()
-      os.remove(self.tmp_path)
-      self.out = None
+      try:
+        self.out.close()  # Fails again on a full disk, flushing its buffer.
+      except OSError:
+        pass
+      finally:
+        os.remove(self.tmp_path)
+        self.out = None
 
 
 def split_articles(read_file, num_articles, article_bytes, num_pieces,
@@ -215,8 +232,12 @@ def split_articles(read_file, num_articles, article_bytes, num_pieces,
         _end_article(pieces, article, done, last_chunk, target(),
                      pieces.index < last_piece)
       pieces.close()
-    except BaseException:
+    except BaseException as e:
       pieces.discard()
+      if isinstance(e, OSError) and not e.filename:
+        # A write error (a full disk) does not say which file.
+        raise cli.StageError(cli.describe_os_error(
+            e, path_of_piece(pieces.index))) from None
       raise
   return pieces.sizes
 
@@ -229,6 +250,35 @@ def _end_article(pieces, article, done, last_chunk, target, may_move):
       target - done < done + size - target):
     # The article's lines are contiguous in the input: start + their size.
     pieces.move_article_to_next_piece(mark, input_start, input_start + size)
+
+
+def manifest_path(folder, name_base):
+  """Where split_text.py records the pieces it wrote and their input."""
+  return os.path.join(folder, f"{name_base}.made_from.json")
+
+
+def remove_former_pieces(folder, name_base):
+  """Removes the pieces a former run wrote (its manifest lists them).
+
+  Raises:
+    cli.StageError: for a `<name_base>_<N>.txt` that no manifest lists: it
+      was not written by this script, and stage III-b would read it.
+  """
+  manifest = cli.read_json(manifest_path(folder, name_base)) or {}
+  ours = set(manifest.get("pieces", []))
+  piece = re.compile(re.escape(name_base) + r"_\d+\.txt$")
+  for name in sorted(os.listdir(folder)):
+    if not piece.match(name):
+      continue
+    path = os.path.join(folder, name)
+    if name not in ours:
+      raise cli.StageError(
+          f"{path}: not written by split_text.py (no "
+          f"{manifest_path(folder, name_base)} lists it), and stage III-b "
+          f"would read it with the new pieces: delete it or give another "
+          f"--folder or --name_base")
+    os.remove(path)
+  logging.info("Removed %d pieces of a former run", len(ours))
 
 
 def split_file(read_file, split_number, folder, name_base):
@@ -248,12 +298,24 @@ def split_file(read_file, split_number, folder, name_base):
   def path_of_piece(index):
     return os.path.join(folder, f"{name_base}_{index}.txt")
 
+  names = [os.path.basename(path_of_piece(i)) for i in range(num_pieces)]
+  cli.remove_stale_temporaries(
+      os.path.join(glob.escape(folder), glob.escape(name_base)) + "_*")
+  cli.remove_stale_temporaries(glob.escape(manifest_path(folder, name_base)))
+  remove_former_pieces(folder, name_base)
+  made_from = {"read_file": cli.file_identity(read_file),
+               "split_number": split_number, "pieces": names}
+  # Listed before they are written, so that a killed run's pieces are known.
+  cli.write_json(manifest_path(folder, name_base),
+                 dict(made_from, complete=False))
   logging.info("Splitting %s: %d articles, %d bytes, into %d pieces",
                read_file, num_articles, article_bytes, num_pieces)
   sizes = split_articles(read_file, num_articles, article_bytes,
                          num_pieces, path_of_piece)
   for index, size in enumerate(sizes):
     logging.info("  %s: %d bytes", path_of_piece(index), size)
+  cli.write_json(manifest_path(folder, name_base),
+                 dict(made_from, complete=True, sizes=sizes))
 
 
 def main(argv):
@@ -263,8 +325,8 @@ def main(argv):
     split_file(FLAGS.read_file, FLAGS.split_number, FLAGS.folder,
                FLAGS.name_base)
   except OSError as e:
-    # An unreadable file, a folder that cannot be created, a full disk.
-    raise cli.StageError(f"{e.filename or ''}: {e.strerror or e}") from None
+    # An unreadable file, a folder that cannot be created.
+    raise cli.StageError(cli.describe_os_error(e)) from None
 
 
 if __name__ == "__main__":

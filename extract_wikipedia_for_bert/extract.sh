@@ -6,13 +6,19 @@
 #
 # 1. Runs WikiExtractor (the `wikiextractor` package from PyPI) on DUMP with
 #    the options that suit BERT: JSON lines (the title stays out of the text),
-#    one process per core, bz2-compressed output files, empty pages (redirects)
-#    discarded, and templates expanded from the definitions in the dump itself
-#    (no network: templates built on Lua modules expand to nothing). The
-#    template definitions are cached in OUT_FOLDER.templates so that a rerun
-#    skips the first pass over the dump.
-#    The output appears under OUT_FOLDER only when WikiExtractor succeeded; an
-#    existing OUT_FOLDER is taken as done and not extracted again.
+#    section headings left out of the text (by WikiExtractor's own Extractor,
+#    see wikiextractor_without_headings.py), one process per core,
+#    bz2-compressed output files, empty pages (redirects) discarded, and
+#    templates expanded from the definitions in the dump itself (no network:
+#    templates built on Lua modules expand to nothing). The template
+#    definitions are cached in OUT_FOLDER.templates so that a rerun skips the
+#    first pass over the dump.
+#    The output appears under OUT_FOLDER only when WikiExtractor succeeded,
+#    with OUT_FOLDER/made_from.txt saying what it was made from (the dump's
+#    path, size and modification time, the extractor and its options). An
+#    existing OUT_FOLDER made from the same is taken as done and not
+#    extracted again; one made from anything else stops the script with an
+#    error (delete OUT_FOLDER to extract again).
 # 2. With TEXT_FILE: runs extract_jsons.py on OUT_FOLDER to write TEXT_FILE,
 #    with PROCESSES workers.
 #
@@ -38,14 +44,29 @@ if [[ ! -f "$DUMP" ]]; then
   exit 1
 fi
 
+# What OUT is made from: the dump's identity and the extraction's options.
+WIKIEXTRACTOR_VERSION=$("$PYTHON" -c 'from wikiextractor import WikiExtractor; print(WikiExtractor.__version__)')
+MADE_FROM="dump $(realpath "$DUMP")
+size $(stat -c %s "$DUMP")
+mtime $(stat -c %Y "$DUMP")
+extractor wikiextractor_without_headings.py --json --compress --discard_empty (wikiextractor $WIKIEXTRACTOR_VERSION)"
+
 if [[ -d "$OUT" ]]; then
-  echo "extract.sh: $OUT exists, WikiExtractor skipped (delete it to extract again)"
+  if [[ ! -f "$OUT/made_from.txt" ]]; then
+    echo "error: $OUT has no made_from.txt: it was not extracted by this script (an older one left section headings in its text); delete it to extract again" >&2
+    exit 1
+  fi
+  if [[ "$(cat "$OUT/made_from.txt")" != "$MADE_FROM" ]]; then
+    echo "error: $OUT was extracted from another dump or with other options (see $OUT/made_from.txt); delete it to extract again" >&2
+    exit 1
+  fi
+  echo "extract.sh: $OUT exists, made from $DUMP as now: WikiExtractor skipped (delete it to extract again)"
 else
   PARTIAL="$OUT.partial"
   rm -rf "$PARTIAL"
   mkdir -p "$(dirname "$OUT")"
   echo "extract.sh: WikiExtractor $DUMP -> $OUT ($PROCESSES processes)"
-  if ! "$PYTHON" -m wikiextractor.WikiExtractor \
+  if ! "$PYTHON" "$HERE/wikiextractor_without_headings.py" \
       --json \
       --compress \
       --discard_empty \
@@ -63,6 +84,7 @@ else
     echo "error: WikiExtractor wrote no wiki_* file for $DUMP" >&2
     exit 1
   fi
+  echo "$MADE_FROM" > "$PARTIAL/made_from.txt"
   mv "$PARTIAL" "$OUT"
 fi
 

@@ -1,32 +1,40 @@
 """Stage II, second half: WikiExtractor's JSON output to BERT's text format.
 
 Reads every `wiki_*` file (plain or `.bz2`) under `--folder`, the folder of
-folders that `python -m wikiextractor.WikiExtractor --json` writes (AA/wiki_00,
-AA/wiki_01, ..., AB/wiki_00, ...), in sorted path order, and writes one text
-file: one sentence per line, one blank line after every article, which is what
-`split_text.py` and `multifile_create_pretraining_data.py` read.
+folders that WikiExtractor writes with `--json` (AA/wiki_00, AA/wiki_01, ...,
+AB/wiki_00, ...), in sorted path order, and writes one text file: one sentence
+per line, one blank line after every article, which is what `split_text.py`
+and `multifile_create_pretraining_data.py` read.
+
+The folder must come from `wikiextractor_without_headings.py` (extract.sh runs
+it): WikiExtractor itself, with section headings left out of the text by its
+own Extractor (keepSections=False). Every line of an article's text is then a
+paragraph of the article, and none is dropped: nothing here guesses from the
+words whether a line is a heading. (WikiExtractor's plain command line writes
+`== History ==` as a line `History.`, which would be taken for a sentence.)
 
 Per article (one JSON object a line, {"id", "revid", "url", "title", "text"}):
   * the title is dropped only when the first line of the text IS the title
     (older WikiExtractor versions put it there; version 3 does not, and the
     first sentence of an article often starts with its title);
-  * section headings and empty lines are dropped (see `is_heading`);
-  * every remaining line (a paragraph) is split into sentences with pysbd, a
+  * empty lines are dropped;
+  * every other line (a paragraph) is split into sentences with pysbd, a
     rule-based offline splitter that keeps "Dr.", "U.S.", "e.g." and "3.5"
     inside their sentence;
   * an article left with no sentence (a redirect, an empty stub) is skipped.
 
 A malformed JSON line is skipped with a warning naming its file and line.
-Files are processed by a pool of worker processes, and the results are written
-in file order, so the output does not depend on --num_workers. Memory is
-bounded by the few files in flight (WikiExtractor's `--bytes`, 1 MB by
-default), never by the dump.
+Files are processed by worker processes, and the results are written in file
+order, so the output does not depend on --num_workers. Memory is bounded by
+the few files in flight (WikiExtractor's `--bytes`, 1 MB by default), never by
+the dump. The output appears under its name only when complete; a worker that
+dies (kill -9) stops the run with an error naming its file, and the next run
+removes the temporary file a killed run left.
 """
 
 import bz2
-import contextlib
+import glob
 import json
-import multiprocessing
 import os
 import re
 import sys
@@ -47,8 +55,9 @@ def define_flags():
   split_text.py, whose --folder flag has the same name."""
   flags.DEFINE_string(
       "folder", None,
-      "WikiExtractor's output folder (the one given to its -o): a folder of "
-      "folders holding wiki_NN or wiki_NN.bz2 files of JSON lines.")
+      "WikiExtractor's output folder (the one given to its -o) as extract.sh "
+      "writes it, section headings left out: a folder of folders holding "
+      "wiki_NN or wiki_NN.bz2 files of JSON lines.")
   flags.DEFINE_string(
       "write_file", None,
       "The text file to write: one sentence per line, a blank line after "
@@ -68,22 +77,6 @@ def define_flags():
 
 # WikiExtractor names its outputs wiki_00, wiki_01, ... and adds .bz2 with -c.
 WIKI_FILE_PATTERN = re.compile(r"^wiki_\d+(\.bz2)?$")
-
-# A heading is a short line: Wikipedia's are one to five words, its
-# paragraphs almost always longer.
-MAX_HEADING_WORDS = 6
-
-# Words that make a short line a sentence rather than a heading: headings
-# name a topic ("Early life", "Rail transport"); they hardly ever hold a
-# pronoun or an auxiliary verb.
-SENTENCE_WORDS = frozenset("""
-    i you he she it we they me him us them its his her their our my your
-    this these those there is are was were be been being am has have had
-    do does did can could will would shall should may might must not
-    """.split())
-
-# A sentence break inside a line: terminal punctuation, then a space.
-INNER_SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s")
 
 # A sure sentence break: a word of two or more lower-case letters, '.', '!'
 # or '?', spaces, a capital. Initials, "e.g.", "U.S.", "3.5" and "Dr." never
@@ -164,33 +157,12 @@ def pysbd_sentences(paragraph):
   return [s.strip() for s in segmenter.segment(paragraph) if s.strip()]
 
 
-def is_heading(line, is_last_line):
-  """Whether a line of WikiExtractor 3's text is a section heading.
-
-  WikiExtractor writes `== Early life ==` as the line `Early life.` (a period
-  added unless the heading ends in '!' or '?'), only when a paragraph of that
-  section follows, so a heading is never an article's last line. Taken for a
-  heading: a line that is not the last, has at most MAX_HEADING_WORDS words,
-  starts with an upper-case letter or a digit, ends in '.', '!' or '?', has
-  no sentence break inside and no pronoun or auxiliary verb (SENTENCE_WORDS).
-  A one-sentence paragraph that short and without such a word ("Seals eat
-  fish.") is dropped with the headings: rare in Wikipedia prose, and a
-  negligible loss for pretraining.
-  """
-  if is_last_line or not line or line[-1] not in ".!?":
-    return False
-  words = line[:-1].split()
-  if not words or len(words) > MAX_HEADING_WORDS:
-    return False
-  if not (line[0].isupper() or line[0].isdigit()):
-    return False
-  if any(w.strip("\"'(),").lower() in SENTENCE_WORDS for w in words):
-    return False
-  return INNER_SENTENCE_END.search(line[:-1] + " ") is None
-
-
 def article_sentences(title, text):
-  """Returns the article's sentences in order: title and headings removed."""
+  """Returns the article's sentences in order, the title removed.
+
+  `text` is WikiExtractor's, without section headings: every non-empty line
+  is a paragraph.
+  """
   lines = [line.strip() for line in text.split("\n")]
   lines = [line for line in lines if line]
   # Drop the title only where the text begins with it as a line of its own:
@@ -198,9 +170,7 @@ def article_sentences(title, text):
   if lines and title and lines[0] in (title.strip(), title.strip() + "."):
     lines = lines[1:]
   sentences = []
-  for i, line in enumerate(lines):
-    if is_heading(line, is_last_line=(i == len(lines) - 1)):
-      continue
+  for line in lines:
     sentences.extend(split_sentences(line))
   return sentences
 
@@ -253,7 +223,11 @@ def convert_file(path):
 
 
 def find_wiki_files(folder):
-  """Every wiki_* file under folder, sorted by path: AA/wiki_00 < AB/wiki_00."""
+  """Every wiki_* file under folder, sorted by path: AA/wiki_00 < AB/wiki_00.
+
+  Raises cli.StageError when there is none, or for a wiki_* name that is not
+  a readable file (a link to a missing file, a folder).
+  """
   if not os.path.isdir(folder):
     raise cli.StageError(f"--folder {folder} is not a directory: give "
                          "WikiExtractor's output folder (its -o)")
@@ -264,60 +238,96 @@ def find_wiki_files(folder):
   if not files:
     raise cli.StageError(f"--folder {folder} holds no wiki_* file: run "
                          f"WikiExtractor with -o {folder} first")
+  for path in files:
+    if os.path.islink(path) and not os.path.exists(path):
+      raise cli.StageError(f"{path}: a link to {os.readlink(path)}, which "
+                           f"does not exist")
+    if os.path.isdir(path):
+      raise cli.StageError(f"{path}: a folder, not a wiki file")
   return sorted(files, key=lambda p: os.path.relpath(p, folder).split(os.sep))
 
 
-def converted_files(files, pool):
+def converted_files(files, num_workers):
   """Yields convert_file's result for every file, in the order of `files`.
 
-  With a multiprocessing pool the files are converted in parallel; imap
-  returns the results in input order, so the output is deterministic.
+  With more than one worker the files are converted in parallel, in forked
+  processes (they share this small process: no TensorFlow is loaded for
+  local paths, and they start at once); the results come in input order, so
+  the output is deterministic. A worker that dies raises cli.StageError
+  naming its file.
   """
-  if pool is None:
-    return map(convert_file, files)
-  return pool.imap(convert_file, files, chunksize=1)
+  if min(num_workers, len(files)) <= 1:
+    yield from map(convert_file, files)
+    return
+  for _, result in cli.map_in_workers(convert_file, files, num_workers,
+                                      name_of_job=str, context="fork",
+                                      ordered=True):
+    yield result
 
 
-def worker_pool(num_workers, num_files):
-  """A pool of forked workers, or a null context when one process will do."""
-  if min(num_workers, num_files) <= 1:
-    return contextlib.nullcontext()
-  # Forked: the workers share this small process (no TensorFlow is
-  # loaded for local paths) and start at once.
-  return multiprocessing.get_context("fork").Pool(min(num_workers, num_files))
+def check_write_file(write_file):
+  """Raises cli.StageError when --write_file cannot be written."""
+  if os.path.isdir(write_file):
+    raise cli.StageError(f"--write_file={write_file} is a directory: give "
+                         f"the text file to write")
+  out_dir = os.path.dirname(os.path.abspath(write_file))
+  ancestor = out_dir
+  while not os.path.exists(ancestor):
+    ancestor = os.path.dirname(ancestor)
+  if not os.path.isdir(ancestor):
+    raise cli.StageError(f"--write_file={write_file}: {ancestor} is not a "
+                         f"folder")
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+  except OSError as e:
+    raise cli.StageError(f"--write_file={write_file}: cannot create "
+                         f"{cli.describe_os_error(e)}") from None
+  if not os.access(out_dir, os.W_OK):
+    raise cli.StageError(f"--write_file={write_file}: {out_dir} is not "
+                         f"writable")
+
+
+def write_text_file(files, write_file, num_workers, log_interval):
+  """Converts the files and writes their text; returns (articles, warnings)."""
+  num_warnings = 0
+  cli.remove_stale_temporaries(glob.escape(write_file))
+  try:
+    with cli.atomic_output(write_file) as tmp_path, \
+        open(tmp_path, "w", encoding="utf-8") as out:
+      # Timed by input MB, the measure of the work still to do.
+      sizes_mb = [os.path.getsize(f) / 1e6 for f in files]
+      progress = cli.Progress("extract_jsons", total=sum(sizes_mb), unit="MB",
+                              interval=log_interval)
+      num_articles = bytes_written = 0
+      results = converted_files(files, num_workers)
+      for done, (size_mb, (text, articles, warnings)) in enumerate(
+          zip(sizes_mb, results), 1):
+        for warning in warnings:
+          logging.warning("%s", warning)
+        num_warnings += len(warnings)
+        num_articles += articles
+        out.write(text)
+        bytes_written += len(text.encode("utf-8"))
+        progress.update(size_mb,
+                        note=f"{done}/{len(files)} files, {num_articles} "
+                             f"articles, {bytes_written / 1e6:.2f} MB of text")
+  except OSError as e:
+    # A full disk (or file size limit), a folder that vanished.
+    raise cli.StageError(f"cannot write --write_file={write_file}: "
+                         f"{e.strerror or e}") from None
+  progress.log(final=True)
+  return num_articles, num_warnings
 
 
 def main(argv):
   del argv
   files = find_wiki_files(FLAGS.folder)
+  check_write_file(FLAGS.write_file)
   num_workers = FLAGS.num_workers or os.cpu_count() or 1
   logging.info("%d wiki_* files under %s, %d workers -> %s", len(files),
                FLAGS.folder, num_workers, FLAGS.write_file)
-
-  out_dir = os.path.dirname(os.path.abspath(FLAGS.write_file))
-  os.makedirs(out_dir, exist_ok=True)
-  num_warnings = 0
-  with worker_pool(num_workers, len(files)) as pool, \
-      cli.atomic_output(FLAGS.write_file) as tmp_path, \
-      open(tmp_path, "w", encoding="utf-8") as out:
-    # Timed by input MB, the measure of the work still to do.
-    sizes_mb = [os.path.getsize(f) / 1e6 for f in files]
-    progress = cli.Progress("extract_jsons", total=sum(sizes_mb), unit="MB",
-                            interval=FLAGS.log_interval)
-    num_articles = bytes_written = 0
-    results = converted_files(files, pool)
-    for done, (size_mb, (text, articles, warnings)) in enumerate(
-        zip(sizes_mb, results), 1):
-      for warning in warnings:
-        logging.warning("%s", warning)
-      num_warnings += len(warnings)
-      num_articles += articles
-      out.write(text)
-      bytes_written += len(text.encode("utf-8"))
-      progress.update(size_mb,
-                      note=f"{done}/{len(files)} files, {num_articles} "
-                           f"articles, {bytes_written / 1e6:.2f} MB of text")
-  progress.log(final=True)
+  num_articles, num_warnings = write_text_file(
+      files, FLAGS.write_file, num_workers, FLAGS.log_interval)
   if num_warnings:
     logging.warning("%d malformed JSON lines skipped", num_warnings)
   if num_articles == 0:

@@ -113,17 +113,24 @@ def test_logs_first_examples_and_progress(tmp_path):
 def test_rerun_skips_complete_outputs_and_redoes_a_temporary_one(tmp_path):
   assert run_script(tmp_path, "--num_workers=1").returncode == 0
   first = (tmp_path / "ours_1.tfrecord").read_bytes()
-  # A complete output is never rewritten: mark it to see it survive.
-  (tmp_path / "ours_0.tfrecord").write_bytes(b"complete")
+  # A complete output is never rewritten.
+  mtime = os.stat(tmp_path / "ours_0.tfrecord").st_mtime_ns
   # A crash left file 1 under a temporary name only.
   (tmp_path / "ours_1.tfrecord").unlink()
   (tmp_path / "ours_1.tfrecord.tmp-12345").write_bytes(b"half")
   result = run_script(tmp_path, "--num_workers=2")
   assert result.returncode == 0, result.stderr
   assert "ours_0.tfrecord: already complete, skipped" in result.stderr
-  assert (tmp_path / "ours_0.tfrecord").read_bytes() == b"complete"
+  assert os.stat(tmp_path / "ours_0.tfrecord").st_mtime_ns == mtime
   assert (tmp_path / "ours_1.tfrecord").read_bytes() == first
-  assert sorted(os.listdir(tmp_path)) == ["ours_0.tfrecord", "ours_1.tfrecord"]
+  assert sorted(os.listdir(tmp_path)) == [
+      "ours_0.tfrecord", "ours_0.tfrecord.made_from.json",
+      "ours_1.tfrecord", "ours_1.tfrecord.made_from.json"]
+  # An output whose size is not the one recorded is made again.
+  (tmp_path / "ours_1.tfrecord").write_bytes(first[:100])
+  result = run_script(tmp_path, "--num_workers=1")
+  assert "ours_1.tfrecord: its size differs" in result.stderr
+  assert (tmp_path / "ours_1.tfrecord").read_bytes() == first
 
 
 def test_undecodable_bytes_are_replaced_and_an_empty_file_skipped(tmp_path):

@@ -2,6 +2,7 @@
 import bz2
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -79,6 +80,19 @@ The bay opens to the south-west. Winds from the west bring heavy surf in \
 winter.
 """
 
+# A lead paragraph of one short sentence with no pronoun or auxiliary verb,
+# then a section: what a guess from the words takes for a heading.
+CACHE_TOKEN = """Returns the current ABC cache token.
+
+== History ==
+The token was added in version 2.6. Seals eat fish.
+
+== Usage ==
+Seals eat fish.
+
+Call it once per request.
+"""
+
 MERCURY = """'''Mercury''' may refer to:
 * [[Mercury (planet)]], the closest planet to the Sun
 * [[Mercury (element)]], a chemical element with symbol Hg
@@ -98,6 +112,12 @@ Orchid Bay is home to nesting terns.
 The bay opens to the south-west.
 Winds from the west bring heavy surf in winter.
 
+Returns the current ABC cache token.
+The token was added in version 2.6.
+Seals eat fish.
+Seals eat fish.
+Call it once per request.
+
 Mercury may refer to:
 
 """
@@ -105,13 +125,15 @@ Mercury may refer to:
 
 def write_dump(path):
   """A small enwiki-style dump: templates, an article with every kind of
-  markup, one whose first sentence starts with its title, a redirect, a
-  disambiguation page and an empty stub."""
+  markup, one whose first sentence starts with its title, one of short
+  sentences that look like headings, a redirect, a disambiguation page and an
+  empty stub."""
   pages = [
       page(1, "Template:Convert", "{{{1}}} {{{2}}}", ns=10),
       page(2, "Template:Reflist", "<references />", ns=10),
       page(10, "Carrow Point Light", LIGHTHOUSE),
       page(20, "Orchid Bay", ORCHID),
+      page(25, "ABC cache token", CACHE_TOKEN),
       page(30, "Carrow Light", "#REDIRECT [[Carrow Point Light]]",
            redirect="Carrow Point Light"),
       page(40, "Mercury", MERCURY),
@@ -150,6 +172,22 @@ def test_real_wikiextractor_dump_to_text_file_exactly(tmp_path):
                 str(out)], env=env)
   assert result.returncode == 0 and "skipped" in result.stdout
   assert os.path.getmtime(wiki_files[0]) == mtime
+
+  # A dump rewritten since is not taken for the one extracted.
+  os.utime(dump, (mtime - 100, mtime - 100))
+  result = run(["bash", os.path.join(EXTRACT_DIR, "extract.sh"), str(dump),
+                str(out)], env=env)
+  assert result.returncode == 1
+  assert result.stderr.splitlines() == [
+      f"error: {out} was extracted from another dump or with other options "
+      f"(see {out}/made_from.txt); delete it to extract again"]
+  # Nor a folder an older extract.sh made, headings in its text.
+  os.remove(out / "made_from.txt")
+  result = run(["bash", os.path.join(EXTRACT_DIR, "extract.sh"), str(dump),
+                str(out)], env=env)
+  assert result.returncode == 1
+  assert (len(result.stderr.splitlines()) == 1 and
+          result.stderr.startswith(f"error: {out} has no made_from.txt"))
 
 
 def write_wiki_file(path, articles, compress=False, extra_lines=()):
@@ -199,9 +237,8 @@ def test_parallel_output_equals_serial_output(tmp_path):
                     [(f"T{i}{j}", f"Article {i}.{j} starts. Dr. Who ends it.")
                      for j in range(3)], compress=bool(i % 2))
   files = extract_jsons.find_wiki_files(str(tmp_path))
-  serial = list(extract_jsons.converted_files(files, None))
-  with extract_jsons.worker_pool(2, len(files)) as pool:
-    parallel = list(extract_jsons.converted_files(files, pool))
+  serial = list(extract_jsons.converted_files(files, 1))
+  parallel = list(extract_jsons.converted_files(files, 2))
   assert parallel == serial
   assert serial[3][0].startswith("Article 3.0 starts.\nDr. Who ends it.\n\n")
 
@@ -263,28 +300,13 @@ def test_title_removed_only_where_text_starts_with_it(text, title, expected):
   assert extract_jsons.article_sentences(title, text) == expected
 
 
-@pytest.mark.parametrize("line, is_last, expected", [
-    ("History.", False, True),
-    ("Early life and career.", False, True),
-    ("Awards and nominations.", False, True),
-    ("Rock and roll!", False, True),
-    ("History.", True, False),           # A heading is never the last line.
-    ("It was automated in 1985.", False, False),   # Auxiliary verb.
-    ("They left.", False, False),        # Pronoun.
-    ("Served in the U.S. Army.", False, False),    # Sentence break inside.
-    ("The keepers lived on the islet for ninety years.", False, False),
-    ("Mercury may refer to:", False, False),
-    ("history of the lighthouse.", False, False),  # Starts lower-case.
-])
-def test_heading_rule(line, is_last, expected):
-  assert extract_jsons.is_heading(line, is_last) == expected
-
-
-def test_headings_and_empty_lines_are_dropped_inside_an_article():
-  text = ("Kelp is a brown alga that grows in cold water.\n\nBiology.\n"
-          "Ecology.\nIt forms dense forests that shelter fish.")
+def test_every_line_of_the_text_is_kept_however_short():
+  """WikiExtractor, run by extract.sh, writes no heading: every line is a
+  paragraph, even one that looks like a heading."""
+  text = ("Returns the current ABC cache token.\n\nBiology.\nSeals eat fish.\n"
+          "It forms dense forests that shelter fish.")
   assert extract_jsons.article_sentences("Kelp", text) == [
-      "Kelp is a brown alga that grows in cold water.",
+      "Returns the current ABC cache token.", "Biology.", "Seals eat fish.",
       "It forms dense forests that shelter fish."]
 
 
@@ -325,3 +347,89 @@ def test_sure_breaks_skip_abbreviations_brackets_and_quotes():
   text = "Alpha beta. Gamma etc. Delta (eta. Theta) iota. Kappa"
   breaks = extract_jsons.sure_breaks(text, abbreviations)
   assert [text[b:b + 5] for b in breaks] == ["Gamma", "Kappa"]
+
+
+# The templates the bundled dump defines, as WikiExtractor expands them.
+EXAMPLE_TEMPLATES = {"convert": "{1} {2}", "circa": "around {1}",
+                     "lang": "{2}", "nowrap": "{1}"}
+
+
+def _expand_template(match):
+  parts = match.group(1).split("|")
+  form = EXAMPLE_TEMPLATES.get(parts[0].strip().lower())
+  if form is None:
+    return ""
+  return re.sub(r"\{(\d)\}", lambda n: parts[int(n.group(1))], form)
+
+
+def source_paragraphs(wikitext):
+  """The prose paragraphs of an article's wikitext, markup stripped, and its
+  list items: a reference reading of the markup, independent of
+  WikiExtractor. Headings, lists, tables, templates, references, files and
+  categories are not prose."""
+  text = re.sub(r"<ref[^>]*/>", "", wikitext)
+  text = re.sub(r"<ref[^>]*>.*?</ref>", "", text, flags=re.S)
+  expanded = None
+  while expanded != text:
+    expanded, text = text, re.sub(r"\{\{([^{}]*)\}\}", _expand_template, text)
+  text = re.sub(r"\{\|.*?\|\}", "", text, flags=re.S)
+  paragraphs, list_items = [], []
+  for line in text.split("\n"):
+    if re.match(r"\[\[(Category|File):", line):
+      continue
+    line = re.sub(r"\[\[(?:[^|\]]*\|)?([^\]]*)\]\]", r"\1", line.strip())
+    if line[:1] in ("*", "#"):
+      list_items.append(line.lstrip("*# "))
+    elif line and line[0] not in "=:;|!{}":
+      paragraphs.append(line)
+  return paragraphs, list_items
+
+
+def words(text):
+  return " ".join(re.findall(r"\w+", text))
+
+
+def test_bundled_dump_keeps_every_sentence_and_no_heading_list_or_reference(
+    tmp_path):
+  sys.path.insert(0, os.path.join(ROOT, "data", "example_wiki"))
+  import make_example_dump  # pylint: disable=g-import-not-at-top
+  out, text_file = tmp_path / "extracted", tmp_path / "wiki.txt"
+  result = run(["bash", os.path.join(EXTRACT_DIR, "extract.sh"),
+                os.path.join(ROOT, "data", "example_wiki",
+                             "enwiki-example-pages-articles.xml.bz2"),
+                str(out), str(text_file)],
+               env=dict(os.environ, PYTHON=sys.executable, PROCESSES="2"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  sentences = {}
+  for path in extract_jsons.find_wiki_files(str(out)):
+    with extract_jsons.open_wiki_file(path) as f:
+      for line in f:
+        article = json.loads(line)
+        sentences[article["title"]] = extract_jsons.article_sentences(
+            article["title"], article["text"])
+  text = text_file.read_text(encoding="utf-8")
+  assert text == "".join("\n".join(s) + "\n\n" for s in sentences.values()
+                         if s)
+  num_paragraphs = 0
+  headings = set()
+  for title, wikitext, ns, redirect in make_example_dump.build_pages(
+      make_example_dump.SEED, make_example_dump.NUM_GENERATED):
+    headings.update(re.findall(r"^=+ *(.*?) *=+ *$", wikitext, re.M))
+    if ns != 0 or redirect:
+      continue
+    article_words = words(" ".join(sentences.get(title, [])))
+    paragraphs, list_items = source_paragraphs(wikitext)
+    for paragraph in paragraphs:
+      assert words(paragraph) in article_words, (title, paragraph)
+      num_paragraphs += 1
+    for item in list_items:
+      assert words(item) not in map(words, sentences.get(title, [])), item
+  assert num_paragraphs > 2000
+  # 4,718 sentences, as many as the dump's prose holds (the heading guess
+  # this replaced dropped none of them; it did drop the test dump's).
+  lines = text.splitlines()
+  assert sum(1 for line in lines if line) == 4718
+  assert not headings & {line.rstrip(".!?") for line in lines}
+  for markup in ("Regional Studies", "cite book", "Reflist", "Infobox",
+                 "Category:", "{{", "}}", "[[", "<ref"):
+    assert markup not in text, markup

@@ -169,7 +169,8 @@ def test_fewer_articles_than_pieces_warns_and_writes_fewer_files(tmp_path):
                       f"--folder={folder}", "--name_base=wiki")
   assert result.returncode == 0, result.stderr
   assert "fewer than --split_number=5" in result.stderr
-  assert sorted(os.listdir(folder)) == ["wiki_0.txt", "wiki_1.txt"]
+  assert sorted(os.listdir(folder)) == ["wiki.made_from.json", "wiki_0.txt",
+                                        "wiki_1.txt"]
   assert (folder / "wiki_1.txt").read_text() == "b\nb2\n"
 
 
