@@ -31,7 +31,7 @@ matmuls (bench/flops.py GemmProbe) sampled after every run and round, the
 best sample of the run taken as the machine's rate, so a busy moment never
 inflates a share; a share above 100% raises.
 
-  .venv-bench/bin/python bench/bench_distill.py       # ~15 min on 2 cores
+  .venv-bench/bin/python bench/bench_distill.py       # ~15 min on 2 free cores
 """
 
 import argparse

@@ -30,7 +30,7 @@ every run and round, the best sample of the run taken as the machine's rate
 full length ("full"), and the original project's sample records' lengths
 ("original", tests/data/original/original_sample_records.tfrecord).
 
-  .venv-bench/bin/python bench/bench_teacher_labels.py   # ~10 min on 2 cores
+  .venv-bench/bin/python bench/bench_teacher_labels.py   # ~10 min on 2 free cores
 """
 
 import argparse
