@@ -41,6 +41,7 @@ bench: bench-env
 	$(BENCH_PY) bench/bench_modeling.py
 	$(BENCH_PY) bench/bench_teacher_labels.py --bench_venv=$(BENCH_VENV)
 	$(BENCH_PY) bench/bench_distill.py
+	$(BENCH_PY) bench/bench_classifier.py
 
 clean-demo:
 	rm -rf demo_output

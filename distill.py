@@ -8,6 +8,12 @@ variable names (with global_step and the adam_m/adam_v slots), TensorBoard
 summaries and output_dir/eval_results.txt. Rerunning the same command after a
 crash continues from the newest complete checkpoint.
 
+Online distillation (--teacher_config, --teacher_checkpoint): the teacher
+runs frozen inside the training step on the same batch; its full masked-LM
+distribution replaces stored labels, and DistilBERT's, TinyBERT's and
+MiniLM's intermediate-layer losses can be added (--preset;
+docs/online_distillation.md).
+
 The loss terms and the evaluation metrics are defined in losses.py.
 
 Shapes: B = batch size (per replica), L = max_seq_length,
@@ -110,6 +116,54 @@ flags.DEFINE_integer("seed", 12345,
                      "Seed of the student's initialisation and the data "
                      "order; the same seed gives the same run.")
 
+# Online distillation: the teacher in the loop (docs/online_distillation.md).
+flags.DEFINE_string("teacher_config", None,
+                    "The teacher's bert_config.json. With --teacher_checkpoint "
+                    "the teacher runs frozen inside the training step and its "
+                    "full masked-LM distribution replaces stored labels (the "
+                    "records may be plain pretraining records).")
+flags.DEFINE_string("teacher_checkpoint", None,
+                    "The teacher's weights under Google's names (a prefix or "
+                    "a directory); never written into the student's "
+                    "checkpoints.")
+flags.DEFINE_enum("teacher_precision", None,
+                  ["float32", "mixed_float16", "mixed_bfloat16"],
+                  "Compute dtype of the teacher. Default: --precision.")
+flags.DEFINE_enum("preset", None, ["distilbert", "tinybert_general", "minilm"],
+                  "Loss weights, temperature and losses of a published "
+                  "method (table in docs/online_distillation.md); flags "
+                  "given explicitly override it. Needs the teacher.")
+flags.DEFINE_float("hidden_loss_weight", 0.0,
+                   "Weight of the hidden-state loss (needs the teacher).")
+flags.DEFINE_enum("hidden_loss", "mse", ["cosine", "mse"],
+                  "cosine: DistilBERT's 1 - cos on the last hidden states of "
+                  "real tokens; mse: TinyBERT's MSE summed over the layers "
+                  "of --hidden_layer_map. Through a learned projection when "
+                  "the widths differ.")
+flags.DEFINE_list("hidden_layer_map", None,
+                  "For hidden mse and attention mse: the teacher layer each "
+                  "student layer 1..M learns from, counting the embedding "
+                  "output as layer 0 and the output of encoder layer_i as "
+                  "i + 1. Default uniform, TinyBERT's j*N/M: a 6-layer "
+                  "student of a 12-layer teacher learns from 2,4,6,8,10,12.")
+flags.DEFINE_float("attention_loss_weight", 0.0,
+                   "Weight of the attention loss (needs the teacher).")
+flags.DEFINE_enum("attention_loss", "kl", ["mse", "kl"],
+                  "mse: TinyBERT's MSE of the pre-softmax scores of mapped "
+                  "layers over real tokens (equal head counts); kl: MiniLM's "
+                  "KL of the last layer's attention distributions plus the "
+                  "value-relation KL, over --relation_heads relation heads "
+                  "(any head counts and widths).")
+flags.DEFINE_integer("relation_heads", 0,
+                     "With --attention_loss kl: relation heads R, dividing "
+                     "both hidden sizes (MiniLMv2 used 48 for base "
+                     "teachers). 0: the teacher's num_attention_heads "
+                     "(MiniLM's per-head attention KL).")
+flags.DEFINE_float("embedding_loss_weight", 0.0,
+                   "Weight of TinyBERT's MSE on the embedding output "
+                   "(layer 0), through a learned projection when the widths "
+                   "differ (needs the teacher).")
+
 flags.mark_flags_as_required(["bert_config_file", "input_file", "output_dir"])
 for _name in ("max_seq_length", "max_predictions_per_seq", "train_batch_size",
               "eval_batch_size", "num_train_steps", "save_checkpoints_steps",
@@ -128,6 +182,27 @@ flags.register_validator("soft_loss_weight", lambda v: v >= 0,
                          "--soft_loss_weight must be >= 0")
 flags.register_validator("hard_mlm_loss_weight", lambda v: v >= 0,
                          "--hard_mlm_loss_weight must be >= 0")
+for _name in ("hidden_loss_weight", "attention_loss_weight",
+              "embedding_loss_weight", "relation_heads"):
+  flags.register_validator(_name, lambda v: v >= 0, f"--{_name} must be >= 0")
+flags.register_validator(
+    "hidden_layer_map",
+    lambda v: v is None or all(s.strip().isdigit() for s in v),
+    "--hidden_layer_map must be a comma list of teacher layer numbers, e.g. "
+    "2,4,6")
+flags.register_multi_flags_validator(
+    ["teacher_config", "teacher_checkpoint"],
+    lambda f: bool(f["teacher_config"]) == bool(f["teacher_checkpoint"]),
+    "--teacher_config and --teacher_checkpoint go together")
+flags.register_multi_flags_validator(
+    ["teacher_config", "preset", "hidden_loss_weight", "attention_loss_weight",
+     "embedding_loss_weight"],
+    lambda f: f["teacher_config"] or not (
+        f["preset"] or f["hidden_loss_weight"] or f["attention_loss_weight"] or
+        f["embedding_loss_weight"]),
+    "--preset and the intermediate-layer losses (--hidden_loss_weight, "
+    "--attention_loss_weight, --embedding_loss_weight) need the teacher in "
+    "the loop: give --teacher_config and --teacher_checkpoint")
 flags.register_validator(
     "init_layer_map",
     lambda v: v is None or all(s.strip().isdigit() for s in v),
@@ -337,14 +412,197 @@ def distributed_dataset(strategy, files, spec, global_batch_size,
 
 
 # ----------------------------------------------------------------------------
+# Online distillation: the teacher in the loop.
+
+# What each paper trained with (docs/online_distillation.md gives the
+# sources); a flag the user gives explicitly wins over its preset value.
+PRESETS = {
+    # DistilBERT (Sanh et al. 2019; transformers' research_projects/
+    # distillation: --alpha_ce 5.0 --alpha_mlm 2.0 --alpha_cos 1.0,
+    # --temperature 2.0).
+    "distilbert": {"temperature": 2.0, "soft_loss_weight": 5.0,
+                   "hard_mlm_loss_weight": 2.0, "hidden_loss": "cosine",
+                   "hidden_loss_weight": 1.0, "attention_loss_weight": 0.0,
+                   "embedding_loss_weight": 0.0},
+    # TinyBERT's general distillation (Jiao et al. 2020, section 3.1-3.3;
+    # general_distill.py: loss = att_loss + rep_loss, rep_loss over the
+    # embeddings and the uniformly mapped layers, no prediction layer).
+    "tinybert_general": {"temperature": 1.0, "soft_loss_weight": 0.0,
+                         "hard_mlm_loss_weight": 0.0, "hidden_loss": "mse",
+                         "hidden_loss_weight": 1.0, "attention_loss": "mse",
+                         "attention_loss_weight": 1.0,
+                         "embedding_loss_weight": 1.0},
+    # MiniLM (Wang et al. 2020, section 3: L = L_AT + L_VR on the last
+    # layer, nothing else).
+    "minilm": {"temperature": 1.0, "soft_loss_weight": 0.0,
+               "hard_mlm_loss_weight": 0.0, "hidden_loss_weight": 0.0,
+               "attention_loss": "kl", "attention_loss_weight": 1.0,
+               "embedding_loss_weight": 0.0},
+}
+
+
+def apply_preset(flag_values, preset):
+  """Sets `preset`'s values on the flags the user did not give.
+
+  Returns {flag: value} of what the preset set (for the log).
+  """
+  applied = {}
+  for name, value in PRESETS.get(preset, {}).items():
+    if not flag_values[name].present:
+      setattr(flag_values, name, value)
+      applied[name] = value
+  return applied
+
+
+def read_teacher_config(path, max_seq_length, student_config):
+  """The teacher's BertConfig; its vocabulary must be the student's."""
+  try:
+    config = modeling.read_config(path, max_seq_length, "teacher")
+  except ValueError as e:
+    raise cli.StageError(f"--teacher_config {e}") from None
+  if config.vocab_size != student_config.vocab_size:
+    raise cli.StageError(
+        f"--teacher_config {path}: the teacher's vocab_size "
+        f"{config.vocab_size} differs from the student's "
+        f"{student_config.vocab_size}; both must use one vocabulary")
+  return config
+
+
+def intermediate_options(student_config, teacher_config, *, hidden_layer_map,
+                         relation_heads, **weights_and_losses):
+  """The options of losses.intermediate_losses, checked against the models.
+
+  hidden_layer_map: the flag's strings or None (uniform); relation_heads: 0
+  for the teacher's head count; weights_and_losses: the *_loss_weight and
+  *_loss flags.
+  """
+  if hidden_layer_map:
+    layer_map = [int(layer) for layer in hidden_layer_map]
+  else:
+    layer_map = losses.uniform_layer_map(student_config.num_hidden_layers,
+                                         teacher_config.num_hidden_layers)
+  options = {**weights_and_losses, "hidden_layer_map": layer_map,
+             "relation_heads": (relation_heads or
+                                teacher_config.num_attention_heads)}
+  try:
+    losses.check_intermediate_options(student_config, teacher_config, options)
+  except ValueError as e:
+    raise cli.StageError(str(e)) from None
+  return options
+
+
+def build_teacher(strategy, config, checkpoint, precision):
+  """The frozen teacher under the strategy's scope, every variable loaded.
+
+  Raises:
+    cli.StageError: the checkpoint is missing, or lacks or mis-shapes
+      variables of the teacher's config (named).
+  """
+  with strategy.scope():
+    # Zeros, not random values: the strict load below sets every variable.
+    teacher = modeling.BertPretrainingModel(
+        config, compute_dtype=_COMPUTE_DTYPES[precision], name="teacher",
+        seed=0, trainable=False, initialize=False)
+  try:
+    modeling.load_checkpoint(teacher, checkpoint)
+  except ValueError as e:
+    raise cli.StageError(
+        f"--teacher_checkpoint {e} (does it match --teacher_config?)") from None
+  return teacher
+
+
+def build_projections(strategy, shapes, initializer_range, seed):
+  """The learned projections of losses.projection_shapes, as variables named
+  under losses.PROJECTION_PREFIX: kernels BERT's truncated normal, biases 0."""
+  rng = np.random.default_rng([seed, 1])
+  projections = {}
+  with strategy.scope():
+    for name, shape in sorted(shapes.items()):
+      if name.endswith("/bias"):
+        value = tf.zeros(shape)
+      else:
+        value = tf.random.stateless_truncated_normal(
+            shape, seed=rng.integers(0, 2**31 - 1, size=2),
+            stddev=initializer_range)
+      projections[name] = tf.Variable(value, name=name)
+  return projections
+
+
+def make_online_teacher(strategy, student_config, teacher_config, checkpoint,
+                        precision, options, seed):
+  """The OnlineTeacher: the loaded frozen teacher and the projections the
+  options need between the two widths."""
+  model = build_teacher(strategy, teacher_config, checkpoint, precision)
+  shapes = losses.projection_shapes(student_config.hidden_size,
+                                    teacher_config.hidden_size, options)
+  projections = build_projections(strategy, shapes,
+                                  student_config.initializer_range, seed)
+  logging.info("Teacher %s in the loop (%d layers, hidden %d); "
+               "intermediate losses %s; projections %s", checkpoint,
+               teacher_config.num_hidden_layers, teacher_config.hidden_size,
+               options, {n: v.shape.as_list() for n, v in projections.items()})
+  return OnlineTeacher(model, options, projections)
+
+
+class OnlineTeacher:
+  """The teacher in the training step: its frozen model, the intermediate
+  losses' options and the student's projections (trained with it)."""
+
+  def __init__(self, model, options, projections):
+    self.model = model
+    self.options = options
+    self.projections = projections
+    self.has_intermediate_losses = any(
+        options[f"{name}_weight"] for name in losses.INTERMEDIATE_TERMS)
+
+  def label(self, features):
+    """Runs the teacher (inference mode, no gradient) on a parsed batch.
+
+    Returns (features with teacher_probs [B, P, V], its full masked-LM
+    distribution, in place of any stored labels; the teacher's outputs).
+    """
+    outputs = self.model(
+        features[records.INPUT_IDS], features[records.INPUT_MASK],
+        features[records.SEGMENT_IDS], features[records.MASKED_LM_POSITIONS],
+        training=False, intermediates=self.has_intermediate_losses)
+    outputs = tf.nest.map_structure(tf.stop_gradient, outputs)
+    features = {name: value for name, value in features.items()
+                if name not in (losses.TEACHER_PROBS, losses.TEACHER_IDS)}
+    features[losses.TEACHER_PROBS] = tf.nn.softmax(
+        outputs["masked_lm_logits"], axis=-1)  # [B, P, V]
+    return features, outputs
+
+  def intermediate_losses(self, student_outputs, teacher_outputs, input_mask,
+                          totals):
+    """losses.intermediate_losses with the global denominators `totals`."""
+    return losses.intermediate_losses(
+        student_outputs, teacher_outputs, input_mask, self.options,
+        self.projections, **totals)
+
+
+def global_token_totals(input_mask):
+  """{"token_total", "pair_total"}: real tokens and real (query, key) pairs
+  summed over all replicas. Call in replica context."""
+  lengths = tf.reduce_sum(tf.cast(input_mask, tf.float32), axis=1)  # [B]
+  context = tf.distribute.get_replica_context()
+  return {"token_total": context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                            tf.reduce_sum(lengths)),
+          "pair_total": context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                           tf.reduce_sum(tf.square(lengths)))}
+
+
+# ----------------------------------------------------------------------------
 # Training and evaluation.
 
-def model_outputs(model, features, training):
-  """The student's ([B, P, V] MLM logits, [B, 2] next-sentence logits)."""
+def model_outputs(model, features, training, intermediates=False):
+  """The student's ([B, P, V] MLM logits, [B, 2] next-sentence logits), and
+  with intermediates=True its whole output dict as a third item."""
   outputs = model(features[records.INPUT_IDS], features[records.INPUT_MASK],
                   features[records.SEGMENT_IDS],
-                  features[records.MASKED_LM_POSITIONS], training=training)
-  return outputs["masked_lm_logits"], outputs["next_sentence_logits"]
+                  features[records.MASKED_LM_POSITIONS], training=training,
+                  intermediates=intermediates)
+  logits = outputs["masked_lm_logits"], outputs["next_sentence_logits"]
+  return (*logits, outputs) if intermediates else logits
 
 
 class DynamicLossScale:
@@ -368,9 +626,13 @@ class DynamicLossScale:
     Call in replica context: the overflow check is summed over replicas, so
     `overflowed` (a scalar bool) is the same on every replica.
     """
-    grads = [tf.convert_to_tensor(g) / self.scale for g in grads]
+    # None: a variable no loss term reaches (the masked-LM head when only
+    # intermediate-layer losses train); it stays None.
+    grads = [None if g is None else tf.convert_to_tensor(g) / self.scale
+             for g in grads]
     overflows = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g),
-                                                tf.float32)) for g in grads])
+                                                tf.float32))
+                          for g in grads if g is not None])
     overflows = tf.distribute.get_replica_context().all_reduce(
         tf.distribute.ReduceOp.SUM, overflows)
     clean = overflows == 0
@@ -378,11 +640,12 @@ class DynamicLossScale:
     self.scale.assign(tf.where(clean, tf.where(grow, 2.0, 1.0), 0.5) *
                       self.scale)
     self.clean_steps.assign(tf.where(clean & ~grow, self.clean_steps + 1, 0))
-    return [tf.where(clean, g, tf.zeros_like(g)) for g in grads], ~clean
+    return [None if g is None else tf.where(clean, g, tf.zeros_like(g))
+            for g in grads], ~clean
 
 
 def make_train_loop(strategy, model, optimizer, global_batch_size,
-                    loss_options, use_xla, loss_scale=None):
+                    loss_options, use_xla, loss_scale=None, teacher=None):
   """Returns train_loop(iterator, num_steps) -> (steps_run, mean terms).
 
   One call runs up to num_steps training steps inside a single tf.function,
@@ -390,18 +653,34 @@ def make_train_loop(strategy, model, optimizer, global_batch_size,
   counts that step, and its terms are returned instead of the means).
   loss_options: keyword arguments of compute_losses (weights, temperature).
   loss_scale: a DynamicLossScale for float16, else None.
+  teacher: an OnlineTeacher, or None for the stored labels. Its model runs
+    in the same step, before the tape; the projections train with the
+    student, and the intermediate terms join the loss.
   """
   variables = model.variables_by_name()
+  intermediate = teacher is not None and teacher.has_intermediate_losses
+  if teacher is not None:
+    variables.update(teacher.projections)
   names = sorted(variables)
   var_list = [variables[name] for name in names]
 
-  def loss_and_gradients(features, weight_total, scale):
+  def loss_and_gradients(features, weight_total, scale, token_totals):
+    teacher_outputs = None
+    if teacher is not None:
+      features, teacher_outputs = teacher.label(features)
     with tf.GradientTape() as tape:
-      mlm_logits, nsp_logits = model_outputs(model, features, training=True)
+      mlm_logits, nsp_logits, *student_outputs = model_outputs(
+          model, features, training=True, intermediates=intermediate)
       terms = losses.compute_losses(mlm_logits, nsp_logits, features,
                                     weight_total=weight_total,
                                     example_total=float(global_batch_size),
                                     **loss_options)
+      if intermediate:
+        intermediate_terms = teacher.intermediate_losses(
+            student_outputs[0], teacher_outputs,
+            features[records.INPUT_MASK], token_totals)
+        terms["loss"] += intermediate_terms.pop("intermediate_loss")
+        terms.update(intermediate_terms)
       scaled_loss = terms["loss"] * scale
     return terms, tape.gradient(scaled_loss, var_list)
 
@@ -421,7 +700,10 @@ def make_train_loop(strategy, model, optimizer, global_batch_size,
         tf.reduce_sum(features[records.MASKED_LM_WEIGHTS]))
     weight_total += losses.WEIGHT_EPSILON
     scale = loss_scale.scale if loss_scale else tf.constant(1.0)
-    terms, grads = loss_and_gradients(features, weight_total, scale)
+    token_totals = (global_token_totals(features[records.INPUT_MASK])
+                    if intermediate else {})
+    terms, grads = loss_and_gradients(features, weight_total, scale,
+                                      token_totals)
     overflowed = None
     if loss_scale:
       grads, overflowed = loss_scale.unscale(grads)
@@ -433,7 +715,8 @@ def make_train_loop(strategy, model, optimizer, global_batch_size,
   def train_loop(iterator, num_steps):
     terms = {name: tf.constant(0.0) for name in
              ("loss", "soft_loss", "hard_mlm_loss", "next_sentence_loss",
-              "global_norm")}
+              "global_norm") + (losses.INTERMEDIATE_TERMS if intermediate
+                                else ())}
     steps_run = tf.constant(0)
     for _ in tf.range(num_steps):
       replica_terms, global_norm = strategy.run(replica_step,
@@ -456,10 +739,16 @@ def make_train_loop(strategy, model, optimizer, global_batch_size,
   return train_loop
 
 
-def make_eval_step(strategy, model, loss_options):
-  """Returns eval_step(iterator) -> evaluation_sums of one global batch."""
+def make_eval_step(strategy, model, loss_options, teacher=None):
+  """Returns eval_step(iterator) -> evaluation_sums of one global batch.
+
+  With an OnlineTeacher its full distribution is the batch's teacher label,
+  so every full-distribution metric is computed online.
+  """
   @tf.autograph.experimental.do_not_convert
   def replica_step(features):
+    if teacher is not None:
+      features, _ = teacher.label(features)
     mlm_logits, nsp_logits = model_outputs(model, features, training=False)
     return losses.evaluation_sums(mlm_logits, nsp_logits, features,
                                   **loss_options)
@@ -479,13 +768,16 @@ def count_batches(files, batch_size, limit):
   return int(count) // batch_size
 
 
-def checkpoint_variables(model, optimizer):
-  """{Google name: variable} of everything a checkpoint holds."""
-  return {**model.variables_by_name(), **optimizer.checkpoint_variables()}
+def checkpoint_variables(model, optimizer, extra_variables=None):
+  """{Google name: variable} of everything a checkpoint holds: the student,
+  training-only variables (distill/..., never the teacher), the optimizer's
+  slots of both and global_step."""
+  return {**model.variables_by_name(), **(extra_variables or {}),
+          **optimizer.checkpoint_variables()}
 
 
 def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
-                          layer_map):
+                          layer_map, extra_variables=None):
   """Resumes from output_dir's newest checkpoint, else initialises.
 
   Returns the global step training continues from.
@@ -497,8 +789,8 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
   latest = modeling.latest_checkpoint(output_dir)
   if latest:
     try:
-      modeling.restore_variables(checkpoint_variables(model, optimizer),
-                                 latest)
+      modeling.restore_variables(
+          checkpoint_variables(model, optimizer, extra_variables), latest)
     except ValueError as e:
       raise cli.StageError(
           f"--output_dir {output_dir} holds checkpoint {latest} of another "
@@ -519,10 +811,11 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
   return 0
 
 
-def save(model, optimizer, output_dir, keep):
-  """Writes model + optimizer slots at the current global step."""
+def save(model, optimizer, output_dir, keep, extra_variables=None):
+  """Writes model + extra variables + optimizer slots at the current global
+  step."""
   step = int(optimizer.global_step.numpy())
-  variables = {**model.variables_by_name(),
+  variables = {**model.variables_by_name(), **(extra_variables or {}),
                **optimizer.slot_variables_by_name()}
   return modeling.save_checkpoint(variables, output_dir, step,
                                   max_to_keep=keep)
@@ -557,6 +850,7 @@ class TrainSettings:
   loss_options: dict
   use_xla: bool
   loss_scale: "DynamicLossScale | None" = None
+  teacher: "OnlineTeacher | None" = None
 
 
 def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
@@ -572,7 +866,7 @@ def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
   train_loop = make_train_loop(strategy, model, optimizer,
                                settings.global_batch_size,
                                settings.loss_options, settings.use_xla,
-                               settings.loss_scale)
+                               settings.loss_scale, settings.teacher)
   writer = (tf.summary.create_file_writer(settings.output_dir)
             if settings.chief else tf.summary.create_noop_writer())
   iterator = iter(dataset)
@@ -603,17 +897,23 @@ def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
         total, terms["loss"], terms["soft_loss"], terms["hard_mlm_loss"],
         terms["next_sentence_loss"], learning_rate, terms["global_norm"],
         examples_per_second, cli.format_seconds(left))
+    if settings.teacher is not None and "hidden_loss" in terms:
+      logging.info("step %d: intermediate losses: embedding %.4f, hidden "
+                   "%.4f, attention %.4f", step, terms["embedding_loss"],
+                   terms["hidden_loss"], terms["attention_loss"])
     write_scalars(writer, "train", {
         **terms, "learning_rate": learning_rate,
         "examples_per_second": examples_per_second}, step)
     if settings.chief and (step % every == 0 or step == total):
-      save(model, optimizer, settings.output_dir, settings.keep_checkpoint_max)
+      save(model, optimizer, settings.output_dir, settings.keep_checkpoint_max,
+           settings.teacher and settings.teacher.projections)
   return step
 
 
-def evaluate(strategy, model, dataset, num_batches, loss_options):
+def evaluate(strategy, model, dataset, num_batches, loss_options,
+             teacher=None):
   """Runs num_batches evaluation batches -> evaluation_metrics."""
-  eval_step = make_eval_step(strategy, model, loss_options)
+  eval_step = make_eval_step(strategy, model, loss_options, teacher)
   iterator = iter(dataset)
   sums = None
   for _ in range(num_batches):
@@ -707,6 +1007,18 @@ def check_inputs(train_files, eval_files, config, max_seq_length,
   return spec
 
 
+def check_online_inputs(train_files, eval_files, config, max_seq_length,
+                        max_predictions_per_seq):
+  """check_inputs with the teacher in the loop: its labels replace any the
+  records hold, so every file is read (and checked) as pretraining records.
+  Returns the parse spec."""
+  spec = feature_spec(max_seq_length, max_predictions_per_seq, 0,
+                      config.vocab_size, with_teacher_labels=False)
+  for files in {tuple(train_files), tuple(eval_files)}:
+    check_input_files(files, spec, max_predictions_per_seq, config.vocab_size)
+  return spec
+
+
 def check_batch_sizes(replicas, **batch_sizes):
   """Each global batch size must split evenly across the replicas."""
   for flag, size in batch_sizes.items():
@@ -724,29 +1036,54 @@ def use_xla(setting):
   return setting == "true"
 
 
-def build_student(strategy, config, precision, seed, schedule):
+_COMPUTE_DTYPES = {"float32": tf.float32, "mixed_float16": tf.float16,
+                   "mixed_bfloat16": tf.bfloat16}
+
+
+def build_student(strategy, config, precision, seed, schedule,
+                  extra_variables=None):
   """The student model, its optimizer and (float16) loss scale, built under
-  the strategy's scope."""
-  compute_dtype = {"float32": tf.float32, "mixed_float16": tf.float16,
-                   "mixed_bfloat16": tf.bfloat16}[precision]
+  the strategy's scope. extra_variables ({name: variable}, e.g. the online
+  projections) are trained by the same optimizer."""
   with strategy.scope():
-    model = modeling.BertPretrainingModel(config, compute_dtype=compute_dtype,
-                                          seed=seed)
+    model = modeling.BertPretrainingModel(
+        config, compute_dtype=_COMPUTE_DTYPES[precision], seed=seed)
     optimizer = optimization.AdamWeightDecay(learning_rate=schedule)
-    optimizer.build(model.variables_by_name())
+    optimizer.build({**model.variables_by_name(), **(extra_variables or {})})
     loss_scale = DynamicLossScale() if precision == "mixed_float16" else None
   return model, optimizer, loss_scale
+
+
+_INTERMEDIATE_FLAGS = ("embedding_loss_weight", "hidden_loss_weight",
+                       "hidden_loss", "attention_loss_weight",
+                       "attention_loss")
 
 
 def main(_):
   config = read_config(FLAGS.bert_config_file, FLAGS.max_seq_length)
   layer_map = parse_layer_map(FLAGS.init_layer_map, config)
+  online = bool(FLAGS.teacher_config)
+  if online:
+    if FLAGS.preset:
+      logging.info("--preset %s sets %s", FLAGS.preset,
+                   apply_preset(FLAGS, FLAGS.preset))
+    teacher_config = read_teacher_config(FLAGS.teacher_config,
+                                         FLAGS.max_seq_length, config)
+    options = intermediate_options(
+        config, teacher_config, hidden_layer_map=FLAGS.hidden_layer_map,
+        relation_heads=FLAGS.relation_heads,
+        **{name: FLAGS[name].value for name in _INTERMEDIATE_FLAGS})
   train_files, eval_files = find_input_files(
       FLAGS.input_file, FLAGS.eval_input_file, FLAGS.do_eval)
   strategy = create_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
-  spec = check_inputs(train_files, eval_files, config, FLAGS.max_seq_length,
-                      FLAGS.max_predictions_per_seq, FLAGS.truncation_factor,
-                      FLAGS.soft_loss_weight)
+  if online:
+    spec = check_online_inputs(train_files, eval_files, config,
+                               FLAGS.max_seq_length,
+                               FLAGS.max_predictions_per_seq)
+  else:
+    spec = check_inputs(train_files, eval_files, config, FLAGS.max_seq_length,
+                        FLAGS.max_predictions_per_seq, FLAGS.truncation_factor,
+                        FLAGS.soft_loss_weight)
   check_batch_sizes(strategy.num_replicas_in_sync,
                     train_batch_size=FLAGS.train_batch_size,
                     eval_batch_size=FLAGS.eval_batch_size)
@@ -758,11 +1095,17 @@ def main(_):
   tf.random.set_seed(FLAGS.seed)  # dropout
   schedule = optimization.LinearWarmupLinearDecay(
       FLAGS.learning_rate, FLAGS.num_train_steps, FLAGS.num_warmup_steps)
+  teacher = None
+  if online:
+    teacher = make_online_teacher(
+        strategy, config, teacher_config, FLAGS.teacher_checkpoint,
+        FLAGS.teacher_precision or FLAGS.precision, options, FLAGS.seed)
+  projections = teacher.projections if teacher else {}
   model, optimizer, loss_scale = build_student(strategy, config,
                                                FLAGS.precision, FLAGS.seed,
-                                               schedule)
+                                               schedule, projections)
   step = restore_or_initialize(model, optimizer, FLAGS.output_dir,
-                               FLAGS.init_checkpoint, layer_map)
+                               FLAGS.init_checkpoint, layer_map, projections)
   check_workers_agree(strategy, step, FLAGS.output_dir)
   if chief and not step:
     tf.io.gfile.makedirs(FLAGS.output_dir)
@@ -789,7 +1132,8 @@ def main(_):
                      global_batch_size=FLAGS.train_batch_size,
                      output_dir=FLAGS.output_dir, chief=chief,
                      loss_options=loss_options,
-                     use_xla=use_xla(FLAGS.use_xla), loss_scale=loss_scale))
+                     use_xla=use_xla(FLAGS.use_xla), loss_scale=loss_scale,
+                     teacher=teacher))
 
   if FLAGS.do_eval:
     if not step and not FLAGS.init_checkpoint:
@@ -809,7 +1153,8 @@ def main(_):
     dataset = distributed_dataset(
         strategy, eval_files, spec, FLAGS.eval_batch_size,
         FLAGS.max_predictions_per_seq, is_training=False, seed=FLAGS.seed)
-    metrics = evaluate(strategy, model, dataset, num_batches, loss_options)
+    metrics = evaluate(strategy, model, dataset, num_batches, loss_options,
+                       teacher)
     if chief:
       write_eval_results(metrics, step, FLAGS.output_dir)
 

@@ -188,3 +188,282 @@ def evaluation_metrics(sums, soft_loss_weight, hard_mlm_loss_weight):
   metrics["loss"] = (soft_loss_weight * trained_soft +
                      hard_mlm_loss_weight * hard + next_sentence)
   return {name: float(value) for name, value in metrics.items()}
+
+
+# ----------------------------------------------------------------------------
+# Intermediate-layer losses: online distillation, the teacher in memory.
+#
+# `student` and `teacher` are the dicts of modeling.BertPretrainingModel(...,
+# intermediates=True). Layers are counted as in their hidden_states: 0 is the
+# embedding output, i (1..num_hidden_layers) the output of encoder layer i - 1
+# (the variables bert/encoder/layer_{i-1}/...). A layer map m gives student
+# layer j (1..M) the teacher layer m[j - 1] (0..N) it learns from.
+#
+# Every term is a sum over real tokens (input_mask 1) divided by a total the
+# caller may pass: replicas pass the global one, so that their losses add up
+# to the loss of one replica holding the whole batch (as compute_losses).
+#
+# Shapes: S = sequence length, Hs / Ht = the student's / teacher's hidden
+# size, Ns / Nt their attention heads, R = relation heads.
+
+# The training-only variables, under a prefix Google's loaders ignore (they
+# load the names their graph holds, bert/... and cls/...).
+PROJECTION_PREFIX = "distill/"
+EMBEDDING_PROJECTION = PROJECTION_PREFIX + "embedding_projection"
+HIDDEN_PROJECTION = PROJECTION_PREFIX + "hidden_projection"
+
+INTERMEDIATE_TERMS = ("embedding_loss", "hidden_loss", "attention_loss")
+
+
+def uniform_layer_map(student_layers, teacher_layers):
+  """TinyBERT's uniform map: student layer j learns from teacher layer
+  j * N / M (rounded down), j = 1..M; e.g. 6 of 12 -> 2, 4, 6, 8, 10, 12."""
+  return [j * teacher_layers // student_layers
+          for j in range(1, student_layers + 1)]
+
+
+def projection_shapes(student_hidden, teacher_hidden, options):
+  """{name: shape} of the learned [Hs, Ht] projections the options need.
+
+  TinyBERT's W_e (embeddings) and W_h (hidden states, shared by every mapped
+  layer), each a kernel and a bias; none when the widths are equal.
+  """
+  if student_hidden == teacher_hidden:
+    return {}
+  shapes = {}
+  for prefix, weight in ((EMBEDDING_PROJECTION, "embedding_loss_weight"),
+                         (HIDDEN_PROJECTION, "hidden_loss_weight")):
+    if options.get(weight):
+      shapes[prefix + "/kernel"] = [student_hidden, teacher_hidden]
+      shapes[prefix + "/bias"] = [teacher_hidden]
+  return shapes
+
+
+def _project(hidden, projections, prefix):
+  """[B, S, Hs] -> float32 [B, S, Ht] through `prefix`'s kernel and bias, or
+  unchanged (as float32) when there is no such projection."""
+  hidden = tf.cast(hidden, tf.float32)
+  if prefix + "/kernel" not in projections:
+    return hidden
+  return (tf.matmul(hidden, projections[prefix + "/kernel"]) +
+          projections[prefix + "/bias"])
+
+
+def _token_mask_and_total(input_mask, token_total):
+  mask = tf.cast(input_mask, tf.float32)  # [B, S]
+  if token_total is None:
+    token_total = tf.reduce_sum(mask)
+  return mask, tf.maximum(token_total, 1.0)
+
+
+def hidden_cosine_loss(student_hidden, teacher_hidden, input_mask,
+                       token_total=None):
+  """DistilBERT's cosine loss: mean over real tokens of 1 - cos(s, t).
+
+  Args:
+    student_hidden, teacher_hidden: [B, S, H] of one width.
+    input_mask: [B, S], 1 for real tokens.
+    token_total: the denominator; default this batch's real tokens.
+
+  Returns:
+    A scalar; 0 when the directions agree at every real token.
+  """
+  mask, total = _token_mask_and_total(input_mask, token_total)
+  s = tf.math.l2_normalize(tf.cast(student_hidden, tf.float32), axis=-1)
+  t = tf.math.l2_normalize(tf.cast(teacher_hidden, tf.float32), axis=-1)
+  cosine = tf.reduce_sum(s * t, axis=-1)  # [B, S]
+  return tf.reduce_sum(mask * (1.0 - cosine)) / total
+
+
+def hidden_mse_loss(student_hidden, teacher_hidden, input_mask,
+                    token_total=None):
+  """TinyBERT's MSE: mean over real tokens and the H features of (s - t)^2.
+
+  (TinyBERT's code averages over padding too; here padding counts for
+  nothing, so the loss does not depend on how much of a batch is padding.)
+  """
+  mask, total = _token_mask_and_total(input_mask, token_total)
+  squared = tf.reduce_mean(tf.square(tf.cast(student_hidden, tf.float32) -
+                                     tf.cast(teacher_hidden, tf.float32)),
+                           axis=-1)  # [B, S]
+  return tf.reduce_sum(mask * squared) / total
+
+
+def attention_score_mse_loss(student_scores, teacher_scores, input_mask,
+                             pair_total=None):
+  """TinyBERT's attention loss: MSE of the pre-softmax scores q.k / sqrt(D)
+  over the heads and the (query, key) pairs of real tokens.
+
+  TinyBERT zeroes the entries its -10000 mask made (padded keys); here
+  padded queries are left out too. Head counts must be equal.
+
+  Args:
+    student_scores, teacher_scores: float32 [B, N, S, S].
+    input_mask: [B, S].
+    pair_total: the denominator's count of real pairs, sum_b len_b^2;
+      default this batch's. It is multiplied by N.
+  """
+  mask = tf.cast(input_mask, tf.float32)  # [B, S]
+  pairs = mask[:, :, tf.newaxis] * mask[:, tf.newaxis, :]  # [B, S, S]
+  if pair_total is None:
+    pair_total = tf.reduce_sum(pairs)
+  heads = tf.cast(tf.shape(student_scores)[1], tf.float32)
+  squared = tf.square(tf.cast(student_scores, tf.float32) -
+                      tf.cast(teacher_scores, tf.float32))  # [B, N, S, S]
+  return tf.reduce_sum(pairs[:, tf.newaxis] * squared) / (
+      heads * tf.maximum(pair_total, 1.0))
+
+
+def relation_log_probs(left, right, input_mask, relation_heads):
+  """MiniLMv2's self-attention relation: log softmax(a_r . b_r / sqrt(d_r)).
+
+  The [B, S, H] projections are split into R relation heads of d_r = H / R
+  features each (whatever the model's own head count), and padded keys get
+  -10000 as in BERT's attention. With a = queries, b = keys and R equal to
+  the model's head count this is exactly its attention distribution.
+
+  Returns:
+    float32 [B, R, S, S], log-probabilities over the keys (last axis).
+  """
+  batch, length = tf.shape(left)[0], tf.shape(left)[1]
+  hidden = left.shape[-1]
+  size = hidden // relation_heads
+
+  def split(x):  # [B, S, H] -> [B, R, S, d_r]
+    x = tf.reshape(tf.cast(x, tf.float32),
+                   [batch, length, relation_heads, size])
+    return tf.transpose(x, [0, 2, 1, 3])
+
+  logits = tf.matmul(split(left), split(right), transpose_b=True) / (
+      size ** 0.5)  # [B, R, S, S]
+  adder = (1.0 - tf.cast(input_mask, tf.float32)) * -10000.0  # [B, S]
+  return tf.nn.log_softmax(logits + adder[:, tf.newaxis, tf.newaxis, :],
+                           axis=-1)
+
+
+def relation_kl_loss(student_pair, teacher_pair, input_mask, relation_heads,
+                     token_total=None):
+  """KL(teacher relation || student relation), summed over keys, averaged
+  over the relation heads and the real query tokens.
+
+  Args:
+    student_pair, teacher_pair: (a, b), [B, S, Hs] and [B, S, Ht]; each
+      width a multiple of relation_heads.
+    input_mask: [B, S].
+    relation_heads: R, a Python int.
+    token_total: the real-query denominator (before the factor R).
+  """
+  mask, total = _token_mask_and_total(input_mask, token_total)
+  student = relation_log_probs(*student_pair, input_mask, relation_heads)
+  teacher = relation_log_probs(*teacher_pair, input_mask, relation_heads)
+  kl = tf.reduce_sum(tf.exp(teacher) * (teacher - student), axis=-1)  # [B,R,S]
+  return tf.reduce_sum(mask[:, tf.newaxis, :] * kl) / (relation_heads * total)
+
+
+def minilm_attention_loss(student, teacher, input_mask, relation_heads,
+                          token_total=None):
+  """MiniLM's loss on the last layer: the attention-distribution KL (queries
+  with keys) plus the value-relation KL (values with values), both over R
+  relation heads (MiniLMv2's formulation; with R equal to both models' head
+  count the first is MiniLM's per-head attention KL exactly)."""
+  def pair(outputs, a, b):
+    return outputs[f"attention_{a}"][-1], outputs[f"attention_{b}"][-1]
+  attention = relation_kl_loss(pair(student, "queries", "keys"),
+                               pair(teacher, "queries", "keys"), input_mask,
+                               relation_heads, token_total)
+  value = relation_kl_loss(pair(student, "values", "values"),
+                           pair(teacher, "values", "values"), input_mask,
+                           relation_heads, token_total)
+  return attention + value
+
+
+def intermediate_losses(student, teacher, input_mask, options, projections,
+                        token_total=None, pair_total=None):
+  """The weighted intermediate-layer terms of one batch.
+
+  Args:
+    student, teacher: model output dicts with intermediates=True.
+    input_mask: [B, S].
+    options: {"embedding_loss_weight", "hidden_loss_weight", "hidden_loss"
+      ("cosine" | "mse"), "hidden_layer_map" (list of M teacher layers),
+      "attention_loss_weight", "attention_loss" ("mse" | "kl"),
+      "relation_heads"}.
+    projections: {name: variable} of projection_shapes (maybe empty).
+    token_total, pair_total: global denominators (see the section comment).
+
+  Returns:
+    {"embedding_loss", "hidden_loss", "attention_loss": unweighted scalars
+     (0 when their weight is 0), "intermediate_loss": their weighted sum}.
+
+  embedding_loss: MSE of the embedding outputs (layer 0), through W_e.
+  hidden_loss: cosine, DistilBERT: the last layers (M with N) only;
+    mse, TinyBERT: the sum over mapped layers j of MSE(W_h S_j, T_m[j]).
+  attention_loss: mse, TinyBERT: the sum over mapped layers j with m[j] > 0
+    of the score MSE of encoder layers j - 1 and m[j] - 1; kl, MiniLM: the
+    last layers' attention and value-relation KL.
+  """
+  zero = tf.constant(0.0)
+  terms = dict.fromkeys(INTERMEDIATE_TERMS, zero)
+  student_hidden, teacher_hidden = (student["hidden_states"],
+                                    teacher["hidden_states"])
+  layer_map = options["hidden_layer_map"]
+  if options["embedding_loss_weight"]:
+    terms["embedding_loss"] = hidden_mse_loss(
+        _project(student_hidden[0], projections, EMBEDDING_PROJECTION),
+        teacher_hidden[0], input_mask, token_total)
+  if options["hidden_loss_weight"]:
+    if options["hidden_loss"] == "cosine":
+      terms["hidden_loss"] = hidden_cosine_loss(
+          _project(student_hidden[-1], projections, HIDDEN_PROJECTION),
+          teacher_hidden[-1], input_mask, token_total)
+    else:
+      terms["hidden_loss"] = tf.add_n([hidden_mse_loss(
+          _project(student_hidden[j], projections, HIDDEN_PROJECTION),
+          teacher_hidden[m], input_mask, token_total)
+                                       for j, m in enumerate(layer_map, 1)])
+  if options["attention_loss_weight"]:
+    if options["attention_loss"] == "mse":
+      terms["attention_loss"] = tf.add_n([zero] + [attention_score_mse_loss(
+          student["attention_scores"][j - 1], teacher["attention_scores"][m - 1],
+          input_mask, pair_total) for j, m in enumerate(layer_map, 1) if m])
+    else:
+      terms["attention_loss"] = minilm_attention_loss(
+          student, teacher, input_mask, options["relation_heads"],
+          token_total)
+  terms["intermediate_loss"] = tf.add_n(
+      [options[f"{name}_weight"] * terms[name] for name in INTERMEDIATE_TERMS])
+  return terms
+
+
+def check_intermediate_options(student_config, teacher_config, options):
+  """Raises ValueError (one line, naming the flag) unless the options fit
+  the two models: the layer map's length and layers, head counts for the
+  score MSE, relation heads dividing both widths."""
+  layer_map = options["hidden_layer_map"]
+  student_layers = student_config.num_hidden_layers
+  teacher_layers = teacher_config.num_hidden_layers
+  if len(layer_map) != student_layers:
+    raise ValueError(
+        f"--hidden_layer_map {','.join(map(str, layer_map))} names "
+        f"{len(layer_map)} student layers but the student has "
+        f"{student_layers} (one teacher layer per student layer 1..{student_layers})")
+  absent = [str(m) for m in layer_map if not 0 <= m <= teacher_layers]
+  if absent:
+    raise ValueError(
+        f"--hidden_layer_map names teacher layer(s) {', '.join(absent)} but "
+        f"the teacher has layers 0 (embeddings) to {teacher_layers}")
+  if options["attention_loss_weight"] and options["attention_loss"] == "mse":
+    heads = (student_config.num_attention_heads,
+             teacher_config.num_attention_heads)
+    if heads[0] != heads[1]:
+      raise ValueError(
+          f"--attention_loss mse needs equal head counts, but the student has "
+          f"{heads[0]} and the teacher {heads[1]}; use --attention_loss kl")
+  if options["attention_loss_weight"] and options["attention_loss"] == "kl":
+    relation_heads = options["relation_heads"]
+    for whose, config in (("student", student_config),
+                          ("teacher", teacher_config)):
+      if config.hidden_size % relation_heads:
+        raise ValueError(
+            f"--relation_heads {relation_heads} does not divide the {whose}'s "
+            f"hidden_size {config.hidden_size}")

@@ -253,7 +253,7 @@ class BertPretrainingModel(tf.Module):
   """
 
   def __init__(self, config, compute_dtype=tf.float32, name="bert", seed=None,
-               initialize=True):
+               trainable=True, initialize=True):
     """Creates the variables.
 
     Args:
@@ -261,6 +261,8 @@ class BertPretrainingModel(tf.Module):
       compute_dtype: tf.float32, tf.float16 or tf.bfloat16.
       name: the tf.Module name (the checkpoint names never depend on it).
       seed: an int making the initial values reproducible; None draws one.
+      trainable: False for a frozen model (an online teacher): a
+        GradientTape then never watches its variables.
       initialize: False creates every variable as zeros, for a model whose
         every variable is loaded from a checkpoint next (a teacher): drawing
         BERT-Base's 110M truncated-normal values costs seconds of start-up.
@@ -277,7 +279,8 @@ class BertPretrainingModel(tf.Module):
       var_seed = rng.integers(0, 2**31 - 1, size=2)
       value = (_initial_value(var_name, shape, config.initializer_range,
                               var_seed) if initialize else tf.zeros(shape))
-      self._variables[var_name] = tf.Variable(value, name=var_name)
+      self._variables[var_name] = tf.Variable(value, name=var_name,
+                                              trainable=trainable)
 
   def variables_by_name(self):
     """Returns {Google name: tf.Variable} of every model variable."""
@@ -304,7 +307,7 @@ class BertPretrainingModel(tf.Module):
     return x
 
   def __call__(self, input_ids, input_mask, segment_ids, masked_lm_positions,
-               training=False):
+               training=False, intermediates=False):
     """Runs BERT and both pretraining heads.
 
     Args:
@@ -312,6 +315,10 @@ class BertPretrainingModel(tf.Module):
       masked_lm_positions: int32/int64 [B, P], positions (< S) where the
         masked-LM logits are computed.
       training: apply dropout when True.
+      intermediates: also return what intermediate-layer distillation
+        matches (the entries below marked so). They are tensors the forward
+        pass computes anyway; off by default so that a caller's graph keeps
+        none of them alive without asking.
 
     Returns:
       A dict:
@@ -322,6 +329,15 @@ class BertPretrainingModel(tf.Module):
         embedding_output      [B, S, H], the input of the first layer
         all_encoder_layers    list of [B, S, H], one per layer
         attention_probs       list of float32 [B, N, S, S], one per layer
+      and with intermediates=True:
+        hidden_states         list of [B, S, H], num_hidden_layers + 1:
+                              [0] the embedding output, [i] the output of
+                              encoder layer i - 1 (variables layer_{i-1})
+        attention_scores      list of float32 [B, N, S, S], one per layer:
+                              q.k / sqrt(D) before the -10000 mask is added
+        attention_queries, attention_keys, attention_values
+                              lists of [B, S, H], one per layer: the
+                              projections before the split into N heads
     """
     config = self.config
     input_ids = tf.convert_to_tensor(input_ids)
@@ -335,20 +351,20 @@ class BertPretrainingModel(tf.Module):
     attention_adder = (1.0 - mask) * -10000.0
 
     hidden = tf.reshape(embedding_output, [-1, config.hidden_size])  # [B*S, H]
-    all_encoder_layers, all_attention_probs = [], []
+    all_encoder_layers, layer_pieces = [], []
     for layer in range(config.num_hidden_layers):
-      hidden, probs = self._encoder_layer(
+      hidden, pieces = self._encoder_layer(
           hidden, attention_adder, batch_size, seq_length,
           f"bert/encoder/layer_{layer}", training)
       all_encoder_layers.append(
           tf.reshape(hidden, [batch_size, seq_length, config.hidden_size]))
-      all_attention_probs.append(probs)
+      layer_pieces.append(pieces)
     sequence_output = all_encoder_layers[-1]
 
     # The pooler: tanh(dense(first token)).  [B, H]
     pooled_output = tf.tanh(self._dense(sequence_output[:, 0, :],
                                         "bert/pooler/dense"))
-    return {
+    outputs = {
         "masked_lm_logits": self._masked_lm_logits(sequence_output,
                                                    masked_lm_positions),
         "next_sentence_logits": self._next_sentence_logits(pooled_output),
@@ -356,8 +372,13 @@ class BertPretrainingModel(tf.Module):
         "pooled_output": pooled_output,
         "embedding_output": embedding_output,
         "all_encoder_layers": all_encoder_layers,
-        "attention_probs": all_attention_probs,
+        "attention_probs": [pieces["probs"] for pieces in layer_pieces],
     }
+    if intermediates:
+      outputs["hidden_states"] = [embedding_output] + all_encoder_layers
+      for name in ("scores", "queries", "keys", "values"):
+        outputs[f"attention_{name}"] = [pieces[name] for pieces in layer_pieces]
+    return outputs
 
   def _embeddings(self, input_ids, segment_ids, seq_length, training):
     """Word + token-type + position embeddings, LayerNorm, dropout. [B, S, H]"""
@@ -373,30 +394,16 @@ class BertPretrainingModel(tf.Module):
 
   def _encoder_layer(self, hidden, attention_adder, batch_size, seq_length,
                      prefix, training):
-    """One transformer layer on [B*S, H]; returns it and the attention probs."""
+    """One transformer layer on [B*S, H]: attention, then the feed-forward
+    block, each with its residual LayerNorm.
+
+    Returns:
+      ([B*S, H] output, the attention's pieces as _self_attention gives them).
+    """
     config = self.config
-    heads, head_size = config.num_attention_heads, config.size_per_head
-
-    def split_heads(x):  # [B*S, H] -> [B, N, S, D]
-      x = tf.reshape(x, [batch_size, seq_length, heads, head_size])
-      return tf.transpose(x, [0, 2, 1, 3])
-
-    # One [H, 3H] matmul instead of three [H, H] ones: a wider GEMM is faster.
-    parts = [f"{prefix}/attention/self/{p}" for p in ("query", "key", "value")]
-    kernel = tf.concat([self._weight(p + "/kernel") for p in parts], axis=1)
-    bias = tf.concat([self._weight(p + "/bias") for p in parts], axis=0)
-    qkv = tf.nn.bias_add(tf.matmul(hidden, kernel), bias)  # [B*S, 3H]
-    query, key, value = [split_heads(x) for x in tf.split(qkv, 3, axis=1)]
-
-    scores = tf.matmul(query, key, transpose_b=True)  # [B, N, S, S]
-    scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(head_size))
-    probs = tf.nn.softmax(scores + attention_adder, axis=-1)
-    dropped = self._dropout(tf.cast(probs, self.compute_dtype),
-                            config.attention_probs_dropout_prob, training)
-    context = tf.matmul(dropped, value)  # [B, N, S, D]
-    context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]),
-                         [-1, config.hidden_size])  # [B*S, H]
-
+    context, pieces = self._self_attention(
+        hidden, attention_adder, batch_size, seq_length,
+        prefix + "/attention/self", training)  # [B*S, H]
     attention = self._dense(context, prefix + "/attention/output/dense")
     attention = self._dropout(attention, config.hidden_dropout_prob, training)
     attention = self._layer_norm(attention + hidden,
@@ -407,7 +414,45 @@ class BertPretrainingModel(tf.Module):
     output = self._dense(intermediate, prefix + "/output/dense")  # [B*S, H]
     output = self._dropout(output, config.hidden_dropout_prob, training)
     output = self._layer_norm(output + attention, prefix + "/output/LayerNorm")
-    return output, probs
+    return output, pieces
+
+  def _self_attention(self, hidden, attention_adder, batch_size, seq_length,
+                      prefix, training):
+    """Multi-head self-attention (`prefix` = .../attention/self) on [B*S, H].
+
+    Returns:
+      ([B*S, H] context, before the output dense layer;
+       {"probs", "scores" (q.k / sqrt(D), before the mask): float32
+        [B, N, S, S], "queries", "keys", "values": [B, S, H]}).
+    """
+    config = self.config
+    heads, head_size = config.num_attention_heads, config.size_per_head
+
+    def split_heads(x):  # [B*S, H] -> [B, N, S, D]
+      x = tf.reshape(x, [batch_size, seq_length, heads, head_size])
+      return tf.transpose(x, [0, 2, 1, 3])
+
+    # One [H, 3H] matmul instead of three [H, H] ones: a wider GEMM is faster.
+    parts = [f"{prefix}/{p}" for p in ("query", "key", "value")]
+    kernel = tf.concat([self._weight(p + "/kernel") for p in parts], axis=1)
+    bias = tf.concat([self._weight(p + "/bias") for p in parts], axis=0)
+    qkv = tf.nn.bias_add(tf.matmul(hidden, kernel), bias)  # [B*S, 3H]
+    projections = tf.split(qkv, 3, axis=1)  # 3 x [B*S, H]
+    query, key, value = [split_heads(x) for x in projections]
+
+    scores = tf.matmul(query, key, transpose_b=True)  # [B, N, S, S]
+    scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(head_size))
+    probs = tf.nn.softmax(scores + attention_adder, axis=-1)  # [B, N, S, S]
+    dropped = self._dropout(tf.cast(probs, self.compute_dtype),
+                            config.attention_probs_dropout_prob, training)
+    context = tf.matmul(dropped, value)  # [B, N, S, D]
+    context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]),
+                         [-1, config.hidden_size])  # [B*S, H]
+    queries, keys, values = [
+        tf.reshape(x, [batch_size, seq_length, config.hidden_size])
+        for x in projections]  # [B, S, H] each
+    return context, {"probs": probs, "scores": scores, "queries": queries,
+                     "keys": keys, "values": values}
 
   def _masked_lm_logits(self, sequence_output, positions):
     """The masked-LM head at the gathered positions only.  [B, P, V] float32"""

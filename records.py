@@ -18,6 +18,14 @@ or, with truncation_factor 0, the whole distribution:
 
   masked_lm_probs                         float  [P * vocab_size]
 
+Classifier records (run_classifier.py's features), as Google's
+run_classifier.py writes them, plus a float label for regression tasks:
+
+  input_ids, input_mask, segment_ids      int64  [L]
+  label_ids                               int64  [1]  class index
+  (or label_values                        float  [1]  regression target)
+  is_real_example                         int64  [1]
+
 Every writer serializes with `serialize_example` and every reader parses with
 the specs below, so no script repeats a feature spec.
 
@@ -36,12 +44,16 @@ NEXT_SENTENCE_LABELS = "next_sentence_labels"
 TRUNCATED_PROBS = "truncated_masked_lm_probs"
 TOP_K_INDICES = "top_k_indices"
 FULL_PROBS = "masked_lm_probs"
+LABEL_IDS = "label_ids"
+LABEL_VALUES = "label_values"
+IS_REAL_EXAMPLE = "is_real_example"
 
 # The order in which Google's create_pretraining_data.py adds the features.
 PRETRAINING_FEATURES = (INPUT_IDS, INPUT_MASK, SEGMENT_IDS,
                         MASKED_LM_POSITIONS, MASKED_LM_IDS, MASKED_LM_WEIGHTS,
                         NEXT_SENTENCE_LABELS)
-FLOAT_FEATURES = frozenset([MASKED_LM_WEIGHTS, TRUNCATED_PROBS, FULL_PROBS])
+FLOAT_FEATURES = frozenset([MASKED_LM_WEIGHTS, TRUNCATED_PROBS, FULL_PROBS,
+                            LABEL_VALUES])
 
 
 def pretraining_feature_spec(max_seq_length, max_predictions_per_seq):
@@ -90,6 +102,26 @@ def teacher_label_feature_spec(max_seq_length, max_predictions_per_seq,
     spec[FULL_PROBS] = tf.io.FixedLenFeature(
         [max_predictions_per_seq * vocab_size], tf.float32)
   return spec
+
+
+def classifier_feature_spec(max_seq_length, is_regression=False):
+  """Returns the parse spec of a classifier record (L = max_seq_length).
+
+  Classification records hold the class index in `label_ids`, as Google's
+  run_classifier.py writes them; regression records (STS-B) hold the target
+  in the float feature `label_values`.
+  """
+  import tensorflow as tf
+  seq = [max_seq_length]
+  label = (tf.io.FixedLenFeature([1], tf.float32) if is_regression else
+           tf.io.FixedLenFeature([1], tf.int64))
+  return {
+      INPUT_IDS: tf.io.FixedLenFeature(seq, tf.int64),
+      INPUT_MASK: tf.io.FixedLenFeature(seq, tf.int64),
+      SEGMENT_IDS: tf.io.FixedLenFeature(seq, tf.int64),
+      LABEL_VALUES if is_regression else LABEL_IDS: label,
+      IS_REAL_EXAMPLE: tf.io.FixedLenFeature([1], tf.int64),
+  }
 
 
 def serialize_example(features):

@@ -12,6 +12,8 @@
 #                                   (extract_teacher_labels_truncated.py)
 #   V     distill      teacher labels -> student checkpoints, eval_results.txt
 #                                   (distill.py)
+#   G     downstream   optional (--glue_task): fine-tune and score the teacher
+#                      and the student on a GLUE-layout task (run_classifier.py)
 #
 # Usage:
 #   ./run_pipeline.sh --dump=enwiki-latest-pages-articles.xml.bz2 \
@@ -38,7 +40,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SETTINGS=(
   "python|python|Python interpreter with requirements.txt installed"
   "work_dir|pipeline_output|Folder of every output and of the stage markers"
-  "stages|II,III-a,III-b,T,IV,V|Stages to run, comma-separated (always in the order II, III-a, III-b, T, IV, V)"
+  "stages|II,III-a,III-b,T,IV,V,G|Stages to run, comma-separated (always in the order II, III-a, III-b, T, IV, V, G)"
   "dump||II: the Wikipedia dump (*-pages-articles*.xml.bz2)"
   "extract_dir|\$WORK_DIR/extracted|II: WikiExtractor's output folder"
   "text_file|\$WORK_DIR/wiki.txt|II: the text file (give an existing one and stages: III-a,... to start from text)"
@@ -89,6 +91,11 @@ SETTINGS=(
   "hard_mlm_loss_weight|0|V: weight of the loss against the true masked ids"
   "distill_flags||T, V: more distill.py flags, e.g. \"--distribution_strategy=mirrored --precision=mixed_float16\""
   "label_flags||IV: more extract_teacher_labels_truncated.py flags"
+  "glue_task||G: fine-tune and score teacher and student on this run_classifier.py task (sst-2, mnli, ...; empty: skip G)"
+  "glue_data_dir||G: the task's folder of TSV files (train.tsv, dev.tsv, ...)"
+  "glue_dir|\$WORK_DIR/glue|G: the fine-tuned teacher and student (teacher/, student/, each with eval_results.txt)"
+  "glue_max_seq_length|128|G: tokens per example"
+  "glue_flags||G: more run_classifier.py flags, e.g. \"--num_train_epochs=2 --learning_rate=2e-5\""
 )
 
 usage() {
@@ -353,6 +360,38 @@ if wants V; then
     echo "== the student's $STUDENT_DIR/eval_results.txt:"
     cat "$STUDENT_DIR/eval_results.txt"
   fi
+fi
+
+if wants G && [[ -n "$GLUE_TASK" ]]; then
+  [[ -n "$GLUE_DATA_DIR" ]] || die "stage G needs --glue_data_dir: the folder of $GLUE_TASK's TSV files"
+  require_file G "the task's training file" "$GLUE_DATA_DIR/train.tsv"
+  require_file G "the vocabulary (--vocab_file or --teacher_dir)" "$VOCAB_FILE"
+  # Teacher and student: the same fine-tuning, each from its own checkpoint.
+  for model in teacher student; do
+    if [[ $model == teacher ]]; then
+      config=$TEACHER_CONFIG checkpoint=$TEACHER_CHECKPOINT
+      UPSTREAM=("$TEACHER_STAGE")
+    else
+      config=$STUDENT_CONFIG checkpoint=$STUDENT_DIR
+      UPSTREAM=(V)
+    fi
+    require_file "G-$model" "the $model's config" "$config"
+    # shellcheck disable=SC2206  # GLUE_FLAGS is a list of words on purpose.
+    COMMAND=("$PYTHON" "$ROOT/run_classifier.py" --task_name="$GLUE_TASK"
+             --data_dir="$GLUE_DATA_DIR" --vocab_file="$VOCAB_FILE"
+             --do_lower_case="$DO_LOWER_CASE" --bert_config_file="$config"
+             --init_checkpoint="$checkpoint" --output_dir="$GLUE_DIR/$model"
+             --max_seq_length="$GLUE_MAX_SEQ_LENGTH" --do_train --do_eval
+             $GLUE_FLAGS)
+    run_stage "G-$model" "fine-tune the $model on $GLUE_TASK" "$GLUE_DIR/$model"
+  done
+  echo "== $GLUE_TASK, dev set ($GLUE_DIR/{teacher,student}/eval_results.txt):"
+  awk -F' = ' 'FNR == NR { teacher[$1] = $2; next }
+      $1 ~ /^eval_/ && $1 != "eval_loss" {
+        ratio = teacher[$1] != 0 ? sprintf("%.3f", $2 / teacher[$1]) : "-"
+        printf "   %-20s teacher %.4f   student %.4f   student/teacher %s\n",
+               $1, teacher[$1], $2, ratio }' \
+      "$GLUE_DIR/teacher/eval_results.txt" "$GLUE_DIR/student/eval_results.txt"
 fi
 
 echo "run_pipeline.sh: finished (stages $STAGES) in $WORK_DIR"

@@ -183,7 +183,11 @@ def bert_forward(weights, config, input_ids, input_mask, segment_ids,
     {"masked_lm_logits": [B, P, V], "next_sentence_logits": [B, 2],
      "pooled_output": [B, H], "sequence_output": [B, S, H],
      "all_encoder_layers": list of [B, S, H], one a layer,
-     "attention_probs": list of [B, N, S, S], one a layer}.
+     "attention_probs": list of [B, N, S, S], one a layer,
+     "hidden_states": the embedding output, then all_encoder_layers,
+     "attention_scores": list of [B, N, S, S], q.k / sqrt(D) before the mask,
+     "attention_queries", "attention_keys", "attention_values": lists of
+     [B, S, H], one a layer}.
   """
   w = {k: v.astype(np.float64) for k, v in weights.items()}
   ids, mask = np.asarray(input_ids), np.asarray(input_mask, np.float64)
@@ -201,21 +205,26 @@ def bert_forward(weights, config, input_ids, input_mask, segment_ids,
        w["bert/embeddings/token_type_embeddings"][np.asarray(segment_ids)] +
        w["bert/embeddings/position_embeddings"][:seq][None])
   x = ln(x, "bert/embeddings/LayerNorm")  # [B, S, H]
-  layers, all_probs = [], []
+  hidden_states = [x]
+  layers, all_probs, all_scores = [], [], []
+  projections = {"query": [], "key": [], "value": []}
   for l in range(config["num_hidden_layers"]):
     p = f"bert/encoder/layer_{l}/"
+    for n in projections:
+      projections[n].append(dense(x, p + f"attention/self/{n}"))  # [B, S, H]
     # [B, S, N, D]
-    q, k, v = (dense(x, p + f"attention/self/{n}").reshape(batch, seq, heads, d)
+    q, k, v = (projections[n][-1].reshape(batch, seq, heads, d)
                for n in ("query", "key", "value"))
     scores = np.einsum("bqnd,bknd->bnqk", q, k) / np.sqrt(d)  # [B, N, S, S]
-    scores += (1.0 - mask[:, None, None, :]) * -10000.0
-    probs = softmax(scores)
+    all_scores.append(scores)
+    probs = softmax(scores + (1.0 - mask[:, None, None, :]) * -10000.0)
     context = np.einsum("bnqk,bknd->bqnd", probs, v).reshape(batch, seq, h)
     a = ln(dense(context, p + "attention/output/dense") + x,
            p + "attention/output/LayerNorm")
     inner = gelu(dense(a, p + "intermediate/dense"))  # [B, S, I]
     x = ln(dense(inner, p + "output/dense") + a, p + "output/LayerNorm")
     layers.append(x)
+    hidden_states.append(x)
     all_probs.append(probs)
   pooled = np.tanh(dense(x[:, 0], "bert/pooler/dense"))  # [B, H]
   positions = np.asarray(masked_lm_positions)
@@ -228,7 +237,11 @@ def bert_forward(weights, config, input_ids, input_mask, segment_ids,
       "cls/seq_relationship/output_bias"]  # [B, 2]
   return {"masked_lm_logits": mlm, "next_sentence_logits": nsp,
           "pooled_output": pooled, "sequence_output": x,
-          "all_encoder_layers": layers, "attention_probs": all_probs}
+          "all_encoder_layers": layers, "attention_probs": all_probs,
+          "hidden_states": hidden_states, "attention_scores": all_scores,
+          "attention_queries": projections["query"],
+          "attention_keys": projections["key"],
+          "attention_values": projections["value"]}
 
 
 # ----- pretraining records ----------------------------------------------------

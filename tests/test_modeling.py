@@ -68,6 +68,34 @@ def test_forward_matches_numpy_bert_for_weights_from_a_google_checkpoint(
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
   assert out["masked_lm_logits"].dtype == tf.float32
   assert out["masked_lm_logits"].shape == (3, 4, 99)
+  assert "hidden_states" not in out and "attention_scores" not in out
+
+
+def test_intermediate_outputs_match_numpy_bert(google_ckpt):
+  prefix, weights = google_ckpt
+  model = tiny_model()
+  modeling.load_checkpoint(model, prefix)
+  batch = tiny_batch()
+  out = model(*batch, intermediates=True)
+  expected = ref.bert_forward(weights, TINY, *batch)
+  assert len(out["hidden_states"]) == TINY["num_hidden_layers"] + 1
+  for key in ("hidden_states", "attention_scores", "attention_queries",
+              "attention_keys", "attention_values"):
+    assert len(out[key]) == len(expected[key]), key
+    for layer, (got, want) in enumerate(zip(out[key], expected[key])):
+      assert got.shape == want.shape, (key, layer)
+      np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5,
+                                 err_msg=f"{key}[{layer}]")
+  # The same logits with and without the intermediate outputs.
+  np.testing.assert_array_equal(out["masked_lm_logits"],
+                                model(*batch)["masked_lm_logits"])
+
+
+def test_frozen_model_variables_are_not_trainable():
+  model = modeling.BertPretrainingModel(modeling.BertConfig(**TINY), seed=0,
+                                        trainable=False)
+  assert not model.trainable_variables
+  assert all(not v.trainable for v in model.variables_by_name().values())
 
 
 def test_xla_int32_and_eager_give_the_same_logits(google_ckpt):

@@ -1,0 +1,294 @@
+"""Fine-tuning examples/s of run_classifier.py's loop next to HuggingFace
+transformers + PyTorch, as GFLOP/s and as a share of this machine's float32
+GEMM rate.
+
+The job: sentence-pair classification (2 labels), one step = forward pass in
+training mode (the configs' dropout), softmax cross-entropy on the pooled
+output's head, backward pass, AdamW-style update (weight decay 0.01, not on
+LayerNorm and biases) with gradients clipped to global norm 1.0. Two models:
+
+  * bert_base: BERT-Base's shape (12 layers, hidden 768, vocabulary 30522),
+    dropout 0.1, seq 128;
+  * demo_student: the demo's student (data/example_wiki/student_bert_config
+    .json: 2 layers, hidden 64), seq 64.
+
+  * tf: run_classifier.py's own pieces (classifier_data.train_dataset over
+    TFRecords written with records.serialize_example ->
+    classifier.make_train_loop -> optimization.AdamWeightDecay), float32;
+  * torch: transformers' BertForSequenceClassification (hidden_act
+    gelu_new, BERT's tanh GELU), torch.optim.AdamW, float32,
+    torch.set_num_threads(--torch_threads, default: the cores).
+
+Each (model, framework) runs in its own worker process; rounds alternate
+between the frameworks so they see the same machine load. GFLOP/s counts
+every matmul of the forward pass exactly (Q, K, V, attention output, the two
+FFN matmuls, QK^T and attention x V, pooler, head) and takes training as 3x
+the forward pass (the backward pass computes two matmuls for each). The
+machine's GEMM rate is the best of numpy and tf.matmul of 2048 x 2048
+float32, measured before and after the rounds.
+
+  .venv-bench/bin/python bench/bench_classifier.py
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+
+MODELS = {
+    "bert_base": {"vocab_size": 30522, "hidden_size": 768,
+                  "num_hidden_layers": 12, "num_attention_heads": 12,
+                  "intermediate_size": 3072, "hidden_dropout_prob": 0.1,
+                  "attention_probs_dropout_prob": 0.1,
+                  "max_position_embeddings": 512, "type_vocab_size": 2},
+    "demo_student": json.load(open(os.path.join(
+        ROOT, "data", "example_wiki", "student_bert_config.json"))),
+}
+NUM_LABELS = 2
+
+
+def forward_flops_per_example(config, seq):
+  """Multiply-adds x 2 of every matmul in one example's forward pass."""
+  h, i, layers = (config["hidden_size"], config["intermediate_size"],
+                  config["num_hidden_layers"])
+  per_token = 2 * (4 * h * h + 2 * h * i) + 2 * 2 * seq * h  # + QK^T, PV
+  return layers * seq * per_token + 2 * h * h + 2 * h * NUM_LABELS
+
+
+def synthetic_batch(rng, config, batch, seq):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  lengths = rng.integers(seq // 2, seq + 1, batch)
+  mask = (np.arange(seq)[None] < lengths[:, None]).astype(np.int64)
+  return {
+      "input_ids": rng.integers(5, config["vocab_size"], (batch, seq)) * mask,
+      "input_mask": mask,
+      "segment_ids": ((np.arange(seq)[None] >= lengths[:, None] // 2) *
+                      mask).astype(np.int64),
+      "label_ids": rng.integers(0, NUM_LABELS, (batch, 1)),
+      "is_real_example": np.ones((batch, 1), np.int64),
+  }
+
+
+class TensorFlowJob:
+  """run_classifier.py's training loop on classifier records."""
+
+  def __init__(self, args, config):
+    sys.path.insert(0, ROOT)
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import classifier  # pylint: disable=g-import-not-at-top
+    import classifier_data  # pylint: disable=g-import-not-at-top
+    import modeling  # pylint: disable=g-import-not-at-top
+    import optimization  # pylint: disable=g-import-not-at-top
+    import records  # pylint: disable=g-import-not-at-top
+    self.tf = tf
+    path = os.path.join(args.tmp_dir, f"{args.model}.tf_record")
+    rng = np.random.default_rng(0)
+    num_examples = 4 * args.batch_size
+    with tf.io.TFRecordWriter(path) as writer:
+      for _ in range(4):
+        batch = synthetic_batch(rng, config, args.batch_size, args.seq_length)
+        for i in range(args.batch_size):
+          writer.write(records.serialize_example(
+              {name: value[i] for name, value in batch.items()}))
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with strategy.scope():
+      model = classifier.BertClassifier(modeling.BertConfig.from_dict(config),
+                                        NUM_LABELS, seed=1)
+      optimizer = optimization.AdamWeightDecay(
+          optimization.LinearWarmupLinearDecay(2e-5, 10000, 100))
+      optimizer.build(model.variables_by_name())
+    spec = records.classifier_feature_spec(args.seq_length)
+    dataset = strategy.distribute_datasets_from_function(
+        lambda context: classifier_data.train_dataset(
+            path, spec, args.batch_size, 1, num_examples))
+    self.iterator = iter(dataset)
+    self.loop = classifier.make_train_loop(
+        strategy, model, optimizer, classifier.TrainSettings(
+            num_train_steps=10000, iterations_per_loop=1,
+            save_checkpoints_steps=10000, keep_checkpoint_max=1,
+            global_batch_size=args.batch_size, output_dir=args.tmp_dir,
+            chief=False, is_regression=False))
+
+  def run(self, steps):
+    steps_run, loss = self.loop(self.iterator, self.tf.constant(steps))
+    assert int(steps_run) == steps
+    return float(loss)
+
+
+class TorchJob:
+  """The same step in transformers + PyTorch."""
+
+  def __init__(self, args, config):
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    import torch  # pylint: disable=g-import-not-at-top
+    import transformers  # pylint: disable=g-import-not-at-top
+    torch.set_num_threads(args.torch_threads)
+    torch.manual_seed(0)
+    self.torch = torch
+    hf_config = transformers.BertConfig(
+        **{k: config[k] for k in (
+            "vocab_size", "hidden_size", "num_hidden_layers",
+            "num_attention_heads", "intermediate_size", "hidden_dropout_prob",
+            "attention_probs_dropout_prob", "max_position_embeddings",
+            "type_vocab_size")},
+        hidden_act="gelu_new", num_labels=NUM_LABELS)
+    self.model = transformers.BertForSequenceClassification(hf_config).train()
+    decay = [p for n, p in self.model.named_parameters()
+             if "LayerNorm" not in n and "bias" not in n]
+    no_decay = [p for n, p in self.model.named_parameters()
+                if "LayerNorm" in n or "bias" in n]
+    self.optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01},
+         {"params": no_decay, "weight_decay": 0.0}], lr=2e-5, eps=1e-6)
+    rng = np.random.default_rng(0)
+    self.batches = [
+        {n: torch.from_numpy(v) for n, v in synthetic_batch(
+            rng, config, args.batch_size, args.seq_length).items()}
+        for _ in range(4)]
+    self.count = 0
+
+  def step(self, b):
+    outputs = self.model(input_ids=b["input_ids"],
+                         attention_mask=b["input_mask"],
+                         token_type_ids=b["segment_ids"],
+                         labels=b["label_ids"].view(-1))
+    self.optimizer.zero_grad(set_to_none=True)
+    outputs.loss.backward()
+    self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+    self.optimizer.step()
+    return float(outputs.loss.detach())
+
+  def run(self, steps):
+    loss = None
+    for _ in range(steps):
+      loss = self.step(self.batches[self.count % len(self.batches)])
+      self.count += 1
+    return loss
+
+
+def worker(args):
+  """Serves `run N` lines on stdin with one JSON line each on stdout."""
+  config = MODELS[args.model]
+  job = (TorchJob if args.worker == "torch" else TensorFlowJob)(args, config)
+  job.run(args.warmup_steps)  # tracing, allocation
+  print(json.dumps({"ready": True}), flush=True)
+  for line in sys.stdin:
+    steps = int(line.split()[1])
+    started = time.perf_counter()
+    loss = job.run(steps)
+    seconds = time.perf_counter() - started
+    print(json.dumps({"examples_per_second": steps * args.batch_size / seconds,
+                      "loss": loss}), flush=True)
+
+
+def gemm_gflops(n=2048, repeats=5):
+  """The best float32 n x n matmul rate of numpy and tf.matmul, GFLOP/s."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  a = np.random.default_rng(0).standard_normal((n, n), np.float32)
+  b = np.random.default_rng(1).standard_normal((n, n), np.float32)
+  best = {}
+  ta, tb = tf.constant(a), tf.constant(b)
+  for name, matmul in (("numpy", lambda: a @ b),
+                       ("tf", lambda: tf.matmul(ta, tb).numpy())):
+    matmul()
+    times = []
+    for _ in range(repeats):
+      started = time.perf_counter()
+      matmul()
+      times.append(time.perf_counter() - started)
+    best[name] = 2 * n**3 / min(times) / 1e9
+  return best
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--models", default="bert_base,demo_student")
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--steps_per_round", type=int, default=3)
+  parser.add_argument("--warmup_steps", type=int, default=2)
+  parser.add_argument("--bert_base_batch", type=int, default=8)
+  parser.add_argument("--bert_base_seq", type=int, default=128)
+  parser.add_argument("--student_batch", type=int, default=32)
+  parser.add_argument("--student_seq", type=int, default=64)
+  parser.add_argument("--torch_threads", type=int, default=os.cpu_count(),
+                      help="PyTorch's intra-op threads (on a loaded machine "
+                      "1 can be faster than the cores)")
+  parser.add_argument("--worker", help=argparse.SUPPRESS)
+  parser.add_argument("--model", help=argparse.SUPPRESS)
+  parser.add_argument("--batch_size", type=int, help=argparse.SUPPRESS)
+  parser.add_argument("--seq_length", type=int, help=argparse.SUPPRESS)
+  parser.add_argument("--tmp_dir", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.worker:
+    return worker(args)
+
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+  print("load average (1, 5, 15 min) at start: %.1f %.1f %.1f on %d cores"
+        % (*os.getloadavg(), os.cpu_count()), flush=True)
+  gemm_before = gemm_gflops()
+  print(f"float32 GEMM 2048^3: " + ", ".join(
+      f"{k} {v:.1f}" for k, v in gemm_before.items()) + " GFLOP/s", flush=True)
+  summary = []
+  with tempfile.TemporaryDirectory() as tmp_dir:
+    for model in args.models.split(","):
+      batch, seq = ((args.bert_base_batch, args.bert_base_seq)
+                    if model == "bert_base" else
+                    (args.student_batch, args.student_seq))
+      workers = {}
+      for framework in ("torch", "tf"):  # one at a time: start-up not timed
+        workers[framework] = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__),
+             f"--worker={framework}", f"--model={model}",
+             f"--batch_size={batch}", f"--seq_length={seq}",
+             f"--warmup_steps={args.warmup_steps}", f"--tmp_dir={tmp_dir}",
+             f"--torch_threads={args.torch_threads}"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        assert json.loads(workers[framework].stdout.readline())["ready"]
+      rates = {framework: [] for framework in workers}
+      for round_ in range(args.rounds):
+        for framework, process in workers.items():
+          process.stdin.write(f"run {args.steps_per_round}\n")
+          process.stdin.flush()
+          result = json.loads(process.stdout.readline())
+          rates[framework].append(result["examples_per_second"])
+          print(f"{model} round {round_ + 1} {framework}: "
+                f"{result['examples_per_second']:.2f} examples/s, "
+                f"loss {result['loss']:.3f}", flush=True)
+      for process in workers.values():
+        process.stdin.close()
+        process.wait()
+      summary.append((model, batch, seq, rates))
+  gemm_after = gemm_gflops()
+  print("load average (1, 5, 15 min) at end: %.1f %.1f %.1f" % os.getloadavg())
+  gemm = max(max(gemm_before.values()), max(gemm_after.values()))
+  print(f"float32 GEMM 2048^3 after: " + ", ".join(
+      f"{k} {v:.1f}" for k, v in gemm_after.items()) + " GFLOP/s")
+
+  print(f"\n{args.rounds} rounds x {args.steps_per_round} steps, torch "
+        f"threads {args.torch_threads}; GEMM peak "
+        f"{gemm:.1f} GFLOP/s (best of before/after, numpy/tf)")
+  print(f"{'model':13s} {'batch x seq':11s} {'framework':9s} "
+        f"{'examples/s':>10s} {'GFLOP/s':>8s} {'% GEMM':>7s}")
+  for model, batch, seq, rates in summary:
+    train_flops = 3 * forward_flops_per_example(MODELS[model], seq)
+    for framework, values in rates.items():
+      rate = statistics.median(values)
+      gflops = rate * train_flops / 1e9
+      print(f"{model:13s} {f'{batch} x {seq}':11s} {framework:9s} "
+            f"{rate:10.2f} {gflops:8.1f} {100 * gflops / gemm:6.1f}%")
+    ratios = [t / p for t, p in zip(rates["tf"], rates["torch"])]
+    print(f"{model:13s} tf / torch: median {statistics.median(ratios):.2f}x "
+          f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,461 @@
+"""BERT with a classification head, fine-tuned as Google's run_classifier.py.
+
+The head is one dense layer on the pooled output, stored as Google stores it:
+`output_weights` [num_labels, H] (truncated normal, stddev 0.02) and
+`output_bias` [num_labels] (zeros), with dropout (BERT's hidden_dropout_prob)
+on the pooled output in training. Classification takes the softmax
+cross-entropy; regression (num_labels 1, STS-B) the squared error of the
+single output.
+
+Checkpoints hold Google's `bert/...` names, the head, the adam_m / adam_v
+slots and global_step, as Google's fine-tuned checkpoints do (the
+pretraining heads `cls/...` are neither trained nor saved).
+
+Shapes: B = batch size (per replica), L = max_seq_length, H = hidden size,
+C = num_labels.
+"""
+
+import dataclasses
+import os
+import time
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+import cli
+import classifier_data
+import classifier_metrics
+import modeling
+import records
+
+OUTPUT_WEIGHTS = "output_weights"
+OUTPUT_BIAS = "output_bias"
+HEAD_NAMES = (OUTPUT_WEIGHTS, OUTPUT_BIAS)
+# What a checkpoint that initialises fine-tuning may lack: the head, and the
+# pooler (not every converted or distilled checkpoint has one).
+MAY_BE_INITIALIZED = HEAD_NAMES + ("bert/pooler/dense/kernel",
+                                   "bert/pooler/dense/bias")
+
+
+class BertClassifier(tf.Module):
+  """BERT's encoder and pooler (modeling.BertPretrainingModel) plus the
+  classification head."""
+
+  def __init__(self, config, num_labels, compute_dtype=tf.float32, seed=None):
+    super().__init__(name="bert_classifier")
+    self.config = config
+    self.num_labels = num_labels
+    self.bert = modeling.BertPretrainingModel(config, compute_dtype,
+                                              seed=seed)
+    rng = np.random.default_rng(None if seed is None else seed + 1)
+    self.output_weights = tf.Variable(
+        tf.random.stateless_truncated_normal(
+            [num_labels, config.hidden_size], seed=rng.integers(0, 2**31, 2),
+            stddev=0.02), name=OUTPUT_WEIGHTS)
+    self.output_bias = tf.Variable(tf.zeros([num_labels]), name=OUTPUT_BIAS)
+
+  def variables_by_name(self):
+    """{Google name: variable} of what is trained and saved: `bert/...` and
+    the head."""
+    variables = {name: v for name, v in self.bert.variables_by_name().items()
+                 if name.startswith("bert/")}
+    variables[OUTPUT_WEIGHTS] = self.output_weights
+    variables[OUTPUT_BIAS] = self.output_bias
+    return variables
+
+  def __call__(self, input_ids, input_mask, segment_ids, training=False):
+    """Returns {"logits": float32 [B, C], "pooled_output": [B, H],
+    "sequence_output": [B, L, H]}."""
+    # No masked-LM positions ([B, 0]): the pretraining heads do no work.
+    no_positions = tf.zeros([tf.shape(input_ids)[0], 0], tf.int32)
+    outputs = self.bert(input_ids, input_mask, segment_ids, no_positions,
+                        training=training)
+    pooled = tf.cast(outputs["pooled_output"], tf.float32)  # [B, H]
+    if training and self.config.hidden_dropout_prob > 0:
+      pooled = tf.nn.dropout(pooled, rate=self.config.hidden_dropout_prob)
+    logits = tf.nn.bias_add(
+        tf.matmul(pooled, self.output_weights, transpose_b=True),
+        self.output_bias)  # [B, C]
+    return {"logits": logits, "pooled_output": outputs["pooled_output"],
+            "sequence_output": outputs["sequence_output"]}
+
+
+def per_example_loss(logits, features, is_regression):
+  """Cross-entropy (or squared error for regression) of each example,
+  zero for padding examples.  [B]"""
+  real = tf.cast(features[records.IS_REAL_EXAMPLE], tf.float32)
+  if is_regression:
+    loss = tf.square(logits[:, 0] - features[records.LABEL_VALUES])
+  else:
+    loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=features[records.LABEL_IDS], logits=logits)
+  return loss * real
+
+
+# ----------------------------------------------------------------------------
+# Distribution and precision, as distill.py has them. (distill.py defines
+# flags, so it cannot be imported here; create_strategy, is_chief,
+# DynamicLossScale and write_scalars belong in one shared module.)
+
+def create_strategy(name, tpu=None):
+  """The tf.distribute strategy called `name` (None: mirrored on GPUs)."""
+  gpus = tf.config.list_physical_devices("GPU")
+  if name is None:
+    name = "mirrored" if gpus else "one_device"
+  if name == "one_device":
+    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+  if name == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if name == "multi_worker_mirrored":
+    if "TF_CONFIG" not in os.environ:
+      raise cli.StageError("--distribution_strategy multi_worker_mirrored "
+                           "needs the TF_CONFIG environment variable (see "
+                           "launch_multiworker.sh)")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+  tf.config.experimental_connect_to_cluster(resolver)
+  tf.tpu.experimental.initialize_tpu_system(resolver)
+  return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy):
+  """Whether this process writes checkpoints, summaries and results."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return True
+  resolver = strategy.cluster_resolver
+  if resolver.task_type == "chief":
+    return True
+  has_chief = "chief" in resolver.cluster_spec().as_dict()
+  return resolver.task_type == "worker" and resolver.task_id == 0 and (
+      not has_chief)
+
+
+class DynamicLossScale:
+  """The loss scale of float16 training (as distill.py's): a step whose
+  gradients overflow on any replica is skipped and halves the scale; after
+  `period` clean steps it doubles."""
+
+  def __init__(self, initial=2.0**15, period=2000):
+    on_first = tf.VariableAggregation.ONLY_FIRST_REPLICA
+    self.scale = tf.Variable(initial, trainable=False, aggregation=on_first)
+    self.clean_steps = tf.Variable(0, trainable=False, aggregation=on_first)
+    self.period = period
+
+  def unscale(self, grads):
+    """([gradients] / scale, overflowed); call in replica context."""
+    grads = [tf.convert_to_tensor(g) / self.scale for g in grads]
+    overflows = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g),
+                                                tf.float32)) for g in grads])
+    overflows = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, overflows)
+    clean = overflows == 0
+    grow = clean & (self.clean_steps + 1 >= self.period)
+    self.scale.assign(tf.where(clean, tf.where(grow, 2.0, 1.0), 0.5) *
+                      self.scale)
+    self.clean_steps.assign(tf.where(clean & ~grow, self.clean_steps + 1, 0))
+    return [tf.where(clean, g, tf.zeros_like(g)) for g in grads], ~clean
+
+
+COMPUTE_DTYPES = {"float32": tf.float32, "mixed_float16": tf.float16,
+                  "mixed_bfloat16": tf.bfloat16}
+
+
+def write_scalars(writer, group, values, step):
+  """Writes {name: float} as TensorBoard scalars `group/name` at `step`,
+  in the scalar plugin's event format (no tensorboard package needed)."""
+  metadata = tf.compat.v1.SummaryMetadata(
+      plugin_data=tf.compat.v1.SummaryMetadata.PluginData(
+          plugin_name="scalars"))
+  with writer.as_default():
+    for name, value in values.items():
+      tf.summary.write(f"{group}/{name}", tf.constant(value, tf.float32),
+                       step=step, metadata=metadata)
+  writer.flush()
+
+
+# ----------------------------------------------------------------------------
+# Checkpoints.
+
+def checkpoint_variables(model, optimizer):
+  """{Google name: variable} of everything a fine-tuning checkpoint holds."""
+  return {**model.variables_by_name(), **optimizer.checkpoint_variables()}
+
+
+def checkpoint_vocab_size(checkpoint):
+  """Rows of the checkpoint's bert/embeddings/word_embeddings (None when it
+  has none).
+
+  Raises:
+    ValueError: nothing readable at that path.
+  """
+  prefix = modeling.resolve_checkpoint(checkpoint)
+  try:
+    shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+  except (tf.errors.OpError, ValueError) as e:
+    raise ValueError(f"{prefix}: not a readable checkpoint "
+                     f"({str(e).splitlines()[0]})") from None
+  shape = shapes.get("bert/embeddings/word_embeddings")
+  return shape[0] if shape else None
+
+
+def initialize_from(model, init_checkpoint):
+  """Loads `bert/...` (and a head of the same shape) from init_checkpoint.
+
+  The head, and the pooler, may be missing or of another shape (a
+  pretraining checkpoint, a head for another task): they keep their
+  initial values with a warning. Anything else missing is an error.
+
+  Raises:
+    ValueError: one line: not a checkpoint, or encoder variables missing or
+      mis-shaped.
+  """
+  result = modeling.load_checkpoint(model.variables_by_name(), init_checkpoint,
+                                    allow_partial=True)
+  missing = [n for n in result["initialized"] if n not in MAY_BE_INITIALIZED]
+  if missing:
+    raise ValueError(
+        f"{init_checkpoint}: {len(missing)} encoder variables missing or "
+        f"mis-shaped (not a checkpoint of --bert_config_file's "
+        f"architecture?): {', '.join(missing[:5])}")
+  for name in result["initialized"]:
+    logging.warning("%s has no %s of shape %s: initialized (as Google's "
+                    "run_classifier.py does for a new head)", init_checkpoint,
+                    name, model.variables_by_name()[name].shape.as_list())
+  return result
+
+
+def restore_or_initialize(model, optimizer, output_dir, init_checkpoint):
+  """Resumes from output_dir's newest checkpoint, else loads init_checkpoint.
+
+  Returns the global step training continues from.
+
+  Raises:
+    cli.StageError: output_dir holds another task's or architecture's
+      checkpoint, or init_checkpoint cannot initialise the model.
+  """
+  latest = modeling.latest_checkpoint(output_dir)
+  if latest:
+    try:
+      modeling.restore_variables(checkpoint_variables(model, optimizer),
+                                 latest)
+    except ValueError as e:
+      raise cli.StageError(
+          f"--output_dir {output_dir} holds checkpoint {latest} of another "
+          f"task, architecture or run ({e}); use a new --output_dir") from None
+    step = int(optimizer.global_step.numpy())
+    logging.info("Resuming from %s at step %d", latest, step)
+    return step
+  if init_checkpoint:
+    try:
+      initialize_from(model, init_checkpoint)
+    except ValueError as e:
+      raise cli.StageError(f"--init_checkpoint {e}") from None
+    logging.info("Initialised from %s", init_checkpoint)
+  else:
+    logging.warning("No --init_checkpoint and no checkpoint in %s: the "
+                    "model starts from random weights", output_dir)
+  return 0
+
+
+def save(model, optimizer, output_dir, keep):
+  """Writes model + optimizer slots at the current global step."""
+  variables = {**model.variables_by_name(),
+               **optimizer.slot_variables_by_name()}
+  return modeling.save_checkpoint(variables, output_dir,
+                                  int(optimizer.global_step.numpy()),
+                                  max_to_keep=keep)
+
+
+# ----------------------------------------------------------------------------
+# Training.
+
+@dataclasses.dataclass
+class TrainSettings:
+  """What the training loop needs from the flags."""
+  num_train_steps: int
+  iterations_per_loop: int
+  save_checkpoints_steps: int
+  keep_checkpoint_max: int
+  global_batch_size: int
+  output_dir: str
+  chief: bool
+  is_regression: bool
+  loss_scale: "DynamicLossScale | None" = None
+
+
+def make_train_loop(strategy, model, optimizer, settings):
+  """Returns train_loop(iterator, num_steps) -> (steps_run, mean loss).
+
+  One call runs num_steps steps inside one tf.function; it stops after a
+  step whose loss is not finite (then returning that loss).
+  """
+  variables = model.variables_by_name()
+  names = sorted(variables)
+  var_list = [variables[name] for name in names]
+  loss_scale = settings.loss_scale
+
+  @tf.autograph.experimental.do_not_convert
+  def replica_step(features):
+    with tf.GradientTape() as tape:
+      logits = model(features[records.INPUT_IDS], features[records.INPUT_MASK],
+                     features[records.SEGMENT_IDS], training=True)["logits"]
+      # Divided by the global batch: the replicas' losses add up to the mean.
+      loss = tf.reduce_sum(per_example_loss(
+          logits, features, settings.is_regression)) / float(
+              settings.global_batch_size)
+      scaled = loss * loss_scale.scale if loss_scale else loss
+    grads = tape.gradient(scaled, var_list)
+    overflowed = None
+    if loss_scale:
+      grads, overflowed = loss_scale.unscale(grads)
+    optimizer.apply_gradients(dict(zip(names, grads)), skip_update=overflowed)
+    return loss
+
+  @tf.function
+  def train_loop(iterator, num_steps):
+    total = tf.constant(0.0)
+    steps_run = tf.constant(0)
+    for _ in tf.range(num_steps):
+      loss = strategy.reduce(tf.distribute.ReduceOp.SUM,
+                             strategy.run(replica_step, args=(next(iterator),)),
+                             axis=None)
+      steps_run += 1
+      if not tf.math.is_finite(loss):
+        total = loss * tf.cast(steps_run, tf.float32)
+        break
+      total += loss
+    return steps_run, total / tf.cast(steps_run, tf.float32)
+
+  return train_loop
+
+
+def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
+  """Trains from start_step to settings.num_train_steps; returns the step.
+
+  Checkpoints every save_checkpoints_steps and at the end (chief only);
+  summaries after each loop call; progress (steps, rate, time left, loss)
+  at each checkpoint and at least every 10 seconds.
+
+  Raises:
+    cli.StageError: the loss became NaN or infinite.
+  """
+  train_loop = make_train_loop(strategy, model, optimizer, settings)
+  writer = (tf.summary.create_file_writer(settings.output_dir)
+            if settings.chief else tf.summary.create_noop_writer())
+  iterator = iter(dataset)
+  total, every = settings.num_train_steps, settings.save_checkpoints_steps
+  step = start_step
+  progress = cli.Progress("fine-tuning", total=total - start_step,
+                          unit="steps", interval=10.0)
+  while step < total:
+    next_save = min((step // every + 1) * every, total)
+    num_steps = min(settings.iterations_per_loop, next_save - step)
+    started = time.monotonic()
+    steps_run, loss = train_loop(iterator, tf.constant(num_steps))
+    steps_run, loss = int(steps_run), float(loss)
+    step += steps_run
+    if not np.isfinite(loss):
+      raise cli.StageError(
+          f"the loss became {loss} at step {step}; stopped (the newest "
+          f"checkpoint is the last good one); lower --learning_rate")
+    examples_per_second = (steps_run * settings.global_batch_size /
+                           (time.monotonic() - started))
+    learning_rate = float(schedule(step))
+    progress.update(steps_run, note=(
+        f"step {step}/{total}, loss {loss:.4f}, lr {learning_rate:.3g}, "
+        f"{examples_per_second:.1f} examples/s"))
+    write_scalars(writer, "train", {
+        "loss": loss, "learning_rate": learning_rate,
+        "examples_per_second": examples_per_second}, step)
+    if settings.chief and (step % every == 0 or step == total):
+      save(model, optimizer, settings.output_dir, settings.keep_checkpoint_max)
+      if step < total:
+        progress.log()
+  progress.log(final=True)
+  return step
+
+
+# ----------------------------------------------------------------------------
+# Evaluation and prediction.
+
+def predict_logits(strategy, model, dataset, num_examples, is_regression):
+  """Runs the model over an eval_dataset.
+
+  Returns:
+    (logits float32 [num_examples, C] in file order, summed loss of the
+    real examples).
+  """
+  @tf.autograph.experimental.do_not_convert
+  def replica_step(features):
+    logits = model(features[records.INPUT_IDS], features[records.INPUT_MASK],
+                   features[records.SEGMENT_IDS], training=False)["logits"]
+    loss = tf.reduce_sum(per_example_loss(logits, features, is_regression))
+    return features[classifier_data.EXAMPLE_INDEX], logits, loss
+
+  @tf.function
+  def step(batch):
+    index, logits, loss = strategy.run(replica_step, args=(batch,))
+    return (strategy.gather(index, axis=0), strategy.gather(logits, axis=0),
+            strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None))
+
+  all_logits = np.zeros([num_examples, model.num_labels], np.float32)
+  total_loss = 0.0
+  progress = cli.Progress("predicting", total=num_examples, unit="examples",
+                          interval=10.0)
+  for batch in dataset:
+    index, logits, loss = step(batch)
+    index = index.numpy()
+    real = index >= 0
+    all_logits[index[real]] = logits.numpy()[real]
+    total_loss += float(loss)
+    progress.update(int(real.sum()))
+  return all_logits, total_loss
+
+
+def predictions_of(logits, is_regression):
+  """Class indices (argmax) or regression scores.  [N]"""
+  return logits[:, 0] if is_regression else np.argmax(logits, axis=-1)
+
+
+def evaluation_results(task, logits, total_loss, labels):
+  """{eval_<metric>: value} of the task's metrics, plus eval_loss."""
+  metrics = classifier_metrics.task_metrics(
+      task.metrics, predictions_of(logits, task.is_regression), labels)
+  results = {f"eval_{name}": value for name, value in metrics.items()}
+  results["eval_loss"] = total_loss / len(labels)
+  return results
+
+
+def write_eval_results(results, step, output_dir):
+  """Writes output_dir/eval_results.txt (`key = value`, as Google's) and
+  TensorBoard scalars under output_dir/eval."""
+  path = os.path.join(output_dir, "eval_results.txt")
+  with cli.atomic_output(path) as tmp_path:
+    with tf.io.gfile.GFile(tmp_path, "w") as f:
+      for key, value in sorted({**results, "global_step": step}.items()):
+        f.write(f"{key} = {value}\n")
+  writer = tf.summary.create_file_writer(os.path.join(output_dir, "eval"))
+  write_scalars(writer, "eval", results, step)
+  logging.info("Wrote %s: %s", path, ", ".join(
+      f"{k} = {v:.4f}" for k, v in sorted(results.items())))
+  return path
+
+
+def write_test_results(task, examples, logits, output_dir):
+  """Writes output_dir/test_results.tsv in GLUE's submission layout: a
+  header `index<TAB>prediction`, then each test example's index and its
+  predicted label (or score)."""
+  path = os.path.join(output_dir, "test_results.tsv")
+  predictions = predictions_of(logits, task.is_regression)
+  with cli.atomic_output(path) as tmp_path:
+    with tf.io.gfile.GFile(tmp_path, "w") as f:
+      f.write("index\tprediction\n")
+      for example, prediction in zip(examples, predictions):
+        value = (f"{prediction:.3f}" if task.is_regression else
+                 task.labels[prediction])
+        f.write(f"{example.guid}\t{value}\n")
+  logging.info("Wrote %s (%d predictions)%s", path, len(examples),
+               f"; GLUE's submission names it {task.submission_name}"
+               if task.submission_name else "")
+  return path

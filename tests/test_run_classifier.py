@@ -1,0 +1,651 @@
+"""run_classifier.py: the GLUE readers, features, metrics against hand and
+NumPy computations, fine-tuning a toy task, loading a Google checkpoint,
+resume after kill -9, and the one-line input errors."""
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import bert_reference as ref
+import classifier
+import classifier_data
+import classifier_metrics as metrics
+import modeling
+import records
+import tokenization
+from conftest import ROOT
+
+SCRIPT = os.path.join(ROOT, "run_classifier.py")
+ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+# ---------------------------------------------------------------------------
+# The GLUE layouts: a tiny file of each, as GLUE's download holds them.
+
+def write_tsv(path, rows):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text("".join("\t".join(row) + "\n" for row in rows),
+                  encoding="utf-8")
+
+
+MNLI_HEADER = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse",
+               "sentence2_binary_parse", "sentence1_parse", "sentence2_parse",
+               "sentence1", "sentence2"]
+STSB_HEADER = ["index", "genre", "filename", "year", "old_index", "source1",
+               "source2", "sentence1", "sentence2"]
+
+# task: {file: rows}, and what the train file's first example must read as:
+# (text_a, text_b, label), and the test file's first (guid, text_a, text_b).
+GLUE_FILES = {
+    "cola": ({
+        "train.tsv": [["gj04", "1", "", "Our friends won't buy this."],
+                      ["gj04", "0", "*", "They drank the pub."]],
+        "dev.tsv": [["gj04", "0", "*", "The more we study."]],
+        "test.tsv": [["index", "sentence"], ["0", "Bill whistled."]],
+    }, ("Our friends won't buy this.", None, "1"), ("0", "Bill whistled.", None)),
+    "sst-2": ({
+        "train.tsv": [["sentence", "label"], ["a gorgeous film ", "1"]],
+        "dev.tsv": [["sentence", "label"], ["dull", "0"]],
+        "test.tsv": [["index", "sentence"], ["7", "uneven"]],
+    }, ("a gorgeous film ", None, "1"), ("7", "uneven", None)),
+    "mrpc": ({
+        "train.tsv": [["\ufeffQuality", "#1 ID", "#2 ID", "#1 String",
+                       "#2 String"], ["1", "702876", "702977", "He said.",
+                                      "He stated."]],
+        "dev.tsv": [["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"],
+                    ["0", "1", "2", "A.", "B."]],
+        "test.tsv": [["index", "#1 ID", "#2 ID", "#1 String", "#2 String"],
+                     ["3", "1", "2", "C.", "D."]],
+    }, ("He said.", "He stated.", "1"), ("3", "C.", "D.")),
+    "sts-b": ({
+        "train.tsv": [STSB_HEADER + ["score"],
+                      ["0", "main-captions", "MSRvid", "2012test", "0001",
+                       "none", "none", "A plane is taking off.",
+                       "An air plane is taking off.", "5.000"]],
+        "dev.tsv": [STSB_HEADER + ["score"],
+                    ["0", "g", "f", "y", "1", "n", "n", "A man.", "A boy.",
+                     "2.5"]],
+        "test.tsv": [STSB_HEADER, ["4", "g", "f", "y", "1", "n", "n", "X.",
+                                   "Y."]],
+    }, ("A plane is taking off.", "An air plane is taking off.", "5.000"),
+        ("4", "X.", "Y.")),
+    "qqp": ({
+        "train.tsv": [["id", "qid1", "qid2", "question1", "question2",
+                       "is_duplicate"], ["133273", "213221", "213222",
+                                         "How is it?", "What is it?", "0"]],
+        "dev.tsv": [["id", "qid1", "qid2", "question1", "question2",
+                     "is_duplicate"], ["1", "2", "3", "Q?", "R?", "1"]],
+        "test.tsv": [["id", "question1", "question2"], ["9", "S?", "T?"]],
+    }, ("How is it?", "What is it?", "0"), ("9", "S?", "T?")),
+    "mnli": ({
+        "train.tsv": [MNLI_HEADER + ["label1", "gold_label"],
+                      ["0", "31193", "31193n", "government", "( ( x ) )",
+                       "( y )", "(ROOT x)", "(ROOT y)", "Conceptually cream.",
+                       "Product and geography.", "neutral", "neutral"]],
+        "dev_matched.tsv": [
+            MNLI_HEADER + ["label1", "label2", "label3", "label4", "label5",
+                           "gold_label"],
+            ["0", "1", "1n", "g", "b", "b", "p", "p", "P.", "H.", "neutral",
+             "entailment", "neutral", "neutral", "neutral", "neutral"]],
+        "test_matched.tsv": [MNLI_HEADER, ["5", "1", "1n", "g", "b", "b", "p",
+                                           "p", "P2.", "H2."]],
+    }, ("Conceptually cream.", "Product and geography.", "neutral"),
+        ("5", "P2.", "H2.")),
+    "mnli-mm": ({
+        "train.tsv": [MNLI_HEADER + ["label1", "gold_label"],
+                      ["0", "1", "1n", "g", "b", "b", "p", "p", "A.", "B.",
+                       "contradiction", "contradiction"]],
+        "dev_mismatched.tsv": [MNLI_HEADER + ["label1", "gold_label"],
+                               ["0", "1", "1n", "g", "b", "b", "p", "p", "C.",
+                                "D.", "entailment", "entailment"]],
+        "test_mismatched.tsv": [MNLI_HEADER, ["6", "1", "1n", "g", "b", "b",
+                                              "p", "p", "E.", "F."]],
+    }, ("A.", "B.", "contradiction"), ("6", "E.", "F.")),
+    "qnli": ({
+        "train.tsv": [["index", "question", "sentence", "label"],
+                      ["0", "When?", "In 1990.", "entailment"]],
+        "dev.tsv": [["index", "question", "sentence", "label"],
+                    ["0", "Who?", "Nobody.", "not_entailment"]],
+        "test.tsv": [["index", "question", "sentence"], ["2", "Why?", "So."]],
+    }, ("When?", "In 1990.", "entailment"), ("2", "Why?", "So.")),
+    "rte": ({
+        "train.tsv": [["index", "sentence1", "sentence2", "label"],
+                      ["0", "No weapons.", "Weapons found.", "not_entailment"]],
+        "dev.tsv": [["index", "sentence1", "sentence2", "label"],
+                    ["0", "A.", "B.", "entailment"]],
+        "test.tsv": [["index", "sentence1", "sentence2"], ["0", "C.", "D."]],
+    }, ("No weapons.", "Weapons found.", "not_entailment"), ("0", "C.", "D.")),
+    "wnli": ({
+        "train.tsv": [["index", "sentence1", "sentence2", "label"],
+                      ["0", "I stuck a pin.", "The pin had a hole.", "1"]],
+        "dev.tsv": [["index", "sentence1", "sentence2", "label"],
+                    ["0", "A.", "B.", "0"]],
+        "test.tsv": [["index", "sentence1", "sentence2"], ["1", "C.", "D."]],
+    }, ("I stuck a pin.", "The pin had a hole.", "1"), ("1", "C.", "D.")),
+}
+
+
+@pytest.mark.parametrize("task_name", sorted(GLUE_FILES))
+def test_each_glue_processor_reads_its_layout(tmp_path, task_name):
+  files, train_first, test_first = GLUE_FILES[task_name]
+  for name, rows in files.items():
+    write_tsv(tmp_path / name, rows)
+  task = classifier_data.get_task(task_name.upper())
+  train = task.get_examples(str(tmp_path), "train")
+  assert (train[0].text_a, train[0].text_b, train[0].label) == train_first
+  dev = task.get_examples(str(tmp_path), "dev")
+  assert len(dev) == 1 and dev[0].label is not None
+  test = task.get_examples(str(tmp_path), "test")
+  assert (test[0].guid, test[0].text_a, test[0].text_b) == test_first
+  assert test[0].label is None
+  assert task.submission_name.endswith(".tsv")
+
+
+def test_generic_tsv_task_reads_named_columns_and_training_labels(tmp_path):
+  header = ["id", "premise", "hypothesis", "verdict"]
+  write_tsv(tmp_path / "train.tsv", [header, ["1", "p1", "h1", "yes"],
+                                     ["2", "p2", "h2", "no"],
+                                     ["3", "p3", "h3", "maybe"]])
+  write_tsv(tmp_path / "dev.tsv", [header, ["4", "p4", "h4", "no"]])
+  task = classifier_data.get_task("tsv", str(tmp_path), "premise",
+                                  "hypothesis", "verdict")
+  assert task.labels == ("maybe", "no", "yes")
+  dev = task.get_examples(str(tmp_path), "dev")
+  assert (dev[0].text_a, dev[0].text_b, dev[0].label) == ("p4", "h4", "no")
+  # Numeric labels sort as numbers.
+  write_tsv(tmp_path / "num" / "train.tsv",
+            [["t", "y"], ["a", "10"], ["b", "9"], ["c", "10"]])
+  task = classifier_data.get_task("tsv", str(tmp_path / "num"), "t", None, "y")
+  assert task.labels == ("9", "10")
+
+
+@pytest.mark.parametrize("rows, split, message", [
+    ([["text", "label"], ["good", "1"]], "train", "no column 'sentence'"),
+    ([["sentence", "label"], ["good"]], "train",
+     "line 2 has 1 field(s); column 'label' is field 2"),
+    ([["sentence", "label"], ["good", "positive"]], "dev",
+     "line 2: label 'positive' is not among task sst-2's labels (0, 1)"),
+])
+def test_bad_tsv_is_a_one_line_error_naming_file_and_line(tmp_path, rows,
+                                                          split, message):
+  write_tsv(tmp_path / f"{split}.tsv", rows)
+  task = classifier_data.get_task("sst-2")
+  with pytest.raises(ValueError) as error:
+    task.get_examples(str(tmp_path), split)
+  assert str(error.value).startswith(str(tmp_path / f"{split}.tsv"))
+  assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_unknown_task_lists_the_tasks():
+  with pytest.raises(ValueError, match="'glue9' is not a task; use one of "
+                     "cola, sst-2"):
+    classifier_data.get_task("glue9")
+
+
+# ---------------------------------------------------------------------------
+# Features: Google's convert_single_example.
+
+TOY_WORDS = ["the", "a", "movie", "film", "plot", "actor", "scene", "story",
+             "was", "is", "very", "quite", "and", "but", "good", "great",
+             "bad", "awful"]
+TOY_VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + TOY_WORDS +
+             [f"w{i}" for i in range(37)])  # 60 tokens
+
+
+def write_vocab(path, tokens=TOY_VOCAB):
+  path.write_text("\n".join(tokens) + "\n")
+  return str(path)
+
+
+def test_truncate_seq_pair_trims_the_longer_one_token_at_a_time():
+  a, b = list("abcdefg"), list("xyz")
+  classifier_data.truncate_seq_pair(a, b, 6)
+  assert a == list("abc") and b == list("xyz")
+  a, b = list("ab"), list("wxyz")
+  classifier_data.truncate_seq_pair(a, b, 3)  # on a tie b loses, as Google's
+  assert a == list("ab") and b == list("w")
+
+
+def test_convert_single_example_by_hand(tmp_path):
+  tokenizer = tokenization.FullTokenizer(write_vocab(tmp_path / "vocab.txt"))
+  task = classifier_data.get_task("rte")
+  example = classifier_data.InputExample(
+      "0", "The movie was good", "a plot and a scene and a story",
+      "not_entailment")
+  features = classifier_data.convert_single_example(example, task, 12,
+                                                    tokenizer)
+  ids = {t: i for i, t in enumerate(TOY_VOCAB)}
+  # 12 - 3 = 9 tokens: a has 4, b 7 -> b loses 2.
+  tokens = ["[CLS]", "the", "movie", "was", "good", "[SEP]", "a", "plot",
+            "and", "a", "scene", "[SEP]"]
+  assert features["input_ids"] == [ids[t] for t in tokens]
+  assert features["segment_ids"] == [0] * 6 + [1] * 6
+  assert features["input_mask"] == [1] * 12
+  assert features["label_ids"] == [1] and features["is_real_example"] == [1]
+  single = classifier_data.convert_single_example(
+      classifier_data.InputExample("1", "Awful, UNKNOWNWORD", None, "0"),
+      classifier_data.get_task("sst-2"), 8, tokenizer)
+  assert single["input_ids"] == [ids["[CLS]"], ids["awful"], ids["[UNK]"],
+                                 ids["[UNK]"], ids["[SEP]"], 0, 0, 0]
+  assert single["input_mask"] == [1] * 5 + [0] * 3
+  assert single["segment_ids"] == [0] * 8
+
+
+def test_feature_cache_round_trips_and_is_reused(tmp_path):
+  data = tmp_path / "data"
+  write_tsv(data / "train.tsv", [["sentence", "label"], ["good film", "1"],
+                                 ["bad plot", "0"], ["a story", "1"]])
+  vocab = write_vocab(tmp_path / "vocab.txt")
+  tokenizer = tokenization.FullTokenizer(vocab)
+  task = classifier_data.get_task("sst-2")
+  examples = task.get_examples(str(data), "train")
+  out = str(tmp_path / "out")
+  path = classifier_data.feature_cache(examples, task, "train", 8, tokenizer,
+                                       vocab, str(data), out)
+  read = [records.decode_example(r.numpy())
+          for r in tf.data.TFRecordDataset(path)]
+  want = [classifier_data.convert_single_example(e, task, 8, tokenizer)
+          for e in examples]
+  assert [{k: list(v) for k, v in r.items()} for r in read] == want
+  # Google's reader parses them with its own spec (ours is the same).
+  spec = records.classifier_feature_spec(8)
+  parsed = tf.io.parse_single_example(next(iter(tf.data.TFRecordDataset(
+      path))), spec)
+  assert parsed["label_ids"].numpy().tolist() == [1]
+  mtime = os.path.getmtime(path)
+  assert classifier_data.feature_cache(examples, task, "train", 8, tokenizer,
+                                       vocab, str(data), out) == path
+  assert os.path.getmtime(path) == mtime
+  classifier_data.feature_cache(examples, task, "train", 10, tokenizer, vocab,
+                                str(data), out)
+  assert len(next(iter(tf.data.TFRecordDataset(path))).numpy()) > 0
+  assert json.load(open(path + ".json"))["max_seq_length"] == 10
+  assert not [p for p in os.listdir(out) if ".tmp-" in p]
+
+
+def test_eval_dataset_pads_to_whole_batches_and_keeps_the_order(tmp_path):
+  path = str(tmp_path / "eval.tf_record")
+  with tf.io.TFRecordWriter(path) as writer:
+    for i in range(5):
+      writer.write(records.serialize_example({
+          "input_ids": [i] * 4, "input_mask": [1] * 4, "segment_ids": [0] * 4,
+          "label_ids": [i % 2], "is_real_example": [1]}))
+  batches = list(classifier_data.eval_dataset(
+      path, records.classifier_feature_spec(4), 4, 5, 4))
+  assert [b["input_ids"].shape[0] for b in batches] == [4, 4]
+  index = np.concatenate([b["example_index"].numpy() for b in batches])
+  real = np.concatenate([b["is_real_example"].numpy() for b in batches])
+  assert index.tolist() == [0, 1, 2, 3, 4, -1, -1, -1]
+  assert real.tolist() == [1] * 5 + [0] * 3
+
+
+# ---------------------------------------------------------------------------
+# Metrics, against hand counts and NumPy.
+
+def test_f1_and_matthews_from_the_confusion_counts():
+  predictions = np.array([1, 1, 0, 1, 0, 0, 1, 0, 1, 1])
+  labels = np.array([1, 0, 0, 1, 1, 0, 1, 0, 0, 1])
+  tp, tn, fp, fn = 4, 3, 2, 1  # counted by hand
+  assert metrics.accuracy(predictions, labels) == pytest.approx(0.7)
+  precision, recall = tp / (tp + fp), tp / (tp + fn)
+  assert metrics.f1_score(predictions, labels) == pytest.approx(
+      2 * precision * recall / (precision + recall))
+  assert metrics.matthews_corrcoef(predictions, labels) == pytest.approx(
+      (tp * tn - fp * fn) / np.sqrt((tp + fp) * (tp + fn) * (tn + fp) *
+                                    (tn + fn)))
+  assert metrics.matthews_corrcoef(np.ones(4), [0, 1, 0, 1]) == 0.0
+  assert metrics.matthews_corrcoef(labels, labels) == pytest.approx(1.0)
+  assert metrics.matthews_corrcoef(1 - labels, labels) == pytest.approx(-1.0)
+
+
+def test_correlations_match_numpy_and_hand_ranks():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=50)
+  y = 0.5 * x + rng.normal(size=50)
+  assert metrics.pearson_correlation(x, y) == pytest.approx(
+      np.corrcoef(x, y)[0, 1])
+  # Without ties Spearman is Pearson of argsort-ranks.
+  ranks = lambda v: np.argsort(np.argsort(v)).astype(float)
+  assert metrics.spearman_correlation(x, y) == pytest.approx(
+      np.corrcoef(ranks(x), ranks(y))[0, 1])
+  # Ties share their mean rank: [1, 2, 2, 3] ranks as [1, 2.5, 2.5, 4].
+  assert metrics.average_ranks([1, 2, 2, 3]).tolist() == [1, 2.5, 2.5, 4]
+  assert metrics.average_ranks([5, 5, 5]).tolist() == [2, 2, 2]
+  a, b = [1, 2, 2, 3], [1, 3, 2, 4]
+  assert metrics.spearman_correlation(a, b) == pytest.approx(
+      np.corrcoef([1, 2.5, 2.5, 4], [1, 3, 2, 4])[0, 1])
+  assert set(metrics.task_metrics("correlation", x, y)) == {"pearson",
+                                                            "spearman"}
+  assert set(metrics.task_metrics("f1_accuracy", [1], [1])) == {"accuracy",
+                                                                "f1"}
+  assert set(metrics.task_metrics("matthews", [1], [1])) == {
+      "accuracy", "matthews_corr"}
+
+
+# ---------------------------------------------------------------------------
+# A Google-name checkpoint: the encoder loads, the missing head warns.
+
+def tiny_vocab(tmp_path, size):
+  return write_vocab(tmp_path / "tiny_vocab.txt",
+                     (TOY_VOCAB + [f"x{i}" for i in range(size)])[:size])
+
+
+def test_google_checkpoint_loads_with_warnings_for_the_head_only(tmp_path,
+                                                                 caplog):
+  weights = ref.random_google_weights(ref.TINY_CONFIG, seed=3)
+  prefix = ref.write_google_checkpoint(str(tmp_path / "bert_model.ckpt"),
+                                       weights, global_step=7)
+  config = modeling.BertConfig.from_dict(ref.TINY_CONFIG)
+  model = classifier.BertClassifier(config, 3, seed=1)
+  with caplog.at_level(logging.WARNING):
+    result = classifier.initialize_from(model, prefix)
+  assert sorted(result["initialized"]) == ["output_bias", "output_weights"]
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelno == logging.WARNING]
+  assert len(warnings) == 2 and all("initialized" in w for w in warnings)
+  assert any("output_weights of shape [3, 32]" in w for w in warnings)
+  # The loaded encoder computes the NumPy reference's pooled output, and
+  # the head is one dense layer on it.
+  rng = np.random.default_rng(0)
+  ids = rng.integers(0, 99, (2, 10))
+  mask = np.ones((2, 10), np.int64)
+  mask[1, 6:] = 0
+  segments = (np.arange(10) >= 5).astype(np.int64)[None].repeat(2, 0)
+  got = model(ids, mask, segments)
+  want = ref.bert_forward(weights, ref.TINY_CONFIG, ids, mask, segments,
+                          np.zeros((2, 1), np.int64))["pooled_output"]
+  np.testing.assert_allclose(got["pooled_output"], want, atol=1e-4)
+  np.testing.assert_allclose(
+      got["logits"], want @ model.output_weights.numpy().T +
+      model.output_bias.numpy(), atol=1e-4)
+  # A checkpoint lacking an encoder variable is an error, not a warning.
+  del weights["bert/encoder/layer_1/output/dense/kernel"]
+  broken = ref.write_google_checkpoint(str(tmp_path / "broken.ckpt"), weights)
+  with pytest.raises(ValueError, match="1 encoder variables missing"):
+    classifier.initialize_from(classifier.BertClassifier(config, 2), broken)
+
+
+# ---------------------------------------------------------------------------
+# Whole runs: a separable toy task, resume after kill -9, bad input.
+
+TOY_CONFIG = {"vocab_size": len(TOY_VOCAB), "hidden_size": 32,
+              "num_hidden_layers": 2, "num_attention_heads": 2,
+              "intermediate_size": 64, "hidden_dropout_prob": 0.0,
+              "attention_probs_dropout_prob": 0.0,
+              "max_position_embeddings": 32, "type_vocab_size": 2}
+STEPS = 96  # 256 examples / batch 16 * 6 epochs
+
+
+def write_toy_task(folder, num_train=256, num_dev=64, seed=0):
+  """SST-2 layout; label 1 iff the sentence holds "good" or "great", among
+  random filler words: separable by a single token."""
+  rng = random.Random(seed)
+  filler = TOY_WORDS[:14] + [f"w{i}" for i in range(37)]
+  def sentence():
+    label = rng.randint(0, 1)
+    words = [rng.choice(filler) for _ in range(rng.randint(3, 8))]
+    words.insert(rng.randint(0, len(words)),
+                 rng.choice(["good", "great"] if label else ["bad", "awful"]))
+    return " ".join(words), str(label)
+  write_tsv(folder / "train.tsv", [["sentence", "label"]] +
+            [sentence() for _ in range(num_train)])
+  write_tsv(folder / "dev.tsv", [["sentence", "label"]] +
+            [sentence() for _ in range(num_dev)])
+  write_tsv(folder / "test.tsv", [["index", "sentence"]] +
+            [[str(100 + i), sentence()[0]] for i in range(10)])
+  return str(folder)
+
+
+def command(data_dir, vocab, config, output_dir, *extra):
+  return [sys.executable, SCRIPT, "--task_name=sst-2", f"--data_dir={data_dir}",
+          f"--vocab_file={vocab}", f"--bert_config_file={config}",
+          f"--output_dir={output_dir}", "--max_seq_length=16",
+          "--train_batch_size=16", "--learning_rate=5e-4",
+          "--num_train_epochs=6", "--iterations_per_loop=1",
+          "--save_checkpoints_steps=4", "--keep_checkpoint_max=2", *extra]
+
+
+def replace_flag(argv, name, value):
+  return [f"--{name}={value}" if a.startswith(f"--{name}=") else a
+          for a in argv]
+
+
+def run_preloaded(jobs, folder):
+  """Runs each argv as its own process sharing one TensorFlow import
+  (tests/preloaded_runner.py); returns [(exit code, stderr)]."""
+  specs = [{"argv": argv[1:], "stdout": str(folder / f"{i}.out"),
+            "stderr": str(folder / f"{i}.err")} for i, argv in enumerate(jobs)]
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "tests", "preloaded_runner.py")],
+      input=json.dumps(specs), capture_output=True, text=True, env=ENV,
+      cwd=ROOT, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return [(code, open(s["stderr"]).read())
+          for code, s in zip(json.loads(result.stdout), specs)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """Together: an uninterrupted toy fine-tune with eval and predict, the
+  same run killed with -9 after its step-8 checkpoint, then the killed run
+  resumed."""
+  root = tmp_path_factory.mktemp("classifier")
+  data = write_toy_task(root / "toy")
+  vocab = write_vocab(root / "vocab.txt")
+  config = root / "bert_config.json"
+  config.write_text(json.dumps(TOY_CONFIG))
+  reference = command(data, vocab, config, root / "uninterrupted",
+                      "--do_train", "--do_eval", "--do_predict")
+  killed = replace_flag(command(data, vocab, config, root / "killed",
+                                "--do_train"), "output_dir", root / "killed")
+  processes = [subprocess.Popen(argv, env=ENV, cwd=ROOT,
+                                stdout=subprocess.DEVNULL,
+                                stderr=open(root / f"{name}.log", "w"))
+               for name, argv in (("uninterrupted", reference),
+                                  ("killed", killed))]
+  killed_at = None
+  while processes[1].poll() is None:
+    latest = modeling.latest_checkpoint(str(root / "killed"))
+    if latest and modeling.checkpoint_step(latest) >= 8:
+      processes[1].send_signal(signal.SIGKILL)
+      processes[1].wait()
+      killed_at = modeling.checkpoint_step(
+          modeling.latest_checkpoint(str(root / "killed")))
+    time.sleep(0.01)
+  assert processes[0].wait(timeout=300) == 0, (
+      root / "uninterrupted.log").read_text()[-3000:]
+  resumed = subprocess.run(killed, env=ENV, cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+  return {"root": root, "data": data, "vocab": vocab, "config": config,
+          "command": reference, "killed_at": killed_at, "resumed": resumed}
+
+
+def checkpoint_values(prefix):
+  reader = tf.train.load_checkpoint(str(prefix))
+  return {name: reader.get_tensor(name)
+          for name in reader.get_variable_to_shape_map()}
+
+
+def test_fine_tuning_a_separable_toy_task_learns_it(runs):
+  output_dir = runs["root"] / "uninterrupted"
+  results = dict(line.split(" = ") for line in
+                 (output_dir / "eval_results.txt").read_text().splitlines())
+  assert set(results) == {"eval_accuracy", "eval_loss", "global_step"}
+  assert int(results["global_step"]) == STEPS
+  assert float(results["eval_accuracy"]) >= 0.9  # chance is 0.5
+  assert list((output_dir / "eval").glob("events.out.tfevents.*"))
+  assert list(output_dir.glob("events.out.tfevents.*"))
+  lines = (output_dir / "test_results.tsv").read_text().splitlines()
+  assert lines[0] == "index\tprediction" and len(lines) == 11
+  assert [line.split("\t")[0] for line in lines[1:]] == [
+      str(100 + i) for i in range(10)]
+  assert {line.split("\t")[1] for line in lines[1:]} <= {"0", "1"}
+  log = (runs["root"] / "uninterrupted.log").read_text()
+  assert "steps/s" in log and "time left" in log and "examples/s" in log
+
+
+def test_checkpoint_holds_google_names_and_the_head(runs):
+  values = checkpoint_values(runs["root"] / "uninterrupted" /
+                             f"model.ckpt-{STEPS}")
+  model_names = [n for n in ref.google_shapes(TOY_CONFIG)
+                 if n.startswith("bert/")] + ["output_weights", "output_bias"]
+  assert set(values) == set(
+      model_names + [f"{n}/adam_{s}" for n in model_names for s in "mv"] +
+      ["global_step"])
+  assert values["output_weights"].shape == (2, 32)
+  assert values["output_bias"].shape == (2,)
+  assert values["global_step"] == STEPS
+
+
+def test_resume_after_kill_ends_with_the_uninterrupted_weights(runs):
+  killed_at = runs["killed_at"]
+  assert killed_at is not None and killed_at < STEPS, "finished before kill"
+  assert runs["resumed"].returncode == 0, runs["resumed"].stderr[-3000:]
+  assert f"at step {killed_at}" in runs["resumed"].stderr
+  got = checkpoint_values(runs["root"] / "killed" / f"model.ckpt-{STEPS}")
+  want = checkpoint_values(runs["root"] / "uninterrupted" /
+                           f"model.ckpt-{STEPS}")
+  assert set(got) == set(want)
+  for name, value in want.items():
+    np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6,
+                               err_msg=name)
+  # A rerun of the finished run trains nothing and reuses the features.
+  again = subprocess.run(runs["command"], env=ENV, cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "nothing to train" in again.stderr
+  assert "Reusing" in again.stderr and "train.tf_record" in again.stderr
+
+
+def bad_input_cases(runs, root):
+  """{case: (argv, what the one error line must contain)}."""
+  data = runs["data"]
+  base = command(data, runs["vocab"], runs["config"], root / "out",
+                 "--do_train", "--do_eval")
+  no_column = root / "no_column"
+  write_tsv(no_column / "train.tsv", [["text", "label"], ["good", "1"]])
+  write_tsv(no_column / "dev.tsv", [["sentence", "label"], ["good", "1"]])
+  unseen = root / "unseen"
+  write_tsv(unseen / "train.tsv", [["review", "stars"], ["good", "5"],
+                                   ["bad", "1"]])
+  write_tsv(unseen / "dev.tsv", [["review", "stars"], ["fine", "3"]])
+  big_config = root / "big_vocab.json"
+  big_config.write_text(json.dumps({**TOY_CONFIG, "vocab_size": 99}))
+  google = ref.write_google_checkpoint(
+      str(root / "bert_model.ckpt"),
+      ref.random_google_weights(ref.TINY_CONFIG))  # vocab 99
+  return {
+      "an unknown task": (replace_flag(base, "task_name", "glue9"),
+                          "--task_name 'glue9' is not a task"),
+      "a TSV missing a column": (
+          replace_flag(base, "data_dir", no_column),
+          f"{no_column / 'train.tsv'}: no column 'sentence' in the header"),
+      "a label not seen in training": (
+          replace_flag(replace_flag(base, "data_dir", unseen), "task_name",
+                       "tsv") + ["--text_a_column=review",
+                                 "--label_column=stars"],
+          f"{unseen / 'dev.tsv'}: line 2: label '3' is not among the "
+          f"training file's labels (1, 5)"),
+      "a config vocab_size unlike the vocab file": (
+          replace_flag(base, "bert_config_file", big_config),
+          "has vocab_size 99 but --vocab_file"),
+      "a checkpoint vocab_size unlike the vocab file": (
+          base + [f"--init_checkpoint={google}"],
+          "has word embeddings for 99 tokens but --vocab_file"),
+      "max_seq_length above max_position_embeddings": (
+          replace_flag(base, "max_seq_length", 64),
+          "--max_seq_length 64 exceeds the model's max_position_embeddings "
+          "32"),
+  }
+
+
+@pytest.fixture(scope="module")
+def bad_runs(runs, tmp_path_factory):
+  root = tmp_path_factory.mktemp("bad")
+  cases = bad_input_cases(runs, root)
+  # The Google checkpoint with its own vocabulary: a good run, which must
+  # load with warnings about the head only.
+  tiny_config = root / "tiny_config.json"
+  tiny_config.write_text(json.dumps({**ref.TINY_CONFIG}))
+  google_run = command(runs["data"], tiny_vocab(root, 99), tiny_config,
+                       root / "google_out", "--do_train",
+                       f"--init_checkpoint={root / 'bert_model.ckpt'}",
+                       "--num_train_epochs=0.125")
+  results = run_preloaded([argv for argv, _ in cases.values()] + [google_run],
+                          root)
+  return root, cases, dict(zip(cases, results)), results[-1]
+
+
+@pytest.mark.parametrize("case", [
+    "an unknown task", "a TSV missing a column",
+    "a label not seen in training",
+    "a config vocab_size unlike the vocab file",
+    "a checkpoint vocab_size unlike the vocab file",
+    "max_seq_length above max_position_embeddings"])
+def test_bad_input_is_one_line_error_and_writes_nothing(bad_runs, case):
+  root, cases, results, _ = bad_runs
+  returncode, stderr = results[case]
+  assert returncode != 0
+  assert "Traceback" not in stderr
+  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1, stderr[-3000:]
+  assert cases[case][1] in errors[0]
+  assert not (root / "out").exists() or not os.listdir(root / "out")
+
+
+def test_a_google_checkpoint_run_warns_about_the_head_only(bad_runs):
+  root, _, _, (returncode, stderr) = bad_runs
+  assert returncode == 0, stderr[-3000:]
+  warnings = [line for line in stderr.splitlines()
+              if line.startswith("W") and "initialized" in line]
+  assert len(warnings) == 2, stderr[-3000:]
+  assert any("has no output_weights of shape [2, 32]" in w for w in warnings)
+  assert modeling.latest_checkpoint(str(root / "google_out"))
+
+
+def test_pipeline_stage_g_scores_teacher_and_student_then_skips(tmp_path):
+  """run_pipeline.sh --stages=G on Google-name checkpoints of a teacher and
+  a (one-layer) student."""
+  data = write_toy_task(tmp_path / "toy")
+  vocab = write_vocab(tmp_path / "vocab.txt")
+  student_config = {**TOY_CONFIG, "num_hidden_layers": 1}
+  paths = {}
+  for name, config in (("teacher", TOY_CONFIG), ("student", student_config)):
+    (tmp_path / name).mkdir()
+    (tmp_path / f"{name}.json").write_text(json.dumps(config))
+    paths[name] = ref.write_google_checkpoint(
+        str(tmp_path / name / "model.ckpt-5"),
+        ref.random_google_weights(config, seed=len(name)), global_step=5)
+  argv = ["bash", os.path.join(ROOT, "run_pipeline.sh"),
+          f"--work_dir={tmp_path / 'work'}", f"--python={sys.executable}",
+          "--stages=G", f"--vocab_file={vocab}",
+          f"--teacher_config={tmp_path / 'teacher.json'}",
+          f"--teacher_checkpoint={paths['teacher']}",
+          f"--student_config={tmp_path / 'student.json'}",
+          f"--student_dir={tmp_path / 'student'}", "--glue_task=sst-2",
+          f"--glue_data_dir={data}", "--glue_max_seq_length=16",
+          "--glue_flags=--num_train_epochs=0.25 --train_batch_size=16"]
+  result = subprocess.run(argv, env=ENV, cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+  work = tmp_path / "work"
+  assert sorted(os.listdir(work / "stages")) == ["G-student.done",
+                                                 "G-teacher.done"]
+  for name in ("teacher", "student"):
+    text = (work / "glue" / name / "eval_results.txt").read_text()
+    assert "global_step = 4" in text
+  summary = [line for line in result.stdout.splitlines()
+             if "student/teacher" in line]
+  assert len(summary) == 1 and summary[0].split()[0] == "eval_accuracy"
+  again = subprocess.run(argv, env=ENV, cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert again.stdout.count("done before, skipped") == 2
