@@ -241,7 +241,8 @@ def choose_strategy():
 def load_teacher(config, checkpoint, strategy):
   """Builds the teacher under `strategy` and loads every variable, strictly."""
   with strategy.scope():
-    model = modeling.BertPretrainingModel(config)
+    # Zeros, not random values: the strict load below sets every variable.
+    model = modeling.BertPretrainingModel(config, initialize=False)
   try:
     modeling.load_checkpoint(model, checkpoint)
   except ValueError as e:
@@ -284,8 +285,10 @@ class TeacherLabeler:
                       strategy.num_replicas_in_sync)
       use_xla = False
     # One compiled program per (B, S) shape; callers limit how many S occur.
+    # The model and _labels have no tensor-dependent Python control flow, so
+    # AutoGraph need not convert them (converting costs seconds of start-up).
     self._replica_step = tf.function(self._labels, jit_compile=use_xla,
-                                     reduce_retracing=True)
+                                     reduce_retracing=True, autograph=False)
 
   def _labels(self, input_ids, input_mask, segment_ids, masked_lm_positions,
               uniforms=None):
