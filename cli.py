@@ -39,7 +39,8 @@ def run(main):
     try:
       return flags.FLAGS(argv)
     except flags.Error as e:
-      print(f"error: {e}", file=sys.stderr)
+      # absl reports every flag that failed, one a line: keep them on one.
+      print("error: " + "; ".join(str(e).splitlines()), file=sys.stderr)
       sys.exit(1)
 
   def guarded_main(argv):
@@ -80,6 +81,38 @@ def expand_input_files(patterns, flag_name="--input_file"):
   if not files:
     raise StageError(f"{flag_name} is empty: give a file, glob or comma list")
   return files
+
+
+def select_shard(items, num_shards, shard_index):
+  """The shard_index-th of num_shards shards of a sorted list: every
+  num_shards-th item from shard_index on. Stages III-b and IV split their
+  input files among machines with it (--num_shards, --shard_index); an item
+  keeps its place in the whole list (e.g. its file index) when it carries
+  it."""
+  return items[shard_index::num_shards]
+
+
+def define_shard_flags():
+  """Defines --num_shards and --shard_index and their rule, for the stages
+  that split their input files among processes with select_shard. Called
+  at the top of a script, beside its own flag definitions; the flags are the
+  script's own (listed by its --helpshort)."""
+  # The caller's name as absl names a defining module (the main one by its
+  # path), so the flags are listed with the script's own.
+  script = sys._getframe(1).f_globals["__name__"]  # pylint: disable=protected-access
+  if script == "__main__":
+    script = sys.argv[0]
+  flags.DEFINE_integer("num_shards", 1,
+                       "Split the input files among this many processes: "
+                       "this one takes every num_shards-th file.",
+                       module_name=script)
+  flags.DEFINE_integer("shard_index", 0,
+                       "Which of the --num_shards this process is (0-based).",
+                       module_name=script)
+  flags.register_multi_flags_validator(
+      ["num_shards", "shard_index"],
+      lambda f: f["num_shards"] >= 1 and 0 <= f["shard_index"] < f["num_shards"],
+      "need --num_shards >= 1 and 0 <= --shard_index < --num_shards")
 
 
 def temporary_path(final_path):

@@ -820,9 +820,10 @@ def build_teacher(strategy, config, checkpoint, precision):
       variables of the teacher's config (named).
   """
   with strategy.scope():
+    # Zeros, not random values: the strict load below sets every variable.
     teacher = modeling.BertPretrainingModel(
         config, compute_dtype=_COMPUTE_DTYPES[precision], name="teacher",
-        seed=0, trainable=False)
+        seed=0, trainable=False, initialize=False)
   try:
     checkpoints.load_checkpoint(teacher, checkpoint)
   except ValueError as e:

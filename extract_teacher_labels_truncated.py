@@ -98,11 +98,7 @@ flags.DEFINE_integer("batch_size", 32,
 flags.DEFINE_string("vocab_file", None,
                     "Optional: the teacher's vocab.txt, checked against the "
                     "config's vocab_size.")
-flags.DEFINE_integer("num_shards", 1,
-                     "Split the input files among this many processes: this "
-                     "one takes every num_shards-th file.")
-flags.DEFINE_integer("shard_index", 0,
-                     "Which of the --num_shards this process is (0-based).")
+cli.define_shard_flags()
 flags.DEFINE_integer("length_multiple", 16,
                      "Each batch is cut to its longest real sequence rounded "
                      "up to this multiple (fewer XLA shapes); 0 never cuts.")
@@ -152,10 +148,6 @@ flags.register_multi_flags_validator(
     ["output_file", "output_dir"],
     lambda f: (f["output_file"] is None) != (f["output_dir"] is None),
     "give exactly one of --output_file and --output_dir")
-flags.register_multi_flags_validator(
-    ["num_shards", "shard_index"],
-    lambda f: f["num_shards"] >= 1 and 0 <= f["shard_index"] < f["num_shards"],
-    "need --num_shards >= 1 and 0 <= --shard_index < --num_shards")
 
 
 # ----------------------------------------------------------------- set-up
@@ -199,11 +191,6 @@ def label_settings_of_flags(label_mode, truncation_factor, num_samples,
   if mode == records.FULL:
     return records.LabelSettings(mode, vocab_size)
   return records.LabelSettings(mode, truncation_factor)
-
-
-def select_shard(files, num_shards, shard_index):
-  """Every num_shards-th file starting at shard_index (a sorted list in)."""
-  return files[shard_index::num_shards]
 
 
 def plan_outputs(input_files, output_file, output_dir):
@@ -261,7 +248,8 @@ def choose_strategy():
 def load_teacher(config, checkpoint, strategy):
   """Builds the teacher under `strategy` and loads every variable, strictly."""
   with strategy.scope():
-    model = modeling.BertPretrainingModel(config)
+    # Zeros, not random values: the strict load below sets every variable.
+    model = modeling.BertPretrainingModel(config, initialize=False)
   try:
     checkpoints.load_checkpoint(model, checkpoint)
   except ValueError as e:
@@ -304,8 +292,10 @@ class TeacherLabeler:
                       strategy.num_replicas_in_sync)
       use_xla = False
     # One compiled program per (B, S) shape; callers limit how many S occur.
+    # The model and _labels have no tensor-dependent Python control flow, so
+    # AutoGraph need not convert them (converting costs seconds of start-up).
     self._replica_step = tf.function(self._labels, jit_compile=use_xla,
-                                     reduce_retracing=True)
+                                     reduce_retracing=True, autograph=False)
 
   def _labels(self, input_ids, input_mask, segment_ids, masked_lm_positions,
               uniforms=None):
@@ -463,90 +453,6 @@ def count_records(path):
                          f"({cli.error_line(e)})") from None
 
 
-# --------------------------------------------------------------- output
-
-
-def _varint(value):
-  """Protobuf base-128 varint of a non-negative int, as bytes."""
-  out = bytearray()
-  while value > 0x7f:
-    out.append((value & 0x7f) | 0x80)
-    value >>= 7
-  out.append(value)
-  return bytes(out)
-
-
-def _packed_varints(values):
-  """Varint-encodes int64 [b, n] row by row (negatives as 10 bytes, as
-  protobuf does). Returns (all bytes, row byte lengths [b])."""
-  u = np.ascontiguousarray(values, dtype=np.int64).view(np.uint64)
-  shifts = np.arange(10, dtype=np.uint64) * np.uint64(7)
-  groups = (u[..., None] >> shifts) & np.uint64(0x7f)  # [b, n, 10]
-  sizes = np.ones(u.shape, np.int64)  # [b, n]
-  for i in range(1, 10):
-    sizes += (u >> np.uint64(7 * i)) != 0
-  index = np.arange(10)
-  groups |= (index < sizes[..., None] - 1).astype(np.uint64) << np.uint64(7)
-  data = groups[index < sizes[..., None]].astype(np.uint8).tobytes()
-  return data, sizes.sum(axis=-1)
-
-
-class ExampleEncoder:
-  """Serializes batches of features into tf.train.Example strings.
-
-  Gives the same protos as records.serialize_example (float features from
-  records.FLOAT_FEATURES as packed floats, the rest as packed int64 varints,
-  in the given feature order) but encodes each feature of a whole batch with
-  NumPy; per example only byte strings are joined.
-  """
-
-  def __init__(self, names):
-    self._names = tuple(names)
-    self._prefixes = {}
-
-  def _prefix(self, name, payload_size):
-    """Bytes of the map entry for `name` up to its packed values."""
-    key = (name, payload_size)
-    if key not in self._prefixes:
-      name_bytes = name.encode()
-      kind = b"\x12" if name in records.FLOAT_FEATURES else b"\x1a"
-      values = b"\x0a" + _varint(payload_size)  # FloatList/Int64List.value
-      feature = kind + _varint(len(values) + payload_size)  # Feature
-      feature_size = len(feature) + len(values) + payload_size
-      entry = (b"\x0a" + _varint(len(name_bytes)) + name_bytes +
-               b"\x12" + _varint(feature_size))  # map key, value
-      self._prefixes[key] = (b"\x0a" + _varint(len(entry) + feature_size) +
-                             entry + feature + values)
-    return self._prefixes[key]
-
-  def encode(self, features):
-    """{name: [b, ...] array} -> list of b serialized Examples."""
-    columns = []
-    for name in self._names:
-      values = np.asarray(features[name])
-      rows = values.shape[0]
-      if name in records.FLOAT_FEATURES:
-        width = 4 * (values.size // rows if rows else 0)
-        data = np.ascontiguousarray(values, dtype="<f4").tobytes()
-        sizes = [width] * rows
-      else:
-        data, sizes = _packed_varints(values.reshape(rows, -1))
-        sizes = sizes.tolist()
-      columns.append((name, data, sizes))
-    serialized = []
-    offsets = [0] * len(columns)
-    for row in range(len(columns[0][2]) if columns else 0):
-      parts = []
-      for c, (name, data, sizes) in enumerate(columns):
-        size = sizes[row]
-        parts.append(self._prefix(name, size))
-        parts.append(data[offsets[c]:offsets[c] + size])
-        offsets[c] += size
-      body = b"".join(parts)
-      serialized.append(b"\x0a" + _varint(len(body)) + body)
-    return serialized
-
-
 # ----------------------------------------------------------------- stage
 
 
@@ -672,7 +578,8 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
   mode = label_settings.mode
   label_names = records.teacher_label_features(truncation_factor, mode,
                                                label_settings.head_k)
-  encoder = ExampleEncoder(records.PRETRAINING_FEATURES + label_names)
+  encoder = records.ExampleBatchEncoder(records.PRETRAINING_FEATURES +
+                                        label_names)
   window_size = batch_size * (1 if mode == records.FULL else sort_batches)
   stats = SampleStats()
   counts = [count_records(path) for path in input_files]
@@ -772,8 +679,8 @@ def main(argv):
                                      FLAGS.sample_temperature,
                                      config.vocab_size, FLAGS.exact_top_k)
   logging.info("Label mode: %s", settings.describe())
-  input_files = select_shard(cli.expand_input_files(FLAGS.input_file),
-                             FLAGS.num_shards, FLAGS.shard_index)
+  input_files = cli.select_shard(cli.expand_input_files(FLAGS.input_file),
+                                 FLAGS.num_shards, FLAGS.shard_index)
   plan = plan_outputs(input_files, FLAGS.output_file, FLAGS.output_dir)
   logging.info("Shard %d of %d: %d input files, %d outputs to write",
                FLAGS.shard_index, FLAGS.num_shards, len(input_files), len(plan))

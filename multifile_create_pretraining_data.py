@@ -6,58 +6,26 @@ file i (0-based) is written to `<output_dir>/<output_base_name>_<i>.tfrecord`.
 
 The contract: file i written with --random_seed S holds exactly the examples,
 in the same order, that Google's `create_pretraining_data.py` writes for that
-file alone with --random_seed S+i. The algorithm is Google's, making the same
-sequence of calls on a `random.Random(S+i)`:
+file alone with --random_seed S+i (pretraining_data.py: the algorithm, and
+why it is faster), whatever --num_workers and --num_shards. With
+--num_shards N, the run with --shard_index j makes files j, j+N, j+2N, ...
+(each still named and seeded by its index i in the whole sorted list), so N
+machines together write what one run writes.
 
-  1. read the documents, tokenize every sentence, drop empty documents;
-  2. shuffle the documents;
-  3. dupe_factor passes over the documents; for each document, a target length
-     (max_seq_length - 3, or with probability short_seq_prob a random one from
-     2 up), then chunks of whole sentences up to that length, each split at a
-     random point into A and B; half the time (always for a one-sentence
-     chunk) B is taken from a random other document (10 tries) and the
-     sentences of the chunk not used are put back; the pair is truncated to
-     fit, a token at a time from the front or back of the longer side;
-  4. the masked LM: candidates are all tokens but [CLS]/[SEP] (whole words
-     with --do_whole_word_mask), shuffled; about masked_lm_prob of the tokens
-     (at most max_predictions_per_seq) are predicted, each replaced by [MASK]
-     80% of the time, kept 10%, and a random vocabulary word 10%;
-  5. shuffle all instances of the file.
-
-So the output is deterministic and independent of --num_workers. Files are
-processed in parallel by worker processes, one file per worker at a time: the
-memory is that of the files in flight. Outputs appear under their final name
-only when complete. Next to each, `<output>.made_from.json` records what it
-was made from (the input file's name, size and SHA-256, the vocabulary's, the
-settings and the seed); a rerun skips an output whose record matches, makes
-again one whose input or settings changed, and removes outputs of former
-inputs beyond the last one. A worker that dies (kill -9, out of memory) stops
-the stage with an error naming its file; the rerun makes only what is missing.
-
-Speed without changing a draw: each sentence is tokenized once and kept as
-vocabulary ids (Google re-reads token strings on every pass and converts at
-the end); pairs are truncated by moving two indices; an instance is encoded
-to its tf.train.Example bytes as soon as it is made (the encoder writes the
-protobuf wire format directly, checked equal to protobuf's own deterministic
-serialization); records are framed as TFRecords without loading TensorFlow.
+Outputs appear under their final name only when complete. Next to each,
+`<output>.made_from.json` records what it was made from; a rerun skips an
+output whose record matches, makes again one whose input or settings
+changed, and removes outputs of former inputs beyond the last one. A worker
+that dies (kill -9, out of memory) stops the stage with an error naming its
+file; the rerun makes only what is missing.
 """
 
-import dataclasses
-import glob
-import hashlib
 import os
-import re
-import random
-import resource
-import struct
-import time
 
 from absl import flags
-from absl import logging
 
 import cli
-import records
-import tokenization
+import pretraining_data
 
 flags.DEFINE_string("input_dir", None,
                     "Folder of input text files (*.txt): one sentence per "
@@ -95,806 +63,73 @@ flags.DEFINE_integer("num_workers", None,
                      "Worker processes, each working on one file at a time "
                      "(default: all cores this process may use).")
 
+cli.define_shard_flags()
+
 FLAGS = flags.FLAGS
 
-# How many examples of the first file processed are logged, decoded.
-NUM_LOGGED_EXAMPLES = 5
+flags.mark_flags_as_required(["input_dir", "output_dir", "vocab_file"])
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-  """What shapes the instances of every file (everything but the seed)."""
-  vocab_file: str
-  do_lower_case: bool
-  max_seq_length: int
-  max_predictions_per_seq: int
-  dupe_factor: int
-  masked_lm_prob: float
-  short_seq_prob: float
-  do_whole_word_mask: bool
-
-
-def check_flags(input_dir, output_dir, vocab_file, max_seq_length,
-                max_predictions_per_seq, dupe_factor, masked_lm_prob,
-                short_seq_prob, num_workers):
-  """Raises cli.StageError naming the first flag that is missing or wrong."""
-  paths = (("--input_dir", input_dir), ("--output_dir", output_dir),
-           ("--vocab_file", vocab_file))
-  for name, value in paths:
-    if not value:
-      raise cli.StageError(f"{name} is required")
-  for name, value in paths:
-    if "://" in value:
-      raise cli.StageError(f"{name}={value}: only local paths are supported; "
-                           f"copy the files to a local disk first")
-  if not os.path.isdir(input_dir):
-    raise cli.StageError(f"--input_dir={input_dir}: no such folder")
-  if not os.path.isfile(vocab_file):
-    raise cli.StageError(f"--vocab_file={vocab_file}: no such file")
-  if max_seq_length < 5:
-    raise cli.StageError(f"--max_seq_length={max_seq_length}: must be at "
-                         f"least 5 ([CLS] A [SEP] B [SEP], A and B of at "
-                         f"least one token, a target length of at least 2)")
-  if not 1 <= max_predictions_per_seq <= max_seq_length:
-    raise cli.StageError(
-        f"--max_predictions_per_seq={max_predictions_per_seq}: must be "
-        f"between 1 and --max_seq_length={max_seq_length}")
-  if not 0.0 < masked_lm_prob <= 1.0:
-    raise cli.StageError(
-        f"--masked_lm_prob={masked_lm_prob}: must be in (0, 1]")
-  if not 0.0 <= short_seq_prob <= 1.0:
-    raise cli.StageError(
-        f"--short_seq_prob={short_seq_prob}: must be in [0, 1]")
-  if dupe_factor < 1:
-    raise cli.StageError(f"--dupe_factor={dupe_factor}: must be at least 1")
-  if num_workers is not None and num_workers < 1:
-    raise cli.StageError(f"--num_workers={num_workers}: must be at least 1")
-
-
-def find_input_files(input_dir):
-  """The *.txt files of input_dir in sorted name order.
-
-  Raises:
-    cli.StageError: when there is none, or when split_text.py's record in
-      input_dir says that its run was interrupted (some pieces are missing).
-  """
-  for manifest in glob.glob(os.path.join(glob.escape(input_dir),
-                                         "*.made_from.json")):
-    if (cli.read_json(manifest) or {}).get("complete") is False:
-      raise cli.StageError(
-          f"--input_dir={input_dir}: split_text.py was interrupted while "
-          f"writing these pieces (see {manifest}): run it again first")
-  files = sorted(glob.glob(os.path.join(glob.escape(input_dir), "*.txt")))
-  if not files:
-    raise cli.StageError(f"--input_dir={input_dir}: holds no *.txt file")
-  return files
-
-
-def available_cores():
-  """The cores this process may run on."""
-  if hasattr(os, "sched_getaffinity"):
-    return len(os.sched_getaffinity(0))
-  return os.cpu_count() or 1
-
-
-def output_path(output_dir, output_base_name, index):
-  """Where input file `index` is written."""
-  return os.path.join(output_dir, f"{output_base_name}_{index}.tfrecord")
-
-
-def made_from_path(final_path):
-  """Where the record of what an output was made from is kept."""
-  return final_path + ".made_from.json"
-
-
-def load_tokenizer(vocab_file, do_lower_case):
-  """Google's tokenizer for the vocabulary; StageError if it lacks a special
-  token or is not UTF-8 text."""
-  try:
-    tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case)
-  except UnicodeDecodeError as e:
-    raise cli.StageError(
-        f"--vocab_file={vocab_file}: not UTF-8 text (byte {e.start}): give "
-        f"the vocab.txt of the BERT model") from None
-  missing = [t for t in ("[CLS]", "[SEP]", "[MASK]", "[UNK]")
-             if t not in tokenizer.vocab]
-  if missing:
-    raise cli.StageError(f"--vocab_file={vocab_file}: lacks the special "
-                         f"tokens {', '.join(missing)}")
-  return tokenizer
-
-
-# ---------------------------------------------------------------------------
-# Reading and tokenizing.
-
-
-def read_documents(path, tokenizer, digest=None):
-  """Reads a text file into documents: lists of sentences of token ids.
-
-  As Google's reader (tf.gfile's readline): lines split on "\\n" only, every
-  "\\r" dropped (even inside a line), stripped; a blank line starts a new
-  document; lines without tokens are dropped, then empty documents.
-  Undecodable bytes become U+FFFD, which the tokenizer drops. `digest`, a
-  hashlib object, is fed every byte read.
-
-  Returns:
-    A list of documents, each a list of sentences, each a list of token ids.
-  """
-  documents = [[]]
-  with open(path, "rb") as reader:
-    for raw_line in reader:
-      if digest is not None:
-        digest.update(raw_line)
-      line = raw_line.replace(b"\r", b"").decode("utf-8", "replace").strip()
-      if not line:
-        documents.append([])
-        continue
-      tokens = tokenizer.tokenize(line)
-      if tokens:
-        documents[-1].append(tokenizer.convert_tokens_to_ids(tokens))
-  return [document for document in documents if document]
-
-
-# ---------------------------------------------------------------------------
-# Draws. random.Random's randint and shuffle spend most of their time in
-# argument handling; these make exactly the same getrandbits calls (CPython's
-# _randbelow: k = n.bit_length(), draw k bits until below n), which
-# `check_draws_match` proves on this interpreter before any file is made.
-
-
-def rand_below(getrandbits, n):
-  """random.Random._randbelow(n) from the same generator."""
-  k = n.bit_length()
-  r = getrandbits(k)
-  while r >= n:
-    r = getrandbits(k)
-  return r
-
-
-def shuffle(getrandbits, items):
-  """random.Random.shuffle(items) from the same generator, in place."""
-  bit_lengths = _BIT_LENGTHS if len(items) < len(_BIT_LENGTHS) else None
-  for i in range(len(items) - 1, 0, -1):
-    # Draw j below n = i + 1 with k = n.bit_length() bits.
-    k = bit_lengths[i + 1] if bit_lengths else (i + 1).bit_length()
-    j = getrandbits(k)
-    while j > i:
-      j = getrandbits(k)
-    items[i], items[j] = items[j], items[i]
-
-
-# n.bit_length() for the short lists shuffled per instance.
-_BIT_LENGTHS = [n.bit_length() for n in range(1025)]
-
-
-def check_draws_match():
-  """Returns True when rand_below/shuffle equal random.Random's own draws."""
-  for seed in range(3):
-    ours, theirs = random.Random(seed), random.Random(seed)
-    for n in (1, 2, 3, 7, 8, 100, 30522, 2**40 + 3):
-      if (n + rand_below(ours.getrandbits, n) !=
-          theirs.randint(n, 2 * n - 1)):
-        return False
-      a, b = list(range(n % 300)), list(range(n % 300))
-      shuffle(ours.getrandbits, a)
-      theirs.shuffle(b)
-      if a != b or ours.random() != theirs.random():
-        return False
+def _local_path(path):
+  """Validator: a path this stage can read or write (os, not tf.io.gfile)."""
+  if path is not None and "://" in path:
+    raise flags.ValidationError("only local paths are supported; copy the "
+                                "files to a local disk first")
   return True
 
 
-class InstanceMaker:
-  """Makes a file's pretraining instances, encoded, with Google's draws.
-
-  Instances are token-id sequences: [CLS] A [SEP] B [SEP] (masked), with the
-  masked positions, their original ids and whether B is a random next.
-  """
-
-  def __init__(self, settings, vocab, encoder, fast_draws=True):
-    self.settings = settings
-    self.max_num_tokens = settings.max_seq_length - 3
-    self.cls_id = vocab["[CLS]"]
-    self.sep_id = vocab["[SEP]"]
-    self.mask_id = vocab["[MASK]"]
-    # Google draws random replacements from the vocabulary's tokens in file
-    # order, then converts them to ids.
-    self.vocab_word_ids = [vocab[word] for word in vocab.keys()]
-    self.continues_word = None
-    if settings.do_whole_word_mask:
-      max_id = max(vocab.values())
-      self.continues_word = [False] * (max_id + 1)
-      for word, index in vocab.items():
-        self.continues_word[index] = word.startswith("##")
-    self.encoder = encoder
-    self.fast_draws = fast_draws
-
-  def make_file_instances(self, documents, rng, progress=None):
-    """Google's create_training_instances after reading: returns encoded examples.
-
-    Args:
-      documents: the file's documents (lists of sentences of token ids); they
-        are shuffled in place.
-      rng: the file's random.Random(seed).
-      progress: a cli.Progress over documents, or None.
-    Returns:
-      The serialized tf.train.Examples, in output order.
-    """
-    self.shuffle(rng, documents)
-    examples = []
-    for _ in range(self.settings.dupe_factor):
-      for document_index in range(len(documents)):
-        self.document_instances(documents, document_index, rng, examples)
-        if progress:
-          progress.update()
-    self.shuffle(rng, examples)
-    return examples
-
-  def randint(self, rng, low, high):
-    """rng.randint(low, high), through rand_below when fast_draws."""
-    if self.fast_draws:
-      return low + rand_below(rng.getrandbits, high - low + 1)
-    return rng.randint(low, high)
-
-  def shuffle(self, rng, items):
-    """rng.shuffle(items), through the module's shuffle when fast_draws."""
-    if self.fast_draws:
-      shuffle(rng.getrandbits, items)
-    else:
-      rng.shuffle(items)
-
-  def document_instances(self, documents, document_index, rng, out):
-    """Appends the encoded instances of one document to `out`."""
-    document = documents[document_index]
-    max_num_tokens = self.max_num_tokens
-    random_draw = rng.random
-    target_seq_length = max_num_tokens
-    if random_draw() < self.settings.short_seq_prob:
-      target_seq_length = self.randint(rng, 2, max_num_tokens)
-
-    chunk = []
-    chunk_length = 0
-    i = 0
-    while i < len(document):
-      chunk.append(document[i])
-      chunk_length += len(document[i])
-      if i == len(document) - 1 or chunk_length >= target_seq_length:
-        a_end = 1
-        if len(chunk) >= 2:
-          a_end = self.randint(rng, 1, len(chunk) - 1)
-        tokens_a = [t for sentence in chunk[:a_end] for t in sentence]
-        tokens_b = []
-        if len(chunk) == 1 or random_draw() < 0.5:
-          is_random_next = True
-          target_b_length = target_seq_length - len(tokens_a)
-          for _ in range(10):
-            random_index = self.randint(rng, 0, len(documents) - 1)
-            if random_index != document_index:
-              break
-          random_document = documents[random_index]
-          start = self.randint(rng, 0, len(random_document) - 1)
-          for sentence in random_document[start:]:
-            tokens_b += sentence
-            if len(tokens_b) >= target_b_length:
-              break
-          # The sentences of the chunk not used go back for the next chunk.
-          i -= len(chunk) - a_end
-        else:
-          is_random_next = False
-          for sentence in chunk[a_end:]:
-            tokens_b += sentence
-        tokens_a, tokens_b = truncate_seq_pair(tokens_a, tokens_b,
-                                               max_num_tokens, random_draw)
-        out.append(self.masked_instance(tokens_a, tokens_b, is_random_next,
-                                        rng))
-        chunk = []
-        chunk_length = 0
-      i += 1
-
-  def masked_instance(self, tokens_a, tokens_b, is_random_next, rng):
-    """Masks [CLS] A [SEP] B [SEP] as Google does; returns the encoded example."""
-    tokens = [self.cls_id, *tokens_a, self.sep_id, *tokens_b, self.sep_id]
-    len_a = len(tokens_a)
-    num_tokens = len(tokens)
-    num_to_predict = min(
-        self.settings.max_predictions_per_seq,
-        max(1, int(round(num_tokens * self.settings.masked_lm_prob))))
-    if self.continues_word is None:
-      candidates = list(range(1, len_a + 1))
-      candidates += range(len_a + 2, num_tokens - 1)
-      self.shuffle(rng, candidates)
-      positions = candidates[:num_to_predict]
-    else:
-      positions = self.whole_word_positions(tokens, len_a, num_to_predict, rng)
-
-    labels = {}
-    random_draw = rng.random
-    vocab_word_ids = self.vocab_word_ids
-    for index in positions:
-      label = tokens[index]
-      labels[index] = label
-      if random_draw() < 0.8:
-        tokens[index] = self.mask_id
-      elif random_draw() >= 0.5:
-        tokens[index] = vocab_word_ids[
-            self.randint(rng, 0, len(vocab_word_ids) - 1)]
-    masked_positions = sorted(labels)
-    return self.encoder.encode(tokens, len_a, masked_positions,
-                               [labels[p] for p in masked_positions],
-                               is_random_next)
-
-  def whole_word_positions(self, tokens, len_a, num_to_predict, rng):
-    """Positions to mask, whole words at a time, in the order they are masked.
-
-    A "##" token joins the word before it, even across [SEP], as in Google's
-    version. A word that would overshoot num_to_predict is skipped.
-    """
-    continues_word = self.continues_word
-    words = []
-    for index in range(1, len(tokens) - 1):
-      if index == len_a + 1:
-        continue
-      if words and continues_word[tokens[index]]:
-        words[-1].append(index)
-      else:
-        words.append([index])
-    self.shuffle(rng, words)
-    positions = []
-    for word in words:
-      if len(positions) >= num_to_predict:
-        break
-      if len(positions) + len(word) > num_to_predict:
-        continue
-      positions += word
-    return positions
+for _name in ("input_dir", "output_dir", "vocab_file"):
+  flags.register_validator(_name, _local_path)
+flags.register_validator("max_seq_length", lambda n: n >= 5, (
+    "must be at least 5 ([CLS] A [SEP] B [SEP], A and B of at least one "
+    "token, a target length of at least 2)"))
 
 
-def truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, random_draw):
-  """Google's truncate_seq_pair: drops a token at a time from the longer side,
-  from the front or the back by a coin flip, until the pair fits.
-
-  Moves indices instead of deleting list items; returns the two kept slices.
-  """
-  a_start, a_end = 0, len(tokens_a)
-  b_start, b_end = 0, len(tokens_b)
-  while (a_end - a_start) + (b_end - b_start) > max_num_tokens:
-    if a_end - a_start > b_end - b_start:
-      if random_draw() < 0.5:
-        a_start += 1
-      else:
-        a_end -= 1
-    else:
-      if random_draw() < 0.5:
-        b_start += 1
-      else:
-        b_end -= 1
-  return tokens_a[a_start:a_end], tokens_b[b_start:b_end]
+def _predictions_fit(values):
+  predictions, length = (values["max_predictions_per_seq"],
+                         values["max_seq_length"])
+  if not 1 <= predictions <= length:
+    raise flags.ValidationError(
+        f"--max_predictions_per_seq={predictions}: must be between 1 and "
+        f"--max_seq_length={length}")
+  return True
 
 
-# ---------------------------------------------------------------------------
-# Encoding: tf.train.Example bytes and TFRecord framing, without TensorFlow.
-
-
-def varint(value):
-  """The protobuf base-128 varint of a non-negative int."""
-  out = bytearray()
-  while True:
-    byte = value & 0x7F
-    value >>= 7
-    if value:
-      out.append(byte | 0x80)
-    else:
-      out.append(byte)
-      return bytes(out)
-
-
-def _field(tag, payload):
-  """A length-delimited protobuf field: tag byte, length, payload."""
-  return tag + varint(len(payload)) + payload
-
-
-class ExampleEncoder:
-  """Encodes pretraining instances as tf.train.Example bytes.
-
-  The features are records.PRETRAINING_FEATURES, padded as Google pads them:
-  input_ids/input_mask/segment_ids to max_seq_length [L], the masked-LM
-  fields to max_predictions_per_seq [P]. The bytes are what protobuf's
-  deterministic serialization writes (map keys in sorted order, packed
-  lists), so every run and worker count writes the same file.
-
-  An Example is a list of map entries {name: Feature}; each entry is a fixed
-  header (its lengths, the key, the Feature and list tags) then the packed
-  values. Headers depend only on the payload length, so they are cached.
-  """
-
-  def __init__(self, max_seq_length, max_predictions_per_seq, vocab_size):
-    self.max_seq_length = max_seq_length
-    self.max_predictions_per_seq = max_predictions_per_seq
-    # Ids, positions and lengths up to the largest possible Example body.
-    self.varints = [varint(v) for v in range(
-        max(vocab_size, 5 * max_seq_length + 10 * max_predictions_per_seq +
-            256) + 1)]
-    self.headers = {name: {} for name in records.PRETRAINING_FEATURES}
-    length, preds = max_seq_length, max_predictions_per_seq
-    # The entries that take few distinct values, whole.
-    self.mask_entries = [
-        self.entry(records.INPUT_MASK, b"\x01" * n + b"\x00" * (length - n))
-        for n in range(length + 1)]
-    self.weight_entries = [
-        self.entry(records.MASKED_LM_WEIGHTS,
-                   struct.pack("<f", 1.0) * n + b"\x00" * 4 * (preds - n))
-        for n in range(preds + 1)]
-    self.label_entries = [self.entry(records.NEXT_SENTENCE_LABELS, b"\x00"),
-                          self.entry(records.NEXT_SENTENCE_LABELS, b"\x01")]
-    self.zeros = b"\x00" * (length + 1)
-    self.ones = b"\x01" * (length + 1)
-    # The entries in protobuf's deterministic (sorted key) order.
-    assert sorted(records.PRETRAINING_FEATURES) == [
-        records.INPUT_IDS, records.INPUT_MASK, records.MASKED_LM_IDS,
-        records.MASKED_LM_POSITIONS, records.MASKED_LM_WEIGHTS,
-        records.NEXT_SENTENCE_LABELS, records.SEGMENT_IDS]
-
-  def entry(self, name, payload):
-    """The map entry {name: Feature} of a packed list, as bytes."""
-    headers = self.headers[name]
-    header = headers.get(len(payload))
-    if header is None:
-      is_float = name in records.FLOAT_FEATURES
-      value_list = _field(b"\x0a", payload) if payload else b""
-      # Feature: float_list is field 2, int64_list field 3.
-      feature = _field(b"\x12" if is_float else b"\x1a", value_list)
-      body = _field(b"\x0a", name.encode()) + _field(b"\x12", feature)
-      header = _field(b"\x0a", body)[:-len(payload) or None]
-      headers[len(payload)] = header
-    return header + payload
-
-  def encode(self, tokens, len_a, masked_positions, masked_ids,
-             is_random_next):
-    """Returns the serialized Example of one instance.
-
-    Args:
-      tokens: [num_tokens] ids of [CLS] A [SEP] B [SEP] after masking.
-      len_a: the number of tokens in A.
-      masked_positions: [num_masked] sorted positions of predicted tokens.
-      masked_ids: [num_masked] their original ids.
-      is_random_next: whether B was taken from a random document.
-    """
-    varints = self.varints.__getitem__
-    zeros = self.zeros
-    num_tokens = len(tokens)
-    seq_pad = self.max_seq_length - num_tokens
-    pred_pad = b"\x00" * (self.max_predictions_per_seq - len(masked_positions))
-    entry = self.entry
-    body = b"".join((
-        entry(records.INPUT_IDS,
-              b"".join(map(varints, tokens)) + zeros[:seq_pad]),
-        self.mask_entries[num_tokens],
-        entry(records.MASKED_LM_IDS,
-              b"".join(map(varints, masked_ids)) + pred_pad),
-        entry(records.MASKED_LM_POSITIONS,
-              b"".join(map(varints, masked_positions)) + pred_pad),
-        self.weight_entries[len(masked_positions)],
-        self.label_entries[is_random_next],
-        entry(records.SEGMENT_IDS,
-              zeros[:len_a + 2] + self.ones[:num_tokens - len_a - 2] +
-              zeros[:seq_pad]),
-    ))
-    return b"\x0a" + self.varints[len(body)] + body
-
-
-def _load_crc32c():
-  """google_crc32c's C implementation, or None (then TensorFlow writes)."""
-  try:
-    import google_crc32c  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return None
-  return google_crc32c if google_crc32c.implementation == "c" else None
-
-
-def _masked_crc(crc32c, data):
-  """The TFRecord checksum: crc32c rotated right by 15 plus a constant."""
-  crc = crc32c.value(data)
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def write_tfrecords(path, serialized_examples):
-  """Writes records as a TFRecord file (uncompressed), as tf.io.TFRecordWriter.
-
-  Frames them directly when google_crc32c's C code is installed; otherwise
-  loads TensorFlow for its writer.
-  """
-  crc32c = _load_crc32c()
-  if crc32c is None:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    with tf.io.TFRecordWriter(path) as writer:
-      for example in serialized_examples:
-        writer.write(example)
-    return
-  pack_length = struct.Struct("<Q").pack
-  pack_crc = struct.Struct("<I").pack
-  with open(path, "wb") as out:
-    for example in serialized_examples:
-      length = pack_length(len(example))
-      out.write(length + pack_crc(_masked_crc(crc32c, length)) + example +
-                pack_crc(_masked_crc(crc32c, example)))
-
-
-# ---------------------------------------------------------------------------
-# One file, in a worker.
-
-
-def decode_example(serialized):
-  """Reads back an ExampleEncoder output into {name: list} (for logging)."""
-  def fields(data):
-    position = 0
-    while position < len(data):
-      tag = data[position]
-      length, position = _read_varint(data, position + 1)
-      yield tag >> 3, data[position:position + length]
-      position += length
-
-  decoded = {}
-  for _, entry in fields(next(fields(serialized))[1]):
-    (_, key), (_, feature) = fields(entry)
-    number, value_list = next(fields(feature), (3, b""))
-    packed = next(fields(value_list), (1, b""))[1] if value_list else b""
-    if number == 2:
-      decoded[key.decode()] = list(struct.unpack(f"<{len(packed) // 4}f",
-                                                 packed))
-    else:
-      values, position = [], 0
-      while position < len(packed):
-        value, position = _read_varint(packed, position)
-        values.append(value)
-      decoded[key.decode()] = values
-  return decoded
-
-
-def _read_varint(data, position):
-  """Returns (value, next position) of the varint at data[position]."""
-  value = shift = 0
-  while True:
-    byte = data[position]
-    position += 1
-    value |= (byte & 0x7F) << shift
-    shift += 7
-    if byte < 0x80:
-      return value, position
-
-
-def describe_example(serialized, tokenizer):
-  """The lines Google logs for an example: tokens, then every feature."""
-  features = decode_example(serialized)
-  num_tokens = sum(features[records.INPUT_MASK])
-  tokens = tokenizer.convert_ids_to_tokens(
-      features[records.INPUT_IDS][:num_tokens])
-  lines = ["*** Example ***",
-           "tokens: " + " ".join(map(tokenization.printable_text, tokens))]
-  for name in records.PRETRAINING_FEATURES:
-    lines.append(f"{name}: {' '.join(map(str, features[name]))}")
-  num_masked = int(sum(features[records.MASKED_LM_WEIGHTS]))
-  labels = tokenizer.convert_ids_to_tokens(
-      features[records.MASKED_LM_IDS][:num_masked])
-  lines.append("masked_lm_labels: " + " ".join(labels))
-  return lines
-
-
-_WORKER = {}
-
-
-def init_worker(settings, verbosity):
-  """Loads the tokenizer once per worker process and routes its logging."""
-  if not FLAGS.is_parsed():  # A spawned worker: no command line of its own.
-    FLAGS.mark_as_parsed()
-  logging.use_absl_handler()
-  logging.set_verbosity(verbosity)
-  tokenizer = load_tokenizer(settings.vocab_file, settings.do_lower_case)
-  encoder = ExampleEncoder(settings.max_seq_length,
-                           settings.max_predictions_per_seq,
-                           max(tokenizer.vocab.values()) + 1)
-  _WORKER.update(
-      settings=settings, tokenizer=tokenizer,
-      maker=InstanceMaker(settings, tokenizer.vocab, encoder,
-                          fast_draws=check_draws_match()))
-
-
-def process_file(job):
-  """Makes the records of one input file; returns its counts.
-
-  Args:
-    job: (input path, output path, seed, number of examples to log, the
-      record of what the output is made from, but the input's identity).
-  Returns:
-    (input path, documents, instances, seconds); documents is 0 for a file
-    without text, for which nothing is written.
-  """
-  input_path, final_path, seed, num_logged, made_from = job
-  start = time.monotonic()
-  tokenizer, maker = _WORKER["tokenizer"], _WORKER["maker"]
-  name = os.path.basename(input_path)
-  digest = hashlib.sha256()
-  documents = read_documents(input_path, tokenizer, digest)
-  if not documents:
-    logging.warning("%s holds no text: skipped, %s not written", input_path,
-                    final_path)
-    return input_path, 0, 0, time.monotonic() - start
-  logging.info("%s: %d documents, %d tokens read in %.1f s", name,
-               len(documents),
-               sum(len(s) for document in documents for s in document),
-               time.monotonic() - start)
-  progress = cli.Progress(f"{name} passes",
-                          total=len(documents) * maker.settings.dupe_factor,
-                          unit="documents")
-  examples = maker.make_file_instances(documents, random.Random(seed),
-                                       progress)
-  for example in examples[:num_logged]:
-    for line in describe_example(example, tokenizer):
-      logging.info("%s", line)
-  made_from = dict(made_from, input=cli.file_identity(input_path, digest),
-                   documents=len(documents), instances=len(examples))
-  try:
-    with cli.atomic_output(final_path) as tmp_path:
-      write_tfrecords(tmp_path, examples)
-    made_from["output_size"] = os.path.getsize(final_path)
-    cli.write_json(made_from_path(final_path), made_from)
-  except OSError as e:
-    raise cli.StageError(f"cannot write {final_path}: "
-                         f"{e.strerror or e}") from None
-  seconds = time.monotonic() - start
-  logging.info("%s -> %s: %d documents, %d instances, %.1f instances/s",
-               name, os.path.basename(final_path), len(documents),
-               len(examples), len(examples) / max(seconds, 1e-9))
-  return input_path, len(documents), len(examples), seconds
-
-
-def run_jobs(jobs, settings, num_workers):
-  """Processes the jobs, in worker processes when more than one; yields results."""
-  verbosity = logging.get_verbosity()
-  if not jobs:
-    return
-  if num_workers == 1 or len(jobs) == 1:
-    init_worker(settings, verbosity)
-    yield from map(process_file, jobs)
-    return
-  # spawn: workers start clean on every platform, and never inherit locks or
-  # threads of the parent.
-  for _, result in cli.map_in_workers(
-      process_file, jobs, num_workers, name_of_job=lambda job: job[0],
-      context="spawn", initializer=init_worker,
-      initargs=(settings, verbosity)):
-    yield result
+flags.register_multi_flags_validator(
+    ["max_predictions_per_seq", "max_seq_length"], _predictions_fit)
+flags.register_validator("masked_lm_prob", lambda p: 0.0 < p <= 1.0,
+                         "must be in (0, 1]")
+flags.register_validator("short_seq_prob", lambda p: 0.0 <= p <= 1.0,
+                         "must be in [0, 1]")
+flags.register_validator("dupe_factor", lambda n: n >= 1, "must be at least 1")
+flags.register_validator("num_workers", lambda n: n is None or n >= 1,
+                         "must be at least 1")
 
 
 def main(argv):
   del argv
-  check_flags(FLAGS.input_dir, FLAGS.output_dir, FLAGS.vocab_file,
-              FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
-              FLAGS.dupe_factor, FLAGS.masked_lm_prob, FLAGS.short_seq_prob,
-              FLAGS.num_workers)
-  settings = Settings(
+  if not os.path.isdir(FLAGS.input_dir):
+    raise cli.StageError(f"--input_dir={FLAGS.input_dir}: no such folder")
+  if not os.path.isfile(FLAGS.vocab_file):
+    raise cli.StageError(f"--vocab_file={FLAGS.vocab_file}: no such file")
+  settings = pretraining_data.Settings(
       vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case,
       max_seq_length=FLAGS.max_seq_length,
       max_predictions_per_seq=FLAGS.max_predictions_per_seq,
       dupe_factor=FLAGS.dupe_factor, masked_lm_prob=FLAGS.masked_lm_prob,
       short_seq_prob=FLAGS.short_seq_prob,
       do_whole_word_mask=FLAGS.do_whole_word_mask)
-  input_files = find_input_files(FLAGS.input_dir)
-  load_tokenizer(settings.vocab_file, settings.do_lower_case)
+  input_files = pretraining_data.find_input_files(FLAGS.input_dir)
+  pretraining_data.load_tokenizer(settings.vocab_file, settings.do_lower_case)
   try:
-    make_records(input_files, settings, FLAGS.output_dir,
-                 FLAGS.output_base_name, FLAGS.random_seed,
-                 FLAGS.num_workers or available_cores())
+    pretraining_data.make_records(
+        input_files, settings, FLAGS.output_dir, FLAGS.output_base_name,
+        FLAGS.random_seed,
+        FLAGS.num_workers or pretraining_data.available_cores(),
+        FLAGS.num_shards, FLAGS.shard_index)
   except OSError as e:
     # An unreadable input, a folder that cannot be created.
     raise cli.StageError(cli.describe_os_error(e)) from None
-
-
-def why_not_complete(final_path, made_from, input_path):
-  """None when final_path is complete and made from input_path with the
-  settings of `made_from`; otherwise the reason, in words."""
-  if not os.path.exists(final_path):
-    return "missing"
-  record = cli.read_json(made_from_path(final_path))
-  if record is None:
-    return f"no record of what it was made from ({made_from_path(final_path)})"
-  if record.get("output_size") != os.path.getsize(final_path):
-    return "its size differs from the one recorded when it was written"
-  if not cli.same_content(record.get("input", {}),
-                          cli.file_identity(input_path)):
-    was = record.get("input", {}).get("name")
-    return (f"made from {was}, not from {os.path.basename(input_path)} as it "
-            f"is now" if was != os.path.basename(input_path) else
-            f"made from another content of {was}")
-  if not cli.same_content(record.get("vocab", {}), made_from["vocab"]):
-    return "made with another --vocab_file"
-  for key in ("settings", "random_seed"):
-    if record.get(key) != made_from[key]:
-      changed = sorted(k for k in made_from[key] if record.get(key, {}).get(
-          k) != made_from[key][k]) if key == "settings" else ["random_seed"]
-      return "made with other settings: " + ", ".join(
-          f"--{k}" for k in changed)
-  return None
-
-
-def remove_former_outputs(output_dir, output_base_name, num_inputs):
-  """Removes this stage's outputs of input indices beyond the last one (an
-  input file was removed since); StageError for such a file it did not make."""
-  pattern = re.compile(re.escape(output_base_name) + r"_(\d+)\.tfrecord$")
-  for name in sorted(os.listdir(output_dir)):
-    match = pattern.match(name)
-    if not match or int(match.group(1)) < num_inputs:
-      continue
-    path = os.path.join(output_dir, name)
-    if cli.read_json(made_from_path(path)) is None:
-      raise cli.StageError(
-          f"{path}: a record file beyond the {num_inputs} input files, with "
-          f"no record of what it was made from: delete it (stage IV would "
-          f"read it)")
-    logging.info("Removing %s: its input is no longer in --input_dir", path)
-    os.remove(made_from_path(path))
-    os.remove(path)
-
-
-def make_records(input_files, settings, output_dir, output_base_name,
-                 random_seed, num_workers):
-  """Writes the records of every input file whose output is not complete."""
-  os.makedirs(output_dir, exist_ok=True)
-  cli.remove_stale_temporaries(
-      os.path.join(glob.escape(output_dir), glob.escape(output_base_name)) +
-      "_*.tfrecord*")
-  remove_former_outputs(output_dir, output_base_name, len(input_files))
-  recorded_settings = dataclasses.asdict(settings)
-  del recorded_settings["vocab_file"]  # Its content counts, not its path.
-  vocab = cli.file_identity(settings.vocab_file)
-
-  jobs = []
-  for index, input_path in enumerate(input_files):
-    final_path = output_path(output_dir, output_base_name, index)
-    made_from = {"settings": recorded_settings, "vocab": vocab,
-                 "random_seed": random_seed + index}
-    reason = why_not_complete(final_path, made_from, input_path)
-    if reason is None:
-      logging.info("%s: already complete, skipped", final_path)
-      continue
-    if reason != "missing":
-      logging.info("%s: %s; made again", final_path, reason)
-    # Never left for stage IV: the output of another input or settings.
-    for stale in (made_from_path(final_path), final_path):
-      if os.path.exists(stale):
-        os.remove(stale)
-    num_logged = NUM_LOGGED_EXAMPLES if not jobs else 0
-    jobs.append((input_path, final_path, random_seed + index, num_logged,
-                 made_from))
-  # Largest files first, so no worker is left with a big one at the end.
-  jobs.sort(key=lambda job: -os.path.getsize(job[0]))
-  logging.info("%d input files, %d to make, %d workers", len(input_files),
-               len(jobs), min(num_workers, max(len(jobs), 1)))
-
-  files = cli.Progress("files", total=len(jobs), unit="files", interval=0.0)
-  total_instances = 0
-  for _, _, instances, _ in run_jobs(jobs, settings, num_workers):
-    total_instances += instances
-    files.update()
-  logging.info("Wrote %d instances in %d files, %.1f instances/s",
-               total_instances, len(jobs),
-               total_instances / max(time.monotonic() - files.start, 1e-9))
-  logging.info("Peak RSS: %.0f MB in this process, %.0f MB in the largest "
-               "worker process (0: no workers were needed)",
-               peak_rss_mb(resource.RUSAGE_SELF),
-               peak_rss_mb(resource.RUSAGE_CHILDREN))
-
-
-def peak_rss_mb(who):
-  """Peak resident memory of this process or its largest finished child, MB.
-
-  For this process, Linux's VmHWM when there is one: ru_maxrss carries over
-  the peak of the process that started this one.
-  """
-  if who == resource.RUSAGE_SELF and os.path.exists("/proc/self/status"):
-    with open("/proc/self/status") as status:
-      for line in status:
-        if line.startswith("VmHWM:"):
-          return int(line.split()[1]) / 1024
-  return resource.getrusage(who).ru_maxrss / 1024
 
 
 if __name__ == "__main__":

@@ -1,29 +1,42 @@
-"""Training examples/s of distill.py's loop next to HuggingFace + PyTorch.
+"""Stage V (distill.py) next to HuggingFace transformers + PyTorch.
 
 The job: a 6-layer, hidden-768 BERT student (BERT-Base's vocabulary), batch
-32, seq 128, 20 masked positions, teacher top k = 10; one step is the
-forward pass, the soft distillation loss on the gathered top-k plus the
-next-sentence loss, the backward pass and an AdamW update with gradients
-clipped to norm 1.0 (dropout 0.1 on both sides).
+32, seq 128, 20 masked positions, teacher top k = 10, on the same 160
+teacher-label records; one step is the forward pass, the soft distillation
+loss on the gathered top-k plus the next-sentence loss, the backward pass
+and an AdamW update with gradients clipped to norm 1.0 (dropout 0.1 on both
+sides, float32). Two measurements:
 
-  * ours: distill.py's own pieces (records -> make_dataset -> the
-    tf.function train loop -> optimization.AdamWeightDecay), float32, with
-    XLA (jit) and without (graph);
-  * PyTorch: transformers' BertForPreTraining, the MLM head run only at the
-    masked positions (as ours does), torch.optim.AdamW, float32,
-    torch.set_num_threads(2).
+  (a) whole processes, one after the other, alternating which goes first,
+      each for --short_steps and --long_steps steps from nothing to a saved
+      checkpoint:
+        ours    `python distill.py --do_train ...` as a user runs it;
+        PyTorch `.venv-bench/bin/python bench/torch_distill.py ...`
+                (transformers' BertForPreTraining, the MLM head at the
+                masked positions only, torch.optim.AdamW,
+                torch.set_num_threads(--threads)).
+      Reported: wall and CPU seconds (wait4) and peak RSS of each process,
+      the load average before it, and the steady-state rate of each side,
+      (long - short) steps x batch / (wall(long) - wall(short)) in the same
+      round, which cancels start-up and the final checkpoint.
+  (b) steady state in long-lived worker processes (distill.py's own
+      make_dataset + make_train_loop + AdamWeightDecay; PyTorch's step from
+      bench/torch_distill.py), warmed up, in alternating rounds; while one
+      worker runs, the CPU time the idle ones use is measured (~0 expected).
 
-Each framework runs in its own worker process (so each peak RSS is its
-own); the rounds alternate between them so they see the same machine load,
-and each round's ratio is reported.
+Every rate is shown with its matmul GFLOP/s (bench/flops.py: 3x the
+forward's matmul FLOPs per example) and as a share of the machine's float32
+GEMM rate measured in the same run: TensorFlow, NumPy and PyTorch 3072^3
+matmuls (bench/flops.py GemmProbe) sampled after every run and round, the
+best sample of the run taken as the machine's rate, so a busy moment never
+inflates a share; a share above 100% raises.
 
-  .venv-bench/bin/python bench/bench_distill.py
+  .venv-bench/bin/python bench/bench_distill.py       # ~15 min on 2 free cores
 """
 
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,57 +45,75 @@ import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
-VOCAB, LAYERS, HIDDEN, HEADS, INTERMEDIATE = 30522, 6, 768, 12, 3072
+sys.path.insert(0, BENCH)
+
+import flops  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+STUDENT = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 6,
+           "num_attention_heads": 12, "intermediate_size": 3072,
+           "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+           "attention_probs_dropout_prob": 0.1,
+           "max_position_embeddings": 512, "type_vocab_size": 2,
+           "initializer_range": 0.02}
+NUM_RECORDS = 160
 
 
-def synthetic_batch(rng, batch, seq, preds, k):
-  """Random but well-formed features, as numpy arrays."""
+def synthetic_batch(rng, batch, seq, preds, k, vocab):
+  """Random but well-formed teacher-label features, as numpy arrays."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   features = {
-      "input_ids": rng.integers(1000, VOCAB, (batch, seq)),
+      "input_ids": rng.integers(min(1000, vocab // 2), vocab, (batch, seq)),
       "input_mask": np.ones((batch, seq), np.int64),
       "segment_ids": (np.arange(seq) >= seq // 2).astype(np.int64)[None].repeat(
           batch, 0),
       "masked_lm_positions": np.sort(np.stack(
           [rng.choice(np.arange(1, seq), preds, replace=False)
            for _ in range(batch)]), axis=1),
-      "masked_lm_ids": rng.integers(1000, VOCAB, (batch, preds)),
+      "masked_lm_ids": rng.integers(min(1000, vocab // 2), vocab, (batch, preds)),
       "masked_lm_weights": np.ones((batch, preds), np.float32),
       "next_sentence_labels": rng.integers(0, 2, (batch, 1)),
   }
   probs = rng.dirichlet(np.ones(k + 5), (batch, preds))[..., :k]
   features["truncated_masked_lm_probs"] = -np.sort(-probs, -1).astype(
       np.float32).reshape(batch, -1)
-  features["top_k_indices"] = rng.integers(0, VOCAB, (batch, preds * k))
+  features["top_k_indices"] = rng.integers(0, vocab, (batch, preds * k))
   return features
 
 
+def setup(args):
+  """In a TensorFlow subprocess: the records and the student's config."""
+  sys.path.insert(0, ROOT)
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import records  # pylint: disable=g-import-not-at-top
+  tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+  rng = np.random.default_rng(0)
+  path = os.path.join(args.tmp_dir, "teacher_labels.tfrecord")
+  with tf.io.TFRecordWriter(path) as writer:
+    for _ in range(NUM_RECORDS // args.batch_size):
+      batch = synthetic_batch(rng, args.batch_size, args.seq_length,
+                              args.predictions, args.k, STUDENT["vocab_size"])
+      for i in range(args.batch_size):
+        writer.write(records.serialize_example(
+            {name: value[i] for name, value in batch.items()}))
+  with open(os.path.join(args.tmp_dir, "student_config.json"), "w") as f:
+    json.dump(dict(STUDENT, num_hidden_layers=args.layers), f)
+
+
 class TensorFlowJob:
-  """distill.py's loop on records written with records.serialize_example."""
+  """distill.py's loop on the bench's records, in this process."""
 
   def __init__(self, args, jit):
     sys.path.insert(0, ROOT)
-    import numpy as np  # pylint: disable=g-import-not-at-top
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     import distill  # pylint: disable=g-import-not-at-top
     import modeling  # pylint: disable=g-import-not-at-top
     import optimization  # pylint: disable=g-import-not-at-top
     import records  # pylint: disable=g-import-not-at-top
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     self.tf = tf
-    path = os.path.join(args.tmp_dir, "teacher_labels.tfrecord")
-    if not os.path.exists(path):
-      rng = np.random.default_rng(0)
-      with tf.io.TFRecordWriter(path + ".tmp") as writer:
-        for _ in range(4):
-          batch = synthetic_batch(rng, args.batch_size, args.seq_length,
-                                  args.predictions, args.k)
-          for i in range(args.batch_size):
-            writer.write(records.serialize_example(
-                {name: value[i] for name, value in batch.items()}))
-      os.replace(path + ".tmp", path)
-    config = modeling.BertConfig(
-        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS, intermediate_size=INTERMEDIATE)
+    config = modeling.BertConfig.from_json_file(
+        os.path.join(args.tmp_dir, "student_config.json"))
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     with strategy.scope():
       model = modeling.BertPretrainingModel(config, seed=1)
@@ -92,8 +123,8 @@ class TensorFlowJob:
     spec = records.teacher_label_feature_spec(args.seq_length,
                                               args.predictions, args.k)
     dataset = distill.distributed_dataset(
-        strategy, [path], spec, args.batch_size, args.predictions,
-        is_training=True, seed=1)
+        strategy, [os.path.join(args.tmp_dir, "teacher_labels.tfrecord")],
+        spec, args.batch_size, args.predictions, is_training=True, seed=1)
     self.iterator = iter(dataset)
     self.loop = distill.make_train_loop(
         strategy, model, optimizer, args.batch_size,
@@ -107,64 +138,23 @@ class TensorFlowJob:
 
 
 class TorchJob:
-  """The same step in HuggingFace transformers + PyTorch."""
+  """bench/torch_distill.py's step on the same records, in this process."""
 
   def __init__(self, args):
     import numpy as np  # pylint: disable=g-import-not-at-top
     import torch  # pylint: disable=g-import-not-at-top
-    import transformers  # pylint: disable=g-import-not-at-top
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    self.torch = torch
-    config = transformers.BertConfig(
-        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS, intermediate_size=INTERMEDIATE,
-        hidden_act="gelu_new")  # the tanh GELU, as BERT's
-    self.model = transformers.BertForPreTraining(config).train()
-    decay = [p for n, p in self.model.named_parameters()
-             if "LayerNorm" not in n and "bias" not in n]
-    no_decay = [p for n, p in self.model.named_parameters()
-                if "LayerNorm" in n or "bias" in n]
-    self.optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.01},
-         {"params": no_decay, "weight_decay": 0.0}], lr=1e-4, eps=1e-6)
-    rng = np.random.default_rng(0)
-    self.batches = []
-    for _ in range(4):
-      batch = synthetic_batch(rng, args.batch_size, args.seq_length,
-                              args.predictions, args.k)
-      t = {n: torch.from_numpy(np.asarray(v)) for n, v in batch.items()}
-      t["truncated_masked_lm_probs"] = t["truncated_masked_lm_probs"].view(
-          args.batch_size, args.predictions, args.k)
-      t["top_k_indices"] = t["top_k_indices"].view(
-          args.batch_size, args.predictions, args.k)
-      self.batches.append(t)
+    import tfrecord_io  # pylint: disable=g-import-not-at-top
+    import torch_distill  # pylint: disable=g-import-not-at-top
+    torch.set_num_threads(args.threads)
+    with open(os.path.join(args.tmp_dir, "student_config.json")) as f:
+      self.step = torch_distill.DistillStep(json.load(f))
+    examples = [tfrecord_io.decode_example(r) for r in tfrecord_io.read_records(
+        os.path.join(args.tmp_dir, "teacher_labels.tfrecord"))]
+    self.batches = [torch_distill.to_batch(examples[i:i + args.batch_size],
+                                           args.predictions)
+                    for i in range(0, len(examples), args.batch_size)]
     self.count = 0
-
-  def step(self, b):
-    torch = self.torch
-    outputs = self.model.bert(input_ids=b["input_ids"],
-                              attention_mask=b["input_mask"],
-                              token_type_ids=b["segment_ids"])
-    sequence, pooled = outputs.last_hidden_state, outputs.pooler_output
-    index = b["masked_lm_positions"].unsqueeze(-1).expand(-1, -1,
-                                                          sequence.size(-1))
-    gathered = torch.gather(sequence, 1, index)  # [B, P, H]
-    logits = self.model.cls.predictions(gathered)  # [B, P, V]
-    log_probs = torch.log_softmax(logits, -1)
-    per_position = -(b["truncated_masked_lm_probs"] * torch.gather(
-        log_probs, 2, b["top_k_indices"])).sum(-1)
-    weights = b["masked_lm_weights"]
-    soft = (weights * per_position).sum() / (weights.sum() + 1e-5)
-    nsp = torch.nn.functional.cross_entropy(
-        self.model.cls.seq_relationship(pooled),
-        b["next_sentence_labels"].view(-1))
-    loss = soft + nsp
-    self.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-    self.optimizer.step()
-    return float(loss.detach())
+    del np
 
   def run(self, steps):
     loss = None
@@ -176,6 +166,8 @@ class TorchJob:
 
 def worker(args):
   """Serves `run N` lines on stdin with one JSON line each on stdout."""
+  if args.worker == "setup":
+    return setup(args)
   if args.worker == "torch":
     job = TorchJob(args)
   else:
@@ -184,16 +176,176 @@ def worker(args):
   print(json.dumps({"ready": True}), flush=True)
   for line in sys.stdin:
     steps = int(line.split()[1])
-    started, cpu = time.perf_counter(), time.process_time()
+    started = time.perf_counter()
     loss = job.run(steps)
     seconds = time.perf_counter() - started
-    print(json.dumps({
-        "examples_per_second": steps * args.batch_size / seconds,
-        "cpu_seconds_per_example": (time.process_time() - cpu) /
-                                   (steps * args.batch_size),
-        "loss": loss,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss /
-                       1024}), flush=True)
+    print(json.dumps({"examples_per_second": steps * args.batch_size / seconds,
+                      "loss": loss}), flush=True)
+
+
+class Child:
+  """A subprocess run to completion, with its own CPU time and peak RSS."""
+
+  def __init__(self, command, env=None):
+    self.load = flops.load_average()
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+      process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+      _, status, usage = os.wait4(process.pid, 0)
+      self.wall = time.perf_counter() - start
+      out.seek(0)
+      err.seek(0)
+      self.stdout, self.stderr = out.read().decode(), err.read().decode()
+    if os.waitstatus_to_exitcode(status):
+      raise RuntimeError(f"{' '.join(command[:2])} failed:\n"
+                         f"{self.stderr[-3000:]}")
+    self.cpu = usage.ru_utime + usage.ru_stime
+    self.peak_rss_mb = usage.ru_maxrss / 1024
+
+
+def process_cpu_seconds(pid):
+  """user + sys CPU seconds of a running process, from /proc."""
+  with open(f"/proc/{pid}/stat") as f:
+    fields = f.read().rsplit(")", 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def spread(values, fmt="{:.2f}"):
+  """'median (min-max)' of a list."""
+  return (fmt.format(statistics.median(values)) + " (" +
+          fmt.format(min(values)) + "-" + fmt.format(max(values)) + ")")
+
+
+def whole_processes(args, env, probe, example_flops):
+  """Part (a): returns {side: {steps: [Child]}} and prints each run."""
+  config = os.path.join(args.tmp_dir, "student_config.json")
+  labels = os.path.join(args.tmp_dir, "teacher_labels.tfrecord")
+
+  def command(side, steps, output_dir):
+    if side == "ours":
+      return [sys.executable, os.path.join(ROOT, "distill.py"),
+              f"--bert_config_file={config}", f"--input_file={labels}",
+              f"--output_dir={output_dir}", "--do_train",
+              f"--num_train_steps={steps}", "--num_warmup_steps=1",
+              f"--train_batch_size={args.batch_size}",
+              f"--max_seq_length={args.seq_length}",
+              f"--max_predictions_per_seq={args.predictions}",
+              f"--truncation_factor={args.k}"]
+    return [os.path.join(args.bench_venv, "bin", "python"),
+            os.path.join(BENCH, "torch_distill.py"),
+            f"--bert_config_file={config}", f"--input_file={labels}",
+            f"--output_dir={output_dir}", f"--num_train_steps={steps}",
+            f"--train_batch_size={args.batch_size}",
+            f"--max_predictions_per_seq={args.predictions}",
+            f"--threads={args.threads}"]
+
+  print("\n(a) whole processes; commands (N steps):\n  ours:    "
+        + " ".join(command("ours", "N", "OUT")[1:]) + "\n  pytorch: "
+        + " ".join(command("pytorch", "N", "OUT")[1:]), flush=True)
+  runs = {side: {n: [] for n in (args.short_steps, args.long_steps)}
+          for side in ("ours", "pytorch")}
+  for r in range(args.rounds):
+    order = ["ours", "pytorch"] if r % 2 == 0 else ["pytorch", "ours"]
+    for steps in (args.short_steps, args.long_steps):
+      for side in order:
+        output_dir = tempfile.mkdtemp(dir=args.tmp_dir)
+        child = Child(command(side, steps, output_dir), env=env)
+        runs[side][steps].append(child)
+        probe.sample()
+        print(f"  round {r + 1} {side:8s} {steps:2d} steps: {child.wall:6.1f} "
+              f"s wall, {child.cpu:6.1f} CPU s, {child.peak_rss_mb:5.0f} MB "
+              f"peak RSS (load before {child.load:.1f})", flush=True)
+
+  short, long_ = args.short_steps, args.long_steps
+  gemm = probe.rate
+  steady = {}
+  for side in runs:
+    steady[side] = [
+        (long_ - short) * args.batch_size / (b.wall - a.wall)
+        for a, b in zip(runs[side][short], runs[side][long_])]
+  print(f"  {short}-step runs: ours {spread([c.wall for c in runs['ours'][short]], '{:.1f}')}"
+        f" s, pytorch {spread([c.wall for c in runs['pytorch'][short]], '{:.1f}')} s; "
+        f"ours / pytorch time {spread([o.wall / t.wall for o, t in zip(runs['ours'][short], runs['pytorch'][short])])}x")
+  print(f"  {long_}-step runs: ours {spread([c.wall for c in runs['ours'][long_]], '{:.1f}')}"
+        f" s, pytorch {spread([c.wall for c in runs['pytorch'][long_]], '{:.1f}')} s")
+  for side in runs:
+    rates = steady[side]
+    if min(rates) <= 0:
+      print(f"  {side}: the long run was not slower than the short one "
+            f"(load changed); no steady-state figure")
+      continue
+    print(f"  {side:8s} steady state from ({long_} - {short})-step runs: "
+          + flops.describe_rate(statistics.median(rates), "examples/s",
+                                example_flops, gemm, f"{side} whole")
+          + f" (rounds: {', '.join(f'{x:.2f}' for x in rates)})")
+  torch_steps = [json.loads(c.stdout.strip().splitlines()[-1])["step_seconds"]
+                 for c in runs["pytorch"][long_]]
+  torch_inside = [(len(s) - 1) * args.batch_size / sum(s[1:])
+                  for s in torch_steps]
+  print("  pytorch  its own step times (steps after the first): "
+        + flops.describe_rate(statistics.median(torch_inside), "examples/s",
+                              example_flops, gemm, "pytorch inside"))
+  if min(steady["ours"] + steady["pytorch"]) > 0:
+    ratios = [o / t for o, t in zip(steady["ours"], steady["pytorch"])]
+    print(f"  steady-state ratio ours/pytorch: {spread(ratios)}x", flush=True)
+  return runs
+
+
+def steady_workers(args, env, probe, example_flops):
+  """Part (b): long-lived workers in alternating rounds."""
+  jobs = args.jobs.split(",")
+  workers = {}
+  for job in jobs:  # one at a time: start-up is not measured
+    python = (os.path.join(args.bench_venv, "bin", "python") if job == "torch"
+              else sys.executable)
+    command = [python, os.path.abspath(__file__), f"--worker={job}",
+               f"--tmp_dir={args.tmp_dir}"] + [
+                   f"--{n}={getattr(args, n)}" for n in
+                   ("batch_size", "seq_length", "predictions", "k",
+                    "warmup_steps", "threads", "layers")]
+    workers[job] = subprocess.Popen(command, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True, env=env)
+    assert json.loads(workers[job].stdout.readline())["ready"]
+  print(f"\n(b) steady state in workers, {args.steady_rounds} rounds x "
+        f"{args.steps_per_round} steps, after {args.warmup_steps} warm-up "
+        f"steps:", flush=True)
+  results = {job: [] for job in jobs}
+  idle = {job: [] for job in jobs}
+  for round_ in range(args.steady_rounds):
+    order = jobs if round_ % 2 == 0 else jobs[::-1]
+    line = []
+    for job in order:
+      others = {o: process_cpu_seconds(workers[o].pid) for o in jobs
+                if o != job}
+      workers[job].stdin.write(f"run {args.steps_per_round}\n")
+      workers[job].stdin.flush()
+      result = json.loads(workers[job].stdout.readline())
+      for o, before in others.items():
+        idle[o].append(process_cpu_seconds(workers[o].pid) - before)
+      results[job].append(result["examples_per_second"])
+      line.append(f"{job} {result['examples_per_second']:.2f} ex/s = "
+                  f"{result['examples_per_second'] * example_flops / 1e9:.0f}"
+                  f" GFLOP/s")
+      probe.sample()
+    print(f"  round {round_ + 1} (load {flops.load_average():.1f}): "
+          + "; ".join(line), flush=True)
+  for process in workers.values():
+    process.stdin.close()
+    process.wait()
+  gemm = probe.rate
+  print(f"  GEMM: {probe.describe()}")
+  for job in jobs:
+    print(f"  {job:9s} median " + flops.describe_rate(
+        statistics.median(results[job]), "examples/s", example_flops, gemm,
+        f"{job} worker") + f", rounds {spread(results[job])}; CPU s it used "
+          f"while idle (max over the others' rounds): {max(idle[job]):.2f}")
+    flops.percent_of_gemm(max(results[job]) * example_flops, gemm,
+                          f"{job} worker, best round")
+  if "torch" in jobs:
+    for job in jobs:
+      if job != "torch":
+        ratios = [a / b for a, b in zip(results[job], results["torch"])]
+        print(f"  {job} / torch: {spread(ratios)}x", flush=True)
 
 
 def main():
@@ -202,11 +354,21 @@ def main():
   parser.add_argument("--seq_length", type=int, default=128)
   parser.add_argument("--predictions", type=int, default=20)
   parser.add_argument("--k", type=int, default=10)
-  parser.add_argument("--rounds", type=int, default=3)
-  parser.add_argument("--steps_per_round", type=int, default=3)
+  parser.add_argument("--layers", type=int, default=6,
+                      help="Student layers (fewer for a quick check).")
+  parser.add_argument("--threads", type=int, default=os.cpu_count())
+  parser.add_argument("--rounds", type=int, default=2,
+                      help="Whole-process rounds (each: short and long runs "
+                      "of both sides).")
+  parser.add_argument("--short_steps", type=int, default=3)
+  parser.add_argument("--long_steps", type=int, default=9)
+  parser.add_argument("--steady_rounds", type=int, default=3,
+                      help="Worker rounds (0: skip part (b)).")
+  parser.add_argument("--steps_per_round", type=int, default=2)
   parser.add_argument("--warmup_steps", type=int, default=2)
-  parser.add_argument("--jobs", default="torch,tf_xla,tf_graph",
-                      help="comma list of torch, tf_xla, tf_graph")
+  parser.add_argument("--jobs", default="torch,tf_graph",
+                      help="Workers of part (b): torch, tf_graph, tf_xla.")
+  parser.add_argument("--bench_venv", default=os.path.join(ROOT, ".venv-bench"))
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   parser.add_argument("--tmp_dir", help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -214,55 +376,35 @@ def main():
     return worker(args)
 
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-  jobs = args.jobs.split(",")
   with tempfile.TemporaryDirectory() as tmp_dir:
-    workers = {}
-    for job in jobs:  # one at a time: start-up is not measured
-      command = [sys.executable, os.path.abspath(__file__), f"--worker={job}",
-                 f"--tmp_dir={tmp_dir}"] + [
-                     f"--{n}={getattr(args, n)}" for n in
-                     ("batch_size", "seq_length", "predictions", "k",
-                      "warmup_steps")]
-      workers[job] = subprocess.Popen(command, stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True,
-                                      env=env)
-      assert json.loads(workers[job].stdout.readline())["ready"]
-      print(f"{job}: ready", flush=True)
-    results = {job: [] for job in jobs}
-    for round_ in range(args.rounds):
-      for job in jobs:
-        workers[job].stdin.write(f"run {args.steps_per_round}\n")
-        workers[job].stdin.flush()
-        result = json.loads(workers[job].stdout.readline())
-        results[job].append(result)
-        print(f"round {round_ + 1} {job}: "
-              f"{result['examples_per_second']:.2f} examples/s, "
-              f"{result['cpu_seconds_per_example']:.3f} CPU s/example, "
-              f"loss {result['loss']:.3f}", flush=True)
-      if "torch" in jobs:
-        torch_rate = results["torch"][-1]["examples_per_second"]
-        print("  ratios vs PyTorch this round: " + ", ".join(
-            f"{job} {results[job][-1]['examples_per_second'] / torch_rate:.2f}x"
-            for job in jobs if job != "torch"), flush=True)
-    for process in workers.values():
-      process.stdin.close()
-      process.wait()
-
-  print(f"\nbatch {args.batch_size}, seq {args.seq_length}, P "
-        f"{args.predictions}, k {args.k}, student {LAYERS} layers hidden "
-        f"{HIDDEN}; {args.rounds} rounds x {args.steps_per_round} steps")
-  for job in jobs:
-    rates = [r["examples_per_second"] for r in results[job]]
-    print(f"{job:9s} median {statistics.median(rates):6.2f} examples/s "
-          f"(rounds: {', '.join(f'{r:.2f}' for r in rates)}), peak RSS "
-          f"{results[job][-1]['peak_rss_mb']:.0f} MB")
-  if "torch" in jobs:
-    for job in jobs:
-      if job != "torch":
-        ratios = [a["examples_per_second"] / b["examples_per_second"]
-                  for a, b in zip(results[job], results["torch"])]
-        print(f"{job} / torch: median {statistics.median(ratios):.2f}x "
-              f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+    args.tmp_dir = tmp_dir
+    student = dict(STUDENT, num_hidden_layers=args.layers)
+    example_flops = flops.train_flops(student, args.seq_length,
+                                      args.predictions)
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"{os.cpu_count()} CPUs, threads {args.threads}, load "
+          f"{flops.load_average():.1f}; student {args.layers} x 768, batch "
+          f"{args.batch_size}, seq {args.seq_length}, P {args.predictions}, "
+          f"k {args.k}, {NUM_RECORDS} records; {example_flops / 1e9:.1f} "
+          f"GFLOP (matmuls) per training example", flush=True)
+    setup_child = Child([sys.executable, os.path.abspath(__file__),
+                         "--worker=setup", f"--tmp_dir={tmp_dir}",
+                         f"--threads={args.threads}",
+                         f"--batch_size={args.batch_size}",
+                         f"--seq_length={args.seq_length}",
+                         f"--predictions={args.predictions}",
+                         f"--k={args.k}", f"--layers={args.layers}"], env=env)
+    del setup_child
+    probe = flops.GemmProbe(os.path.join(args.bench_venv, "bin", "python"),
+                            args.threads)
+    probe.sample()
+    if args.rounds:
+      whole_processes(args, env, probe, example_flops)
+    if args.steady_rounds:
+      steady_workers(args, env, probe, example_flops)
+    print(f"\nfloat32 GEMM 3072^3, the best sample of the run (the "
+          f"machine's rate used above): {probe.describe()}")
+    probe.close()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Stage II speed: WikiExtractor on the example dump, then extract_jsons.py's
+"""Stage II speed: WikiExtractor on the example dump, then wikipedia_text.py's
 conversion (sentence splitting) with 1 and 2 workers, interleaved rounds.
 
   .venv/bin/python bench/bench_extract_wikipedia.py --copies=12 --rounds=2
@@ -22,8 +22,8 @@ from absl import app
 from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "extract_wikipedia_for_bert"))
-import extract_jsons  # pylint: disable=wrong-import-position
+sys.path.insert(0, ROOT)
+import wikipedia_text  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("copies", 12, "Copies of the extracted example.")
@@ -48,9 +48,8 @@ def run_wikiextractor(out_dir):
 def convert_all(files, num_workers):
   """Converts every file; returns (seconds, text bytes)."""
   start = time.perf_counter()
-  with extract_jsons.worker_pool(num_workers, len(files)) as pool:
-    size = sum(len(text.encode("utf-8")) for text, _, _ in
-               extract_jsons.converted_files(files, pool))
+  size = sum(len(text.encode("utf-8")) for text, _, _ in
+             wikipedia_text.converted_files(files, num_workers))
   return time.perf_counter() - start, size
 
 
@@ -61,14 +60,14 @@ def compare_with_pysbd(files):
   import json  # pylint: disable=g-import-not-at-top
   paragraphs = []
   for path in files:
-    with extract_jsons.open_wiki_file(path) as f:
+    with wikipedia_text.open_wiki_file(path) as f:
       for line in f:
         paragraphs += [p for p in json.loads(line)["text"].split("\n")
                        if p.strip()]
   start = time.perf_counter()
-  reference = [extract_jsons.pysbd_sentences(p) for p in paragraphs]
+  reference = [wikipedia_text.pysbd_sentences(p) for p in paragraphs]
   middle = time.perf_counter()
-  fast = [extract_jsons.split_sentences(p) for p in paragraphs]
+  fast = [wikipedia_text.split_sentences(p) for p in paragraphs]
   end = time.perf_counter()
   differ = sum(r != f for r, f in zip(reference, fast))
   size = sum(len(p.encode("utf-8")) for p in paragraphs) / 1e6
@@ -83,7 +82,7 @@ def main(argv):
     print(f"WikiExtractor, 2 processes: {xml_bytes / 1e6:.2f} MB of XML in "
           f"{seconds:.1f} s = {xml_bytes / 1e6 / seconds:.2f} MB/s "
           f"(process start-up and the template pass included)")
-    source = extract_jsons.find_wiki_files(os.path.join(work, "x"))[0]
+    source = wikipedia_text.find_wiki_files(os.path.join(work, "x"))[0]
     n, size, slow, fast, differ = compare_with_pysbd([source])
     print(f"sentence splitting of {n} paragraphs ({size:.2f} MB): pysbd "
           f"alone {size / slow:.3f} MB/s, split_sentences {size / fast:.3f} "

@@ -1,75 +1,95 @@
-"""Speed of extract_teacher_labels_truncated.py next to PyTorch, same run.
+"""Stage IV (extract_teacher_labels_truncated.py) next to HuggingFace PyTorch.
 
 A BERT-Base teacher (12 layers, hidden 768, vocab 30522, random weights in
-Google's names) labels the same pretraining records (L = 128, P = 20, k = 10)
-two ways, in interleaved rounds on this machine:
+Google's names) labels the same pretraining records (L = 128, P = 20, k = 10,
+batch 32) two ways, each in two measurements:
 
-  ours:    the stage's own pipeline (tf.data read + parse, XLA forward +
-           softmax + top-k on length-trimmed batches, records written), from
-           records on disk to the teacher-label file on disk;
-  PyTorch: HuggingFace transformers BertForPreTraining in a .venv-bench
-           subprocess (eval, no_grad, MLM head at the masked positions only,
-           softmax + top-k, torch.set_num_threads(2)) over the same inputs
-           already in memory, every batch at the full length L as they are
-           stored.
+  (a) whole processes, one after the other, alternating which goes first:
+      ours    `python extract_teacher_labels_truncated.py ...` as a user runs
+              it (start-up, XLA compiles, records in, records out);
+      PyTorch `.venv-bench/bin/python bench/torch_teacher_labels.py ...`:
+              transformers' BertForPreTraining (eval, no_grad, MLM head at
+              the masked positions only, softmax + top-k), full-length
+              batches with the attention mask, the same records in and
+              teacher-label records out, torch.set_num_threads(--threads).
+      Reported: wall seconds of each process, its CPU seconds (user + sys,
+      from wait4) and peak RSS, the 1-minute load average before each run.
+  (b) steady state: our stage's pipeline (write_teacher_labels: tf.data read,
+      length-trimmed XLA forward, writer thread) in this process after a
+      warm-up pass, next to the same PyTorch code in a worker process
+      (bench/torch_teacher_worker.py) after its warm-up, in alternating
+      rounds. While one side runs, the CPU time the other (idle) process
+      uses is measured and reported: it should be ~0.
 
-Real lengths follow the original project's sample records
-(tests/data/original/original_sample_records.tfrecord) unless --lengths full.
-Reports sequences/s of both per round, their ratio, peak RSS, the top-k
-agreement of the two implementations and bytes per example on disk.
+Every rate is shown with its matmul GFLOP/s (bench/flops.py; ours counts the
+trimmed lengths it actually ran, PyTorch the full length) and as a share of
+this machine's float32 GEMM rate, measured in the same run: TensorFlow,
+NumPy and PyTorch 3072^3 matmuls (bench/flops.py GemmProbe) sampled after
+every run and round, the best sample of the run taken as the machine's rate
+(a busy moment never inflates a share). A share above 100% raises. Two length mixes: every record
+full length ("full"), and the original project's sample records' lengths
+("original", tests/data/original/original_sample_records.tfrecord).
 
-  .venv/bin/python bench/bench_teacher_labels.py [--num_examples 96]
+  .venv-bench/bin/python bench/bench_teacher_labels.py   # ~10 min on 2 free cores
 """
 
 import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from absl import logging
-import numpy as np
-import tensorflow as tf
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
 sys.path.insert(0, ROOT)
+sys.path.insert(0, BENCH)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import checkpoints  # pylint: disable=g-import-not-at-top
-import extract_teacher_labels_truncated as stage
-import modeling
-import records
+from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+import checkpoints  # pylint: disable=g-import-not-at-top,wrong-import-position
+import extract_teacher_labels_truncated as stage  # pylint: disable=g-import-not-at-top,wrong-import-position
+import flops  # pylint: disable=g-import-not-at-top,wrong-import-position
+import modeling  # pylint: disable=g-import-not-at-top,wrong-import-position
+import records  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def parse_args():
   """The bench's own options (argparse: the stage's absl flags stay unparsed)."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--num_examples", type=int, default=96,
-                      help="Records labelled per round.")
-  parser.add_argument("--rounds", type=int, default=3,
-                      help="Interleaved rounds of each side.")
-  parser.add_argument("--batch_size", type=int, default=8,
+  parser.add_argument("--num_examples", type=int, default=160,
+                      help="Records labelled per run.")
+  parser.add_argument("--rounds", type=int, default=2,
+                      help="Whole-process runs of each side per length mix.")
+  parser.add_argument("--steady_rounds", type=int, default=2,
+                      help="Steady-state rounds of each side (0: skip).")
+  parser.add_argument("--batch_size", type=int, default=32,
                       help="Batch size of both sides.")
   parser.add_argument("--k", type=int, default=10, help="truncation_factor.")
-  parser.add_argument("--torch_threads", type=int, default=2,
-                      help="torch.set_num_threads.")
-  parser.add_argument("--lengths", choices=["original", "full"],
-                      default="original",
-                      help="Real sequence lengths: drawn from the original's "
-                      "sample records, or all max_seq_length.")
+  parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                      help="Threads of both sides (TensorFlow intra-op, "
+                      "torch.set_num_threads).")
+  parser.add_argument("--lengths", default="full,original",
+                      help="Length mixes: full and/or original.")
   parser.add_argument("--bench_venv", default=os.path.join(ROOT, ".venv-bench"),
                       help="Virtualenv with torch and transformers.")
   parser.add_argument("--no_xla", action="store_true",
-                      help="Run ours without XLA (for comparison).")
+                      help="Run ours without XLA (--nouse_xla).")
   parser.add_argument("--sort_batches", type=int, default=8,
                       help="Ours: batches sorted by length together.")
+  parser.add_argument("--layers", type=int, default=12,
+                      help="Teacher layers (fewer for a quick check).")
   parser.add_argument("--work_dir", help="Scratch directory (default: temp).")
   return parser.parse_args()
 
 
-MAX_SEQ_LENGTH, MAX_PREDICTIONS = 128, 20
+MAX_SEQ_LENGTH, MAX_PREDICTIONS, LENGTH_MULTIPLE = 128, 20, 16
 ORIGINAL_RECORDS = os.path.join(ROOT, "tests", "data", "original",
                                 "original_sample_records.tfrecord")
 BERT_BASE = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
@@ -94,7 +114,7 @@ def make_examples(count, lengths, vocab_size, seed=0):
   for _ in range(count):
     length = int(rng.choice(lengths))
     ids = np.zeros(MAX_SEQ_LENGTH, np.int64)
-    ids[:length] = rng.integers(1000, vocab_size, length)
+    ids[:length] = rng.integers(min(1000, vocab_size // 2), vocab_size, length)
     ids[0], ids[length - 1] = 101, 102
     mask = (np.arange(MAX_SEQ_LENGTH) < length).astype(np.int64)
     segments = ((np.arange(MAX_SEQ_LENGTH) >= length // 2) & (mask == 1))
@@ -113,45 +133,103 @@ def make_examples(count, lengths, vocab_size, seed=0):
   return {name: np.stack(v) for name, v in arrays.items()}
 
 
-def write_inputs(work_dir, examples):
-  """The same examples as a TFRecord file (ours) and an .npz (PyTorch)."""
-  records_path = os.path.join(work_dir, "pretraining.tfrecord")
+def write_inputs(work_dir, name, examples):
+  """The examples as a TFRecord file (both sides) and an .npz (the worker)."""
+  records_path = os.path.join(work_dir, f"{name}.tfrecord")
   count = len(examples[records.INPUT_IDS])
   with tf.io.TFRecordWriter(records_path) as writer:
     for i in range(count):
       writer.write(records.serialize_example(
-          {name: v[i] for name, v in examples.items()}))
-  npz_path = os.path.join(work_dir, "inputs.npz")
-  np.savez(npz_path, **{name: examples[name] for name in (
+          {feature: v[i] for feature, v in examples.items()}))
+  npz_path = os.path.join(work_dir, f"{name}.npz")
+  np.savez(npz_path, **{feature: examples[feature] for feature in (
       records.INPUT_IDS, records.INPUT_MASK, records.SEGMENT_IDS,
       records.MASKED_LM_POSITIONS)})
   return records_path, npz_path
 
 
-def write_teacher(work_dir):
-  """Random BERT-Base weights: a Google-named checkpoint and an .npz copy."""
+def write_teacher(work_dir, config_dict):
+  """Random teacher weights: a Google-named checkpoint and an .npz copy."""
   config_path = os.path.join(work_dir, "bert_config.json")
   with open(config_path, "w") as f:
-    json.dump(BERT_BASE, f)
-  model = modeling.BertPretrainingModel(modeling.BertConfig.from_dict(BERT_BASE),
-                                        seed=0)
+    json.dump(config_dict, f)
+  model = modeling.BertPretrainingModel(
+      modeling.BertConfig.from_dict(config_dict), seed=0)
   variables = model.variables_by_name()
   prefix = checkpoints.save_checkpoint(variables, os.path.join(work_dir, "teacher"),
-                                       step=0)
+                                    step=0)
   npz_path = os.path.join(work_dir, "weights.npz")
   np.savez(npz_path, **{n: v.numpy() for n, v in variables.items()})
   return config_path, prefix, npz_path
 
 
+def executed_flops(examples, config, batch_size, sort_batches, trimmed):
+  """Matmul FLOPs one labelling pass runs.
+
+  trimmed (ours): windows of sort_batches batches sorted by real extent,
+  each batch cut to its extent rounded up to LENGTH_MULTIPLE and padded to
+  batch_size rows, as extract_teacher_labels_truncated.label_window does.
+  Otherwise (PyTorch): every batch at full length, the last one partial.
+  """
+  count = len(examples[records.INPUT_IDS])
+  if not trimmed:
+    return count * flops.forward_flops(config, MAX_SEQ_LENGTH,
+                                       MAX_PREDICTIONS)
+  extents = stage.real_extents(examples[records.INPUT_MASK],
+                               examples[records.MASKED_LM_POSITIONS])
+  total, window = 0, batch_size * sort_batches
+  for begin in range(0, count, window):
+    ordered = np.sort(extents[begin:begin + window], kind="stable")
+    for start in range(0, len(ordered), batch_size):
+      longest = int(ordered[start:start + batch_size].max())
+      length = min(MAX_SEQ_LENGTH, -(-longest // LENGTH_MULTIPLE) *
+                   LENGTH_MULTIPLE)
+      total += batch_size * flops.forward_flops(config, length,
+                                                MAX_PREDICTIONS)
+  return total
+
+
+class Child:
+  """A subprocess run to completion, with its own CPU time and peak RSS."""
+
+  def __init__(self, command, env=None):
+    self.load = flops.load_average()
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+      process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+      _, status, usage = os.wait4(process.pid, 0)
+      self.wall = time.perf_counter() - start
+      out.seek(0)
+      err.seek(0)
+      self.stdout, stderr = out.read().decode(), err.read().decode()
+    if os.waitstatus_to_exitcode(status):
+      raise RuntimeError(f"{' '.join(command[:2])} failed:\n{stderr[-3000:]}")
+    self.cpu = usage.ru_utime + usage.ru_stime
+    self.peak_rss_mb = usage.ru_maxrss / 1024
+
+
+def process_cpu_seconds(pid):
+  """user + sys CPU seconds of a running process, from /proc."""
+  with open(f"/proc/{pid}/stat") as f:
+    fields = f.read().rsplit(")", 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds():
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
 class TorchWorker:
-  """The PyTorch subprocess, one JSON answer per command."""
+  """bench/torch_teacher_worker.py, one JSON answer per command."""
 
   def __init__(self, venv, weights, inputs, config, batch_size, k, threads):
-    script = os.path.join(ROOT, "bench", "torch_teacher_worker.py")
+    script = os.path.join(BENCH, "torch_teacher_worker.py")
     self._process = subprocess.Popen(
         [os.path.join(venv, "bin", "python"), script, weights,
          inputs, config, str(batch_size), str(k), str(threads)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    self.pid = self._process.pid
     self._answer()  # {"ready": true} once the model is loaded
 
   def _answer(self):
@@ -171,117 +249,224 @@ class TorchWorker:
     return answer
 
 
-def run_ours(labeler, records_path, output_path, config, batch_size, k,
-             sort_batches=8):
-  """One pass of the stage's pipeline. Returns (sequences, seconds, CPU
-  seconds of this process: all TensorFlow and tf.data threads)."""
+def run_ours(labeler, records_path, output_path, config, args):
+  """One pass of the stage's pipeline in this process: (sequences, seconds)."""
   if os.path.exists(output_path):
     os.remove(output_path)
   spec = records.pretraining_feature_spec(MAX_SEQ_LENGTH, MAX_PREDICTIONS)
-  start, cpu = time.perf_counter(), time.process_time()
+  start = time.perf_counter()
   count = stage.write_teacher_labels(labeler, [records_path], output_path, spec,
-                                     k, batch_size, 16, sort_batches,
+                                     args.k, args.batch_size, LENGTH_MULTIPLE,
+                                     args.sort_batches,
                                      records.value_bounds(
                                          config.vocab_size,
-                                         config.type_vocab_size, MAX_SEQ_LENGTH),
+                                         config.type_vocab_size,
+                                         MAX_SEQ_LENGTH),
                                      progress_interval=1e9)
-  return count, time.perf_counter() - start, time.process_time() - cpu
+  return count, time.perf_counter() - start
 
 
-def run_command_line(config_path, checkpoint, records_path, work_dir, args):
-  """Runs the stage as users do; returns (peak RSS MB, wall seconds).
+def compare_outputs(ours_path, theirs_path):
+  """(max relative prob difference, share of equal top-k ids) of two files."""
+  def load(path):
+    examples = [records.decode_example(r.numpy())
+                for r in tf.data.TFRecordDataset(path)]
+    return (np.stack([e[records.TRUNCATED_PROBS] for e in examples]),
+            np.stack([e[records.TOP_K_INDICES] for e in examples]),
+            examples)
+  our_probs, our_ids, ours = load(ours_path)
+  their_probs, their_ids, theirs = load(theirs_path)
+  for a, b in zip(ours, theirs):  # the input features pass through unchanged
+    for name in records.PRETRAINING_FEATURES:
+      assert np.array_equal(a[name], b[name]), name
+  relative = np.abs(our_probs - their_probs) / their_probs
+  return float(relative.max()), float(np.mean(our_ids == their_ids))
 
-  Called while the PyTorch worker still runs, so RUSAGE_CHILDREN's peak is
-  this command's alone.
-  """
-  start = time.perf_counter()
-  subprocess.run(
-      [sys.executable, os.path.join(ROOT, "extract_teacher_labels_truncated.py"),
-       f"--bert_config_file={config_path}", f"--init_checkpoint={checkpoint}",
-       f"--input_file={records_path}",
-       f"--output_file={os.path.join(work_dir, 'cli_labels.tfrecord')}",
-       f"--truncation_factor={args.k}", f"--batch_size={args.batch_size}",
-       f"--sort_batches={args.sort_batches}",
-       f"--use_xla={not args.no_xla}"],
-      check=True, capture_output=True)
-  seconds = time.perf_counter() - start
-  return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, seconds
+
+def spread(values, fmt="{:.2f}"):
+  """'median (min-max)' of a list."""
+  return (fmt.format(statistics.median(values)) + " (" +
+          fmt.format(min(values)) + "-" + fmt.format(max(values)) + ")")
+
+
+def whole_processes(args, mix, paths, teacher, config_dict, probe, examples):
+  """Part (a) for one length mix: alternating whole-process runs."""
+  records_path, _ = paths
+  config_path, checkpoint, weights_npz = teacher
+  torch_python = os.path.join(args.bench_venv, "bin", "python")
+  ours_out = os.path.join(args.work_dir, f"{mix}_ours_labels.tfrecord")
+  theirs_out = os.path.join(args.work_dir, f"{mix}_torch_labels.tfrecord")
+  commands = {
+      "ours": [sys.executable,
+               os.path.join(ROOT, "extract_teacher_labels_truncated.py"),
+               f"--bert_config_file={config_path}",
+               f"--init_checkpoint={checkpoint}",
+               f"--input_file={records_path}", f"--output_file={ours_out}",
+               f"--truncation_factor={args.k}",
+               f"--batch_size={args.batch_size}",
+               f"--sort_batches={args.sort_batches}",
+               f"--use_xla={not args.no_xla}"],
+      "pytorch": [torch_python, os.path.join(BENCH, "torch_teacher_labels.py"),
+                  f"--weights={weights_npz}",
+                  f"--bert_config_file={config_path}",
+                  f"--input_file={records_path}", f"--output_file={theirs_out}",
+                  f"--batch_size={args.batch_size}",
+                  f"--truncation_factor={args.k}",
+                  f"--threads={args.threads}"],
+  }
+  print(f"\n[{mix}] whole processes; commands:\n  ours:    "
+        + " ".join(commands["ours"][1:]) + "\n  pytorch: "
+        + " ".join(commands["pytorch"][1:]), flush=True)
+  runs = {"ours": [], "pytorch": []}
+  for r in range(args.rounds):
+    order = ["ours", "pytorch"] if r % 2 == 0 else ["pytorch", "ours"]
+    for side in order:
+      if side == "ours" and os.path.exists(ours_out):
+        os.remove(ours_out)  # each run writes a fresh output
+      child = Child(commands[side])
+      runs[side].append(child)
+      probe.sample()
+      print(f"  round {r + 1} {side:8s}: {child.wall:6.1f} s wall, "
+            f"{child.cpu:6.1f} CPU s, {child.peak_rss_mb:5.0f} MB peak RSS "
+            f"(load before {child.load:.1f})", flush=True)
+  walls = {side: [c.wall for c in runs[side]] for side in runs}
+  ratios = [t / o for o, t in zip(walls["ours"], walls["pytorch"])]
+  cpu_ratios = [t.cpu / o.cpu for o, t in zip(runs["ours"], runs["pytorch"])]
+  torch_steady = [json.loads(c.stdout.strip().splitlines()[-1])[
+      "steady_sequences_per_second"] for c in runs["pytorch"]]
+  max_diff, ids_equal = compare_outputs(ours_out, theirs_out)
+  n = args.num_examples
+  full_flops = flops.forward_flops(config_dict, MAX_SEQ_LENGTH, MAX_PREDICTIONS)
+  torch_rate = statistics.median(torch_steady)
+  print(f"  [{mix}] {n} records: ours {spread(walls['ours'], '{:.1f}')} s, "
+        f"pytorch {spread(walls['pytorch'], '{:.1f}')} s; wall ratio "
+        f"pytorch/ours {spread(ratios)}x, CPU-time ratio "
+        f"{spread(cpu_ratios)}x")
+  print(f"  [{mix}] PyTorch's own loop inside its process: "
+        + flops.describe_rate(torch_rate, "seq/s", full_flops, probe.rate,
+                              "pytorch loop"))
+  print(f"  [{mix}] outputs agree: max relative prob difference "
+        f"{max_diff:.1e}, top-k ids equal {ids_equal:.2%}", flush=True)
+  del examples
+  return {"ratio": statistics.median(ratios), "walls": walls,
+          "cpu_ratio": statistics.median(cpu_ratios)}
+
+
+def steady_state(args, mix, paths, teacher, config, config_dict, probe,
+                 examples):
+  """Part (b) for one length mix: in-process rounds, alternating."""
+  records_path, inputs_npz = paths
+  config_path, checkpoint, weights_npz = teacher
+  worker = TorchWorker(args.bench_venv, weights_npz, inputs_npz, config_path,
+                       args.batch_size, args.k, args.threads)
+  strategy = stage.choose_strategy()
+  labeler = stage.TeacherLabeler(stage.load_teacher(config, checkpoint,
+                                                    strategy),
+                                 args.k, strategy, use_xla=not args.no_xla)
+  output_path = os.path.join(args.work_dir, f"{mix}_steady.tfrecord")
+  run_ours(labeler, records_path, output_path, config, args)  # compiles
+  worker.ask("run")  # warm-up
+  ours_flops = executed_flops(examples, config_dict, args.batch_size,
+                              args.sort_batches, trimmed=True)
+  torch_flops = executed_flops(examples, config_dict, args.batch_size,
+                               args.sort_batches, trimmed=False)
+  n = args.num_examples
+  rates = {"ours": [], "pytorch": []}
+  idle = {"ours": [], "pytorch": []}  # CPU s the idle side used meanwhile
+  flop_rates = {"ours": [], "pytorch": []}
+  print(f"\n[{mix}] steady state (after warm-up; executed GFLOP per pass: "
+        f"ours {ours_flops / 1e9:.0f} (trimmed), pytorch "
+        f"{torch_flops / 1e9:.0f} (full length))", flush=True)
+  for r in range(args.steady_rounds):
+    order = ["ours", "pytorch"] if r % 2 == 0 else ["pytorch", "ours"]
+    line = []
+    for side in order:
+      if side == "ours":
+        before = process_cpu_seconds(worker.pid)
+        count, seconds = run_ours(labeler, records_path, output_path, config,
+                                  args)
+        idle["pytorch"].append(process_cpu_seconds(worker.pid) - before)
+        rate = count / seconds
+        work = ours_flops
+      else:
+        before = own_cpu_seconds()
+        answer = worker.ask("run")
+        idle["ours"].append(own_cpu_seconds() - before)
+        seconds = answer["seconds"]
+        rate = answer["sequences"] / seconds
+        work = torch_flops
+      rates[side].append(rate)
+      flop_rates[side].append(work / seconds)
+      line.append(f"{side} {rate:.2f} seq/s = {work / seconds / 1e9:.0f} "
+                  f"GFLOP/s")
+      probe.sample()
+    print(f"  round {r + 1} (load {flops.load_average():.1f}): "
+          + "; ".join(line), flush=True)
+  worker.close()
+  ratios = [o / t for o, t in zip(rates["ours"], rates["pytorch"])]
+  for side in rates:
+    best = flops.percent_of_gemm(max(flop_rates[side]), probe.rate,
+                                 f"{side} {mix} best round")
+    median = flops.percent_of_gemm(statistics.median(flop_rates[side]),
+                                   probe.rate, f"{side} {mix}")
+    print(f"  [{mix}] {side:8s} {spread(rates[side])} seq/s, median "
+          f"{statistics.median(flop_rates[side]) / 1e9:.0f} GFLOP/s = "
+          f"{median:.0f}% of GEMM (best round {best:.0f}%)")
+  print(f"  [{mix}] steady-state ratio ours/pytorch {spread(ratios)}x; CPU s "
+        f"the idle side used during the other's rounds: ours "
+        f"{max(idle['ours']):.2f}, pytorch {max(idle['pytorch']):.2f} (max)",
+        flush=True)
+  return {"ratio": statistics.median(ratios)}
 
 
 def main():
   args = parse_args()
   logging.set_verbosity(logging.WARNING)
-  work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench_teacher_")
-  os.makedirs(work_dir, exist_ok=True)
-  lengths = (original_lengths() if args.lengths == "original"
-             else [MAX_SEQ_LENGTH])
-  examples = make_examples(args.num_examples, lengths, BERT_BASE["vocab_size"])
-  records_path, inputs_npz = write_inputs(work_dir, examples)
-  config_path, checkpoint, weights_npz = write_teacher(work_dir)
-  real = examples[records.INPUT_MASK].sum(axis=1)
-  print(f"{args.num_examples} examples, L={MAX_SEQ_LENGTH} P={MAX_PREDICTIONS} "
-        f"k={args.k} batch {args.batch_size}; real lengths "
-        f"{args.lengths}: mean {real.mean():.1f}, "
-        f"{np.mean(real == MAX_SEQ_LENGTH):.0%} full", flush=True)
+  tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+  args.work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench_teacher_")
+  os.makedirs(args.work_dir, exist_ok=True)
+  config_dict = dict(BERT_BASE, num_hidden_layers=args.layers)
+  config = modeling.BertConfig.from_dict(config_dict)
+  print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{os.cpu_count()} CPUs, threads {args.threads}, load "
+        f"{flops.load_average():.1f}; teacher {args.layers} layers x 768, "
+        f"L={MAX_SEQ_LENGTH} P={MAX_PREDICTIONS} k={args.k} batch "
+        f"{args.batch_size}, {args.num_examples} records, "
+        f"{flops.forward_flops(config_dict, 128, 20) / 1e9:.1f} GFLOP per "
+        f"full-length sequence", flush=True)
+  teacher = write_teacher(args.work_dir, config_dict)
+  mixes = {}
+  for mix in args.lengths.split(","):
+    lengths = original_lengths() if mix == "original" else [MAX_SEQ_LENGTH]
+    examples = make_examples(args.num_examples, lengths,
+                             config_dict["vocab_size"])
+    real = examples[records.INPUT_MASK].sum(axis=1)
+    print(f"[{mix}] real lengths: mean {real.mean():.1f}, "
+          f"{np.mean(real == MAX_SEQ_LENGTH):.0%} full", flush=True)
+    mixes[mix] = (examples, write_inputs(args.work_dir, mix, examples))
 
-  worker = TorchWorker(args.bench_venv, weights_npz, inputs_npz, config_path,
-                       args.batch_size, args.k, args.torch_threads)
-  config = modeling.BertConfig.from_json_file(config_path)
-  strategy = stage.choose_strategy()
-  labeler = stage.TeacherLabeler(stage.load_teacher(config, checkpoint, strategy),
-                                 args.k, strategy, use_xla=not args.no_xla)
-  output_path = os.path.join(work_dir, "teacher_labels.tfrecord")
-  count, seconds, _ = run_ours(labeler, records_path, output_path, config,
-                            args.batch_size, args.k, args.sort_batches)
-  print(f"ours, first pass (includes XLA compiles): {count / seconds:.2f} seq/s",
-        flush=True)
-  answer = worker.ask("run")
-  print(f"pytorch, warm-up pass: {answer['sequences'] / answer['seconds']:.2f} "
-        f"seq/s", flush=True)
+  probe = flops.GemmProbe(os.path.join(args.bench_venv, "bin", "python"),
+                          args.threads)
+  probe.sample()
 
-  ratios, cpu_ratios = [], []
-  for r in range(args.rounds):
-    sides = [("pytorch", lambda: worker.ask("run")),
-             ("ours", lambda: dict(zip(("sequences", "seconds", "cpu_seconds"), run_ours(
-                 labeler, records_path, output_path, config,
-                 args.batch_size, args.k, args.sort_batches))))]
-    if r % 2:
-      sides.reverse()
-    rates, cpu = {}, {}
-    for name, run in sides:
-      answer = run()
-      rates[name] = answer["sequences"] / answer["seconds"]
-      cpu[name] = answer["cpu_seconds"] / answer["sequences"]
-    ratios.append(rates["ours"] / rates["pytorch"])
-    cpu_ratios.append(cpu["pytorch"] / cpu["ours"])
-    print(f"round {r + 1}: ours {rates['ours']:.2f} seq/s "
-          f"({cpu['ours']:.2f} CPU s/seq), pytorch {rates['pytorch']:.2f} "
-          f"seq/s ({cpu['pytorch']:.2f} CPU s/seq), ratio {ratios[-1]:.2f}x",
-          flush=True)
-
-  theirs = worker.ask("labels")
-  cli_rss, cli_seconds = run_command_line(config_path, checkpoint, records_path,
-                                          work_dir, args)
-  torch_rss = worker.close()["peak_rss_mb"]
-  ours = [records.decode_example(r.numpy()) for r in
-          tf.data.TFRecordDataset(output_path).take(args.batch_size)]
-  our_probs = np.stack([e[records.TRUNCATED_PROBS] for e in ours])
-  our_ids = np.stack([e[records.TOP_K_INDICES] for e in ours])
-  their_probs = np.asarray(theirs["probs"], np.float32).reshape(our_probs.shape)
-  their_ids = np.asarray(theirs["ids"]).reshape(our_ids.shape)
-  print(f"median ratio ours/pytorch: {np.median(ratios):.2f}x "
-        f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)}); "
-        f"CPU time per sequence, pytorch/ours: {np.median(cpu_ratios):.2f}x")
-  relative = np.abs(our_probs - their_probs) / their_probs
-  print(f"agreement on the first batch: max relative prob diff "
-        f"{relative.max():.2e}, top-k ids equal "
-        f"{np.mean(our_ids == their_ids):.2%}")
-  print(f"peak RSS: ours {cli_rss:.0f} MB (the command line, whole run: "
-        f"{args.num_examples} records in {cli_seconds:.0f} s incl. start-up and "
-        f"XLA compiles), pytorch {torch_rss:.0f} MB (worker)")
-  size = os.path.getsize(output_path)
-  print(f"output: {size / count:.0f} bytes/example on disk at k={args.k} "
-        f"(input {os.path.getsize(records_path) / count:.0f} bytes/example)")
+  summary = {}
+  for mix, (examples, paths) in mixes.items():
+    summary[mix] = {"whole": whole_processes(args, mix, paths, teacher,
+                                             config_dict, probe, examples)}
+    if args.steady_rounds:
+      summary[mix]["steady"] = steady_state(args, mix, paths, teacher, config,
+                                            config_dict, probe, examples)
+  print(f"\nfloat32 GEMM 3072^3, the best sample of the run (the machine's "
+        f"rate used above): {probe.describe()}")
+  probe.close()
+  print("summary (ratio = PyTorch time / our time; > 1 means ours is "
+        "faster):")
+  for mix, parts in summary.items():
+    line = (f"  {mix:8s} whole process {parts['whole']['ratio']:.2f}x "
+            f"(CPU time {parts['whole']['cpu_ratio']:.2f}x)")
+    if "steady" in parts:
+      line += f", steady state {parts['steady']['ratio']:.2f}x"
+    print(line)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,11 @@ ORIGINAL_RECORDS = os.path.join(ROOT, "tests", "data", "original",
 def import_stage_script(module_name):
   """Imports a stage script (e.g. "distill") to test its helper functions.
 
+  Only for distill.py and extract_teacher_labels_truncated.py, whose helpers
+  have not yet moved into modules that define no flags, as
+  pretraining_data.py, article_split.py and wikipedia_text.py did for stages
+  III-b, III-a and II.
+
   Each script defines its absl flags at import, as Google's scripts do, and
   several share flag names (--output_dir, --max_seq_length, ...). One pytest
   process imports several scripts, so a flag another script already defined

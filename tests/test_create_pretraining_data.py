@@ -19,11 +19,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, VOCAB_FILE, import_stage_script
+from conftest import ROOT, VOCAB_FILE
+import pretraining_data
 import records
 import tokenization
-
-cpd = import_stage_script("multifile_create_pretraining_data")
 
 SCRIPT = os.path.join(ROOT, "multifile_create_pretraining_data.py")
 DATA = os.path.join(ROOT, "tests", "data", "pretraining")
@@ -217,42 +216,42 @@ def padded_features(tokens, len_a, positions, labels, is_random_next, length,
 def test_encoder_writes_protobufs_deterministic_bytes(length, preds,
                                                       vocab_size):
   rng = random.Random(length)
-  encoder = cpd.ExampleEncoder(length, preds, vocab_size)
+  encoder = records.PretrainingExampleEncoder(length, preds, vocab_size)
   for _ in range(50):
     instance = random_instance(rng, length, preds, vocab_size)
     ours = encoder.encode(*instance)
     features = padded_features(*instance, length, preds)
     example = tf.train.Example.FromString(records.serialize_example(features))
     assert ours == example.SerializeToString(deterministic=True)
-    decoded = cpd.decode_example(ours)
+    decoded = records.decode_example_lists(ours)
     assert decoded == {k: list(v) for k, v in features.items()}
 
 
 def test_tfrecord_framing_equals_tensorflows_writer(tmp_path, monkeypatch):
   rng = random.Random(0)
-  encoder = cpd.ExampleEncoder(32, 5, 30522)
+  encoder = records.PretrainingExampleEncoder(32, 5, 30522)
   examples = [encoder.encode(*random_instance(rng, 32, 5, 30522))
               for _ in range(20)] + [b"", b"x" * 300]
   with tf.io.TFRecordWriter(str(tmp_path / "tf.tfrecord")) as writer:
     for example in examples:
       writer.write(example)
-  cpd.write_tfrecords(str(tmp_path / "ours.tfrecord"), examples)
+  records.write_tfrecords(str(tmp_path / "ours.tfrecord"), examples)
   reference = (tmp_path / "tf.tfrecord").read_bytes()
   assert (tmp_path / "ours.tfrecord").read_bytes() == reference
   # Without google_crc32c, TensorFlow's writer does it: the same bytes.
-  monkeypatch.setattr(cpd, "_load_crc32c", lambda: None)
-  cpd.write_tfrecords(str(tmp_path / "fallback.tfrecord"), examples)
+  monkeypatch.setattr(records, "_load_crc32c", lambda: None)
+  records.write_tfrecords(str(tmp_path / "fallback.tfrecord"), examples)
   assert (tmp_path / "fallback.tfrecord").read_bytes() == reference
 
 
 def test_fast_draws_equal_random_randints_and_shuffles():
-  assert cpd.check_draws_match()
+  assert pretraining_data.check_draws_match()
   for seed in range(20):
     ours, theirs = random.Random(seed), random.Random(seed)
     for n in (1, 2, 3, 5, 64, 1000):
-      assert cpd.rand_below(ours.getrandbits, n) == theirs.randint(0, n - 1)
+      assert pretraining_data.rand_below(ours.getrandbits, n) == theirs.randint(0, n - 1)
       a, b = list(range(n)), list(range(n))
-      cpd.shuffle(ours.getrandbits, a)
+      pretraining_data.shuffle(ours.getrandbits, a)
       theirs.shuffle(b)
       assert a == b
     assert ours.random() == theirs.random()
@@ -261,13 +260,14 @@ def test_fast_draws_equal_random_randints_and_shuffles():
 @pytest.mark.parametrize("whole_word", [False, True])
 def test_instances_do_not_depend_on_the_draw_shortcuts(whole_word):
   tokenizer = tokenization.FullTokenizer(VOCAB_FILE, True)
-  documents = cpd.read_documents(os.path.join(INPUT_DIR, "text_1.txt"),
+  documents = pretraining_data.read_documents(os.path.join(INPUT_DIR, "text_1.txt"),
                                  tokenizer)
-  settings = cpd.Settings(VOCAB_FILE, True, 24, 4, 3, 0.2, 0.3, whole_word)
+  settings = pretraining_data.Settings(VOCAB_FILE, True, 24, 4, 3, 0.2, 0.3, whole_word)
   made = []
   for fast in (True, False):
-    maker = cpd.InstanceMaker(settings, tokenizer.vocab,
-                              cpd.ExampleEncoder(24, 4, 30522), fast)
+    maker = pretraining_data.InstanceMaker(
+        settings, tokenizer.vocab,
+        records.PretrainingExampleEncoder(24, 4, 30522), fast)
     made.append(maker.make_file_instances(
         [list(d) for d in documents], random.Random(5)))
   assert made[0] == made[1] and len(made[0]) > 50
@@ -280,7 +280,7 @@ def test_truncate_seq_pair_keeps_the_pair_within_the_limit():
     b = list(range(100, 100 + rng.randint(1, 60)))
     limit = rng.randint(2, 70)
     draws = random.Random(3)
-    kept_a, kept_b = cpd.truncate_seq_pair(a, b, limit, draws.random)
+    kept_a, kept_b = pretraining_data.truncate_seq_pair(a, b, limit, draws.random)
     # Re-derivation with list deletions, as Google writes it.
     ref_a, ref_b, ref_draws = list(a), list(b), random.Random(3)
     while len(ref_a) + len(ref_b) > limit:
@@ -291,3 +291,69 @@ def test_truncate_seq_pair_keeps_the_pair_within_the_limit():
         longer.pop()
     assert (kept_a, kept_b) == (ref_a, ref_b)
     assert len(kept_a) >= 1 and len(kept_b) >= 1
+
+
+def test_shards_together_write_exactly_what_one_run_writes(tmp_path):
+  inputs = tmp_path / "in"
+  inputs.mkdir()
+  for i, name in enumerate(["text_0.txt", "text_1.txt", "text_0.txt"]):
+    text = open(os.path.join(INPUT_DIR, name), "rb").read()
+    (inputs / f"piece_{i}.txt").write_bytes(text)  # Pieces 0 and 2 alike.
+  whole, sharded = tmp_path / "whole", tmp_path / "sharded"
+  result = run_script(whole, "--num_workers=1", input_dir=str(inputs))
+  assert result.returncode == 0, result.stderr
+  for shard in (1, 0):
+    result = run_script(sharded, "--num_workers=1", "--num_shards=2",
+                        f"--shard_index={shard}", input_dir=str(inputs))
+    assert result.returncode == 0, result.stderr
+    made = 1 if shard else 2
+    assert f"Shard {shard} of 2: {made} of the 3 input files" in result.stderr
+  names = sorted(os.listdir(whole))
+  assert names == sorted(os.listdir(sharded))
+  assert [n for n in names if n.endswith(".tfrecord")] == [
+      "ours_0.tfrecord", "ours_1.tfrecord", "ours_2.tfrecord"]
+  for name in names:
+    if name.endswith(".tfrecord"):
+      assert (whole / name).read_bytes() == (sharded / name).read_bytes()
+  # File i is seeded by its index in the whole list (S + i), not in its
+  # shard: pieces 0 and 2 hold the same text, made with other draws.
+  assert ((whole / "ours_0.tfrecord").read_bytes() !=
+          (whole / "ours_2.tfrecord").read_bytes())
+  seed = golden_settings("google_token")["random_seed"]
+  record = json.loads((sharded / "ours_2.tfrecord.made_from.json").read_text())
+  assert record["random_seed"] == seed + 2
+  assert_one_line_error(
+      run_script(sharded, "--num_shards=2", "--shard_index=2",
+                 input_dir=str(inputs)), "--shard_index")
+
+
+def test_missing_flags_are_one_line_naming_each(tmp_path):
+  result = subprocess.run([sys.executable, SCRIPT], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60)
+  assert_one_line_error(result, "--input_dir")
+  for name in ("--output_dir", "--vocab_file"):
+    assert name in result.stderr.splitlines()[-1]
+
+
+def test_stage_writes_its_records_without_loading_tensorflow(tmp_path):
+  """The workers' point: no TensorFlow in a process that makes records."""
+  code = ("import runpy, sys\n"
+          f"sys.argv = [{SCRIPT!r}, '--input_dir={INPUT_DIR}', "
+          f"'--output_dir={tmp_path}', '--vocab_file={VOCAB_FILE}', "
+          "'--num_workers=1']\n"
+          "try:\n"
+          "  runpy.run_path(sys.argv[0], run_name='__main__')\n"
+          "except SystemExit:\n"
+          "  pass\n"
+          "print('tensorflow' in sys.modules)")
+  result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+  assert result.stdout.strip().splitlines()[-1] == "False", result.stderr
+  assert os.path.getsize(tmp_path / "pretraining_data_1.tfrecord") > 1000
+
+
+def test_helpshort_lists_the_shard_flags():
+  result = subprocess.run([sys.executable, SCRIPT, "--helpshort"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+  assert "--num_shards:" in result.stdout + result.stderr
+  assert "--shard_index:" in result.stdout + result.stderr

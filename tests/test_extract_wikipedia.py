@@ -9,9 +9,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-
-sys.path.insert(0, os.path.join(ROOT, "extract_wikipedia_for_bert"))
-import extract_jsons  # pylint: disable=wrong-import-position
+import wikipedia_text
 
 EXTRACT_DIR = os.path.join(ROOT, "extract_wikipedia_for_bert")
 
@@ -158,7 +156,7 @@ def test_real_wikiextractor_dump_to_text_file_exactly(tmp_path):
                 str(out), str(text_file)], env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   # The options that suit BERT: JSON lines in bz2 files.
-  wiki_files = extract_jsons.find_wiki_files(str(out))
+  wiki_files = wikipedia_text.find_wiki_files(str(out))
   assert all(f.endswith(".bz2") for f in wiki_files)
   titles = [json.loads(line)["title"]
             for f in wiki_files for line in bz2.open(f, "rt")]
@@ -236,9 +234,9 @@ def test_parallel_output_equals_serial_output(tmp_path):
     write_wiki_file(str(tmp_path / f"A{i}" / "wiki_00"),
                     [(f"T{i}{j}", f"Article {i}.{j} starts. Dr. Who ends it.")
                      for j in range(3)], compress=bool(i % 2))
-  files = extract_jsons.find_wiki_files(str(tmp_path))
-  serial = list(extract_jsons.converted_files(files, 1))
-  parallel = list(extract_jsons.converted_files(files, 2))
+  files = wikipedia_text.find_wiki_files(str(tmp_path))
+  serial = list(wikipedia_text.converted_files(files, 1))
+  parallel = list(wikipedia_text.converted_files(files, 2))
   assert parallel == serial
   assert serial[3][0].startswith("Article 3.0 starts.\nDr. Who ends it.\n\n")
 
@@ -259,7 +257,7 @@ def test_malformed_json_lines_are_skipped_with_file_and_line(tmp_path):
   write_wiki_file(path, [("Good", "A good article.")], extra_lines=[
       "{not json", '{"title": "no text"}', "[1, 2]",
       json.dumps({"title": "Late", "text": "Still read."})])
-  text, num_articles, warnings = extract_jsons.convert_file(path)
+  text, num_articles, warnings = wikipedia_text.convert_file(path)
   assert text == "A good article.\n\nStill read.\n\n"
   assert num_articles == 2
   assert [w.split(": ")[0] for w in warnings] == [
@@ -269,8 +267,8 @@ def test_malformed_json_lines_are_skipped_with_file_and_line(tmp_path):
 def test_corrupt_bz2_file_is_a_stage_error_naming_it(tmp_path):
   path = tmp_path / "wiki_00.bz2"
   path.write_bytes(b"BZh91AY&SY not really bz2")
-  with pytest.raises(extract_jsons.cli.StageError, match="wiki_00.bz2"):
-    extract_jsons.convert_file(str(path))
+  with pytest.raises(wikipedia_text.cli.StageError, match="wiki_00.bz2"):
+    wikipedia_text.convert_file(str(path))
 
 
 def test_find_wiki_files_sorts_by_folder_then_number(tmp_path):
@@ -279,7 +277,7 @@ def test_find_wiki_files_sorts_by_folder_then_number(tmp_path):
     os.makedirs(tmp_path / os.path.dirname(rel), exist_ok=True)
     (tmp_path / rel).write_text("")
   found = [os.path.relpath(f, tmp_path)
-           for f in extract_jsons.find_wiki_files(str(tmp_path))]
+           for f in wikipedia_text.find_wiki_files(str(tmp_path))]
   assert found == ["AA/wiki_02.bz2", "AA/wiki_10", "AB/wiki_00", "B/wiki_00"]
 
 
@@ -297,7 +295,7 @@ def test_find_wiki_files_sorts_by_folder_then_number(tmp_path):
      ["It was founded.", "Anarchism", "It grew."]),
 ])
 def test_title_removed_only_where_text_starts_with_it(text, title, expected):
-  assert extract_jsons.article_sentences(title, text) == expected
+  assert wikipedia_text.article_sentences(title, text) == expected
 
 
 def test_every_line_of_the_text_is_kept_however_short():
@@ -305,7 +303,7 @@ def test_every_line_of_the_text_is_kept_however_short():
   paragraph, even one that looks like a heading."""
   text = ("Returns the current ABC cache token.\n\nBiology.\nSeals eat fish.\n"
           "It forms dense forests that shelter fish.")
-  assert extract_jsons.article_sentences("Kelp", text) == [
+  assert wikipedia_text.article_sentences("Kelp", text) == [
       "Returns the current ABC cache token.", "Biology.", "Seals eat fish.",
       "It forms dense forests that shelter fish."]
 
@@ -321,7 +319,7 @@ def test_every_line_of_the_text_is_kept_however_short():
 ])
 def test_sentence_splitting_keeps_abbreviations_and_decimals(paragraph,
                                                              expected):
-  assert extract_jsons.split_sentences(paragraph) == expected
+  assert wikipedia_text.split_sentences(paragraph) == expected
 
 
 @pytest.mark.parametrize("paragraph", [
@@ -338,14 +336,14 @@ def test_sentence_splitting_keeps_abbreviations_and_decimals(paragraph,
     "It was the end\u2026 The next began. \u201cGo. Now,\u201d he said. She went.",
 ])
 def test_fast_splitting_equals_pysbd_on_the_whole_paragraph(paragraph):
-  assert extract_jsons.split_sentences(paragraph) == \
-      extract_jsons.pysbd_sentences(paragraph)
+  assert wikipedia_text.split_sentences(paragraph) == \
+      wikipedia_text.pysbd_sentences(paragraph)
 
 
 def test_sure_breaks_skip_abbreviations_brackets_and_quotes():
-  _, abbreviations = extract_jsons._pysbd()  # pylint: disable=protected-access
+  _, abbreviations = wikipedia_text._pysbd()  # pylint: disable=protected-access
   text = "Alpha beta. Gamma etc. Delta (eta. Theta) iota. Kappa"
-  breaks = extract_jsons.sure_breaks(text, abbreviations)
+  breaks = wikipedia_text.sure_breaks(text, abbreviations)
   assert [text[b:b + 5] for b in breaks] == ["Gamma", "Kappa"]
 
 
@@ -401,11 +399,11 @@ def test_bundled_dump_keeps_every_sentence_and_no_heading_list_or_reference(
                env=dict(os.environ, PYTHON=sys.executable, PROCESSES="2"))
   assert result.returncode == 0, result.stderr[-3000:]
   sentences = {}
-  for path in extract_jsons.find_wiki_files(str(out)):
-    with extract_jsons.open_wiki_file(path) as f:
+  for path in wikipedia_text.find_wiki_files(str(out)):
+    with wikipedia_text.open_wiki_file(path) as f:
       for line in f:
         article = json.loads(line)
-        sentences[article["title"]] = extract_jsons.article_sentences(
+        sentences[article["title"]] = wikipedia_text.article_sentences(
             article["title"], article["text"])
   text = text_file.read_text(encoding="utf-8")
   assert text == "".join("\n".join(s) + "\n\n" for s in sentences.values()

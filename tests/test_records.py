@@ -1,5 +1,6 @@
 """The shared record formats: round trips and the one-line length checks."""
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -72,3 +73,81 @@ def test_corrupt_file_error_names_the_file(tmp_path):
   path.write_bytes(b"this is not a tfrecord file at all" * 3)
   with pytest.raises(ValueError, match="corrupt.tfrecord"):
     records.read_first_example(str(path))
+
+
+def test_decoder_reads_protobufs_own_bytes_of_every_kind():
+  """decode_example against protobuf's serializer: bytes, floats, negative
+  int64s, packed and unpacked lists, an empty list."""
+  example = tf.train.Example(features=tf.train.Features(feature={
+      "ints": tf.train.Feature(int64_list=tf.train.Int64List(
+          value=[0, 1, 127, 128, 300, -1, -2**63, 2**63 - 1])),
+      "floats": tf.train.Feature(float_list=tf.train.FloatList(
+          value=[0.0, -1.5, 3.25, 1e-30])),
+      "strings": tf.train.Feature(bytes_list=tf.train.BytesList(
+          value=[b"", b"abc"])),
+      "empty": tf.train.Feature(int64_list=tf.train.Int64List(value=[])),
+  }))
+  decoded = records.decode_example(example.SerializeToString())
+  assert decoded["ints"].tolist() == [0, 1, 127, 128, 300, -1, -2**63,
+                                      2**63 - 1]
+  assert decoded["ints"].dtype == np.int64
+  np.testing.assert_array_equal(
+      decoded["floats"], np.array([0.0, -1.5, 3.25, 1e-30], np.float32))
+  assert decoded["strings"] == [b"", b"abc"]
+  assert decoded["empty"].size == 0
+  # Unpacked repeated fields, as a proto2 writer may write them: an entry
+  # {"i": int64_list [5, 7]} (field 1 as two varints) and {"f": [2.5]}.
+  body = (b"\x0a\x0b" b"\x0a\x01i" b"\x12\x06" b"\x1a\x04" b"\x08\x05\x08\x07"
+          b"\x0a\x0c" b"\x0a\x01f" b"\x12\x07" b"\x12\x05" b"\x0d" +
+          struct.pack("<f", 2.5))
+  parsed = tf.train.Example.FromString(b"\x0a" + bytes([len(body)]) + body)
+  decoded = records.decode_example_lists(b"\x0a" + bytes([len(body)]) + body)
+  assert decoded == {"i": list(parsed.features.feature["i"].int64_list.value),
+                     "f": list(parsed.features.feature["f"].float_list.value)}
+  assert decoded == {"i": [5, 7], "f": [2.5]}
+
+
+def test_batch_encoder_equals_protobuf_for_each_row():
+  rng = np.random.default_rng(1)
+  names = (records.INPUT_IDS, records.MASKED_LM_WEIGHTS, records.TOP_K_INDICES)
+  features = {records.INPUT_IDS: rng.integers(0, 2**40, (5, 9)),
+              records.MASKED_LM_WEIGHTS: rng.random((5, 3), np.float32),
+              records.TOP_K_INDICES: rng.integers(-3, 3, (5, 2, 2))}
+  serialized = records.ExampleBatchEncoder(names).encode(features)
+  assert len(serialized) == 5
+  for row, data in enumerate(serialized):
+    reference = records.serialize_example(
+        {name: features[name][row] for name in names})
+    assert (tf.train.Example.FromString(data) ==
+            tf.train.Example.FromString(reference))
+    assert list(records.decode_example(data)) == list(names)  # Their order.
+
+
+def test_tfrecord_reader_and_count_equal_tensorflows(tmp_path, monkeypatch):
+  path = str(tmp_path / "r.tfrecord")
+  written = [b"", b"x", b"y" * 70000] + [bytes([i]) * i for i in range(50)]
+  with tf.io.TFRecordWriter(path) as writer:
+    for record in written:
+      writer.write(record)
+  assert list(records.read_tfrecords(path)) == written
+  assert records.count_records(path) == len(written)
+  assert records.count_records(ORIGINAL_RECORDS) == 11
+  # Without google_crc32c's C code, TensorFlow reads: the same records.
+  monkeypatch.setattr(records, "_load_crc32c", lambda: None)
+  assert list(records.read_tfrecords(path)) == written
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_data", "flip_length"])
+def test_reader_names_the_file_of_a_damaged_record(tmp_path, damage):
+  path = tmp_path / "damaged.tfrecord"
+  records.write_tfrecords(str(path), [b"abc" * 10, b"def" * 10])
+  data = bytearray(path.read_bytes())
+  if damage == "truncate":
+    data = data[:-5]
+  elif damage == "flip_data":
+    data[50] ^= 1  # In the second record's data.
+  else:
+    data[46] ^= 1  # The second record's length.
+  path.write_bytes(bytes(data))
+  with pytest.raises(ValueError, match="damaged.tfrecord.*at byte 46"):
+    records.count_records(str(path))

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from conftest import ROOT, import_stage_script
-split_text = import_stage_script("split_text")
+from conftest import ROOT
+import article_split
 
 SCRIPT = os.path.join(ROOT, "split_text.py")
 
@@ -64,10 +64,10 @@ def split(tmp_path, data, split_number):
   out.mkdir(exist_ok=True)
   for old in out.iterdir():
     old.unlink()
-  num_articles, article_bytes = split_text.count_articles(str(src))
+  num_articles, article_bytes = article_split.count_articles(str(src))
   num_pieces = min(split_number, num_articles)
-  split_text.split_articles(str(src), num_articles, article_bytes, num_pieces,
-                            lambda i: str(out / f"p_{i}.txt"))
+  article_split.split_articles(str(src), num_articles, article_bytes,
+                               num_pieces, lambda i: str(out / f"p_{i}.txt"))
   names = sorted(os.listdir(out), key=lambda n: int(n[2:-4]))
   assert names == [f"p_{i}.txt" for i in range(num_pieces)]
   return [(out / n).read_bytes() for n in names]

@@ -1,0 +1,214 @@
+"""FLOP counts of BERT's matmuls and this machine's float32 GEMM rate.
+
+One home for the arithmetic every bench reports next to its rates:
+
+  * forward_flops / train_flops: the exact multiply-add count (2 FLOPs per
+    multiply-add) of every matmul of BERT with its pretraining heads, the
+    masked-LM head at P positions only (as our model and the benches'
+    PyTorch scripts run it). Softmax, LayerNorm, GELU, gathers and the
+    optimizer are not matmuls and are not counted, so a model's "GFLOP/s"
+    is a lower bound of the work it did.
+  * gemm_rates: the float32 GEMM rate of large square matrices, best of a
+    few, in the libraries at hand (TensorFlow's oneDNN, NumPy's BLAS,
+    PyTorch's MKL), with the process's thread count. The machine's rate is
+    the best of them.
+  * percent_of_gemm: a model rate as a share of that rate; above 100% is a
+    measurement bug (a miscounted FLOP or a mis-timed run), so it raises.
+
+Imports neither TensorFlow nor PyTorch at module level: each bench process
+measures with what it has loaded.
+"""
+
+import time
+
+
+def forward_flops(config, seq_length, predictions):
+  """Matmul FLOPs of one sequence's forward pass.
+
+  Args:
+    config: a dict or object with hidden_size, intermediate_size,
+      num_hidden_layers, vocab_size (bert_config.json's names).
+    seq_length: S, the length the model actually runs at (after trimming).
+    predictions: P, masked positions where the MLM head runs.
+
+  Returns:
+    int FLOPs (2 per multiply-add).
+  """
+  get = config.get if isinstance(config, dict) else (
+      lambda name: getattr(config, name))
+  s, h = seq_length, get("hidden_size")
+  i, v, layers = (get("intermediate_size"), get("vocab_size"),
+                  get("num_hidden_layers"))
+  per_layer = (2 * s * h * 3 * h      # query, key, value: [S, H] @ [H, 3H]
+               + 2 * s * s * h        # scores: [N, S, D] @ [N, D, S]
+               + 2 * s * s * h        # context: [N, S, S] @ [N, S, D]
+               + 2 * s * h * h        # attention output dense
+               + 2 * s * h * i        # intermediate dense
+               + 2 * s * i * h)       # output dense
+  heads = (2 * h * h                  # pooler, first token
+           + 2 * h * 2                # next-sentence logits
+           + 2 * predictions * h * h  # MLM transform
+           + 2 * predictions * h * v)  # MLM decoder (word embeddings^T)
+  return layers * per_layer + heads
+
+
+def train_flops(config, seq_length, predictions):
+  """Matmul FLOPs of one sequence's training step: forward and backward.
+
+  The backward pass of y = x @ w is two matmuls of the same size (dx and
+  dw), and every matmul here needs both (the embeddings are trained, so even
+  the first layer's input gradient is computed): 3x the forward.
+  """
+  return 3 * forward_flops(config, seq_length, predictions)
+
+
+def _best_rate(run, flops, repeats):
+  """Best FLOP/s of `repeats` timed calls of run() (one warm-up call first)."""
+  run()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run()
+    best = min(best, time.perf_counter() - start)
+  return flops / best
+
+
+def gemm_rates(libraries=("tensorflow", "numpy"), size=4096, repeats=5):
+  """float32 GEMM FLOP/s of [size, size] @ [size, size], best of `repeats`.
+
+  Each library runs with its own threads as this process configured them
+  (the benches pin TensorFlow and PyTorch to the same count).
+
+  Returns:
+    {library: FLOP/s}.
+  """
+  flops = 2 * size**3
+  rates = {}
+  for library in libraries:
+    if library == "tensorflow":
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      a = tf.random.normal([size, size])
+      b = tf.random.normal([size, size])
+      matmul = tf.function(lambda: tf.linalg.matmul(a, b)[0, 0],
+                           autograph=False)
+      rates[library] = _best_rate(lambda: matmul().numpy(), flops, repeats)
+    elif library == "numpy":
+      import numpy as np  # pylint: disable=g-import-not-at-top
+      rng = np.random.default_rng(0)
+      a = rng.standard_normal((size, size), np.float32)
+      b = rng.standard_normal((size, size), np.float32)
+      rates[library] = _best_rate(lambda: a @ b, flops, repeats)
+    elif library == "torch":
+      import torch  # pylint: disable=g-import-not-at-top
+      a = torch.randn(size, size)
+      b = torch.randn(size, size)
+      rates[library] = _best_rate(lambda: torch.mm(a, b), flops, repeats)
+    else:
+      raise ValueError(f"unknown GEMM library {library}")
+  return rates
+
+
+class GemmProbe:
+  """A long-lived process that measures the GEMM rates whenever asked.
+
+  On a machine shared with other jobs one GEMM measurement may fall in a
+  busy moment; a bench samples the rate before and after each of its
+  measurements and takes the best sample of the run as the machine's rate
+  (so shares are never inflated by a busy GEMM sample). The process runs
+  `python bench/flops.py THREADS` (TensorFlow, NumPy and, when importable,
+  PyTorch, all with THREADS threads) and sits idle between samples.
+  """
+
+  def __init__(self, python, threads):
+    import subprocess  # pylint: disable=g-import-not-at-top
+    self._process = subprocess.Popen(
+        [python, __file__, str(threads)], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True)
+    self.pid = self._process.pid
+    self.best = {}
+    self.samples = 0
+
+  def sample(self):
+    """Measures once; returns {library: FLOP/s} and keeps the best."""
+    import json  # pylint: disable=g-import-not-at-top
+    self._process.stdin.write("gemm\n")
+    self._process.stdin.flush()
+    line = self._process.stdout.readline()
+    if not line:
+      raise RuntimeError("the GEMM probe died; see its stderr above")
+    rates = json.loads(line)
+    for library, rate in rates.items():
+      self.best[library] = max(rate, self.best.get(library, 0.0))
+    self.samples += 1
+    return rates
+
+  @property
+  def rate(self):
+    """The best GEMM FLOP/s of any library and sample so far."""
+    return max(self.best.values())
+
+  def describe(self):
+    return (", ".join(f"{lib} {rate / 1e9:.0f}" for lib, rate in
+                      sorted(self.best.items())) +
+            f" GFLOP/s (best of {self.samples} samples of 3 calls each)")
+
+  def close(self):
+    self._process.stdin.close()
+    self._process.wait()
+
+
+def _serve(threads):
+  """The GemmProbe process: one JSON line of rates per `gemm` line."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  os.environ["CUDA_VISIBLE_DEVICES"] = ""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.threading.set_intra_op_parallelism_threads(threads)
+  libraries = ["tensorflow", "numpy"]
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    torch.set_num_threads(threads)
+    libraries.append("torch")
+  except ImportError:
+    pass
+  for line in sys.stdin:
+    if line.strip() == "gemm":
+      print(json.dumps(gemm_rates(libraries, size=3072, repeats=3)),
+            flush=True)
+
+
+def percent_of_gemm(flop_rate, gemm_rate, what):
+  """flop_rate as a percentage of gemm_rate; raises above 100%.
+
+  A model cannot do its matmuls faster than the machine multiplies large
+  square matrices: a figure above 100% means the FLOPs or the time are
+  wrong (e.g. counted work that did not run, or a clock that missed some).
+  """
+  percent = 100.0 * flop_rate / gemm_rate
+  if percent > 100.0:
+    raise AssertionError(
+        f"{what}: {flop_rate / 1e9:.1f} GFLOP/s is {percent:.0f}% of the "
+        f"GEMM rate {gemm_rate / 1e9:.1f} GFLOP/s measured in the same run; "
+        f"a rate above the GEMM rate is a measurement bug")
+  return percent
+
+
+def describe_rate(rate, unit, flops_per_item, gemm_rate, what):
+  """'R unit = G GFLOP/s = X% of GEMM' for `rate` items/s (checked <= 100%)."""
+  flop_rate = rate * flops_per_item
+  percent = percent_of_gemm(flop_rate, gemm_rate, what)
+  return (f"{rate:.2f} {unit} = {flop_rate / 1e9:.0f} GFLOP/s = "
+          f"{percent:.0f}% of GEMM")
+
+
+def load_average():
+  """The 1-minute load average (other jobs on a shared machine)."""
+  with open("/proc/loadavg") as f:
+    return float(f.read().split()[0])
+
+
+if __name__ == "__main__":
+  import sys  # pylint: disable=g-import-not-at-top
+  _serve(int(sys.argv[1]))
