@@ -23,6 +23,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+import checkpoints
 import cli
 import classifier_data
 import classifier_metrics
@@ -189,7 +190,7 @@ def checkpoint_vocab_size(checkpoint):
   Raises:
     ValueError: nothing readable at that path.
   """
-  prefix = modeling.resolve_checkpoint(checkpoint)
+  prefix = checkpoints.resolve_checkpoint(checkpoint)
   try:
     shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
   except (tf.errors.OpError, ValueError) as e:
@@ -210,8 +211,8 @@ def initialize_from(model, init_checkpoint):
     ValueError: one line: not a checkpoint, or encoder variables missing or
       mis-shaped.
   """
-  result = modeling.load_checkpoint(model.variables_by_name(), init_checkpoint,
-                                    allow_partial=True)
+  result = checkpoints.load_checkpoint(model.variables_by_name(), init_checkpoint,
+                                       allow_partial=True)
   missing = [n for n in result["initialized"] if n not in MAY_BE_INITIALIZED]
   if missing:
     raise ValueError(
@@ -234,11 +235,11 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint):
     cli.StageError: output_dir holds another task's or architecture's
       checkpoint, or init_checkpoint cannot initialise the model.
   """
-  latest = modeling.latest_checkpoint(output_dir)
+  latest = checkpoints.latest_checkpoint(output_dir)
   if latest:
     try:
-      modeling.restore_variables(checkpoint_variables(model, optimizer),
-                                 latest)
+      checkpoints.restore_variables(checkpoint_variables(model, optimizer),
+                                    latest)
     except ValueError as e:
       raise cli.StageError(
           f"--output_dir {output_dir} holds checkpoint {latest} of another "
@@ -262,8 +263,8 @@ def save(model, optimizer, output_dir, keep):
   """Writes model + optimizer slots at the current global step."""
   variables = {**model.variables_by_name(),
                **optimizer.slot_variables_by_name()}
-  return modeling.save_checkpoint(variables, output_dir,
-                                  int(optimizer.global_step.numpy()),
+  return checkpoints.save_checkpoint(variables, output_dir,
+                                     int(optimizer.global_step.numpy()),
                                   max_to_keep=keep)
 
 

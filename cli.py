@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import multiprocessing.connection
 import os
+import re
 import signal
 import sys
 import time
@@ -51,6 +52,17 @@ def run(main):
       sys.exit(1)
 
   app.run(guarded_main, flags_parser=parse_flags)
+
+
+def error_line(error):
+  """An exception's message as one line, without TensorFlow's graph-node
+  noise (`{{function_node ...}}`, `[Op:...]`, the user-defined-function
+  preamble): for the `error: ...` lines of StageError."""
+  text = getattr(error, "message", None) or str(error)
+  text = re.sub(r"\{\{[^}]*\}\}\s*", "", text)
+  text = re.sub(r"^Error in user-defined function.*?Iterator::\S+: ", "", text)
+  text = re.sub(r"\s*\[Op:[^\]]*\].*", "", text, flags=re.S).strip()
+  return text.splitlines()[0] if text else type(error).__name__
 
 
 def expand_input_files(patterns, flag_name="--input_file"):

@@ -30,6 +30,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+import checkpoints
 import cli
 import losses
 import modeling
@@ -123,6 +124,15 @@ flags.DEFINE_enum("precision", "float32",
 flags.DEFINE_enum("use_xla", "auto", ["auto", "true", "false"],
                   "XLA-compile the forward and backward pass. auto: on with "
                   "GPUs or a TPU, off on CPUs (where it measured slower).")
+flags.DEFINE_bool("skip_corrupt_records", False,
+                  "Read every training and evaluation file once before "
+                  "training and leave out the records that cannot be read "
+                  "or used (corrupt or truncated bytes: the rest of that "
+                  "file; ids, segment ids or masked positions out of "
+                  "range), logging each file and the count. Without it such "
+                  "a record stops the run with an error naming the file and "
+                  "the record. The first record of every file is always "
+                  "checked strictly (it checks the flags).")
 flags.DEFINE_integer("seed", 12345,
                      "Seed of the student's initialisation and the data "
                      "order; the same seed gives the same run.")
@@ -305,7 +315,7 @@ def parse_batch(serialized, spec, max_predictions_per_seq):
 
 def make_dataset(files, spec, batch_size, max_predictions_per_seq, *,
                  is_training, seed=0, num_shards=1, shard_index=0,
-                 skip_examples=0):
+                 skip_examples=0, bounds=None, exclusions=None):
   """A tf.data pipeline of parsed batches.
 
   Training: files shuffled (seeded) every epoch, read interleaved in
@@ -318,16 +328,24 @@ def make_dataset(files, spec, batch_size, max_predictions_per_seq, *,
   Evaluation reads the files in order and repeats them too (callers take a
   counted number of batches, so no worker runs out before the others).
 
+  bounds: records.value_bounds; a batch holding a value out of range fails
+  with InvalidArgumentError (on a GPU it would be read silently as zeros).
+  exclusions: a RecordExclusions (--skip_corrupt_records): the records it
+  names are left out of each file before anything else, so the order is
+  that of files holding only the other records.
+
   Returns:
     A dataset of parse_batch dicts with `batch_size` examples each.
   """
+  read_file = (exclusions.reader() if exclusions is not None
+               else tf.data.TFRecordDataset)
   dataset = tf.data.Dataset.from_tensor_slices(files)
   if is_training:
     dataset = dataset.shuffle(len(files), seed=seed,
                               reshuffle_each_iteration=True)
   dataset = dataset.repeat()
   dataset = dataset.interleave(
-      tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+      read_file, cycle_length=min(len(files), 8),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if is_training:
     dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=seed)
@@ -337,10 +355,196 @@ def make_dataset(files, spec, batch_size, max_predictions_per_seq, *,
     dataset = dataset.skip(skip_examples)
   dataset = dataset.batch(batch_size, drop_remainder=True)
   dataset = dataset.map(
-      lambda serialized: parse_batch(serialized, spec,
-                                     max_predictions_per_seq),
+      lambda serialized: check_values(
+          parse_batch(serialized, spec, max_predictions_per_seq), bounds),
       num_parallel_calls=tf.data.AUTOTUNE)
   return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def check_values(features, bounds):
+  """Returns parse_batch's features, after an assertion that every value of
+  records.value_bounds lies in range and every weighted masked position
+  within its record's real tokens (the rule of records.invalid_records,
+  which names the record when the host looks for it). bounds None: no check.
+  """
+  if bounds is None:
+    return features
+  names = {records.TOP_K_INDICES: losses.TEACHER_IDS}
+  checks = []
+  for name, (limit, _) in bounds.items():
+    values = features.get(names.get(name, name))
+    if values is not None and values.dtype.is_integer:
+      checks.append(tf.reduce_all((values >= 0) & (values < limit)))
+  lengths = tf.reduce_sum(tf.cast(features[records.INPUT_MASK] != 0, tf.int32),
+                          axis=1, keepdims=True)  # [B, 1]
+  checks.append(tf.reduce_all(
+      (features[records.MASKED_LM_POSITIONS] < lengths) |
+      (features[records.MASKED_LM_WEIGHTS] <= 0)))
+  with tf.control_dependencies([tf.debugging.Assert(
+      tf.reduce_all(checks), ["a record holds values out of range"])]):
+    return {name: tf.identity(value) for name, value in features.items()}
+
+
+@dataclasses.dataclass
+class FileScan:
+  """What one full read of a record file found (scan_file).
+
+  readable: how many records can be read before the first corrupt or
+    truncated one (all of them when `tail` is None).
+  bad: {record number: reason} of readable records out of range.
+  tail: why the bytes after `readable` records cannot be read, or None.
+  """
+  path: str
+  readable: int
+  bad: dict
+  tail: str = None
+
+  def first_problem(self):
+    """'record N: reason' of the first bad record, or None."""
+    first = min(self.bad, default=None)
+    if self.tail is not None and (first is None or first > self.readable):
+      return f"record {self.readable}: {self.tail}"
+    return None if first is None else f"record {first}: {self.bad[first]}"
+
+
+def scan_file(path, spec, bounds, batch_size=1024):
+  """Reads every record of `path` once; returns a FileScan.
+
+  Checks the framing (TFRecord lengths and CRCs), that every record parses
+  with `spec`, and records.invalid_records(bounds). TensorFlow's reader
+  cannot step over a corrupt record, so a file's records after the first
+  corrupt or truncated one are lost to every reader; `tail` says so.
+  """
+  size = tf.io.gfile.stat(path).length
+  readable, consumed, bad = 0, 0, {}
+  batches = tf.data.TFRecordDataset(path).ignore_errors().batch(batch_size)
+  for serialized in batches:
+    lengths = tf.strings.length(serialized).numpy()
+    consumed += int(lengths.sum()) + 16 * len(lengths)  # TFRecord framing
+    for row, reason in _invalid_rows(serialized, spec, bounds).items():
+      bad[readable + row] = reason
+    readable += len(lengths)
+  tail = None
+  if consumed < size:
+    try:
+      for _ in tf.data.TFRecordDataset(path).skip(readable).take(1):
+        pass
+      why = "unreadable"
+    except tf.errors.OpError as e:
+      why = cli.error_line(e)
+    tail = (f"{why} ({size - consumed} bytes from byte {consumed} to the "
+            f"end cannot be read)")
+  return FileScan(path, readable, bad, tail)
+
+
+def _invalid_rows(serialized, spec, bounds):
+  """{row: reason} of a [b] batch of serialized records that do not parse
+  with `spec` or hold values out of range."""
+  try:
+    parsed = tf.io.parse_example(serialized, spec)
+  except tf.errors.InvalidArgumentError:
+    reasons = {}
+    for row in range(len(serialized)):  # one by one, to name the bad ones
+      try:
+        one = tf.io.parse_example(serialized[row:row + 1], spec)
+      except tf.errors.InvalidArgumentError as e:
+        reasons[row] = f"does not parse ({cli.error_line(e)})"
+        continue
+      found = records.invalid_records({n: v.numpy() for n, v in one.items()},
+                                      bounds)
+      if found:
+        reasons[row] = next(iter(found.values()))
+    return reasons
+  return records.invalid_records({n: v.numpy() for n, v in parsed.items()},
+                                 bounds)
+
+
+class RecordExclusions:
+  """The records --skip_corrupt_records leaves out, from a FileScan of every
+  input file: the unreadable end of a file and the rows out of range."""
+
+  def __init__(self, scans):
+    self.scans = {scan.path: scan for scan in scans}
+
+  def skipped(self, files):
+    """How many readable records of `files` are left out."""
+    return sum(len(self.scans[path].bad) for path in files)
+
+  def kept(self, files):
+    """How many records of `files` remain."""
+    return sum(self.scans[path].readable - len(self.scans[path].bad)
+               for path in files)
+
+  def reader(self):
+    """A function path -> dataset of that file's records without the left
+    out ones (for Dataset.interleave); call it where the dataset is built,
+    it creates the lookup tables."""
+    paths = list(self.scans)
+    readable = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            paths, tf.constant([self.scans[p].readable for p in paths],
+                               tf.int64)), default_value=-1)
+    bad_keys = [f"{p}#{i}" for p in paths for i in self.scans[p].bad]
+    bad = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            bad_keys or ["#"], tf.ones([max(len(bad_keys), 1)], tf.int64)),
+        default_value=0)
+
+    def read_file(path):
+      dataset = tf.data.TFRecordDataset(path).take(readable.lookup(path))
+      dataset = dataset.enumerate().filter(
+          lambda index, record: bad.lookup(tf.strings.join(
+              [path, tf.strings.as_string(index)], "#")) == 0)
+      return dataset.map(lambda index, record: record)
+    return read_file
+
+
+def scan_for_skipping(spec_of_file, bounds):
+  """--skip_corrupt_records: scans every file of {path: parse spec} (logging
+  progress), logs what will be left out, file by file, and returns the
+  RecordExclusions."""
+  files = sorted(spec_of_file)
+  progress = cli.Progress("--skip_corrupt_records: reading the inputs once",
+                          total=len(files), unit="files")
+  scans = []
+  for path in files:
+    scans.append(scan_file(path, spec_of_file[path], bounds))
+    progress.update(1)
+  progress.log(final=True)
+  for scan in scans:
+    for index in sorted(scan.bad)[:10]:
+      logging.warning("Skipping %s record %d: %s", scan.path, index,
+                      scan.bad[index])
+    if len(scan.bad) > 10:
+      logging.warning("Skipping %d more records of %s", len(scan.bad) - 10,
+                      scan.path)
+    if scan.tail:
+      logging.warning("Skipping the end of %s from record %d: %s",
+                      scan.path, scan.readable, scan.tail)
+  exclusions = RecordExclusions(scans)
+  logging.warning(
+      "--skip_corrupt_records: %d records out of range left out, %d of %d "
+      "files end unreadably; %d records remain", exclusions.skipped(files),
+      sum(1 for scan in scans if scan.tail), len(files),
+      exclusions.kept(files))
+  return exclusions
+
+
+def input_error(error, files, spec, bounds, flag):
+  """The cli.StageError for a tf.data error while reading `files`.
+
+  Reads the files once more, in order, to name the first bad record; when
+  none is bad the error was not the data's and is raised again.
+  """
+  logging.warning("Reading %s once more to find the bad record (%s)", flag,
+                  cli.error_line(error))
+  for path in files:
+    problem = scan_file(path, spec, bounds).first_problem()
+    if problem:
+      return cli.StageError(
+          f"{path}: {problem}; fix or remove the file ({flag}), or rerun "
+          f"with --skip_corrupt_records to leave such records out")
+  raise error
 
 
 def check_input_files(files, spec, max_predictions_per_seq, vocab_size):
@@ -506,11 +710,11 @@ def check_workers_agree(strategy, step, output_dir):
 
 def distributed_dataset(strategy, files, spec, global_batch_size,
                         max_predictions_per_seq, is_training, seed,
-                        steps_done=0):
+                        steps_done=0, bounds=None, exclusions=None):
   """make_dataset for every input pipeline of `strategy`, per-replica batches.
 
   steps_done: global steps already trained; each pipeline skips the examples
-  it fed them.
+  it fed them. bounds, exclusions: as make_dataset's.
   """
   def dataset_fn(context):
     batch_size = context.get_per_replica_batch_size(global_batch_size)
@@ -523,7 +727,8 @@ def distributed_dataset(strategy, files, spec, global_batch_size,
         files, spec, batch_size, max_predictions_per_seq,
         is_training=is_training, seed=seed,
         num_shards=context.num_input_pipelines,
-        shard_index=context.input_pipeline_id, skip_examples=skip)
+        shard_index=context.input_pipeline_id, skip_examples=skip,
+        bounds=bounds, exclusions=exclusions)
   return strategy.distribute_datasets_from_function(dataset_fn)
 
 
@@ -620,7 +825,7 @@ def build_teacher(strategy, config, checkpoint, precision):
         config, compute_dtype=_COMPUTE_DTYPES[precision], name="teacher",
         seed=0, trainable=False, initialize=False)
   try:
-    modeling.load_checkpoint(teacher, checkpoint)
+    checkpoints.load_checkpoint(teacher, checkpoint)
   except ValueError as e:
     raise cli.StageError(
         f"--teacher_checkpoint {e} (does it match --teacher_config?)") from None
@@ -765,8 +970,9 @@ def make_train_loop(strategy, model, optimizer, global_batch_size,
   """Returns train_loop(iterator, num_steps) -> (steps_run, mean terms).
 
   One call runs up to num_steps training steps inside a single tf.function,
-  and stops early after a step whose loss is not finite (steps_run then
-  counts that step, and its terms are returned instead of the means).
+  and stops early after a step whose loss or gradients' global norm is not
+  finite (steps_run then counts that step, and its terms are returned
+  instead of the means).
   loss_options: keyword arguments of compute_losses (weights, temperature).
   loss_scale: a DynamicLossScale for float16, else None.
   teacher: an OnlineTeacher, or None for the stored labels. Its model runs
@@ -843,11 +1049,15 @@ def make_train_loop(strategy, model, optimizer, global_batch_size,
       step_terms["global_norm"] = strategy.reduce(
           tf.distribute.ReduceOp.MEAN, global_norm, axis=None)
       steps_run += 1
-      if not tf.math.is_finite(step_terms["loss"]):
+      # A NaN global norm poisons the weights while the loss of that step
+      # may still be finite: either ends the loop.
+      if not (tf.math.is_finite(step_terms["loss"]) &
+              tf.math.is_finite(step_terms["global_norm"])):
         terms = step_terms
         break
       terms = {name: terms[name] + step_terms[name] for name in terms}
-    if tf.math.is_finite(terms["loss"]):
+    if tf.math.is_finite(terms["loss"]) & tf.math.is_finite(
+        terms["global_norm"]):
       terms = {name: value / tf.cast(steps_run, tf.float32)
                for name, value in terms.items()}
     return steps_run, terms
@@ -877,8 +1087,10 @@ def make_eval_step(strategy, model, loss_options, teacher=None):
   return eval_step
 
 
-def count_batches(files, batch_size, limit):
+def count_batches(files, batch_size, limit, exclusions=None):
   """Whole batches of `batch_size` in `files`, counting up to `limit`."""
+  if exclusions is not None:
+    return min(exclusions.kept(files) // batch_size, limit)
   dataset = tf.data.TFRecordDataset(files).take(limit * batch_size)
   count = dataset.reduce(np.int64(0), lambda n, _: n + 1)
   return int(count) // batch_size
@@ -898,25 +1110,45 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
 
   Returns the global step training continues from.
 
+  A checkpoint that cannot be read in full (truncated) or holds NaN or
+  infinity is passed over, with a warning, for the next older one.
+
   Raises:
     cli.StageError: output_dir holds another architecture's checkpoint, or
-      init_checkpoint is missing, mis-shaped or lacks a layer of layer_map.
+      no checkpoint of it can be used, or init_checkpoint is missing,
+      mis-shaped or lacks a layer of layer_map.
   """
-  latest = modeling.latest_checkpoint(output_dir)
-  if latest:
+  variables = checkpoint_variables(model, optimizer, extra_variables)
+  passed_over = []
+  for prefix in checkpoints.complete_checkpoints(output_dir):
     try:
-      modeling.restore_variables(
-          checkpoint_variables(model, optimizer, extra_variables), latest)
+      checkpoints.restore_variables(variables, prefix)
+    except checkpoints.CorruptCheckpointError as e:
+      logging.warning("Passing over %s; trying an older checkpoint", e)
+      passed_over.append(prefix)
+      continue
     except ValueError as e:
       raise cli.StageError(
-          f"--output_dir {output_dir} holds checkpoint {latest} of another "
+          f"--output_dir {output_dir} holds checkpoint {prefix} of another "
           f"architecture or run ({e}); use a new --output_dir") from None
+    nonfinite = checkpoints.nonfinite_names(variables)
+    if nonfinite:
+      logging.warning("Passing over %s: %d variables hold NaN or infinity "
+                      "(%s); trying an older checkpoint", prefix,
+                      len(nonfinite), ", ".join(nonfinite[:3]))
+      passed_over.append(prefix)
+      continue
     step = int(optimizer.global_step.numpy())
-    logging.info("Resuming from %s at step %d", latest, step)
+    logging.info("Resuming from %s at step %d", prefix, step)
     return step
+  if passed_over:
+    raise cli.StageError(
+        f"--output_dir {output_dir}: none of its checkpoints can be resumed "
+        f"from ({', '.join(passed_over)}: truncated or not finite); move "
+        f"them away to start anew")
   if init_checkpoint:
     try:
-      modeling.load_checkpoint(model, init_checkpoint, layer_map=layer_map)
+      checkpoints.load_checkpoint(model, init_checkpoint, layer_map=layer_map)
     except ValueError as e:
       raise cli.StageError(
           f"--init_checkpoint {init_checkpoint}: {e}") from None
@@ -929,12 +1161,45 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
 
 def save(model, optimizer, output_dir, keep, extra_variables=None):
   """Writes model + extra variables + optimizer slots at the current global
-  step."""
+  step.
+
+  Raises:
+    cli.StageError: the weights are not finite (nothing is written), or the
+      checkpoint cannot be written (names the file; nothing partial stays).
+  """
   step = int(optimizer.global_step.numpy())
   variables = {**model.variables_by_name(), **(extra_variables or {}),
                **optimizer.slot_variables_by_name()}
-  return modeling.save_checkpoint(variables, output_dir, step,
-                                  max_to_keep=keep)
+  try:
+    return checkpoints.save_checkpoint(variables, output_dir, step,
+                                       max_to_keep=keep)
+  except checkpoints.NonFiniteError as e:
+    raise cli.StageError(
+        f"{e} at step {step}; stopped, the newest finite checkpoint "
+        f"({checkpoints.newest_finite_checkpoint(output_dir) or 'none'}) is "
+        f"the last good one; lower --learning_rate") from None
+  except checkpoints.CheckpointWriteError as e:
+    raise cli.StageError(f"{e}; make room or fix --output_dir, then rerun to "
+                         f"resume from the newest checkpoint") from None
+
+
+def prepare_output_dir(output_dir):
+  """Creates output_dir, checks that files can be written there, and removes
+  what interrupted saves left (checkpoints.remove_stale_temporaries).
+
+  Raises:
+    cli.StageError: output_dir cannot be created or written.
+  """
+  probe = cli.temporary_path(os.path.join(output_dir, "write_test"))
+  try:
+    tf.io.gfile.makedirs(output_dir)
+    with tf.io.gfile.GFile(probe, "w") as f:
+      f.write("")
+    tf.io.gfile.remove(probe)
+  except (tf.errors.OpError, OSError) as e:
+    raise cli.StageError(f"--output_dir {output_dir}: cannot write there "
+                         f"({cli.error_line(e)})") from None
+  checkpoints.remove_stale_temporaries(output_dir)
 
 
 def write_scalars(writer, group, values, step):
@@ -976,8 +1241,9 @@ def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
   log line and summaries after every loop call.
 
   Raises:
-    cli.StageError: the loss became NaN or infinite (names the step; the
-      newest checkpoint is the last good one).
+    cli.StageError: the loss or the gradients' global norm became NaN or
+      infinite (names the step and the newest finite checkpoint, the last
+      good one; nothing is saved then), or a save failed.
   """
   train_loop = make_train_loop(strategy, model, optimizer,
                                settings.global_batch_size,
@@ -996,11 +1262,14 @@ def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
     steps_run, terms = train_loop(iterator, tf.constant(num_steps))
     terms = {name: float(value) for name, value in terms.items()}
     step += int(steps_run)
-    if not math.isfinite(terms["loss"]):
-      last_good = modeling.latest_checkpoint(settings.output_dir)
+    if not (math.isfinite(terms["loss"]) and
+            math.isfinite(terms["global_norm"])):
+      what, value = (("loss", terms["loss"]) if not math.isfinite(
+          terms["loss"]) else ("gradients' global norm", terms["global_norm"]))
+      last_good = checkpoints.newest_finite_checkpoint(settings.output_dir)
       raise cli.StageError(
-          f"the loss became {terms['loss']} at step {step}; stopped, the "
-          f"newest checkpoint ({last_good or 'none'}) is the last good one; "
+          f"the {what} became {value} at step {step}; stopped, the newest "
+          f"finite checkpoint ({last_good or 'none'}) is the last good one; "
           f"check the records or lower --learning_rate")
     now = time.monotonic()
     examples_per_second = (int(steps_run) * settings.global_batch_size /
@@ -1045,10 +1314,13 @@ def write_eval_results(metrics, step, output_dir):
   """Writes output_dir/eval_results.txt (`key = value`) and summaries."""
   results = {**metrics, "global_step": step}
   path = os.path.join(output_dir, "eval_results.txt")
-  with cli.atomic_output(path) as tmp_path:
-    with tf.io.gfile.GFile(tmp_path, "w") as f:
-      for key in sorted(results):
-        f.write(f"{key} = {results[key]}\n")
+  try:
+    with cli.atomic_output(path) as tmp_path:
+      with tf.io.gfile.GFile(tmp_path, "w") as f:
+        for key in sorted(results):
+          f.write(f"{key} = {results[key]}\n")
+  except (tf.errors.OpError, OSError) as e:
+    raise cli.StageError(f"{path}: cannot write ({cli.error_line(e)})") from None
   writer = tf.summary.create_file_writer(os.path.join(output_dir, "eval"))
   write_scalars(writer, "eval", metrics, step)
   logging.info("Wrote %s: %s", path,
@@ -1239,6 +1511,12 @@ def main(_):
   check_batch_sizes(strategy.num_replicas_in_sync,
                     train_batch_size=FLAGS.train_batch_size,
                     eval_batch_size=FLAGS.eval_batch_size)
+  bounds = records.value_bounds(config.vocab_size, config.type_vocab_size,
+                                FLAGS.max_seq_length)
+  exclusions = (scan_for_skipping(
+      {**{path: eval_spec for path in eval_files},
+       **{path: spec for path in train_files}}, bounds)
+                if FLAGS.skip_corrupt_records else None)
   chief = is_chief(strategy)
   logging.info("%s with %d replica(s), global batch %d, precision %s",
                type(strategy).__name__, strategy.num_replicas_in_sync,
@@ -1256,6 +1534,8 @@ def main(_):
   model, optimizer, loss_scale = build_student(strategy, config,
                                                FLAGS.precision, FLAGS.seed,
                                                schedule, projections)
+  if chief and FLAGS.do_train:
+    prepare_output_dir(FLAGS.output_dir)
   step = restore_or_initialize(model, optimizer, FLAGS.output_dir,
                                FLAGS.init_checkpoint, layer_map, projections)
   check_workers_agree(strategy, step, FLAGS.output_dir)
@@ -1275,18 +1555,21 @@ def main(_):
     dataset = distributed_dataset(
         strategy, train_files, spec, FLAGS.train_batch_size,
         FLAGS.max_predictions_per_seq, is_training=True, seed=FLAGS.seed,
-        steps_done=step)
-    step = train(strategy, model, optimizer, schedule, dataset, step,
-                 TrainSettings(
-                     num_train_steps=FLAGS.num_train_steps,
-                     iterations_per_loop=FLAGS.iterations_per_loop,
-                     save_checkpoints_steps=FLAGS.save_checkpoints_steps,
-                     keep_checkpoint_max=FLAGS.keep_checkpoint_max,
-                     global_batch_size=FLAGS.train_batch_size,
-                     output_dir=FLAGS.output_dir, chief=chief,
-                     loss_options=loss_options,
-                     use_xla=use_xla(FLAGS.use_xla), loss_scale=loss_scale,
-                     teacher=teacher))
+        steps_done=step, bounds=bounds, exclusions=exclusions)
+    try:
+      step = train(strategy, model, optimizer, schedule, dataset, step,
+                   TrainSettings(
+                       num_train_steps=FLAGS.num_train_steps,
+                       iterations_per_loop=FLAGS.iterations_per_loop,
+                       save_checkpoints_steps=FLAGS.save_checkpoints_steps,
+                       keep_checkpoint_max=FLAGS.keep_checkpoint_max,
+                       global_batch_size=FLAGS.train_batch_size,
+                       output_dir=FLAGS.output_dir, chief=chief,
+                       loss_options=loss_options,
+                       use_xla=use_xla(FLAGS.use_xla), loss_scale=loss_scale,
+                       teacher=teacher))
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+      raise input_error(e, train_files, spec, bounds, "--input_file") from None
 
   if FLAGS.do_eval:
     if not step and not FLAGS.init_checkpoint:
@@ -1297,17 +1580,22 @@ def main(_):
       logging.info("%s already holds the evaluation of step %d",
                    os.path.join(FLAGS.output_dir, "eval_results.txt"), step)
       return
-    num_batches = count_batches(eval_files, FLAGS.eval_batch_size,
-                                FLAGS.max_eval_steps)
-    if not num_batches:
-      raise cli.StageError(f"the evaluation files hold fewer than "
-                           f"--eval_batch_size {FLAGS.eval_batch_size} "
-                           f"records")
-    dataset = distributed_dataset(
-        strategy, eval_files, eval_spec, FLAGS.eval_batch_size,
-        FLAGS.max_predictions_per_seq, is_training=False, seed=FLAGS.seed)
-    metrics = evaluate(strategy, model, dataset, num_batches, loss_options,
-                       teacher)
+    try:
+      num_batches = count_batches(eval_files, FLAGS.eval_batch_size,
+                                  FLAGS.max_eval_steps, exclusions)
+      if not num_batches:
+        raise cli.StageError(f"the evaluation files hold fewer than "
+                             f"--eval_batch_size {FLAGS.eval_batch_size} "
+                             f"records")
+      dataset = distributed_dataset(
+          strategy, eval_files, eval_spec, FLAGS.eval_batch_size,
+          FLAGS.max_predictions_per_seq, is_training=False, seed=FLAGS.seed,
+          bounds=bounds, exclusions=exclusions)
+      metrics = evaluate(strategy, model, dataset, num_batches, loss_options,
+                         teacher)
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+      raise input_error(e, eval_files, eval_spec, bounds, "--eval_input_file"
+                        if FLAGS.eval_input_file else "--input_file") from None
     if chief:
       write_eval_results(metrics, step, FLAGS.output_dir)
 

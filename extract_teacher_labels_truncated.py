@@ -41,13 +41,13 @@ P = max_predictions_per_seq, V = vocab size, K = truncation_factor.
 
 from concurrent import futures
 import os
-import re
 
 from absl import flags
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
+import checkpoints
 import cli
 import modeling
 import records
@@ -201,8 +201,15 @@ def plan_outputs(input_files, output_file, output_dir):
   under their final name) are skipped.
   """
   if output_file:
+    if tf.io.gfile.isdir(output_file):
+      raise cli.StageError(f"--output_file {output_file} is a directory; "
+                           f"give a file name (or use --output_dir)")
     return [(input_files, output_file)]
-  tf.io.gfile.makedirs(output_dir)
+  try:
+    tf.io.gfile.makedirs(output_dir)
+  except (tf.errors.OpError, OSError) as e:
+    raise cli.StageError(f"--output_dir {output_dir}: cannot create it "
+                         f"({cli.error_line(e)})") from None
   plan, seen = [], {}
   for path in input_files:
     output = os.path.join(output_dir, os.path.basename(path))
@@ -244,7 +251,7 @@ def load_teacher(config, checkpoint, strategy):
     # Zeros, not random values: the strict load below sets every variable.
     model = modeling.BertPretrainingModel(config, initialize=False)
   try:
-    modeling.load_checkpoint(model, checkpoint)
+    checkpoints.load_checkpoint(model, checkpoint)
   except ValueError as e:
     raise cli.StageError(f"--init_checkpoint: {e}") from None
   return model
@@ -443,19 +450,42 @@ def count_records(path):
         np.int64(0), _count_one))
   except tf.errors.OpError as e:
     raise cli.StageError(f"{path}: corrupt or unreadable record "
-                         f"({_first_line(e)})") from None
-
-
-def _first_line(error):
-  """A TensorFlow error's message as one line, without graph-node noise."""
-  text = getattr(error, "message", None) or str(error)
-  text = re.sub(r"\{\{[^}]*\}\}\s*", "", text)
-  text = re.sub(r"^Error in user-defined function.*?Iterator::\S+: ", "", text)
-  text = re.sub(r"\s*\[Op:[^\]]*\].*", "", text, flags=re.S).strip()
-  return text.splitlines()[0] if text else type(error).__name__
+                         f"({cli.error_line(e)})") from None
 
 
 # ----------------------------------------------------------------- stage
+
+
+class _RecordFile:
+  """A TFRecordWriter whose failures (no such folder, disk full, ...) raise
+  one-line StageErrors naming the output; a context manager that closes it."""
+
+  def __init__(self, tmp_path, output_path):
+    self._output_path = output_path
+    self._writer = self._guarded(tf.io.TFRecordWriter, tmp_path)
+
+  def _guarded(self, function, *args):
+    try:
+      return function(*args)
+    except (tf.errors.OpError, OSError) as e:
+      raise cli.StageError(f"{self._output_path}: cannot write "
+                           f"({cli.error_line(e)}); check the space and "
+                           f"permissions there") from None
+
+  def write(self, serialized):
+    self._guarded(self._writer.write, serialized)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, exc_type, exc, traceback):
+    if exc_type is None:
+      self._guarded(self._writer.close)
+      return
+    try:  # already failing: the first error is the one to report
+      self._writer.close()
+    except (tf.errors.OpError, OSError):
+      pass
 
 
 class SampleStats:
@@ -520,19 +550,24 @@ def sampled_labels(labeler, features, batch_size, length_multiple, settings,
 
 def write_teacher_labels(labeler, input_files, output_path, feature_spec,
                          truncation_factor, batch_size, length_multiple,
-                         sort_batches, vocab_size, progress_interval=30.0,
+                         sort_batches, bounds, progress_interval=30.0,
                          label_settings=None, seed=0, max_records=0):
   """Labels every record of `input_files`, in order, into `output_path`.
 
   Reads windows of sort_batches * batch_size records (one batch in full
-  mode, whose labels are large), labels each window with label_window and
-  writes it in input order. Encoding and writing a window run on a second
-  thread while the teacher computes the next. The output appears under its
-  final name only when complete.
+  mode, whose labels are large), checks every record's values against
+  `bounds` (records.value_bounds of the teacher), labels each window with
+  label_window and writes it in input order. Encoding and writing a window
+  run on a second thread while the teacher computes the next. The output
+  appears under its final name only when complete.
 
   label_settings: a records.LabelSettings; None means top_k with
   truncation_factor (full when it is 0). seed: of the sampled draws.
   max_records: > 0 labels only the first max_records records of each file.
+
+  Raises:
+    cli.StageError: a record is unreadable or out of range (names the file
+      and the record), or the output cannot be written (names it).
 
   Returns:
     The number of records written.
@@ -562,7 +597,7 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
       writer.write(serialized)
 
   with cli.atomic_output(output_path) as tmp_path, \
-       tf.io.TFRecordWriter(tmp_path) as writer, \
+       _RecordFile(tmp_path, output_path) as writer, \
        futures.ThreadPoolExecutor(max_workers=1) as pool:
     pending = None
     for path in input_files:
@@ -576,9 +611,9 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
           break
         except tf.errors.OpError as e:
           raise cli.StageError(
-              f"{path}: bad record ({_first_line(e)}); check "
+              f"{path}: bad record ({cli.error_line(e)}); check "
               f"--max_seq_length and --max_predictions_per_seq") from None
-        check_ids(path, first_record, features[records.INPUT_IDS], vocab_size)
+        check_values(path, first_record, features, bounds)
         if mode == records.SAMPLED:
           labels = sampled_labels(labeler, features, batch_size,
                                   length_multiple, label_settings,
@@ -602,17 +637,17 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
   return progress.done
 
 
-def check_ids(path, first_record, input_ids, vocab_size):
-  """Raises StageError unless every id of a window is in the vocabulary (on
-  a GPU an id beyond the embedding table would silently read zeros)."""
-  bad = np.flatnonzero((input_ids.max(axis=1) >= vocab_size) |
-                       (input_ids.min(axis=1) < 0))
-  if bad.size:
-    row = input_ids[bad[0]]
+def check_values(path, first_record, features, bounds):
+  """Raises StageError unless every record of a window has ids, segment ids
+  and masked positions in range (records.invalid_records): on a GPU or under
+  XLA an index beyond a table silently reads zeros or a clamped row."""
+  bad = records.invalid_records(features, bounds)
+  if bad:
+    row, reason = next(iter(bad.items()))
     raise cli.StageError(
-        f"{path}: record {first_record + bad[0]} has input_ids from "
-        f"{row.min()} to {row.max()}, outside the teacher's vocab_size "
-        f"{vocab_size}; were the records made with the teacher's vocab?")
+        f"{path}: record {first_record + row}: {reason} (the teacher's "
+        f"config and the flags); were the records made with the teacher's "
+        f"vocab and these --max_seq_length/--max_predictions_per_seq?")
 
 
 def _log_first_example(features, labels):
@@ -670,7 +705,9 @@ def main(argv):
     write_teacher_labels(labeler, paths, output_path, feature_spec,
                          FLAGS.truncation_factor, FLAGS.batch_size,
                          FLAGS.length_multiple, FLAGS.sort_batches,
-                         config.vocab_size,
+                         records.value_bounds(config.vocab_size,
+                                              config.type_vocab_size,
+                                              FLAGS.max_seq_length),
                          FLAGS.progress_interval, settings, FLAGS.seed,
                          FLAGS.max_records)
 

@@ -7,7 +7,7 @@ from the gradient) for every variable whose name matches none of
 and a learning rate that rises linearly from 0 over num_warmup_steps, then
 falls linearly to 0 at num_train_steps. The slots are named as Google's
 checkpoints name them (`<variable>/adam_m`, `<variable>/adam_v`), so they save
-and restore through modeling.save_checkpoint / modeling.restore_variables.
+and restore through checkpoints.save_checkpoint / checkpoints.restore_variables.
 
 Under a tf.distribute strategy, call `apply_gradients` inside `strategy.run`
 with each replica's gradients (of a loss scaled by 1/global_batch_size): they

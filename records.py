@@ -290,6 +290,61 @@ def check_record_lengths(path, feature_spec, max_predictions_per_seq=None):
   return example
 
 
+def value_bounds(vocab_size, type_vocab_size, max_seq_length):
+  """{feature: (exclusive upper bound, what sets it)} of the integer features
+  a model indexes with; every value must lie in [0, bound).
+
+  On a GPU or under XLA an index out of range does not fail: a gather reads
+  zeros or a clamped row, so these are checked on the host.
+  """
+  vocab = (vocab_size, f"vocab_size {vocab_size}")
+  return {
+      INPUT_IDS: vocab, MASKED_LM_IDS: vocab, TOP_K_INDICES: vocab,
+      SAMPLED_IDS: vocab, SAMPLED_HEAD_IDS: vocab,
+      SEGMENT_IDS: (type_vocab_size, f"type_vocab_size {type_vocab_size}"),
+      MASKED_LM_POSITIONS: (max_seq_length,
+                            f"--max_seq_length {max_seq_length}"),
+      NEXT_SENTENCE_LABELS: (2, "the labels 0 and 1"),
+  }
+
+
+def invalid_records(features, bounds):
+  """The rows of a parsed batch that a model cannot use, and why.
+
+  Checks every feature of `bounds` that `features` holds against its range,
+  and that every masked position of weight > 0 lies within the record's real
+  tokens (the ones of input_mask).
+
+  Args:
+    features: {name: np.ndarray [b, ...]}, as tf.io.parse_example gives them.
+    bounds: value_bounds(...).
+
+  Returns:
+    {row: one-line reason} for the bad rows, in row order ({} when all fit).
+  """
+  import numpy as np
+  reasons = {}
+  for name, (limit, what) in bounds.items():
+    if name not in features:
+      continue
+    values = np.asarray(features[name]).reshape(len(features[name]), -1)
+    for row in np.flatnonzero(((values < 0) | (values >= limit)).any(axis=1)):
+      bad = values[row][(values[row] < 0) | (values[row] >= limit)]
+      reasons.setdefault(int(row), f"{name} holds {bad[0]}, outside [0, "
+                                   f"{limit}) ({what})")
+  if all(n in features for n in (INPUT_MASK, MASKED_LM_POSITIONS,
+                                 MASKED_LM_WEIGHTS)):
+    lengths = np.sum(np.asarray(features[INPUT_MASK]) != 0, axis=1)
+    positions = np.asarray(features[MASKED_LM_POSITIONS])
+    beyond = (positions >= lengths[:, None]) & (
+        np.asarray(features[MASKED_LM_WEIGHTS]) > 0)
+    for row in np.flatnonzero(beyond.any(axis=1)):
+      reasons.setdefault(
+          int(row), f"masked_lm_positions holds {positions[row][beyond[row]][0]}"
+                    f" (weight > 0) beyond its {lengths[row]} real tokens")
+  return dict(sorted(reasons.items()))
+
+
 # ------------------------------------------------------------ label modes
 
 

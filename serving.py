@@ -20,6 +20,7 @@ import shutil
 from absl import logging
 import tensorflow as tf
 
+import checkpoints
 import classifier
 import modeling
 
@@ -27,7 +28,7 @@ import modeling
 def checkpoint_head_size(checkpoint):
   """The number of outputs of the checkpoint's classifier head, or None."""
   shapes = tf.train.load_checkpoint(
-      modeling.resolve_checkpoint(checkpoint)).get_variable_to_shape_map()
+      checkpoints.resolve_checkpoint(checkpoint)).get_variable_to_shape_map()
   if classifier.OUTPUT_WEIGHTS in shapes and classifier.OUTPUT_BIAS in shapes:
     return shapes[classifier.OUTPUT_WEIGHTS][0]
   return None
@@ -46,12 +47,12 @@ def load_model(config, checkpoint):
   num_labels = checkpoint_head_size(checkpoint)
   if num_labels:
     model = classifier.BertClassifier(config, num_labels)
-    modeling.load_checkpoint(model.variables_by_name(), checkpoint)
+    checkpoints.load_checkpoint(model.variables_by_name(), checkpoint)
   else:
     model = modeling.BertPretrainingModel(config)
     encoder = {name: v for name, v in model.variables_by_name().items()
                if name.startswith("bert/")}
-    modeling.load_checkpoint(encoder, checkpoint)
+    checkpoints.load_checkpoint(encoder, checkpoint)
   return model, num_labels
 
 

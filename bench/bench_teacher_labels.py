@@ -53,6 +53,7 @@ from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-pos
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+import checkpoints  # pylint: disable=g-import-not-at-top,wrong-import-position
 import extract_teacher_labels_truncated as stage  # pylint: disable=g-import-not-at-top,wrong-import-position
 import flops  # pylint: disable=g-import-not-at-top,wrong-import-position
 import modeling  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -155,7 +156,7 @@ def write_teacher(work_dir, config_dict):
   model = modeling.BertPretrainingModel(
       modeling.BertConfig.from_dict(config_dict), seed=0)
   variables = model.variables_by_name()
-  prefix = modeling.save_checkpoint(variables, os.path.join(work_dir, "teacher"),
+  prefix = checkpoints.save_checkpoint(variables, os.path.join(work_dir, "teacher"),
                                     step=0)
   npz_path = os.path.join(work_dir, "weights.npz")
   np.savez(npz_path, **{n: v.numpy() for n, v in variables.items()})
@@ -256,7 +257,11 @@ def run_ours(labeler, records_path, output_path, config, args):
   start = time.perf_counter()
   count = stage.write_teacher_labels(labeler, [records_path], output_path, spec,
                                      args.k, args.batch_size, LENGTH_MULTIPLE,
-                                     args.sort_batches, config.vocab_size,
+                                     args.sort_batches,
+                                     records.value_bounds(
+                                         config.vocab_size,
+                                         config.type_vocab_size,
+                                         MAX_SEQ_LENGTH),
                                      progress_interval=1e9)
   return count, time.perf_counter() - start
 

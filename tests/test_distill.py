@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 import bert_reference as ref
+import checkpoints
 import losses
 import modeling
 import records
@@ -398,12 +399,12 @@ def runs(tmp_path_factory):
 
   killed_at = None
   while killed.poll() is None:
-    latest = modeling.latest_checkpoint(str(root / "killed"))
-    if latest and modeling.checkpoint_step(latest) >= 8:
+    latest = checkpoints.latest_checkpoint(str(root / "killed"))
+    if latest and checkpoints.checkpoint_step(latest) >= 8:
       killed.send_signal(signal.SIGKILL)
       killed.wait()
-      killed_at = modeling.checkpoint_step(
-          modeling.latest_checkpoint(str(root / "killed")))
+      killed_at = checkpoints.checkpoint_step(
+          checkpoints.latest_checkpoint(str(root / "killed")))
     time.sleep(0.01)
   assert reference.wait(timeout=300) == 0, (
       root / "uninterrupted.log").read_text()[-3000:]
@@ -555,7 +556,7 @@ def bad_input_cases(runs, root):
           replace_flag(replace_flag(replace_flag(
               command, "input_file", nan_file), "output_dir", root / "nan"),
               "num_train_steps", STEPS + 8),
-          f"the loss became nan at step {STEPS + 1}; stopped, the newest "
+          f"the loss became nan at step {STEPS + 1}; stopped, the newest finite "
           f"checkpoint ({root / 'nan' / f'model.ckpt-{STEPS}'}) is the last good"),
   }
 
@@ -585,7 +586,7 @@ def test_bad_input_is_one_line_error(bad_runs, case):
   assert len(errors) == 1, stderr[-3000:]
   assert cases[case][1] in errors[0]
   if case == "a NaN loss":
-    assert modeling.latest_checkpoint(str(root / "nan")).endswith(
+    assert checkpoints.latest_checkpoint(str(root / "nan")).endswith(
         f"model.ckpt-{STEPS}")
   elif case != "a checkpoint of another architecture":
     assert not list(root.glob("out/model.ckpt-*"))

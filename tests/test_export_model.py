@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import bert_reference as ref
+import checkpoints
 import classifier
 import modeling
 from conftest import ROOT
@@ -115,8 +116,8 @@ def test_saved_model_outputs_equal_the_in_process_model(exported):
                          "probabilities"}
   config = modeling.BertConfig.from_dict(ref.TINY_CONFIG)
   model = classifier.BertClassifier(config, 3)
-  modeling.load_checkpoint(model.variables_by_name(),
-                           exported["checkpoints"]["classifier"])
+  checkpoints.load_checkpoint(model.variables_by_name(),
+                              exported["checkpoints"]["classifier"])
   want = model(features["input_ids"], features["input_mask"],
                features["segment_ids"])
   for name in ("pooled_output", "sequence_output", "logits"):

@@ -1,5 +1,5 @@
-"""modeling.py: numerics against a NumPy BERT, Google-named checkpoint I/O,
-partial loads with a layer map, config validation."""
+"""modeling.py and checkpoints.py: numerics against a NumPy BERT, Google-named
+checkpoint I/O, partial loads with a layer map, config validation."""
 import json
 import os
 import re
@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import bert_reference as ref
 from conftest import ORIGINAL_RECORDS
+import checkpoints
 import modeling
 import records
 
@@ -52,7 +53,7 @@ def test_forward_matches_numpy_bert_for_weights_from_a_google_checkpoint(
     google_ckpt):
   prefix, weights = google_ckpt
   model = tiny_model()
-  report = modeling.load_checkpoint(model, prefix)
+  report = checkpoints.load_checkpoint(model, prefix)
   assert report["initialized"] == []
   batch = tiny_batch()
   out = model(*batch)
@@ -74,7 +75,7 @@ def test_forward_matches_numpy_bert_for_weights_from_a_google_checkpoint(
 def test_intermediate_outputs_match_numpy_bert(google_ckpt):
   prefix, weights = google_ckpt
   model = tiny_model()
-  modeling.load_checkpoint(model, prefix)
+  checkpoints.load_checkpoint(model, prefix)
   batch = tiny_batch()
   out = model(*batch, intermediates=True)
   expected = ref.bert_forward(weights, TINY, *batch)
@@ -100,7 +101,7 @@ def test_frozen_model_variables_are_not_trainable():
 
 def test_xla_int32_and_eager_give_the_same_logits(google_ckpt):
   model = tiny_model()
-  modeling.load_checkpoint(model, google_ckpt[0])
+  checkpoints.load_checkpoint(model, google_ckpt[0])
   batch = tiny_batch()
   eager = model(*batch)["masked_lm_logits"].numpy()
   xla = tf.function(model, jit_compile=True)(
@@ -112,7 +113,7 @@ def test_one_trace_serves_every_sequence_length(google_ckpt):
   # Callers trim batches to their longest sequence: a [None, None] signature
   # must work (and give the eager result) for each length.
   model = tiny_model()
-  modeling.load_checkpoint(model, google_ckpt[0])
+  checkpoints.load_checkpoint(model, google_ckpt[0])
   spec = [tf.TensorSpec([None, None], tf.int64)] * 4
   forward = tf.function(lambda *a: model(*a)["masked_lm_logits"],
                         input_signature=spec)
@@ -129,7 +130,7 @@ def test_trimming_padding_does_not_change_outputs(google_ckpt):
   # Callers trim a batch to its longest real sequence: padded keys get
   # -10000, so the real positions must not see the padding at all.
   model = tiny_model()
-  modeling.load_checkpoint(model, google_ckpt[0])
+  checkpoints.load_checkpoint(model, google_ckpt[0])
   ids, mask, segments, positions = tiny_batch(batch=2)  # lengths 12 and 7
   padded = [np.pad(x, [(0, 0), (0, 20)]) for x in (ids, mask, segments)]
   full = model(*padded, positions)
@@ -206,10 +207,10 @@ def test_initial_values_follow_googles_initializers():
 
 def test_save_then_load_round_trip_is_exact(google_ckpt, tmp_path):
   model = tiny_model()
-  modeling.load_checkpoint(model, google_ckpt[0])
+  checkpoints.load_checkpoint(model, google_ckpt[0])
   batch = tiny_batch()
   before = model(*batch)
-  prefix = modeling.save_checkpoint(model.variables_by_name(), str(tmp_path), 7)
+  prefix = checkpoints.save_checkpoint(model.variables_by_name(), str(tmp_path), 7)
   assert prefix == str(tmp_path / "model.ckpt-7")
   # A second reader (TF's own) sees exactly Google's names plus global_step.
   reader = tf.train.load_checkpoint(prefix)
@@ -219,13 +220,13 @@ def test_save_then_load_round_trip_is_exact(google_ckpt, tmp_path):
   assert reader.get_variable_to_dtype_map()["global_step"] == tf.int64
   other = tiny_model()
   other.variables_by_name()["bert/pooler/dense/bias"].assign(tf.ones([32]))
-  restored = modeling.restore_variables(other.variables_by_name(),
-                                        str(tmp_path))
+  restored = checkpoints.restore_variables(other.variables_by_name(),
+                                           str(tmp_path))
   assert sorted(restored) == sorted(ref.google_shapes(TINY))
   after = other(*batch)
   for key in ("masked_lm_logits", "next_sentence_logits", "sequence_output"):
     np.testing.assert_array_equal(after[key].numpy(), before[key].numpy())
-  assert modeling.checkpoint_step(prefix) == 7
+  assert checkpoints.checkpoint_step(prefix) == 7
   assert not [f for f in os.listdir(tmp_path) if ".tmp-" in f]
 
 
@@ -233,7 +234,7 @@ def test_tf1_init_from_checkpoint_reads_a_saved_student(tmp_path):
   # How Google's run_classifier.py loads a checkpoint: graph-mode variables by
   # name, then tf.compat.v1.train.init_from_checkpoint.
   model = tiny_model()
-  prefix = modeling.save_checkpoint(model.variables_by_name(), str(tmp_path), 1)
+  prefix = checkpoints.save_checkpoint(model.variables_by_name(), str(tmp_path), 1)
   shapes = ref.google_shapes(TINY)
   with tf.Graph().as_default():
     tf1_vars = {n: tf.compat.v1.get_variable(n, shape=s, dtype=tf.float32)
@@ -254,14 +255,14 @@ def test_restore_names_every_missing_and_misshaped_variable(tmp_path):
   prefix = ref.write_google_checkpoint(str(tmp_path / "bad.ckpt"), weights)
   model = tiny_model()
   with pytest.raises(ValueError) as error:
-    modeling.restore_variables(model.variables_by_name(), prefix)
+    checkpoints.restore_variables(model.variables_by_name(), prefix)
   message = str(error.value)
   assert "\n" not in message and prefix in message
   assert "bert/pooler/dense/bias" in message
   assert "cls/predictions/output_bias" in message and "[7]" in message
   before = {n: v.numpy() for n, v in model.variables_by_name().items()}
   with pytest.raises(ValueError, match="variables missing or mis-shaped"):
-    modeling.load_checkpoint(model, prefix)
+    checkpoints.load_checkpoint(model, prefix)
   # Nothing was assigned: the entries that do fit stayed at their init.
   for name, variable in model.variables_by_name().items():
     np.testing.assert_array_equal(variable.numpy(), before[name])
@@ -271,7 +272,7 @@ def test_missing_checkpoint_path_is_a_one_line_error(tmp_path):
   model = tiny_model()
   for path in (str(tmp_path / "nothing.ckpt"), str(tmp_path)):
     with pytest.raises(ValueError) as error:
-      modeling.load_checkpoint(model, path)
+      checkpoints.load_checkpoint(model, path)
     assert path in str(error.value) and "\n" not in str(error.value)
 
 
@@ -284,8 +285,8 @@ def test_partial_load_with_a_layer_map(tmp_path):
   # intermediate size: those kernels cannot load and keep their init.
   student = tiny_model(intermediate_size=20)
   init = {n: v.numpy() for n, v in student.variables_by_name().items()}
-  report = modeling.load_checkpoint(student, prefix, layer_map=[1, 3],
-                                    allow_partial=True)
+  report = checkpoints.load_checkpoint(student, prefix, layer_map=[1, 3],
+                                       allow_partial=True)
   values = {n: v.numpy() for n, v in student.variables_by_name().items()}
   np.testing.assert_array_equal(
       values["bert/encoder/layer_0/attention/self/query/kernel"],
@@ -308,41 +309,41 @@ def test_partial_load_with_a_layer_map(tmp_path):
   assert "bert/encoder/layer_1/attention/self/query/kernel" not in report[
       "unused"]
   with pytest.raises(ValueError, match="mis-shaped"):
-    modeling.load_checkpoint(student, prefix, layer_map=[1, 3])
+    checkpoints.load_checkpoint(student, prefix, layer_map=[1, 3])
   with pytest.raises(ValueError, match=r"layer\(s\) 7 .*layers 0\.\.3"):
-    modeling.load_checkpoint(student, prefix, layer_map=[1, 7],
-                             allow_partial=True)
+    checkpoints.load_checkpoint(student, prefix, layer_map=[1, 7],
+                                allow_partial=True)
   with pytest.raises(ValueError, match="3 entries but the model has 2"):
-    modeling.load_checkpoint(student, prefix, layer_map=[0, 1, 2],
-                             allow_partial=True)
+    checkpoints.load_checkpoint(student, prefix, layer_map=[0, 1, 2],
+                                allow_partial=True)
 
 
 def test_save_keeps_the_newest_and_latest_checkpoint_finds_them(tmp_path):
   model = tiny_model(num_hidden_layers=1)
   variables = model.variables_by_name()
   directory = str(tmp_path)
-  assert modeling.latest_checkpoint(directory) is None
+  assert checkpoints.latest_checkpoint(directory) is None
   for step in (1, 5, 10, 20):
-    modeling.save_checkpoint(variables, directory, step, max_to_keep=2)
+    checkpoints.save_checkpoint(variables, directory, step, max_to_keep=2)
   kept = sorted(f for f in os.listdir(directory) if f.endswith(".index"))
   assert kept == ["model.ckpt-10.index", "model.ckpt-20.index"]
-  assert modeling.latest_checkpoint(directory) == str(tmp_path / "model.ckpt-20")
+  assert checkpoints.latest_checkpoint(directory) == str(tmp_path / "model.ckpt-20")
   # TF's own reader of the state file agrees.
   assert tf.train.latest_checkpoint(directory) == str(tmp_path / "model.ckpt-20")
   # An unfinished save (no index yet) and a stale state file are ignored.
   (tmp_path / "model.ckpt-30.tmp-99.data-00000-of-00001").write_bytes(b"x")
   os.remove(tmp_path / "model.ckpt-20.index")
-  assert modeling.latest_checkpoint(directory) == str(tmp_path / "model.ckpt-10")
-  assert modeling.checkpoint_step(directory) == 10
+  assert checkpoints.latest_checkpoint(directory) == str(tmp_path / "model.ckpt-10")
+  assert checkpoints.checkpoint_step(directory) == 10
   # A state file written by TF1 elsewhere holds absolute paths.
   (tmp_path / "checkpoint").write_text(
       'model_checkpoint_path: "/elsewhere/run/model.ckpt-10"\n'
       'all_model_checkpoint_paths: "/elsewhere/run/model.ckpt-10"\n')
-  modeling.save_checkpoint(variables, directory, 11)
-  assert modeling.latest_checkpoint(directory) == str(tmp_path / "model.ckpt-11")
+  checkpoints.save_checkpoint(variables, directory, 11)
+  assert checkpoints.latest_checkpoint(directory) == str(tmp_path / "model.ckpt-11")
   (tmp_path / "checkpoint").write_text(
       'model_checkpoint_path: "/elsewhere/run/model.ckpt-10"\n')
-  assert modeling.latest_checkpoint(directory) == str(tmp_path / "model.ckpt-10")
+  assert checkpoints.latest_checkpoint(directory) == str(tmp_path / "model.ckpt-10")
 
 
 # ----- config -----------------------------------------------------------------

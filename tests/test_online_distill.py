@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 import bert_reference as ref
+import checkpoints
 import losses
 import modeling
 import records
@@ -333,7 +334,8 @@ def test_online_soft_loss_trains_as_offline_full_labels(tmp_path):
   full = str(tmp_path / "full.tfrecord")
   stage_iv.write_teacher_labels(
       labeler, [plain], full, records.pretraining_feature_spec(SEQ, P), 0,
-      batch_size=4, length_multiple=8, sort_batches=1, vocab_size=VOCAB)
+      batch_size=4, length_multiple=8, sort_batches=1,
+      bounds=records.value_bounds(VOCAB, teacher_config.type_vocab_size, SEQ))
 
   loss_options = {"temperature": 2.0, "soft_loss_weight": 1.0,
                   "hard_mlm_loss_weight": 0.5}
@@ -435,12 +437,12 @@ def online_runs(tmp_path_factory):
 
   killed_at = None
   while killed.poll() is None:
-    latest = modeling.latest_checkpoint(str(root / "killed"))
-    if latest and modeling.checkpoint_step(latest) >= 4:
+    latest = checkpoints.latest_checkpoint(str(root / "killed"))
+    if latest and checkpoints.checkpoint_step(latest) >= 4:
       killed.send_signal(signal.SIGKILL)
       killed.wait()
-      killed_at = modeling.checkpoint_step(
-          modeling.latest_checkpoint(str(root / "killed")))
+      killed_at = checkpoints.checkpoint_step(
+          checkpoints.latest_checkpoint(str(root / "killed")))
     time.sleep(0.01)
   assert reference.wait(timeout=300) == 0, (
       root / "uninterrupted.log").read_text()[-3000:]
@@ -499,7 +501,7 @@ def test_online_checkpoint_is_the_student_plus_distill_variables(online_runs):
   assert values["distill/hidden_projection/kernel"].shape == (32, 48)
   # The student alone loads as a plain BERT, the distill/ entries unused.
   model = modeling.BertPretrainingModel(modeling.BertConfig(**STUDENT))
-  report = modeling.load_checkpoint(model, str(root / "uninterrupted"))
+  report = checkpoints.load_checkpoint(model, str(root / "uninterrupted"))
   assert not report["initialized"]
   assert projections <= set(report["unused"])
 

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT
+import checkpoints
 import modeling
 import optimization
 
@@ -122,7 +123,7 @@ def test_slots_use_googles_names_and_survive_a_checkpoint(tmp_path):
   state = dict(variables, **optimizer.checkpoint_variables())
   assert set(optimizer.checkpoint_variables()) == {"global_step"} | {
       f"{n}/{s}" for n in VARIABLE_SHAPES for s in ("adam_m", "adam_v")}
-  prefix = modeling.save_checkpoint(state, str(tmp_path), step=1)
+  prefix = checkpoints.save_checkpoint(state, str(tmp_path), step=1)
   reader = tf.train.load_checkpoint(prefix)
   assert reader.has_tensor("bert/pooler/dense/kernel/adam_v")
 
@@ -132,8 +133,8 @@ def test_slots_use_googles_names_and_survive_a_checkpoint(tmp_path):
   fresh_vars = {n: tf.Variable(np.zeros(s, np.float32))
                 for n, s in VARIABLE_SHAPES.items()}
   fresh = optimization.create_optimizer(0.1, 10, 0, fresh_vars)
-  modeling.restore_variables(dict(fresh_vars, **fresh.checkpoint_variables()),
-                             prefix)
+  checkpoints.restore_variables(dict(fresh_vars, **fresh.checkpoint_variables()),
+                                prefix)
   assert int(fresh.global_step.numpy()) == 1
   fresh.apply_gradients(steps[1])
   for name in VARIABLE_SHAPES:

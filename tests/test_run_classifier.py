@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 import bert_reference as ref
+import checkpoints
 import classifier
 import classifier_data
 import classifier_metrics as metrics
@@ -453,12 +454,12 @@ def runs(tmp_path_factory):
                                   ("killed", killed))]
   killed_at = None
   while processes[1].poll() is None:
-    latest = modeling.latest_checkpoint(str(root / "killed"))
-    if latest and modeling.checkpoint_step(latest) >= 8:
+    latest = checkpoints.latest_checkpoint(str(root / "killed"))
+    if latest and checkpoints.checkpoint_step(latest) >= 8:
       processes[1].send_signal(signal.SIGKILL)
       processes[1].wait()
-      killed_at = modeling.checkpoint_step(
-          modeling.latest_checkpoint(str(root / "killed")))
+      killed_at = checkpoints.checkpoint_step(
+          checkpoints.latest_checkpoint(str(root / "killed")))
     time.sleep(0.01)
   assert processes[0].wait(timeout=300) == 0, (
       root / "uninterrupted.log").read_text()[-3000:]
@@ -608,7 +609,7 @@ def test_a_google_checkpoint_run_warns_about_the_head_only(bad_runs):
               if line.startswith("W") and "initialized" in line]
   assert len(warnings) == 2, stderr[-3000:]
   assert any("has no output_weights of shape [2, 32]" in w for w in warnings)
-  assert modeling.latest_checkpoint(str(root / "google_out"))
+  assert checkpoints.latest_checkpoint(str(root / "google_out"))
 
 
 def test_pipeline_stage_g_scores_teacher_and_student_then_skips(tmp_path):
