@@ -169,7 +169,7 @@ def executed_flops(examples, config, batch_size, sort_batches, trimmed):
 
   trimmed (ours): windows of sort_batches batches sorted by real extent,
   each batch cut to its extent rounded up to LENGTH_MULTIPLE and padded to
-  batch_size rows, as extract_teacher_labels_truncated.label_window does.
+  batch_size rows, as teacher_labels.label_window does.
   Otherwise (PyTorch): every batch at full length, the last one partial.
   """
   count = len(examples[records.INPUT_IDS])
