@@ -295,21 +295,6 @@ def label_window(labeler, features, batch_size, length_multiple,
   return outputs
 
 
-@tf.autograph.experimental.do_not_convert
-def _count_one(count, unused_record):
-  return count + 1
-
-
-def count_records(path):
-  """Counts the records of a file, reading it once (and so checking it)."""
-  try:
-    return int(tf.data.TFRecordDataset(path, buffer_size=16 << 20).reduce(
-        np.int64(0), _count_one))
-  except tf.errors.OpError as e:
-    raise cli.StageError(f"{path}: corrupt or unreadable record "
-                         f"({cli.error_line(e)})") from None
-
-
 class _RecordFile:
   """A TFRecordWriter whose failures (no such folder, disk full, ...) raise
   one-line StageErrors naming the output; a context manager that closes it."""
@@ -436,7 +421,10 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
                                         label_names)
   window_size = batch_size * (1 if mode == records.FULL else sort_batches)
   stats = SampleStats()
-  counts = [count_records(path) for path in input_files]
+  try:  # each file read once, and so checked, before any output is opened
+    counts = [records.count_records(path) for path in input_files]
+  except ValueError as e:
+    raise cli.StageError(str(e)) from None
   total = sum(min(c, max_records) if max_records else c for c in counts)
   for stale in tf.io.gfile.glob(output_path + ".tmp-*"):
     logging.info("Removing %s, left by an interrupted run", stale)

@@ -107,8 +107,10 @@ def instrument(stage, modeling):
                 if first else "teacher, later calls (run)",
                 time.perf_counter() - wall, time.process_time() - cpu)
     teacher_labels.TeacherLabeler.__call__ = label
-    phases = {teacher_labels: ("check_inputs", "load_teacher", "count_records",
+    import records  # pylint: disable=g-import-not-at-top
+    phases = {teacher_labels: ("check_inputs", "load_teacher",
                                "read_teacher_config"),
+              records: ("count_records",),
               distribution: ("local_strategy",)}
   for module, names in phases.items():
     for name in names:
