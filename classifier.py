@@ -96,13 +96,6 @@ def per_example_loss(logits, features, is_regression):
 
 
 # ----------------------------------------------------------------------------
-# Precision.
-
-COMPUTE_DTYPES = {"float32": tf.float32, "mixed_float16": tf.float16,
-                  "mixed_bfloat16": tf.bfloat16}
-
-
-# ----------------------------------------------------------------------------
 # Checkpoints.
 
 def checkpoint_variables(model, optimizer):

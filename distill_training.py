@@ -117,8 +117,8 @@ def build_teacher(strategy, config, checkpoint, precision):
   with strategy.scope():
     # Zeros, not random values: the strict load below sets every variable.
     teacher = modeling.BertPretrainingModel(
-        config, compute_dtype=_COMPUTE_DTYPES[precision], name="teacher",
-        seed=0, trainable=False, initialize=False)
+        config, compute_dtype=modeling.COMPUTE_DTYPES[precision],
+        name="teacher", seed=0, trainable=False, initialize=False)
   try:
     checkpoints.load_checkpoint(teacher, checkpoint)
   except ValueError as e:
@@ -597,10 +597,6 @@ def use_xla(setting):
   return setting == "true"
 
 
-_COMPUTE_DTYPES = {"float32": tf.float32, "mixed_float16": tf.float16,
-                   "mixed_bfloat16": tf.bfloat16}
-
-
 def build_student(strategy, config, precision, seed, schedule,
                   extra_variables=None):
   """The student model, its optimizer and (float16) loss scale, built under
@@ -608,7 +604,7 @@ def build_student(strategy, config, precision, seed, schedule,
   projections) are trained by the same optimizer."""
   with strategy.scope():
     model = modeling.BertPretrainingModel(
-        config, compute_dtype=_COMPUTE_DTYPES[precision], seed=seed)
+        config, compute_dtype=modeling.COMPUTE_DTYPES[precision], seed=seed)
     optimizer = optimization.AdamWeightDecay(learning_rate=schedule)
     optimizer.build({**model.variables_by_name(), **(extra_variables or {})})
     loss_scale = (optimization.DynamicLossScale()

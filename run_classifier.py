@@ -223,7 +223,7 @@ def build_model(strategy, config, num_labels, schedule, precision, seed):
   strategy's scope."""
   with strategy.scope():
     model = classifier.BertClassifier(
-        config, num_labels, classifier.COMPUTE_DTYPES[precision], seed=seed)
+        config, num_labels, modeling.COMPUTE_DTYPES[precision], seed=seed)
     optimizer = optimization.AdamWeightDecay(learning_rate=schedule)
     optimizer.build(model.variables_by_name())
     loss_scale = (optimization.DynamicLossScale()
