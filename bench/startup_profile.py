@@ -62,9 +62,10 @@ def instrument(stage, modeling):
   """Wraps the phases of either stage."""
   modeling.BertPretrainingModel.__init__ = timed(
       "model build (variables)", modeling.BertPretrainingModel.__init__)
+  import checkpoints  # pylint: disable=g-import-not-at-top
   for name in ("save_checkpoint", "load_checkpoint", "restore_variables"):
-    setattr(modeling, name, timed(f"modeling.{name}",
-                                  getattr(modeling, name)))
+    setattr(checkpoints, name, timed(f"checkpoints.{name}",
+                                     getattr(checkpoints, name)))
   if stage.__name__ == "distill":
     import distill_input  # pylint: disable=g-import-not-at-top
     import distill_training  # pylint: disable=g-import-not-at-top
