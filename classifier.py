@@ -29,6 +29,7 @@ import classifier_data
 import classifier_metrics
 import modeling
 import records
+import summaries
 
 OUTPUT_WEIGHTS = "output_weights"
 OUTPUT_BIAS = "output_bias"
@@ -92,87 +93,6 @@ def per_example_loss(logits, features, is_regression):
     loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=features[records.LABEL_IDS], logits=logits)
   return loss * real
-
-
-# ----------------------------------------------------------------------------
-# Distribution and precision, as distill.py has them. (distill.py defines
-# flags, so it cannot be imported here; create_strategy, is_chief,
-# DynamicLossScale and write_scalars belong in one shared module.)
-
-def create_strategy(name, tpu=None):
-  """The tf.distribute strategy called `name` (None: mirrored on GPUs)."""
-  gpus = tf.config.list_physical_devices("GPU")
-  if name is None:
-    name = "mirrored" if gpus else "one_device"
-  if name == "one_device":
-    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
-  if name == "mirrored":
-    return tf.distribute.MirroredStrategy()
-  if name == "multi_worker_mirrored":
-    if "TF_CONFIG" not in os.environ:
-      raise cli.StageError("--distribution_strategy multi_worker_mirrored "
-                           "needs the TF_CONFIG environment variable (see "
-                           "launch_multiworker.sh)")
-    return tf.distribute.MultiWorkerMirroredStrategy()
-  resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-  tf.config.experimental_connect_to_cluster(resolver)
-  tf.tpu.experimental.initialize_tpu_system(resolver)
-  return tf.distribute.TPUStrategy(resolver)
-
-
-def is_chief(strategy):
-  """Whether this process writes checkpoints, summaries and results."""
-  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-    return True
-  resolver = strategy.cluster_resolver
-  if resolver.task_type == "chief":
-    return True
-  has_chief = "chief" in resolver.cluster_spec().as_dict()
-  return resolver.task_type == "worker" and resolver.task_id == 0 and (
-      not has_chief)
-
-
-class DynamicLossScale:
-  """The loss scale of float16 training (as distill.py's): a step whose
-  gradients overflow on any replica is skipped and halves the scale; after
-  `period` clean steps it doubles."""
-
-  def __init__(self, initial=2.0**15, period=2000):
-    on_first = tf.VariableAggregation.ONLY_FIRST_REPLICA
-    self.scale = tf.Variable(initial, trainable=False, aggregation=on_first)
-    self.clean_steps = tf.Variable(0, trainable=False, aggregation=on_first)
-    self.period = period
-
-  def unscale(self, grads):
-    """([gradients] / scale, overflowed); call in replica context."""
-    grads = [tf.convert_to_tensor(g) / self.scale for g in grads]
-    overflows = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g),
-                                                tf.float32)) for g in grads])
-    overflows = tf.distribute.get_replica_context().all_reduce(
-        tf.distribute.ReduceOp.SUM, overflows)
-    clean = overflows == 0
-    grow = clean & (self.clean_steps + 1 >= self.period)
-    self.scale.assign(tf.where(clean, tf.where(grow, 2.0, 1.0), 0.5) *
-                      self.scale)
-    self.clean_steps.assign(tf.where(clean & ~grow, self.clean_steps + 1, 0))
-    return [tf.where(clean, g, tf.zeros_like(g)) for g in grads], ~clean
-
-
-COMPUTE_DTYPES = {"float32": tf.float32, "mixed_float16": tf.float16,
-                  "mixed_bfloat16": tf.bfloat16}
-
-
-def write_scalars(writer, group, values, step):
-  """Writes {name: float} as TensorBoard scalars `group/name` at `step`,
-  in the scalar plugin's event format (no tensorboard package needed)."""
-  metadata = tf.compat.v1.SummaryMetadata(
-      plugin_data=tf.compat.v1.SummaryMetadata.PluginData(
-          plugin_name="scalars"))
-  with writer.as_default():
-    for name, value in values.items():
-      tf.summary.write(f"{group}/{name}", tf.constant(value, tf.float32),
-                       step=step, metadata=metadata)
-  writer.flush()
 
 
 # ----------------------------------------------------------------------------
@@ -282,7 +202,7 @@ class TrainSettings:
   output_dir: str
   chief: bool
   is_regression: bool
-  loss_scale: "DynamicLossScale | None" = None
+  loss_scale: "optimization.DynamicLossScale | None" = None
 
 
 def make_train_loop(strategy, model, optimizer, settings):
@@ -366,7 +286,7 @@ def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
     progress.update(steps_run, note=(
         f"step {step}/{total}, loss {loss:.4f}, lr {learning_rate:.3g}, "
         f"{examples_per_second:.1f} examples/s"))
-    write_scalars(writer, "train", {
+    summaries.write_scalars(writer, "train", {
         "loss": loss, "learning_rate": learning_rate,
         "examples_per_second": examples_per_second}, step)
     if settings.chief and (step % every == 0 or step == total):
@@ -437,7 +357,7 @@ def write_eval_results(results, step, output_dir):
       for key, value in sorted({**results, "global_step": step}.items()):
         f.write(f"{key} = {value}\n")
   writer = tf.summary.create_file_writer(os.path.join(output_dir, "eval"))
-  write_scalars(writer, "eval", results, step)
+  summaries.write_scalars(writer, "eval", results, step)
   logging.info("Wrote %s: %s", path, ", ".join(
       f"{k} = {v:.4f}" for k, v in sorted(results.items())))
   return path

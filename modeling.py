@@ -25,6 +25,10 @@ import tensorflow as tf
 import cli
 
 _ACTIVATIONS = ("gelu", "relu", "tanh", "linear")
+# --precision (stage V, fine-tuning): the dtype BertPretrainingModel computes
+# in; its variables stay float32.
+COMPUTE_DTYPES = {"float32": tf.float32, "mixed_float16": tf.float16,
+                  "mixed_bfloat16": tf.bfloat16}
 
 
 @dataclasses.dataclass

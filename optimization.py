@@ -213,3 +213,42 @@ def create_optimizer(init_lr, num_train_steps, num_warmup_steps,
   schedule = LinearWarmupLinearDecay(init_lr, num_train_steps,
                                      num_warmup_steps)
   return AdamWeightDecay(schedule, **kwargs).build(variables_by_name)
+
+
+class DynamicLossScale:
+  """The loss scale of float16 training.
+
+  The loss is multiplied by `scale` before the backward pass and the
+  gradients divided by it after. A step whose gradients overflow (on any
+  replica) leaves the weights and Adam slots as they are and halves the
+  scale; after `period` clean steps the scale doubles.
+  """
+
+  def __init__(self, initial=2.0**15, period=2000):
+    on_first = tf.VariableAggregation.ONLY_FIRST_REPLICA
+    self.scale = tf.Variable(initial, trainable=False, aggregation=on_first)
+    self.clean_steps = tf.Variable(0, trainable=False, aggregation=on_first)
+    self.period = period
+
+  def unscale(self, grads):
+    """Returns ([gradients] / scale, overflowed), zeros if any overflowed.
+
+    Call in replica context: the overflow check is summed over replicas, so
+    `overflowed` (a scalar bool) is the same on every replica.
+    """
+    # None: a variable no loss term reaches (the masked-LM head when only
+    # intermediate-layer losses train); it stays None.
+    grads = [None if g is None else tf.convert_to_tensor(g) / self.scale
+             for g in grads]
+    overflows = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g),
+                                                tf.float32))
+                          for g in grads if g is not None])
+    overflows = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, overflows)
+    clean = overflows == 0
+    grow = clean & (self.clean_steps + 1 >= self.period)
+    self.scale.assign(tf.where(clean, tf.where(grow, 2.0, 1.0), 0.5) *
+                      self.scale)
+    self.clean_steps.assign(tf.where(clean & ~grow, self.clean_steps + 1, 0))
+    return [None if g is None else tf.where(clean, g, tf.zeros_like(g))
+            for g in grads], ~clean

@@ -26,6 +26,7 @@ import tensorflow as tf
 import classifier
 import classifier_data
 import cli
+import distribution
 import modeling
 import optimization
 import records
@@ -222,10 +223,10 @@ def build_model(strategy, config, num_labels, schedule, precision, seed):
   strategy's scope."""
   with strategy.scope():
     model = classifier.BertClassifier(
-        config, num_labels, classifier.COMPUTE_DTYPES[precision], seed=seed)
+        config, num_labels, modeling.COMPUTE_DTYPES[precision], seed=seed)
     optimizer = optimization.AdamWeightDecay(learning_rate=schedule)
     optimizer.build(model.variables_by_name())
-    loss_scale = (classifier.DynamicLossScale()
+    loss_scale = (optimization.DynamicLossScale()
                   if precision == "mixed_float16" else None)
   return model, optimizer, loss_scale
 
@@ -241,12 +242,13 @@ def main(_):
                                         ("test", FLAGS.do_predict)) if wanted]
   examples = read_examples(task, FLAGS.data_dir, splits,
                            FLAGS.max_train_examples)
-  strategy = classifier.create_strategy(FLAGS.distribution_strategy, FLAGS.tpu)
+  strategy = distribution.create_strategy(FLAGS.distribution_strategy,
+                                          FLAGS.tpu)
   check_batch_sizes(strategy.num_replicas_in_sync,
                     train_batch_size=FLAGS.train_batch_size,
                     eval_batch_size=FLAGS.eval_batch_size,
                     predict_batch_size=FLAGS.predict_batch_size)
-  chief = classifier.is_chief(strategy)
+  chief = distribution.is_chief(strategy)
   logging.info("Task %s (%s), %s with %d replica(s), precision %s",
                task.name, ", ".join(task.labels) or "regression",
                type(strategy).__name__, strategy.num_replicas_in_sync,

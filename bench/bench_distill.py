@@ -106,7 +106,8 @@ class TensorFlowJob:
   def __init__(self, args, jit):
     sys.path.insert(0, ROOT)
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    import distill  # pylint: disable=g-import-not-at-top
+    import distill_input  # pylint: disable=g-import-not-at-top
+    import distill_training  # pylint: disable=g-import-not-at-top
     import modeling  # pylint: disable=g-import-not-at-top
     import optimization  # pylint: disable=g-import-not-at-top
     import records  # pylint: disable=g-import-not-at-top
@@ -122,11 +123,11 @@ class TensorFlowJob:
       optimizer.build(model.variables_by_name())
     spec = records.teacher_label_feature_spec(args.seq_length,
                                               args.predictions, args.k)
-    dataset = distill.distributed_dataset(
+    dataset = distill_input.distributed_dataset(
         strategy, [os.path.join(args.tmp_dir, "teacher_labels.tfrecord")],
         spec, args.batch_size, args.predictions, is_training=True, seed=1)
     self.iterator = iter(dataset)
-    self.loop = distill.make_train_loop(
+    self.loop = distill_training.make_train_loop(
         strategy, model, optimizer, args.batch_size,
         {"temperature": 1.0, "soft_loss_weight": 1.0,
          "hard_mlm_loss_weight": 0.0}, use_xla=jit)

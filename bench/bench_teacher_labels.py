@@ -54,10 +54,11 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import checkpoints  # pylint: disable=g-import-not-at-top,wrong-import-position
-import extract_teacher_labels_truncated as stage  # pylint: disable=g-import-not-at-top,wrong-import-position
+import distribution  # pylint: disable=g-import-not-at-top,wrong-import-position
 import flops  # pylint: disable=g-import-not-at-top,wrong-import-position
 import modeling  # pylint: disable=g-import-not-at-top,wrong-import-position
 import records  # pylint: disable=g-import-not-at-top,wrong-import-position
+import teacher_labels  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def parse_args():
@@ -168,15 +169,15 @@ def executed_flops(examples, config, batch_size, sort_batches, trimmed):
 
   trimmed (ours): windows of sort_batches batches sorted by real extent,
   each batch cut to its extent rounded up to LENGTH_MULTIPLE and padded to
-  batch_size rows, as extract_teacher_labels_truncated.label_window does.
+  batch_size rows, as teacher_labels.label_window does.
   Otherwise (PyTorch): every batch at full length, the last one partial.
   """
   count = len(examples[records.INPUT_IDS])
   if not trimmed:
     return count * flops.forward_flops(config, MAX_SEQ_LENGTH,
                                        MAX_PREDICTIONS)
-  extents = stage.real_extents(examples[records.INPUT_MASK],
-                               examples[records.MASKED_LM_POSITIONS])
+  extents = teacher_labels.real_extents(examples[records.INPUT_MASK],
+                                        examples[records.MASKED_LM_POSITIONS])
   total, window = 0, batch_size * sort_batches
   for begin in range(0, count, window):
     ordered = np.sort(extents[begin:begin + window], kind="stable")
@@ -255,14 +256,12 @@ def run_ours(labeler, records_path, output_path, config, args):
     os.remove(output_path)
   spec = records.pretraining_feature_spec(MAX_SEQ_LENGTH, MAX_PREDICTIONS)
   start = time.perf_counter()
-  count = stage.write_teacher_labels(labeler, [records_path], output_path, spec,
-                                     args.k, args.batch_size, LENGTH_MULTIPLE,
-                                     args.sort_batches,
-                                     records.value_bounds(
-                                         config.vocab_size,
-                                         config.type_vocab_size,
-                                         MAX_SEQ_LENGTH),
-                                     progress_interval=1e9)
+  count = teacher_labels.write_teacher_labels(
+      labeler, [records_path], output_path, spec, args.k, args.batch_size,
+      LENGTH_MULTIPLE, args.sort_batches,
+      records.value_bounds(config.vocab_size, config.type_vocab_size,
+                           MAX_SEQ_LENGTH),
+      progress_interval=1e9)
   return count, time.perf_counter() - start
 
 
@@ -359,10 +358,10 @@ def steady_state(args, mix, paths, teacher, config, config_dict, probe,
   config_path, checkpoint, weights_npz = teacher
   worker = TorchWorker(args.bench_venv, weights_npz, inputs_npz, config_path,
                        args.batch_size, args.k, args.threads)
-  strategy = stage.choose_strategy()
-  labeler = stage.TeacherLabeler(stage.load_teacher(config, checkpoint,
-                                                    strategy),
-                                 args.k, strategy, use_xla=not args.no_xla)
+  strategy = distribution.local_strategy()
+  labeler = teacher_labels.TeacherLabeler(
+      teacher_labels.load_teacher(config, checkpoint, strategy), args.k,
+      strategy, use_xla=not args.no_xla)
   output_path = os.path.join(args.work_dir, f"{mix}_steady.tfrecord")
   run_ours(labeler, records_path, output_path, config, args)  # compiles
   worker.ask("run")  # warm-up

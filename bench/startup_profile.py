@@ -62,11 +62,16 @@ def instrument(stage, modeling):
   """Wraps the phases of either stage."""
   modeling.BertPretrainingModel.__init__ = timed(
       "model build (variables)", modeling.BertPretrainingModel.__init__)
+  import checkpoints  # pylint: disable=g-import-not-at-top
   for name in ("save_checkpoint", "load_checkpoint", "restore_variables"):
-    setattr(modeling, name, timed(f"modeling.{name}",
-                                  getattr(modeling, name)))
-  if hasattr(stage, "make_train_loop"):  # distill.py
-    original = stage.make_train_loop
+    setattr(checkpoints, name, timed(f"checkpoints.{name}",
+                                     getattr(checkpoints, name)))
+  if stage.__name__ == "distill":
+    import distill_input  # pylint: disable=g-import-not-at-top
+    import distill_training  # pylint: disable=g-import-not-at-top
+    import distribution  # pylint: disable=g-import-not-at-top
+    import summaries  # pylint: disable=g-import-not-at-top
+    original = distill_training.make_train_loop
 
     def make_train_loop(*args, **kwargs):
       loop = original(*args, **kwargs)
@@ -78,14 +83,18 @@ def instrument(stage, modeling):
       return timed(lambda i, n: (
           f"train loop, call 1 ({int(n)} steps + trace + graph optimisation)"
           if calls[0] == 1 else "train loop, later calls"), call)
-    stage.make_train_loop = make_train_loop
-    for name in ("check_inputs", "create_strategy", "build_student",
-                 "restore_or_initialize", "distributed_dataset",
-                 "write_scalars", "count_batches", "evaluate"):
-      setattr(stage, name, timed(name, getattr(stage, name)))
+    distill_training.make_train_loop = make_train_loop
+    phases = {distill_input: ("check_inputs", "distributed_dataset",
+                              "count_batches"),
+              distribution: ("create_strategy",),
+              distill_training: ("build_student", "restore_or_initialize",
+                                 "evaluate"),
+              summaries: ("write_scalars",)}
   else:  # extract_teacher_labels_truncated.py
+    import distribution  # pylint: disable=g-import-not-at-top
+    import teacher_labels  # pylint: disable=g-import-not-at-top
     seen = set()
-    original_call = stage.TeacherLabeler.__call__
+    original_call = teacher_labels.TeacherLabeler.__call__
 
     def label(self, inputs):
       shape = tuple(inputs[0].shape)
@@ -98,10 +107,15 @@ def instrument(stage, modeling):
         _record(f"teacher, first call at {shape} (trace + compile + run)"
                 if first else "teacher, later calls (run)",
                 time.perf_counter() - wall, time.process_time() - cpu)
-    stage.TeacherLabeler.__call__ = label
-    for name in ("check_inputs", "choose_strategy", "load_teacher",
-                 "count_records", "read_teacher_config"):
-      setattr(stage, name, timed(name, getattr(stage, name)))
+    teacher_labels.TeacherLabeler.__call__ = label
+    import records  # pylint: disable=g-import-not-at-top
+    phases = {teacher_labels: ("check_inputs", "load_teacher",
+                               "read_teacher_config"),
+              records: ("count_records",),
+              distribution: ("local_strategy",)}
+  for module, names in phases.items():
+    for name in names:
+      setattr(module, name, timed(name, getattr(module, name)))
 
 
 def main():

@@ -15,12 +15,14 @@ import tensorflow as tf
 
 import bert_reference as ref
 import checkpoints
+import cli
+import distill_input
+import distill_training
 import losses
 import modeling
+import optimization
 import records
-from conftest import ROOT, import_stage_script
-
-distill = import_stage_script("distill")
+from conftest import ROOT
 
 VOCAB, SEQ, P, K = 60, 16, 4, 3
 CONFIG = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2,
@@ -240,8 +242,8 @@ def test_evaluation_metrics_match_numpy():
 def test_dataset_parses_records_back_in_order(tmp_path):
   path = write_records(tmp_path / "r.tfrecord", 6, seed=4)
   spec = records.teacher_label_feature_spec(SEQ, P, K)
-  batches = list(distill.make_dataset([path], spec, 3, P, is_training=False)
-                 .take(2))
+  batches = list(distill_input.make_dataset([path], spec, 3, P,
+                                            is_training=False).take(2))
   originals = [records.decode_example(r.numpy())
                for r in tf.data.TFRecordDataset(path)]
   for i, original in enumerate(originals):
@@ -262,7 +264,7 @@ def test_workers_together_see_the_batches_of_one_worker(tmp_path):
   spec = records.teacher_label_feature_spec(SEQ, P, K)
 
   def input_ids(batch_size, shards, index, skip=0):
-    dataset = distill.make_dataset(files, spec, batch_size, P,
+    dataset = distill_input.make_dataset(files, spec, batch_size, P,
                                    is_training=True, seed=7, num_shards=shards,
                                    shard_index=index, skip_examples=skip)
     return [b[records.INPUT_IDS].numpy() for b in dataset.take(6)]
@@ -279,7 +281,7 @@ def test_workers_together_see_the_batches_of_one_worker(tmp_path):
 def test_float16_loss_scale_skips_overflowing_steps_and_adapts():
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
   with strategy.scope():
-    loss_scale = distill.DynamicLossScale(initial=8.0, period=2)
+    loss_scale = optimization.DynamicLossScale(initial=8.0, period=2)
   finite = [tf.constant([4.0, 8.0]), tf.constant(16.0)]
   overflow = [tf.constant([np.inf, 8.0]), tf.constant(16.0)]
   grads, overflowed = strategy.run(loss_scale.unscale, args=(finite,))
@@ -300,12 +302,12 @@ def test_mixed_precision_training_steps_learn(tmp_path, precision):
   config = modeling.BertConfig.from_dict(CONFIG)
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
   schedule = lambda step: 1e-3
-  model, optimizer, loss_scale = distill.build_student(
+  model, optimizer, loss_scale = distill_training.build_student(
       strategy, config, precision, 1, schedule)
   spec = records.teacher_label_feature_spec(SEQ, P, K)
-  iterator = iter(distill.distributed_dataset(strategy, [path], spec, 8, P,
-                                              is_training=True, seed=1))
-  loop = distill.make_train_loop(
+  iterator = iter(distill_input.distributed_dataset(
+      strategy, [path], spec, 8, P, is_training=True, seed=1))
+  loop = distill_training.make_train_loop(
       strategy, model, optimizer, 8, {"temperature": 1.0,
                                       "soft_loss_weight": 1.0,
                                       "hard_mlm_loss_weight": 0.0},
@@ -497,10 +499,10 @@ def test_rerun_of_a_finished_run_does_nothing(runs):
 
 def test_config_errors_name_the_flag_and_file(tmp_path):
   """modeling.read_config's checks, as distill reports them."""
-  cli = distill.cli
   path = tmp_path / "bert_config.json"
   path.write_text(json.dumps(CONFIG))
-  assert distill.read_config(str(path), 32).max_position_embeddings == 32
+  config = distill_training.read_config(str(path), 32)
+  assert config.max_position_embeddings == 32
   cases = {  # path, max_seq_length -> what the message must hold
       (str(path), 33): "--max_seq_length 33 exceeds the student's "
                        "max_position_embeddings 32",
@@ -509,7 +511,7 @@ def test_config_errors_name_the_flag_and_file(tmp_path):
   }
   for (config_path, seq_length), text in cases.items():
     with pytest.raises(cli.StageError) as error:
-      distill.read_config(config_path, seq_length)
+      distill_training.read_config(config_path, seq_length)
     message = str(error.value)
     assert message.startswith(f"--bert_config_file {config_path}: ")
     assert text in message and "\n" not in message

@@ -15,11 +15,10 @@ import pytest
 import tensorflow as tf
 
 import bert_reference as ref
+import distill_input
 import losses
 import records
-from conftest import ROOT, import_stage_script
-
-distill = import_stage_script("distill")
+from conftest import ROOT
 
 VOCAB, SEQ, P = 60, 16, 4
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -786,7 +785,7 @@ def test_parse_batch_puts_the_exact_head_first(tmp_path):
   spec = records.teacher_label_feature_spec(SEQ, P, 5, label_mode="sampled",
                                             head_k=2)
   serialized = next(iter(tf.data.TFRecordDataset(path).batch(3)))
-  features = distill.parse_batch(serialized, spec, P)
+  features = distill_input.parse_batch(serialized, spec, P)
   stack = lambda name, width: np.stack([e[name] for e in examples]).reshape(
       3, P, width)
   head = stack(records.SAMPLED_HEAD_PROBS, 2)
@@ -811,7 +810,7 @@ def test_parse_batch_turns_counts_into_weights(tmp_path):
   path = ref.write_records(tmp_path / "s.tfrecord", examples)
   spec = records.teacher_label_feature_spec(SEQ, P, 5, label_mode="sampled")
   serialized = next(iter(tf.data.TFRecordDataset(path).batch(3)))
-  features = distill.parse_batch(serialized, spec, P)
+  features = distill_input.parse_batch(serialized, spec, P)
   assert records.NUM_SAMPLES not in features
   weights = features[losses.TEACHER_SAMPLE_WEIGHTS].numpy()  # [3, P, 5]
   counts = np.stack([e[records.SAMPLED_COUNTS] for e in examples]).reshape(

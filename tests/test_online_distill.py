@@ -15,13 +15,15 @@ import tensorflow as tf
 
 import bert_reference as ref
 import checkpoints
+import cli
+import distill_input
+import distill_training
 import losses
 import modeling
+import optimization
 import records
-from conftest import ROOT, import_stage_script
-
-distill = import_stage_script("distill")
-stage_iv = import_stage_script("extract_teacher_labels_truncated")
+import teacher_labels
+from conftest import ROOT
 
 VOCAB, SEQ, P = 60, 16, 4
 BASE = {"vocab_size": VOCAB, "num_hidden_layers": 2, "intermediate_size": 64,
@@ -216,9 +218,9 @@ def online_teacher(strategy, student_config, teacher_dir, teacher_config,
   config = modeling.BertConfig(**teacher_config)
   flag_options = {**options(), **changes, "hidden_layer_map": None,
                   "relation_heads": 0}  # as the flags give them: defaults
-  opts = distill.intermediate_options(
+  opts = distill_training.intermediate_options(
       modeling.BertConfig(**student_config), config, **flag_options)
-  return distill.make_online_teacher(
+  return distill_training.make_online_teacher(
       strategy, modeling.BertConfig(**student_config), config,
       os.path.join(teacher_dir, "bert_model.ckpt"), "float32", opts, seed=1)
 
@@ -238,26 +240,27 @@ def test_every_loss_is_zero_for_a_copy_of_the_teacher(tmp_path):
   config = {**STUDENT}
   _, prefix = write_teacher(str(tmp_path / "teacher"), config, seed=5)
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-  student, optimizer, _ = distill.build_student(
+  student, optimizer, _ = distill_training.build_student(
       strategy, modeling.BertConfig(**config), "float32", 7, lambda s: 1e-3)
   # The copy through --init_checkpoint's path.
-  distill.restore_or_initialize(student, optimizer, str(tmp_path / "out"),
-                                prefix, None)
-  teacher = distill.build_teacher(strategy, modeling.BertConfig(**config),
-                                  prefix, "float32")
+  distill_training.restore_or_initialize(student, optimizer,
+                                         str(tmp_path / "out"), prefix, None)
+  teacher = distill_training.build_teacher(
+      strategy, modeling.BertConfig(**config), prefix, "float32")
   inputs = batch(seed=6)
   for name, value in all_terms(student, teacher, inputs, {}).items():
     assert abs(value) < 1e-5, name
   features = dict(zip([records.INPUT_IDS, records.INPUT_MASK,
                        records.SEGMENT_IDS, records.MASKED_LM_POSITIONS],
                       map(tf.constant, inputs)))
-  labelled, _ = distill.OnlineTeacher(teacher, options(), {}).label(features)
+  labelled, _ = distill_training.OnlineTeacher(teacher, options(),
+                                               {}).label(features)
   q = tf.nn.log_softmax(student(*inputs)["masked_lm_logits"])
   p = labelled[losses.TEACHER_PROBS]
   assert float(tf.reduce_max(tf.abs(tf.reduce_sum(
       p * (tf.math.log(p) - q), -1)))) < 1e-5  # KL(teacher || student)
 
-  other, _, _ = distill.build_student(
+  other, _, _ = distill_training.build_student(
       strategy, modeling.BertConfig(**config), "float32", 8, lambda s: 1e-3)
   for name, value in all_terms(other, teacher, inputs, {}).items():
     assert value > 1e-4, name
@@ -272,7 +275,7 @@ def test_gradients_reach_the_student_and_projections_never_the_teacher(
   assert sorted(teacher.projections) == [
       "distill/embedding_projection/bias", "distill/embedding_projection/kernel",
       "distill/hidden_projection/bias", "distill/hidden_projection/kernel"]
-  student, optimizer, _ = distill.build_student(
+  student, optimizer, _ = distill_training.build_student(
       strategy, modeling.BertConfig(**STUDENT), "float32", 1, lambda s: 1e-3,
       teacher.projections)
   inputs = batch(seed=10)
@@ -303,10 +306,10 @@ def test_gradients_reach_the_student_and_projections_never_the_teacher(
       "distill/hidden_projection/kernel"].numpy()
   path = ref.write_records(tmp_path / "r.tfrecord",
                            ref.random_pretraining_examples(8, SEQ, P, VOCAB))
-  dataset = distill.distributed_dataset(
+  dataset = distill_input.distributed_dataset(
       strategy, [path], records.pretraining_feature_spec(SEQ, P), 4, P,
       is_training=True, seed=1)
-  loop = distill.make_train_loop(
+  loop = distill_training.make_train_loop(
       strategy, student, optimizer, 4,
       {"temperature": 1.0, "soft_loss_weight": 1.0,
        "hard_mlm_loss_weight": 0.0}, use_xla=False, teacher=teacher)
@@ -328,11 +331,11 @@ def test_online_soft_loss_trains_as_offline_full_labels(tmp_path):
                                                             seed=12))
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
   teacher_config = modeling.BertConfig(**TEACHER_3_HEADS)
-  labeler = stage_iv.TeacherLabeler(
-      distill.build_teacher(strategy, teacher_config, prefix, "float32"), 0,
-      strategy, use_xla=False)
+  labeler = teacher_labels.TeacherLabeler(
+      distill_training.build_teacher(strategy, teacher_config, prefix,
+                                     "float32"), 0, strategy, use_xla=False)
   full = str(tmp_path / "full.tfrecord")
-  stage_iv.write_teacher_labels(
+  teacher_labels.write_teacher_labels(
       labeler, [plain], full, records.pretraining_feature_spec(SEQ, P), 0,
       batch_size=4, length_multiple=8, sort_batches=1,
       bounds=records.value_bounds(VOCAB, teacher_config.type_vocab_size, SEQ))
@@ -345,14 +348,14 @@ def test_online_soft_loss_trains_as_offline_full_labels(tmp_path):
       (plain, records.pretraining_feature_spec(SEQ, P), True)):
     teacher = (online_teacher(strategy, STUDENT, str(tmp_path / "t"),
                               TEACHER_3_HEADS) if online else None)
-    student, optimizer, _ = distill.build_student(
+    student, optimizer, _ = distill_training.build_student(
         strategy, modeling.BertConfig(**STUDENT), "float32", 3,
         lambda s: 1e-3)
-    dataset = distill.distributed_dataset(strategy, [path], spec, 4, P,
-                                          is_training=True, seed=2)
-    loop = distill.make_train_loop(strategy, student, optimizer, 4,
-                                   loss_options, use_xla=False,
-                                   teacher=teacher)
+    dataset = distill_input.distributed_dataset(strategy, [path], spec, 4, P,
+                                                is_training=True, seed=2)
+    loop = distill_training.make_train_loop(strategy, student, optimizer, 4,
+                                            loss_options, use_xla=False,
+                                            teacher=teacher)
     _, terms = loop(iter(dataset), tf.constant(4))
     finals.append(({n: v.numpy() for n, v in
                     student.variables_by_name().items()}, terms))
@@ -363,7 +366,7 @@ def test_online_soft_loss_trains_as_offline_full_labels(tmp_path):
   for name, value in offline.items():
     np.testing.assert_allclose(online[name], value, rtol=1e-4, atol=1e-6,
                                err_msg=name)
-  initial, _, _ = distill.build_student(
+  initial, _, _ = distill_training.build_student(
       strategy, modeling.BertConfig(**STUDENT), "float32", 3, lambda s: 1e-3)
   for name, variable in initial.variables_by_name().items():
     moved = max(moved, np.abs(variable.numpy() - offline[name]).max())
@@ -559,7 +562,7 @@ def test_online_two_workers_reach_the_weights_of_one(online_runs):
 def test_checks_name_the_mismatch(tmp_path):
   student = modeling.BertConfig(**STUDENT)
   teacher = modeling.BertConfig(**TEACHER_3_HEADS)
-  StageError = distill.cli.StageError
+  StageError = cli.StageError
 
   def message(function, *args, **kwargs):
     with pytest.raises(StageError) as error:
@@ -575,31 +578,32 @@ def test_checks_name_the_mismatch(tmp_path):
                if k in ("hidden_layer_map", "relation_heads")}}
 
   assert "names 3 student layers but the student has 2" in message(
-      distill.intermediate_options, student, teacher,
+      distill_training.intermediate_options, student, teacher,
       **opts(hidden_layer_map=["1", "2", "3"]))
   assert "teacher layer(s) 5 but the teacher has layers 0 (embeddings) to 4" \
-      in message(distill.intermediate_options, student, teacher,
+      in message(distill_training.intermediate_options, student, teacher,
                  **opts(hidden_layer_map=["2", "5"]))
   assert ("--attention_loss mse needs equal head counts, but the student has "
           "4 and the teacher 3; use --attention_loss kl") in message(
-              distill.intermediate_options, student, teacher,
+              distill_training.intermediate_options, student, teacher,
               **opts(attention_loss_weight=1.0, attention_loss="mse"))
   assert "--relation_heads 3 does not divide the student's hidden_size 32" \
-      in message(distill.intermediate_options, student, teacher,
+      in message(distill_training.intermediate_options, student, teacher,
                  **opts(attention_loss_weight=1.0))  # 0: the teacher's 3
   config_path = tmp_path / "teacher.json"
   config_path.write_text(json.dumps({**TEACHER, "vocab_size": 61}))
   assert "the teacher's vocab_size 61 differs from the student's 60" in message(
-      distill.read_teacher_config, str(config_path), SEQ, student)
+      distill_training.read_teacher_config, str(config_path), SEQ, student)
   assert "BERT config file not found" in message(
-      distill.read_teacher_config, str(tmp_path / "none.json"), SEQ, student)
+      distill_training.read_teacher_config, str(tmp_path / "none.json"), SEQ,
+      student)
   _, prefix = write_teacher(str(tmp_path / "t"), TEACHER_3_HEADS, seed=1)
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-  text = message(distill.build_teacher, strategy, modeling.BertConfig(
+  text = message(distill_training.build_teacher, strategy, modeling.BertConfig(
       **{**TEACHER_3_HEADS, "num_hidden_layers": 5}), prefix, "float32")
   assert "bert/encoder/layer_4/" in text and "does it match" in text
   assert "no checkpoint there" in message(
-      distill.build_teacher, strategy, teacher, str(tmp_path / "none"),
+      distill_training.build_teacher, strategy, teacher, str(tmp_path / "none"),
       "float32")
 
 
@@ -692,7 +696,7 @@ def test_presets_set_only_what_the_user_did_not_give():
   flags.DEFINE_string("hidden_loss", "mse", "", flag_values=flag_values)
   flags.DEFINE_string("attention_loss", "kl", "", flag_values=flag_values)
   flag_values(["prog", "--temperature=4"])
-  applied = distill.apply_preset(flag_values, "distilbert")
+  applied = distill_training.apply_preset(flag_values, "distilbert")
   assert flag_values.temperature == 4.0 and "temperature" not in applied
   assert (flag_values.soft_loss_weight, flag_values.hard_mlm_loss_weight,
           flag_values.hidden_loss_weight, flag_values.hidden_loss) == (
@@ -704,7 +708,7 @@ def test_float16_loss_scale_leaves_unreached_variables_alone():
   head gets no gradient: None stays None under the float16 loss scale."""
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
   with strategy.scope():
-    loss_scale = distill.DynamicLossScale(initial=4.0)
+    loss_scale = optimization.DynamicLossScale(initial=4.0)
   grads, overflowed = strategy.run(loss_scale.unscale,
                                    args=([tf.constant([8.0]), None],))
   assert grads[1] is None and not bool(overflowed)

@@ -1,0 +1,612 @@
+"""Stage V's student, teacher, loop and checkpoints, as distill.py runs them.
+
+build_student makes the student, its AdamWeightDecay optimizer and (for
+float16) its loss scale; make_online_teacher the frozen teacher and the
+projections of --teacher_config runs; make_train_loop and make_eval_step the
+compiled per-replica steps (losses.py defines every term); train runs the
+loop with checkpoints every --save_checkpoints_steps and TensorBoard
+summaries; restore_or_initialize continues from the newest complete
+checkpoint or starts from --init_checkpoint (with a layer map). Defines no
+flags: distill.py passes their values in.
+
+Shapes: B = batch size (per replica), L = max_seq_length,
+P = max_predictions_per_seq, k = truncation_factor, V = vocab_size.
+"""
+
+import dataclasses
+import math
+import os
+import time
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+import checkpoints
+import cli
+import losses
+import modeling
+import optimization
+import records
+import summaries
+
+# What each paper trained with (docs/online_distillation.md gives the
+# sources); a flag the user gives explicitly wins over its preset value.
+PRESETS = {
+    # DistilBERT (Sanh et al. 2019; transformers' research_projects/
+    # distillation: --alpha_ce 5.0 --alpha_mlm 2.0 --alpha_cos 1.0,
+    # --temperature 2.0).
+    "distilbert": {"temperature": 2.0, "soft_loss_weight": 5.0,
+                   "hard_mlm_loss_weight": 2.0, "hidden_loss": "cosine",
+                   "hidden_loss_weight": 1.0, "attention_loss_weight": 0.0,
+                   "embedding_loss_weight": 0.0},
+    # TinyBERT's general distillation (Jiao et al. 2020, section 3.1-3.3;
+    # general_distill.py: loss = att_loss + rep_loss, rep_loss over the
+    # embeddings and the uniformly mapped layers, no prediction layer).
+    "tinybert_general": {"temperature": 1.0, "soft_loss_weight": 0.0,
+                         "hard_mlm_loss_weight": 0.0, "hidden_loss": "mse",
+                         "hidden_loss_weight": 1.0, "attention_loss": "mse",
+                         "attention_loss_weight": 1.0,
+                         "embedding_loss_weight": 1.0},
+    # MiniLM (Wang et al. 2020, section 3: L = L_AT + L_VR on the last
+    # layer, nothing else).
+    "minilm": {"temperature": 1.0, "soft_loss_weight": 0.0,
+               "hard_mlm_loss_weight": 0.0, "hidden_loss_weight": 0.0,
+               "attention_loss": "kl", "attention_loss_weight": 1.0,
+               "embedding_loss_weight": 0.0},
+}
+
+
+def apply_preset(flag_values, preset):
+  """Sets `preset`'s values on the flags the user did not give.
+
+  Returns {flag: value} of what the preset set (for the log).
+  """
+  applied = {}
+  for name, value in PRESETS.get(preset, {}).items():
+    if not flag_values[name].present:
+      setattr(flag_values, name, value)
+      applied[name] = value
+  return applied
+
+
+def read_teacher_config(path, max_seq_length, student_config):
+  """The teacher's BertConfig; its vocabulary must be the student's."""
+  try:
+    config = modeling.read_config(path, max_seq_length, "teacher")
+  except ValueError as e:
+    raise cli.StageError(f"--teacher_config {e}") from None
+  if config.vocab_size != student_config.vocab_size:
+    raise cli.StageError(
+        f"--teacher_config {path}: the teacher's vocab_size "
+        f"{config.vocab_size} differs from the student's "
+        f"{student_config.vocab_size}; both must use one vocabulary")
+  return config
+
+
+def intermediate_options(student_config, teacher_config, *, hidden_layer_map,
+                         relation_heads, **weights_and_losses):
+  """The options of losses.intermediate_losses, checked against the models.
+
+  hidden_layer_map: the flag's strings or None (uniform); relation_heads: 0
+  for the teacher's head count; weights_and_losses: the *_loss_weight and
+  *_loss flags.
+  """
+  if hidden_layer_map:
+    layer_map = [int(layer) for layer in hidden_layer_map]
+  else:
+    layer_map = losses.uniform_layer_map(student_config.num_hidden_layers,
+                                         teacher_config.num_hidden_layers)
+  options = {**weights_and_losses, "hidden_layer_map": layer_map,
+             "relation_heads": (relation_heads or
+                                teacher_config.num_attention_heads)}
+  try:
+    losses.check_intermediate_options(student_config, teacher_config, options)
+  except ValueError as e:
+    raise cli.StageError(str(e)) from None
+  return options
+
+
+def build_teacher(strategy, config, checkpoint, precision):
+  """The frozen teacher under the strategy's scope, every variable loaded.
+
+  Raises:
+    cli.StageError: the checkpoint is missing, or lacks or mis-shapes
+      variables of the teacher's config (named).
+  """
+  with strategy.scope():
+    # Zeros, not random values: the strict load below sets every variable.
+    teacher = modeling.BertPretrainingModel(
+        config, compute_dtype=modeling.COMPUTE_DTYPES[precision],
+        name="teacher", seed=0, trainable=False, initialize=False)
+  try:
+    checkpoints.load_checkpoint(teacher, checkpoint)
+  except ValueError as e:
+    raise cli.StageError(
+        f"--teacher_checkpoint {e} (does it match --teacher_config?)") from None
+  return teacher
+
+
+def build_projections(strategy, shapes, initializer_range, seed):
+  """The learned projections of losses.projection_shapes, as variables named
+  under losses.PROJECTION_PREFIX: kernels BERT's truncated normal, biases 0."""
+  rng = np.random.default_rng([seed, 1])
+  projections = {}
+  with strategy.scope():
+    for name, shape in sorted(shapes.items()):
+      if name.endswith("/bias"):
+        value = tf.zeros(shape)
+      else:
+        value = tf.random.stateless_truncated_normal(
+            shape, seed=rng.integers(0, 2**31 - 1, size=2),
+            stddev=initializer_range)
+      projections[name] = tf.Variable(value, name=name)
+  return projections
+
+
+def make_online_teacher(strategy, student_config, teacher_config, checkpoint,
+                        precision, options, seed):
+  """The OnlineTeacher: the loaded frozen teacher and the projections the
+  options need between the two widths."""
+  model = build_teacher(strategy, teacher_config, checkpoint, precision)
+  shapes = losses.projection_shapes(student_config.hidden_size,
+                                    teacher_config.hidden_size, options)
+  projections = build_projections(strategy, shapes,
+                                  student_config.initializer_range, seed)
+  logging.info("Teacher %s in the loop (%d layers, hidden %d); "
+               "intermediate losses %s; projections %s", checkpoint,
+               teacher_config.num_hidden_layers, teacher_config.hidden_size,
+               options, {n: v.shape.as_list() for n, v in projections.items()})
+  return OnlineTeacher(model, options, projections)
+
+
+class OnlineTeacher:
+  """The teacher in the training step: its frozen model, the intermediate
+  losses' options and the student's projections (trained with it)."""
+
+  def __init__(self, model, options, projections):
+    self.model = model
+    self.options = options
+    self.projections = projections
+    self.has_intermediate_losses = any(
+        options[f"{name}_weight"] for name in losses.INTERMEDIATE_TERMS)
+
+  def label(self, features):
+    """Runs the teacher (inference mode, no gradient) on a parsed batch.
+
+    Returns (features with teacher_probs [B, P, V], its full masked-LM
+    distribution, in place of any stored labels; the teacher's outputs).
+    """
+    outputs = self.model(
+        features[records.INPUT_IDS], features[records.INPUT_MASK],
+        features[records.SEGMENT_IDS], features[records.MASKED_LM_POSITIONS],
+        training=False, intermediates=self.has_intermediate_losses)
+    outputs = tf.nest.map_structure(tf.stop_gradient, outputs)
+    features = {name: value for name, value in features.items()
+                if name not in (losses.TEACHER_PROBS, losses.TEACHER_IDS)}
+    features[losses.TEACHER_PROBS] = tf.nn.softmax(
+        outputs["masked_lm_logits"], axis=-1)  # [B, P, V]
+    return features, outputs
+
+  def intermediate_losses(self, student_outputs, teacher_outputs, input_mask,
+                          totals):
+    """losses.intermediate_losses with the global denominators `totals`."""
+    return losses.intermediate_losses(
+        student_outputs, teacher_outputs, input_mask, self.options,
+        self.projections, **totals)
+
+
+def global_token_totals(input_mask):
+  """{"token_total", "pair_total"}: real tokens and real (query, key) pairs
+  summed over all replicas. Call in replica context."""
+  lengths = tf.reduce_sum(tf.cast(input_mask, tf.float32), axis=1)  # [B]
+  context = tf.distribute.get_replica_context()
+  return {"token_total": context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                            tf.reduce_sum(lengths)),
+          "pair_total": context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                           tf.reduce_sum(tf.square(lengths)))}
+
+
+def model_outputs(model, features, training, intermediates=False):
+  """The student's ([B, P, V] MLM logits, [B, 2] next-sentence logits), and
+  with intermediates=True its whole output dict as a third item."""
+  outputs = model(features[records.INPUT_IDS], features[records.INPUT_MASK],
+                  features[records.SEGMENT_IDS],
+                  features[records.MASKED_LM_POSITIONS], training=training,
+                  intermediates=intermediates)
+  logits = outputs["masked_lm_logits"], outputs["next_sentence_logits"]
+  return (*logits, outputs) if intermediates else logits
+
+
+def make_train_loop(strategy, model, optimizer, global_batch_size,
+                    loss_options, use_xla, loss_scale=None, teacher=None):
+  """Returns train_loop(iterator, num_steps) -> (steps_run, mean terms).
+
+  One call runs up to num_steps training steps inside a single tf.function,
+  and stops early after a step whose loss or gradients' global norm is not
+  finite (steps_run then counts that step, and its terms are returned
+  instead of the means).
+  loss_options: keyword arguments of compute_losses (weights, temperature).
+  loss_scale: a DynamicLossScale for float16, else None.
+  teacher: an OnlineTeacher, or None for the stored labels. Its model runs
+    in the same step, before the tape; the projections train with the
+    student, and the intermediate terms join the loss.
+  """
+  variables = model.variables_by_name()
+  intermediate = teacher is not None and teacher.has_intermediate_losses
+  if teacher is not None:
+    variables.update(teacher.projections)
+  names = sorted(variables)
+  var_list = [variables[name] for name in names]
+
+  def loss_and_gradients(features, weight_total, scale, token_totals):
+    teacher_outputs = None
+    if teacher is not None:
+      features, teacher_outputs = teacher.label(features)
+    with tf.GradientTape() as tape:
+      mlm_logits, nsp_logits, *student_outputs = model_outputs(
+          model, features, training=True, intermediates=intermediate)
+      terms = losses.compute_losses(mlm_logits, nsp_logits, features,
+                                    weight_total=weight_total,
+                                    example_total=float(global_batch_size),
+                                    **loss_options)
+      if intermediate:
+        intermediate_terms = teacher.intermediate_losses(
+            student_outputs[0], teacher_outputs,
+            features[records.INPUT_MASK], token_totals)
+        terms["loss"] += intermediate_terms.pop("intermediate_loss")
+        terms.update(intermediate_terms)
+      scaled_loss = terms["loss"] * scale
+    return terms, tape.gradient(scaled_loss, var_list)
+
+  if use_xla:
+    # The model and the loss are plain Python over tensors: AutoGraph need
+    # not convert them (converting costs seconds of start-up).
+    loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True,
+                                     autograph=False)
+
+  @tf.autograph.experimental.do_not_convert
+  def replica_step(features):
+    # Every replica divides by the global sums, so the replicas' losses and
+    # gradients add up to exactly those of one replica with the whole batch.
+    context = tf.distribute.get_replica_context()
+    weight_total = context.all_reduce(
+        tf.distribute.ReduceOp.SUM,
+        tf.reduce_sum(features[records.MASKED_LM_WEIGHTS]))
+    weight_total += losses.WEIGHT_EPSILON
+    scale = loss_scale.scale if loss_scale else tf.constant(1.0)
+    token_totals = (global_token_totals(features[records.INPUT_MASK])
+                    if intermediate else {})
+    terms, grads = loss_and_gradients(features, weight_total, scale,
+                                      token_totals)
+    overflowed = None
+    if loss_scale:
+      grads, overflowed = loss_scale.unscale(grads)
+    global_norm = optimizer.apply_gradients(dict(zip(names, grads)),
+                                            skip_update=overflowed)
+    return terms, global_norm
+
+  @tf.function
+  def train_loop(iterator, num_steps):
+    terms = {name: tf.constant(0.0) for name in
+             ("loss", "soft_loss", "hard_mlm_loss", "next_sentence_loss",
+              "global_norm") + (losses.INTERMEDIATE_TERMS if intermediate
+                                else ())}
+    steps_run = tf.constant(0)
+    for _ in tf.range(num_steps):
+      replica_terms, global_norm = strategy.run(replica_step,
+                                                args=(next(iterator),))
+      step_terms = {name: strategy.reduce(tf.distribute.ReduceOp.SUM, value,
+                                          axis=None)
+                    for name, value in replica_terms.items()}
+      step_terms["global_norm"] = strategy.reduce(
+          tf.distribute.ReduceOp.MEAN, global_norm, axis=None)
+      steps_run += 1
+      # A NaN global norm poisons the weights while the loss of that step
+      # may still be finite: either ends the loop.
+      if not (tf.math.is_finite(step_terms["loss"]) &
+              tf.math.is_finite(step_terms["global_norm"])):
+        terms = step_terms
+        break
+      terms = {name: terms[name] + step_terms[name] for name in terms}
+    if tf.math.is_finite(terms["loss"]) & tf.math.is_finite(
+        terms["global_norm"]):
+      terms = {name: value / tf.cast(steps_run, tf.float32)
+               for name, value in terms.items()}
+    return steps_run, terms
+
+  return train_loop
+
+
+def make_eval_step(strategy, model, loss_options, teacher=None):
+  """Returns eval_step(iterator) -> evaluation_sums of one global batch.
+
+  With an OnlineTeacher its full distribution is the batch's teacher label,
+  so every full-distribution metric is computed online.
+  """
+  @tf.autograph.experimental.do_not_convert
+  def replica_step(features):
+    if teacher is not None:
+      features, _ = teacher.label(features)
+    mlm_logits, nsp_logits = model_outputs(model, features, training=False)
+    return losses.evaluation_sums(mlm_logits, nsp_logits, features,
+                                  **loss_options)
+
+  @tf.function
+  def eval_step(iterator):
+    sums = strategy.run(replica_step, args=(next(iterator),))
+    return {name: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+            for name, value in sums.items()}
+  return eval_step
+
+
+def checkpoint_variables(model, optimizer, extra_variables=None):
+  """{Google name: variable} of everything a checkpoint holds: the student,
+  training-only variables (distill/..., never the teacher), the optimizer's
+  slots of both and global_step."""
+  return {**model.variables_by_name(), **(extra_variables or {}),
+          **optimizer.checkpoint_variables()}
+
+
+def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
+                          layer_map, extra_variables=None):
+  """Resumes from output_dir's newest checkpoint, else initialises.
+
+  Returns the global step training continues from.
+
+  A checkpoint that cannot be read in full (truncated) or holds NaN or
+  infinity is passed over, with a warning, for the next older one.
+
+  Raises:
+    cli.StageError: output_dir holds another architecture's checkpoint, or
+      no checkpoint of it can be used, or init_checkpoint is missing,
+      mis-shaped or lacks a layer of layer_map.
+  """
+  variables = checkpoint_variables(model, optimizer, extra_variables)
+  passed_over = []
+  for prefix in checkpoints.complete_checkpoints(output_dir):
+    try:
+      checkpoints.restore_variables(variables, prefix)
+    except checkpoints.CorruptCheckpointError as e:
+      logging.warning("Passing over %s; trying an older checkpoint", e)
+      passed_over.append(prefix)
+      continue
+    except ValueError as e:
+      raise cli.StageError(
+          f"--output_dir {output_dir} holds checkpoint {prefix} of another "
+          f"architecture or run ({e}); use a new --output_dir") from None
+    nonfinite = checkpoints.nonfinite_names(variables)
+    if nonfinite:
+      logging.warning("Passing over %s: %d variables hold NaN or infinity "
+                      "(%s); trying an older checkpoint", prefix,
+                      len(nonfinite), ", ".join(nonfinite[:3]))
+      passed_over.append(prefix)
+      continue
+    step = int(optimizer.global_step.numpy())
+    logging.info("Resuming from %s at step %d", prefix, step)
+    return step
+  if passed_over:
+    raise cli.StageError(
+        f"--output_dir {output_dir}: none of its checkpoints can be resumed "
+        f"from ({', '.join(passed_over)}: truncated or not finite); move "
+        f"them away to start anew")
+  if init_checkpoint:
+    try:
+      checkpoints.load_checkpoint(model, init_checkpoint, layer_map=layer_map)
+    except ValueError as e:
+      raise cli.StageError(
+          f"--init_checkpoint {init_checkpoint}: {e}") from None
+    logging.info("Initialised from %s (layer map %s)", init_checkpoint,
+                 layer_map)
+  else:
+    logging.info("Initialised the student at random (seed in --seed)")
+  return 0
+
+
+def save(model, optimizer, output_dir, keep, extra_variables=None):
+  """Writes model + extra variables + optimizer slots at the current global
+  step.
+
+  Raises:
+    cli.StageError: the weights are not finite (nothing is written), or the
+      checkpoint cannot be written (names the file; nothing partial stays).
+  """
+  step = int(optimizer.global_step.numpy())
+  variables = {**model.variables_by_name(), **(extra_variables or {}),
+               **optimizer.slot_variables_by_name()}
+  try:
+    return checkpoints.save_checkpoint(variables, output_dir, step,
+                                       max_to_keep=keep)
+  except checkpoints.NonFiniteError as e:
+    raise cli.StageError(
+        f"{e} at step {step}; stopped, the newest finite checkpoint "
+        f"({checkpoints.newest_finite_checkpoint(output_dir) or 'none'}) is "
+        f"the last good one; lower --learning_rate") from None
+  except checkpoints.CheckpointWriteError as e:
+    raise cli.StageError(f"{e}; make room or fix --output_dir, then rerun to "
+                         f"resume from the newest checkpoint") from None
+
+
+def prepare_output_dir(output_dir):
+  """Creates output_dir, checks that files can be written there, and removes
+  what interrupted saves left (checkpoints.remove_stale_temporaries).
+
+  Raises:
+    cli.StageError: output_dir cannot be created or written.
+  """
+  probe = cli.temporary_path(os.path.join(output_dir, "write_test"))
+  try:
+    tf.io.gfile.makedirs(output_dir)
+    with tf.io.gfile.GFile(probe, "w") as f:
+      f.write("")
+    tf.io.gfile.remove(probe)
+  except (tf.errors.OpError, OSError) as e:
+    raise cli.StageError(f"--output_dir {output_dir}: cannot write there "
+                         f"({cli.error_line(e)})") from None
+  checkpoints.remove_stale_temporaries(output_dir)
+
+
+@dataclasses.dataclass
+class TrainSettings:
+  """What the training loop needs from the flags."""
+  num_train_steps: int
+  iterations_per_loop: int
+  save_checkpoints_steps: int
+  keep_checkpoint_max: int
+  global_batch_size: int
+  output_dir: str
+  chief: bool
+  loss_options: dict
+  use_xla: bool
+  loss_scale: "optimization.DynamicLossScale | None" = None
+  teacher: "OnlineTeacher | None" = None
+
+
+def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
+  """Trains from start_step to settings.num_train_steps; returns the step.
+
+  Checkpoints every save_checkpoints_steps and at the end (chief only); a
+  log line and summaries after every loop call.
+
+  Raises:
+    cli.StageError: the loss or the gradients' global norm became NaN or
+      infinite (names the step and the newest finite checkpoint, the last
+      good one; nothing is saved then), or a save failed.
+  """
+  train_loop = make_train_loop(strategy, model, optimizer,
+                               settings.global_batch_size,
+                               settings.loss_options, settings.use_xla,
+                               settings.loss_scale, settings.teacher)
+  writer = (tf.summary.create_file_writer(settings.output_dir)
+            if settings.chief else tf.summary.create_noop_writer())
+  iterator = iter(dataset)
+  total, every = settings.num_train_steps, settings.save_checkpoints_steps
+  step = start_step
+  loop_start = time.monotonic()
+  while step < total:
+    next_save = min((step // every + 1) * every, total)
+    num_steps = min(settings.iterations_per_loop, next_save - step)
+    started = time.monotonic()
+    steps_run, terms = train_loop(iterator, tf.constant(num_steps))
+    terms = {name: float(value) for name, value in terms.items()}
+    step += int(steps_run)
+    if not (math.isfinite(terms["loss"]) and
+            math.isfinite(terms["global_norm"])):
+      what, value = (("loss", terms["loss"]) if not math.isfinite(
+          terms["loss"]) else ("gradients' global norm", terms["global_norm"]))
+      last_good = checkpoints.newest_finite_checkpoint(settings.output_dir)
+      raise cli.StageError(
+          f"the {what} became {value} at step {step}; stopped, the newest "
+          f"finite checkpoint ({last_good or 'none'}) is the last good one; "
+          f"check the records or lower --learning_rate")
+    now = time.monotonic()
+    examples_per_second = (int(steps_run) * settings.global_batch_size /
+                           (now - started))
+    learning_rate = float(schedule(step))
+    left = (total - step) * (now - loop_start) / (step - start_step)
+    logging.info(
+        "step %d/%d: loss %.4f (soft %.4f, hard mlm %.4f, next sentence %.4f),"
+        " lr %.3g, global norm %.3g, %.1f examples/s, time left %s", step,
+        total, terms["loss"], terms["soft_loss"], terms["hard_mlm_loss"],
+        terms["next_sentence_loss"], learning_rate, terms["global_norm"],
+        examples_per_second, cli.format_seconds(left))
+    if settings.teacher is not None and "hidden_loss" in terms:
+      logging.info("step %d: intermediate losses: embedding %.4f, hidden "
+                   "%.4f, attention %.4f", step, terms["embedding_loss"],
+                   terms["hidden_loss"], terms["attention_loss"])
+    summaries.write_scalars(writer, "train", {
+        **terms, "learning_rate": learning_rate,
+        "examples_per_second": examples_per_second}, step)
+    if settings.chief and (step % every == 0 or step == total):
+      save(model, optimizer, settings.output_dir, settings.keep_checkpoint_max,
+           settings.teacher and settings.teacher.projections)
+  return step
+
+
+def evaluate(strategy, model, dataset, num_batches, loss_options,
+             teacher=None):
+  """Runs num_batches evaluation batches -> evaluation_metrics."""
+  eval_step = make_eval_step(strategy, model, loss_options, teacher)
+  iterator = iter(dataset)
+  sums = None
+  for _ in range(num_batches):
+    batch_sums = {name: value.numpy().astype(np.float64)
+                  for name, value in eval_step(iterator).items()}
+    sums = batch_sums if sums is None else {
+        name: sums[name] + batch_sums[name] for name in sums}
+  return losses.evaluation_metrics(sums, loss_options["soft_loss_weight"],
+                                   loss_options["hard_mlm_loss_weight"])
+
+
+def write_eval_results(metrics, step, output_dir):
+  """Writes output_dir/eval_results.txt (`key = value`) and summaries."""
+  results = {**metrics, "global_step": step}
+  path = os.path.join(output_dir, "eval_results.txt")
+  try:
+    with cli.atomic_output(path) as tmp_path:
+      with tf.io.gfile.GFile(tmp_path, "w") as f:
+        for key in sorted(results):
+          f.write(f"{key} = {results[key]}\n")
+  except (tf.errors.OpError, OSError) as e:
+    raise cli.StageError(f"{path}: cannot write ({cli.error_line(e)})") from None
+  writer = tf.summary.create_file_writer(os.path.join(output_dir, "eval"))
+  summaries.write_scalars(writer, "eval", metrics, step)
+  logging.info("Wrote %s: %s", path,
+               ", ".join(f"{k} = {v:.4f}" for k, v in sorted(metrics.items())))
+
+
+def evaluated_step(output_dir):
+  """global_step of output_dir/eval_results.txt, or None."""
+  path = os.path.join(output_dir, "eval_results.txt")
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    for line in f:
+      key, _, value = line.partition(" = ")
+      if key == "global_step":
+        return int(value)
+  return None
+
+
+def read_config(path, max_seq_length):
+  """The student's BertConfig, checked against --max_seq_length."""
+  try:
+    return modeling.read_config(path, max_seq_length, "student")
+  except ValueError as e:
+    raise cli.StageError(f"--bert_config_file {e}") from None
+
+
+def parse_layer_map(layer_map, config):
+  """--init_layer_map as ints, one per student layer."""
+  if not layer_map:
+    return None
+  layers = [int(layer) for layer in layer_map]
+  if len(layers) != config.num_hidden_layers:
+    raise cli.StageError(
+        f"--init_layer_map names {len(layers)} layers but the student has "
+        f"num_hidden_layers {config.num_hidden_layers}")
+  return layers
+
+
+def use_xla(setting):
+  """--use_xla as a bool: auto is on for GPUs and TPUs, off on CPUs (where
+  bench/bench_distill.py measured XLA slower)."""
+  if setting == "auto":
+    return bool(tf.config.list_logical_devices("GPU") or
+                tf.config.list_logical_devices("TPU"))
+  return setting == "true"
+
+
+def build_student(strategy, config, precision, seed, schedule,
+                  extra_variables=None):
+  """The student model, its optimizer and (float16) loss scale, built under
+  the strategy's scope. extra_variables ({name: variable}, e.g. the online
+  projections) are trained by the same optimizer."""
+  with strategy.scope():
+    model = modeling.BertPretrainingModel(
+        config, compute_dtype=modeling.COMPUTE_DTYPES[precision], seed=seed)
+    optimizer = optimization.AdamWeightDecay(learning_rate=schedule)
+    optimizer.build({**model.variables_by_name(), **(extra_variables or {})})
+    loss_scale = (optimization.DynamicLossScale()
+                  if precision == "mixed_float16" else None)
+  return model, optimizer, loss_scale

@@ -1,0 +1,75 @@
+"""tf.distribute for stages IV and V and the classifier: which strategy, who
+writes.
+
+create_strategy turns --distribution_strategy (and --tpu) into a strategy
+(distill.py, run_classifier.py); local_strategy is stage IV's choice (all
+GPUs of one machine when there are several); is_chief says which process
+writes checkpoints, summaries and results; check_workers_agree stops workers
+that would train from different checkpoints.
+"""
+
+import os
+
+import tensorflow as tf
+
+import cli
+
+
+def create_strategy(name, tpu=None):
+  """The tf.distribute strategy called `name` (None: mirrored on GPUs).
+
+  Call it before any other TensorFlow op: MultiWorkerMirroredStrategy must
+  configure the runtime before it starts.
+  """
+  gpus = tf.config.list_physical_devices("GPU")
+  if name is None:
+    name = "mirrored" if gpus else "one_device"
+  if name == "one_device":
+    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+  if name == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if name == "multi_worker_mirrored":
+    if "TF_CONFIG" not in os.environ:
+      raise cli.StageError("--distribution_strategy multi_worker_mirrored "
+                           "needs the TF_CONFIG environment variable (see "
+                           "launch_multiworker.sh)")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+  tf.config.experimental_connect_to_cluster(resolver)
+  tf.tpu.experimental.initialize_tpu_system(resolver)
+  return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy):
+  """Whether this process writes checkpoints, summaries and results."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return True
+  resolver = strategy.cluster_resolver
+  if resolver.task_type == "chief":
+    return True
+  has_chief = "chief" in resolver.cluster_spec().as_dict()
+  return resolver.task_type == "worker" and resolver.task_id == 0 and (
+      not has_chief)
+
+
+def check_workers_agree(strategy, step, output_dir):
+  """Raises cli.StageError unless every worker starts from the same step
+  (they disagree when --output_dir is not one directory all workers see)."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return
+  gather = tf.function(lambda: strategy.gather(
+      strategy.run(lambda: tf.constant([step], tf.int64)), axis=0))
+  steps = gather().numpy()
+  if steps.min() != steps.max():
+    raise cli.StageError(
+        f"the workers start from different steps ({sorted(set(steps))}): "
+        f"--output_dir {output_dir} must be one directory every worker sees")
+
+
+def local_strategy():
+  """A MirroredStrategy over all GPUs when there are several, else the default
+  (one device: the GPU, or all CPU cores through TensorFlow's thread pools)."""
+  gpus = tf.config.list_logical_devices("GPU")
+  if len(gpus) > 1:
+    return tf.distribute.MirroredStrategy([g.name for g in gpus])
+  return tf.distribute.get_strategy()
