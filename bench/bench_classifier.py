@@ -41,6 +41,8 @@ import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
+sys.path.insert(0, BENCH)
+import flops  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MODELS = {
     "bert_base": {"vocab_size": 30522, "hidden_size": 768,
@@ -54,12 +56,14 @@ MODELS = {
 NUM_LABELS = 2
 
 
-def forward_flops_per_example(config, seq):
-  """Multiply-adds x 2 of every matmul in one example's forward pass."""
-  h, i, layers = (config["hidden_size"], config["intermediate_size"],
-                  config["num_hidden_layers"])
-  per_token = 2 * (4 * h * h + 2 * h * i) + 2 * 2 * seq * h  # + QK^T, PV
-  return layers * seq * per_token + 2 * h * h + 2 * h * NUM_LABELS
+def train_flops_per_example(config, seq):
+  """Matmul FLOPs of one example's fine-tuning step (forward and backward).
+
+  flops.train_flops with no masked-LM positions: the encoder, the pooler and
+  a 2-way head, which with NUM_LABELS = 2 is the classifier's head exactly.
+  """
+  assert NUM_LABELS == 2, "flops.forward_flops counts a 2-way head"
+  return flops.train_flops(config, seq, predictions=0)
 
 
 def synthetic_batch(rng, config, batch, seq):
@@ -189,24 +193,10 @@ def worker(args):
                       "loss": loss}), flush=True)
 
 
-def gemm_gflops(n=2048, repeats=5):
-  """The best float32 n x n matmul rate of numpy and tf.matmul, GFLOP/s."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  a = np.random.default_rng(0).standard_normal((n, n), np.float32)
-  b = np.random.default_rng(1).standard_normal((n, n), np.float32)
-  best = {}
-  ta, tb = tf.constant(a), tf.constant(b)
-  for name, matmul in (("numpy", lambda: a @ b),
-                       ("tf", lambda: tf.matmul(ta, tb).numpy())):
-    matmul()
-    times = []
-    for _ in range(repeats):
-      started = time.perf_counter()
-      matmul()
-      times.append(time.perf_counter() - started)
-    best[name] = 2 * n**3 / min(times) / 1e9
-  return best
+def gemm_gflops():
+  """{library: the best float32 3072^3 GEMM rate in GFLOP/s} (flops.py)."""
+  return {library: rate / 1e9 for library, rate in
+          flops.gemm_rates(("numpy", "tensorflow"), size=3072).items()}
 
 
 def main():
@@ -235,7 +225,7 @@ def main():
   print("load average (1, 5, 15 min) at start: %.1f %.1f %.1f on %d cores"
         % (*os.getloadavg(), os.cpu_count()), flush=True)
   gemm_before = gemm_gflops()
-  print(f"float32 GEMM 2048^3: " + ", ".join(
+  print(f"float32 GEMM 3072^3: " + ", ".join(
       f"{k} {v:.1f}" for k, v in gemm_before.items()) + " GFLOP/s", flush=True)
   summary = []
   with tempfile.TemporaryDirectory() as tmp_dir:
@@ -270,7 +260,7 @@ def main():
   gemm_after = gemm_gflops()
   print("load average (1, 5, 15 min) at end: %.1f %.1f %.1f" % os.getloadavg())
   gemm = max(max(gemm_before.values()), max(gemm_after.values()))
-  print(f"float32 GEMM 2048^3 after: " + ", ".join(
+  print(f"float32 GEMM 3072^3 after: " + ", ".join(
       f"{k} {v:.1f}" for k, v in gemm_after.items()) + " GFLOP/s")
 
   print(f"\n{args.rounds} rounds x {args.steps_per_round} steps, torch "
@@ -279,12 +269,14 @@ def main():
   print(f"{'model':13s} {'batch x seq':11s} {'framework':9s} "
         f"{'examples/s':>10s} {'GFLOP/s':>8s} {'% GEMM':>7s}")
   for model, batch, seq, rates in summary:
-    train_flops = 3 * forward_flops_per_example(MODELS[model], seq)
+    train_flops = train_flops_per_example(MODELS[model], seq)
     for framework, values in rates.items():
       rate = statistics.median(values)
       gflops = rate * train_flops / 1e9
+      percent = flops.percent_of_gemm(gflops * 1e9, gemm * 1e9,
+                                      f"{model} {framework}")
       print(f"{model:13s} {f'{batch} x {seq}':11s} {framework:9s} "
-            f"{rate:10.2f} {gflops:8.1f} {100 * gflops / gemm:6.1f}%")
+            f"{rate:10.2f} {gflops:8.1f} {percent:6.1f}%")
     ratios = [t / p for t, p in zip(rates["tf"], rates["torch"])]
     print(f"{model:13s} tf / torch: median {statistics.median(ratios):.2f}x "
           f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")

@@ -184,26 +184,6 @@ def worker(args):
                       "loss": loss}), flush=True)
 
 
-class Child:
-  """A subprocess run to completion, with its own CPU time and peak RSS."""
-
-  def __init__(self, command, env=None):
-    self.load = flops.load_average()
-    start = time.perf_counter()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-      process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
-      _, status, usage = os.wait4(process.pid, 0)
-      self.wall = time.perf_counter() - start
-      out.seek(0)
-      err.seek(0)
-      self.stdout, self.stderr = out.read().decode(), err.read().decode()
-    if os.waitstatus_to_exitcode(status):
-      raise RuntimeError(f"{' '.join(command[:2])} failed:\n"
-                         f"{self.stderr[-3000:]}")
-    self.cpu = usage.ru_utime + usage.ru_stime
-    self.peak_rss_mb = usage.ru_maxrss / 1024
-
-
 def process_cpu_seconds(pid):
   """user + sys CPU seconds of a running process, from /proc."""
   with open(f"/proc/{pid}/stat") as f:
@@ -250,7 +230,7 @@ def whole_processes(args, env, probe, example_flops):
     for steps in (args.short_steps, args.long_steps):
       for side in order:
         output_dir = tempfile.mkdtemp(dir=args.tmp_dir)
-        child = Child(command(side, steps, output_dir), env=env)
+        child = flops.Child(command(side, steps, output_dir), env=env)
         runs[side][steps].append(child)
         probe.sample()
         print(f"  round {r + 1} {side:8s} {steps:2d} steps: {child.wall:6.1f} "
@@ -388,7 +368,7 @@ def main():
           f"{args.batch_size}, seq {args.seq_length}, P {args.predictions}, "
           f"k {args.k}, {NUM_RECORDS} records; {example_flops / 1e9:.1f} "
           f"GFLOP (matmuls) per training example", flush=True)
-    setup_child = Child([sys.executable, os.path.abspath(__file__),
+    setup_child = flops.Child([sys.executable, os.path.abspath(__file__),
                          "--worker=setup", f"--tmp_dir={tmp_dir}",
                          f"--threads={args.threads}",
                          f"--batch_size={args.batch_size}",

@@ -190,25 +190,6 @@ def executed_flops(examples, config, batch_size, sort_batches, trimmed):
   return total
 
 
-class Child:
-  """A subprocess run to completion, with its own CPU time and peak RSS."""
-
-  def __init__(self, command, env=None):
-    self.load = flops.load_average()
-    start = time.perf_counter()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-      process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
-      _, status, usage = os.wait4(process.pid, 0)
-      self.wall = time.perf_counter() - start
-      out.seek(0)
-      err.seek(0)
-      self.stdout, stderr = out.read().decode(), err.read().decode()
-    if os.waitstatus_to_exitcode(status):
-      raise RuntimeError(f"{' '.join(command[:2])} failed:\n{stderr[-3000:]}")
-    self.cpu = usage.ru_utime + usage.ru_stime
-    self.peak_rss_mb = usage.ru_maxrss / 1024
-
-
 def process_cpu_seconds(pid):
   """user + sys CPU seconds of a running process, from /proc."""
   with open(f"/proc/{pid}/stat") as f:
@@ -322,7 +303,7 @@ def whole_processes(args, mix, paths, teacher, config_dict, probe, examples):
     for side in order:
       if side == "ours" and os.path.exists(ours_out):
         os.remove(ours_out)  # each run writes a fresh output
-      child = Child(commands[side])
+      child = flops.Child(commands[side])
       runs[side].append(child)
       probe.sample()
       print(f"  round {r + 1} {side:8s}: {child.wall:6.1f} s wall, "

@@ -14,11 +14,16 @@ One home for the arithmetic every bench reports next to its rates:
     the best of them.
   * percent_of_gemm: a model rate as a share of that rate; above 100% is a
     measurement bug (a miscounted FLOP or a mis-timed run), so it raises.
+  * Child: a whole command line run to completion, with its wall time, CPU
+    time and peak RSS (as a user would measure it), and the load it met.
 
 Imports neither TensorFlow nor PyTorch at module level: each bench process
 measures with what it has loaded.
 """
 
+import os
+import subprocess
+import tempfile
 import time
 
 
@@ -207,6 +212,26 @@ def load_average():
   """The 1-minute load average (other jobs on a shared machine)."""
   with open("/proc/loadavg") as f:
     return float(f.read().split()[0])
+
+
+class Child:
+  """A subprocess run to completion, with its own CPU time and peak RSS."""
+
+  def __init__(self, command, env=None):
+    self.load = load_average()
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+      process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+      _, status, usage = os.wait4(process.pid, 0)
+      self.wall = time.perf_counter() - start
+      out.seek(0)
+      err.seek(0)
+      self.stdout, self.stderr = out.read().decode(), err.read().decode()
+    if os.waitstatus_to_exitcode(status):
+      raise RuntimeError(f"{' '.join(command[:2])} failed:\n"
+                         f"{self.stderr[-3000:]}")
+    self.cpu = usage.ru_utime + usage.ru_stime
+    self.peak_rss_mb = usage.ru_maxrss / 1024
 
 
 if __name__ == "__main__":
