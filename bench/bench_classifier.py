@@ -24,8 +24,8 @@ between the frameworks so they see the same machine load. GFLOP/s counts
 every matmul of the forward pass exactly (Q, K, V, attention output, the two
 FFN matmuls, QK^T and attention x V, pooler, head) and takes training as 3x
 the forward pass (the backward pass computes two matmuls for each). The
-machine's GEMM rate is the best of numpy and tf.matmul of 2048 x 2048
-float32, measured before and after the rounds.
+machine's GEMM rate is the best of numpy and tf.matmul of 3072 x 3072
+float32 (flops.gemm_rates), measured before and after the rounds.
 
   .venv-bench/bin/python bench/bench_classifier.py
 """
