@@ -160,43 +160,40 @@ def read_config(path, max_seq_length, whose):
 def variable_shapes(config):
   """Returns {Google name: shape} of every BERT variable, in checkpoint order.
 
-  This is the one place that lists the names; the model creates exactly these.
+  This is the one place that lists the names; the blocks create exactly
+  these.
   """
-  h, i = config.hidden_size, config.intermediate_size
-  shapes = {
-      "bert/embeddings/word_embeddings": [config.vocab_size, h],
-      "bert/embeddings/token_type_embeddings": [config.type_vocab_size, h],
-      "bert/embeddings/position_embeddings": [
-          config.max_position_embeddings, h],
-      "bert/embeddings/LayerNorm/gamma": [h],
-      "bert/embeddings/LayerNorm/beta": [h],
-  }
+  h, i, v = config.hidden_size, config.intermediate_size, config.vocab_size
+  shapes = {}
+
+  def dense(name, rows, columns):
+    shapes[name + "/kernel"] = [rows, columns]
+    shapes[name + "/bias"] = [columns]
+
+  def layer_norm_of(name):
+    shapes[name + "/gamma"] = [h]
+    shapes[name + "/beta"] = [h]
+
+  shapes["bert/embeddings/word_embeddings"] = [v, h]
+  shapes["bert/embeddings/token_type_embeddings"] = [config.type_vocab_size, h]
+  shapes["bert/embeddings/position_embeddings"] = [
+      config.max_position_embeddings, h]
+  layer_norm_of("bert/embeddings/LayerNorm")
   for layer in range(config.num_hidden_layers):
     prefix = f"bert/encoder/layer_{layer}/"
     for part in ("query", "key", "value"):
-      shapes[f"{prefix}attention/self/{part}/kernel"] = [h, h]
-      shapes[f"{prefix}attention/self/{part}/bias"] = [h]
-    shapes[f"{prefix}attention/output/dense/kernel"] = [h, h]
-    shapes[f"{prefix}attention/output/dense/bias"] = [h]
-    shapes[f"{prefix}attention/output/LayerNorm/gamma"] = [h]
-    shapes[f"{prefix}attention/output/LayerNorm/beta"] = [h]
-    shapes[f"{prefix}intermediate/dense/kernel"] = [h, i]
-    shapes[f"{prefix}intermediate/dense/bias"] = [i]
-    shapes[f"{prefix}output/dense/kernel"] = [i, h]
-    shapes[f"{prefix}output/dense/bias"] = [h]
-    shapes[f"{prefix}output/LayerNorm/gamma"] = [h]
-    shapes[f"{prefix}output/LayerNorm/beta"] = [h]
-  shapes.update({
-      "bert/pooler/dense/kernel": [h, h],
-      "bert/pooler/dense/bias": [h],
-      "cls/predictions/transform/dense/kernel": [h, h],
-      "cls/predictions/transform/dense/bias": [h],
-      "cls/predictions/transform/LayerNorm/gamma": [h],
-      "cls/predictions/transform/LayerNorm/beta": [h],
-      "cls/predictions/output_bias": [config.vocab_size],
-      "cls/seq_relationship/output_weights": [2, h],
-      "cls/seq_relationship/output_bias": [2],
-  })
+      dense(f"{prefix}attention/self/{part}", h, h)
+    dense(f"{prefix}attention/output/dense", h, h)
+    layer_norm_of(f"{prefix}attention/output/LayerNorm")
+    dense(f"{prefix}intermediate/dense", h, i)
+    dense(f"{prefix}output/dense", i, h)
+    layer_norm_of(f"{prefix}output/LayerNorm")
+  dense("bert/pooler/dense", h, h)
+  dense("cls/predictions/transform/dense", h, h)
+  layer_norm_of("cls/predictions/transform/LayerNorm")
+  shapes["cls/predictions/output_bias"] = [v]
+  shapes["cls/seq_relationship/output_weights"] = [2, h]
+  shapes["cls/seq_relationship/output_bias"] = [2]
   return shapes
 
 
