@@ -7,7 +7,6 @@ import collections
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -18,10 +17,11 @@ import bert_reference as ref
 import distill_input
 import losses
 import records
+import stage_runs
 from conftest import ROOT
+from stage_runs import replace_flag
 
 VOCAB, SEQ, P = 60, 16, 4
-ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def np_log_softmax(x):
@@ -339,22 +339,6 @@ STAGE_IV = os.path.join(ROOT, "extract_teacher_labels_truncated.py")
 L4, P4 = 32, 5
 
 
-def run_all(invocations, log_dir):
-  """Runs stage IV once per {name: args}, all at once (preloaded_runner.py)."""
-  names = sorted(invocations)
-  jobs = [{"argv": [STAGE_IV] + invocations[n],
-           "stdout": os.path.join(log_dir, n + ".out"),
-           "stderr": os.path.join(log_dir, n + ".err")} for n in names]
-  runner = subprocess.run(
-      [sys.executable, os.path.join(os.path.dirname(__file__),
-                                    "preloaded_runner.py")],
-      input=json.dumps(jobs), capture_output=True, text=True, timeout=600,
-      check=True)
-  codes = json.loads(runner.stdout)
-  return {n: (code, open(job["stderr"]).read())
-          for n, code, job in zip(names, codes, jobs)}
-
-
 @pytest.fixture(scope="module")
 def stage_iv(tmp_path_factory):
   base = tmp_path_factory.mktemp("stage_iv")
@@ -441,9 +425,10 @@ def stage_iv(tmp_path_factory):
     invocations[name] = common + [f"--input_file={base}/few.tfrecord",
                                   f"--output_file={base}/{name}.tfrecord"
                                   ] + flags
-  log_dir = base / "logs"
-  log_dir.mkdir()
-  return {"base": base, "results": run_all(invocations, str(log_dir)),
+  results = stage_runs.run_all(
+      {name: [STAGE_IV] + args for name, args in invocations.items()},
+      str(base / "logs"))
+  return {"base": base, "results": results,
           "examples": examples, "few": few, "weights": weights,
           "config": config, "bad": bad}
 
@@ -584,11 +569,8 @@ def test_full_mode_is_truncation_factor_0_and_top_k_stays_the_default(
                                   "temperature_0", "bad_mode",
                                   "head_without_sampling"])
 def test_stage_iv_bad_input_is_one_line_error(stage_iv, case):
-  code, stderr = stage_iv["results"][case]
-  assert code != 0 and "Traceback" not in stderr
-  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-  assert len(errors) == 1, stderr[-2000:]
-  assert stage_iv["bad"][case][1] in errors[0]
+  stage_runs.assert_one_line_error(*stage_iv["results"][case],
+                                   stage_iv["bad"][case][1])
   assert not (stage_iv["base"] / f"{case}.tfrecord").exists()
 
 
@@ -711,26 +693,19 @@ def stage_v(tmp_path_factory):
   }
   for case, (command, _) in bad.items():
     commands[case] = command
-  processes = {name: subprocess.Popen(command, env=ENV, cwd=ROOT,
-                                      stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, text=True)
-               for name, command in commands.items()}
-  results = {name: (p.wait(timeout=600), p.communicate()[1])
-             for name, p in processes.items()}
+  results = stage_runs.run_all(
+      {name: command[1:] for name, command in commands.items()},
+      str(tmp / "logs"))
   # A crash after the checkpoint of step 3: the same command resumes there.
   resumed = {}
-  for name, (data, flags) in STUDENT_MODES.items():
+  for name in STUDENT_MODES:
     once_dir, resumed_dir = tmp / f"{name}_once", tmp / f"{name}_resumed"
     assert results[name + "_once"][0] == 0, results[name + "_once"][1][-3000:]
     shutil.copytree(once_dir, resumed_dir, ignore=shutil.ignore_patterns(
         "model.ckpt-6.*", "checkpoint", "eval_results.txt", "eval"))
-    resumed[name] = subprocess.Popen(
-        [f"--output_dir={resumed_dir}" if a.startswith("--output_dir=")
-         else a for a in commands[name + "_once"]],
-        env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True)
-  for name, p in resumed.items():
-    results[name + "_resumed"] = (p.wait(timeout=600), p.communicate()[1])
+    resumed[name + "_resumed"] = replace_flag(
+        commands[name + "_once"], "output_dir", resumed_dir)[1:]
+  results.update(stage_runs.run_all(resumed, str(tmp / "logs_resumed")))
   return {"tmp": tmp, "results": results, "bad": bad}
 
 
@@ -771,11 +746,8 @@ def test_every_mode_trains_resumes_and_reports_teacher_kl(stage_v, name):
     "teacher_kl without the full distribution", "files of two modes",
     "soft loss on plain records"])
 def test_stage_v_bad_label_input_is_one_line_error(stage_v, case):
-  code, stderr = stage_v["results"][case]
-  assert code != 0 and "Traceback" not in stderr
-  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-  assert len(errors) == 1, stderr[-3000:]
-  assert stage_v["bad"][case][1] in errors[0]
+  stage_runs.assert_one_line_error(*stage_v["results"][case],
+                                   stage_v["bad"][case][1])
   assert not list(stage_v["tmp"].glob("bad*/model.ckpt-*"))
 
 
@@ -842,9 +814,7 @@ def test_pipeline_labels_the_held_out_file_in_full_and_reports_teacher_kl(
     ref.write_records(work / "records" / f"pretraining_data_{i}.tfrecord",
                       ref.random_pretraining_examples(12, L4, P4, 99,
                                                       seed=50 + i))
-  env = dict(ENV, PATH=os.path.dirname(sys.executable) + os.pathsep +
-             os.environ["PATH"])
-  result = subprocess.run(
+  result = stage_runs.run(
       ["bash", os.path.join(ROOT, "run_pipeline.sh"), f"--work_dir={work}",
        f"--python={sys.executable}", "--stages=IV,V",
        f"--teacher_config={teacher_config}",
@@ -856,7 +826,8 @@ def test_pipeline_labels_the_held_out_file_in_full_and_reports_teacher_kl(
        "--num_warmup_steps=1", "--iterations_per_loop=2",
        "--save_checkpoints_steps=4", "--teacher_batch_size=4",
        "--distill_flags=--use_xla=false"],
-      capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+      env={"PATH": os.path.dirname(sys.executable) + os.pathsep +
+                   os.environ["PATH"]}, timeout=600)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   train = sorted(os.listdir(work / "teacher_labels"))
   assert train == ["pretraining_data_0.tfrecord",
