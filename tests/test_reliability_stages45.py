@@ -15,8 +15,6 @@ import json
 import os
 import shutil
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -25,6 +23,8 @@ import tensorflow as tf
 import bert_reference as ref
 from conftest import ROOT
 import records
+import stage_runs
+from stage_runs import assert_same_checkpoints, checkpoint_values
 from test_distill import K, P, SEQ, random_example, write_config
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -33,42 +33,18 @@ TEACHER = os.path.join(ROOT, "extract_teacher_labels_truncated.py")
 FAULT = os.path.join(TESTS, "fault_injection.py")
 
 
-def run_all(jobs, log_dir):
-  """Runs {name: argv} (argv[0] a script) at once; returns {name: (exit
-  status, stderr)}. A process killed by a signal has status -signal."""
-  os.makedirs(log_dir, exist_ok=True)
-  names = sorted(jobs)
-  specs = [{"argv": jobs[n], "stdout": os.path.join(log_dir, n + ".out"),
-            "stderr": os.path.join(log_dir, n + ".err")} for n in names]
-  runner = subprocess.run(
-      [sys.executable, os.path.join(TESTS, "preloaded_runner.py")],
-      input=json.dumps(specs), capture_output=True, text=True, timeout=900,
-      check=True, cwd=ROOT)
-  codes = json.loads(runner.stdout)
-  return {n: (code, open(spec["stderr"]).read())
-          for n, code, spec in zip(names, codes, specs)}
-
-
-def error_lines(stderr):
-  return [line for line in stderr.splitlines() if line.startswith("error:")]
-
-
 def assert_one_error(result, *texts):
-  """Exit status 1, no traceback, one `error:` line holding every text."""
+  """Exit status 1 (an error, not a crash) and one `error:` line holding
+  every text."""
   code, stderr = result
   assert code == 1, stderr[-3000:]
-  assert "Traceback" not in stderr, stderr[-3000:]
-  errors = error_lines(stderr)
-  assert len(errors) == 1, stderr[-3000:]
-  for text in texts:
-    assert text in errors[0], errors[0]
-  return errors[0]
+  return stage_runs.assert_one_line_error(code, stderr, *texts)
 
 
 def assert_ran(result):
   code, stderr = result
   assert code == 0, stderr[-3000:]
-  assert not error_lines(stderr)
+  assert not stage_runs.error_lines(stderr)
 
 
 def record_offsets(path):
@@ -102,20 +78,6 @@ def cut_in_record(src, dst, record):
 def no_temporaries(directory):
   return [name for name in os.listdir(directory)
           if ".tmp-" in name or "tempstate" in name]
-
-
-def checkpoint_values(prefix):
-  reader = tf.train.load_checkpoint(str(prefix))
-  return {name: reader.get_tensor(name)
-          for name in reader.get_variable_to_shape_map()}
-
-
-def assert_same_checkpoints(got_prefix, want_prefix):
-  got, want = checkpoint_values(got_prefix), checkpoint_values(want_prefix)
-  assert set(got) == set(want)
-  for name, value in want.items():
-    np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-7,
-                               err_msg=name)
 
 
 def eval_results(directory):
@@ -200,7 +162,7 @@ def distill_runs(tmp_path_factory):
           config, clean, out / "killed"),
       "unwritable": distill_args(config, clean, a_file / "out"),
   }
-  results = run_all(first, str(root / "logs1"))
+  results = stage_runs.run_all(first, str(root / "logs1"), timeout=900)
 
   # A checkpoint written with NaN (as before the guard) and one whose data
   # file was cut short, each the newest of a copy of the clean run.
@@ -228,7 +190,7 @@ def distill_runs(tmp_path_factory):
       "truncated_checkpoint": distill_args(config, clean,
                                            out / "truncated_checkpoint"),
   }
-  reruns = run_all(second, str(root / "logs2"))
+  reruns = stage_runs.run_all(second, str(root / "logs2"), timeout=900)
   return {"root": root, "out": out, "bad": bad, "first": results,
           "reruns": reruns, "a_file": a_file, **after_first}
 
@@ -432,11 +394,11 @@ def teacher_runs(tmp_path_factory):
       "killed": [FAULT, f"--kill_at_rename={out}/killed"] + teacher_args(
           teacher, source, f"--output_file={out}/killed"),
   }
-  results = run_all(first, str(root / "logs1"))
+  results = stage_runs.run_all(first, str(root / "logs1"), timeout=900)
   after_first = sorted(os.listdir(out))
   second = {name: teacher_args(teacher, source, f"--output_file={out}/{name}")
             for name in ("disk_full", "killed")}
-  reruns = run_all(second, str(root / "logs2"))
+  reruns = stage_runs.run_all(second, str(root / "logs2"), timeout=900)
   return {"root": root, "out": out, "first": results, "reruns": reruns,
           "after_first": after_first}
 
