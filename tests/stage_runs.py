@@ -1,11 +1,11 @@
-"""How the tests run the stages as a user does, and check what a run left.
+"""How the tests run the stages as a user does, and check a one-line error.
 
 One home for what several test files need: the environment of a stage run,
 a run in the background with its log, many runs sharing one TensorFlow import
 (preloaded_runner.py), a run killed with -9 after a chosen checkpoint, two
-workers launched through launch_multiworker.sh, and the checks of a one-line
-error and of two checkpoints holding the same values. No flags, no fixtures:
-plain functions the test files call.
+workers launched through launch_multiworker.sh, and the check of a one-line
+error. No flags, no fixtures, no TensorFlow import: plain functions the test
+files call. (Checkpoints are compared with bert_reference.)
 """
 import json
 import os
@@ -15,9 +15,7 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-import tensorflow as tf
 
 import checkpoints
 from conftest import ROOT
@@ -148,20 +146,3 @@ def wait_for_workers(log_dir, count=2, timeout=300):
           os.kill(p, signal.SIGKILL)
         pytest.fail("the workers did not finish")
       time.sleep(0.1)
-
-
-def checkpoint_values(prefix):
-  """{variable name: value} of the checkpoint at `prefix`."""
-  reader = tf.train.load_checkpoint(str(prefix))
-  return {name: reader.get_tensor(name)
-          for name in reader.get_variable_to_shape_map()}
-
-
-def assert_same_checkpoints(got_prefix, want_prefix, rtol=1e-5, atol=1e-7):
-  """The two checkpoints hold the same names, and values equal within
-  rtol and atol."""
-  got, want = checkpoint_values(got_prefix), checkpoint_values(want_prefix)
-  assert set(got) == set(want)
-  for name, value in want.items():
-    np.testing.assert_allclose(got[name], value, rtol=rtol, atol=atol,
-                               err_msg=name)

@@ -19,9 +19,9 @@ import modeling
 import optimization
 import records
 import stage_runs
+from bert_reference import assert_same_checkpoints, checkpoint_values
 from conftest import ROOT
-from stage_runs import (assert_same_checkpoints, checkpoint_values,
-                        replace_flag, run, start)
+from stage_runs import replace_flag, run, start
 
 VOCAB, SEQ, P, K = 60, 16, 4, 3
 CONFIG = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2,

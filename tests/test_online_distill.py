@@ -21,8 +21,9 @@ import optimization
 import records
 import stage_runs
 import teacher_labels
+from bert_reference import assert_same_checkpoints, checkpoint_values
 from conftest import ROOT
-from stage_runs import assert_same_checkpoints, checkpoint_values, run, start
+from stage_runs import run, start
 
 VOCAB, SEQ, P = 60, 16, 4
 BASE = {"vocab_size": VOCAB, "num_hidden_layers": 2, "intermediate_size": 64,

@@ -24,7 +24,7 @@ import bert_reference as ref
 from conftest import ROOT
 import records
 import stage_runs
-from stage_runs import assert_same_checkpoints, checkpoint_values
+from bert_reference import assert_same_checkpoints, checkpoint_values
 from test_distill import K, P, SEQ, random_example, write_config
 
 TESTS = os.path.dirname(os.path.abspath(__file__))

@@ -20,9 +20,9 @@ import modeling
 import records
 import stage_runs
 import tokenization
+from bert_reference import assert_same_checkpoints, checkpoint_values
 from conftest import ROOT
-from stage_runs import (assert_same_checkpoints, checkpoint_values,
-                        replace_flag, run, start)
+from stage_runs import replace_flag, run, start
 
 SCRIPT = os.path.join(ROOT, "run_classifier.py")
 
