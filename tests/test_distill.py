@@ -186,19 +186,27 @@ def test_default_loss_is_the_originals_by_hand():
   np.testing.assert_allclose(got["loss"], soft + np.log(2.0), rtol=1e-6)
 
 
-def test_replica_losses_with_global_denominators_add_up_to_the_batch_loss():
-  mlm_logits, nsp_logits, features = random_batch(np.random.default_rng(2),
-                                                  batch=4)
-  options = dict(temperature=2.0, soft_loss_weight=1.0,
-                 hard_mlm_loss_weight=0.5)
+def assert_replica_losses_add_up(mlm_logits, nsp_logits, features, **options):
+  """What multi-worker training relies on: the batch split in two halves (two
+  replicas), each half's loss with the global weight and example totals; the
+  two add up to the whole batch's loss."""
+  batch = len(nsp_logits)
   whole = losses.compute_losses(mlm_logits, nsp_logits, features, **options)
   weight_total = features[records.MASKED_LM_WEIGHTS].sum() + 1e-5
   halves = [losses.compute_losses(
       mlm_logits[s], nsp_logits[s], {n: v[s] for n, v in features.items()},
-      weight_total=weight_total, example_total=4.0, **options)
-            for s in (slice(0, 2), slice(2, 4))]
+      weight_total=weight_total, example_total=float(batch), **options)
+            for s in (slice(0, batch // 2), slice(batch // 2, batch))]
   np.testing.assert_allclose(halves[0]["loss"] + halves[1]["loss"],
                              whole["loss"], rtol=1e-5)
+
+
+def test_replica_losses_with_global_denominators_add_up_to_the_batch_loss():
+  mlm_logits, nsp_logits, features = random_batch(np.random.default_rng(2),
+                                                  batch=4)
+  assert_replica_losses_add_up(mlm_logits, nsp_logits, features,
+                               temperature=2.0, soft_loss_weight=1.0,
+                               hard_mlm_loss_weight=0.5)
 
 
 def test_evaluation_metrics_match_numpy():

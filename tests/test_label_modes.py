@@ -20,6 +20,7 @@ import records
 import stage_runs
 from conftest import ROOT
 from stage_runs import replace_flag
+from test_distill import assert_replica_losses_add_up
 
 VOCAB, SEQ, P = 60, 16, 4
 
@@ -242,16 +243,9 @@ def test_replicas_with_global_denominators_add_up_in_every_mode(mode):
         np.ones(VOCAB), (4, P)).astype(np.float32)
   else:
     features.update(top_k_labels(rng, 4, 4))
-  options = dict(temperature=2.0, hard_mlm_loss_weight=0.5,
-                 tail_mass_loss=mode == "top_k+tail")
-  whole = losses.compute_losses(logits, nsp, features, **options)
-  total = features[records.MASKED_LM_WEIGHTS].sum() + 1e-5
-  halves = [losses.compute_losses(
-      logits[s], nsp[s], {n: v[s] for n, v in features.items()},
-      weight_total=total, example_total=4.0, **options)
-            for s in (slice(0, 2), slice(2, 4))]
-  np.testing.assert_allclose(halves[0]["loss"] + halves[1]["loss"],
-                             whole["loss"], rtol=1e-5)
+  assert_replica_losses_add_up(logits, nsp, features, temperature=2.0,
+                               hard_mlm_loss_weight=0.5,
+                               tail_mass_loss=mode == "top_k+tail")
 
 
 def numpy_ece(probs, true_ids, weights, bins=15):
@@ -364,6 +358,7 @@ def stage_iv(tmp_path_factory):
   sampled = ["--label_mode=sampled", "--num_samples=12",
              "--truncation_factor=6", "--seed=5"]
   all_parts = f"--input_file={parts}/part_*.tfrecord"
+  on_few = common + [f"--input_file={base}/few.tfrecord"]
   invocations = {
       "sampled_b4": common + sampled + [all_parts, "--batch_size=4",
                                         f"--output_file={base}/b4.tfrecord"],
@@ -377,36 +372,27 @@ def stage_iv(tmp_path_factory):
       "sampled_shard1": common + sampled + [
           all_parts, "--batch_size=5", "--num_shards=2", "--shard_index=1",
           f"--output_dir={base}/shards"],
-      "draws_t1": common + [f"--input_file={base}/few.tfrecord",
-                            "--label_mode=sampled", "--num_samples=20000",
+      "draws_t1": on_few + ["--label_mode=sampled", "--num_samples=20000",
                             "--truncation_factor=99",
                             f"--output_file={base}/t1.tfrecord"],
-      "draws_t2": common + [f"--input_file={base}/few.tfrecord",
-                            "--label_mode=sampled", "--num_samples=20000",
+      "draws_t2": on_few + ["--label_mode=sampled", "--num_samples=20000",
                             "--truncation_factor=99",
                             "--sample_temperature=2",
                             f"--output_file={base}/t2.tfrecord"],
-      "draws_head": common + [f"--input_file={base}/few.tfrecord",
-                              "--label_mode=sampled", "--num_samples=20000",
+      "draws_head": on_few + ["--label_mode=sampled", "--num_samples=20000",
                               "--truncation_factor=96", "--exact_top_k=3",
                               f"--output_file={base}/head.tfrecord"],
-      "overflow": common + [f"--input_file={base}/few.tfrecord",
-                            "--label_mode=sampled", "--num_samples=50",
+      "overflow": on_few + ["--label_mode=sampled", "--num_samples=50",
                             "--truncation_factor=2",
                             f"--output_file={base}/overflow.tfrecord"],
-      "full_mode": common + [f"--input_file={base}/few.tfrecord",
-                             "--label_mode=full",
+      "full_mode": on_few + ["--label_mode=full",
                              f"--output_file={base}/full_mode.tfrecord"],
-      "full_first_record": common + [f"--input_file={base}/few.tfrecord",
-                                     "--label_mode=full", "--max_records=1",
+      "full_first_record": on_few + ["--label_mode=full", "--max_records=1",
                                      f"--output_file={base}/first.tfrecord"],
-      "full_k0": common + [f"--input_file={base}/few.tfrecord",
-                           "--truncation_factor=0",
+      "full_k0": on_few + ["--truncation_factor=0",
                            f"--output_file={base}/full_k0.tfrecord"],
-      "top_k_default": common + [f"--input_file={base}/few.tfrecord",
-                                 f"--output_file={base}/default.tfrecord"],
-      "top_k_named": common + [f"--input_file={base}/few.tfrecord",
-                               "--label_mode=top_k",
+      "top_k_default": on_few + [f"--output_file={base}/default.tfrecord"],
+      "top_k_named": on_few + ["--label_mode=top_k",
                                f"--output_file={base}/named.tfrecord"],
   }
   bad = {
@@ -422,9 +408,8 @@ def stage_iv(tmp_path_factory):
                                 "sampled only"),
   }
   for name, (flags, _) in bad.items():
-    invocations[name] = common + [f"--input_file={base}/few.tfrecord",
-                                  f"--output_file={base}/{name}.tfrecord"
-                                  ] + flags
+    output = f"--output_file={base}/{name}.tfrecord"
+    invocations[name] = on_few + [output] + flags
   results = stage_runs.run_all(
       {name: [STAGE_IV] + args for name, args in invocations.items()},
       str(base / "logs"))
