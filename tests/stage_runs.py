@@ -53,8 +53,8 @@ def assert_finished(process, log_path, timeout=300):
 def run_all(jobs, log_dir, timeout=600):
   """Runs {name: [script, args...]} all at once, each its own process forked
   after one shared TensorFlow import (preloaded_runner.py), stdout and stderr
-  into log_dir/name.out and .err. Returns {name: (exit status, stderr)}; a
-  process killed by a signal has status -signal."""
+  into log_dir/name.out and .err. Returns {name: CompletedProcess} with the
+  exit status and stderr; a process killed by a signal has status -signal."""
   os.makedirs(log_dir, exist_ok=True)
   names = sorted(jobs)
   specs = [{"argv": [str(a) for a in jobs[n]],
@@ -65,7 +65,8 @@ def run_all(jobs, log_dir, timeout=600):
                           text=True, env=ENV, cwd=ROOT, timeout=timeout)
   assert runner.returncode == 0, runner.stderr[-3000:]
   codes = json.loads(runner.stdout)
-  return {n: (code, open(spec["stderr"]).read())
+  return {n: subprocess.CompletedProcess(spec["argv"], code, None,
+                                        open(spec["stderr"]).read())
           for n, code, spec in zip(names, codes, specs)}
 
 
@@ -73,13 +74,14 @@ def error_lines(stderr):
   return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
-def assert_one_line_error(returncode, stderr, *texts):
-  """A failed run as bad input must end: a non-zero exit status, no
-  traceback, one `error:` line, holding each of `texts`. Returns the line."""
-  assert returncode != 0, stderr[-3000:]
-  assert "Traceback" not in stderr, stderr[-3000:]
-  errors = error_lines(stderr)
-  assert len(errors) == 1, stderr[-3000:]
+def assert_one_line_error(result, *texts):
+  """A run (a CompletedProcess) ended as bad input must: a non-zero exit
+  status, no traceback, one `error:` line, holding each of `texts`. Returns
+  the line."""
+  assert result.returncode != 0, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  errors = error_lines(result.stderr)
+  assert len(errors) == 1, result.stderr[-3000:]
   for text in texts:
     assert str(text) in errors[0], errors[0]
   return errors[0]

@@ -504,7 +504,7 @@ def bad_runs(runs, tmp_path_factory):
     "a layer map naming a missing teacher layer", "a NaN loss"])
 def test_bad_input_is_one_line_error(bad_runs, case):
   root, cases, results = bad_runs
-  stage_runs.assert_one_line_error(*results[case], cases[case][1])
+  stage_runs.assert_one_line_error(results[case], cases[case][1])
   if case == "a NaN loss":
     assert checkpoints.latest_checkpoint(str(root / "nan")).endswith(
         f"model.ckpt-{STEPS}")

@@ -13,6 +13,7 @@ import bert_reference as ref
 import checkpoints
 import classifier
 import modeling
+import stage_runs
 from conftest import ROOT
 
 SCRIPT = os.path.join(ROOT, "export_model.py")
@@ -181,9 +182,6 @@ def test_bad_exports_are_one_line_errors_that_write_nothing(exported):
       export_command(root, root / "missing.ckpt", root / "missing")])
   for result, message in zip(results, ["already exists",
                                        "no checkpoint there"]):
-    assert result.returncode != 0
-    errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
+    stage_runs.assert_one_line_error(result, message)
   assert not (root / "missing").exists()
   assert not [p for p in os.listdir(root) if ".tmp-" in p]

@@ -2,7 +2,6 @@
 command line, forked after a single shared TensorFlow import by
 preloaded_runner.py, all at once), checked against an independent NumPy
 forward pass of the checkpoint the test writes in Google's names."""
-import json
 import os
 
 import numpy as np
@@ -23,16 +22,9 @@ WIDE_CONFIG = dict(ref.TINY_CONFIG, vocab_size=30522,
 
 
 def _write_teacher(directory, config, seed, drop=None):
-  """Writes bert_config.json and a Google-named checkpoint; returns paths."""
-  os.makedirs(directory, exist_ok=True)
-  config_path = os.path.join(directory, "bert_config.json")
-  with open(config_path, "w") as f:
-    json.dump(config, f)
-  weights = ref.random_google_weights(config, seed=seed)
-  saved = {n: w for n, w in weights.items() if n != drop}
-  prefix = ref.write_google_checkpoint(
-      os.path.join(directory, "bert_model.ckpt"), saved, global_step=1000)
-  return config_path, prefix, weights
+  """A teacher as Google ships one, with a pretraining checkpoint's extras."""
+  return ref.write_model_dir(directory, config, seed, global_step=1000,
+                             drop=drop)
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +129,7 @@ def runs(tmp_path_factory):
 
 
 def _check_ran(result):
-  returncode, stderr = result
-  assert returncode == 0, stderr[-3000:]
+  assert result.returncode == 0, result.stderr[-3000:]
 
 
 def _stack(examples, name):
@@ -257,6 +248,6 @@ def test_output_dir_takes_its_shard_and_skips_complete_outputs(runs):
                                   "ids_outside_vocab", "k_too_large",
                                   "vocab_size"])
 def test_bad_input_one_line_error_and_no_output(runs, case):
-  stage_runs.assert_one_line_error(*runs["results"][case],
+  stage_runs.assert_one_line_error(runs["results"][case],
                                    runs["errors"][case][0])
   assert os.listdir(runs["err_dir"]) == []

@@ -20,9 +20,7 @@ import records
 import stage_runs
 from conftest import ROOT
 from stage_runs import replace_flag
-from test_distill import assert_replica_losses_add_up
-
-VOCAB, SEQ, P = 60, 16, 4
+from test_distill import CONFIG, P, SEQ, VOCAB, assert_replica_losses_add_up
 
 
 def np_log_softmax(x):
@@ -419,9 +417,9 @@ def stage_iv(tmp_path_factory):
 
 
 def ran(stage_iv, name):
-  code, stderr = stage_iv["results"][name]
-  assert code == 0, stderr[-3000:]
-  return stderr
+  result = stage_iv["results"][name]
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stderr
 
 
 def read(path):
@@ -554,19 +552,13 @@ def test_full_mode_is_truncation_factor_0_and_top_k_stays_the_default(
                                   "temperature_0", "bad_mode",
                                   "head_without_sampling"])
 def test_stage_iv_bad_input_is_one_line_error(stage_iv, case):
-  stage_runs.assert_one_line_error(*stage_iv["results"][case],
+  stage_runs.assert_one_line_error(stage_iv["results"][case],
                                    stage_iv["bad"][case][1])
   assert not (stage_iv["base"] / f"{case}.tfrecord").exists()
 
 
 # ---------------------------------------------------------------------------
 # Stage V reads the mode from the records: train, resume, evaluate.
-
-CONFIG = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2,
-          "num_attention_heads": 2, "intermediate_size": 64,
-          "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
-          "max_position_embeddings": 32, "type_vocab_size": 2}
-
 
 def labelled_examples(mode, count, seed, k=5, n=16, temperature=1.0):
   """Pretraining examples plus synthetic teacher labels of `mode`."""
@@ -685,7 +677,8 @@ def stage_v(tmp_path_factory):
   resumed = {}
   for name in STUDENT_MODES:
     once_dir, resumed_dir = tmp / f"{name}_once", tmp / f"{name}_resumed"
-    assert results[name + "_once"][0] == 0, results[name + "_once"][1][-3000:]
+    once = results[name + "_once"]
+    assert once.returncode == 0, once.stderr[-3000:]
     shutil.copytree(once_dir, resumed_dir, ignore=shutil.ignore_patterns(
         "model.ckpt-6.*", "checkpoint", "eval_results.txt", "eval"))
     resumed[name + "_resumed"] = replace_flag(
@@ -704,9 +697,9 @@ def eval_results(path):
 def test_every_mode_trains_resumes_and_reports_teacher_kl(stage_v, name):
   tmp, results = stage_v["tmp"], stage_v["results"]
   for run in ("once", "resumed"):
-    code, stderr = results[f"{name}_{run}"]
-    assert code == 0, stderr[-3000:]
-  assert "at step 3" in results[f"{name}_resumed"][1]
+    result = results[f"{name}_{run}"]
+    assert result.returncode == 0, result.stderr[-3000:]
+  assert "at step 3" in results[f"{name}_resumed"].stderr
   once = eval_results(tmp / f"{name}_once")
   resumed = eval_results(tmp / f"{name}_resumed")
   assert once["global_step"] == resumed["global_step"] == 6
@@ -723,7 +716,7 @@ def test_every_mode_trains_resumes_and_reports_teacher_kl(stage_v, name):
           "sampled": "sampled (N = 16 draws at temperature 2, k = 5 slots)",
           "sampled_bf16": "sampled (N = 16",
           "sampled_head": "sampled (the top 2 exact, then N = 16"}[name]
-  assert f"Training records hold {mode}" in results[f"{name}_once"][1]
+  assert f"Training records hold {mode}" in results[f"{name}_once"].stderr
 
 
 @pytest.mark.parametrize("case", [
@@ -731,7 +724,7 @@ def test_every_mode_trains_resumes_and_reports_teacher_kl(stage_v, name):
     "teacher_kl without the full distribution", "files of two modes",
     "soft loss on plain records"])
 def test_stage_v_bad_label_input_is_one_line_error(stage_v, case):
-  stage_runs.assert_one_line_error(*stage_v["results"][case],
+  stage_runs.assert_one_line_error(stage_v["results"][case],
                                    stage_v["bad"][case][1])
   assert not list(stage_v["tmp"].glob("bad*/model.ckpt-*"))
 

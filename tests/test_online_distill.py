@@ -201,18 +201,6 @@ def test_replica_terms_with_global_totals_add_up_to_the_batch(models):
 # ---------------------------------------------------------------------------
 # A copy of the teacher, gradients, and the train step.
 
-def write_teacher(directory, config, seed):
-  """bert_config.json and a Google-named checkpoint; returns both paths."""
-  os.makedirs(directory, exist_ok=True)
-  config_path = os.path.join(directory, "bert_config.json")
-  with open(config_path, "w") as f:
-    json.dump(config, f)
-  prefix = ref.write_google_checkpoint(
-      os.path.join(directory, "bert_model.ckpt"),
-      ref.random_google_weights(config, seed=seed))
-  return config_path, prefix
-
-
 def online_teacher(strategy, student_config, teacher_dir, teacher_config,
                    **changes):
   config = modeling.BertConfig(**teacher_config)
@@ -238,7 +226,7 @@ def all_terms(student, teacher, inputs, projections, **changes):
 
 def test_every_loss_is_zero_for_a_copy_of_the_teacher(tmp_path):
   config = {**STUDENT}
-  _, prefix = write_teacher(str(tmp_path / "teacher"), config, seed=5)
+  _, prefix, _ = ref.write_model_dir(str(tmp_path / "teacher"), config, seed=5)
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
   student, optimizer, _ = distill_training.build_student(
       strategy, modeling.BertConfig(**config), "float32", 7, lambda s: 1e-3)
@@ -268,7 +256,7 @@ def test_every_loss_is_zero_for_a_copy_of_the_teacher(tmp_path):
 
 def test_gradients_reach_the_student_and_projections_never_the_teacher(
     tmp_path):
-  write_teacher(str(tmp_path / "t"), TEACHER, seed=9)
+  ref.write_model_dir(str(tmp_path / "t"), TEACHER, seed=9)
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
   teacher = online_teacher(strategy, STUDENT, str(tmp_path / "t"), TEACHER,
                            **ALL_LOSSES, attention_loss="mse")
@@ -325,7 +313,8 @@ def test_gradients_reach_the_student_and_projections_never_the_teacher(
 def test_online_soft_loss_trains_as_offline_full_labels(tmp_path):
   """The same records, labelled by stage IV with --truncation_factor 0, and
   trained offline, against the teacher in the loop: the same weights."""
-  _, prefix = write_teacher(str(tmp_path / "t"), TEACHER_3_HEADS, seed=11)
+  _, prefix, _ = ref.write_model_dir(str(tmp_path / "t"), TEACHER_3_HEADS,
+                                     seed=11)
   plain = ref.write_records(tmp_path / "plain.tfrecord",
                             ref.random_pretraining_examples(12, SEQ, P, VOCAB,
                                                             seed=12))
@@ -405,7 +394,7 @@ def online_runs(tmp_path_factory):
   """Together: an uninterrupted online run with evaluation, the same run
   killed with -9 after step 4 and two workers through launch_multiworker.sh."""
   root = tmp_path_factory.mktemp("online")
-  write_teacher(str(root / "t"), TEACHER_3_HEADS, seed=13)
+  ref.write_model_dir(str(root / "t"), TEACHER_3_HEADS, seed=13)
   (root / "student.json").write_text(json.dumps(STUDENT))
   for i in range(2):  # plain pretraining records: no stage IV
     ref.write_records(root / f"train-{i}.tfrecord",
@@ -536,7 +525,8 @@ def test_checks_name_the_mismatch(tmp_path):
   assert "BERT config file not found" in message(
       distill_training.read_teacher_config, str(tmp_path / "none.json"), SEQ,
       student)
-  _, prefix = write_teacher(str(tmp_path / "t"), TEACHER_3_HEADS, seed=1)
+  _, prefix, _ = ref.write_model_dir(str(tmp_path / "t"), TEACHER_3_HEADS,
+                                     seed=1)
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
   text = message(distill_training.build_teacher, strategy, modeling.BertConfig(
       **{**TEACHER_3_HEADS, "num_hidden_layers": 5}), prefix, "float32")
@@ -549,7 +539,7 @@ def test_checks_name_the_mismatch(tmp_path):
 @pytest.fixture(scope="module")
 def bad_runs(tmp_path_factory):
   root = tmp_path_factory.mktemp("bad")
-  write_teacher(str(root / "t"), TEACHER, seed=1)
+  ref.write_model_dir(str(root / "t"), TEACHER, seed=1)
   (root / "student.json").write_text(json.dumps(STUDENT))
   (root / "t" / "vocab61.json").write_text(json.dumps({**TEACHER,
                                                        "vocab_size": 61}))
@@ -609,7 +599,7 @@ def bad_runs(tmp_path_factory):
     "attention mse with other head counts"])
 def test_bad_online_input_is_one_line_error(bad_runs, case):
   root, cases, results = bad_runs
-  stage_runs.assert_one_line_error(*results[case], cases[case][1])
+  stage_runs.assert_one_line_error(results[case], cases[case][1])
   assert not list(root.glob("out/model.ckpt-*"))
 
 

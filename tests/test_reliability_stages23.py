@@ -47,8 +47,7 @@ def assert_one_error(result, *needles):
   """Exit status 1 (an error, not a crash) and one `error:` line holding
   every needle; no traceback."""
   assert result.returncode == 1, (result.returncode, result.stderr[-3000:])
-  return stage_runs.assert_one_line_error(result.returncode, result.stderr,
-                                          *needles)
+  return stage_runs.assert_one_line_error(result, *needles)
 
 
 def temporaries(folder):

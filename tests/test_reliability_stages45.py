@@ -36,15 +36,13 @@ FAULT = os.path.join(TESTS, "fault_injection.py")
 def assert_one_error(result, *texts):
   """Exit status 1 (an error, not a crash) and one `error:` line holding
   every text."""
-  code, stderr = result
-  assert code == 1, stderr[-3000:]
-  return stage_runs.assert_one_line_error(code, stderr, *texts)
+  assert result.returncode == 1, result.stderr[-3000:]
+  return stage_runs.assert_one_line_error(result, *texts)
 
 
 def assert_ran(result):
-  code, stderr = result
-  assert code == 0, stderr[-3000:]
-  assert not stage_runs.error_lines(stderr)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert not stage_runs.error_lines(result.stderr)
 
 
 def record_offsets(path):
@@ -218,8 +216,9 @@ def test_resume_passes_over_a_checkpoint_holding_nan(distill_runs):
   result = distill_runs["reruns"]["poisoned"]
   assert_ran(result)
   assert f"Passing over {distill_runs['out'] / 'poisoned'}/model.ckpt-12: " \
-         "1 variables hold NaN" in result[1]
-  assert "Resuming from" in result[1] and "model.ckpt-8 at step 8" in result[1]
+         "1 variables hold NaN" in result.stderr
+  assert "Resuming from" in result.stderr
+  assert "model.ckpt-8 at step 8" in result.stderr
   assert_same_checkpoints(distill_runs["out"] / "poisoned" / "model.ckpt-12",
                           distill_runs["out"] / "clean" / "model.ckpt-12")
 
@@ -243,7 +242,7 @@ def test_skip_corrupt_records_trains_as_on_the_good_records_alone(
   result = distill_runs["first"]["skipping"]
   assert_ran(result)
   bad = distill_runs["bad"]
-  log = result[1]
+  log = result.stderr
   assert f"Skipping the end of {bad / 'a.tfrecord'} from record 12" in log
   assert f"Skipping the end of {bad / 'b.tfrecord'} from record 23" in log
   assert f"Skipping {bad / 'c.tfrecord'} record 7: input_ids holds 5000" in log
@@ -265,7 +264,7 @@ def test_a_corrupt_eval_file_after_training_then_the_rerun_evaluates(
   assert "eval_results.txt" not in distill_runs["eval_corrupt_files"]
   rerun = distill_runs["reruns"]["eval_corrupt"]
   assert_ran(rerun)
-  assert "nothing to train" in rerun[1]
+  assert "nothing to train" in rerun.stderr
   got, want = eval_results(out / "eval_corrupt"), eval_results(out / "clean")
   assert set(got) == set(want)
   for key in want:
@@ -277,8 +276,8 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one(distill_runs):
   result = distill_runs["reruns"]["truncated_checkpoint"]
   assert_ran(result)
   assert (f"Passing over {out / 'truncated_checkpoint'}/model.ckpt-12: "
-          "truncated") in result[1]
-  assert "model.ckpt-8 at step 8" in result[1]
+          "truncated") in result.stderr
+  assert "model.ckpt-8 at step 8" in result.stderr
   assert_same_checkpoints(out / "truncated_checkpoint" / "model.ckpt-12",
                           out / "clean" / "model.ckpt-12")
 
@@ -286,8 +285,8 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one(distill_runs):
 def test_kill_between_data_and_index_then_the_rerun_cleans_up_and_resumes(
     distill_runs):
   out = distill_runs["out"]
-  code, stderr = distill_runs["first"]["killed"]
-  assert code == -9, stderr[-3000:]
+  killed = distill_runs["first"]["killed"]
+  assert killed.returncode == -9, killed.stderr[-3000:]
   left = distill_runs["killed_files"]
   # Killed between the renames: step 8's data under its final name, its
   # index still temporary, so step 8 is not a checkpoint.
@@ -296,8 +295,8 @@ def test_kill_between_data_and_index_then_the_rerun_cleans_up_and_resumes(
   assert [name for name in left if name.startswith("model.ckpt-8.tmp-")]
   rerun = distill_runs["reruns"]["killed"]
   assert_ran(rerun)
-  assert "left by an interrupted save" in rerun[1]
-  assert "model.ckpt-4 at step 4" in rerun[1]
+  assert "left by an interrupted save" in rerun.stderr
+  assert "model.ckpt-4 at step 4" in rerun.stderr
   assert not no_temporaries(out / "killed")
   assert_same_checkpoints(out / "killed" / "model.ckpt-12",
                           out / "clean" / "model.ckpt-12")
@@ -446,12 +445,12 @@ def test_teacher_disk_full_is_one_error_then_the_rerun_writes_it_all(
 def test_teacher_kill_before_the_rename_then_the_rerun_writes_it_all(
     teacher_runs):
   out = teacher_runs["out"]
-  code, stderr = teacher_runs["first"]["killed"]
-  assert code == -9, stderr[-3000:]
+  killed = teacher_runs["first"]["killed"]
+  assert killed.returncode == -9, killed.stderr[-3000:]
   left = [n for n in teacher_runs["after_first"] if n.startswith("killed")]
   assert len(left) == 1 and ".tmp-" in left[0]  # only the temporary file
   rerun = teacher_runs["reruns"]["killed"]
   assert_ran(rerun)
-  assert "left by an interrupted run" in rerun[1]
+  assert "left by an interrupted run" in rerun.stderr
   assert (out / "killed").read_bytes() == (out / "clean").read_bytes()
   assert not no_temporaries(out)

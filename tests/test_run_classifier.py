@@ -550,13 +550,14 @@ def bad_runs(runs, tmp_path_factory):
     "max_seq_length above max_position_embeddings"])
 def test_bad_input_is_one_line_error_and_writes_nothing(bad_runs, case):
   root, cases, results, _ = bad_runs
-  stage_runs.assert_one_line_error(*results[case], cases[case][1])
+  stage_runs.assert_one_line_error(results[case], cases[case][1])
   assert not (root / "out").exists() or not os.listdir(root / "out")
 
 
 def test_a_google_checkpoint_run_warns_about_the_head_only(bad_runs):
-  root, _, _, (returncode, stderr) = bad_runs
-  assert returncode == 0, stderr[-3000:]
+  root, _, _, google_run = bad_runs
+  stderr = google_run.stderr
+  assert google_run.returncode == 0, stderr[-3000:]
   warnings = [line for line in stderr.splitlines()
               if line.startswith("W") and "initialized" in line]
   assert len(warnings) == 2, stderr[-3000:]
