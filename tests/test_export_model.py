@@ -17,8 +17,8 @@ import stage_runs
 from conftest import ROOT
 
 SCRIPT = os.path.join(ROOT, "export_model.py")
-ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
-ENV.pop("PYTHONPATH", None)
+# The stages' environment without PYTHONPATH: the export must serve alone.
+ENV = {k: v for k, v in stage_runs.ENV.items() if k != "PYTHONPATH"}
 
 # Run from an empty folder with only TensorFlow: no module of this project
 # can be imported there.
