@@ -41,15 +41,14 @@ MAY_BE_INITIALIZED = HEAD_NAMES + ("bert/pooler/dense/kernel",
 
 
 class BertClassifier(tf.Module):
-  """BERT's encoder and pooler (modeling.BertPretrainingModel) plus the
-  classification head."""
+  """BERT's encoder and pooler (modeling.BertModel) plus the classification
+  head."""
 
   def __init__(self, config, num_labels, compute_dtype=tf.float32, seed=None):
     super().__init__(name="bert_classifier")
     self.config = config
     self.num_labels = num_labels
-    self.bert = modeling.BertPretrainingModel(config, compute_dtype,
-                                              seed=seed)
+    self.bert = modeling.BertModel(config, compute_dtype, seed=seed)
     rng = np.random.default_rng(None if seed is None else seed + 1)
     self.output_weights = tf.Variable(
         tf.random.stateless_truncated_normal(
@@ -60,8 +59,7 @@ class BertClassifier(tf.Module):
   def variables_by_name(self):
     """{Google name: variable} of what is trained and saved: `bert/...` and
     the head."""
-    variables = {name: v for name, v in self.bert.variables_by_name().items()
-                 if name.startswith("bert/")}
+    variables = self.bert.variables_by_name()
     variables[OUTPUT_WEIGHTS] = self.output_weights
     variables[OUTPUT_BIAS] = self.output_bias
     return variables
@@ -69,10 +67,7 @@ class BertClassifier(tf.Module):
   def __call__(self, input_ids, input_mask, segment_ids, training=False):
     """Returns {"logits": float32 [B, C], "pooled_output": [B, H],
     "sequence_output": [B, L, H]}."""
-    # No masked-LM positions ([B, 0]): the pretraining heads do no work.
-    no_positions = tf.zeros([tf.shape(input_ids)[0], 0], tf.int32)
-    outputs = self.bert(input_ids, input_mask, segment_ids, no_positions,
-                        training=training)
+    outputs = self.bert(input_ids, input_mask, segment_ids, training=training)
     pooled = tf.cast(outputs["pooled_output"], tf.float32)  # [B, H]
     if training and self.config.hidden_dropout_prob > 0:
       pooled = tf.nn.dropout(pooled, rate=self.config.hidden_dropout_prob)
