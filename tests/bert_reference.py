@@ -3,7 +3,9 @@
 - `google_shapes`: DESIGN.md's checkpoint variable names, expanded for a
   config, with the shapes Google's modeling.py gives them.
 - `random_google_weights` + `write_google_checkpoint`: a tiny BERT checkpoint
-  under Google's names, written with the SaveV2 op (no model code).
+  under Google's names, written with the SaveV2 op (no model code);
+  `write_model_dir` writes one with its bert_config.json;
+  `checkpoint_values` / `assert_same_checkpoints` read one back, compare two.
 - `bert_forward`: BERT's pretraining forward pass re-derived in NumPy
   (float64) from the paper and Google's published equations.
 - `random_pretraining_examples` / `write_records` / `read_records`:
@@ -14,6 +16,8 @@ H = hidden size, N = attention heads, D = H / N, I = intermediate size,
 V = vocab size.
 """
 
+import json
+import os
 import re
 
 import numpy as np
@@ -147,6 +151,39 @@ def write_google_checkpoint(prefix, weights, global_step=None):
                     shape_and_slices=[""] * len(names),
                     tensors=[tf.constant(tensors[n]) for n in names])
   return prefix
+
+
+def write_model_dir(directory, config, seed, global_step=None, drop=None):
+  """Writes a model as Google's release ships one: directory/bert_config.json
+  and a checkpoint of random_google_weights(config, seed) at
+  directory/bert_model.ckpt (without the variable named `drop`, if given).
+  Returns (config path, checkpoint prefix, weights)."""
+  os.makedirs(directory, exist_ok=True)
+  config_path = os.path.join(directory, "bert_config.json")
+  with open(config_path, "w") as f:
+    json.dump(config, f)
+  weights = random_google_weights(config, seed=seed)
+  saved = {n: w for n, w in weights.items() if n != drop}
+  prefix = write_google_checkpoint(os.path.join(directory, "bert_model.ckpt"),
+                                   saved, global_step=global_step)
+  return config_path, prefix, weights
+
+
+def checkpoint_values(prefix):
+  """{variable name: value} of the checkpoint at `prefix`."""
+  reader = tf.train.load_checkpoint(str(prefix))
+  return {name: reader.get_tensor(name)
+          for name in reader.get_variable_to_shape_map()}
+
+
+def assert_same_checkpoints(got_prefix, want_prefix, rtol=1e-5, atol=1e-7):
+  """The two checkpoints hold the same names, and values equal within
+  rtol and atol."""
+  got, want = checkpoint_values(got_prefix), checkpoint_values(want_prefix)
+  assert set(got) == set(want)
+  for name, value in want.items():
+    np.testing.assert_allclose(got[name], value, rtol=rtol, atol=atol,
+                               err_msg=name)
 
 
 # ----- NumPy BERT (float64) ---------------------------------------------------

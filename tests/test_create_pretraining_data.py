@@ -11,17 +11,16 @@ import glob
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
 from conftest import ROOT, VOCAB_FILE
 import pretraining_data
 import records
+from stage_runs import assert_one_line_error
 import tokenization
 
 SCRIPT = os.path.join(ROOT, "multifile_create_pretraining_data.py")
@@ -149,14 +148,6 @@ def test_undecodable_bytes_are_replaced_and_an_empty_file_skipped(tmp_path):
   assert ((out_clean / "ours_0.tfrecord").read_bytes() ==
           (out_dirty / "ours_0.tfrecord").read_bytes())
   assert not (out_dirty / "ours_1.tfrecord").exists()
-
-
-def assert_one_line_error(result, needle):
-  assert result.returncode != 0
-  errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
-  assert len(errors) == 1, result.stderr
-  assert "Traceback" not in result.stderr
-  assert needle in errors[0], errors[0]
 
 
 def test_bad_input_is_a_one_line_error(tmp_path):

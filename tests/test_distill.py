@@ -3,11 +3,7 @@ two workers against one, evaluation output and the one-line input errors."""
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -22,7 +18,10 @@ import losses
 import modeling
 import optimization
 import records
+import stage_runs
+from bert_reference import assert_same_checkpoints, checkpoint_values
 from conftest import ROOT
+from stage_runs import replace_flag, run, start
 
 VOCAB, SEQ, P, K = 60, 16, 4, 3
 CONFIG = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2,
@@ -89,13 +88,6 @@ def distill_command(config, input_file, output_dir, *extra):
           f"--max_predictions_per_seq={P}", f"--truncation_factor={K}",
           "--train_batch_size=4", "--learning_rate=1e-3",
           "--num_warmup_steps=2", *extra]
-
-
-def run(command, env=None, **kwargs):
-  env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2",
-         **(env or {})}
-  return subprocess.run(command, capture_output=True, text=True, env=env,
-                        cwd=ROOT, timeout=120, **kwargs)
 
 
 # ---------------------------------------------------------------------------
@@ -194,19 +186,27 @@ def test_default_loss_is_the_originals_by_hand():
   np.testing.assert_allclose(got["loss"], soft + np.log(2.0), rtol=1e-6)
 
 
-def test_replica_losses_with_global_denominators_add_up_to_the_batch_loss():
-  mlm_logits, nsp_logits, features = random_batch(np.random.default_rng(2),
-                                                  batch=4)
-  options = dict(temperature=2.0, soft_loss_weight=1.0,
-                 hard_mlm_loss_weight=0.5)
+def assert_replica_losses_add_up(mlm_logits, nsp_logits, features, **options):
+  """What multi-worker training relies on: the batch split in two halves (two
+  replicas), each half's loss with the global weight and example totals; the
+  two add up to the whole batch's loss."""
+  batch = len(nsp_logits)
   whole = losses.compute_losses(mlm_logits, nsp_logits, features, **options)
   weight_total = features[records.MASKED_LM_WEIGHTS].sum() + 1e-5
   halves = [losses.compute_losses(
       mlm_logits[s], nsp_logits[s], {n: v[s] for n, v in features.items()},
-      weight_total=weight_total, example_total=4.0, **options)
-            for s in (slice(0, 2), slice(2, 4))]
+      weight_total=weight_total, example_total=float(batch), **options)
+            for s in (slice(0, batch // 2), slice(batch // 2, batch))]
   np.testing.assert_allclose(halves[0]["loss"] + halves[1]["loss"],
                              whole["loss"], rtol=1e-5)
+
+
+def test_replica_losses_with_global_denominators_add_up_to_the_batch_loss():
+  mlm_logits, nsp_logits, features = random_batch(np.random.default_rng(2),
+                                                  batch=4)
+  assert_replica_losses_add_up(mlm_logits, nsp_logits, features,
+                               temperature=2.0, soft_loss_weight=1.0,
+                               hard_mlm_loss_weight=0.5)
 
 
 def test_evaluation_metrics_match_numpy():
@@ -326,46 +326,6 @@ STEPS = 40
 TRAIN = ("--do_train", f"--num_train_steps={STEPS}",
          "--save_checkpoints_steps=4", "--keep_checkpoint_max=3",
          "--iterations_per_loop=1", "--use_xla=false")
-ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
-def free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def start(command, log_path, env=None):
-  """Starts a run in the background, its stderr into log_path."""
-  return subprocess.Popen(command, env={**ENV, **(env or {})}, cwd=ROOT,
-                          stdout=subprocess.DEVNULL,
-                          stderr=open(log_path, "w"))
-
-
-def replace_flag(command, name, value):
-  return [f"--{name}={value}" if a.startswith(f"--{name}=") else a
-          for a in command]
-
-
-def wait_for_pid_files(paths, timeout=300):
-  """Waits for the processes named in pid files (written by the launcher)."""
-  deadline = time.monotonic() + timeout
-  pids = []
-  for path in paths:
-    while not os.path.exists(path) or not open(path).read().strip():
-      assert time.monotonic() < deadline, f"no {path}"
-      time.sleep(0.05)
-    pids.append(int(open(path).read()))
-  for pid in pids:
-    while os.path.exists(f"/proc/{pid}") and (
-        open(f"/proc/{pid}/stat").read().split()[2] != "Z"):
-      if time.monotonic() > deadline:
-        for p in pids:
-          os.kill(p, signal.SIGKILL)
-        pytest.fail("the workers did not finish")
-      time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   """Data, then together: an uninterrupted run with evaluation (the
@@ -385,48 +345,13 @@ def runs(tmp_path_factory):
   killed_command = replace_flag(command, "output_dir", root / "killed")
   killed = start(killed_command, root / "killed.log")
 
-  hosts = root / "hosts"
-  hosts.write_text(f"127.0.0.1:{free_port()}\n# a comment\n"
-                   f"127.0.0.1:{free_port()}\n")
-  fake_ssh = root / "ssh"  # runs the remote command here
-  fake_ssh.write_text('#!/bin/bash\nshift\nexec bash -c "$1"\n')
-  fake_ssh.chmod(0o755)
-  launched = subprocess.run(
-      [os.path.join(ROOT, "launch_multiworker.sh"), str(hosts),
-       *replace_flag(command, "output_dir", root / "two_workers"),
-       "--distribution_strategy=multi_worker_mirrored"],
-      env={**ENV, "SSH": str(fake_ssh), "LOG_DIR": str(root / "logs")},
-      capture_output=True, text=True, timeout=60)
-  assert launched.returncode == 0, launched.stderr
-
-  killed_at = None
-  while killed.poll() is None:
-    latest = checkpoints.latest_checkpoint(str(root / "killed"))
-    if latest and checkpoints.checkpoint_step(latest) >= 8:
-      killed.send_signal(signal.SIGKILL)
-      killed.wait()
-      killed_at = checkpoints.checkpoint_step(
-          checkpoints.latest_checkpoint(str(root / "killed")))
-    time.sleep(0.01)
-  assert reference.wait(timeout=300) == 0, (
-      root / "uninterrupted.log").read_text()[-3000:]
-  wait_for_pid_files([root / "logs" / f"worker-{i}.pid" for i in range(2)])
+  launched = stage_runs.launch_two_workers(
+      root, replace_flag(command, "output_dir", root / "two_workers"))
+  killed_at = stage_runs.kill_after_checkpoint(killed, root / "killed", 8)
+  stage_runs.assert_finished(reference, root / "uninterrupted.log")
+  stage_runs.wait_for_workers(root / "logs")
   return {**data, "command": command, "killed_command": killed_command,
-          "killed_at": killed_at, "launched": launched.stdout}
-
-
-def checkpoint_values(prefix):
-  reader = tf.train.load_checkpoint(str(prefix))
-  return {name: reader.get_tensor(name)
-          for name in reader.get_variable_to_shape_map()}
-
-
-def assert_same_checkpoints(got_prefix, want_prefix, rtol, atol):
-  got, want = checkpoint_values(got_prefix), checkpoint_values(want_prefix)
-  assert set(got) == set(want)
-  for name, value in want.items():
-    np.testing.assert_allclose(got[name], value, rtol=rtol, atol=atol,
-                               err_msg=name)
+          "killed_at": killed_at, "launched": launched}
 
 
 def test_checkpoints_hold_google_names_slots_and_step(runs):
@@ -567,11 +492,9 @@ def bad_input_cases(runs, root):
 def bad_runs(runs, tmp_path_factory):
   root = tmp_path_factory.mktemp("bad")
   cases = bad_input_cases(runs, root)
-  processes = {case: subprocess.Popen(
-      command, env=ENV, cwd=ROOT, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True) for case, (command, _) in cases.items()}
-  results = {case: (p.wait(timeout=300), p.communicate()[1])
-             for case, p in processes.items()}
+  results = stage_runs.run_all(
+      {case: command[1:] for case, (command, _) in cases.items()},
+      str(root / "logs"))
   return root, cases, results
 
 
@@ -581,12 +504,7 @@ def bad_runs(runs, tmp_path_factory):
     "a layer map naming a missing teacher layer", "a NaN loss"])
 def test_bad_input_is_one_line_error(bad_runs, case):
   root, cases, results = bad_runs
-  returncode, stderr = results[case]
-  assert returncode != 0
-  assert "Traceback" not in stderr
-  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-  assert len(errors) == 1, stderr[-3000:]
-  assert cases[case][1] in errors[0]
+  stage_runs.assert_one_line_error(results[case], cases[case][1])
   if case == "a NaN loss":
     assert checkpoints.latest_checkpoint(str(root / "nan")).endswith(
         f"model.ckpt-{STEPS}")

@@ -2,10 +2,7 @@
 command line, forked after a single shared TensorFlow import by
 preloaded_runner.py, all at once), checked against an independent NumPy
 forward pass of the checkpoint the test writes in Google's names."""
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +10,7 @@ import tensorflow as tf
 
 import records
 import bert_reference as ref
+import stage_runs
 from conftest import ROOT
 from conftest import ORIGINAL_RECORDS
 
@@ -24,32 +22,9 @@ WIDE_CONFIG = dict(ref.TINY_CONFIG, vocab_size=30522,
 
 
 def _write_teacher(directory, config, seed, drop=None):
-  """Writes bert_config.json and a Google-named checkpoint; returns paths."""
-  os.makedirs(directory, exist_ok=True)
-  config_path = os.path.join(directory, "bert_config.json")
-  with open(config_path, "w") as f:
-    json.dump(config, f)
-  weights = ref.random_google_weights(config, seed=seed)
-  saved = {n: w for n, w in weights.items() if n != drop}
-  prefix = ref.write_google_checkpoint(
-      os.path.join(directory, "bert_model.ckpt"), saved, global_step=1000)
-  return config_path, prefix, weights
-
-
-def _run_all(invocations, log_dir):
-  """Runs the script once per {name: args}; returns {name: (code, out, err)}."""
-  names = sorted(invocations)
-  jobs = [{"argv": [SCRIPT] + invocations[n],
-           "stdout": os.path.join(log_dir, n + ".out"),
-           "stderr": os.path.join(log_dir, n + ".err")} for n in names]
-  runner = subprocess.run(
-      [sys.executable, os.path.join(os.path.dirname(__file__),
-                                    "preloaded_runner.py")],
-      input=json.dumps(jobs), capture_output=True, text=True, timeout=600,
-      check=True)
-  codes = json.loads(runner.stdout)
-  return {n: (code, open(job["stdout"]).read(), open(job["stderr"]).read())
-          for n, code, job in zip(names, codes, jobs)}
+  """A teacher as Google ships one, with a pretraining checkpoint's extras."""
+  return ref.write_model_dir(directory, config, seed, global_step=1000,
+                             drop=drop)
 
 
 @pytest.fixture(scope="module")
@@ -145,17 +120,16 @@ def runs(tmp_path_factory):
     invocations[name] = tiny + [f"{k}={x}" for k, x in defaults.items()] + list(
         overrides)
 
-  log_dir = base / "logs"
-  log_dir.mkdir()
-  results = _run_all(invocations, str(log_dir))
+  results = stage_runs.run_all(
+      {name: [SCRIPT] + args for name, args in invocations.items()},
+      str(base / "logs"))
   return {"results": results, "base": base, "err_dir": err_dir,
           "out_dir": out_dir, "a": a, "b": b, "errors": error_cases,
           "tiny_weights": tiny_weights, "wide_weights": wide_weights}
 
 
 def _check_ran(result):
-  returncode, _, stderr = result
-  assert returncode == 0, stderr[-3000:]
+  assert result.returncode == 0, result.stderr[-3000:]
 
 
 def _stack(examples, name):
@@ -274,11 +248,6 @@ def test_output_dir_takes_its_shard_and_skips_complete_outputs(runs):
                                   "ids_outside_vocab", "k_too_large",
                                   "vocab_size"])
 def test_bad_input_one_line_error_and_no_output(runs, case):
-  returncode, _, stderr = runs["results"][case]
-  expected_text = runs["errors"][case][0]
-  assert returncode != 0
-  assert "Traceback" not in stderr
-  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-  assert len(errors) == 1, stderr[-2000:]
-  assert expected_text in errors[0]
+  stage_runs.assert_one_line_error(runs["results"][case],
+                                   runs["errors"][case][0])
   assert os.listdir(runs["err_dir"]) == []

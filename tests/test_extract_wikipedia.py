@@ -10,6 +10,7 @@ import pytest
 
 from conftest import ROOT
 import wikipedia_text
+from stage_runs import assert_one_line_error
 
 EXTRACT_DIR = os.path.join(ROOT, "extract_wikipedia_for_bert")
 
@@ -245,10 +246,7 @@ def test_cli_missing_folder_is_one_line_error(tmp_path):
   result = run([sys.executable, os.path.join(EXTRACT_DIR, "extract_jsons.py"),
                 f"--folder={tmp_path / 'nothing'}",
                 f"--write_file={tmp_path / 'out.txt'}"])
-  assert result.returncode != 0
-  assert "Traceback" not in result.stderr
-  errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
-  assert len(errors) == 1 and "--folder" in errors[0]
+  assert_one_line_error(result, "--folder")
   assert not os.path.exists(tmp_path / "out.txt")
 
 

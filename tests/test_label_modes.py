@@ -7,7 +7,6 @@ import collections
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -18,10 +17,10 @@ import bert_reference as ref
 import distill_input
 import losses
 import records
+import stage_runs
 from conftest import ROOT
-
-VOCAB, SEQ, P = 60, 16, 4
-ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+from stage_runs import replace_flag
+from test_distill import CONFIG, P, SEQ, VOCAB, assert_replica_losses_add_up
 
 
 def np_log_softmax(x):
@@ -242,16 +241,9 @@ def test_replicas_with_global_denominators_add_up_in_every_mode(mode):
         np.ones(VOCAB), (4, P)).astype(np.float32)
   else:
     features.update(top_k_labels(rng, 4, 4))
-  options = dict(temperature=2.0, hard_mlm_loss_weight=0.5,
-                 tail_mass_loss=mode == "top_k+tail")
-  whole = losses.compute_losses(logits, nsp, features, **options)
-  total = features[records.MASKED_LM_WEIGHTS].sum() + 1e-5
-  halves = [losses.compute_losses(
-      logits[s], nsp[s], {n: v[s] for n, v in features.items()},
-      weight_total=total, example_total=4.0, **options)
-            for s in (slice(0, 2), slice(2, 4))]
-  np.testing.assert_allclose(halves[0]["loss"] + halves[1]["loss"],
-                             whole["loss"], rtol=1e-5)
+  assert_replica_losses_add_up(logits, nsp, features, temperature=2.0,
+                               hard_mlm_loss_weight=0.5,
+                               tail_mass_loss=mode == "top_k+tail")
 
 
 def numpy_ece(probs, true_ids, weights, bins=15):
@@ -339,22 +331,6 @@ STAGE_IV = os.path.join(ROOT, "extract_teacher_labels_truncated.py")
 L4, P4 = 32, 5
 
 
-def run_all(invocations, log_dir):
-  """Runs stage IV once per {name: args}, all at once (preloaded_runner.py)."""
-  names = sorted(invocations)
-  jobs = [{"argv": [STAGE_IV] + invocations[n],
-           "stdout": os.path.join(log_dir, n + ".out"),
-           "stderr": os.path.join(log_dir, n + ".err")} for n in names]
-  runner = subprocess.run(
-      [sys.executable, os.path.join(os.path.dirname(__file__),
-                                    "preloaded_runner.py")],
-      input=json.dumps(jobs), capture_output=True, text=True, timeout=600,
-      check=True)
-  codes = json.loads(runner.stdout)
-  return {n: (code, open(job["stderr"]).read())
-          for n, code, job in zip(names, codes, jobs)}
-
-
 @pytest.fixture(scope="module")
 def stage_iv(tmp_path_factory):
   base = tmp_path_factory.mktemp("stage_iv")
@@ -380,6 +356,7 @@ def stage_iv(tmp_path_factory):
   sampled = ["--label_mode=sampled", "--num_samples=12",
              "--truncation_factor=6", "--seed=5"]
   all_parts = f"--input_file={parts}/part_*.tfrecord"
+  on_few = common + [f"--input_file={base}/few.tfrecord"]
   invocations = {
       "sampled_b4": common + sampled + [all_parts, "--batch_size=4",
                                         f"--output_file={base}/b4.tfrecord"],
@@ -393,36 +370,27 @@ def stage_iv(tmp_path_factory):
       "sampled_shard1": common + sampled + [
           all_parts, "--batch_size=5", "--num_shards=2", "--shard_index=1",
           f"--output_dir={base}/shards"],
-      "draws_t1": common + [f"--input_file={base}/few.tfrecord",
-                            "--label_mode=sampled", "--num_samples=20000",
+      "draws_t1": on_few + ["--label_mode=sampled", "--num_samples=20000",
                             "--truncation_factor=99",
                             f"--output_file={base}/t1.tfrecord"],
-      "draws_t2": common + [f"--input_file={base}/few.tfrecord",
-                            "--label_mode=sampled", "--num_samples=20000",
+      "draws_t2": on_few + ["--label_mode=sampled", "--num_samples=20000",
                             "--truncation_factor=99",
                             "--sample_temperature=2",
                             f"--output_file={base}/t2.tfrecord"],
-      "draws_head": common + [f"--input_file={base}/few.tfrecord",
-                              "--label_mode=sampled", "--num_samples=20000",
+      "draws_head": on_few + ["--label_mode=sampled", "--num_samples=20000",
                               "--truncation_factor=96", "--exact_top_k=3",
                               f"--output_file={base}/head.tfrecord"],
-      "overflow": common + [f"--input_file={base}/few.tfrecord",
-                            "--label_mode=sampled", "--num_samples=50",
+      "overflow": on_few + ["--label_mode=sampled", "--num_samples=50",
                             "--truncation_factor=2",
                             f"--output_file={base}/overflow.tfrecord"],
-      "full_mode": common + [f"--input_file={base}/few.tfrecord",
-                             "--label_mode=full",
+      "full_mode": on_few + ["--label_mode=full",
                              f"--output_file={base}/full_mode.tfrecord"],
-      "full_first_record": common + [f"--input_file={base}/few.tfrecord",
-                                     "--label_mode=full", "--max_records=1",
+      "full_first_record": on_few + ["--label_mode=full", "--max_records=1",
                                      f"--output_file={base}/first.tfrecord"],
-      "full_k0": common + [f"--input_file={base}/few.tfrecord",
-                           "--truncation_factor=0",
+      "full_k0": on_few + ["--truncation_factor=0",
                            f"--output_file={base}/full_k0.tfrecord"],
-      "top_k_default": common + [f"--input_file={base}/few.tfrecord",
-                                 f"--output_file={base}/default.tfrecord"],
-      "top_k_named": common + [f"--input_file={base}/few.tfrecord",
-                               "--label_mode=top_k",
+      "top_k_default": on_few + [f"--output_file={base}/default.tfrecord"],
+      "top_k_named": on_few + ["--label_mode=top_k",
                                f"--output_file={base}/named.tfrecord"],
   }
   bad = {
@@ -438,20 +406,20 @@ def stage_iv(tmp_path_factory):
                                 "sampled only"),
   }
   for name, (flags, _) in bad.items():
-    invocations[name] = common + [f"--input_file={base}/few.tfrecord",
-                                  f"--output_file={base}/{name}.tfrecord"
-                                  ] + flags
-  log_dir = base / "logs"
-  log_dir.mkdir()
-  return {"base": base, "results": run_all(invocations, str(log_dir)),
+    output = f"--output_file={base}/{name}.tfrecord"
+    invocations[name] = on_few + [output] + flags
+  results = stage_runs.run_all(
+      {name: [STAGE_IV] + args for name, args in invocations.items()},
+      str(base / "logs"))
+  return {"base": base, "results": results,
           "examples": examples, "few": few, "weights": weights,
           "config": config, "bad": bad}
 
 
 def ran(stage_iv, name):
-  code, stderr = stage_iv["results"][name]
-  assert code == 0, stderr[-3000:]
-  return stderr
+  result = stage_iv["results"][name]
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stderr
 
 
 def read(path):
@@ -584,22 +552,13 @@ def test_full_mode_is_truncation_factor_0_and_top_k_stays_the_default(
                                   "temperature_0", "bad_mode",
                                   "head_without_sampling"])
 def test_stage_iv_bad_input_is_one_line_error(stage_iv, case):
-  code, stderr = stage_iv["results"][case]
-  assert code != 0 and "Traceback" not in stderr
-  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-  assert len(errors) == 1, stderr[-2000:]
-  assert stage_iv["bad"][case][1] in errors[0]
+  stage_runs.assert_one_line_error(stage_iv["results"][case],
+                                   stage_iv["bad"][case][1])
   assert not (stage_iv["base"] / f"{case}.tfrecord").exists()
 
 
 # ---------------------------------------------------------------------------
 # Stage V reads the mode from the records: train, resume, evaluate.
-
-CONFIG = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2,
-          "num_attention_heads": 2, "intermediate_size": 64,
-          "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
-          "max_position_embeddings": 32, "type_vocab_size": 2}
-
 
 def labelled_examples(mode, count, seed, k=5, n=16, temperature=1.0):
   """Pretraining examples plus synthetic teacher labels of `mode`."""
@@ -711,26 +670,20 @@ def stage_v(tmp_path_factory):
   }
   for case, (command, _) in bad.items():
     commands[case] = command
-  processes = {name: subprocess.Popen(command, env=ENV, cwd=ROOT,
-                                      stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, text=True)
-               for name, command in commands.items()}
-  results = {name: (p.wait(timeout=600), p.communicate()[1])
-             for name, p in processes.items()}
+  results = stage_runs.run_all(
+      {name: command[1:] for name, command in commands.items()},
+      str(tmp / "logs"))
   # A crash after the checkpoint of step 3: the same command resumes there.
   resumed = {}
-  for name, (data, flags) in STUDENT_MODES.items():
+  for name in STUDENT_MODES:
     once_dir, resumed_dir = tmp / f"{name}_once", tmp / f"{name}_resumed"
-    assert results[name + "_once"][0] == 0, results[name + "_once"][1][-3000:]
+    once = results[name + "_once"]
+    assert once.returncode == 0, once.stderr[-3000:]
     shutil.copytree(once_dir, resumed_dir, ignore=shutil.ignore_patterns(
         "model.ckpt-6.*", "checkpoint", "eval_results.txt", "eval"))
-    resumed[name] = subprocess.Popen(
-        [f"--output_dir={resumed_dir}" if a.startswith("--output_dir=")
-         else a for a in commands[name + "_once"]],
-        env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True)
-  for name, p in resumed.items():
-    results[name + "_resumed"] = (p.wait(timeout=600), p.communicate()[1])
+    resumed[name + "_resumed"] = replace_flag(
+        commands[name + "_once"], "output_dir", resumed_dir)[1:]
+  results.update(stage_runs.run_all(resumed, str(tmp / "logs_resumed")))
   return {"tmp": tmp, "results": results, "bad": bad}
 
 
@@ -744,9 +697,9 @@ def eval_results(path):
 def test_every_mode_trains_resumes_and_reports_teacher_kl(stage_v, name):
   tmp, results = stage_v["tmp"], stage_v["results"]
   for run in ("once", "resumed"):
-    code, stderr = results[f"{name}_{run}"]
-    assert code == 0, stderr[-3000:]
-  assert "at step 3" in results[f"{name}_resumed"][1]
+    result = results[f"{name}_{run}"]
+    assert result.returncode == 0, result.stderr[-3000:]
+  assert "at step 3" in results[f"{name}_resumed"].stderr
   once = eval_results(tmp / f"{name}_once")
   resumed = eval_results(tmp / f"{name}_resumed")
   assert once["global_step"] == resumed["global_step"] == 6
@@ -763,7 +716,7 @@ def test_every_mode_trains_resumes_and_reports_teacher_kl(stage_v, name):
           "sampled": "sampled (N = 16 draws at temperature 2, k = 5 slots)",
           "sampled_bf16": "sampled (N = 16",
           "sampled_head": "sampled (the top 2 exact, then N = 16"}[name]
-  assert f"Training records hold {mode}" in results[f"{name}_once"][1]
+  assert f"Training records hold {mode}" in results[f"{name}_once"].stderr
 
 
 @pytest.mark.parametrize("case", [
@@ -771,11 +724,8 @@ def test_every_mode_trains_resumes_and_reports_teacher_kl(stage_v, name):
     "teacher_kl without the full distribution", "files of two modes",
     "soft loss on plain records"])
 def test_stage_v_bad_label_input_is_one_line_error(stage_v, case):
-  code, stderr = stage_v["results"][case]
-  assert code != 0 and "Traceback" not in stderr
-  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-  assert len(errors) == 1, stderr[-3000:]
-  assert stage_v["bad"][case][1] in errors[0]
+  stage_runs.assert_one_line_error(stage_v["results"][case],
+                                   stage_v["bad"][case][1])
   assert not list(stage_v["tmp"].glob("bad*/model.ckpt-*"))
 
 
@@ -842,9 +792,7 @@ def test_pipeline_labels_the_held_out_file_in_full_and_reports_teacher_kl(
     ref.write_records(work / "records" / f"pretraining_data_{i}.tfrecord",
                       ref.random_pretraining_examples(12, L4, P4, 99,
                                                       seed=50 + i))
-  env = dict(ENV, PATH=os.path.dirname(sys.executable) + os.pathsep +
-             os.environ["PATH"])
-  result = subprocess.run(
+  result = stage_runs.run(
       ["bash", os.path.join(ROOT, "run_pipeline.sh"), f"--work_dir={work}",
        f"--python={sys.executable}", "--stages=IV,V",
        f"--teacher_config={teacher_config}",
@@ -856,7 +804,8 @@ def test_pipeline_labels_the_held_out_file_in_full_and_reports_teacher_kl(
        "--num_warmup_steps=1", "--iterations_per_loop=2",
        "--save_checkpoints_steps=4", "--teacher_batch_size=4",
        "--distill_flags=--use_xla=false"],
-      capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+      env={"PATH": os.path.dirname(sys.executable) + os.pathsep +
+                   os.environ["PATH"]}, timeout=600)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   train = sorted(os.listdir(work / "teacher_labels"))
   assert train == ["pretraining_data_0.tfrecord",

@@ -4,10 +4,7 @@ against offline `full` labels, resume and two workers with the teacher in the
 loop, and the one-line errors of bad input."""
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -22,8 +19,11 @@ import losses
 import modeling
 import optimization
 import records
+import stage_runs
 import teacher_labels
+from bert_reference import assert_same_checkpoints, checkpoint_values
 from conftest import ROOT
+from stage_runs import run, start
 
 VOCAB, SEQ, P = 60, 16, 4
 BASE = {"vocab_size": VOCAB, "num_hidden_layers": 2, "intermediate_size": 64,
@@ -201,18 +201,6 @@ def test_replica_terms_with_global_totals_add_up_to_the_batch(models):
 # ---------------------------------------------------------------------------
 # A copy of the teacher, gradients, and the train step.
 
-def write_teacher(directory, config, seed):
-  """bert_config.json and a Google-named checkpoint; returns both paths."""
-  os.makedirs(directory, exist_ok=True)
-  config_path = os.path.join(directory, "bert_config.json")
-  with open(config_path, "w") as f:
-    json.dump(config, f)
-  prefix = ref.write_google_checkpoint(
-      os.path.join(directory, "bert_model.ckpt"),
-      ref.random_google_weights(config, seed=seed))
-  return config_path, prefix
-
-
 def online_teacher(strategy, student_config, teacher_dir, teacher_config,
                    **changes):
   config = modeling.BertConfig(**teacher_config)
@@ -238,7 +226,7 @@ def all_terms(student, teacher, inputs, projections, **changes):
 
 def test_every_loss_is_zero_for_a_copy_of_the_teacher(tmp_path):
   config = {**STUDENT}
-  _, prefix = write_teacher(str(tmp_path / "teacher"), config, seed=5)
+  _, prefix, _ = ref.write_model_dir(str(tmp_path / "teacher"), config, seed=5)
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
   student, optimizer, _ = distill_training.build_student(
       strategy, modeling.BertConfig(**config), "float32", 7, lambda s: 1e-3)
@@ -268,7 +256,7 @@ def test_every_loss_is_zero_for_a_copy_of_the_teacher(tmp_path):
 
 def test_gradients_reach_the_student_and_projections_never_the_teacher(
     tmp_path):
-  write_teacher(str(tmp_path / "t"), TEACHER, seed=9)
+  ref.write_model_dir(str(tmp_path / "t"), TEACHER, seed=9)
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
   teacher = online_teacher(strategy, STUDENT, str(tmp_path / "t"), TEACHER,
                            **ALL_LOSSES, attention_loss="mse")
@@ -325,7 +313,8 @@ def test_gradients_reach_the_student_and_projections_never_the_teacher(
 def test_online_soft_loss_trains_as_offline_full_labels(tmp_path):
   """The same records, labelled by stage IV with --truncation_factor 0, and
   trained offline, against the teacher in the loop: the same weights."""
-  _, prefix = write_teacher(str(tmp_path / "t"), TEACHER_3_HEADS, seed=11)
+  _, prefix, _ = ref.write_model_dir(str(tmp_path / "t"), TEACHER_3_HEADS,
+                                     seed=11)
   plain = ref.write_records(tmp_path / "plain.tfrecord",
                             ref.random_pretraining_examples(12, SEQ, P, VOCAB,
                                                             seed=12))
@@ -378,7 +367,6 @@ def test_online_soft_loss_trains_as_offline_full_labels(tmp_path):
 # -9 and resumed, two workers.
 
 STEPS = 40
-ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def command(root, output_dir, *extra):
@@ -406,7 +394,7 @@ def online_runs(tmp_path_factory):
   """Together: an uninterrupted online run with evaluation, the same run
   killed with -9 after step 4 and two workers through launch_multiworker.sh."""
   root = tmp_path_factory.mktemp("online")
-  write_teacher(str(root / "t"), TEACHER_3_HEADS, seed=13)
+  ref.write_model_dir(str(root / "t"), TEACHER_3_HEADS, seed=13)
   (root / "student.json").write_text(json.dumps(STUDENT))
   for i in range(2):  # plain pretraining records: no stage IV
     ref.write_records(root / f"train-{i}.tfrecord",
@@ -418,76 +406,16 @@ def online_runs(tmp_path_factory):
                           f"--eval_input_file={root}/eval.tfrecord",
                           "--eval_batch_size=4")
 
-  def start(cmd, name):
-    return subprocess.Popen(cmd, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=open(root / f"{name}.log", "w"))
-
-  reference = start(uninterrupted, "uninterrupted")
+  reference = start(uninterrupted, root / "uninterrupted.log")
   killed_command = command(root, root / "killed", *ONLINE)
-  killed = start(killed_command, "killed")
-  hosts = root / "hosts"
-  hosts.write_text("".join(f"127.0.0.1:{free_port()}\n" for _ in range(2)))
-  fake_ssh = root / "ssh"  # runs the remote command here
-  fake_ssh.write_text('#!/bin/bash\nshift\nexec bash -c "$1"\n')
-  fake_ssh.chmod(0o755)
-  launched = subprocess.run(
-      [os.path.join(ROOT, "launch_multiworker.sh"), str(hosts),
-       *command(root, root / "two_workers", *ONLINE),
-       "--distribution_strategy=multi_worker_mirrored"],
-      env={**ENV, "SSH": str(fake_ssh), "LOG_DIR": str(root / "logs")},
-      capture_output=True, text=True, timeout=60)
-  assert launched.returncode == 0, launched.stderr
-
-  killed_at = None
-  while killed.poll() is None:
-    latest = checkpoints.latest_checkpoint(str(root / "killed"))
-    if latest and checkpoints.checkpoint_step(latest) >= 4:
-      killed.send_signal(signal.SIGKILL)
-      killed.wait()
-      killed_at = checkpoints.checkpoint_step(
-          checkpoints.latest_checkpoint(str(root / "killed")))
-    time.sleep(0.01)
-  assert reference.wait(timeout=300) == 0, (
-      root / "uninterrupted.log").read_text()[-3000:]
-  wait_for_workers(root / "logs")
-  resumed = subprocess.run(killed_command, env=ENV, cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)
+  killed = start(killed_command, root / "killed.log")
+  stage_runs.launch_two_workers(root,
+                                command(root, root / "two_workers", *ONLINE))
+  killed_at = stage_runs.kill_after_checkpoint(killed, root / "killed", 4)
+  stage_runs.assert_finished(reference, root / "uninterrupted.log")
+  stage_runs.wait_for_workers(root / "logs")
+  resumed = run(killed_command)
   return {"root": root, "killed_at": killed_at, "resumed": resumed}
-
-
-def free_port():
-  import socket  # pylint: disable=g-import-not-at-top
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def wait_for_workers(log_dir, timeout=300):
-  deadline = time.monotonic() + timeout
-  for i in range(2):
-    path = log_dir / f"worker-{i}.pid"
-    while not path.exists() or not path.read_text().strip():
-      assert time.monotonic() < deadline, f"no {path}"
-      time.sleep(0.05)
-    pid = int(path.read_text())
-    while os.path.exists(f"/proc/{pid}") and (
-        open(f"/proc/{pid}/stat").read().split()[2] != "Z"):
-      assert time.monotonic() < deadline, "the workers did not finish"
-      time.sleep(0.1)
-
-
-def checkpoint_values(prefix):
-  reader = tf.train.load_checkpoint(str(prefix))
-  return {name: reader.get_tensor(name)
-          for name in reader.get_variable_to_shape_map()}
-
-
-def assert_same_checkpoints(got_prefix, want_prefix, rtol, atol):
-  got, want = checkpoint_values(got_prefix), checkpoint_values(want_prefix)
-  assert set(got) == set(want)
-  for name, value in want.items():
-    np.testing.assert_allclose(got[name], value, rtol=rtol, atol=atol,
-                               err_msg=name)
 
 
 def test_online_checkpoint_is_the_student_plus_distill_variables(online_runs):
@@ -597,7 +525,8 @@ def test_checks_name_the_mismatch(tmp_path):
   assert "BERT config file not found" in message(
       distill_training.read_teacher_config, str(tmp_path / "none.json"), SEQ,
       student)
-  _, prefix = write_teacher(str(tmp_path / "t"), TEACHER_3_HEADS, seed=1)
+  _, prefix, _ = ref.write_model_dir(str(tmp_path / "t"), TEACHER_3_HEADS,
+                                     seed=1)
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
   text = message(distill_training.build_teacher, strategy, modeling.BertConfig(
       **{**TEACHER_3_HEADS, "num_hidden_layers": 5}), prefix, "float32")
@@ -610,7 +539,7 @@ def test_checks_name_the_mismatch(tmp_path):
 @pytest.fixture(scope="module")
 def bad_runs(tmp_path_factory):
   root = tmp_path_factory.mktemp("bad")
-  write_teacher(str(root / "t"), TEACHER, seed=1)
+  ref.write_model_dir(str(root / "t"), TEACHER, seed=1)
   (root / "student.json").write_text(json.dumps(STUDENT))
   (root / "t" / "vocab61.json").write_text(json.dumps({**TEACHER,
                                                        "vocab_size": 61}))
@@ -655,16 +584,9 @@ def bad_runs(tmp_path_factory):
           "use --attention_loss kl"),
   }
   (root / "t" / "h3.json").write_text(json.dumps(TEACHER_3_HEADS))
-  jobs = [{"argv": argv[1:], "stdout": str(root / f"{i}.out"),
-           "stderr": str(root / f"{i}.err")}
-          for i, (argv, _) in enumerate(cases.values())]
-  runner = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "tests", "preloaded_runner.py")],
-      input=json.dumps(jobs), capture_output=True, text=True, timeout=300,
-      env=ENV, cwd=ROOT, check=True)
-  codes = json.loads(runner.stdout)
-  results = {case: (code, open(job["stderr"]).read())
-             for case, code, job in zip(cases, codes, jobs)}
+  results = stage_runs.run_all(
+      {case: argv[1:] for case, (argv, _) in cases.items()},
+      str(root / "logs"))
   return root, cases, results
 
 
@@ -677,12 +599,7 @@ def bad_runs(tmp_path_factory):
     "attention mse with other head counts"])
 def test_bad_online_input_is_one_line_error(bad_runs, case):
   root, cases, results = bad_runs
-  returncode, stderr = results[case]
-  assert returncode != 0
-  assert "Traceback" not in stderr
-  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-  assert len(errors) == 1, stderr[-3000:]
-  assert cases[case][1] in errors[0], errors[0]
+  stage_runs.assert_one_line_error(results[case], cases[case][1])
   assert not list(root.glob("out/model.ckpt-*"))
 
 

@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+import stage_runs
 from conftest import ROOT, VOCAB_FILE
 from test_extract_wikipedia import EXPECTED_TEXT, write_wiki_file
 
@@ -39,19 +40,14 @@ def run(args, file_blocks=None, timeout=120):
   if file_blocks is not None:
     args = ["bash", "-c", f'ulimit -f {file_blocks}; exec "$@"', "bash",
             *args]
-  return subprocess.run(args, capture_output=True, text=True, cwd=ROOT,
-                        timeout=timeout)
+  return stage_runs.run(args, timeout=timeout)
 
 
 def assert_one_error(result, *needles):
-  """Exit status 1 and one `error:` line holding every needle; no traceback."""
+  """Exit status 1 (an error, not a crash) and one `error:` line holding
+  every needle; no traceback."""
   assert result.returncode == 1, (result.returncode, result.stderr[-3000:])
-  assert "Traceback" not in result.stderr, result.stderr[-3000:]
-  errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
-  assert len(errors) == 1, result.stderr[-3000:]
-  for needle in needles:
-    assert str(needle) in errors[0], errors[0]
-  return errors[0]
+  return stage_runs.assert_one_line_error(result, *needles)
 
 
 def temporaries(folder):
@@ -279,15 +275,18 @@ def split(read_file, folder, split_number, file_blocks=None):
              file_blocks=file_blocks)
 
 
-def many_articles(num_articles):
-  return "".join(f"Article {i} starts here.\nIt has a second sentence.\n\n"
-                 for i in range(num_articles))
+def wiki_text(folder, num_articles):
+  """Writes num_articles short articles to folder/wiki.txt; returns that
+  file and folder/pieces, the folder to split it into (not made)."""
+  text = folder / "wiki.txt"
+  text.write_text("".join(
+      f"Article {i} starts here.\nIt has a second sentence.\n\n"
+      for i in range(num_articles)))
+  return text, folder / "pieces"
 
 
 def test_split_into_fewer_pieces_leaves_none_of_the_former_ones(tmp_path):
-  text = tmp_path / "wiki.txt"
-  text.write_text(many_articles(20))
-  out = tmp_path / "pieces"
+  text, out = wiki_text(tmp_path, 20)
   assert split(text, out, 7).returncode == 0
   assert len(list(out.glob("text_*.txt"))) == 7
   # Before: pieces 3-6 of the first split stayed, and stage III-b read them.
@@ -300,9 +299,7 @@ def test_split_into_fewer_pieces_leaves_none_of_the_former_ones(tmp_path):
 
 
 def test_split_refuses_pieces_it_did_not_write(tmp_path):
-  text = tmp_path / "wiki.txt"
-  text.write_text(many_articles(4))
-  out = tmp_path / "pieces"
+  text, out = wiki_text(tmp_path, 4)
   out.mkdir()
   (out / "text_5.txt").write_text("Someone else's text.\n")
   assert_one_error(split(text, out, 2), out / "text_5.txt",
@@ -313,9 +310,7 @@ def test_split_refuses_pieces_it_did_not_write(tmp_path):
 
 def test_split_on_a_full_disk_names_the_piece_and_leaves_no_temporary(
     tmp_path):
-  text = tmp_path / "wiki.txt"
-  text.write_text(many_articles(2000))  # About 100 KB: 50 KB a piece.
-  out = tmp_path / "pieces"
+  text, out = wiki_text(tmp_path, 2000)  # About 100 KB: 50 KB a piece.
   # Before: "error: : File too large", and the half-written piece stayed
   # under its temporary name (the cleanup failed on the same full disk).
   result = split(text, out, 2, file_blocks=30)
@@ -330,9 +325,7 @@ def test_split_on_a_full_disk_names_the_piece_and_leaves_no_temporary(
 
 
 def test_split_removes_the_temporaries_of_a_killed_run(tmp_path):
-  text = tmp_path / "wiki.txt"
-  text.write_text(many_articles(4))
-  out = tmp_path / "pieces"
+  text, out = wiki_text(tmp_path, 4)
   out.mkdir()
   # What a run killed with SIGKILL leaves: a piece under its temporary name.
   (out / "text_1.txt.tmp-999999").write_text("Article 2 sta")

@@ -15,8 +15,6 @@ import json
 import os
 import shutil
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -25,6 +23,8 @@ import tensorflow as tf
 import bert_reference as ref
 from conftest import ROOT
 import records
+import stage_runs
+from bert_reference import assert_same_checkpoints, checkpoint_values
 from test_distill import K, P, SEQ, random_example, write_config
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -33,42 +33,16 @@ TEACHER = os.path.join(ROOT, "extract_teacher_labels_truncated.py")
 FAULT = os.path.join(TESTS, "fault_injection.py")
 
 
-def run_all(jobs, log_dir):
-  """Runs {name: argv} (argv[0] a script) at once; returns {name: (exit
-  status, stderr)}. A process killed by a signal has status -signal."""
-  os.makedirs(log_dir, exist_ok=True)
-  names = sorted(jobs)
-  specs = [{"argv": jobs[n], "stdout": os.path.join(log_dir, n + ".out"),
-            "stderr": os.path.join(log_dir, n + ".err")} for n in names]
-  runner = subprocess.run(
-      [sys.executable, os.path.join(TESTS, "preloaded_runner.py")],
-      input=json.dumps(specs), capture_output=True, text=True, timeout=900,
-      check=True, cwd=ROOT)
-  codes = json.loads(runner.stdout)
-  return {n: (code, open(spec["stderr"]).read())
-          for n, code, spec in zip(names, codes, specs)}
-
-
-def error_lines(stderr):
-  return [line for line in stderr.splitlines() if line.startswith("error:")]
-
-
 def assert_one_error(result, *texts):
-  """Exit status 1, no traceback, one `error:` line holding every text."""
-  code, stderr = result
-  assert code == 1, stderr[-3000:]
-  assert "Traceback" not in stderr, stderr[-3000:]
-  errors = error_lines(stderr)
-  assert len(errors) == 1, stderr[-3000:]
-  for text in texts:
-    assert text in errors[0], errors[0]
-  return errors[0]
+  """Exit status 1 (an error, not a crash) and one `error:` line holding
+  every text."""
+  assert result.returncode == 1, result.stderr[-3000:]
+  return stage_runs.assert_one_line_error(result, *texts)
 
 
 def assert_ran(result):
-  code, stderr = result
-  assert code == 0, stderr[-3000:]
-  assert not error_lines(stderr)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert not stage_runs.error_lines(result.stderr)
 
 
 def record_offsets(path):
@@ -102,20 +76,6 @@ def cut_in_record(src, dst, record):
 def no_temporaries(directory):
   return [name for name in os.listdir(directory)
           if ".tmp-" in name or "tempstate" in name]
-
-
-def checkpoint_values(prefix):
-  reader = tf.train.load_checkpoint(str(prefix))
-  return {name: reader.get_tensor(name)
-          for name in reader.get_variable_to_shape_map()}
-
-
-def assert_same_checkpoints(got_prefix, want_prefix):
-  got, want = checkpoint_values(got_prefix), checkpoint_values(want_prefix)
-  assert set(got) == set(want)
-  for name, value in want.items():
-    np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-7,
-                               err_msg=name)
 
 
 def eval_results(directory):
@@ -200,7 +160,7 @@ def distill_runs(tmp_path_factory):
           config, clean, out / "killed"),
       "unwritable": distill_args(config, clean, a_file / "out"),
   }
-  results = run_all(first, str(root / "logs1"))
+  results = stage_runs.run_all(first, str(root / "logs1"), timeout=900)
 
   # A checkpoint written with NaN (as before the guard) and one whose data
   # file was cut short, each the newest of a copy of the clean run.
@@ -228,7 +188,7 @@ def distill_runs(tmp_path_factory):
       "truncated_checkpoint": distill_args(config, clean,
                                            out / "truncated_checkpoint"),
   }
-  reruns = run_all(second, str(root / "logs2"))
+  reruns = stage_runs.run_all(second, str(root / "logs2"), timeout=900)
   return {"root": root, "out": out, "bad": bad, "first": results,
           "reruns": reruns, "a_file": a_file, **after_first}
 
@@ -256,8 +216,9 @@ def test_resume_passes_over_a_checkpoint_holding_nan(distill_runs):
   result = distill_runs["reruns"]["poisoned"]
   assert_ran(result)
   assert f"Passing over {distill_runs['out'] / 'poisoned'}/model.ckpt-12: " \
-         "1 variables hold NaN" in result[1]
-  assert "Resuming from" in result[1] and "model.ckpt-8 at step 8" in result[1]
+         "1 variables hold NaN" in result.stderr
+  assert "Resuming from" in result.stderr
+  assert "model.ckpt-8 at step 8" in result.stderr
   assert_same_checkpoints(distill_runs["out"] / "poisoned" / "model.ckpt-12",
                           distill_runs["out"] / "clean" / "model.ckpt-12")
 
@@ -281,7 +242,7 @@ def test_skip_corrupt_records_trains_as_on_the_good_records_alone(
   result = distill_runs["first"]["skipping"]
   assert_ran(result)
   bad = distill_runs["bad"]
-  log = result[1]
+  log = result.stderr
   assert f"Skipping the end of {bad / 'a.tfrecord'} from record 12" in log
   assert f"Skipping the end of {bad / 'b.tfrecord'} from record 23" in log
   assert f"Skipping {bad / 'c.tfrecord'} record 7: input_ids holds 5000" in log
@@ -303,7 +264,7 @@ def test_a_corrupt_eval_file_after_training_then_the_rerun_evaluates(
   assert "eval_results.txt" not in distill_runs["eval_corrupt_files"]
   rerun = distill_runs["reruns"]["eval_corrupt"]
   assert_ran(rerun)
-  assert "nothing to train" in rerun[1]
+  assert "nothing to train" in rerun.stderr
   got, want = eval_results(out / "eval_corrupt"), eval_results(out / "clean")
   assert set(got) == set(want)
   for key in want:
@@ -315,8 +276,8 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one(distill_runs):
   result = distill_runs["reruns"]["truncated_checkpoint"]
   assert_ran(result)
   assert (f"Passing over {out / 'truncated_checkpoint'}/model.ckpt-12: "
-          "truncated") in result[1]
-  assert "model.ckpt-8 at step 8" in result[1]
+          "truncated") in result.stderr
+  assert "model.ckpt-8 at step 8" in result.stderr
   assert_same_checkpoints(out / "truncated_checkpoint" / "model.ckpt-12",
                           out / "clean" / "model.ckpt-12")
 
@@ -324,8 +285,8 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one(distill_runs):
 def test_kill_between_data_and_index_then_the_rerun_cleans_up_and_resumes(
     distill_runs):
   out = distill_runs["out"]
-  code, stderr = distill_runs["first"]["killed"]
-  assert code == -9, stderr[-3000:]
+  killed = distill_runs["first"]["killed"]
+  assert killed.returncode == -9, killed.stderr[-3000:]
   left = distill_runs["killed_files"]
   # Killed between the renames: step 8's data under its final name, its
   # index still temporary, so step 8 is not a checkpoint.
@@ -334,8 +295,8 @@ def test_kill_between_data_and_index_then_the_rerun_cleans_up_and_resumes(
   assert [name for name in left if name.startswith("model.ckpt-8.tmp-")]
   rerun = distill_runs["reruns"]["killed"]
   assert_ran(rerun)
-  assert "left by an interrupted save" in rerun[1]
-  assert "model.ckpt-4 at step 4" in rerun[1]
+  assert "left by an interrupted save" in rerun.stderr
+  assert "model.ckpt-4 at step 4" in rerun.stderr
   assert not no_temporaries(out / "killed")
   assert_same_checkpoints(out / "killed" / "model.ckpt-12",
                           out / "clean" / "model.ckpt-12")
@@ -432,11 +393,11 @@ def teacher_runs(tmp_path_factory):
       "killed": [FAULT, f"--kill_at_rename={out}/killed"] + teacher_args(
           teacher, source, f"--output_file={out}/killed"),
   }
-  results = run_all(first, str(root / "logs1"))
+  results = stage_runs.run_all(first, str(root / "logs1"), timeout=900)
   after_first = sorted(os.listdir(out))
   second = {name: teacher_args(teacher, source, f"--output_file={out}/{name}")
             for name in ("disk_full", "killed")}
-  reruns = run_all(second, str(root / "logs2"))
+  reruns = stage_runs.run_all(second, str(root / "logs2"), timeout=900)
   return {"root": root, "out": out, "first": results, "reruns": reruns,
           "after_first": after_first}
 
@@ -484,12 +445,12 @@ def test_teacher_disk_full_is_one_error_then_the_rerun_writes_it_all(
 def test_teacher_kill_before_the_rename_then_the_rerun_writes_it_all(
     teacher_runs):
   out = teacher_runs["out"]
-  code, stderr = teacher_runs["first"]["killed"]
-  assert code == -9, stderr[-3000:]
+  killed = teacher_runs["first"]["killed"]
+  assert killed.returncode == -9, killed.stderr[-3000:]
   left = [n for n in teacher_runs["after_first"] if n.startswith("killed")]
   assert len(left) == 1 and ".tmp-" in left[0]  # only the temporary file
   rerun = teacher_runs["reruns"]["killed"]
   assert_ran(rerun)
-  assert "left by an interrupted run" in rerun[1]
+  assert "left by an interrupted run" in rerun.stderr
   assert (out / "killed").read_bytes() == (out / "clean").read_bytes()
   assert not no_temporaries(out)

@@ -6,10 +6,7 @@ import logging
 import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -22,11 +19,13 @@ import classifier_data
 import classifier_metrics as metrics
 import modeling
 import records
+import stage_runs
 import tokenization
+from bert_reference import assert_same_checkpoints, checkpoint_values
 from conftest import ROOT
+from stage_runs import replace_flag, run, start
 
 SCRIPT = os.path.join(ROOT, "run_classifier.py")
-ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 # ---------------------------------------------------------------------------
@@ -415,25 +414,6 @@ def command(data_dir, vocab, config, output_dir, *extra):
           "--save_checkpoints_steps=4", "--keep_checkpoint_max=2", *extra]
 
 
-def replace_flag(argv, name, value):
-  return [f"--{name}={value}" if a.startswith(f"--{name}=") else a
-          for a in argv]
-
-
-def run_preloaded(jobs, folder):
-  """Runs each argv as its own process sharing one TensorFlow import
-  (tests/preloaded_runner.py); returns [(exit code, stderr)]."""
-  specs = [{"argv": argv[1:], "stdout": str(folder / f"{i}.out"),
-            "stderr": str(folder / f"{i}.err")} for i, argv in enumerate(jobs)]
-  result = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "tests", "preloaded_runner.py")],
-      input=json.dumps(specs), capture_output=True, text=True, env=ENV,
-      cwd=ROOT, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return [(code, open(s["stderr"]).read())
-          for code, s in zip(json.loads(result.stdout), specs)]
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   """Together: an uninterrupted toy fine-tune with eval and predict, the
@@ -446,34 +426,14 @@ def runs(tmp_path_factory):
   config.write_text(json.dumps(TOY_CONFIG))
   reference = command(data, vocab, config, root / "uninterrupted",
                       "--do_train", "--do_eval", "--do_predict")
-  killed = replace_flag(command(data, vocab, config, root / "killed",
-                                "--do_train"), "output_dir", root / "killed")
-  processes = [subprocess.Popen(argv, env=ENV, cwd=ROOT,
-                                stdout=subprocess.DEVNULL,
-                                stderr=open(root / f"{name}.log", "w"))
-               for name, argv in (("uninterrupted", reference),
-                                  ("killed", killed))]
-  killed_at = None
-  while processes[1].poll() is None:
-    latest = checkpoints.latest_checkpoint(str(root / "killed"))
-    if latest and checkpoints.checkpoint_step(latest) >= 8:
-      processes[1].send_signal(signal.SIGKILL)
-      processes[1].wait()
-      killed_at = checkpoints.checkpoint_step(
-          checkpoints.latest_checkpoint(str(root / "killed")))
-    time.sleep(0.01)
-  assert processes[0].wait(timeout=300) == 0, (
-      root / "uninterrupted.log").read_text()[-3000:]
-  resumed = subprocess.run(killed, env=ENV, cwd=ROOT, capture_output=True,
-                           text=True, timeout=300)
+  killed = command(data, vocab, config, root / "killed", "--do_train")
+  reference_run = start(reference, root / "uninterrupted.log")
+  killed_at = stage_runs.kill_after_checkpoint(
+      start(killed, root / "killed.log"), root / "killed", 8)
+  stage_runs.assert_finished(reference_run, root / "uninterrupted.log")
+  resumed = run(killed)
   return {"root": root, "data": data, "vocab": vocab, "config": config,
           "command": reference, "killed_at": killed_at, "resumed": resumed}
-
-
-def checkpoint_values(prefix):
-  reader = tf.train.load_checkpoint(str(prefix))
-  return {name: reader.get_tensor(name)
-          for name in reader.get_variable_to_shape_map()}
 
 
 def test_fine_tuning_a_separable_toy_task_learns_it(runs):
@@ -512,16 +472,11 @@ def test_resume_after_kill_ends_with_the_uninterrupted_weights(runs):
   assert killed_at is not None and killed_at < STEPS, "finished before kill"
   assert runs["resumed"].returncode == 0, runs["resumed"].stderr[-3000:]
   assert f"at step {killed_at}" in runs["resumed"].stderr
-  got = checkpoint_values(runs["root"] / "killed" / f"model.ckpt-{STEPS}")
-  want = checkpoint_values(runs["root"] / "uninterrupted" /
-                           f"model.ckpt-{STEPS}")
-  assert set(got) == set(want)
-  for name, value in want.items():
-    np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6,
-                               err_msg=name)
+  assert_same_checkpoints(
+      runs["root"] / "killed" / f"model.ckpt-{STEPS}",
+      runs["root"] / "uninterrupted" / f"model.ckpt-{STEPS}", atol=1e-6)
   # A rerun of the finished run trains nothing and reuses the features.
-  again = subprocess.run(runs["command"], env=ENV, cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+  again = run(runs["command"])
   assert again.returncode == 0, again.stderr[-3000:]
   assert "nothing to train" in again.stderr
   assert "Reusing" in again.stderr and "train.tf_record" in again.stderr
@@ -581,9 +536,11 @@ def bad_runs(runs, tmp_path_factory):
                        root / "google_out", "--do_train",
                        f"--init_checkpoint={root / 'bert_model.ckpt'}",
                        "--num_train_epochs=0.125")
-  results = run_preloaded([argv for argv, _ in cases.values()] + [google_run],
-                          root)
-  return root, cases, dict(zip(cases, results)), results[-1]
+  results = stage_runs.run_all(
+      {"google checkpoint": google_run[1:],
+       **{case: argv[1:] for case, (argv, _) in cases.items()}},
+      str(root / "logs"))
+  return root, cases, results, results["google checkpoint"]
 
 
 @pytest.mark.parametrize("case", [
@@ -594,18 +551,14 @@ def bad_runs(runs, tmp_path_factory):
     "max_seq_length above max_position_embeddings"])
 def test_bad_input_is_one_line_error_and_writes_nothing(bad_runs, case):
   root, cases, results, _ = bad_runs
-  returncode, stderr = results[case]
-  assert returncode != 0
-  assert "Traceback" not in stderr
-  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-  assert len(errors) == 1, stderr[-3000:]
-  assert cases[case][1] in errors[0]
+  stage_runs.assert_one_line_error(results[case], cases[case][1])
   assert not (root / "out").exists() or not os.listdir(root / "out")
 
 
 def test_a_google_checkpoint_run_warns_about_the_head_only(bad_runs):
-  root, _, _, (returncode, stderr) = bad_runs
-  assert returncode == 0, stderr[-3000:]
+  root, _, _, google_run = bad_runs
+  stderr = google_run.stderr
+  assert google_run.returncode == 0, stderr[-3000:]
   warnings = [line for line in stderr.splitlines()
               if line.startswith("W") and "initialized" in line]
   assert len(warnings) == 2, stderr[-3000:]
@@ -635,8 +588,7 @@ def test_pipeline_stage_g_scores_teacher_and_student_then_skips(tmp_path):
           f"--student_dir={tmp_path / 'student'}", "--glue_task=sst-2",
           f"--glue_data_dir={data}", "--glue_max_seq_length=16",
           "--glue_flags=--num_train_epochs=0.25 --train_batch_size=16"]
-  result = subprocess.run(argv, env=ENV, cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+  result = run(argv)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
   work = tmp_path / "work"
   assert sorted(os.listdir(work / "stages")) == ["G-student.done",
@@ -647,8 +599,7 @@ def test_pipeline_stage_g_scores_teacher_and_student_then_skips(tmp_path):
   summary = [line for line in result.stdout.splitlines()
              if "student/teacher" in line]
   assert len(summary) == 1 and summary[0].split()[0] == "eval_accuracy"
-  again = subprocess.run(argv, env=ENV, cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+  again = run(argv)
   assert again.returncode == 0, again.stderr[-2000:]
   assert again.stdout.count("done before, skipped") == 2
 
@@ -665,14 +616,9 @@ def test_resume_passes_over_a_truncated_newest_checkpoint(runs, tmp_path):
   data_file = f"{newest}.data-00000-of-00001"
   with open(data_file, "r+b") as f:
     f.truncate(os.path.getsize(data_file) // 2)
-  rerun = subprocess.run(replace_flag(runs["command"], "output_dir",
-                                      output_dir), env=ENV, cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+  rerun = run(replace_flag(runs["command"], "output_dir", output_dir))
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert "Passing over" in rerun.stderr
   assert f"Resuming from {older} at step " in rerun.stderr
-  got = checkpoint_values(output_dir / f"model.ckpt-{STEPS}")
-  want = checkpoint_values(source / f"model.ckpt-{STEPS}")
-  for name, value in want.items():
-    np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6,
-                               err_msg=name)
+  assert_same_checkpoints(output_dir / f"model.ckpt-{STEPS}",
+                          source / f"model.ckpt-{STEPS}", atol=1e-6)

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import ROOT
 import article_split
+from stage_runs import assert_one_line_error
 
 SCRIPT = os.path.join(ROOT, "split_text.py")
 
@@ -130,15 +131,6 @@ def test_huge_article_never_leaves_an_empty_piece(tmp_path):
 def run_script(*args):
   return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True,
                         text=True, cwd=ROOT, timeout=60)
-
-
-def assert_one_line_error(result, *needles):
-  assert result.returncode != 0
-  errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
-  assert len(errors) == 1, result.stderr
-  assert "Traceback" not in result.stderr
-  for needle in needles:
-    assert needle in errors[0]
 
 
 def test_bad_input_is_a_one_line_error(tmp_path):
