@@ -105,21 +105,18 @@ def to_batch(examples, predictions):
   return batch
 
 
-def parse_args():
+def flag_parser():
   parser = torch_peer.argument_parser(__doc__)
   parser.add_argument("--output_dir", required=True)
   parser.add_argument("--num_train_steps", type=int, required=True)
   parser.add_argument("--train_batch_size", type=int, default=32)
   parser.add_argument("--max_predictions_per_seq", type=int, default=20)
   parser.add_argument("--seed", type=int, default=12345)
-  return parser.parse_args()
+  return parser
 
 
 def main():
-  args = parse_args()
-  torch.set_num_threads(args.threads)
-  imported = time.perf_counter()
-  config = torch_peer.read_bert_config(args.bert_config_file)
+  args, imported, config = torch_peer.start(flag_parser())
   step = DistillStep(config, num_train_steps=args.num_train_steps,
                      num_warmup_steps=1, seed=args.seed, device=args.device,
                      precision=args.precision)

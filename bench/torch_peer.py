@@ -1,6 +1,6 @@
 """What the benches' PyTorch peer scripts share (torch_teacher_labels.py,
-torch_distill.py): their common flags, the BERT config and records they
-read, bfloat16 autocast and the GPU memory figure, all without TensorFlow.
+torch_distill.py): their common flags and start, the records they read,
+bfloat16 autocast and the GPU memory figure, all without TensorFlow.
 
 Records are read and written by records.py's TensorFlow-free framing and
 codec (read_tfrecords / decode_example, TFRecordWriter /
@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import torch
 
@@ -39,10 +40,18 @@ def argument_parser(doc):
   return parser
 
 
-def read_bert_config(path):
-  """bert_config.json as a dict."""
-  with open(path) as f:
-    return json.load(f)
+def start(parser):
+  """A peer's first steps: parses its flags, sets torch's threads, notes the
+  time (the end of its import phase) and reads --bert_config_file.
+
+  Returns:
+    (the flags, that perf_counter time, the BERT config as a dict).
+  """
+  args = parser.parse_args()
+  torch.set_num_threads(args.threads)
+  imported = time.perf_counter()
+  with open(args.bert_config_file) as f:
+    return args, imported, json.load(f)
 
 
 def autocast(device, precision):

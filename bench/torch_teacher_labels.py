@@ -41,20 +41,17 @@ LABEL_RECORD = records.ExampleBatchEncoder(
                                     records.TOP_K_INDICES))
 
 
-def parse_args():
+def flag_parser():
   parser = torch_peer.argument_parser(__doc__)
   parser.add_argument("--weights", required=True)
   parser.add_argument("--output_file", required=True)
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--truncation_factor", type=int, default=10)
-  return parser.parse_args()
+  return parser
 
 
 def main():
-  args = parse_args()
-  torch.set_num_threads(args.threads)
-  imported = time.perf_counter()
-  config = torch_peer.read_bert_config(args.bert_config_file)
+  args, imported, config = torch_peer.start(flag_parser())
   model = torch_teacher_worker.build_model(dict(np.load(args.weights)),
                                            config).to(args.device)
   loaded = time.perf_counter()
