@@ -183,7 +183,7 @@ def prepare_text(args, work):
                                 f"--folder={split}", "--name_base=text"],
         os.path.join(work, "logs", "split.log"))
     os.makedirs(train_dir, exist_ok=True)
-    pieces = sorted(os.listdir(split),
+    pieces = sorted((n for n in os.listdir(split) if n.endswith(".txt")),
                     key=lambda n: int(re.findall(r"\d+", n)[-1]))
     for name in pieces[:-1]:
       os.replace(os.path.join(split, name), os.path.join(train_dir, name))
