@@ -17,7 +17,6 @@ C = num_labels.
 
 import dataclasses
 import os
-import time
 
 from absl import logging
 import numpy as np
@@ -30,6 +29,7 @@ import classifier_metrics
 import modeling
 import records
 import summaries
+import training
 
 OUTPUT_WEIGHTS = "output_weights"
 OUTPUT_BIAS = "output_bias"
@@ -41,15 +41,14 @@ MAY_BE_INITIALIZED = HEAD_NAMES + ("bert/pooler/dense/kernel",
 
 
 class BertClassifier(tf.Module):
-  """BERT's encoder and pooler (modeling.BertPretrainingModel) plus the
-  classification head."""
+  """BERT's encoder and pooler (modeling.BertModel) plus the classification
+  head."""
 
   def __init__(self, config, num_labels, compute_dtype=tf.float32, seed=None):
     super().__init__(name="bert_classifier")
     self.config = config
     self.num_labels = num_labels
-    self.bert = modeling.BertPretrainingModel(config, compute_dtype,
-                                              seed=seed)
+    self.bert = modeling.BertModel(config, compute_dtype, seed=seed)
     rng = np.random.default_rng(None if seed is None else seed + 1)
     self.output_weights = tf.Variable(
         tf.random.stateless_truncated_normal(
@@ -60,8 +59,7 @@ class BertClassifier(tf.Module):
   def variables_by_name(self):
     """{Google name: variable} of what is trained and saved: `bert/...` and
     the head."""
-    variables = {name: v for name, v in self.bert.variables_by_name().items()
-                 if name.startswith("bert/")}
+    variables = self.bert.variables_by_name()
     variables[OUTPUT_WEIGHTS] = self.output_weights
     variables[OUTPUT_BIAS] = self.output_bias
     return variables
@@ -69,10 +67,7 @@ class BertClassifier(tf.Module):
   def __call__(self, input_ids, input_mask, segment_ids, training=False):
     """Returns {"logits": float32 [B, C], "pooled_output": [B, H],
     "sequence_output": [B, L, H]}."""
-    # No masked-LM positions ([B, 0]): the pretraining heads do no work.
-    no_positions = tf.zeros([tf.shape(input_ids)[0], 0], tf.int32)
-    outputs = self.bert(input_ids, input_mask, segment_ids, no_positions,
-                        training=training)
+    outputs = self.bert(input_ids, input_mask, segment_ids, training=training)
     pooled = tf.cast(outputs["pooled_output"], tf.float32)  # [B, H]
     if training and self.config.hidden_dropout_prob > 0:
       pooled = tf.nn.dropout(pooled, rate=self.config.hidden_dropout_prob)
@@ -97,11 +92,6 @@ def per_example_loss(logits, features, is_regression):
 
 # ----------------------------------------------------------------------------
 # Checkpoints.
-
-def checkpoint_variables(model, optimizer):
-  """{Google name: variable} of everything a fine-tuning checkpoint holds."""
-  return {**model.variables_by_name(), **optimizer.checkpoint_variables()}
-
 
 def checkpoint_vocab_size(checkpoint):
   """Rows of the checkpoint's bert/embeddings/word_embeddings (None when it
@@ -147,25 +137,18 @@ def initialize_from(model, init_checkpoint):
 
 
 def restore_or_initialize(model, optimizer, output_dir, init_checkpoint):
-  """Resumes from output_dir's newest checkpoint, else loads init_checkpoint.
+  """Resumes from output_dir's newest usable checkpoint (training.resume),
+  else loads init_checkpoint (initialize_from).
 
   Returns the global step training continues from.
 
   Raises:
-    cli.StageError: output_dir holds another task's or architecture's
-      checkpoint, or init_checkpoint cannot initialise the model.
+    cli.StageError: as training.resume, or init_checkpoint cannot
+      initialise the model.
   """
-  latest = checkpoints.latest_checkpoint(output_dir)
-  if latest:
-    try:
-      checkpoints.restore_variables(checkpoint_variables(model, optimizer),
-                                    latest)
-    except ValueError as e:
-      raise cli.StageError(
-          f"--output_dir {output_dir} holds checkpoint {latest} of another "
-          f"task, architecture or run ({e}); use a new --output_dir") from None
-    step = int(optimizer.global_step.numpy())
-    logging.info("Resuming from %s at step %d", latest, step)
+  step = training.resume(training.checkpoint_variables(model, optimizer),
+                         optimizer.global_step, output_dir)
+  if step is not None:
     return step
   if init_checkpoint:
     try:
@@ -179,38 +162,19 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint):
   return 0
 
 
-def save(model, optimizer, output_dir, keep):
-  """Writes model + optimizer slots at the current global step."""
-  variables = {**model.variables_by_name(),
-               **optimizer.slot_variables_by_name()}
-  return checkpoints.save_checkpoint(variables, output_dir,
-                                     int(optimizer.global_step.numpy()),
-                                  max_to_keep=keep)
-
-
 # ----------------------------------------------------------------------------
 # Training.
 
 @dataclasses.dataclass
-class TrainSettings:
-  """What the training loop needs from the flags."""
-  num_train_steps: int
-  iterations_per_loop: int
-  save_checkpoints_steps: int
-  keep_checkpoint_max: int
-  global_batch_size: int
-  output_dir: str
-  chief: bool
+class TrainSettings(training.LoopSettings):
+  """What fine-tuning's loop needs from the flags."""
   is_regression: bool
   loss_scale: "optimization.DynamicLossScale | None" = None
 
 
 def make_train_loop(strategy, model, optimizer, settings):
-  """Returns train_loop(iterator, num_steps) -> (steps_run, mean loss).
-
-  One call runs num_steps steps inside one tf.function; it stops after a
-  step whose loss is not finite (then returning that loss).
-  """
+  """Returns train_loop(iterator, num_steps) -> (steps_run, {"loss",
+  "global_norm"}), as training.make_loop runs it."""
   variables = model.variables_by_name()
   names = sorted(variables)
   var_list = [variables[name] for name in names]
@@ -230,71 +194,30 @@ def make_train_loop(strategy, model, optimizer, settings):
     overflowed = None
     if loss_scale:
       grads, overflowed = loss_scale.unscale(grads)
-    optimizer.apply_gradients(dict(zip(names, grads)), skip_update=overflowed)
-    return loss
+    global_norm = optimizer.apply_gradients(dict(zip(names, grads)),
+                                            skip_update=overflowed)
+    return {"loss": loss}, global_norm
 
-  @tf.function
-  def train_loop(iterator, num_steps):
-    total = tf.constant(0.0)
-    steps_run = tf.constant(0)
-    for _ in tf.range(num_steps):
-      loss = strategy.reduce(tf.distribute.ReduceOp.SUM,
-                             strategy.run(replica_step, args=(next(iterator),)),
-                             axis=None)
-      steps_run += 1
-      if not tf.math.is_finite(loss):
-        total = loss * tf.cast(steps_run, tf.float32)
-        break
-      total += loss
-    return steps_run, total / tf.cast(steps_run, tf.float32)
-
-  return train_loop
+  return training.make_loop(strategy, replica_step, ["loss"])
 
 
 def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
-  """Trains from start_step to settings.num_train_steps; returns the step.
-
-  Checkpoints every save_checkpoints_steps and at the end (chief only);
-  summaries after each loop call; progress (steps, rate, time left, loss)
-  at each checkpoint and at least every 10 seconds.
+  """Trains from start_step to settings.num_train_steps (training.train);
+  returns the step.
 
   Raises:
-    cli.StageError: the loss became NaN or infinite.
+    cli.StageError: as training.train.
   """
   train_loop = make_train_loop(strategy, model, optimizer, settings)
-  writer = (tf.summary.create_file_writer(settings.output_dir)
-            if settings.chief else tf.summary.create_noop_writer())
-  iterator = iter(dataset)
-  total, every = settings.num_train_steps, settings.save_checkpoints_steps
-  step = start_step
-  progress = cli.Progress("fine-tuning", total=total - start_step,
-                          unit="steps", interval=10.0)
-  while step < total:
-    next_save = min((step // every + 1) * every, total)
-    num_steps = min(settings.iterations_per_loop, next_save - step)
-    started = time.monotonic()
-    steps_run, loss = train_loop(iterator, tf.constant(num_steps))
-    steps_run, loss = int(steps_run), float(loss)
-    step += steps_run
-    if not np.isfinite(loss):
-      raise cli.StageError(
-          f"the loss became {loss} at step {step}; stopped (the newest "
-          f"checkpoint is the last good one); lower --learning_rate")
-    examples_per_second = (steps_run * settings.global_batch_size /
-                           (time.monotonic() - started))
-    learning_rate = float(schedule(step))
-    progress.update(steps_run, note=(
-        f"step {step}/{total}, loss {loss:.4f}, lr {learning_rate:.3g}, "
-        f"{examples_per_second:.1f} examples/s"))
-    summaries.write_scalars(writer, "train", {
-        "loss": loss, "learning_rate": learning_rate,
-        "examples_per_second": examples_per_second}, step)
-    if settings.chief and (step % every == 0 or step == total):
-      save(model, optimizer, settings.output_dir, settings.keep_checkpoint_max)
-      if step < total:
-        progress.log()
-  progress.log(final=True)
-  return step
+
+  def save():
+    training.save({**model.variables_by_name(),
+                   **optimizer.slot_variables_by_name()},
+                  int(optimizer.global_step.numpy()), settings.output_dir,
+                  settings.keep_checkpoint_max)
+
+  return training.train(train_loop, dataset, start_step, settings, schedule,
+                        save, lambda terms: f"loss {terms['loss']:.4f}")
 
 
 # ----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import distill_training
 import distribution
 import optimization
 import records
+import training
 
 FLAGS = flags.FLAGS
 
@@ -297,7 +298,7 @@ def main(_):
   model, optimizer, loss_scale = distill_training.build_student(
       strategy, config, FLAGS.precision, FLAGS.seed, schedule, projections)
   if chief and FLAGS.do_train:
-    distill_training.prepare_output_dir(FLAGS.output_dir)
+    training.prepare_output_dir(FLAGS.output_dir)
   step = distill_training.restore_or_initialize(
       model, optimizer, FLAGS.output_dir, FLAGS.init_checkpoint, layer_map,
       projections)

@@ -3,20 +3,18 @@
 build_student makes the student, its AdamWeightDecay optimizer and (for
 float16) its loss scale; make_online_teacher the frozen teacher and the
 projections of --teacher_config runs; make_train_loop and make_eval_step the
-compiled per-replica steps (losses.py defines every term); train runs the
-loop with checkpoints every --save_checkpoints_steps and TensorBoard
-summaries; restore_or_initialize continues from the newest complete
-checkpoint or starts from --init_checkpoint (with a layer map). Defines no
-flags: distill.py passes their values in.
+compiled per-replica steps (losses.py defines every term); train runs them
+through training.py's loop (checkpoints every --save_checkpoints_steps,
+TensorBoard summaries); restore_or_initialize continues from the newest
+usable checkpoint or starts from --init_checkpoint (with a layer map).
+Defines no flags: distill.py passes their values in.
 
 Shapes: B = batch size (per replica), L = max_seq_length,
 P = max_predictions_per_seq, k = truncation_factor, V = vocab_size.
 """
 
 import dataclasses
-import math
 import os
-import time
 
 from absl import logging
 import numpy as np
@@ -29,6 +27,7 @@ import modeling
 import optimization
 import records
 import summaries
+import training
 
 # What each paper trained with (docs/online_distillation.md gives the
 # sources); a flag the user gives explicitly wins over its preset value.
@@ -286,36 +285,10 @@ def make_train_loop(strategy, model, optimizer, global_batch_size,
                                             skip_update=overflowed)
     return terms, global_norm
 
-  @tf.function
-  def train_loop(iterator, num_steps):
-    terms = {name: tf.constant(0.0) for name in
-             ("loss", "soft_loss", "hard_mlm_loss", "next_sentence_loss",
-              "global_norm") + (losses.INTERMEDIATE_TERMS if intermediate
-                                else ())}
-    steps_run = tf.constant(0)
-    for _ in tf.range(num_steps):
-      replica_terms, global_norm = strategy.run(replica_step,
-                                                args=(next(iterator),))
-      step_terms = {name: strategy.reduce(tf.distribute.ReduceOp.SUM, value,
-                                          axis=None)
-                    for name, value in replica_terms.items()}
-      step_terms["global_norm"] = strategy.reduce(
-          tf.distribute.ReduceOp.MEAN, global_norm, axis=None)
-      steps_run += 1
-      # A NaN global norm poisons the weights while the loss of that step
-      # may still be finite: either ends the loop.
-      if not (tf.math.is_finite(step_terms["loss"]) &
-              tf.math.is_finite(step_terms["global_norm"])):
-        terms = step_terms
-        break
-      terms = {name: terms[name] + step_terms[name] for name in terms}
-    if tf.math.is_finite(terms["loss"]) & tf.math.is_finite(
-        terms["global_norm"]):
-      terms = {name: value / tf.cast(steps_run, tf.float32)
-               for name, value in terms.items()}
-    return steps_run, terms
-
-  return train_loop
+  return training.make_loop(
+      strategy, replica_step,
+      ("loss", "soft_loss", "hard_mlm_loss", "next_sentence_loss") +
+      (losses.INTERMEDIATE_TERMS if intermediate else ()))
 
 
 def make_eval_step(strategy, model, loss_options, teacher=None):
@@ -340,56 +313,23 @@ def make_eval_step(strategy, model, loss_options, teacher=None):
   return eval_step
 
 
-def checkpoint_variables(model, optimizer, extra_variables=None):
-  """{Google name: variable} of everything a checkpoint holds: the student,
-  training-only variables (distill/..., never the teacher), the optimizer's
-  slots of both and global_step."""
-  return {**model.variables_by_name(), **(extra_variables or {}),
-          **optimizer.checkpoint_variables()}
-
-
 def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
                           layer_map, extra_variables=None):
-  """Resumes from output_dir's newest checkpoint, else initialises.
+  """Resumes from output_dir's newest usable checkpoint (training.resume),
+  else initialises from init_checkpoint through layer_map, else keeps the
+  random initial values.
 
   Returns the global step training continues from.
 
-  A checkpoint that cannot be read in full (truncated) or holds NaN or
-  infinity is passed over, with a warning, for the next older one.
-
   Raises:
-    cli.StageError: output_dir holds another architecture's checkpoint, or
-      no checkpoint of it can be used, or init_checkpoint is missing,
+    cli.StageError: as training.resume, or init_checkpoint is missing,
       mis-shaped or lacks a layer of layer_map.
   """
-  variables = checkpoint_variables(model, optimizer, extra_variables)
-  passed_over = []
-  for prefix in checkpoints.complete_checkpoints(output_dir):
-    try:
-      checkpoints.restore_variables(variables, prefix)
-    except checkpoints.CorruptCheckpointError as e:
-      logging.warning("Passing over %s; trying an older checkpoint", e)
-      passed_over.append(prefix)
-      continue
-    except ValueError as e:
-      raise cli.StageError(
-          f"--output_dir {output_dir} holds checkpoint {prefix} of another "
-          f"architecture or run ({e}); use a new --output_dir") from None
-    nonfinite = checkpoints.nonfinite_names(variables)
-    if nonfinite:
-      logging.warning("Passing over %s: %d variables hold NaN or infinity "
-                      "(%s); trying an older checkpoint", prefix,
-                      len(nonfinite), ", ".join(nonfinite[:3]))
-      passed_over.append(prefix)
-      continue
-    step = int(optimizer.global_step.numpy())
-    logging.info("Resuming from %s at step %d", prefix, step)
+  step = training.resume(
+      training.checkpoint_variables(model, optimizer, extra_variables),
+      optimizer.global_step, output_dir)
+  if step is not None:
     return step
-  if passed_over:
-    raise cli.StageError(
-        f"--output_dir {output_dir}: none of its checkpoints can be resumed "
-        f"from ({', '.join(passed_over)}: truncated or not finite); move "
-        f"them away to start anew")
   if init_checkpoint:
     try:
       checkpoints.load_checkpoint(model, init_checkpoint, layer_map=layer_map)
@@ -403,124 +343,48 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
   return 0
 
 
-def save(model, optimizer, output_dir, keep, extra_variables=None):
-  """Writes model + extra variables + optimizer slots at the current global
-  step.
-
-  Raises:
-    cli.StageError: the weights are not finite (nothing is written), or the
-      checkpoint cannot be written (names the file; nothing partial stays).
-  """
-  step = int(optimizer.global_step.numpy())
-  variables = {**model.variables_by_name(), **(extra_variables or {}),
-               **optimizer.slot_variables_by_name()}
-  try:
-    return checkpoints.save_checkpoint(variables, output_dir, step,
-                                       max_to_keep=keep)
-  except checkpoints.NonFiniteError as e:
-    raise cli.StageError(
-        f"{e} at step {step}; stopped, the newest finite checkpoint "
-        f"({checkpoints.newest_finite_checkpoint(output_dir) or 'none'}) is "
-        f"the last good one; lower --learning_rate") from None
-  except checkpoints.CheckpointWriteError as e:
-    raise cli.StageError(f"{e}; make room or fix --output_dir, then rerun to "
-                         f"resume from the newest checkpoint") from None
-
-
-def prepare_output_dir(output_dir):
-  """Creates output_dir, checks that files can be written there, and removes
-  what interrupted saves left (checkpoints.remove_stale_temporaries).
-
-  Raises:
-    cli.StageError: output_dir cannot be created or written.
-  """
-  probe = cli.temporary_path(os.path.join(output_dir, "write_test"))
-  try:
-    tf.io.gfile.makedirs(output_dir)
-    with tf.io.gfile.GFile(probe, "w") as f:
-      f.write("")
-    tf.io.gfile.remove(probe)
-  except (tf.errors.OpError, OSError) as e:
-    raise cli.StageError(f"--output_dir {output_dir}: cannot write there "
-                         f"({cli.error_line(e)})") from None
-  checkpoints.remove_stale_temporaries(output_dir)
-
-
 @dataclasses.dataclass
-class TrainSettings:
-  """What the training loop needs from the flags."""
-  num_train_steps: int
-  iterations_per_loop: int
-  save_checkpoints_steps: int
-  keep_checkpoint_max: int
-  global_batch_size: int
-  output_dir: str
-  chief: bool
+class TrainSettings(training.LoopSettings):
+  """What stage V's loop needs from the flags."""
   loss_options: dict
   use_xla: bool
   loss_scale: "optimization.DynamicLossScale | None" = None
   teacher: "OnlineTeacher | None" = None
 
 
-def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
-  """Trains from start_step to settings.num_train_steps; returns the step.
+def describe_terms(terms):
+  """The loss terms of train's log line."""
+  text = (f"loss {terms['loss']:.4f} (soft {terms['soft_loss']:.4f}, hard mlm "
+          f"{terms['hard_mlm_loss']:.4f}, next sentence "
+          f"{terms['next_sentence_loss']:.4f})")
+  if "hidden_loss" in terms:
+    text += (f", intermediate losses: embedding {terms['embedding_loss']:.4f}"
+             f", hidden {terms['hidden_loss']:.4f}, attention "
+             f"{terms['attention_loss']:.4f}")
+  return text
 
-  Checkpoints every save_checkpoints_steps and at the end (chief only); a
-  log line and summaries after every loop call.
+
+def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
+  """Trains from start_step to settings.num_train_steps (training.train);
+  returns the step.
 
   Raises:
-    cli.StageError: the loss or the gradients' global norm became NaN or
-      infinite (names the step and the newest finite checkpoint, the last
-      good one; nothing is saved then), or a save failed.
+    cli.StageError: as training.train.
   """
   train_loop = make_train_loop(strategy, model, optimizer,
                                settings.global_batch_size,
                                settings.loss_options, settings.use_xla,
                                settings.loss_scale, settings.teacher)
-  writer = (tf.summary.create_file_writer(settings.output_dir)
-            if settings.chief else tf.summary.create_noop_writer())
-  iterator = iter(dataset)
-  total, every = settings.num_train_steps, settings.save_checkpoints_steps
-  step = start_step
-  loop_start = time.monotonic()
-  while step < total:
-    next_save = min((step // every + 1) * every, total)
-    num_steps = min(settings.iterations_per_loop, next_save - step)
-    started = time.monotonic()
-    steps_run, terms = train_loop(iterator, tf.constant(num_steps))
-    terms = {name: float(value) for name, value in terms.items()}
-    step += int(steps_run)
-    if not (math.isfinite(terms["loss"]) and
-            math.isfinite(terms["global_norm"])):
-      what, value = (("loss", terms["loss"]) if not math.isfinite(
-          terms["loss"]) else ("gradients' global norm", terms["global_norm"]))
-      last_good = checkpoints.newest_finite_checkpoint(settings.output_dir)
-      raise cli.StageError(
-          f"the {what} became {value} at step {step}; stopped, the newest "
-          f"finite checkpoint ({last_good or 'none'}) is the last good one; "
-          f"check the records or lower --learning_rate")
-    now = time.monotonic()
-    examples_per_second = (int(steps_run) * settings.global_batch_size /
-                           (now - started))
-    learning_rate = float(schedule(step))
-    left = (total - step) * (now - loop_start) / (step - start_step)
-    logging.info(
-        "step %d/%d: loss %.4f (soft %.4f, hard mlm %.4f, next sentence %.4f),"
-        " lr %.3g, global norm %.3g, %.1f examples/s, time left %s", step,
-        total, terms["loss"], terms["soft_loss"], terms["hard_mlm_loss"],
-        terms["next_sentence_loss"], learning_rate, terms["global_norm"],
-        examples_per_second, cli.format_seconds(left))
-    if settings.teacher is not None and "hidden_loss" in terms:
-      logging.info("step %d: intermediate losses: embedding %.4f, hidden "
-                   "%.4f, attention %.4f", step, terms["embedding_loss"],
-                   terms["hidden_loss"], terms["attention_loss"])
-    summaries.write_scalars(writer, "train", {
-        **terms, "learning_rate": learning_rate,
-        "examples_per_second": examples_per_second}, step)
-    if settings.chief and (step % every == 0 or step == total):
-      save(model, optimizer, settings.output_dir, settings.keep_checkpoint_max,
-           settings.teacher and settings.teacher.projections)
-  return step
+  projections = settings.teacher.projections if settings.teacher else {}
+
+  def save():
+    training.save({**model.variables_by_name(), **projections,
+                   **optimizer.slot_variables_by_name()},
+                  int(optimizer.global_step.numpy()), settings.output_dir,
+                  settings.keep_checkpoint_max)
+
+  return training.train(train_loop, dataset, start_step, settings, schedule,
+                        save, describe_terms)
 
 
 def evaluate(strategy, model, dataset, num_batches, loss_options,

@@ -1,12 +1,18 @@
 """BERT in TF2 with Google's variable names (checkpoint I/O: checkpoints.py).
 
-The model is a tf.Module holding explicit tf.Variables, one per name of
-Google's BERT checkpoints (`bert/...`, `cls/...`); `variables_by_name()` is the
-one mapping from those names to variables, used by every save and load. The
-numerics follow Google's modeling.py: GELU with the tanh approximation,
-LayerNorm epsilon 1e-12, -10000 added to masked attention logits, the pooler
-tanh(dense(first token)), and the masked-LM decoder reusing the word-embedding
-table. Dense kernels are [in, out], as stored in the checkpoints.
+BertModel (encoder and pooler) and BertPretrainingModel (plus the masked-LM
+and next-sentence heads) are tf.Modules built from small blocks: Embeddings,
+SelfAttention, EncoderLayer, Pooler, MaskedLMHead, NextSentenceHead, each
+holding its tf.Variables as attributes. variable_shapes() is the one table of
+Google's checkpoint names (`bert/...`, `cls/...`) and shapes; every block
+creates its variables from it by name, and `variables_by_name()` reports them
+in its order, for every save and load. The numerics follow Google's
+modeling.py: GELU with the tanh approximation, LayerNorm epsilon 1e-12,
+-10000 added to masked attention logits, the pooler tanh(dense(first
+token)), and the masked-LM decoder reusing the word-embedding table. Dense
+kernels are [in, out], as stored in the checkpoints. Every layer's hidden
+states, attention probabilities and pre-softmax scores are available to
+callers (`intermediates=True`).
 
 Shape legend:
   B = batch size          S = sequence length (<= max_position_embeddings)
@@ -205,6 +211,46 @@ def _initial_value(name, shape, initializer_range, seed):
                                               stddev=initializer_range)
 
 
+class _VariableMaker:
+  """Creates the variables of variable_shapes' table by their Google names.
+
+  Every block asks for its variables by name; the shape comes from the table,
+  and so does the initial value's seed (drawn in table order from `seed`),
+  so a variable's value does not depend on which block creates it first.
+  `created` is the {Google name: tf.Variable} a model's variables_by_name()
+  reports.
+  """
+
+  def __init__(self, config, seed, trainable, initialize):
+    self._shapes = variable_shapes(config)
+    rng = np.random.default_rng(seed)
+    self._seeds = {name: rng.integers(0, 2**31 - 1, size=2)
+                   for name in self._shapes}
+    self._initializer_range = config.initializer_range
+    self._trainable = trainable
+    self._initialize = initialize
+    self.created = {}
+
+  def __call__(self, name):
+    shape = self._shapes[name]  # a KeyError here is a block asking for a
+    # name that is not Google's.
+    value = (_initial_value(name, shape, self._initializer_range,
+                            self._seeds[name])
+             if self._initialize else tf.zeros(shape))
+    variable = tf.Variable(value, name=name, trainable=self._trainable)
+    self.created[name] = variable
+    return variable
+
+  def in_table_order(self, prefix=""):
+    """The created variables whose names start with `prefix`, in the
+    table's order; raises if the blocks missed a name of the table."""
+    names = [n for n in self._shapes if n.startswith(prefix)]
+    missing = [n for n in names if n not in self.created]
+    if missing:
+      raise AssertionError(f"no block created {missing}")
+    return {n: self.created[n] for n in names}
+
+
 @tf.custom_gradient
 def gelu(x):
   """GELU with the tanh approximation, as Google's BERT computes it:
@@ -244,8 +290,247 @@ def layer_norm(x, gamma, beta):
   return tf.cast(y, dtype)
 
 
-class BertPretrainingModel(tf.Module):
-  """BERT with its masked-LM and next-sentence heads.
+def dropout(x, rate, training):
+  """tf.nn.dropout when training with a positive rate, else x."""
+  if training and rate > 0.0:
+    return tf.nn.dropout(x, rate=rate)
+  return x
+
+
+# ----------------------------------------------------------------------------
+# Blocks. Each is a tf.Module built from a _VariableMaker and the Google name
+# of its scope (`prefix`); its variables are attributes, read in the compute
+# dtype.
+
+class Dense(tf.Module):
+  """x @ kernel + bias, with `prefix/kernel` [in, out] and `prefix/bias`."""
+
+  def __init__(self, make, prefix, compute_dtype):
+    super().__init__(name="dense")
+    self.kernel = make(prefix + "/kernel")
+    self.bias = make(prefix + "/bias")
+    self.compute_dtype = compute_dtype
+
+  def __call__(self, x):
+    """[..., in] -> [..., out]; bias_add (not +) so that grappler fuses it
+    into the matmul."""
+    return tf.nn.bias_add(
+        tf.matmul(x, tf.cast(self.kernel, self.compute_dtype)),
+        tf.cast(self.bias, self.compute_dtype))
+
+
+class LayerNorm(tf.Module):
+  """layer_norm with `prefix/gamma` and `prefix/beta` (kept float32)."""
+
+  def __init__(self, make, prefix):
+    super().__init__(name="layer_norm")
+    self.gamma = make(prefix + "/gamma")
+    self.beta = make(prefix + "/beta")
+
+  def __call__(self, x):
+    return layer_norm(x, self.gamma, self.beta)
+
+
+class Embeddings(tf.Module):
+  """`bert/embeddings`: word + token-type + position embeddings, LayerNorm,
+  dropout."""
+
+  def __init__(self, make, config, compute_dtype):
+    super().__init__(name="embeddings")
+    prefix = "bert/embeddings"
+    self.word_embeddings = make(prefix + "/word_embeddings")  # [V, H]
+    self.token_type_embeddings = make(prefix + "/token_type_embeddings")
+    self.position_embeddings = make(prefix + "/position_embeddings")
+    self.layer_norm = LayerNorm(make, prefix + "/LayerNorm")
+    self.dropout_rate = config.hidden_dropout_prob
+    self.compute_dtype = compute_dtype
+
+  def __call__(self, input_ids, segment_ids, seq_length, training):
+    """int [B, S] ids and segment ids -> [B, S, H]."""
+    cast = lambda v: tf.cast(v, self.compute_dtype)
+    words = tf.gather(cast(self.word_embeddings), input_ids)
+    types = tf.gather(cast(self.token_type_embeddings), segment_ids)
+    positions = cast(self.position_embeddings)[:seq_length]  # [S, H]
+    output = self.layer_norm(words + types + positions[tf.newaxis])
+    return dropout(output, self.dropout_rate, training)
+
+
+class SelfAttention(tf.Module):
+  """`.../attention/self`: multi-head self-attention's query, key and value
+  projections, softmax and context (before the output dense layer)."""
+
+  def __init__(self, make, prefix, config, compute_dtype):
+    super().__init__(name="self_attention")
+    self.query = Dense(make, prefix + "/query", compute_dtype)
+    self.key = Dense(make, prefix + "/key", compute_dtype)
+    self.value = Dense(make, prefix + "/value", compute_dtype)
+    self.num_heads = config.num_attention_heads
+    self.head_size = config.size_per_head
+    self.dropout_rate = config.attention_probs_dropout_prob
+    self.compute_dtype = compute_dtype
+
+  def __call__(self, hidden, attention_adder, batch_size, seq_length,
+               training):
+    """Self-attention on [B*S, H].
+
+    Args:
+      hidden: [B*S, H] layer input.
+      attention_adder: float32 [B, 1, 1, S], -10000 on padded keys, else 0.
+      batch_size, seq_length: B and S (ints or scalar tensors).
+      training: apply attention dropout when True.
+
+    Returns:
+      ([B*S, H] context;
+       {"probs", "scores" (q.k / sqrt(D), before the mask): float32
+        [B, N, S, S], "queries", "keys", "values": [B, S, H]}).
+    """
+    hidden_size = self.num_heads * self.head_size
+
+    def split_heads(x):  # [B*S, H] -> [B, N, S, D]
+      x = tf.reshape(x, [batch_size, seq_length, self.num_heads,
+                         self.head_size])
+      return tf.transpose(x, [0, 2, 1, 3])
+
+    # One [H, 3H] matmul instead of three [H, H] ones: a wider GEMM is faster.
+    parts = (self.query, self.key, self.value)
+    kernel = tf.concat([tf.cast(p.kernel, self.compute_dtype) for p in parts],
+                       axis=1)
+    bias = tf.concat([tf.cast(p.bias, self.compute_dtype) for p in parts],
+                     axis=0)
+    qkv = tf.nn.bias_add(tf.matmul(hidden, kernel), bias)  # [B*S, 3H]
+    projections = tf.split(qkv, 3, axis=1)  # 3 x [B*S, H]
+    query, key, value = [split_heads(x) for x in projections]
+
+    scores = tf.matmul(query, key, transpose_b=True)  # [B, N, S, S]
+    scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(self.head_size))
+    probs = tf.nn.softmax(scores + attention_adder, axis=-1)  # [B, N, S, S]
+    dropped = dropout(tf.cast(probs, self.compute_dtype), self.dropout_rate,
+                      training)
+    context = tf.matmul(dropped, value)  # [B, N, S, D]
+    context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]),
+                         [-1, hidden_size])  # [B*S, H]
+    queries, keys, values = [
+        tf.reshape(x, [batch_size, seq_length, hidden_size])
+        for x in projections]  # [B, S, H] each
+    return context, {"probs": probs, "scores": scores, "queries": queries,
+                     "keys": keys, "values": values}
+
+
+class EncoderLayer(tf.Module):
+  """`bert/encoder/layer_{i}`: self-attention, then the feed-forward block,
+  each with dropout and a residual LayerNorm."""
+
+  def __init__(self, make, index, config, compute_dtype):
+    super().__init__(name=f"layer_{index}")
+    prefix = f"bert/encoder/layer_{index}"
+    self.attention = SelfAttention(make, prefix + "/attention/self", config,
+                                   compute_dtype)
+    self.attention_output = Dense(make, prefix + "/attention/output/dense",
+                                  compute_dtype)
+    self.attention_layer_norm = LayerNorm(
+        make, prefix + "/attention/output/LayerNorm")
+    self.intermediate = Dense(make, prefix + "/intermediate/dense",
+                              compute_dtype)
+    self.output = Dense(make, prefix + "/output/dense", compute_dtype)
+    self.output_layer_norm = LayerNorm(make, prefix + "/output/LayerNorm")
+    self.activation = get_activation(config.hidden_act)
+    self.dropout_rate = config.hidden_dropout_prob
+
+  def __call__(self, hidden, attention_adder, batch_size, seq_length,
+               training):
+    """[B*S, H] -> ([B*S, H] output, the attention's pieces as SelfAttention
+    returns them)."""
+    context, pieces = self.attention(hidden, attention_adder, batch_size,
+                                     seq_length, training)  # [B*S, H]
+    attention = dropout(self.attention_output(context), self.dropout_rate,
+                        training)
+    attention = self.attention_layer_norm(attention + hidden)
+    intermediate = self.activation(self.intermediate(attention))  # [B*S, I]
+    output = dropout(self.output(intermediate), self.dropout_rate,
+                     training)  # [B*S, H]
+    return self.output_layer_norm(output + attention), pieces
+
+
+class Pooler(tf.Module):
+  """`bert/pooler`: tanh(dense(first token))."""
+
+  def __init__(self, make, compute_dtype):
+    super().__init__(name="pooler")
+    self.dense = Dense(make, "bert/pooler/dense", compute_dtype)
+
+  def __call__(self, sequence_output):
+    """[B, S, H] -> [B, H]"""
+    return tf.tanh(self.dense(sequence_output[:, 0, :]))
+
+
+class MaskedLMHead(tf.Module):
+  """`cls/predictions`: transform (dense, activation, LayerNorm), then the
+  word-embedding table as the decoder, plus an output bias."""
+
+  def __init__(self, make, config, compute_dtype):
+    super().__init__(name="masked_lm")
+    self.transform = Dense(make, "cls/predictions/transform/dense",
+                           compute_dtype)
+    self.layer_norm = LayerNorm(make, "cls/predictions/transform/LayerNorm")
+    self.output_bias = make("cls/predictions/output_bias")  # [V]
+    self.activation = get_activation(config.hidden_act)
+    self.compute_dtype = compute_dtype
+
+  def __call__(self, sequence_output, positions, word_embeddings):
+    """Logits at the gathered positions only.
+
+    Args:
+      sequence_output: [B, S, H].
+      positions: int [B, P], positions < S.
+      word_embeddings: the [V, H] embedding table (the decoder).
+
+    Returns:
+      float32 [B, P, V].
+    """
+    hidden_size = sequence_output.shape[-1]
+    gathered = tf.gather(sequence_output, positions, batch_dims=1)  # [B, P, H]
+    # The head runs on [B*P, H]: a [B, P, H] @ [H, V] matmul broadcasts the
+    # weight, and its gradient is then a [B, H, V] tensor summed over B (3 GB
+    # at batch 32 with BERT's vocabulary) instead of one [H, V] matmul.
+    x = tf.reshape(gathered, [-1, hidden_size])  # [B*P, H]
+    x = self.layer_norm(self.activation(self.transform(x)))
+    logits = tf.matmul(x, tf.cast(word_embeddings, self.compute_dtype),
+                       transpose_b=True)  # [B*P, V]
+    logits = tf.cast(logits, tf.float32) + self.output_bias
+    return tf.reshape(logits, [tf.shape(positions)[0], tf.shape(positions)[1],
+                               word_embeddings.shape[0]])  # [B, P, V]
+
+
+class NextSentenceHead(tf.Module):
+  """`cls/seq_relationship`: two logits from the pooled output."""
+
+  def __init__(self, make, compute_dtype):
+    super().__init__(name="next_sentence")
+    self.output_weights = make("cls/seq_relationship/output_weights")  # [2, H]
+    self.output_bias = make("cls/seq_relationship/output_bias")  # [2]
+    self.compute_dtype = compute_dtype
+
+  def __call__(self, pooled_output):
+    """[B, H] -> float32 [B, 2]"""
+    logits = tf.matmul(pooled_output,
+                       tf.cast(self.output_weights, self.compute_dtype),
+                       transpose_b=True)
+    return tf.cast(logits, tf.float32) + self.output_bias
+
+
+# ----------------------------------------------------------------------------
+# Models.
+
+def _check_compute_dtype(compute_dtype):
+  compute_dtype = tf.as_dtype(compute_dtype)
+  if compute_dtype not in (tf.float32, tf.float16, tf.bfloat16):
+    raise ValueError(f"compute_dtype must be float32, float16 or bfloat16, "
+                     f"got {compute_dtype.name}")
+  return compute_dtype
+
+
+class BertModel(tf.Module):
+  """BERT's encoder and pooler (`bert/...`), as Google's modeling.BertModel.
 
   Variables are created eagerly in __init__ (so the model can be built under
   a tf.distribute strategy scope) with Google's names and initial values.
@@ -254,7 +539,7 @@ class BertPretrainingModel(tf.Module):
   """
 
   def __init__(self, config, compute_dtype=tf.float32, name="bert", seed=None,
-               trainable=True, initialize=True):
+               trainable=True, initialize=True, make=None):
     """Creates the variables.
 
     Args:
@@ -267,54 +552,29 @@ class BertPretrainingModel(tf.Module):
       initialize: False creates every variable as zeros, for a model whose
         every variable is loaded from a checkpoint next (a teacher): drawing
         BERT-Base's 110M truncated-normal values costs seconds of start-up.
+      make: the _VariableMaker of an enclosing model (then seed, trainable
+        and initialize are its).
     """
     super().__init__(name=name)
     self.config = config
-    self.compute_dtype = tf.as_dtype(compute_dtype)
-    if self.compute_dtype not in (tf.float32, tf.float16, tf.bfloat16):
-      raise ValueError(f"compute_dtype must be float32, float16 or bfloat16, "
-                       f"got {self.compute_dtype.name}")
-    rng = np.random.default_rng(seed)
-    self._variables = {}
-    for var_name, shape in variable_shapes(config).items():
-      var_seed = rng.integers(0, 2**31 - 1, size=2)
-      value = (_initial_value(var_name, shape, config.initializer_range,
-                              var_seed) if initialize else tf.zeros(shape))
-      self._variables[var_name] = tf.Variable(value, name=var_name,
-                                              trainable=trainable)
+    self.compute_dtype = _check_compute_dtype(compute_dtype)
+    self._make = make or _VariableMaker(config, seed, trainable, initialize)
+    self.embeddings = Embeddings(self._make, config, self.compute_dtype)
+    self.encoder_layers = [
+        EncoderLayer(self._make, i, config, self.compute_dtype)
+        for i in range(config.num_hidden_layers)]
+    self.pooler = Pooler(self._make, self.compute_dtype)
 
   def variables_by_name(self):
-    """Returns {Google name: tf.Variable} of every model variable."""
-    return dict(self._variables)
+    """Returns {Google name: tf.Variable} of every `bert/` variable."""
+    return self._make.in_table_order("bert/")
 
-  def _weight(self, name):
-    """The variable `name`, cast to the compute dtype."""
-    return tf.cast(self._variables[name], self.compute_dtype)
-
-  def _dense(self, x, prefix):
-    """x @ kernel + bias for the `prefix/kernel`, `prefix/bias` variables.
-
-    bias_add (not +) so that grappler fuses it into the matmul."""
-    return tf.nn.bias_add(tf.matmul(x, self._weight(prefix + "/kernel")),
-                          self._weight(prefix + "/bias"))
-
-  def _layer_norm(self, x, prefix):
-    return layer_norm(x, self._variables[prefix + "/gamma"],
-                      self._variables[prefix + "/beta"])
-
-  def _dropout(self, x, rate, training):
-    if training and rate > 0.0:
-      return tf.nn.dropout(x, rate=rate)
-    return x
-
-  def __call__(self, input_ids, input_mask, segment_ids, masked_lm_positions,
-               training=False, intermediates=False):
-    """Runs BERT and both pretraining heads.
+  def __call__(self, input_ids, input_mask, segment_ids, training=False,
+               intermediates=False):
+    """Runs the encoder and the pooler.
 
     Args:
       input_ids, input_mask, segment_ids: int32/int64 [B, S].
-      masked_lm_positions: int32/int64 [B, P], positions (< S) where the
-        masked-LM logits are computed.
       training: apply dropout when True.
       intermediates: also return what intermediate-layer distillation
         matches (the entries below marked so). They are tensors the forward
@@ -323,8 +583,6 @@ class BertPretrainingModel(tf.Module):
 
     Returns:
       A dict:
-        masked_lm_logits      float32 [B, P, V]
-        next_sentence_logits  float32 [B, 2]
         sequence_output       [B, S, H] (compute dtype)
         pooled_output         [B, H]
         embedding_output      [B, S, H], the input of the first layer
@@ -340,37 +598,30 @@ class BertPretrainingModel(tf.Module):
                               lists of [B, S, H], one per layer: the
                               projections before the split into N heads
     """
-    config = self.config
+    hidden_size = self.config.hidden_size
     input_ids = tf.convert_to_tensor(input_ids)
     batch_size = tf.shape(input_ids)[0]
     seq_length = input_ids.shape[1] or tf.shape(input_ids)[1]
 
-    embedding_output = self._embeddings(input_ids, segment_ids, seq_length,
-                                        training)
+    embedding_output = self.embeddings(input_ids, segment_ids, seq_length,
+                                       training)  # [B, S, H]
     # -10000 on padded keys: [B, 1, 1, S], broadcast over heads and queries.
     mask = tf.cast(input_mask, tf.float32)[:, tf.newaxis, tf.newaxis, :]
     attention_adder = (1.0 - mask) * -10000.0
 
-    hidden = tf.reshape(embedding_output, [-1, config.hidden_size])  # [B*S, H]
+    hidden = tf.reshape(embedding_output, [-1, hidden_size])  # [B*S, H]
     all_encoder_layers, layer_pieces = [], []
-    for layer in range(config.num_hidden_layers):
-      hidden, pieces = self._encoder_layer(
-          hidden, attention_adder, batch_size, seq_length,
-          f"bert/encoder/layer_{layer}", training)
+    for layer in self.encoder_layers:
+      hidden, pieces = layer(hidden, attention_adder, batch_size, seq_length,
+                             training)
       all_encoder_layers.append(
-          tf.reshape(hidden, [batch_size, seq_length, config.hidden_size]))
+          tf.reshape(hidden, [batch_size, seq_length, hidden_size]))
       layer_pieces.append(pieces)
     sequence_output = all_encoder_layers[-1]
 
-    # The pooler: tanh(dense(first token)).  [B, H]
-    pooled_output = tf.tanh(self._dense(sequence_output[:, 0, :],
-                                        "bert/pooler/dense"))
     outputs = {
-        "masked_lm_logits": self._masked_lm_logits(sequence_output,
-                                                   masked_lm_positions),
-        "next_sentence_logits": self._next_sentence_logits(pooled_output),
         "sequence_output": sequence_output,
-        "pooled_output": pooled_output,
+        "pooled_output": self.pooler(sequence_output),
         "embedding_output": embedding_output,
         "all_encoder_layers": all_encoder_layers,
         "attention_probs": [pieces["probs"] for pieces in layer_pieces],
@@ -381,104 +632,46 @@ class BertPretrainingModel(tf.Module):
         outputs[f"attention_{name}"] = [pieces[name] for pieces in layer_pieces]
     return outputs
 
-  def _embeddings(self, input_ids, segment_ids, seq_length, training):
-    """Word + token-type + position embeddings, LayerNorm, dropout. [B, S, H]"""
-    words = tf.gather(self._weight("bert/embeddings/word_embeddings"),
-                      input_ids)
-    types = tf.gather(self._weight("bert/embeddings/token_type_embeddings"),
-                      segment_ids)
-    positions = self._weight("bert/embeddings/position_embeddings")[
-        :seq_length]  # [S, H]
-    output = words + types + positions[tf.newaxis]
-    output = self._layer_norm(output, "bert/embeddings/LayerNorm")
-    return self._dropout(output, self.config.hidden_dropout_prob, training)
 
-  def _encoder_layer(self, hidden, attention_adder, batch_size, seq_length,
-                     prefix, training):
-    """One transformer layer on [B*S, H]: attention, then the feed-forward
-    block, each with its residual LayerNorm.
+class BertPretrainingModel(tf.Module):
+  """BERT (BertModel) with its masked-LM and next-sentence heads: every
+  variable of Google's pretraining checkpoints."""
 
-    Returns:
-      ([B*S, H] output, the attention's pieces as _self_attention gives them).
-    """
-    config = self.config
-    context, pieces = self._self_attention(
-        hidden, attention_adder, batch_size, seq_length,
-        prefix + "/attention/self", training)  # [B*S, H]
-    attention = self._dense(context, prefix + "/attention/output/dense")
-    attention = self._dropout(attention, config.hidden_dropout_prob, training)
-    attention = self._layer_norm(attention + hidden,
-                                 prefix + "/attention/output/LayerNorm")
+  def __init__(self, config, compute_dtype=tf.float32, name="bert", seed=None,
+               trainable=True, initialize=True):
+    """Creates the variables; the arguments are BertModel's."""
+    super().__init__(name=name)
+    self.config = config
+    self.compute_dtype = _check_compute_dtype(compute_dtype)
+    self._make = _VariableMaker(config, seed, trainable, initialize)
+    self.bert = BertModel(config, self.compute_dtype, make=self._make)
+    self.masked_lm = MaskedLMHead(self._make, config, self.compute_dtype)
+    self.next_sentence = NextSentenceHead(self._make, self.compute_dtype)
 
-    intermediate = get_activation(config.hidden_act)(
-        self._dense(attention, prefix + "/intermediate/dense"))  # [B*S, I]
-    output = self._dense(intermediate, prefix + "/output/dense")  # [B*S, H]
-    output = self._dropout(output, config.hidden_dropout_prob, training)
-    output = self._layer_norm(output + attention, prefix + "/output/LayerNorm")
-    return output, pieces
+  def variables_by_name(self):
+    """Returns {Google name: tf.Variable} of every model variable."""
+    return self._make.in_table_order()
 
-  def _self_attention(self, hidden, attention_adder, batch_size, seq_length,
-                      prefix, training):
-    """Multi-head self-attention (`prefix` = .../attention/self) on [B*S, H].
+  def __call__(self, input_ids, input_mask, segment_ids, masked_lm_positions,
+               training=False, intermediates=False):
+    """Runs BERT and both pretraining heads.
+
+    Args:
+      input_ids, input_mask, segment_ids, training, intermediates: as
+        BertModel's.
+      masked_lm_positions: int32/int64 [B, P], positions (< S) where the
+        masked-LM logits are computed.
 
     Returns:
-      ([B*S, H] context, before the output dense layer;
-       {"probs", "scores" (q.k / sqrt(D), before the mask): float32
-        [B, N, S, S], "queries", "keys", "values": [B, S, H]}).
+      BertModel's dict, plus
+        masked_lm_logits      float32 [B, P, V]
+        next_sentence_logits  float32 [B, 2]
     """
-    config = self.config
-    heads, head_size = config.num_attention_heads, config.size_per_head
-
-    def split_heads(x):  # [B*S, H] -> [B, N, S, D]
-      x = tf.reshape(x, [batch_size, seq_length, heads, head_size])
-      return tf.transpose(x, [0, 2, 1, 3])
-
-    # One [H, 3H] matmul instead of three [H, H] ones: a wider GEMM is faster.
-    parts = [f"{prefix}/{p}" for p in ("query", "key", "value")]
-    kernel = tf.concat([self._weight(p + "/kernel") for p in parts], axis=1)
-    bias = tf.concat([self._weight(p + "/bias") for p in parts], axis=0)
-    qkv = tf.nn.bias_add(tf.matmul(hidden, kernel), bias)  # [B*S, 3H]
-    projections = tf.split(qkv, 3, axis=1)  # 3 x [B*S, H]
-    query, key, value = [split_heads(x) for x in projections]
-
-    scores = tf.matmul(query, key, transpose_b=True)  # [B, N, S, S]
-    scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(head_size))
-    probs = tf.nn.softmax(scores + attention_adder, axis=-1)  # [B, N, S, S]
-    dropped = self._dropout(tf.cast(probs, self.compute_dtype),
-                            config.attention_probs_dropout_prob, training)
-    context = tf.matmul(dropped, value)  # [B, N, S, D]
-    context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]),
-                         [-1, config.hidden_size])  # [B*S, H]
-    queries, keys, values = [
-        tf.reshape(x, [batch_size, seq_length, config.hidden_size])
-        for x in projections]  # [B, S, H] each
-    return context, {"probs": probs, "scores": scores, "queries": queries,
-                     "keys": keys, "values": values}
-
-  def _masked_lm_logits(self, sequence_output, positions):
-    """The masked-LM head at the gathered positions only.  [B, P, V] float32"""
-    config = self.config
-    gathered = tf.gather(sequence_output, positions, batch_dims=1)  # [B, P, H]
-    # The head runs on [B*P, H]: a [B, P, H] @ [H, V] matmul broadcasts the
-    # weight, and its gradient is then a [B, H, V] tensor summed over B (3 GB
-    # at batch 32 with BERT's vocabulary) instead of one [H, V] matmul.
-    x = tf.reshape(gathered, [-1, config.hidden_size])  # [B*P, H]
-    x = self._dense(x, "cls/predictions/transform/dense")
-    x = get_activation(config.hidden_act)(x)
-    x = self._layer_norm(x, "cls/predictions/transform/LayerNorm")
-    # The decoder is the word-embedding table, transposed.
-    logits = tf.matmul(x, self._weight("bert/embeddings/word_embeddings"),
-                       transpose_b=True)  # [B*P, V]
-    logits = tf.cast(logits, tf.float32) + self._variables[
-        "cls/predictions/output_bias"]
-    return tf.reshape(logits, [tf.shape(positions)[0], tf.shape(positions)[1],
-                               config.vocab_size])  # [B, P, V]
-
-  def _next_sentence_logits(self, pooled_output):
-    """The next-sentence head.  [B, 2] float32"""
-    logits = tf.matmul(pooled_output,
-                       self._weight("cls/seq_relationship/output_weights"),
-                       transpose_b=True)
-    return tf.cast(logits, tf.float32) + self._variables[
-        "cls/seq_relationship/output_bias"]
-
+    outputs = self.bert(input_ids, input_mask, segment_ids, training=training,
+                        intermediates=intermediates)
+    outputs["masked_lm_logits"] = self.masked_lm(
+        outputs["sequence_output"], masked_lm_positions,
+        self.bert.embeddings.word_embeddings)
+    outputs["next_sentence_logits"] = self.next_sentence(
+        outputs["pooled_output"])
+    return outputs

@@ -31,6 +31,7 @@ import modeling
 import optimization
 import records
 import tokenization
+import training
 
 FLAGS = flags.FLAGS
 
@@ -253,6 +254,8 @@ def main(_):
                task.name, ", ".join(task.labels) or "regression",
                type(strategy).__name__, strategy.num_replicas_in_sync,
                FLAGS.precision)
+  if chief and FLAGS.do_train:
+    training.prepare_output_dir(FLAGS.output_dir)
   feature_files = {split: classifier_data.feature_cache(
       examples[split], task, split, FLAGS.max_seq_length, tokenizer,
       FLAGS.vocab_file, FLAGS.data_dir, FLAGS.output_dir,

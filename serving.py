@@ -36,7 +36,7 @@ def checkpoint_head_size(checkpoint):
 
 def load_model(config, checkpoint):
   """The model of a checkpoint: a BertClassifier when it holds a head,
-  else the encoder and pooler alone (a BertPretrainingModel's).
+  else the encoder and pooler alone (modeling.BertModel).
 
   Returns (model, num_labels or None).
 
@@ -49,10 +49,8 @@ def load_model(config, checkpoint):
     model = classifier.BertClassifier(config, num_labels)
     checkpoints.load_checkpoint(model.variables_by_name(), checkpoint)
   else:
-    model = modeling.BertPretrainingModel(config)
-    encoder = {name: v for name, v in model.variables_by_name().items()
-               if name.startswith("bert/")}
-    checkpoints.load_checkpoint(encoder, checkpoint)
+    model = modeling.BertModel(config)
+    checkpoints.load_checkpoint(model.variables_by_name(), checkpoint)
   return model, num_labels
 
 
@@ -75,8 +73,7 @@ class ServingModule(tf.Module):
       if self.num_labels > 1:
         results["probabilities"] = tf.nn.softmax(outputs["logits"], axis=-1)
     else:
-      no_positions = tf.zeros([tf.shape(input_ids)[0], 0], tf.int32)
-      outputs = self.model(input_ids, input_mask, segment_ids, no_positions)
+      outputs = self.model(input_ids, input_mask, segment_ids)
       results = {}
     results["pooled_output"] = tf.cast(outputs["pooled_output"], tf.float32)
     results["sequence_output"] = tf.cast(outputs["sequence_output"],

@@ -117,9 +117,9 @@ class TensorFlowJob:
             chief=False, is_regression=False))
 
   def run(self, steps):
-    steps_run, loss = self.loop(self.iterator, self.tf.constant(steps))
+    steps_run, terms = self.loop(self.iterator, self.tf.constant(steps))
     assert int(steps_run) == steps
-    return float(loss)
+    return float(terms["loss"])
 
 
 class TorchJob(step_worker.CyclingBatches):

@@ -92,6 +92,52 @@ def test_intermediate_outputs_match_numpy_bert(google_ckpt):
                                 model(*batch)["masked_lm_logits"])
 
 
+def test_one_encoder_layer_block_alone_matches_numpy_bert(google_ckpt):
+  """EncoderLayer run by itself on the NumPy reference's layer input gives
+  the reference's layer output."""
+  prefix, weights = google_ckpt
+  model = tiny_model()
+  checkpoints.load_checkpoint(model, prefix)
+  input_ids, input_mask, segment_ids, _ = tiny_batch()
+  expected = ref.bert_forward(weights, TINY, input_ids, input_mask,
+                              segment_ids, np.zeros([3, 0], np.int32))
+  batch, seq, hidden = expected["hidden_states"][1].shape
+  adder = (1.0 - input_mask[:, None, None, :].astype(np.float32)) * -10000.0
+  layer = model.bert.encoder_layers[1]
+  output, pieces = layer(
+      expected["hidden_states"][1].reshape(-1, hidden).astype(np.float32),
+      tf.constant(adder), batch, seq, training=False)
+  np.testing.assert_allclose(output.numpy().reshape(batch, seq, hidden),
+                             expected["hidden_states"][2], rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_allclose(pieces["scores"].numpy(),
+                             expected["attention_scores"][1], rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_bert_model_is_the_pretraining_model_without_its_heads():
+  config = modeling.BertConfig(**TINY)
+  encoder = modeling.BertModel(config, seed=5)
+  full = modeling.BertPretrainingModel(config, seed=5)
+  encoder_vars = encoder.variables_by_name()
+  full_vars = full.variables_by_name()
+  # Checkpoint order, every name once, each variable reachable once.
+  assert list(full_vars) == list(modeling.variable_shapes(config))
+  assert list(encoder_vars) == [n for n in full_vars if n.startswith("bert/")]
+  assert len(full.trainable_variables) == len(full_vars)
+  assert len(encoder.trainable_variables) == len(encoder_vars)
+  # A variable's initial value depends on its name and the seed only.
+  for name, variable in encoder_vars.items():
+    np.testing.assert_array_equal(variable.numpy(), full_vars[name].numpy(),
+                                  err_msg=name)
+  input_ids, input_mask, segment_ids, positions = tiny_batch()
+  alone = encoder(input_ids, input_mask, segment_ids)
+  with_heads = full(input_ids, input_mask, segment_ids, positions)
+  for key in ("sequence_output", "pooled_output"):
+    np.testing.assert_array_equal(alone[key], with_heads[key])
+  assert "masked_lm_logits" not in alone
+
+
 def test_frozen_model_variables_are_not_trainable():
   model = modeling.BertPretrainingModel(modeling.BertConfig(**TINY), seed=0,
                                         trainable=False)

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -650,3 +651,28 @@ def test_pipeline_stage_g_scores_teacher_and_student_then_skips(tmp_path):
                          text=True, timeout=300)
   assert again.returncode == 0, again.stderr[-2000:]
   assert again.stdout.count("done before, skipped") == 2
+
+
+def test_resume_passes_over_a_truncated_newest_checkpoint(runs, tmp_path):
+  """Fine-tuning shares stage V's resume rule (training.resume): a newest
+  checkpoint cut short is passed over for the older one, and training
+  from there ends with the uninterrupted weights."""
+  source = runs["root"] / "uninterrupted"
+  output_dir = tmp_path / "copy"
+  shutil.copytree(source, output_dir)
+  older, newest = checkpoints.complete_checkpoints(str(output_dir))[1::-1]
+  assert checkpoints.checkpoint_step(newest) == STEPS
+  data_file = f"{newest}.data-00000-of-00001"
+  with open(data_file, "r+b") as f:
+    f.truncate(os.path.getsize(data_file) // 2)
+  rerun = subprocess.run(replace_flag(runs["command"], "output_dir",
+                                      output_dir), env=ENV, cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "Passing over" in rerun.stderr
+  assert f"Resuming from {older} at step " in rerun.stderr
+  got = checkpoint_values(output_dir / f"model.ckpt-{STEPS}")
+  want = checkpoint_values(source / f"model.ckpt-{STEPS}")
+  for name, value in want.items():
+    np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6,
+                               err_msg=name)
