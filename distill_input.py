@@ -15,7 +15,6 @@ P = max_predictions_per_seq, k = truncation_factor, V = vocab_size.
 import dataclasses
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
 
 import cli
@@ -458,12 +457,19 @@ def records_spec(settings, truncation_factor, max_seq_length,
 
 
 def count_batches(files, batch_size, limit, exclusions=None):
-  """Whole batches of `batch_size` in `files`, counting up to `limit`."""
+  """Whole batches of `batch_size` in `files`, counting up to `limit`.
+
+  Raises:
+    tf.errors.DataLossError: a file is truncated or corrupt, as tf.data
+      raises it (the callers name the bad record with input_error).
+  """
   if exclusions is not None:
     return min(exclusions.kept(files) // batch_size, limit)
-  dataset = tf.data.TFRecordDataset(files).take(limit * batch_size)
-  count = dataset.reduce(np.int64(0), lambda n, _: n + 1)
-  return int(count) // batch_size
+  try:
+    count = records.count_records(files, limit * batch_size)
+  except ValueError as e:
+    raise tf.errors.DataLossError(None, None, str(e)) from None
+  return count // batch_size
 
 
 def find_input_files(input_file, eval_input_file, do_eval):

@@ -66,7 +66,11 @@ III-b's worker processes use only the encoder, the framing and the names
 above, and start in 0.1 s and 20 MB instead of 4.5 s and 600 MB.
 """
 
+import contextlib
 import functools
+import itertools
+import mmap
+import os
 import struct
 
 INPUT_IDS = "input_ids"
@@ -813,6 +817,7 @@ def decode_example(serialized):
 
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
+_HEADER = struct.Struct("<QI")  # length, its masked CRC
 
 
 def _load_crc32c():
@@ -932,10 +937,71 @@ def _read_tfrecords_with_tensorflow(path):
                      f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
 
 
-def count_records(path):
-  """The number of records of a TFRecord file, read once and so checked.
+def count_records(paths, limit=None, check_data=False):
+  """The number of records in the TFRecord files `paths` together, counting
+  no further than `limit` (None: all of them).
+
+  Reads each record's 12-byte header, checks its length's CRC and seeks over
+  the data and the data's CRC: one small read per record whatever its size
+  (a record of label mode `full` is megabytes). The data's CRC is left to
+  the reader that uses the records (tf.data and read_tfrecords check it),
+  unless check_data: then every record is read whole and both CRCs checked
+  (stage IV checks its inputs so before it opens its output). Files past
+  the limit are not opened, records past it not read, as tf.data's
+  take(limit) reads. Without google_crc32c's C code TensorFlow reads the
+  files whole.
 
   Raises:
-    ValueError: as read_tfrecords.
+    ValueError: a truncated or corrupt file, or one that is not TFRecords;
+      the one-line message starts with the file's path and names the
+      record's offset.
   """
-  return sum(1 for _ in read_tfrecords(path))
+  if isinstance(paths, str):
+    raise TypeError(f"count_records takes a list of paths, not {paths!r}")
+  crc32c = _load_crc32c()
+  count = 0
+  for path in paths:
+    most = None if limit is None else limit - count
+    if most == 0:
+      break
+    if check_data or crc32c is None:
+      count += sum(1 for _ in itertools.islice(read_tfrecords(path), most))
+    else:
+      count += _count_file_records(path, crc32c, most)
+  return count
+
+
+def _count_file_records(path, crc32c, most):
+  """count_records of one file, its headers only, up to `most` records."""
+  with _open(path, "rb") as f, contextlib.ExitStack() as stack:
+    if "://" in path:
+      import tensorflow as tf
+      size = tf.io.gfile.stat(path).length
+
+      def header_at(offset):
+        f.seek(offset)
+        return f.read(12)
+    else:  # Mapped: a header is a slice, no read or seek call (2x faster).
+      size = os.fstat(f.fileno()).st_size
+      view = stack.enter_context(
+          mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)) if size else b""
+      header_at = lambda offset: view[offset:offset + 12]
+    offset = count = 0
+    while offset < size and (most is None or count < most):
+      header = header_at(offset)
+      problem = None
+      if len(header) < 12:
+        problem = "truncated record header"
+      else:
+        length, length_crc = _HEADER.unpack(header)
+        end = offset + 16 + length
+        if length_crc != _masked_crc(crc32c, header[:8]):
+          problem = "corrupt record length"
+        elif end > size:
+          problem = "truncated record"
+      if problem:
+        raise ValueError(f"{path}: not a readable TFRecord file ({problem} "
+                         f"at byte {offset})")
+      count += 1
+      offset = end
+  return count

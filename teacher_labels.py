@@ -422,7 +422,8 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
   window_size = batch_size * (1 if mode == records.FULL else sort_batches)
   stats = SampleStats()
   try:  # each file read once, and so checked, before any output is opened
-    counts = [records.count_records(path) for path in input_files]
+    counts = [records.count_records([path], check_data=True)
+              for path in input_files]
   except ValueError as e:
     raise cli.StageError(str(e)) from None
   total = sum(min(c, max_records) if max_records else c for c in counts)

@@ -34,22 +34,17 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 sys.path.insert(0, BENCH)
 import flops  # pylint: disable=g-import-not-at-top,wrong-import-position
+import step_worker  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MODELS = {
-    "bert_base": {"vocab_size": 30522, "hidden_size": 768,
-                  "num_hidden_layers": 12, "num_attention_heads": 12,
-                  "intermediate_size": 3072, "hidden_dropout_prob": 0.1,
-                  "attention_probs_dropout_prob": 0.1,
-                  "max_position_embeddings": 512, "type_vocab_size": 2},
+    "bert_base": flops.BERT_BASE,
     "demo_student": json.load(open(os.path.join(
         ROOT, "data", "example_wiki", "student_bert_config.json"))),
 }
@@ -127,7 +122,7 @@ class TensorFlowJob:
     return float(terms["loss"])
 
 
-class TorchJob:
+class TorchJob(step_worker.CyclingBatches):
   """The same step in transformers + PyTorch."""
 
   def __init__(self, args, config):
@@ -157,7 +152,6 @@ class TorchJob:
         {n: torch.from_numpy(v) for n, v in synthetic_batch(
             rng, config, args.batch_size, args.seq_length).items()}
         for _ in range(4)]
-    self.count = 0
 
   def step(self, b):
     outputs = self.model(input_ids=b["input_ids"],
@@ -170,27 +164,12 @@ class TorchJob:
     self.optimizer.step()
     return float(outputs.loss.detach())
 
-  def run(self, steps):
-    loss = None
-    for _ in range(steps):
-      loss = self.step(self.batches[self.count % len(self.batches)])
-      self.count += 1
-    return loss
-
 
 def worker(args):
-  """Serves `run N` lines on stdin with one JSON line each on stdout."""
+  """Serves `run N` lines on stdin (step_worker.serve)."""
   config = MODELS[args.model]
   job = (TorchJob if args.worker == "torch" else TensorFlowJob)(args, config)
-  job.run(args.warmup_steps)  # tracing, allocation
-  print(json.dumps({"ready": True}), flush=True)
-  for line in sys.stdin:
-    steps = int(line.split()[1])
-    started = time.perf_counter()
-    loss = job.run(steps)
-    seconds = time.perf_counter() - started
-    print(json.dumps({"examples_per_second": steps * args.batch_size / seconds,
-                      "loss": loss}), flush=True)
+  step_worker.serve(job, args.warmup_steps, args.batch_size)
 
 
 def gemm_gflops():
@@ -235,27 +214,22 @@ def main():
                     (args.student_batch, args.student_seq))
       workers = {}
       for framework in ("torch", "tf"):  # one at a time: start-up not timed
-        workers[framework] = subprocess.Popen(
+        workers[framework] = step_worker.Worker(
             [sys.executable, os.path.abspath(__file__),
              f"--worker={framework}", f"--model={model}",
              f"--batch_size={batch}", f"--seq_length={seq}",
              f"--warmup_steps={args.warmup_steps}", f"--tmp_dir={tmp_dir}",
-             f"--torch_threads={args.torch_threads}"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        assert json.loads(workers[framework].stdout.readline())["ready"]
+             f"--torch_threads={args.torch_threads}"], env=env)
       rates = {framework: [] for framework in workers}
       for round_ in range(args.rounds):
         for framework, process in workers.items():
-          process.stdin.write(f"run {args.steps_per_round}\n")
-          process.stdin.flush()
-          result = json.loads(process.stdout.readline())
+          result = process.run(args.steps_per_round)
           rates[framework].append(result["examples_per_second"])
           print(f"{model} round {round_ + 1} {framework}: "
                 f"{result['examples_per_second']:.2f} examples/s, "
                 f"loss {result['loss']:.3f}", flush=True)
       for process in workers.values():
-        process.stdin.close()
-        process.wait()
+        process.close()
       summary.append((model, batch, seq, rates))
   gemm_after = gemm_gflops()
   print("load average (1, 5, 15 min) at end: %.1f %.1f %.1f" % os.getloadavg())

@@ -38,7 +38,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,13 +47,9 @@ ROOT = os.path.dirname(BENCH)
 sys.path.insert(0, BENCH)
 
 import flops  # pylint: disable=g-import-not-at-top,wrong-import-position
+import step_worker  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-STUDENT = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 6,
-           "num_attention_heads": 12, "intermediate_size": 3072,
-           "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-           "attention_probs_dropout_prob": 0.1,
-           "max_position_embeddings": 512, "type_vocab_size": 2,
-           "initializer_range": 0.02}
+STUDENT = dict(flops.BERT_BASE, num_hidden_layers=6)
 NUM_RECORDS = 160
 
 
@@ -138,63 +133,33 @@ class TensorFlowJob:
     return float(terms["loss"])
 
 
-class TorchJob:
+class TorchJob(step_worker.CyclingBatches):
   """bench/torch_distill.py's step on the same records, in this process."""
 
   def __init__(self, args):
-    import numpy as np  # pylint: disable=g-import-not-at-top
     import torch  # pylint: disable=g-import-not-at-top
-    import tfrecord_io  # pylint: disable=g-import-not-at-top
     import torch_distill  # pylint: disable=g-import-not-at-top
+    import torch_peer  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(args.threads)
     with open(os.path.join(args.tmp_dir, "student_config.json")) as f:
       self.step = torch_distill.DistillStep(json.load(f))
-    examples = [tfrecord_io.decode_example(r) for r in tfrecord_io.read_records(
-        os.path.join(args.tmp_dir, "teacher_labels.tfrecord"))]
+    examples = torch_peer.read_examples(
+        os.path.join(args.tmp_dir, "teacher_labels.tfrecord"))
     self.batches = [torch_distill.to_batch(examples[i:i + args.batch_size],
                                            args.predictions)
                     for i in range(0, len(examples), args.batch_size)]
-    self.count = 0
-    del np
-
-  def run(self, steps):
-    loss = None
-    for _ in range(steps):
-      loss = self.step(self.batches[self.count % len(self.batches)])
-      self.count += 1
-    return loss
 
 
 def worker(args):
-  """Serves `run N` lines on stdin with one JSON line each on stdout."""
+  """Writes the bench's inputs, or serves `run N` lines on stdin
+  (step_worker.serve)."""
   if args.worker == "setup":
     return setup(args)
   if args.worker == "torch":
     job = TorchJob(args)
   else:
     job = TensorFlowJob(args, jit=args.worker == "tf_xla")
-  job.run(args.warmup_steps)  # tracing, compilation, allocation
-  print(json.dumps({"ready": True}), flush=True)
-  for line in sys.stdin:
-    steps = int(line.split()[1])
-    started = time.perf_counter()
-    loss = job.run(steps)
-    seconds = time.perf_counter() - started
-    print(json.dumps({"examples_per_second": steps * args.batch_size / seconds,
-                      "loss": loss}), flush=True)
-
-
-def process_cpu_seconds(pid):
-  """user + sys CPU seconds of a running process, from /proc."""
-  with open(f"/proc/{pid}/stat") as f:
-    fields = f.read().rsplit(")", 1)[1].split()
-  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def spread(values, fmt="{:.2f}"):
-  """'median (min-max)' of a list."""
-  return (fmt.format(statistics.median(values)) + " (" +
-          fmt.format(min(values)) + "-" + fmt.format(max(values)) + ")")
+  step_worker.serve(job, args.warmup_steps, args.batch_size)
 
 
 def whole_processes(args, env, probe, example_flops):
@@ -244,11 +209,11 @@ def whole_processes(args, env, probe, example_flops):
     steady[side] = [
         (long_ - short) * args.batch_size / (b.wall - a.wall)
         for a, b in zip(runs[side][short], runs[side][long_])]
-  print(f"  {short}-step runs: ours {spread([c.wall for c in runs['ours'][short]], '{:.1f}')}"
-        f" s, pytorch {spread([c.wall for c in runs['pytorch'][short]], '{:.1f}')} s; "
-        f"ours / pytorch time {spread([o.wall / t.wall for o, t in zip(runs['ours'][short], runs['pytorch'][short])])}x")
-  print(f"  {long_}-step runs: ours {spread([c.wall for c in runs['ours'][long_]], '{:.1f}')}"
-        f" s, pytorch {spread([c.wall for c in runs['pytorch'][long_]], '{:.1f}')} s")
+  print(f"  {short}-step runs: ours {flops.spread([c.wall for c in runs['ours'][short]], '{:.1f}')}"
+        f" s, pytorch {flops.spread([c.wall for c in runs['pytorch'][short]], '{:.1f}')} s; "
+        f"ours / pytorch time {flops.spread([o.wall / t.wall for o, t in zip(runs['ours'][short], runs['pytorch'][short])])}x")
+  print(f"  {long_}-step runs: ours {flops.spread([c.wall for c in runs['ours'][long_]], '{:.1f}')}"
+        f" s, pytorch {flops.spread([c.wall for c in runs['pytorch'][long_]], '{:.1f}')} s")
   for side in runs:
     rates = steady[side]
     if min(rates) <= 0:
@@ -268,7 +233,7 @@ def whole_processes(args, env, probe, example_flops):
                               example_flops, gemm, "pytorch inside"))
   if min(steady["ours"] + steady["pytorch"]) > 0:
     ratios = [o / t for o, t in zip(steady["ours"], steady["pytorch"])]
-    print(f"  steady-state ratio ours/pytorch: {spread(ratios)}x", flush=True)
+    print(f"  steady-state ratio ours/pytorch: {flops.spread(ratios)}x", flush=True)
   return runs
 
 
@@ -284,9 +249,7 @@ def steady_workers(args, env, probe, example_flops):
                    f"--{n}={getattr(args, n)}" for n in
                    ("batch_size", "seq_length", "predictions", "k",
                     "warmup_steps", "threads", "layers")]
-    workers[job] = subprocess.Popen(command, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, text=True, env=env)
-    assert json.loads(workers[job].stdout.readline())["ready"]
+    workers[job] = step_worker.Worker(command, env=env)
   print(f"\n(b) steady state in workers, {args.steady_rounds} rounds x "
         f"{args.steps_per_round} steps, after {args.warmup_steps} warm-up "
         f"steps:", flush=True)
@@ -296,13 +259,11 @@ def steady_workers(args, env, probe, example_flops):
     order = jobs if round_ % 2 == 0 else jobs[::-1]
     line = []
     for job in order:
-      others = {o: process_cpu_seconds(workers[o].pid) for o in jobs
+      others = {o: flops.process_cpu_seconds(workers[o].pid) for o in jobs
                 if o != job}
-      workers[job].stdin.write(f"run {args.steps_per_round}\n")
-      workers[job].stdin.flush()
-      result = json.loads(workers[job].stdout.readline())
+      result = workers[job].run(args.steps_per_round)
       for o, before in others.items():
-        idle[o].append(process_cpu_seconds(workers[o].pid) - before)
+        idle[o].append(flops.process_cpu_seconds(workers[o].pid) - before)
       results[job].append(result["examples_per_second"])
       line.append(f"{job} {result['examples_per_second']:.2f} ex/s = "
                   f"{result['examples_per_second'] * example_flops / 1e9:.0f}"
@@ -311,14 +272,13 @@ def steady_workers(args, env, probe, example_flops):
     print(f"  round {round_ + 1} (load {flops.load_average():.1f}): "
           + "; ".join(line), flush=True)
   for process in workers.values():
-    process.stdin.close()
-    process.wait()
+    process.close()
   gemm = probe.rate
   print(f"  GEMM: {probe.describe()}")
   for job in jobs:
     print(f"  {job:9s} median " + flops.describe_rate(
         statistics.median(results[job]), "examples/s", example_flops, gemm,
-        f"{job} worker") + f", rounds {spread(results[job])}; CPU s it used "
+        f"{job} worker") + f", rounds {flops.spread(results[job])}; CPU s it used "
           f"while idle (max over the others' rounds): {max(idle[job]):.2f}")
     flops.percent_of_gemm(max(results[job]) * example_flops, gemm,
                           f"{job} worker, best round")
@@ -326,7 +286,7 @@ def steady_workers(args, env, probe, example_flops):
     for job in jobs:
       if job != "torch":
         ratios = [a / b for a, b in zip(results[job], results["torch"])]
-        print(f"  {job} / torch: {spread(ratios)}x", flush=True)
+        print(f"  {job} / torch: {flops.spread(ratios)}x", flush=True)
 
 
 def main():

@@ -50,8 +50,9 @@ import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
-sys.path.insert(0, BENCH)
+sys.path[:0] = [BENCH, ROOT]
 import english_corpus  # pylint: disable=wrong-import-position
+import records  # pylint: disable=wrong-import-position
 
 TEACHER_CONFIG = {
     "attention_probs_dropout_prob": 0.0, "hidden_act": "gelu",
@@ -167,11 +168,6 @@ def records_files(folder):
                 if f.endswith(".tfrecord"))
 
 
-def count_records(paths):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return sum(1 for p in paths for _ in tf.data.TFRecordDataset(p))
-
-
 def prepare_text(args, work):
   """Corpus, split, subset vocabulary. Returns (train dir, held-out dir, vocab)."""
   text = os.path.join(work, "english.txt")
@@ -187,7 +183,7 @@ def prepare_text(args, work):
                                 f"--folder={split}", "--name_base=text"],
         os.path.join(work, "logs", "split.log"))
     os.makedirs(train_dir, exist_ok=True)
-    pieces = sorted(os.listdir(split),
+    pieces = sorted((n for n in os.listdir(split) if n.endswith(".txt")),
                     key=lambda n: int(re.findall(r"\d+", n)[-1]))
     for name in pieces[:-1]:
       os.replace(os.path.join(split, name), os.path.join(train_dir, name))
@@ -334,8 +330,8 @@ def main():
   if not os.path.isdir(held_full):
     label(args, work, teacher, teacher_config, vocab, held_records,
           "held_out_full", ["--label_mode=full"])
-  examples = count_records(records_files(student_records))
-  held_examples = count_records(records_files(held_records))
+  examples = records.count_records(records_files(student_records))
+  held_examples = records.count_records(records_files(held_records))
 
   rows = []
   for name in args.modes:

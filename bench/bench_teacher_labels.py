@@ -93,12 +93,6 @@ def parse_args():
 MAX_SEQ_LENGTH, MAX_PREDICTIONS, LENGTH_MULTIPLE = 128, 20, 16
 ORIGINAL_RECORDS = os.path.join(ROOT, "tests", "data", "original",
                                 "original_sample_records.tfrecord")
-BERT_BASE = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
-             "num_attention_heads": 12, "intermediate_size": 3072,
-             "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-             "attention_probs_dropout_prob": 0.1,
-             "max_position_embeddings": 512, "type_vocab_size": 2,
-             "initializer_range": 0.02}
 
 
 def original_lengths():
@@ -190,13 +184,6 @@ def executed_flops(examples, config, batch_size, sort_batches, trimmed):
   return total
 
 
-def process_cpu_seconds(pid):
-  """user + sys CPU seconds of a running process, from /proc."""
-  with open(f"/proc/{pid}/stat") as f:
-    fields = f.read().rsplit(")", 1)[1].split()
-  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def own_cpu_seconds():
   usage = resource.getrusage(resource.RUSAGE_SELF)
   return usage.ru_utime + usage.ru_stime
@@ -263,12 +250,6 @@ def compare_outputs(ours_path, theirs_path):
   return float(relative.max()), float(np.mean(our_ids == their_ids))
 
 
-def spread(values, fmt="{:.2f}"):
-  """'median (min-max)' of a list."""
-  return (fmt.format(statistics.median(values)) + " (" +
-          fmt.format(min(values)) + "-" + fmt.format(max(values)) + ")")
-
-
 def whole_processes(args, mix, paths, teacher, config_dict, probe, examples):
   """Part (a) for one length mix: alternating whole-process runs."""
   records_path, _ = paths
@@ -318,10 +299,10 @@ def whole_processes(args, mix, paths, teacher, config_dict, probe, examples):
   n = args.num_examples
   full_flops = flops.forward_flops(config_dict, MAX_SEQ_LENGTH, MAX_PREDICTIONS)
   torch_rate = statistics.median(torch_steady)
-  print(f"  [{mix}] {n} records: ours {spread(walls['ours'], '{:.1f}')} s, "
-        f"pytorch {spread(walls['pytorch'], '{:.1f}')} s; wall ratio "
-        f"pytorch/ours {spread(ratios)}x, CPU-time ratio "
-        f"{spread(cpu_ratios)}x")
+  print(f"  [{mix}] {n} records: ours {flops.spread(walls['ours'], '{:.1f}')} s, "
+        f"pytorch {flops.spread(walls['pytorch'], '{:.1f}')} s; wall ratio "
+        f"pytorch/ours {flops.spread(ratios)}x, CPU-time ratio "
+        f"{flops.spread(cpu_ratios)}x")
   print(f"  [{mix}] PyTorch's own loop inside its process: "
         + flops.describe_rate(torch_rate, "seq/s", full_flops, probe.rate,
                               "pytorch loop"))
@@ -362,10 +343,10 @@ def steady_state(args, mix, paths, teacher, config, config_dict, probe,
     line = []
     for side in order:
       if side == "ours":
-        before = process_cpu_seconds(worker.pid)
+        before = flops.process_cpu_seconds(worker.pid)
         count, seconds = run_ours(labeler, records_path, output_path, config,
                                   args)
-        idle["pytorch"].append(process_cpu_seconds(worker.pid) - before)
+        idle["pytorch"].append(flops.process_cpu_seconds(worker.pid) - before)
         rate = count / seconds
         work = ours_flops
       else:
@@ -389,10 +370,10 @@ def steady_state(args, mix, paths, teacher, config, config_dict, probe,
                                  f"{side} {mix} best round")
     median = flops.percent_of_gemm(statistics.median(flop_rates[side]),
                                    probe.rate, f"{side} {mix}")
-    print(f"  [{mix}] {side:8s} {spread(rates[side])} seq/s, median "
+    print(f"  [{mix}] {side:8s} {flops.spread(rates[side])} seq/s, median "
           f"{statistics.median(flop_rates[side]) / 1e9:.0f} GFLOP/s = "
           f"{median:.0f}% of GEMM (best round {best:.0f}%)")
-  print(f"  [{mix}] steady-state ratio ours/pytorch {spread(ratios)}x; CPU s "
+  print(f"  [{mix}] steady-state ratio ours/pytorch {flops.spread(ratios)}x; CPU s "
         f"the idle side used during the other's rounds: ours "
         f"{max(idle['ours']):.2f}, pytorch {max(idle['pytorch']):.2f} (max)",
         flush=True)
@@ -405,7 +386,7 @@ def main():
   tf.config.threading.set_intra_op_parallelism_threads(args.threads)
   args.work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench_teacher_")
   os.makedirs(args.work_dir, exist_ok=True)
-  config_dict = dict(BERT_BASE, num_hidden_layers=args.layers)
+  config_dict = dict(flops.BERT_BASE, num_hidden_layers=args.layers)
   config = modeling.BertConfig.from_dict(config_dict)
   print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{os.cpu_count()} CPUs, threads {args.threads}, load "

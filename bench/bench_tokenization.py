@@ -15,7 +15,6 @@ google_reference.py).
 import os
 import resource
 import sys
-import tempfile
 import time
 
 from absl import app
@@ -45,12 +44,6 @@ flags.DEFINE_multi_string("do_lower_case", ["true", "false"],
                           "Casing modes to bench (repeatable).")
 
 FLAGS = flags.FLAGS
-
-
-def read_lines(path):
-  """The non-empty lines of a text file."""
-  with open(path, encoding="utf-8") as f:
-    return [line for line in f.read().splitlines() if line.strip()]
 
 
 def tokenize_to_ids(tokenize, convert, lines):
@@ -96,11 +89,8 @@ def cache_megabytes(cache):
 def main(argv):
   del argv
   google = google_reference.load_google_tokenization()
-  corpus_file = FLAGS.corpus_file
-  if not corpus_file:
-    corpus_file = os.path.join(tempfile.mkdtemp(), "english.txt")
-    english_corpus.build_corpus(corpus_file, FLAGS.corpus_bytes)
-  lines = read_lines(corpus_file)
+  corpus_file, lines = english_corpus.corpus_lines(FLAGS.corpus_file,
+                                                  FLAGS.corpus_bytes)
   print(f"corpus: {corpus_file}, {os.path.getsize(corpus_file)} bytes, "
         f"{len(lines)} lines; Google's tokenizer: "
         f"{'yes' if google else 'not installed'}")

@@ -5,7 +5,9 @@ sentence per line, a blank line between documents) from text found on any
 machine with this Python: Python's own documentation topics (pydoc_data), the
 docstrings of the standard library, then the licenses and copyright files
 under /usr/share. Sources are read in sorted order, so the same machine gives
-the same bytes. Run as a script to write a file:
+the same bytes. `corpus_lines(corpus_file, corpus_bytes)` gives the
+tokenization benches their text: a given file's lines, or a new corpus's.
+Run as a script to write a file:
 
   python bench/english_corpus.py /tmp/english.txt 4000000
 """
@@ -17,6 +19,7 @@ import os
 import re
 import sys
 import sysconfig
+import tempfile
 
 # A sentence ends at . ! or ? followed by whitespace and an upper-case letter,
 # a quote or an opening bracket.
@@ -110,6 +113,18 @@ def build_corpus(path, target_bytes):
           if written >= target_bytes:
             return written
   return written
+
+
+def corpus_lines(corpus_file, corpus_bytes):
+  """The non-empty lines of corpus_file; when it is empty ("") of a corpus of
+  about corpus_bytes built into a new temporary directory. Returns (the
+  file's path, its lines)."""
+  if not corpus_file:
+    corpus_file = os.path.join(tempfile.mkdtemp(), "english.txt")
+    build_corpus(corpus_file, corpus_bytes)
+  with open(corpus_file, encoding="utf-8") as f:
+    return corpus_file, [line for line in f.read().splitlines()
+                         if line.strip()]
 
 
 def _cut(sentences, max_lines):

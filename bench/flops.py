@@ -15,16 +15,27 @@ One home for the arithmetic every bench reports next to its rates:
   * percent_of_gemm: a model rate as a share of that rate; above 100% is a
     measurement bug (a miscounted FLOP or a mis-timed run), so it raises.
   * Child: a whole command line run to completion, with its wall time, CPU
-    time and peak RSS (as a user would measure it), and the load it met.
+    time and peak RSS (as a user would measure it), and the load it met;
+    load_average, process_cpu_seconds (of a running process) and spread
+    (a list of rounds as "median (min-max)").
+  * BERT_BASE: BERT-Base's bert_config.json, the shape the benches run.
 
 Imports neither TensorFlow nor PyTorch at module level: each bench process
 measures with what it has loaded.
 """
 
 import os
+import statistics
 import subprocess
 import tempfile
 import time
+
+BERT_BASE = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
+             "num_attention_heads": 12, "intermediate_size": 3072,
+             "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+             "attention_probs_dropout_prob": 0.1,
+             "max_position_embeddings": 512, "type_vocab_size": 2,
+             "initializer_range": 0.02}
 
 
 def forward_flops(config, seq_length, predictions):
@@ -212,6 +223,19 @@ def load_average():
   """The 1-minute load average (other jobs on a shared machine)."""
   with open("/proc/loadavg") as f:
     return float(f.read().split()[0])
+
+
+def process_cpu_seconds(pid):
+  """user + sys CPU seconds of a running process, from /proc."""
+  with open(f"/proc/{pid}/stat") as f:
+    fields = f.read().rsplit(")", 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def spread(values, fmt="{:.2f}"):
+  """'median (min-max)' of a list."""
+  return (fmt.format(statistics.median(values)) + " (" +
+          fmt.format(min(values)) + "-" + fmt.format(max(values)) + ")")
 
 
 class Child:

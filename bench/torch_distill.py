@@ -8,7 +8,7 @@ masked positions (MLM head there only) plus the next-sentence loss,
 backward, gradients clipped to norm 1.0, AdamW (weight decay 0.01 except
 LayerNorm and biases) under BERT's linear warmup/decay schedule; then save
 the model and optimizer state. No TensorFlow: records are read by
-bench/tfrecord_io.py.
+records.py's own decoder (bench/torch_peer.py).
 
   .venv-bench/bin/python bench/torch_distill.py --bert_config_file C.json \
       --input_file LABELS --output_dir OUT --num_train_steps 3 \
@@ -21,7 +21,6 @@ import time
 
 _START = time.perf_counter()
 
-import argparse  # pylint: disable=g-import-not-at-top,wrong-import-position
 import json  # pylint: disable=g-import-not-at-top,wrong-import-position
 import os  # pylint: disable=g-import-not-at-top,wrong-import-position
 import sys  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -31,7 +30,7 @@ import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
 import transformers  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import tfrecord_io  # pylint: disable=g-import-not-at-top,wrong-import-position
+import torch_peer  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 class DistillStep:
@@ -71,8 +70,7 @@ class DistillStep:
   def __call__(self, b):
     """One step on a batch {name: tensor}; teacher labels [B, P, k]."""
     b = {name: t.to(self.device) for name, t in b.items()}
-    with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16,
-                        enabled=self.precision == "bfloat16"):
+    with torch_peer.autocast(self.device, self.precision):
       outputs = self.model.bert(input_ids=b["input_ids"],
                                 attention_mask=b["input_mask"],
                                 token_type_ids=b["segment_ids"])
@@ -107,34 +105,22 @@ def to_batch(examples, predictions):
   return batch
 
 
-def parse_args():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--bert_config_file", required=True)
-  parser.add_argument("--input_file", required=True)
+def flag_parser():
+  parser = torch_peer.argument_parser(__doc__)
   parser.add_argument("--output_dir", required=True)
   parser.add_argument("--num_train_steps", type=int, required=True)
   parser.add_argument("--train_batch_size", type=int, default=32)
   parser.add_argument("--max_predictions_per_seq", type=int, default=20)
-  parser.add_argument("--threads", type=int, default=2)
   parser.add_argument("--seed", type=int, default=12345)
-  parser.add_argument("--device", default="cpu", help="cpu or cuda.")
-  parser.add_argument("--precision", default="float32",
-                      choices=["float32", "bfloat16"],
-                      help="bfloat16: torch.autocast, float32 weights.")
-  return parser.parse_args()
+  return parser
 
 
 def main():
-  args = parse_args()
-  torch.set_num_threads(args.threads)
-  imported = time.perf_counter()
-  with open(args.bert_config_file) as f:
-    config = json.load(f)
+  args, imported, config = torch_peer.start(flag_parser())
   step = DistillStep(config, num_train_steps=args.num_train_steps,
                      num_warmup_steps=1, seed=args.seed, device=args.device,
                      precision=args.precision)
-  examples = [tfrecord_io.decode_example(r)
-              for r in tfrecord_io.read_records(args.input_file)]
+  examples = torch_peer.read_examples(args.input_file)
   rng = np.random.default_rng(args.seed)
   built = time.perf_counter()
   step_seconds, order, losses = [], [], []
@@ -159,8 +145,7 @@ def main():
       "train_seconds": trained - built, "save_seconds": done - trained,
       "total_seconds": done - _START, "step_seconds": step_seconds,
       "final_loss": losses[-1],
-      "peak_gpu_mb": (torch.cuda.max_memory_allocated() / 2**20
-                      if args.device.startswith("cuda") else None)}),
+      "peak_gpu_mb": torch_peer.peak_gpu_mb(args.device)}),
         flush=True)
 
 

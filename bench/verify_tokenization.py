@@ -16,7 +16,6 @@ texts, and Google's class of every code point).
 import json
 import os
 import sys
-import tempfile
 import time
 import unicodedata
 
@@ -104,12 +103,6 @@ def compare(name, texts, google_tokenizer, ours):
   return mismatches
 
 
-def read_lines(path):
-  """The non-empty lines of a text file."""
-  with open(path, encoding="utf-8") as f:
-    return [line for line in f.read().splitlines() if line.strip()]
-
-
 def golden_fixture(google, english_lines):
   """Google's tokens on a small sample, plus its class of every code point."""
   texts = list(tokenization_cases.HAND_CASES)
@@ -139,11 +132,8 @@ def main(argv):
   if google is None:
     sys.exit("error: Google's bert-tensorflow is not installed; see "
              "bench/google_reference.py")
-  corpus_file = FLAGS.corpus_file
-  if not corpus_file:
-    corpus_file = os.path.join(tempfile.mkdtemp(), "english.txt")
-    english_corpus.build_corpus(corpus_file, FLAGS.corpus_bytes)
-  english = read_lines(corpus_file)
+  _, english = english_corpus.corpus_lines(FLAGS.corpus_file,
+                                           FLAGS.corpus_bytes)
   adversarial = (list(tokenization_cases.HAND_CASES) +
                  tokenization_cases.random_texts(1, FLAGS.random_texts))
   code_points = code_point_texts()

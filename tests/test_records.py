@@ -130,11 +130,74 @@ def test_tfrecord_reader_and_count_equal_tensorflows(tmp_path, monkeypatch):
     for record in written:
       writer.write(record)
   assert list(records.read_tfrecords(path)) == written
-  assert records.count_records(path) == len(written)
-  assert records.count_records(ORIGINAL_RECORDS) == 11
+  assert records.count_records([path]) == len(written)
+  assert records.count_records([ORIGINAL_RECORDS]) == 11
   # Without google_crc32c's C code, TensorFlow reads: the same records.
   monkeypatch.setattr(records, "_load_crc32c", lambda: None)
   assert list(records.read_tfrecords(path)) == written
+  assert records.count_records([path]) == len(written)
+
+
+def tensorflow_count(paths, limit=None):
+  """The independent count: tf.data's reader over the same files."""
+  dataset = tf.data.TFRecordDataset(paths)
+  if limit is not None:
+    dataset = dataset.take(limit)
+  return sum(1 for _ in dataset)
+
+
+@pytest.fixture(name="record_files")
+def fixture_record_files(tmp_path):
+  """Three TFRecord files written by TensorFlow: 7, 0 and 40 records of
+  0 to 70000 bytes."""
+  sizes = [[0, 1, 70000, 5, 300, 2, 9], [], list(range(0, 4000, 100))]
+  paths = []
+  for i, lengths in enumerate(sizes):
+    path = str(tmp_path / f"part-{i}.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+      for n in lengths:
+        writer.write(bytes([n % 251]) * n)
+    paths.append(path)
+  return paths
+
+
+def test_count_records_of_files_and_limits_equals_tensorflows(record_files):
+  assert records.count_records(record_files) == tensorflow_count(
+      record_files) == 47
+  for limit in (0, 1, 6, 7, 8, 30, 47, 48, 1000):
+    assert records.count_records(record_files, limit) == tensorflow_count(
+        record_files, limit), limit
+    assert records.count_records(record_files, limit, check_data=True) == (
+        tensorflow_count(record_files, limit)), limit
+  assert records.count_records(record_files[::-1], 10) == 10
+  assert records.count_records([]) == 0
+  with pytest.raises(TypeError, match="list of paths"):
+    records.count_records(record_files[0])
+
+
+@pytest.mark.parametrize("cut", [2, 5, 3000, 3916 + 3816 - 5])
+def test_count_records_of_a_truncated_file_names_it(record_files, cut):
+  """The last file cut `cut` bytes before its end: in its last record's data
+  CRC, its data, or (its last two records are 3916 and 3816 bytes framed)
+  the header of the one before. Both readers count the records before the
+  cut alike; on the whole file ours names the file."""
+  path = record_files[2]
+  data = open(path, "rb").read()
+  open(path, "wb").write(data[:-cut])
+  lengths = range(0, 4000, 100)
+  survivors = 7 + sum(1 for i in range(len(lengths))
+                      if sum(16 + n for n in lengths[:i + 1]) <= len(data) - cut)
+  assert records.count_records(record_files, survivors) == (
+      tensorflow_count(record_files, survivors)) == survivors
+  for check_data in (False, True):
+    with pytest.raises(ValueError, match=f"^{path}: not a readable TFRecord "
+                       "file \\(truncated record"):
+      records.count_records(record_files, check_data=check_data)
+  if cut < 3916:
+    with pytest.raises(tf.errors.DataLossError):
+      tensorflow_count(record_files)
+  else:  # TensorFlow's reader takes a partial header for the end of file.
+    assert tensorflow_count(record_files) == survivors
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip_data", "flip_length"])
@@ -145,9 +208,20 @@ def test_reader_names_the_file_of_a_damaged_record(tmp_path, damage):
   if damage == "truncate":
     data = data[:-5]
   elif damage == "flip_data":
-    data[50] ^= 1  # In the second record's data.
+    data[70] ^= 1  # In the second record's data (bytes 58 to 87).
   else:
-    data[46] ^= 1  # The second record's length.
+    data[46] ^= 1  # The second record's length (bytes 46 to 53).
   path.write_bytes(bytes(data))
-  with pytest.raises(ValueError, match="damaged.tfrecord.*at byte 46"):
-    records.count_records(str(path))
+  problem = {"truncate": "truncated record", "flip_data": "corrupt record "
+             "data", "flip_length": "corrupt record length"}[damage]
+  message = f"^{path}: not a readable TFRecord file \\({problem} at byte 46\\)$"
+  with pytest.raises(ValueError, match=message):
+    list(records.read_tfrecords(str(path)))
+  with pytest.raises(ValueError, match=message):
+    records.count_records([str(path)], check_data=True)
+  if damage == "flip_data":  # Left to the reader that uses the data.
+    assert records.count_records([str(path)]) == 2
+  else:
+    with pytest.raises(ValueError, match=message):
+      records.count_records([str(path)])
+  assert records.count_records([str(path)], limit=1) == 1
