@@ -189,6 +189,10 @@ for _name in ("max_seq_length", "max_predictions_per_seq", "train_batch_size",
   flags.register_validator(_name, lambda v: v > 0, f"--{_name} must be > 0")
 flags.register_validator("num_warmup_steps", lambda v: v >= 0,
                          "--num_warmup_steps must be >= 0")
+flags.register_multi_flags_validator(
+    ["num_warmup_steps", "num_train_steps"],
+    lambda f: f["num_warmup_steps"] <= f["num_train_steps"],
+    "--num_warmup_steps must not exceed --num_train_steps")
 flags.register_validator("truncation_factor", lambda v: v is None or v >= 0,
                          "--truncation_factor must be >= 0 (0 = full "
                          "distribution)")

@@ -479,6 +479,9 @@ def bad_input_cases(runs, root):
       "a layer map naming a missing teacher layer": (
           command + [f"--init_checkpoint={finished}", "--init_layer_map=0,5"],
           "layer map names layer(s) 5"),
+      "more warmup steps than steps": (
+          replace_flag(command, "num_warmup_steps", 10**6),
+          "--num_warmup_steps must not exceed --num_train_steps"),
       "a NaN loss": (
           replace_flag(replace_flag(replace_flag(
               command, "input_file", nan_file), "output_dir", root / "nan"),
@@ -501,7 +504,8 @@ def bad_runs(runs, tmp_path_factory):
 @pytest.mark.parametrize("case", [
     "teacher labels of another k", "ids beyond the student vocabulary",
     "no input files", "a checkpoint of another architecture",
-    "a layer map naming a missing teacher layer", "a NaN loss"])
+    "a layer map naming a missing teacher layer",
+    "more warmup steps than steps", "a NaN loss"])
 def test_bad_input_is_one_line_error(bad_runs, case):
   root, cases, results = bad_runs
   stage_runs.assert_one_line_error(results[case], cases[case][1])
