@@ -105,6 +105,10 @@ flags.DEFINE_float("soft_loss_weight", 1.0,
 flags.DEFINE_float("hard_mlm_loss_weight", 0.0,
                    "Weight of the masked-LM cross-entropy on the true "
                    "masked_lm_ids.")
+flags.DEFINE_float("next_sentence_loss_weight", 1.0,
+                   "Weight of the next-sentence cross-entropy (BERT's and "
+                   "the original's 1; the presets' papers train without "
+                   "it: 0).")
 flags.DEFINE_enum("distribution_strategy", None,
                   ["one_device", "mirrored", "multi_worker_mirrored", "tpu"],
                   "How to spread training: one_device; mirrored (all GPUs of "
@@ -204,6 +208,8 @@ flags.register_validator("soft_loss_weight", lambda v: v >= 0,
                          "--soft_loss_weight must be >= 0")
 flags.register_validator("hard_mlm_loss_weight", lambda v: v >= 0,
                          "--hard_mlm_loss_weight must be >= 0")
+flags.register_validator("next_sentence_loss_weight", lambda v: v >= 0,
+                         "--next_sentence_loss_weight must be >= 0")
 for _name in ("hidden_loss_weight", "attention_loss_weight",
               "embedding_loss_weight", "relation_heads"):
   flags.register_validator(_name, lambda v: v >= 0, f"--{_name} must be >= 0")
@@ -314,6 +320,7 @@ def main(_):
   loss_options = {"temperature": FLAGS.temperature,
                   "soft_loss_weight": FLAGS.soft_loss_weight,
                   "hard_mlm_loss_weight": FLAGS.hard_mlm_loss_weight,
+                  "next_sentence_loss_weight": FLAGS.next_sentence_loss_weight,
                   "tail_mass_loss": FLAGS.tail_mass_loss}
   if FLAGS.do_train and step >= FLAGS.num_train_steps:
     logging.info("Already trained: %s is at step %d of --num_train_steps %d; "

@@ -36,21 +36,24 @@ PRESETS = {
     # distillation: --alpha_ce 5.0 --alpha_mlm 2.0 --alpha_cos 1.0,
     # --temperature 2.0).
     "distilbert": {"temperature": 2.0, "soft_loss_weight": 5.0,
-                   "hard_mlm_loss_weight": 2.0, "hidden_loss": "cosine",
+                   "hard_mlm_loss_weight": 2.0,
+                   "next_sentence_loss_weight": 0.0, "hidden_loss": "cosine",
                    "hidden_loss_weight": 1.0, "attention_loss_weight": 0.0,
                    "embedding_loss_weight": 0.0},
     # TinyBERT's general distillation (Jiao et al. 2020, section 3.1-3.3;
     # general_distill.py: loss = att_loss + rep_loss, rep_loss over the
     # embeddings and the uniformly mapped layers, no prediction layer).
     "tinybert_general": {"temperature": 1.0, "soft_loss_weight": 0.0,
-                         "hard_mlm_loss_weight": 0.0, "hidden_loss": "mse",
+                         "hard_mlm_loss_weight": 0.0,
+                         "next_sentence_loss_weight": 0.0, "hidden_loss": "mse",
                          "hidden_loss_weight": 1.0, "attention_loss": "mse",
                          "attention_loss_weight": 1.0,
                          "embedding_loss_weight": 1.0},
     # MiniLM (Wang et al. 2020, section 3: L = L_AT + L_VR on the last
     # layer, nothing else).
     "minilm": {"temperature": 1.0, "soft_loss_weight": 0.0,
-               "hard_mlm_loss_weight": 0.0, "hidden_loss_weight": 0.0,
+               "hard_mlm_loss_weight": 0.0, "next_sentence_loss_weight": 0.0,
+               "hidden_loss_weight": 0.0,
                "attention_loss": "kl", "attention_loss_weight": 1.0,
                "embedding_loss_weight": 0.0},
 }
@@ -398,8 +401,10 @@ def evaluate(strategy, model, dataset, num_batches, loss_options,
                   for name, value in eval_step(iterator).items()}
     sums = batch_sums if sums is None else {
         name: sums[name] + batch_sums[name] for name in sums}
-  return losses.evaluation_metrics(sums, loss_options["soft_loss_weight"],
-                                   loss_options["hard_mlm_loss_weight"])
+  return losses.evaluation_metrics(
+      sums, loss_options["soft_loss_weight"],
+      loss_options["hard_mlm_loss_weight"],
+      loss_options["next_sentence_loss_weight"])
 
 
 def write_eval_results(metrics, step, output_dir):

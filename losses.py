@@ -166,7 +166,8 @@ def next_sentence_cross_entropy(logits, labels):
 def compute_losses(masked_lm_logits, next_sentence_logits, features,
                    temperature=1.0, soft_loss_weight=1.0,
                    hard_mlm_loss_weight=0.0, weight_total=None,
-                   example_total=None, tail_mass_loss=False):
+                   example_total=None, tail_mass_loss=False,
+                   next_sentence_loss_weight=1.0):
   """The training loss and its terms for one batch.
 
   Args:
@@ -177,7 +178,8 @@ def compute_losses(masked_lm_logits, next_sentence_logits, features,
       soft_loss_weight > 0 the teacher's labels (teacher_probs and
       teacher_ids, teacher_probs alone, or teacher_sample_weights and
       teacher_ids).
-    temperature, soft_loss_weight, hard_mlm_loss_weight: Python floats.
+    temperature, soft_loss_weight, hard_mlm_loss_weight,
+      next_sentence_loss_weight: Python floats.
     weight_total: the denominator of the masked-LM terms; defaults to this
       batch's sum of masked_lm_weights + 1e-5. Replicas pass the global one.
     example_total: the denominator of the next-sentence term; defaults to B.
@@ -208,7 +210,7 @@ def compute_losses(masked_lm_logits, next_sentence_logits, features,
   next_sentence /= example_total
   return {
       "loss": soft_loss_weight * soft + hard_mlm_loss_weight * hard +
-              next_sentence,
+              next_sentence_loss_weight * next_sentence,
       "soft_loss": soft,
       "hard_mlm_loss": hard,
       "next_sentence_loss": next_sentence,
@@ -327,7 +329,8 @@ def teacher_distribution_sums(masked_lm_logits, teacher_probs, true_ids,
   }
 
 
-def evaluation_metrics(sums, soft_loss_weight, hard_mlm_loss_weight):
+def evaluation_metrics(sums, soft_loss_weight, hard_mlm_loss_weight,
+                       next_sentence_loss_weight=1.0):
   """Turns evaluation_sums (added over batches) into the reported metrics.
 
   With the teacher's whole distribution: teacher_kl, teacher_cross_entropy
@@ -361,7 +364,8 @@ def evaluation_metrics(sums, soft_loss_weight, hard_mlm_loss_weight):
       metrics[model + "_ece"] = np.sum(
           np.abs(sums[model + "_calibration_w"])) / weight
   metrics["loss"] = (soft_loss_weight * trained_soft +
-                     hard_mlm_loss_weight * hard + next_sentence)
+                     hard_mlm_loss_weight * hard +
+                     next_sentence_loss_weight * next_sentence)
   return {name: float(value) for name, value in metrics.items()}
 
 

@@ -20,6 +20,8 @@
 #
 #   bench/bench_online_distill.sh [demo_output] [steps]
 #   ROUNDS=3 PRESETS= bench/bench_online_distill.sh demo_output 300  # cost only
+#   EXTRA='--next_sentence_loss_weight=1' PRESETS=distilbert SUFFIX=_nsp ...
+#       # every training run gets EXTRA's flags; SUFFIX names its runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEMO=${1:-demo_output}
@@ -46,7 +48,7 @@ run() {
   local name=$1
   shift
   /usr/bin/time -f "peak_rss_kb %M" "$PYTHON" distill.py --do_train \
-      --output_dir="$WORK/$name" "${COMMON[@]}" "$@" \
+      --output_dir="$WORK/$name" "${COMMON[@]}" "$@" ${EXTRA:-} \
       > "$WORK/$name.log" 2>&1
 }
 
@@ -84,15 +86,15 @@ echo "teacher entropy H(t) on the held-out file: $ENTROPY" >&2
 # ROUNDS > 1: offline and online alternate, so that both see the same load.
 NAMES=()
 for round in $(seq "${ROUNDS:-1}"); do
-  suffix=$([ "${ROUNDS:-1}" -gt 1 ] && echo "_$round" || true)
+  suffix=$([ "${ROUNDS:-1}" -gt 1 ] && echo "_$round" || true)${SUFFIX:-}
   run "offline_top10$suffix" --input_file="$(train_files teacher_labels)" \
       --truncation_factor=10
   run "online_full$suffix" --input_file="$(train_files records)" "${TEACHER[@]}"
   NAMES+=("offline_top10$suffix" "online_full$suffix")
 done
 for preset in ${PRESETS-distilbert tinybert_general minilm}; do
-  run "$preset" --input_file="$(train_files records)" "${TEACHER[@]}" --preset="$preset"
-  NAMES+=("$preset")
+  run "$preset${SUFFIX:-}" --input_file="$(train_files records)" "${TEACHER[@]}" --preset="$preset"
+  NAMES+=("$preset${SUFFIX:-}")
 done
 for name in "${NAMES[@]}"; do
   evaluate "$name"

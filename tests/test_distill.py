@@ -186,6 +186,27 @@ def test_default_loss_is_the_originals_by_hand():
   np.testing.assert_allclose(got["loss"], soft + np.log(2.0), rtol=1e-6)
 
 
+def test_next_sentence_weight_zero_leaves_it_out_of_the_loss():
+  """The presets' papers train without NSP: weight 0 drops it from the
+  loss (and the evaluation loss) while it is still reported."""
+  mlm_logits, nsp_logits, features = random_batch(np.random.default_rng(2))
+  with_nsp = losses.compute_losses(mlm_logits, nsp_logits, features)
+  without = losses.compute_losses(mlm_logits, nsp_logits, features,
+                                  next_sentence_loss_weight=0.0)
+  assert float(without["next_sentence_loss"]) > 0
+  np.testing.assert_allclose(without["loss"], without["soft_loss"], rtol=1e-6)
+  np.testing.assert_allclose(
+      with_nsp["loss"], without["loss"] + with_nsp["next_sentence_loss"],
+      rtol=1e-6)
+  sums = {"weight": 4.0, "hard_mlm_loss_w": 2.0, "mlm_correct_w": 1.0,
+          "next_sentence_loss": 3.0, "next_sentence_correct": 1.0,
+          "examples": 2.0}
+  assert losses.evaluation_metrics(sums, 0.0, 1.0)["loss"] == pytest.approx(
+      2.0 / (4.0 + losses.WEIGHT_EPSILON) + 1.5)
+  assert losses.evaluation_metrics(sums, 0.0, 1.0, 0.0)[
+      "loss"] == pytest.approx(2.0 / (4.0 + losses.WEIGHT_EPSILON))
+
+
 def assert_replica_losses_add_up(mlm_logits, nsp_logits, features, **options):
   """What multi-worker training relies on: the batch split in two halves (two
   replicas), each half's loss with the global weight and example totals; the

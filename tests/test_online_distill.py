@@ -607,7 +607,7 @@ def test_presets_set_only_what_the_user_did_not_give():
   from absl import flags  # pylint: disable=g-import-not-at-top
   flag_values = flags.FlagValues()
   for name in ("temperature", "soft_loss_weight", "hard_mlm_loss_weight",
-               "hidden_loss_weight", "attention_loss_weight",
+               "next_sentence_loss_weight", "hidden_loss_weight", "attention_loss_weight",
                "embedding_loss_weight"):
     flags.DEFINE_float(name, 0.0, "", flag_values=flag_values)
   flags.DEFINE_string("hidden_loss", "mse", "", flag_values=flag_values)
@@ -618,6 +618,9 @@ def test_presets_set_only_what_the_user_did_not_give():
   assert (flag_values.soft_loss_weight, flag_values.hard_mlm_loss_weight,
           flag_values.hidden_loss_weight, flag_values.hidden_loss) == (
               5.0, 2.0, 1.0, "cosine")
+  # No preset's paper trains the next-sentence head.
+  for preset in distill_training.PRESETS.values():
+    assert preset["next_sentence_loss_weight"] == 0.0
 
 
 def test_float16_loss_scale_leaves_unreached_variables_alone():
