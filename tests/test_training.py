@@ -1,0 +1,104 @@
+"""training.py: the loop stage V and fine-tuning share, on a toy step whose
+losses are the dataset's values (so every mean and stop is known by hand)."""
+
+import math
+
+from absl import logging as absl_logging
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cli
+import training
+
+
+def toy_loop(losses, norms=None):
+  """(train_loop, iterator, steps_taken) over one step per value: the step's
+  loss is the value, "twice" twice it, its global norm `norms` (default
+  |value|); steps_taken counts the steps that ran."""
+  strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+  with strategy.scope():
+    steps_taken = tf.Variable(0)
+  norms = np.abs(losses) if norms is None else norms
+  dataset = tf.data.Dataset.from_tensor_slices(
+      (np.float32(losses), np.float32(norms)))
+
+  def replica_step(features):
+    loss, norm = features
+    steps_taken.assign_add(1)
+    return {"loss": loss, "twice": 2.0 * loss}, norm
+
+  loop = training.make_loop(strategy, replica_step, ["loss", "twice"])
+  return loop, iter(strategy.experimental_distribute_dataset(dataset)), \
+      steps_taken
+
+
+def test_loop_returns_the_means_of_the_steps_it_ran():
+  loop, iterator, steps_taken = toy_loop([1.0, 2.0, 3.0, 4.0, 5.0])
+  steps_run, terms = loop(iterator, tf.constant(3))
+  assert int(steps_run) == 3 and int(steps_taken) == 3
+  assert {k: float(v) for k, v in terms.items()} == {
+      "loss": 2.0, "twice": 4.0, "global_norm": 2.0}
+  steps_run, terms = loop(iterator, tf.constant(2))  # the same trace goes on
+  assert int(steps_run) == 2 and float(terms["loss"]) == 4.5
+
+
+@pytest.mark.parametrize("losses, norms", [
+    ([1.0, float("nan"), 3.0], None),                   # a NaN loss
+    ([1.0, 2.0, 3.0], [1.0, float("inf"), 1.0])])       # a finite loss, inf norm
+def test_loop_stops_after_the_first_non_finite_step(losses, norms):
+  loop, iterator, steps_taken = toy_loop(losses, norms)
+  steps_run, terms = loop(iterator, tf.constant(3))
+  assert int(steps_run) == 2 and int(steps_taken) == 2
+  # That step's own terms, not a mean.
+  assert not (math.isfinite(terms["loss"]) and
+              math.isfinite(terms["global_norm"]))
+  if norms:
+    assert float(terms["loss"]) == 2.0
+
+
+def settings(tmp_path, **overrides):
+  values = dict(num_train_steps=10, iterations_per_loop=3,
+                save_checkpoints_steps=4, keep_checkpoint_max=2,
+                global_batch_size=8, output_dir=str(tmp_path), chief=True)
+  values.update(overrides)
+  return training.LoopSettings(**values)
+
+
+def test_train_saves_every_n_steps_and_at_the_end(tmp_path, caplog):
+  absl_logging.set_verbosity(absl_logging.INFO)
+  loop, iterator, steps_taken = toy_loop(np.arange(1.0, 11.0))
+  saved_at = []
+  step = training.train(loop, iterator, 0, settings(tmp_path), lambda s: 0.1,
+                        lambda: saved_at.append(int(steps_taken)),
+                        lambda terms: f"loss {terms['loss']:.2f}")
+  assert step == 10 and int(steps_taken) == 10
+  # Calls of 3, 1, 3, 1, 2 steps: never past a checkpoint step.
+  assert saved_at == [4, 8, 10]
+  log = caplog.text
+  assert "step 4/10: loss 4.00" in log and "step 10/10: loss 9.50" in log
+  assert "examples/s" in log and "steps/s" in log and "time left" in log
+  assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_train_resumed_mid_way_runs_only_the_rest(tmp_path):
+  loop, iterator, steps_taken = toy_loop(np.arange(1.0, 11.0))
+  saved_at = []
+  step = training.train(loop, iterator, 6, settings(tmp_path), lambda s: 0.1,
+                        lambda: saved_at.append(6 + int(steps_taken)),
+                        lambda terms: "")
+  assert step == 10 and int(steps_taken) == 4 and saved_at == [8, 10]
+
+
+def test_a_non_finite_loss_stops_training_without_saving(tmp_path):
+  losses = np.arange(1.0, 11.0)
+  losses[5] = np.nan  # step 6
+  loop, iterator, _ = toy_loop(losses)
+  saved_at = []
+  with pytest.raises(cli.StageError) as error:
+    training.train(loop, iterator, 0, settings(tmp_path), lambda s: 0.1,
+                   lambda: saved_at.append(True), lambda terms: "")
+  assert str(error.value).startswith(
+      "the loss became nan at step 6; stopped, the newest finite checkpoint "
+      "(none) is the last good one")
+  assert saved_at == [True]  # step 4's, none after the NaN
