@@ -243,7 +243,7 @@ def calibration_gaps(probs, true_ids, weights):
 
 def evaluation_sums(masked_lm_logits, next_sentence_logits, features,
                     temperature, soft_loss_weight, hard_mlm_loss_weight,
-                    tail_mass_loss=False):
+                    tail_mass_loss=False, next_sentence_loss_weight=1.0):
   """Per-batch sums from which the evaluation metrics are ratios.
 
   Returns {name: scalar or [CALIBRATION_BINS]}: weighted sums over masked
@@ -253,7 +253,8 @@ def evaluation_sums(masked_lm_logits, next_sentence_logits, features,
   run alongside) also the sums of teacher_kl, teacher_cross_entropy,
   teacher_entropy and both calibration gaps.
   """
-  del soft_loss_weight, hard_mlm_loss_weight  # The sums hold every term.
+  # The sums hold every term; evaluation_metrics weighs them.
+  del soft_loss_weight, hard_mlm_loss_weight, next_sentence_loss_weight
   weights = features[records.MASKED_LM_WEIGHTS]  # [B, P]
   labels = features[records.NEXT_SENTENCE_LABELS]  # [B]
   predicted = tf.argmax(masked_lm_logits, axis=-1, output_type=tf.int32)
