@@ -408,3 +408,24 @@ class FullTokenizer:
   def convert_ids_to_tokens(self, ids):
     """Maps vocabulary ids back to tokens."""
     return convert_by_vocab(self.inv_vocab, ids)
+
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def subset_vocabulary(lines, vocab_file, do_lower_case=True):
+  """The tokens of vocab_file that the text `lines` tokenizes to.
+
+  A subset of a WordPiece vocabulary holding every piece the full one gives
+  for a text tokenizes that text exactly as the full one does (greedy
+  longest match: the longest piece in the full vocabulary is in the subset,
+  and nothing longer is). Returns SPECIAL_TOKENS, then the used tokens in
+  the full vocabulary's order: the lines of a vocab.txt.
+  """
+  tokenizer = FullTokenizer(vocab_file, do_lower_case)
+  used = set()
+  for line in lines:
+    used.update(tokenizer.tokenize(line))
+  return list(SPECIAL_TOKENS) + [
+      token for token in tokenizer.vocab
+      if token in used and token not in SPECIAL_TOKENS]

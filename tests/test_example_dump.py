@@ -37,18 +37,18 @@ def test_dump_holds_templates_redirects_disambiguation_and_markup():
 
 
 def test_demo_vocab_subset_tokenizes_like_the_full_vocab(tmp_path):
-  import make_demo_vocab  # pylint: disable=g-import-not-at-top
   import tokenization  # pylint: disable=g-import-not-at-top
   from conftest import VOCAB_FILE  # pylint: disable=g-import-not-at-top
   text = ("The Carrow Point Light was automated in 1985 by Dr. Vasquez.\n"
           "Unaffordable ferrocyanide tokenizations, e.g. 3.5 kg!\n")
-  corpus = tmp_path / "corpus.txt"
-  corpus.write_text(text)
   full = tokenization.FullTokenizer(VOCAB_FILE)
-  used = make_demo_vocab.used_tokens(str(corpus), full)
+  tokens = tokenization.subset_vocabulary(text.splitlines(), VOCAB_FILE)
+  assert tokens[:5] == list(tokenization.SPECIAL_TOKENS)
+  assert len(tokens) == len(set(tokens)) < 60
+  order = list(full.vocab)
+  assert sorted(tokens[5:], key=order.index) == tokens[5:]  # full's order
   subset_file = tmp_path / "vocab.txt"
-  subset_file.write_text("".join(
-      t + "\n" for t in make_demo_vocab.SPECIAL_TOKENS + sorted(used)))
+  subset_file.write_text("".join(t + "\n" for t in tokens))
   subset = tokenization.FullTokenizer(str(subset_file))
   for line in text.splitlines():
     assert subset.tokenize(line) == full.tokenize(line)
