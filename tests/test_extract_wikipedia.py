@@ -388,7 +388,7 @@ def words(text):
 def test_bundled_dump_keeps_every_sentence_and_no_heading_list_or_reference(
     tmp_path):
   sys.path.insert(0, os.path.join(ROOT, "data", "example_wiki"))
-  import make_example_dump  # pylint: disable=g-import-not-at-top
+  import example_dump  # pylint: disable=g-import-not-at-top
   out, text_file = tmp_path / "extracted", tmp_path / "wiki.txt"
   result = run(["bash", os.path.join(EXTRACT_DIR, "extract.sh"),
                 os.path.join(ROOT, "data", "example_wiki",
@@ -408,8 +408,8 @@ def test_bundled_dump_keeps_every_sentence_and_no_heading_list_or_reference(
                          if s)
   num_paragraphs = 0
   headings = set()
-  for title, wikitext, ns, redirect in make_example_dump.build_pages(
-      make_example_dump.SEED, make_example_dump.NUM_GENERATED):
+  for title, wikitext, ns, redirect in example_dump.build_pages(
+      example_dump.SEED, example_dump.NUM_GENERATED):
     headings.update(re.findall(r"^=+ *(.*?) *=+ *$", wikitext, re.M))
     if ns != 0 or redirect:
       continue
