@@ -209,15 +209,9 @@ def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
     cli.StageError: as training.train.
   """
   train_loop = make_train_loop(strategy, model, optimizer, settings)
-
-  def save():
-    training.save({**model.variables_by_name(),
-                   **optimizer.slot_variables_by_name()},
-                  int(optimizer.global_step.numpy()), settings.output_dir,
-                  settings.keep_checkpoint_max)
-
   return training.train(train_loop, dataset, start_step, settings, schedule,
-                        save, lambda terms: f"loss {terms['loss']:.4f}")
+                        training.saved_variables(model, optimizer),
+                        lambda terms: f"loss {terms['loss']:.4f}")
 
 
 # ----------------------------------------------------------------------------

@@ -378,16 +378,10 @@ def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
                                settings.global_batch_size,
                                settings.loss_options, settings.use_xla,
                                settings.loss_scale, settings.teacher)
-  projections = settings.teacher.projections if settings.teacher else {}
-
-  def save():
-    training.save({**model.variables_by_name(), **projections,
-                   **optimizer.slot_variables_by_name()},
-                  int(optimizer.global_step.numpy()), settings.output_dir,
-                  settings.keep_checkpoint_max)
-
-  return training.train(train_loop, dataset, start_step, settings, schedule,
-                        save, describe_terms)
+  projections = settings.teacher.projections if settings.teacher else None
+  return training.train(
+      train_loop, dataset, start_step, settings, schedule,
+      training.saved_variables(model, optimizer, projections), describe_terms)
 
 
 def evaluate(strategy, model, dataset, num_batches, loss_options,

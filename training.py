@@ -41,10 +41,17 @@ class LoopSettings:
   chief: bool
 
 
+def saved_variables(model, optimizer, extra_variables=None):
+  """{Google name: variable} of what a save writes: the model,
+  training-only variables (e.g. distill/...) and the optimizer's slots
+  (save_checkpoint adds global_step)."""
+  return {**model.variables_by_name(), **(extra_variables or {}),
+          **optimizer.slot_variables_by_name()}
+
+
 def checkpoint_variables(model, optimizer, extra_variables=None):
-  """{Google name: variable} of everything a checkpoint holds: the model,
-  training-only variables (e.g. distill/...), the optimizer's slots and
-  global_step."""
+  """{Google name: variable} of everything a checkpoint holds, to restore
+  into: saved_variables plus global_step."""
   return {**model.variables_by_name(), **(extra_variables or {}),
           **optimizer.checkpoint_variables()}
 
@@ -96,7 +103,7 @@ def make_loop(strategy, replica_step, term_names):
   return train_loop
 
 
-def train(train_loop, dataset, start_step, settings, schedule, save,
+def train(train_loop, dataset, start_step, settings, schedule, variables,
           describe_terms):
   """Trains from start_step to settings.num_train_steps; returns the step.
 
@@ -106,14 +113,14 @@ def train(train_loop, dataset, start_step, settings, schedule, save,
     start_step: the global step the model is at.
     settings: a LoopSettings.
     schedule: step -> learning rate, for the log and the summaries.
-    save: () -> None, writes a checkpoint at the current step (chief only
-      calls it).
+    variables: {Google name: variable} that each checkpoint holds
+      (saved_variables); the chief writes them as model.ckpt-<step>.
     describe_terms: terms -> the text of the log line's loss terms.
 
   Raises:
     cli.StageError: the loss or the gradients' global norm became NaN or
       infinite (names the step and the newest finite checkpoint, the last
-      good one; nothing is saved then), or save failed.
+      good one; nothing is saved then), or a save failed.
   """
   writer = (tf.summary.create_file_writer(settings.output_dir)
             if settings.chief else tf.summary.create_noop_writer())
@@ -144,7 +151,8 @@ def train(train_loop, dataset, start_step, settings, schedule, save,
         **terms, "learning_rate": learning_rate,
         "examples_per_second": examples_per_second}, step)
     if settings.chief and (step % every == 0 or step == total):
-      save()
+      save(variables, step, settings.output_dir,
+           settings.keep_checkpoint_max)
   return step
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import checkpoints
 import cli
 import training
 
@@ -59,22 +60,30 @@ def test_loop_stops_after_the_first_non_finite_step(losses, norms):
 
 def settings(tmp_path, **overrides):
   values = dict(num_train_steps=10, iterations_per_loop=3,
-                save_checkpoints_steps=4, keep_checkpoint_max=2,
+                save_checkpoints_steps=4, keep_checkpoint_max=0,  # keep all
                 global_batch_size=8, output_dir=str(tmp_path), chief=True)
   values.update(overrides)
   return training.LoopSettings(**values)
 
 
+def saved(output_dir):
+  """{step: the saved steps_taken} of output_dir's checkpoints."""
+  return {checkpoints.checkpoint_step(str(path)[:-len(".index")]):
+          int(tf.train.load_checkpoint(str(path)[:-len(".index")]).get_tensor(
+              "steps_taken"))
+          for path in output_dir.glob("model.ckpt-*.index")}
+
+
 def test_train_saves_every_n_steps_and_at_the_end(tmp_path, caplog):
   absl_logging.set_verbosity(absl_logging.INFO)
   loop, iterator, steps_taken = toy_loop(np.arange(1.0, 11.0))
-  saved_at = []
   step = training.train(loop, iterator, 0, settings(tmp_path), lambda s: 0.1,
-                        lambda: saved_at.append(int(steps_taken)),
+                        {"steps_taken": steps_taken},
                         lambda terms: f"loss {terms['loss']:.2f}")
   assert step == 10 and int(steps_taken) == 10
-  # Calls of 3, 1, 3, 1, 2 steps: never past a checkpoint step.
-  assert saved_at == [4, 8, 10]
+  # Calls of 3, 1, 3, 1, 2 steps: never past a checkpoint step, and each
+  # checkpoint holds the values of its step.
+  assert saved(tmp_path) == {4: 4, 8: 8, 10: 10}
   log = caplog.text
   assert "step 4/10: loss 4.00" in log and "step 10/10: loss 9.50" in log
   assert "examples/s" in log and "steps/s" in log and "time left" in log
@@ -83,22 +92,21 @@ def test_train_saves_every_n_steps_and_at_the_end(tmp_path, caplog):
 
 def test_train_resumed_mid_way_runs_only_the_rest(tmp_path):
   loop, iterator, steps_taken = toy_loop(np.arange(1.0, 11.0))
-  saved_at = []
   step = training.train(loop, iterator, 6, settings(tmp_path), lambda s: 0.1,
-                        lambda: saved_at.append(6 + int(steps_taken)),
-                        lambda terms: "")
-  assert step == 10 and int(steps_taken) == 4 and saved_at == [8, 10]
+                        {"steps_taken": steps_taken}, lambda terms: "")
+  assert step == 10 and int(steps_taken) == 4
+  assert saved(tmp_path) == {8: 2, 10: 4}
 
 
 def test_a_non_finite_loss_stops_training_without_saving(tmp_path):
   losses = np.arange(1.0, 11.0)
   losses[5] = np.nan  # step 6
-  loop, iterator, _ = toy_loop(losses)
-  saved_at = []
+  loop, iterator, steps_taken = toy_loop(losses)
   with pytest.raises(cli.StageError) as error:
     training.train(loop, iterator, 0, settings(tmp_path), lambda s: 0.1,
-                   lambda: saved_at.append(True), lambda terms: "")
+                   {"steps_taken": steps_taken}, lambda terms: "")
+  newest = tmp_path / "model.ckpt-4"
   assert str(error.value).startswith(
-      "the loss became nan at step 6; stopped, the newest finite checkpoint "
-      "(none) is the last good one")
-  assert saved_at == [True]  # step 4's, none after the NaN
+      f"the loss became nan at step 6; stopped, the newest finite checkpoint "
+      f"({newest}) is the last good one")
+  assert saved(tmp_path) == {4: 4}  # none after the NaN
