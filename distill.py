@@ -26,13 +26,13 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
-import cli
-import distill_input
-import distill_training
-import distribution
+from bert_distill import cli
+from bert_distill import distill_input
+from bert_distill import distill_training
+from bert_distill import distribution
 import optimization
-import records
-import training
+from bert_distill import records
+from bert_distill import training
 
 FLAGS = flags.FLAGS
 

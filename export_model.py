@@ -17,9 +17,9 @@ import os
 
 from absl import flags
 
-import cli
+from bert_distill import cli
 import modeling
-import serving
+from bert_distill import serving
 import tokenization
 
 FLAGS = flags.FLAGS

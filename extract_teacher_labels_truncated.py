@@ -42,10 +42,10 @@ P = max_predictions_per_seq, V = vocab size, K = truncation_factor.
 from absl import flags
 from absl import logging
 
-import cli
-import distribution
-import records
-import teacher_labels
+from bert_distill import cli
+from bert_distill import distribution
+from bert_distill import records
+from bert_distill import teacher_labels
 
 FLAGS = flags.FLAGS
 

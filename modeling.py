@@ -24,11 +24,10 @@ Shape legend:
 import dataclasses
 import json
 import math
+import os
 
 import numpy as np
 import tensorflow as tf
-
-import cli
 
 _ACTIVATIONS = ("gelu", "relu", "tanh", "linear")
 # --precision (stage V, fine-tuning): the dtype BertPretrainingModel computes
@@ -129,10 +128,20 @@ class BertConfig:
     return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
   def to_json_file(self, path):
-    """Writes the config as `bert_config.json`, atomically."""
-    with cli.atomic_output(path) as tmp_path:
+    """Writes the config as `bert_config.json`, atomically.
+
+    The text goes to `<path>.tmp-<pid>` first (the project's temporary name),
+    then is renamed, so a crash never leaves half a config under `path`.
+    """
+    tmp_path = f"{path}.tmp-{os.getpid()}"
+    try:
       with tf.io.gfile.GFile(tmp_path, "w") as f:
         f.write(self.to_json_string())
+      tf.io.gfile.rename(tmp_path, path, overwrite=True)
+    except BaseException:
+      if tf.io.gfile.exists(tmp_path):
+        tf.io.gfile.remove(tmp_path)
+      raise
 
   @property
   def size_per_head(self):

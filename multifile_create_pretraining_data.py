@@ -24,8 +24,8 @@ import os
 
 from absl import flags
 
-import cli
-import pretraining_data
+from bert_distill import cli
+from bert_distill import pretraining_data
 
 flags.DEFINE_string("input_dir", None,
                     "Folder of input text files (*.txt): one sentence per "

@@ -23,15 +23,15 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
-import classifier
-import classifier_data
-import cli
-import distribution
+from bert_distill import classifier
+from bert_distill import classifier_data
+from bert_distill import cli
+from bert_distill import distribution
 import modeling
 import optimization
-import records
+from bert_distill import records
 import tokenization
-import training
+from bert_distill import training
 
 FLAGS = flags.FLAGS
 

@@ -30,8 +30,8 @@ import os
 
 from absl import flags
 
-import article_split
-import cli
+from bert_distill import article_split
+from bert_distill import cli
 
 flags.DEFINE_string("read_file", None,
                     "The text file to split: one sentence per line, a blank "

@@ -82,11 +82,11 @@ class TensorFlowJob:
     sys.path.insert(0, ROOT)
     import numpy as np  # pylint: disable=g-import-not-at-top
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    import classifier  # pylint: disable=g-import-not-at-top
-    import classifier_data  # pylint: disable=g-import-not-at-top
+    from bert_distill import classifier  # pylint: disable=g-import-not-at-top
+    from bert_distill import classifier_data  # pylint: disable=g-import-not-at-top
     import modeling  # pylint: disable=g-import-not-at-top
     import optimization  # pylint: disable=g-import-not-at-top
-    import records  # pylint: disable=g-import-not-at-top
+    from bert_distill import records  # pylint: disable=g-import-not-at-top
     self.tf = tf
     path = os.path.join(args.tmp_dir, f"{args.model}.tf_record")
     rng = np.random.default_rng(0)

@@ -80,7 +80,7 @@ def setup(args):
   sys.path.insert(0, ROOT)
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import records  # pylint: disable=g-import-not-at-top
+  from bert_distill import records  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(args.threads)
   rng = np.random.default_rng(0)
   path = os.path.join(args.tmp_dir, "teacher_labels.tfrecord")
@@ -101,11 +101,11 @@ class TensorFlowJob:
   def __init__(self, args, jit):
     sys.path.insert(0, ROOT)
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    import distill_input  # pylint: disable=g-import-not-at-top
-    import distill_training  # pylint: disable=g-import-not-at-top
+    from bert_distill import distill_input  # pylint: disable=g-import-not-at-top
+    from bert_distill import distill_training  # pylint: disable=g-import-not-at-top
     import modeling  # pylint: disable=g-import-not-at-top
     import optimization  # pylint: disable=g-import-not-at-top
-    import records  # pylint: disable=g-import-not-at-top
+    from bert_distill import records  # pylint: disable=g-import-not-at-top
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     self.tf = tf
     config = modeling.BertConfig.from_json_file(

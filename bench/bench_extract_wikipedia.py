@@ -23,7 +23,7 @@ from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import wikipedia_text  # pylint: disable=wrong-import-position
+from bert_distill import wikipedia_text  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("copies", 12, "Copies of the extracted example.")

@@ -52,7 +52,7 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 sys.path[:0] = [BENCH, ROOT]
 import english_corpus  # pylint: disable=wrong-import-position
-import records  # pylint: disable=wrong-import-position
+from bert_distill import records  # pylint: disable=wrong-import-position
 
 TEACHER_CONFIG = {
     "attention_probs_dropout_prob": 0.0, "hidden_act": "gelu",

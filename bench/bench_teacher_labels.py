@@ -53,12 +53,12 @@ from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-pos
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-import checkpoints  # pylint: disable=g-import-not-at-top,wrong-import-position
-import distribution  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_distill import checkpoints  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_distill import distribution  # pylint: disable=g-import-not-at-top,wrong-import-position
 import flops  # pylint: disable=g-import-not-at-top,wrong-import-position
 import modeling  # pylint: disable=g-import-not-at-top,wrong-import-position
-import records  # pylint: disable=g-import-not-at-top,wrong-import-position
-import teacher_labels  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_distill import records  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_distill import teacher_labels  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def parse_args():

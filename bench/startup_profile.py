@@ -62,15 +62,15 @@ def instrument(stage, modeling):
   """Wraps the phases of either stage."""
   modeling.BertPretrainingModel.__init__ = timed(
       "model build (variables)", modeling.BertPretrainingModel.__init__)
-  import checkpoints  # pylint: disable=g-import-not-at-top
+  from bert_distill import checkpoints  # pylint: disable=g-import-not-at-top
   for name in ("save_checkpoint", "load_checkpoint", "restore_variables"):
     setattr(checkpoints, name, timed(f"checkpoints.{name}",
                                      getattr(checkpoints, name)))
   if stage.__name__ == "distill":
-    import distill_input  # pylint: disable=g-import-not-at-top
-    import distill_training  # pylint: disable=g-import-not-at-top
-    import distribution  # pylint: disable=g-import-not-at-top
-    import summaries  # pylint: disable=g-import-not-at-top
+    from bert_distill import distill_input  # pylint: disable=g-import-not-at-top
+    from bert_distill import distill_training  # pylint: disable=g-import-not-at-top
+    from bert_distill import distribution  # pylint: disable=g-import-not-at-top
+    from bert_distill import summaries  # pylint: disable=g-import-not-at-top
     original = distill_training.make_train_loop
 
     def make_train_loop(*args, **kwargs):
@@ -91,8 +91,8 @@ def instrument(stage, modeling):
                                  "evaluate"),
               summaries: ("write_scalars",)}
   else:  # extract_teacher_labels_truncated.py
-    import distribution  # pylint: disable=g-import-not-at-top
-    import teacher_labels  # pylint: disable=g-import-not-at-top
+    from bert_distill import distribution  # pylint: disable=g-import-not-at-top
+    from bert_distill import teacher_labels  # pylint: disable=g-import-not-at-top
     seen = set()
     original_call = teacher_labels.TeacherLabeler.__call__
 
@@ -108,7 +108,7 @@ def instrument(stage, modeling):
                 if first else "teacher, later calls (run)",
                 time.perf_counter() - wall, time.process_time() - cpu)
     teacher_labels.TeacherLabeler.__call__ = label
-    import records  # pylint: disable=g-import-not-at-top
+    from bert_distill import records  # pylint: disable=g-import-not-at-top
     phases = {teacher_labels: ("check_inputs", "load_teacher",
                                "read_teacher_config"),
               records: ("count_records",),
@@ -125,7 +125,7 @@ def main():
   import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
   _record("import tensorflow", time.perf_counter() - wall,
           time.process_time() - cpu)
-  import cli  # pylint: disable=g-import-not-at-top
+  from bert_distill import cli  # pylint: disable=g-import-not-at-top
   import modeling  # pylint: disable=g-import-not-at-top
   stage = _load_stage(script)
   instrument(stage, modeling)

@@ -20,7 +20,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import records  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_distill import records  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def argument_parser(doc):

@@ -31,7 +31,7 @@ import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [BENCH, os.path.dirname(BENCH)]
-import records  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_distill import records  # pylint: disable=g-import-not-at-top,wrong-import-position
 import torch_peer  # pylint: disable=g-import-not-at-top,wrong-import-position
 import torch_teacher_worker  # pylint: disable=g-import-not-at-top,wrong-import-position
 

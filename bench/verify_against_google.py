@@ -135,7 +135,7 @@ def read_records(path, settings):
   """Every record of a file, parsed with the project's spec: {name: [N, ...]}."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import records  # pylint: disable=g-import-not-at-top
+  from bert_distill import records  # pylint: disable=g-import-not-at-top
   spec = records.pretraining_feature_spec(settings["max_seq_length"],
                                           settings["max_predictions_per_seq"])
   batches = [{k: v.numpy() for k, v in batch.items()} for batch in

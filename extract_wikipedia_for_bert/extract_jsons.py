@@ -42,8 +42,8 @@ from absl import logging
 # docs/stages.md); the modules it shares with the other stages are one
 # folder up, at the project's root.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
-import wikipedia_text  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_distill import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_distill import wikipedia_text  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 flags.DEFINE_string(
     "folder", None,

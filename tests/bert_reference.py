@@ -23,7 +23,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-import records
+from bert_distill import records
 
 TINY_CONFIG = {
     "vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2,

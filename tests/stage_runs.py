@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-import checkpoints
+from bert_distill import checkpoints
 from conftest import ROOT
 
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}

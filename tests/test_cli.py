@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-import cli
+from bert_distill import cli
 
 
 def test_atomic_output_renames_only_on_success(tmp_path):
@@ -30,7 +30,7 @@ def test_atomic_output_of_a_local_path_does_not_load_tensorflow(tmp_path):
   import sys
   from conftest import ROOT
   final = str(tmp_path / "out.txt")
-  code = ("import sys, cli\n"
+  code = ("import sys\nfrom bert_distill import cli\n"
           f"with cli.atomic_output({final!r}) as tmp:\n"
           "  open(tmp, 'w').write('done')\n"
           "print('tensorflow' in sys.modules)")

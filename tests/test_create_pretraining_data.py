@@ -18,8 +18,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT, VOCAB_FILE
-import pretraining_data
-import records
+from bert_distill import pretraining_data
+from bert_distill import records
 from stage_runs import assert_one_line_error
 import tokenization
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import bert_reference as ref
-import checkpoints
-import classifier
+from bert_distill import checkpoints
+from bert_distill import classifier
 import modeling
 import stage_runs
 from conftest import ROOT

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import records
+from bert_distill import records
 import bert_reference as ref
 import stage_runs
 from conftest import ROOT

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-import wikipedia_text
+from bert_distill import wikipedia_text
 from stage_runs import assert_one_line_error
 
 EXTRACT_DIR = os.path.join(ROOT, "extract_wikipedia_for_bert")

@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 
 import bert_reference as ref
-import distill_input
-import losses
-import records
+from bert_distill import distill_input
+from bert_distill import losses
+from bert_distill import records
 import stage_runs
 from conftest import ROOT
 from stage_runs import replace_flag

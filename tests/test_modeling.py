@@ -10,9 +10,9 @@ import tensorflow as tf
 
 import bert_reference as ref
 from conftest import ORIGINAL_RECORDS
-import checkpoints
+from bert_distill import checkpoints
 import modeling
-import records
+from bert_distill import records
 
 TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2,
             num_attention_heads=4, intermediate_size=37,

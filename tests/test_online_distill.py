@@ -11,16 +11,16 @@ import pytest
 import tensorflow as tf
 
 import bert_reference as ref
-import checkpoints
-import cli
-import distill_input
-import distill_training
-import losses
+from bert_distill import checkpoints
+from bert_distill import cli
+from bert_distill import distill_input
+from bert_distill import distill_training
+from bert_distill import losses
 import modeling
 import optimization
-import records
+from bert_distill import records
 import stage_runs
-import teacher_labels
+from bert_distill import teacher_labels
 from bert_reference import assert_same_checkpoints, checkpoint_values
 from conftest import ROOT
 from stage_runs import run, start

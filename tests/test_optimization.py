@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT
-import checkpoints
+from bert_distill import checkpoints
 import modeling
 import optimization
 

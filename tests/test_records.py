@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import records
+from bert_distill import records
 from conftest import ORIGINAL_RECORDS
 
 

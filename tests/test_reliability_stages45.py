@@ -22,7 +22,7 @@ import tensorflow as tf
 
 import bert_reference as ref
 from conftest import ROOT
-import records
+from bert_distill import records
 import stage_runs
 from bert_reference import assert_same_checkpoints, checkpoint_values
 from test_distill import K, P, SEQ, random_example, write_config

@@ -13,12 +13,12 @@ import pytest
 import tensorflow as tf
 
 import bert_reference as ref
-import checkpoints
-import classifier
-import classifier_data
-import classifier_metrics as metrics
+from bert_distill import checkpoints
+from bert_distill import classifier
+from bert_distill import classifier_data
+from bert_distill import classifier_metrics as metrics
 import modeling
-import records
+from bert_distill import records
 import stage_runs
 import tokenization
 from bert_reference import assert_same_checkpoints, checkpoint_values

@@ -9,7 +9,7 @@ import tensorflow as tf
 from conftest import ROOT, VOCAB_FILE
 from test_extract_wikipedia import EXPECTED_TEXT, write_dump
 
-import records
+from bert_distill import records
 
 PIPELINE = os.path.join(ROOT, "run_pipeline.sh")
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-import article_split
+from bert_distill import article_split
 from stage_runs import assert_one_line_error
 
 SCRIPT = os.path.join(ROOT, "split_text.py")

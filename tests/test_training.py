@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import checkpoints
-import cli
-import training
+from bert_distill import checkpoints
+from bert_distill import cli
+from bert_distill import training
 
 
 def toy_loop(losses, norms=None):

@@ -26,8 +26,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-import cli
-import records
+from bert_distill import cli
+from bert_distill import records
 
 EXAMPLE_INDEX = "example_index"  # added by the evaluation pipeline
 

@@ -15,7 +15,7 @@ import re
 
 from absl import logging
 
-import cli
+from bert_distill import cli
 
 # Longer lines are read in chunks of this size, so memory stays bounded even
 # for a file without newlines.

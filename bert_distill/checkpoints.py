@@ -34,7 +34,7 @@ from google.protobuf import text_format
 import numpy as np
 import tensorflow as tf
 
-import cli
+from bert_distill import cli
 
 
 class CorruptCheckpointError(ValueError):

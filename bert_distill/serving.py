@@ -20,8 +20,8 @@ import shutil
 from absl import logging
 import tensorflow as tf
 
-import checkpoints
-import classifier
+from bert_distill import checkpoints
+from bert_distill import classifier
 import modeling
 
 

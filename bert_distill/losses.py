@@ -30,7 +30,7 @@ k = truncation_factor, V = vocab_size.
 
 import tensorflow as tf
 
-import records
+from bert_distill import records
 
 # Google's run_pretraining adds this to the sum of masked_lm_weights.
 WEIGHT_EPSILON = 1e-5

@@ -17,7 +17,7 @@ import re
 
 from absl import logging
 
-import cli
+from bert_distill import cli
 
 # WikiExtractor names its outputs wiki_00, wiki_01, ... and adds .bz2 with -c.
 WIKI_FILE_PATTERN = re.compile(r"^wiki_\d+(\.bz2)?$")

@@ -12,7 +12,7 @@ import os
 
 import tensorflow as tf
 
-import cli
+from bert_distill import cli
 
 
 def create_strategy(name, tpu=None):

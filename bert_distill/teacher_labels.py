@@ -20,10 +20,10 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-import checkpoints
-import cli
+from bert_distill import checkpoints
+from bert_distill import cli
 import modeling
-import records
+from bert_distill import records
 
 def read_teacher_config(path, max_seq_length, truncation_factor,
                         vocab_file=None):

@@ -20,14 +20,14 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-import checkpoints
-import cli
-import losses
+from bert_distill import checkpoints
+from bert_distill import cli
+from bert_distill import losses
 import modeling
 import optimization
-import records
-import summaries
-import training
+from bert_distill import records
+from bert_distill import summaries
+from bert_distill import training
 
 # What each paper trained with (docs/online_distillation.md gives the
 # sources); a flag the user gives explicitly wins over its preset value.

@@ -22,14 +22,14 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-import checkpoints
-import cli
-import classifier_data
-import classifier_metrics
+from bert_distill import checkpoints
+from bert_distill import cli
+from bert_distill import classifier_data
+from bert_distill import classifier_metrics
 import modeling
-import records
-import summaries
-import training
+from bert_distill import records
+from bert_distill import summaries
+from bert_distill import training
 
 OUTPUT_WEIGHTS = "output_weights"
 OUTPUT_BIAS = "output_bias"

@@ -17,9 +17,9 @@ import dataclasses
 from absl import logging
 import tensorflow as tf
 
-import cli
-import losses
-import records
+from bert_distill import cli
+from bert_distill import losses
+from bert_distill import records
 
 _SHUFFLE_BUFFER = 1000
 

@@ -58,8 +58,8 @@ import time
 from absl import flags
 from absl import logging
 
-import cli
-import records
+from bert_distill import cli
+from bert_distill import records
 import tokenization
 
 # How many examples of the first file processed are logged, decoded.

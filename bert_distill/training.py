@@ -24,9 +24,9 @@ import time
 from absl import logging
 import tensorflow as tf
 
-import checkpoints
-import cli
-import summaries
+from bert_distill import checkpoints
+from bert_distill import cli
+from bert_distill import summaries
 
 
 @dataclasses.dataclass
