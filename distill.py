@@ -50,6 +50,13 @@ flags.DEFINE_string("eval_input_file", None,
 flags.DEFINE_string("init_checkpoint", None,
                     "Initial weights (e.g. the teacher's checkpoint), used "
                     "only when output_dir holds no checkpoint yet.")
+flags.DEFINE_enum("trainable", "all", ["all", "heads"],
+                  "What training updates. all: the whole model. heads: only "
+                  "the cls/ heads (masked LM, next sentence), the encoder "
+                  "and the embeddings frozen, bit for bit: stage T, fitting "
+                  "an MLM head onto an encoder-only teacher given as "
+                  "--init_checkpoint (e.g. a sentence-transformers model), so "
+                  "that stage IV can label with it (docs/stages.md).")
 flags.DEFINE_list("init_layer_map", None,
                   "With --init_checkpoint: student layer j starts from "
                   "checkpoint layer init_layer_map[j], e.g. 0,2,4,7,9,11.")
@@ -243,6 +250,12 @@ flags.register_multi_flags_validator(
     lambda f: not f["init_layer_map"] or f["init_checkpoint"],
     "--init_layer_map needs --init_checkpoint")
 flags.register_multi_flags_validator(
+    ["trainable", "init_checkpoint", "teacher_config"],
+    lambda f: f["trainable"] == "all" or (f["init_checkpoint"] and
+                                          not f["teacher_config"]),
+    "--trainable heads fits the heads of the model in --init_checkpoint: "
+    "give --init_checkpoint, and no --teacher_config")
+flags.register_multi_flags_validator(
     ["distribution_strategy", "tpu"],
     lambda f: (f["distribution_strategy"] == "tpu") == bool(f["tpu"]),
     "--tpu and --distribution_strategy tpu go together")
@@ -343,7 +356,8 @@ def main(_):
               output_dir=FLAGS.output_dir, chief=chief,
               loss_options=loss_options,
               use_xla=distill_training.use_xla(FLAGS.use_xla),
-              loss_scale=loss_scale, teacher=teacher))
+              loss_scale=loss_scale, teacher=teacher,
+              trainable=FLAGS.trainable))
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
       raise distill_input.input_error(e, train_files, spec, bounds,
                                       "--input_file") from None

@@ -29,6 +29,10 @@ from bert_distill import records
 from bert_distill import summaries
 from bert_distill import training
 
+# The pretraining heads' variables (masked LM, next sentence): what an
+# encoder-only checkpoint lacks, and what --trainable heads trains.
+HEADS_PREFIX = "cls/"
+
 # What each paper trained with (docs/online_distillation.md gives the
 # sources); a flag the user gives explicitly wins over its preset value.
 PRESETS = {
@@ -221,7 +225,8 @@ def model_outputs(model, features, training, intermediates=False):
 
 
 def make_train_loop(strategy, model, optimizer, global_batch_size,
-                    loss_options, use_xla, loss_scale=None, teacher=None):
+                    loss_options, use_xla, loss_scale=None, teacher=None,
+                    trainable="all"):
   """Returns train_loop(iterator, num_steps) -> (steps_run, mean terms).
 
   One call runs up to num_steps training steps inside a single tf.function,
@@ -233,12 +238,14 @@ def make_train_loop(strategy, model, optimizer, global_batch_size,
   teacher: an OnlineTeacher, or None for the stored labels. Its model runs
     in the same step, before the tape; the projections train with the
     student, and the intermediate terms join the loss.
+  trainable: "all", or "heads": only the heads get gradients (the tape then
+    never reaches into the encoder) and updates (trained_names).
   """
   variables = model.variables_by_name()
   intermediate = teacher is not None and teacher.has_intermediate_losses
   if teacher is not None:
     variables.update(teacher.projections)
-  names = sorted(variables)
+  names = trained_names(variables, trainable)
   var_list = [variables[name] for name in names]
 
   def loss_and_gradients(features, weight_total, scale, token_totals):
@@ -334,16 +341,52 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
   if step is not None:
     return step
   if init_checkpoint:
-    try:
-      checkpoints.load_checkpoint(model, init_checkpoint, layer_map=layer_map)
-    except ValueError as e:
-      raise cli.StageError(
-          f"--init_checkpoint {init_checkpoint}: {e}") from None
-    logging.info("Initialised from %s (layer map %s)", init_checkpoint,
-                 layer_map)
+    load_init_checkpoint(model, init_checkpoint, layer_map)
   else:
     logging.info("Initialised the student at random (seed in --seed)")
   return 0
+
+
+def load_init_checkpoint(model, init_checkpoint, layer_map):
+  """Loads --init_checkpoint into the model through layer_map.
+
+  Heads (HEADS_PREFIX) the checkpoint lacks keep their initial values, with
+  a warning naming them: an encoder-only model (a sentence-transformers
+  teacher) is a valid start, and the losses train fresh heads. Every other
+  variable must be there in its shape.
+
+  Raises:
+    cli.StageError: the checkpoint is missing or unreadable, lacks a layer of
+      layer_map, or lacks or mis-shapes encoder variables (named).
+  """
+  try:
+    report = checkpoints.load_checkpoint(model, init_checkpoint,
+                                         layer_map=layer_map,
+                                         allow_partial=True)
+  except ValueError as e:
+    raise cli.StageError(f"--init_checkpoint {e}") from None
+  encoder = [name for name in report["initialized"]
+             if not name.startswith(HEADS_PREFIX)]
+  if encoder:
+    raise cli.StageError(
+        f"--init_checkpoint {init_checkpoint}: {len(encoder)} variables "
+        f"missing or mis-shaped: {', '.join(encoder[:5])}"
+        f"{' ...' if len(encoder) > 5 else ''} (does it match "
+        f"--bert_config_file?)")
+  if report["initialized"]:
+    logging.warning("--init_checkpoint %s holds no %s: those heads start at "
+                    "their initial values (%s)", init_checkpoint,
+                    HEADS_PREFIX, ", ".join(report["initialized"]))
+  logging.info("Initialised from %s (layer map %s)", init_checkpoint,
+               layer_map)
+
+
+def trained_names(variables_by_name, trainable):
+  """The sorted names training updates: all of them, or with trainable
+  "heads" those under HEADS_PREFIX (stage T: the encoder stays frozen)."""
+  if trainable == "heads":
+    return sorted(n for n in variables_by_name if n.startswith(HEADS_PREFIX))
+  return sorted(variables_by_name)
 
 
 @dataclasses.dataclass
@@ -353,6 +396,7 @@ class TrainSettings(training.LoopSettings):
   use_xla: bool
   loss_scale: "optimization.DynamicLossScale | None" = None
   teacher: "OnlineTeacher | None" = None
+  trainable: str = "all"
 
 
 def describe_terms(terms):
@@ -377,7 +421,8 @@ def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
   train_loop = make_train_loop(strategy, model, optimizer,
                                settings.global_batch_size,
                                settings.loss_options, settings.use_xla,
-                               settings.loss_scale, settings.teacher)
+                               settings.loss_scale, settings.teacher,
+                               settings.trainable)
   projections = settings.teacher.projections if settings.teacher else None
   return training.train(
       train_loop, dataset, start_step, settings, schedule,
