@@ -82,31 +82,11 @@ class ServingModule(tf.Module):
 
 
 def transformers_config(config, num_labels):
-  """A dict with transformers' BertConfig keys for `config.json`.
-
-  hidden_act "gelu" is Google's tanh approximation, which transformers
-  calls "gelu_new" (its "gelu" is the exact erf form).
-  """
-  act = {"gelu": "gelu_new"}.get(config.hidden_act, config.hidden_act)
-  d = {
-      "model_type": "bert",
-      "architectures": ["BertForSequenceClassification" if num_labels
-                        else "BertModel"],
-      "vocab_size": config.vocab_size,
-      "hidden_size": config.hidden_size,
-      "num_hidden_layers": config.num_hidden_layers,
-      "num_attention_heads": config.num_attention_heads,
-      "intermediate_size": config.intermediate_size,
-      "hidden_act": act,
-      "hidden_dropout_prob": config.hidden_dropout_prob,
-      "attention_probs_dropout_prob": config.attention_probs_dropout_prob,
-      "max_position_embeddings": config.max_position_embeddings,
-      "type_vocab_size": config.type_vocab_size,
-      "initializer_range": config.initializer_range,
-      "layer_norm_eps": 1e-12,
-      "pad_token_id": 0,
-      "position_embedding_type": "absolute",
-  }
+  """A dict with transformers' BertConfig keys for `config.json`
+  (modeling.BertConfig.to_hf_dict: hidden_act "gelu", Google's tanh
+  approximation, becomes transformers' "gelu_new")."""
+  d = config.to_hf_dict(["BertForSequenceClassification" if num_labels
+                         else "BertModel"])
   if num_labels:
     d["num_labels"] = num_labels
     if num_labels == 1:
