@@ -23,6 +23,11 @@ What a crash or a bad file can do, and what is promised then:
 - a failed write (disk full, no permission) raises CheckpointWriteError
   naming the file, and leaves no temporary file behind.
 
+HuggingFace's layout (a folder with config.json and model.safetensors) is
+read wherever a checkpoint is: resolve_checkpoint accepts such a folder and
+the readers map its names to Google's (huggingface.py), so every stage's
+--init_checkpoint / --teacher_checkpoint / --checkpoint takes one.
+
 This module defines no flags.
 """
 
@@ -35,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from bert_distill import cli
+from bert_distill import huggingface
 
 
 class CorruptCheckpointError(ValueError):
@@ -140,10 +146,14 @@ def resolve_checkpoint(checkpoint):
     checkpoint = checkpoint[:-len(".index")]
   if tf.io.gfile.isdir(checkpoint):
     prefix = latest_checkpoint(checkpoint)
+    if prefix is None and huggingface.is_checkpoint(checkpoint):
+      return checkpoint
     if prefix is None:
       raise ValueError(f"{checkpoint}: directory holds no complete checkpoint "
-                       f"(no *.index file)")
+                       f"(no *.index file, no {huggingface.WEIGHTS_FILE})")
     return prefix
+  if huggingface.is_checkpoint(checkpoint):
+    return checkpoint
   if not _is_complete(checkpoint):
     raise ValueError(f"{checkpoint}: no checkpoint there (expected "
                      f"{checkpoint}.index and {checkpoint}.data-*)")
@@ -157,6 +167,11 @@ def _open_reader(prefix):
     CorruptCheckpointError: the index cannot be read or the data files are
       shorter than it says (checked by size, before anything is assigned).
   """
+  if huggingface.is_checkpoint(prefix):
+    try:
+      return huggingface.SafetensorsReader(prefix)
+    except ValueError as e:
+      raise CorruptCheckpointError(str(e)) from None
   try:
     reader = tf.train.load_checkpoint(prefix)
   except (tf.errors.OpError, ValueError) as e:
@@ -164,6 +179,36 @@ def _open_reader(prefix):
                                  f"({str(e).splitlines()[0]})") from None
   _check_data_size(prefix, reader)
   return reader
+
+
+def checkpoint_shapes(checkpoint):
+  """{Google name: shape} of what a checkpoint (either layout) holds.
+
+  Raises:
+    ValueError: nothing readable at that path.
+  """
+  prefix = resolve_checkpoint(checkpoint)
+  return {name: list(shape) for name, shape in
+          _open_reader(prefix).get_variable_to_shape_map().items()}
+
+
+def file_beside(checkpoint, kind):
+  """The config ("config") or vocabulary ("vocab") file that comes with a
+  checkpoint, or None: an HF folder's config.json / vocab.txt, a Google
+  checkpoint folder's bert_config.json / vocab.txt."""
+  try:
+    prefix = resolve_checkpoint(checkpoint)
+  except ValueError:
+    return None
+  if huggingface.is_checkpoint(prefix):
+    folder = huggingface.folder_of(prefix)
+    name = {"config": huggingface.CONFIG_FILE,
+            "vocab": huggingface.VOCAB_FILE}[kind]
+  else:
+    folder = os.path.dirname(prefix)
+    name = {"config": "bert_config.json", "vocab": "vocab.txt"}[kind]
+  path = os.path.join(folder, name)
+  return path if tf.io.gfile.exists(path) else None
 
 
 def _check_data_size(prefix, reader):

@@ -100,12 +100,7 @@ def checkpoint_vocab_size(checkpoint):
   Raises:
     ValueError: nothing readable at that path.
   """
-  prefix = checkpoints.resolve_checkpoint(checkpoint)
-  try:
-    shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
-  except (tf.errors.OpError, ValueError) as e:
-    raise ValueError(f"{prefix}: not a readable checkpoint "
-                     f"({str(e).splitlines()[0]})") from None
+  shapes = checkpoints.checkpoint_shapes(checkpoint)
   shape = shapes.get("bert/embeddings/word_embeddings")
   return shape[0] if shape else None
 

@@ -27,8 +27,7 @@ import modeling
 
 def checkpoint_head_size(checkpoint):
   """The number of outputs of the checkpoint's classifier head, or None."""
-  shapes = tf.train.load_checkpoint(
-      checkpoints.resolve_checkpoint(checkpoint)).get_variable_to_shape_map()
+  shapes = checkpoints.checkpoint_shapes(checkpoint)
   if classifier.OUTPUT_WEIGHTS in shapes and classifier.OUTPUT_BIAS in shapes:
     return shapes[classifier.OUTPUT_WEIGHTS][0]
   return None

@@ -148,3 +148,164 @@ def test_forward_matches_numpy_bert_with_each_gelu_and_eps(hidden_act):
       google, hidden_act="gelu_exact" if hidden_act == "gelu" else "gelu"),
                            *batch)
   assert np.abs(other["sequence_output"] - want["sequence_output"]).max() > 1e-4
+
+
+# ----- HF folders in ------------------------------------------------------------
+
+def hf_tensors_by_hand(weights, prefix="bert.", heads=True, old_names=False):
+  """{HF name: array} of Google-named weights, with transformers' names
+  written out here (not from huggingface.NAME_MAP): Linear weights [out, in]."""
+  w = weights
+  t = {}
+  ln_w, ln_b = ("gamma", "beta") if old_names else ("weight", "bias")
+
+  def linear(hf, google):
+    t[hf + ".weight"] = w[google + "/kernel"].T.copy()
+    t[hf + ".bias"] = w[google + "/bias"]
+
+  def norm(hf, google):
+    t[f"{hf}.{ln_w}"] = w[google + "/gamma"]
+    t[f"{hf}.{ln_b}"] = w[google + "/beta"]
+
+  p = prefix
+  t[p + "embeddings.word_embeddings.weight"] = w[
+      "bert/embeddings/word_embeddings"]
+  t[p + "embeddings.position_embeddings.weight"] = w[
+      "bert/embeddings/position_embeddings"]
+  t[p + "embeddings.token_type_embeddings.weight"] = w[
+      "bert/embeddings/token_type_embeddings"]
+  t[p + "embeddings.position_ids"] = np.arange(64)[None]
+  norm(p + "embeddings.LayerNorm", "bert/embeddings/LayerNorm")
+  for i in range(TINY["num_hidden_layers"]):
+    hf, g = f"{p}encoder.layer.{i}.", f"bert/encoder/layer_{i}/"
+    for part in ("query", "key", "value"):
+      linear(hf + "attention.self." + part, g + "attention/self/" + part)
+    linear(hf + "attention.output.dense", g + "attention/output/dense")
+    norm(hf + "attention.output.LayerNorm", g + "attention/output/LayerNorm")
+    linear(hf + "intermediate.dense", g + "intermediate/dense")
+    linear(hf + "output.dense", g + "output/dense")
+    norm(hf + "output.LayerNorm", g + "output/LayerNorm")
+  linear(p + "pooler.dense", "bert/pooler/dense")
+  if heads:
+    linear("cls.predictions.transform.dense",
+           "cls/predictions/transform/dense")
+    norm("cls.predictions.transform.LayerNorm",
+         "cls/predictions/transform/LayerNorm")
+    t["cls.predictions.bias"] = w["cls/predictions/output_bias"]
+    t["cls.seq_relationship.weight"] = w["cls/seq_relationship/output_weights"]
+    t["cls.seq_relationship.bias"] = w["cls/seq_relationship/output_bias"]
+  return t
+
+
+def write_hf_folder(directory, tensors, config=None, vocab=True):
+  from safetensors.numpy import save_file
+  directory.mkdir(parents=True, exist_ok=True)
+  save_file(tensors, str(directory / "model.safetensors"))
+  (directory / "config.json").write_text(json.dumps(config or hf_config_dict()))
+  if vocab:
+    (directory / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] +
+                  [f"w{i}" for i in range(TINY["vocab_size"] - 5)]) + "\n")
+  return str(directory)
+
+
+@pytest.mark.parametrize("layout", ["BertForPreTraining", "BertModel",
+                                    "old_gamma_beta", "tied_decoder_stored"])
+def test_every_hf_tensor_lands_on_its_google_variable(tmp_path, layout):
+  from bert_distill import checkpoints
+  weights = ref.random_google_weights(TINY, seed=5)
+  heads = layout != "BertModel"
+  tensors = hf_tensors_by_hand(
+      weights, prefix="" if layout == "BertModel" else "bert.", heads=heads,
+      old_names=layout == "old_gamma_beta")
+  if layout == "tied_decoder_stored":
+    tensors["cls.predictions.decoder.weight"] = weights[
+        "bert/embeddings/word_embeddings"]
+    tensors["cls.predictions.decoder.bias"] = weights[
+        "cls/predictions/output_bias"]
+  folder = write_hf_folder(tmp_path / layout, tensors)
+  config = modeling.BertConfig.from_dict(hf_config_dict())
+  model = modeling.BertPretrainingModel(config, seed=0)
+  report = checkpoints.load_checkpoint(model, folder, allow_partial=True)
+  expected_missing = [] if heads else [
+      n for n in weights if n.startswith("cls/")]
+  assert sorted(report["initialized"]) == sorted(expected_missing)
+  assert report["unused"] == []
+  for name, variable in model.variables_by_name().items():
+    if name not in expected_missing:
+      np.testing.assert_array_equal(variable.numpy(), weights[name],
+                                    err_msg=name)
+
+
+def test_hf_model_computes_the_exact_gelu_bert(tmp_path):
+  """An HF folder (config.json "gelu") runs as the NumPy BERT with the erf
+  GELU, not the tanh one."""
+  from bert_distill import checkpoints
+  weights = ref.random_google_weights(TINY, seed=6)
+  folder = write_hf_folder(tmp_path / "hf", hf_tensors_by_hand(weights))
+  config = modeling.BertConfig.from_json_file(folder + "/config.json")
+  model = modeling.BertPretrainingModel(config, seed=0)
+  checkpoints.load_checkpoint(model, folder)
+  batch = tiny_batch()
+  out = model(*batch)
+  want = ref.bert_forward(weights, dict(TINY, hidden_act="gelu_exact"), *batch)
+  for key in ("sequence_output", "masked_lm_logits", "next_sentence_logits"):
+    np.testing.assert_allclose(out[key].numpy(), want[key], rtol=1e-5,
+                               atol=1e-5, err_msg=key)
+
+
+def test_classifier_names_map_to_run_classifiers_head(tmp_path):
+  from bert_distill import checkpoints
+  weights = ref.random_google_weights(TINY, seed=7)
+  tensors = hf_tensors_by_hand(weights, heads=False)
+  tensors["classifier.weight"] = np.ones([3, 32], np.float32)
+  tensors["classifier.bias"] = np.arange(3, dtype=np.float32)
+  folder = write_hf_folder(tmp_path / "cls", tensors)
+  shapes = checkpoints.checkpoint_shapes(folder)
+  assert shapes["output_weights"] == [3, 32]
+  assert shapes["output_bias"] == [3]
+  assert shapes["bert/encoder/layer_1/intermediate/dense/kernel"] == [32, 37]
+
+
+def test_untied_decoder_is_refused_in_one_line(tmp_path):
+  from bert_distill import checkpoints
+  weights = ref.random_google_weights(TINY, seed=8)
+  tensors = hf_tensors_by_hand(weights)
+  tensors["cls.predictions.decoder.weight"] = np.zeros([99, 32], np.float32)
+  folder = write_hf_folder(tmp_path / "untied", tensors)
+  with pytest.raises(ValueError, match="untied decoder") as e:
+    checkpoints.checkpoint_shapes(folder)
+  assert "\n" not in str(e.value)
+
+
+def test_bfloat16_tensors_are_read_exactly(tmp_path):
+  """NumPy has no bfloat16: the reader widens the file's bytes itself."""
+  from bert_distill import huggingface
+  from safetensors.numpy import save_file
+  value = np.array([[1.5, -2.25, 3.0e-3]], np.float32)
+  path = str(tmp_path / "w.safetensors")
+  save_file({"embeddings.token_type_embeddings.weight": value}, path)
+  # Rewrite the F32 entry as BF16: the top 16 bits of each float32.
+  raw = open(path, "rb").read()
+  size = int.from_bytes(raw[:8], "little")
+  header = json.loads(raw[8:8 + size])
+  key = "embeddings.token_type_embeddings.weight"
+  bf16 = (value.view(np.uint32) >> 16).astype(np.uint16).tobytes()
+  header[key].update(dtype="BF16", data_offsets=[0, len(bf16)])
+  text = json.dumps(header).encode()
+  open(path, "wb").write(len(text).to_bytes(8, "little") + text + bf16)
+  reader = huggingface.SafetensorsReader(path)
+  got = reader.get_tensor("bert/embeddings/token_type_embeddings")
+  np.testing.assert_array_equal(got, ((value.view(np.uint32) >> 16) << 16)
+                                .view(np.float32))
+
+
+def test_name_map_round_trips_every_google_name():
+  from bert_distill import huggingface
+  names = list(modeling.variable_shapes(modeling.BertConfig(**TINY)))
+  names += ["output_weights", "output_bias"]
+  for name in names:
+    for prefix in (True, False):
+      hf, transposed = huggingface.hf_name(name, prefix)
+      assert huggingface.google_name(hf) == (name, transposed), hf
+      assert transposed == name.endswith("/kernel")
