@@ -202,7 +202,8 @@ def main():
             *shapes, "--train_batch_size=32", "--eval_batch_size=32",
             "--learning_rate=1e-3", f"--num_train_steps={args.head_steps}",
             f"--num_warmup_steps={args.head_steps // 10}",
-            "--iterations_per_loop=50", "--max_eval_steps=20",
+            "--iterations_per_loop=50",
+            f"--max_eval_steps={2 if args.quick else 20}",
             f"--save_checkpoints_steps={args.head_steps}"])
 
   print("3. stage IV: the fitted teacher's labels", flush=True)
@@ -221,7 +222,8 @@ def main():
                            *max_records])
   run("IV-held-out", label + [f"--input_file={held_out}",
                               f"--output_dir={work}/labels_held_out",
-                              "--label_mode=full", "--max_records=640"])
+                              "--label_mode=full",
+                              f"--max_records={64 if args.quick else 640}"])
   held_out_labels = ",".join(sorted(glob.glob(
       f"{work}/labels_held_out/*.tfrecord")))
 
@@ -233,7 +235,8 @@ def main():
              "--train_batch_size=32", "--eval_batch_size=32",
              "--learning_rate=1e-4", f"--num_train_steps={args.distill_steps}",
              f"--num_warmup_steps={args.distill_steps // 10}",
-             "--iterations_per_loop=50", "--max_eval_steps=20",
+             "--iterations_per_loop=50",
+             f"--max_eval_steps={2 if args.quick else 20}",
              f"--save_checkpoints_steps={args.distill_steps}"]
   student_dirs = {}
   for name, how in STUDENTS.items():

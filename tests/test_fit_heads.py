@@ -1,7 +1,9 @@
 """Stage T, distill.py --trainable=heads: fitting an MLM head onto an
-encoder-only teacher. The heads learn, the encoder stays bit-identical, the
-result is a complete teacher for stage IV; --trainable=all trains both; the
-one-line errors."""
+encoder-only teacher (Google's names, or a HuggingFace BertModel folder as
+sentence-transformers publish them). The heads learn, the encoder stays
+bit-identical, the result is a complete teacher for stage IV;
+--trainable=all trains both; the one-line errors."""
+import json
 import os
 import sys
 
@@ -13,6 +15,7 @@ from bert_distill import distill_training
 import stage_runs
 from bert_reference import checkpoint_values
 from conftest import ROOT
+from test_huggingface import hf_config_dict, hf_tensors_by_hand, write_hf_folder
 
 L, P = 16, 4
 CONFIG = dict(ref.TINY_CONFIG, hidden_dropout_prob=0.0,
@@ -20,10 +23,12 @@ CONFIG = dict(ref.TINY_CONFIG, hidden_dropout_prob=0.0,
 STEPS = 6
 
 
-def fit_command(init, output_dir, *extra):
+def fit_command(init, output_dir, *extra, config_name="bert_config.json",
+                records=None):
   return [os.path.join(ROOT, "distill.py"), "--do_train", "--do_eval",
-          f"--bert_config_file={init}/bert_config.json",
-          f"--init_checkpoint={init}", f"--input_file={init}/train.tfrecord",
+          f"--bert_config_file={init}/{config_name}",
+          f"--init_checkpoint={init}",
+          f"--input_file={records or init}/train.tfrecord",
           f"--output_dir={output_dir}", f"--max_seq_length={L}",
           f"--max_predictions_per_seq={P}", "--soft_loss_weight=0",
           "--hard_mlm_loss_weight=1", "--next_sentence_loss_weight=0",
@@ -58,8 +63,17 @@ def runs(tmp_path_factory):
   (broken / "train.tfrecord").write_bytes(
       (teacher / "train.tfrecord").read_bytes())
 
+  hf_teacher = write_hf_folder(
+      base / "hf_encoder_only",
+      hf_tensors_by_hand(weights, prefix="", heads=False),
+      hf_config_dict(architectures=["BertModel"], hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0))
+
   jobs = {
       "heads": fit_command(teacher, base / "heads", "--trainable=heads"),
+      "heads_hf": fit_command(hf_teacher, base / "heads_hf",
+                              "--trainable=heads", config_name="config.json",
+                              records=teacher),
       "all": fit_command(teacher, base / "all", "--trainable=all"),
       "no_init": [a for a in fit_command(teacher, base / "no_init",
                                          "--trainable=heads")
@@ -90,6 +104,19 @@ def test_heads_learn_and_the_encoder_stays_bit_identical(runs):
   assert np.abs(values["cls/predictions/output_bias"]).max() > 1e-3
   assert np.abs(values["cls/predictions/transform/dense/kernel/adam_m"]).max() > 0
   assert "holds no cls/" in runs["results"]["heads"].stderr
+
+
+def test_heads_of_a_huggingface_encoder(runs):
+  result = runs["results"]["heads_hf"]
+  assert result.returncode == 0, result.stderr[-3000:]
+  values = checkpoint_values(runs["base"] / "heads_hf" / f"model.ckpt-{STEPS}")
+  for name, value in runs["encoder"].items():
+    np.testing.assert_array_equal(values[name], value, err_msg=name)
+  assert np.abs(values["cls/predictions/output_bias"]).max() > 1e-3
+  # HF's "gelu" is the exact one: the fitted teacher keeps computing it.
+  written = json.loads((runs["base"] / "heads_hf" / "bert_config.json")
+                       .read_text())
+  assert written["hidden_act"] == "gelu_exact"
 
 
 def test_trainable_all_trains_the_encoder_too(runs):
