@@ -211,6 +211,27 @@ def file_beside(checkpoint, kind):
   return path if tf.io.gfile.exists(path) else None
 
 
+def companion_file(given, checkpoint, kind, flag, checkpoint_flag):
+  """The file a flag names, else the one of `kind` ("config", "vocab")
+  beside the checkpoint (file_beside), for flags that may be left out when
+  the checkpoint's folder has one.
+
+  Raises:
+    cli.StageError: neither (names both flags).
+  """
+  if given:
+    return given
+  found = file_beside(checkpoint, kind) if checkpoint else None
+  if not found:
+    what = {"config": "config.json or bert_config.json",
+            "vocab": "vocab.txt"}[kind]
+    raise cli.StageError(
+        f"give {flag}" + (f": {checkpoint_flag} {checkpoint} has no {what} "
+                          f"beside it" if checkpoint else ""))
+  logging.info("%s: %s (beside %s)", flag, found, checkpoint_flag)
+  return found
+
+
 def _check_data_size(prefix, reader):
   """Raises CorruptCheckpointError when the data files are shorter than the
   tensors the index lists.
@@ -308,7 +329,8 @@ def _source_name(name, layer_map):
   return f"bert/encoder/layer_{layer_map[int(match.group(1))]}/{match.group(2)}"
 
 
-def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
+def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False,
+                    optional=()):
   """Loads a model from a Google-named checkpoint, fully or partially.
 
   Args:
@@ -318,6 +340,9 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
       layer_map[j] (e.g. [0, 2, 4, 7, 9, 11] for a 6-layer student).
     allow_partial: when True, variables the checkpoint lacks or holds in
       another shape keep their initial values; when False they are an error.
+    optional: name prefixes (e.g. ("cls/", "bert/pooler/")) of variables the
+      checkpoint may lack even without allow_partial: heads no loss of the
+      caller needs. They keep their initial values (logged).
 
   Returns:
     {"loaded": [...], "initialized": [...], "unused": [...]}: model names
@@ -326,7 +351,8 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
 
   Raises:
     ValueError: one line: the path is not a checkpoint, a layer of the map is
-      not in it, or (without allow_partial) variables are missing/mis-shaped;
+      not in it, or (without allow_partial) variables are missing/mis-shaped
+      (MissingHeadError when they are a head of an encoder-only checkpoint);
       CorruptCheckpointError (a ValueError) when it cannot be read in full.
   """
   variables = (model if isinstance(model, dict) else model.variables_by_name())
@@ -349,15 +375,20 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
     else:
       sources[name] = source
       continue
-    if not allow_partial:
-      problems.append(f"{source} ({reason}, expected {expected})")
+    if not allow_partial and not (source not in shapes and
+                                  name.startswith(tuple(optional))):
+      problems.append((source, f"{source} ({reason}, expected {expected})"))
       continue
     initialized.append(name)
     logging.info("%-60s %-14s initialized (%s: %s)", name, expected, source,
                  reason)
   if problems:
+    _raise_missing_head(prefix, [source for source, _ in problems], shapes)
     raise ValueError(f"{prefix}: {len(problems)} variables missing or "
-                     f"mis-shaped: {_summarize(problems)}")
+                     f"mis-shaped: {_summarize(text for _, text in problems)}")
+  if initialized and not allow_partial:
+    logging.warning("%s has no %s: left at initial values (not needed)",
+                    prefix, _summarize(initialized, limit=8))
   for name, source in sources.items():
     variable = variables[name]
     variable.assign(tf.cast(_read_tensor(reader, prefix, source),
@@ -372,6 +403,31 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
                "entries unused: %s", prefix, len(loaded), len(initialized),
                len(unused), _summarize(unused, limit=8))
   return {"loaded": loaded, "initialized": initialized, "unused": unused}
+
+
+class MissingHeadError(ValueError):
+  """A checkpoint lacks a pretraining head the caller needs (an
+  encoder-only checkpoint, such as a sentence-transformers model)."""
+
+
+_HEADS = {"cls/predictions/": "masked-LM head (cls/predictions/*)",
+          "cls/seq_relationship/": "next-sentence head (cls/seq_relationship/*)"}
+
+
+def _raise_missing_head(prefix, problems, shapes):
+  """Raises MissingHeadError when the names of `problems` are all absent
+  head variables (one line: the head and the remedy)."""
+  missing = [n for n in problems if n not in shapes]
+  if len(missing) < len(problems) or not all(n.startswith("cls/")
+                                             for n in missing):
+    return
+  heads = [text for head, text in _HEADS.items()
+           if any(n.startswith(head) for n in missing)]
+  raise MissingHeadError(
+      f"{prefix}: has no {' and no '.join(heads)}: an encoder-only "
+      f"checkpoint; fit a masked-LM head onto it with stage T "
+      f"(docs/stages.md), or use losses that need no head (hidden, "
+      f"attention, value relations: docs/online_distillation.md)")
 
 
 def _check_layer_map(layer_map, variables, shapes, prefix):

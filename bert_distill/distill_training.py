@@ -113,20 +113,42 @@ def intermediate_options(student_config, teacher_config, *, hidden_layer_map,
   return options
 
 
-def build_teacher(strategy, config, checkpoint, precision):
-  """The frozen teacher under the strategy's scope, every variable loaded.
+# Variables a teacher may lack: no loss uses its pooler or next-sentence head.
+TEACHER_OPTIONAL = ("bert/pooler/", "cls/seq_relationship/")
+
+
+def build_teacher(strategy, config, checkpoint, precision, needs_mlm_head=True):
+  """The frozen teacher under the strategy's scope, loaded.
+
+  With a masked-LM head in the checkpoint (or needs_mlm_head), a
+  BertPretrainingModel; without one, when no loss needs it (soft loss 0),
+  the encoder alone (modeling.BertModel): an encoder-only teacher such as a
+  sentence-transformers model. The pooler and the next-sentence head may be
+  missing (no loss uses them).
 
   Raises:
-    cli.StageError: the checkpoint is missing, or lacks or mis-shapes
-      variables of the teacher's config (named).
+    cli.StageError: the checkpoint is missing, lacks the masked-LM head a
+      loss needs (names the remedy), or lacks or mis-shapes variables of the
+      teacher's config (named).
   """
+  try:
+    has_head = any(name.startswith("cls/predictions/")
+                   for name in checkpoints.checkpoint_shapes(checkpoint))
+  except ValueError as e:
+    raise cli.StageError(f"--teacher_checkpoint {e}") from None
+  model_class = (modeling.BertPretrainingModel
+                 if has_head or needs_mlm_head else modeling.BertModel)
   with strategy.scope():
-    # Zeros, not random values: the strict load below sets every variable.
-    teacher = modeling.BertPretrainingModel(
+    # Zeros, not random values: the load below sets every variable used.
+    teacher = model_class(
         config, compute_dtype=modeling.COMPUTE_DTYPES[precision],
         name="teacher", seed=0, trainable=False, initialize=False)
   try:
-    checkpoints.load_checkpoint(teacher, checkpoint)
+    checkpoints.load_checkpoint(teacher.variables_by_name(), checkpoint,
+                                optional=TEACHER_OPTIONAL)
+  except checkpoints.MissingHeadError as e:
+    raise cli.StageError(f"--teacher_checkpoint {e} (the soft loss needs the "
+                         f"teacher's masked-LM distribution)") from None
   except ValueError as e:
     raise cli.StageError(
         f"--teacher_checkpoint {e} (does it match --teacher_config?)") from None
@@ -151,10 +173,12 @@ def build_projections(strategy, shapes, initializer_range, seed):
 
 
 def make_online_teacher(strategy, student_config, teacher_config, checkpoint,
-                        precision, options, seed):
+                        precision, options, seed, soft_labels=True):
   """The OnlineTeacher: the loaded frozen teacher and the projections the
-  options need between the two widths."""
-  model = build_teacher(strategy, teacher_config, checkpoint, precision)
+  options need between the two widths. soft_labels: whether a loss needs
+  the teacher's masked-LM distribution (the soft loss)."""
+  model = build_teacher(strategy, teacher_config, checkpoint, precision,
+                        needs_mlm_head=soft_labels)
   shapes = losses.projection_shapes(student_config.hidden_size,
                                     teacher_config.hidden_size, options)
   projections = build_projections(strategy, shapes,
@@ -163,35 +187,56 @@ def make_online_teacher(strategy, student_config, teacher_config, checkpoint,
                "intermediate losses %s; projections %s", checkpoint,
                teacher_config.num_hidden_layers, teacher_config.hidden_size,
                options, {n: v.shape.as_list() for n, v in projections.items()})
-  return OnlineTeacher(model, options, projections)
+  return OnlineTeacher(model, options, projections, soft_labels)
 
 
 class OnlineTeacher:
   """The teacher in the training step: its frozen model, the intermediate
-  losses' options and the student's projections (trained with it)."""
+  losses' options and the student's projections (trained with it).
 
-  def __init__(self, model, options, projections):
+  soft_labels: the training step needs the teacher's masked-LM distribution
+  (soft loss on); otherwise its head and the V-way softmax are not run in
+  training. has_mlm_head: the model has one (evaluation then still reports
+  agreement and teacher_kl).
+  """
+
+  def __init__(self, model, options, projections, soft_labels=True):
     self.model = model
     self.options = options
     self.projections = projections
+    self.soft_labels = soft_labels
+    self.has_mlm_head = isinstance(model, modeling.BertPretrainingModel)
     self.has_intermediate_losses = any(
         options[f"{name}_weight"] for name in losses.INTERMEDIATE_TERMS)
 
-  def label(self, features):
+  def label(self, features, distribution=None):
     """Runs the teacher (inference mode, no gradient) on a parsed batch.
 
-    Returns (features with teacher_probs [B, P, V], its full masked-LM
-    distribution, in place of any stored labels; the teacher's outputs).
+    distribution: compute the teacher's masked-LM distribution; default
+    soft_labels (training), evaluation passes has_mlm_head.
+
+    Returns (features, with teacher_probs [B, P, V], its full masked-LM
+    distribution, in place of any stored labels when distribution is on,
+    and without stored labels otherwise; the teacher's outputs).
     """
-    outputs = self.model(
-        features[records.INPUT_IDS], features[records.INPUT_MASK],
-        features[records.SEGMENT_IDS], features[records.MASKED_LM_POSITIONS],
-        training=False, intermediates=self.has_intermediate_losses)
+    if distribution is None:
+      distribution = self.soft_labels
+    args = [features[records.INPUT_IDS], features[records.INPUT_MASK],
+            features[records.SEGMENT_IDS]]
+    if distribution:
+      outputs = self.model(*args, features[records.MASKED_LM_POSITIONS],
+                           training=False,
+                           intermediates=self.has_intermediate_losses)
+    else:  # the encoder alone: no head, no [B, P, V] logits
+      encoder = self.model.bert if self.has_mlm_head else self.model
+      outputs = encoder(*args, training=False,
+                        intermediates=self.has_intermediate_losses)
     outputs = tf.nest.map_structure(tf.stop_gradient, outputs)
     features = {name: value for name, value in features.items()
                 if name not in (losses.TEACHER_PROBS, losses.TEACHER_IDS)}
-    features[losses.TEACHER_PROBS] = tf.nn.softmax(
-        outputs["masked_lm_logits"], axis=-1)  # [B, P, V]
+    if distribution:
+      features[losses.TEACHER_PROBS] = tf.nn.softmax(
+          outputs["masked_lm_logits"], axis=-1)  # [B, P, V]
     return features, outputs
 
   def intermediate_losses(self, student_outputs, teacher_outputs, input_mask,
@@ -310,7 +355,7 @@ def make_eval_step(strategy, model, loss_options, teacher=None):
   @tf.autograph.experimental.do_not_convert
   def replica_step(features):
     if teacher is not None:
-      features, _ = teacher.label(features)
+      features, _ = teacher.label(features, teacher.has_mlm_head)
     mlm_logits, nsp_logits = model_outputs(model, features, training=False)
     return losses.evaluation_sums(mlm_logits, nsp_logits, features,
                                   **loss_options)
@@ -341,44 +386,18 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
   if step is not None:
     return step
   if init_checkpoint:
-    load_init_checkpoint(model, init_checkpoint, layer_map)
+    try:
+      # The student's heads and pooler train from their initial values when
+      # the checkpoint has none (an encoder-only model).
+      checkpoints.load_checkpoint(model, init_checkpoint, layer_map=layer_map,
+                                  optional=("cls/", "bert/pooler/"))
+    except ValueError as e:
+      raise cli.StageError(f"--init_checkpoint {e}") from None
+    logging.info("Initialised from %s (layer map %s)", init_checkpoint,
+                 layer_map)
   else:
     logging.info("Initialised the student at random (seed in --seed)")
   return 0
-
-
-def load_init_checkpoint(model, init_checkpoint, layer_map):
-  """Loads --init_checkpoint into the model through layer_map.
-
-  Heads (HEADS_PREFIX) the checkpoint lacks keep their initial values, with
-  a warning naming them: an encoder-only model (a sentence-transformers
-  teacher) is a valid start, and the losses train fresh heads. Every other
-  variable must be there in its shape.
-
-  Raises:
-    cli.StageError: the checkpoint is missing or unreadable, lacks a layer of
-      layer_map, or lacks or mis-shapes encoder variables (named).
-  """
-  try:
-    report = checkpoints.load_checkpoint(model, init_checkpoint,
-                                         layer_map=layer_map,
-                                         allow_partial=True)
-  except ValueError as e:
-    raise cli.StageError(f"--init_checkpoint {e}") from None
-  encoder = [name for name in report["initialized"]
-             if not name.startswith(HEADS_PREFIX)]
-  if encoder:
-    raise cli.StageError(
-        f"--init_checkpoint {init_checkpoint}: {len(encoder)} variables "
-        f"missing or mis-shaped: {', '.join(encoder[:5])}"
-        f"{' ...' if len(encoder) > 5 else ''} (does it match "
-        f"--bert_config_file?)")
-  if report["initialized"]:
-    logging.warning("--init_checkpoint %s holds no %s: those heads start at "
-                    "their initial values (%s)", init_checkpoint,
-                    HEADS_PREFIX, ", ".join(report["initialized"]))
-  logging.info("Initialised from %s (layer map %s)", init_checkpoint,
-               layer_map)
 
 
 def trained_names(variables_by_name, trainable):
@@ -518,3 +537,63 @@ def build_student(strategy, config, precision, seed, schedule,
     loss_scale = (optimization.DynamicLossScale()
                   if precision == "mixed_float16" else None)
   return model, optimizer, loss_scale
+
+
+def student_config_of(init_config, layer_map):
+  """The student of an --init_checkpoint without --bert_config_file: its
+  config, with as many layers as the layer map names."""
+  if not layer_map:
+    return init_config
+  return dataclasses.replace(init_config, num_hidden_layers=len(layer_map))
+
+
+def write_initial_student(config, init_checkpoint, layer_map, output_dir,
+                          seed):
+  """Writes the student as --init_checkpoint (through layer_map) makes it,
+  untrained (--num_train_steps 0): output_dir/model.ckpt-0 with its
+  bert_config.json (and the checkpoint's vocab.txt, when it has one).
+
+  The checkpoint holds the model's variables without the heads the
+  checkpoint lacked (cls/ left at initial values would be noise); it is a
+  starting point (--init_checkpoint of run_classifier.py or distill.py),
+  not a run to resume. Returns its prefix.
+
+  Raises:
+    cli.StageError: as restore_or_initialize, or output_dir already holds a
+      checkpoint, or a write fails.
+  """
+  if checkpoints.latest_checkpoint(output_dir):
+    raise cli.StageError(f"--output_dir {output_dir} already holds a "
+                         f"checkpoint; --num_train_steps 0 writes a new "
+                         f"student into an empty one")
+  model = modeling.BertPretrainingModel(config, seed=seed)
+  report = {"initialized": []}
+  if init_checkpoint:
+    try:
+      report = checkpoints.load_checkpoint(
+          model, init_checkpoint, layer_map=layer_map,
+          optional=("cls/", "bert/pooler/"))
+    except ValueError as e:
+      raise cli.StageError(f"--init_checkpoint {e}") from None
+  left_out = [name for name in report["initialized"]
+              if name.startswith("cls/")]
+  variables = {name: variable
+               for name, variable in model.variables_by_name().items()
+               if name not in left_out}
+  training.prepare_output_dir(output_dir)
+  try:
+    prefix = checkpoints.save_checkpoint(variables, output_dir, 0)
+  except ValueError as e:
+    raise cli.StageError(str(e)) from None
+  config.to_json_file(os.path.join(output_dir, "bert_config.json"))
+  vocab = (checkpoints.file_beside(init_checkpoint, "vocab")
+           if init_checkpoint else None)
+  if vocab:
+    tf.io.gfile.copy(vocab, os.path.join(output_dir, "vocab.txt"),
+                     overwrite=True)
+  logging.info("Wrote the untrained student %s (%d layers, layer map %s) "
+               "with %d variables%s", prefix, config.num_hidden_layers,
+               layer_map, len(variables),
+               f"; left out {len(left_out)} head variables the checkpoint "
+               f"lacks" if left_out else "")
+  return prefix

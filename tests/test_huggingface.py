@@ -176,7 +176,9 @@ def hf_tensors_by_hand(weights, prefix="bert.", heads=True, old_names=False):
       "bert/embeddings/token_type_embeddings"]
   t[p + "embeddings.position_ids"] = np.arange(64)[None]
   norm(p + "embeddings.LayerNorm", "bert/embeddings/LayerNorm")
-  for i in range(TINY["num_hidden_layers"]):
+  layers = {int(n.split("/")[2][len("layer_"):]) for n in w
+            if n.startswith("bert/encoder/")}
+  for i in sorted(layers):
     hf, g = f"{p}encoder.layer.{i}.", f"bert/encoder/layer_{i}/"
     for part in ("query", "key", "value"):
       linear(hf + "attention.self." + part, g + "attention/self/" + part)
@@ -309,3 +311,80 @@ def test_name_map_round_trips_every_google_name():
       hf, transposed = huggingface.hf_name(name, prefix)
       assert huggingface.google_name(hf) == (name, transposed), hf
       assert transposed == name.endswith("/kernel")
+
+
+# ----- encoder-only teachers, in process ------------------------------------------
+
+def test_online_teacher_without_head_runs_the_encoder_alone(tmp_path):
+  """With the soft loss off, a teacher without cls/ loads as the encoder
+  alone and labels nothing (no [B, P, V] softmax); with it on, it is refused
+  in one line naming the head and the remedy."""
+  from bert_distill import cli
+  from bert_distill import distill_training
+  from bert_distill import losses
+  from bert_distill import records
+  weights = ref.random_google_weights(TINY, seed=9)
+  folder = write_hf_folder(tmp_path / "enc",
+                           hf_tensors_by_hand(weights, prefix="", heads=False))
+  config = modeling.BertConfig.from_json_file(folder + "/config.json")
+  strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+  teacher = distill_training.build_teacher(strategy, config, folder, "float32",
+                                           needs_mlm_head=False)
+  assert isinstance(teacher, modeling.BertModel)
+  options = {"embedding_loss_weight": 0.0, "hidden_loss_weight": 0.0,
+             "hidden_loss": "mse", "hidden_layer_map": [1, 2],
+             "attention_loss_weight": 1.0, "attention_loss": "kl",
+             "relation_heads": 4}
+  online = distill_training.OnlineTeacher(teacher, options, {},
+                                          soft_labels=False)
+  ids, mask, segments, positions = tiny_batch()
+  features = {records.INPUT_IDS: ids, records.INPUT_MASK: mask,
+              records.SEGMENT_IDS: segments,
+              records.MASKED_LM_POSITIONS: positions}
+  labelled, outputs = online.label(features)
+  assert losses.TEACHER_PROBS not in labelled
+  assert "masked_lm_logits" not in outputs and "attention_values" in outputs
+  want = ref.bert_forward(weights, dict(TINY, hidden_act="gelu_exact"), ids,
+                          mask, segments, positions)
+  np.testing.assert_allclose(outputs["sequence_output"].numpy(),
+                             want["sequence_output"], rtol=1e-5, atol=1e-5)
+  with pytest.raises(cli.StageError) as e:
+    distill_training.build_teacher(strategy, config, folder, "float32")
+  message = str(e.value)
+  assert "has no masked-LM head (cls/predictions/*)" in message
+  assert "stage T" in message and "\n" not in message
+
+
+def test_student_init_from_encoder_only_checkpoint_with_layer_map(tmp_path):
+  """--init_checkpoint with --init_layer_map leaves the heads the checkpoint
+  lacks at their initial values, and says so; the error names the path once."""
+  from bert_distill import checkpoints
+  from bert_distill import cli
+  from bert_distill import distill_training
+  config4 = dict(TINY, num_hidden_layers=4)
+  weights = ref.random_google_weights(config4, seed=10)
+  folder = write_hf_folder(tmp_path / "enc4", hf_tensors_by_hand(
+      weights, prefix="", heads=False), hf_config_dict(num_hidden_layers=4))
+  student = modeling.BertPretrainingModel(modeling.BertConfig(**TINY), seed=1)
+  report = checkpoints.load_checkpoint(student, folder, layer_map=[1, 3],
+                                       optional=("cls/", "bert/pooler/"))
+  assert sorted(report["initialized"]) == sorted(
+      n for n in weights if n.startswith("cls/"))
+  np.testing.assert_array_equal(
+      student.variables_by_name()["bert/encoder/layer_1/output/dense/kernel"]
+      .numpy(), weights["bert/encoder/layer_3/output/dense/kernel"])
+  wide = modeling.BertPretrainingModel(modeling.BertConfig(
+      **dict(TINY, intermediate_size=40)), seed=1)
+  with pytest.raises(cli.StageError) as e:
+    distill_training.restore_or_initialize(
+        wide, _Optimizer(), str(tmp_path / "out"), folder, [0, 1])
+  assert str(e.value).count(folder) == 1, str(e.value)
+
+
+class _Optimizer:
+  """What restore_or_initialize asks of an optimizer with no checkpoint to
+  resume."""
+  global_step = tf.Variable(0, dtype=tf.int64)
+
+  def checkpoint_variables(self):
+    return {}
