@@ -69,14 +69,14 @@ cmp -s "$TEACHER_DIR/vocab.txt" "$VOCAB" || {
     --teacher_config="$TEACHER_DIR/config.json" \
     --teacher_checkpoint="$TEACHER_DIR" \
     --student_config=data/student_L3_H384_bert_config.json \
-    --split_number=4 --dupe_factor=5 \
+    --split_number=4 --dupe_factor=2 \
     --max_seq_length=$SEQ --max_predictions_per_seq=10 \
-    --teacher_head_steps=300 --teacher_trainable=heads \
+    --teacher_head_steps=100 --teacher_trainable=heads \
     --teacher_learning_rate=1e-3 \
     --teacher_batch_size=64 --heldout_examples=640 \
     --init_checkpoint="$OUT/teacher" --init_layer_map=0,2,4 \
-    --num_train_steps=300 --num_warmup_steps=30 --learning_rate=1e-4 \
-    --iterations_per_loop=50 --save_checkpoints_steps=300 \
+    --num_train_steps=100 --num_warmup_steps=10 --learning_rate=1e-4 \
+    --iterations_per_loop=25 --save_checkpoints_steps=100 \
     --eval_batch_size=32 --max_eval_steps=20 \
     --glue_task=sst-2 --glue_data_dir=data/movie_reviews \
     --glue_max_seq_length=$SEQ \
