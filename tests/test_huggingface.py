@@ -559,3 +559,44 @@ def test_export_huggingface_round_trips_a_google_checkpoint(script_runs):
   back = modeling.BertConfig.from_json_file(str(exported / "config.json"))
   assert back.hidden_act == "gelu"
   assert checkpoints.resolve_checkpoint(str(exported)) == str(exported)
+
+
+def test_teacher_with_head_computes_no_softmax_when_the_soft_loss_is_off():
+  """In training (soft loss off) the head is skipped; evaluation still gets
+  the teacher's distribution for agreement and teacher_kl."""
+  from bert_distill import distill_training
+  from bert_distill import losses
+  from bert_distill import records
+  model = modeling.BertPretrainingModel(modeling.BertConfig(**TINY), seed=0)
+  options = {"embedding_loss_weight": 0.0, "hidden_loss_weight": 1.0,
+             "hidden_loss": "mse", "hidden_layer_map": [1, 2],
+             "attention_loss_weight": 0.0, "attention_loss": "kl",
+             "relation_heads": 4}
+  online = distill_training.OnlineTeacher(model, options, {},
+                                          soft_labels=False)
+  ids, mask, segments, positions = tiny_batch()
+  features = {records.INPUT_IDS: ids, records.INPUT_MASK: mask,
+              records.SEGMENT_IDS: segments,
+              records.MASKED_LM_POSITIONS: positions}
+  labelled, outputs = online.label(features)
+  assert losses.TEACHER_PROBS not in labelled
+  assert "masked_lm_logits" not in outputs and "hidden_states" in outputs
+  labelled, _ = online.label(features, online.has_mlm_head)
+  assert labelled[losses.TEACHER_PROBS].shape == (3, 4, 99)
+
+
+def test_export_serves_the_pooling_the_config_records():
+  from bert_distill import classifier
+  config = modeling.BertConfig.from_dict(dict(
+      TINY, classifier_pooling="mean"))
+  model = classifier.BertClassifier(config, 2, seed=0,
+                                    pooling=classifier.pooling_of(config))
+  ids, mask, segments, _ = tiny_batch()
+  out = model(ids, mask, segments)
+  sequence = out["sequence_output"].numpy()
+  for row in range(3):
+    n = mask[row].sum()
+    np.testing.assert_allclose(out["pooled_output"].numpy()[row],
+                               sequence[row, :n].mean(0), rtol=1e-5,
+                               atol=1e-6)
+  assert classifier.pooling_of(modeling.BertConfig(**TINY)) == "cls"
