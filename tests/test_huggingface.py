@@ -600,3 +600,26 @@ def test_export_serves_the_pooling_the_config_records():
                                sequence[row, :n].mean(0), rtol=1e-5,
                                atol=1e-6)
   assert classifier.pooling_of(modeling.BertConfig(**TINY)) == "cls"
+
+
+def test_sharded_safetensors_folder_reads_as_one(tmp_path):
+  from bert_distill import checkpoints
+  from safetensors.numpy import save_file
+  weights = ref.random_google_weights(TINY, seed=13)
+  tensors = hf_tensors_by_hand(weights)
+  names = sorted(tensors)
+  folder = tmp_path / "sharded"
+  folder.mkdir()
+  weight_map = {}
+  for i, part in enumerate((names[:len(names) // 2], names[len(names) // 2:])):
+    file = f"model-0000{i + 1}-of-00002.safetensors"
+    save_file({n: tensors[n] for n in part}, str(folder / file))
+    weight_map.update({n: file for n in part})
+  (folder / "model.safetensors.index.json").write_text(
+      json.dumps({"metadata": {}, "weight_map": weight_map}))
+  (folder / "config.json").write_text(json.dumps(hf_config_dict()))
+  model = modeling.BertPretrainingModel(modeling.BertConfig.from_json_file(
+      str(folder / "config.json")), seed=0)
+  checkpoints.load_checkpoint(model, str(folder))
+  for name, variable in model.variables_by_name().items():
+    np.testing.assert_array_equal(variable.numpy(), weights[name])
