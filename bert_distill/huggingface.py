@@ -331,8 +331,13 @@ def write_folder(directory, config, values_by_name, vocab_file=None,
   d = config.to_hf_dict([kind])
   d.update(extra_config or {})
   tensors = hf_tensors(values_by_name, prefix=kind != "BertModel")
-  save_file(tensors, os.path.join(directory, WEIGHTS_FILE),
-            metadata={"format": "pt"})
+  weights_path = os.path.join(directory, WEIGHTS_FILE)
+  save_file(tensors, weights_path, metadata={"format": "pt"})
+  # save_file creates the file owner-only (0600); give it the umask's mode
+  # like the files beside it.
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(weights_path, 0o666 & ~umask)
   with open(os.path.join(directory, CONFIG_FILE), "w") as f:
     f.write(json.dumps(d, indent=2, sort_keys=True) + "\n")
   if vocab_file:
