@@ -294,10 +294,12 @@ _INTERMEDIATE_FLAGS = ("embedding_loss_weight", "hidden_loss_weight",
 
 def student_config():
   """The student's config and --init_layer_map as ints."""
+  # --num_train_steps 0 reads no records: --max_seq_length does not apply.
   config = distill_training.read_config(
       checkpoints.companion_file(
           FLAGS.bert_config_file, FLAGS.init_checkpoint, "config",
-          "--bert_config_file", "--init_checkpoint"), FLAGS.max_seq_length)
+          "--bert_config_file", "--init_checkpoint"),
+      FLAGS.max_seq_length if FLAGS.num_train_steps else 1)
   if not FLAGS.bert_config_file:
     config = distill_training.student_config_of(
         config, [int(layer) for layer in FLAGS.init_layer_map or []])

@@ -160,24 +160,24 @@ def folder_of(path):
 
 
 def _weight_files(path):
-  """{HF name: file} of a folder's (or a file's) safetensors."""
+  """The safetensors files of a folder (model.safetensors, else the shards
+  its index names) or of a file (itself)."""
   if not os.path.isdir(path):
-    return None, [path]
+    return [path]
   index = os.path.join(path, INDEX_FILE)
   if not os.path.isfile(os.path.join(path, WEIGHTS_FILE)) and os.path.isfile(
       index):
     try:
       with open(index) as f:
         weight_map = json.load(f)["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+      return sorted({os.path.join(path, f) for f in weight_map.values()})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
       raise ValueError(f"{index}: not a safetensors index ({e})") from None
-    return weight_map, sorted({os.path.join(path, f)
-                               for f in weight_map.values()})
-  return None, [os.path.join(path, WEIGHTS_FILE)]
+  return [os.path.join(path, WEIGHTS_FILE)]
 
 
-_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64,
-           "BF16": None}
+# The stored dtypes read (as float32); NumPy lacks bfloat16, _read widens it.
+_FLOAT_DTYPES = ("F32", "F16", "F64", "BF16")
 
 
 class SafetensorsReader:
@@ -191,7 +191,7 @@ class SafetensorsReader:
   def __init__(self, path):
     from safetensors import safe_open  # pylint: disable=import-outside-toplevel
     self.path = path
-    _, files = _weight_files(path)
+    files = _weight_files(path)
     self._sources = {}  # Google (or unknown HF) name -> (file, handle, HF name)
     self._transposed = {}
     self._shapes = {}
@@ -246,7 +246,7 @@ class SafetensorsReader:
 
   def get_variable_to_dtype_map(self):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    return {name: tf.float32 if dtype in _DTYPES else tf.string
+    return {name: tf.float32 if dtype in _FLOAT_DTYPES else tf.string
             for name, dtype in self._dtypes.items()}
 
   def has_tensor(self, name):
@@ -266,7 +266,7 @@ def _read(file, handle, key, dtype):
   the file's bytes (the safetensors layout: an 8-byte header length, the
   JSON header with each tensor's data_offsets, then the data) and widened to
   float32 exactly."""
-  if dtype not in _DTYPES:
+  if dtype not in _FLOAT_DTYPES:
     raise ValueError(f"{file}: {key} has dtype {dtype}, not a float")
   if dtype != "BF16":
     return handle.get_tensor(key)
@@ -331,8 +331,13 @@ def write_folder(directory, config, values_by_name, vocab_file=None,
   d = config.to_hf_dict([kind])
   d.update(extra_config or {})
   tensors = hf_tensors(values_by_name, prefix=kind != "BertModel")
-  save_file(tensors, os.path.join(directory, WEIGHTS_FILE),
-            metadata={"format": "pt"})
+  weights_path = os.path.join(directory, WEIGHTS_FILE)
+  save_file(tensors, weights_path, metadata={"format": "pt"})
+  # save_file creates the file owner-only (0600); give it the umask's mode
+  # like the files beside it.
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(weights_path, 0o666 & ~umask)
   with open(os.path.join(directory, CONFIG_FILE), "w") as f:
     f.write(json.dumps(d, indent=2, sort_keys=True) + "\n")
   if vocab_file:

@@ -119,7 +119,7 @@ def load_teacher(config, checkpoint, strategy):
     checkpoints.load_checkpoint(
         model, checkpoint, optional=("bert/pooler/", "cls/seq_relationship/"))
   except ValueError as e:
-    raise cli.StageError(f"--init_checkpoint {e}") from None
+    raise cli.StageError(f"--init_checkpoint: {e}") from None
   return model
 
 

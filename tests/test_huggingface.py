@@ -4,6 +4,7 @@ layer_norm_eps, refused keys), the safetensors name map of huggingface.py
 read, and export_model.py --format=huggingface (round trip)."""
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -388,3 +389,237 @@ class _Optimizer:
 
   def checkpoint_variables(self):
     return {}
+
+
+# ----- the scripts with HF folders ------------------------------------------------
+
+SEQ, P = 16, 4
+
+
+@pytest.fixture(scope="module")
+def script_runs(tmp_path_factory):
+  """One batch of script runs (one TensorFlow import): an encoder-only
+  4-layer HF teacher (exact GELU) as init and teacher, and a Google model
+  exported to HF's layout."""
+  import stage_runs
+  from conftest import ROOT
+  root = tmp_path_factory.mktemp("hf_runs")
+  config4 = dict(TINY, num_hidden_layers=4)
+  weights = ref.random_google_weights(config4, seed=11)
+  teacher = write_hf_folder(root / "teacher", hf_tensors_by_hand(
+      weights, prefix="", heads=False), hf_config_dict(num_hidden_layers=4))
+  relative = write_hf_folder(
+      root / "relative", hf_tensors_by_hand(weights, prefix="", heads=False),
+      hf_config_dict(num_hidden_layers=4,
+                     position_embedding_type="relative_key"))
+  google_config, google_prefix, google_weights = ref.write_model_dir(
+      str(root / "google"), dict(TINY, hidden_act="gelu"), seed=12,
+      global_step=7)
+  records_file = ref.write_records(
+      root / "train.tfrecord",
+      ref.random_pretraining_examples(8, SEQ, P, TINY["vocab_size"], seed=1))
+  rows = [["sentence", "label"]] + [
+      [" ".join(f"w{(i * 7 + j) % 90}" for j in range(3 + i % 5)), str(i % 2)]
+      for i in range(16)]
+  (root / "task").mkdir()
+  for split in ("train", "dev"):
+    (root / "task" / f"{split}.tsv").write_text(
+        "".join("\t".join(r) + "\n" for r in rows))
+  py = lambda script: os.path.join(ROOT, script)
+  sizes = [f"--max_seq_length={SEQ}", f"--max_predictions_per_seq={P}"]
+  train = ["--do_train", "--num_train_steps=2", "--num_warmup_steps=0",
+           "--train_batch_size=4", "--use_xla=false", "--iterations_per_loop=1",
+           "--save_checkpoints_steps=2", *sizes]
+  classify = ["--task_name=sst-2", f"--data_dir={root}/task", "--do_train",
+              "--do_eval", f"--max_seq_length={SEQ}", "--train_batch_size=4",
+              "--eval_batch_size=4", "--num_train_epochs=1"]
+  jobs = {
+      "student": [py("distill.py"), "--num_train_steps=0",
+                  f"--init_checkpoint={teacher}", "--init_layer_map=0,2",
+                  f"--output_dir={root}/student"],
+      "minilm": [py("distill.py"), f"--teacher_checkpoint={teacher}",
+                 "--preset=minilm", f"--input_file={records_file}",
+                 f"--init_checkpoint={teacher}", "--init_layer_map=1,3",
+                 f"--output_dir={root}/minilm", *train],
+      "soft_needs_head": [py("distill.py"), f"--teacher_checkpoint={teacher}",
+                          f"--input_file={records_file}",
+                          f"--init_checkpoint={teacher}",
+                          "--init_layer_map=1,3",
+                          f"--output_dir={root}/soft", *train],
+      "stage_iv_needs_head": [
+          py("extract_teacher_labels_truncated.py"),
+          f"--init_checkpoint={teacher}", f"--input_file={records_file}",
+          f"--output_file={root}/labels.tfrecord", "--truncation_factor=3",
+          *sizes],
+      "classifier": [py("run_classifier.py"), f"--init_checkpoint={teacher}",
+                     "--init_layer_map=0,3", "--pooling=mean",
+                     f"--output_dir={root}/classifier", *classify],
+      "relative": [py("run_classifier.py"), f"--init_checkpoint={relative}",
+                   f"--output_dir={root}/relative", *classify],
+      "export": [py("export_model.py"), f"--checkpoint={root}/google",
+                 "--format=huggingface", f"--export_dir={root}/exported"],
+  }
+  results = stage_runs.run_all(jobs, str(root / "logs"))
+  return {"root": root, "results": results, "weights": weights,
+          "google_weights": google_weights}
+
+
+def assert_ok(result):
+  assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_distill_writes_the_layer_mapped_student_untrained(script_runs):
+  from bert_distill import checkpoints
+  root, weights = script_runs["root"], script_runs["weights"]
+  assert_ok(script_runs["results"]["student"])
+  written = json.loads((root / "student" / "bert_config.json").read_text())
+  assert written["num_hidden_layers"] == 2
+  assert written["hidden_act"] == "gelu_exact"  # HF's "gelu"
+  assert not modeling.is_hf_config(written)
+  values = ref.checkpoint_values(root / "student" / "model.ckpt-0")
+  assert not [n for n in values if n.startswith("cls/")]
+  for layer, source in ((0, 0), (1, 2)):
+    for name in ("attention/self/query/kernel", "output/LayerNorm/gamma"):
+      np.testing.assert_array_equal(
+          values[f"bert/encoder/layer_{layer}/{name}"],
+          weights[f"bert/encoder/layer_{source}/{name}"])
+  assert (root / "student" / "vocab.txt").exists()
+  assert checkpoints.file_beside(str(root / "student"), "vocab")
+
+
+def test_minilm_runs_with_an_encoder_only_teacher(script_runs):
+  root = script_runs["root"]
+  assert_ok(script_runs["results"]["minilm"])
+  values = ref.checkpoint_values(root / "minilm" / "model.ckpt-2")
+  assert values["bert/encoder/layer_0/intermediate/dense/kernel"].shape == (
+      32, 37)
+  assert json.loads((root / "minilm" / "bert_config.json").read_text())[
+      "num_hidden_layers"] == 2
+
+
+@pytest.mark.parametrize("case, flag", [("soft_needs_head",
+                                         "--teacher_checkpoint"),
+                                        ("stage_iv_needs_head",
+                                         "--init_checkpoint")])
+def test_losses_needing_the_mlm_head_refuse_an_encoder_only_teacher(
+    script_runs, case, flag):
+  import stage_runs
+  line = stage_runs.assert_one_line_error(
+      script_runs["results"][case], flag,
+      "has no masked-LM head (cls/predictions/*)", "stage T")
+  assert line.count(str(script_runs["root"] / "teacher")) == 1
+
+
+def test_run_classifier_with_layer_map_and_mean_pooling(script_runs):
+  root = script_runs["root"]
+  assert_ok(script_runs["results"]["classifier"])
+  written = json.loads((root / "classifier" / "bert_config.json").read_text())
+  assert written["classifier_pooling"] == "mean"
+  assert written["num_hidden_layers"] == 2
+  assert (root / "classifier" / "eval_results.txt").exists()
+  values = ref.checkpoint_values(root / "classifier" / "model.ckpt-4")
+  assert values["output_weights"].shape == (2, 32)
+
+
+def test_relative_positions_are_one_error_line(script_runs):
+  import stage_runs
+  stage_runs.assert_one_line_error(
+      script_runs["results"]["relative"], "--bert_config_file",
+      "position_embedding_type 'relative_key' is not supported")
+
+
+def test_export_huggingface_round_trips_a_google_checkpoint(script_runs):
+  """Google -> HF (export_model.py) -> Google (the reader): every variable
+  equal; config.json says gelu_new for Google's tanh GELU."""
+  from bert_distill import checkpoints
+  from bert_distill import huggingface
+  root = script_runs["root"]
+  assert_ok(script_runs["results"]["export"])
+  exported = root / "exported"
+  config = json.loads((exported / "config.json").read_text())
+  assert config["hidden_act"] == "gelu_new"
+  assert config["architectures"] == ["BertForPreTraining"]
+  assert config["layer_norm_eps"] == 1e-12
+  assert sorted(p.name for p in exported.iterdir()) == [
+      "config.json", "model.safetensors"]
+  assert not list(root.glob("exported.tmp-*"))
+  from safetensors.numpy import load_file
+  stored = load_file(str(exported / "model.safetensors"))
+  assert "bert.encoder.layer_0" not in stored
+  np.testing.assert_array_equal(
+      stored["bert.encoder.layer.1.intermediate.dense.weight"],
+      script_runs["google_weights"][
+          "bert/encoder/layer_1/intermediate/dense/kernel"].T)
+  reader = huggingface.SafetensorsReader(str(exported))
+  want = script_runs["google_weights"]
+  assert set(reader.get_variable_to_shape_map()) == set(want)
+  for name, value in want.items():
+    np.testing.assert_array_equal(reader.get_tensor(name), value,
+                                  err_msg=name)
+  back = modeling.BertConfig.from_json_file(str(exported / "config.json"))
+  assert back.hidden_act == "gelu"
+  assert checkpoints.resolve_checkpoint(str(exported)) == str(exported)
+
+
+def test_teacher_with_head_computes_no_softmax_when_the_soft_loss_is_off():
+  """In training (soft loss off) the head is skipped; evaluation still gets
+  the teacher's distribution for agreement and teacher_kl."""
+  from bert_distill import distill_training
+  from bert_distill import losses
+  from bert_distill import records
+  model = modeling.BertPretrainingModel(modeling.BertConfig(**TINY), seed=0)
+  options = {"embedding_loss_weight": 0.0, "hidden_loss_weight": 1.0,
+             "hidden_loss": "mse", "hidden_layer_map": [1, 2],
+             "attention_loss_weight": 0.0, "attention_loss": "kl",
+             "relation_heads": 4}
+  online = distill_training.OnlineTeacher(model, options, {},
+                                          soft_labels=False)
+  ids, mask, segments, positions = tiny_batch()
+  features = {records.INPUT_IDS: ids, records.INPUT_MASK: mask,
+              records.SEGMENT_IDS: segments,
+              records.MASKED_LM_POSITIONS: positions}
+  labelled, outputs = online.label(features)
+  assert losses.TEACHER_PROBS not in labelled
+  assert "masked_lm_logits" not in outputs and "hidden_states" in outputs
+  labelled, _ = online.label(features, online.has_mlm_head)
+  assert labelled[losses.TEACHER_PROBS].shape == (3, 4, 99)
+
+
+def test_export_serves_the_pooling_the_config_records():
+  from bert_distill import classifier
+  config = modeling.BertConfig.from_dict(dict(
+      TINY, classifier_pooling="mean"))
+  model = classifier.BertClassifier(config, 2, seed=0,
+                                    pooling=classifier.pooling_of(config))
+  ids, mask, segments, _ = tiny_batch()
+  out = model(ids, mask, segments)
+  sequence = out["sequence_output"].numpy()
+  for row in range(3):
+    n = mask[row].sum()
+    np.testing.assert_allclose(out["pooled_output"].numpy()[row],
+                               sequence[row, :n].mean(0), rtol=1e-5,
+                               atol=1e-6)
+  assert classifier.pooling_of(modeling.BertConfig(**TINY)) == "cls"
+
+
+def test_sharded_safetensors_folder_reads_as_one(tmp_path):
+  from bert_distill import checkpoints
+  from safetensors.numpy import save_file
+  weights = ref.random_google_weights(TINY, seed=13)
+  tensors = hf_tensors_by_hand(weights)
+  names = sorted(tensors)
+  folder = tmp_path / "sharded"
+  folder.mkdir()
+  weight_map = {}
+  for i, part in enumerate((names[:len(names) // 2], names[len(names) // 2:])):
+    file = f"model-0000{i + 1}-of-00002.safetensors"
+    save_file({n: tensors[n] for n in part}, str(folder / file))
+    weight_map.update({n: file for n in part})
+  (folder / "model.safetensors.index.json").write_text(
+      json.dumps({"metadata": {}, "weight_map": weight_map}))
+  (folder / "config.json").write_text(json.dumps(hf_config_dict()))
+  model = modeling.BertPretrainingModel(modeling.BertConfig.from_json_file(
+      str(folder / "config.json")), seed=0)
+  checkpoints.load_checkpoint(model, str(folder))
+  for name, variable in model.variables_by_name().items():
+    np.testing.assert_array_equal(variable.numpy(), weights[name])
