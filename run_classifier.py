@@ -227,8 +227,7 @@ def build_model(strategy, config, num_labels, schedule, precision, seed):
         config, num_labels, modeling.COMPUTE_DTYPES[precision], seed=seed)
     optimizer = optimization.AdamWeightDecay(learning_rate=schedule)
     optimizer.build(model.variables_by_name())
-    loss_scale = (optimization.DynamicLossScale()
-                  if precision == "mixed_float16" else None)
+    loss_scale = optimization.loss_scale_for(precision)
   return model, optimizer, loss_scale
 
 

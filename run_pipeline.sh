@@ -95,6 +95,7 @@ SETTINGS=(
   "temperature|1|IV, V: distillation temperature (sampled labels are drawn at it)"
   "soft_loss_weight|1|V: weight of the loss against the teacher's labels"
   "hard_mlm_loss_weight|0|V: weight of the loss against the true masked ids"
+  "precision|auto|T, IV, V, G: compute dtype of the models: auto (mixed_bfloat16 where the CPU has AMX or AVX512-BF16 units or a GPU has bfloat16 ones, else float32: bert_distill/hardware.py), float32, mixed_bfloat16 or mixed_float16; the held-out labels are always float32"
   "distill_flags||T, V: more distill.py flags, e.g. \"--distribution_strategy=mirrored --precision=mixed_float16\""
   "label_flags||IV: more extract_teacher_labels_truncated.py flags"
   "glue_task||G: fine-tune and score teacher and student on this run_classifier.py task (sst-2, mnli, ...; empty: skip G)"
@@ -232,6 +233,22 @@ join_by_comma() {  # join_by_comma ITEM...
 echo "run_pipeline.sh: work_dir $WORK_DIR, stages $STAGES"
 INPUTS=()
 
+# The stages that run a model compute in PRECISION; auto asks the hardware.
+if wants T || wants IV || wants V || wants G; then
+  if [[ "$PRECISION" == auto ]]; then
+    choice=$(cd "$ROOT" && "$PYTHON" -m bert_distill.hardware 2>/dev/null) ||
+      die "--precision=auto: $PYTHON -m bert_distill.hardware failed; give --precision=float32 or mixed_bfloat16"
+    PRECISION=${choice%% *}
+    echo "run_pipeline.sh: precision $choice"
+  else
+    echo "run_pipeline.sh: precision $PRECISION (given)"
+  fi
+  case "$PRECISION" in
+    float32|mixed_bfloat16|mixed_float16) ;;
+    *) die "--precision=$PRECISION: use auto, float32, mixed_bfloat16 or mixed_float16" ;;
+  esac
+fi
+
 if wants II; then
   [[ -n "$DUMP" ]] || die "stage II needs --dump (or DUMP=...): a *-pages-articles*.xml.bz2 file"
   require_file II "the dump" "$DUMP"
@@ -293,7 +310,8 @@ if wants T && [[ "$TEACHER_PRETRAIN_STEPS" -gt 0 ]]; then
            --num_warmup_steps="$TEACHER_WARMUP_STEPS"
            --save_checkpoints_steps="$SAVE_CHECKPOINTS_STEPS"
            --iterations_per_loop="$ITERATIONS_PER_LOOP"
-           --max_eval_steps="$MAX_EVAL_STEPS" $DISTILL_FLAGS)
+           --max_eval_steps="$MAX_EVAL_STEPS" --precision="$PRECISION"
+           $DISTILL_FLAGS)
   run_stage T "pretrain a teacher" "$TEACHER_TRAIN_DIR"
 fi
 if [[ "$TEACHER_PRETRAIN_STEPS" -gt 0 ]]; then
@@ -335,10 +353,12 @@ if wants IV; then
            --input_file="$TRAIN_RECORDS" --output_dir="$TEACHER_LABELS_DIR"
            --label_mode="$LABEL_MODE" --truncation_factor="$TRUNCATION_FACTOR"
            --num_samples="$NUM_SAMPLES" --sample_temperature="$TEMPERATURE"
-           --seed="$LABEL_SEED"
+           --seed="$LABEL_SEED" --precision="$PRECISION"
            --num_shards="$NUM_SHARDS" --shard_index="$SHARD_INDEX" $LABEL_FLAGS)
   run_stage "IV$SHARD" "teacher labels" "$TEACHER_LABELS_DIR"
   if [[ -n "$HELDOUT_RECORDS" && "$SHARD_INDEX" -eq 0 ]]; then
+    # float32 (the default): the reference stage V's teacher_kl is measured
+    # against, and a few records only.
     COMMAND=("$PYTHON" "$ROOT/extract_teacher_labels_truncated.py"
              "${TEACHER_FLAGS[@]}"
              --input_file="$HELDOUT_RECORDS" --output_dir="$HELDOUT_LABELS_DIR"
@@ -380,7 +400,8 @@ if wants V; then
            --iterations_per_loop="$ITERATIONS_PER_LOOP"
            --max_eval_steps="$MAX_EVAL_STEPS"
            --temperature="$TEMPERATURE" --soft_loss_weight="$SOFT_LOSS_WEIGHT"
-           --hard_mlm_loss_weight="$HARD_MLM_LOSS_WEIGHT" $DISTILL_FLAGS)
+           --hard_mlm_loss_weight="$HARD_MLM_LOSS_WEIGHT"
+           --precision="$PRECISION" $DISTILL_FLAGS)
   run_stage V "distill the student" "$STUDENT_DIR"
   if [[ -f "$STUDENT_DIR/eval_results.txt" ]]; then
     echo "== the student's $STUDENT_DIR/eval_results.txt:"
@@ -408,7 +429,7 @@ if wants G && [[ -n "$GLUE_TASK" ]]; then
              --do_lower_case="$DO_LOWER_CASE" --bert_config_file="$config"
              --init_checkpoint="$checkpoint" --output_dir="$GLUE_DIR/$model"
              --max_seq_length="$GLUE_MAX_SEQ_LENGTH" --do_train --do_eval
-             $GLUE_FLAGS)
+             --precision="$PRECISION" $GLUE_FLAGS)
     run_stage "G-$model" "fine-tune the $model on $GLUE_TASK" "$GLUE_DIR/$model"
   done
   echo "== $GLUE_TASK, dev set ($GLUE_DIR/{teacher,student}/eval_results.txt):"

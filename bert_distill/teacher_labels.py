@@ -108,11 +108,19 @@ def check_inputs(input_files, feature_spec, max_predictions_per_seq):
       raise cli.StageError(str(e)) from None
 
 
-def load_teacher(config, checkpoint, strategy):
-  """Builds the teacher under `strategy` and loads every variable, strictly."""
+def load_teacher(config, checkpoint, strategy, precision="float32"):
+  """Builds the teacher under `strategy` and loads every variable, strictly.
+
+  precision (--precision, a key of modeling.COMPUTE_DTYPES) is the dtype the
+  teacher's matmuls run in; its variables stay float32 and its masked-LM
+  logits come out float32, so the softmax and every label statistic drawn
+  from it are float32 whatever the precision.
+  """
   with strategy.scope():
     # Zeros, not random values: the strict load below sets every variable.
-    model = modeling.BertPretrainingModel(config, initialize=False)
+    model = modeling.BertPretrainingModel(
+        config, compute_dtype=modeling.COMPUTE_DTYPES[precision],
+        initialize=False)
   try:
     checkpoints.load_checkpoint(model, checkpoint)
   except ValueError as e:
@@ -162,6 +170,9 @@ class TeacherLabeler:
     logits = self._model(input_ids, input_mask, segment_ids,
                          masked_lm_positions,
                          training=False)["masked_lm_logits"]  # [B, P, V]
+    # A bfloat16 teacher's logits carry 8 significant bits; the softmax over
+    # V tokens, top-k and the cumulative sums of the draws need float32's.
+    logits = tf.cast(logits, tf.float32)
     if self._mode == records.SAMPLED:
       return self._draws(logits, uniforms)
     probs = tf.nn.softmax(logits, axis=-1)  # float32 over the full vocabulary
