@@ -1,10 +1,15 @@
 """The precision rules: loss scaling for float16 only, float32 logits out of a
 bfloat16 model, and the hardware's default precision (bert_distill/hardware.py)."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import bert_reference as ref
+from conftest import ROOT
 from bert_distill import classifier
 from bert_distill import hardware
 import modeling
@@ -87,3 +92,24 @@ def test_cpu_info_reads_the_model_and_flags():
   assert model.startswith("Intel(R) Xeon(R) Platinum 8481C")
   assert {"amx_bf16", "amx_tile", "avx512_bf16"} <= flags
   assert hardware.cpu_info("") == ("unknown", set())
+
+
+def _pipeline(tmp_path, *flags):
+  env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep +
+             os.environ["PATH"])
+  return subprocess.run(
+      ["bash", os.path.join(ROOT, "run_pipeline.sh"),
+       f"--work_dir={tmp_path}", f"--python={sys.executable}", "--stages=IV",
+       f"--teacher_config={tmp_path}/none.json", *flags],
+      capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+
+
+def test_run_pipeline_says_which_precision_it_chose(tmp_path):
+  result = _pipeline(tmp_path)  # stops at the missing teacher, after choosing
+  chosen, why = hardware.preferred_precision()
+  assert f"run_pipeline.sh: precision {chosen} ({why})" in result.stdout
+  result = _pipeline(tmp_path, "--precision=float32")
+  assert "run_pipeline.sh: precision float32 (given)" in result.stdout
+  result = _pipeline(tmp_path, "--precision=bfloat16")
+  assert result.returncode != 0
+  assert "error: --precision=bfloat16: use auto" in result.stderr
