@@ -322,6 +322,7 @@ def main():
     student = dict(STUDENT, num_hidden_layers=args.layers)
     example_flops = flops.train_flops(student, args.seq_length,
                                       args.predictions)
+    print(flops.cpu_line())
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"{os.cpu_count()} CPUs, threads {args.threads}, load "
           f"{flops.load_average():.1f}; student {args.layers} x 768, batch "
