@@ -135,13 +135,17 @@ def log(message):
 
 
 def snapshot_code(work):
-  """Copies the project's scripts and modules to WORK_DIR/code; returns it."""
+  """Copies the project's scripts, modules and bert_distill/ to
+  WORK_DIR/code; returns it."""
   code = os.path.join(work, "code")
   shutil.rmtree(code, ignore_errors=True)
   for name in os.listdir(ROOT):
     if name.endswith(".py"):
       os.makedirs(code, exist_ok=True)
       shutil.copy(os.path.join(ROOT, name), code)
+  shutil.copytree(os.path.join(ROOT, "bert_distill"),
+                  os.path.join(code, "bert_distill"),
+                  ignore=shutil.ignore_patterns("__pycache__"))
   shutil.copytree(os.path.join(ROOT, "data", "example_wiki"),
                   os.path.join(code, "data", "example_wiki"),
                   ignore=shutil.ignore_patterns("*.bz2"))
