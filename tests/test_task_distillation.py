@@ -248,3 +248,4 @@ def test_a_teacher_unlike_the_task_or_the_student_is_one_error_line(
 def checkpoints_in(folder):
   return [name for name in (os.listdir(folder) if folder.exists() else [])
           if name.startswith("model.ckpt")]
+
