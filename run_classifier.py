@@ -23,6 +23,7 @@ on unlabeled task text (--unlabeled_file); see docs/downstream.md.
 """
 
 import os
+import time
 
 from absl import flags
 from absl import logging
@@ -292,9 +293,13 @@ def teacher_labelled_features(strategy, task, teacher, feature_files, examples,
       strategy, teacher["config"], task, teacher["checkpoint"],
       teacher["precision"])
   spec = records.classifier_feature_spec(max_seq_length, task.is_regression)
+  started = time.monotonic()
   logits = {kind: predict(strategy, model, task, feature_files[kind], spec,
                           len(examples[kind]), batch_size)[0]
             if examples[kind] else None for kind in ("labeled", "unlabeled")}
+  seconds = time.monotonic() - started
+  logging.info("The teacher labelled %d examples in %.1f s (%.1f examples/s, "
+               "once for all epochs)", count, seconds, count / seconds)
   task_distillation.log_teacher_quality(
       task, logits["labeled"],
       classifier_data.labels_array(examples["labeled"], task))
