@@ -7,6 +7,9 @@ on the pooled output in training. Classification takes the softmax
 cross-entropy; regression (num_labels 1, STS-B) the squared error of the
 single output.
 
+With a teacher (task_distillation.py) the loss is TrainSettings'
+distillation_loss instead; the model and checkpoints are the same.
+
 Checkpoints hold Google's `bert/...` names, the head, the adam_m / adam_v
 slots and global_step, as Google's fine-tuned checkpoints do (the
 pretraining heads `cls/...` are neither trained nor saved).
