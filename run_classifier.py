@@ -271,7 +271,7 @@ def teacher_labelled_features(strategy, task, teacher, feature_files, examples,
   with the same teacher (task_distillation.read_recipe).
 
   Args:
-    teacher: {"config", "checkpoint", "precision"}.
+    teacher: a task_distillation.Teacher.
     feature_files, examples: {"labeled", "unlabeled"} -> the feature file
       (None without unlabeled text) and the [InputExample] of each.
   """
@@ -280,9 +280,9 @@ def teacher_labelled_features(strategy, task, teacher, feature_files, examples,
       "features": {kind: feature_files[kind] and
                    task_distillation.read_recipe(feature_files[kind])
                    for kind in ("labeled", "unlabeled")},
-      "teacher": task_distillation.checkpoint_identity(teacher["checkpoint"]),
-      "teacher_config": teacher["config"].to_dict(),
-      "teacher_precision": teacher["precision"],
+      "teacher": task_distillation.checkpoint_identity(teacher.checkpoint),
+      "teacher_config": teacher.config.to_dict(),
+      "teacher_precision": teacher.precision,
   }
   count = sum(len(e) for e in examples.values())
   if task_distillation.read_recipe(path) == recipe:
@@ -290,8 +290,8 @@ def teacher_labelled_features(strategy, task, teacher, feature_files, examples,
                  count)
     return path, count
   model = task_distillation.build_teacher(
-      strategy, teacher["config"], task, teacher["checkpoint"],
-      teacher["precision"])
+      strategy, teacher.config, task, teacher.checkpoint,
+      teacher.precision)
   spec = records.classifier_feature_spec(max_seq_length, task.is_regression)
   started = time.monotonic()
   logits = {kind: predict(strategy, model, task, feature_files[kind], spec,
@@ -369,10 +369,10 @@ def main(_):
                            FLAGS.max_train_examples)
   teacher = None
   if FLAGS.teacher_checkpoint:
-    teacher = {"config": distill_training.read_teacher_config(
-        FLAGS.teacher_config, FLAGS.max_seq_length, config),
-               "checkpoint": FLAGS.teacher_checkpoint,
-               "precision": FLAGS.teacher_precision or FLAGS.precision}
+    teacher = task_distillation.Teacher(
+        distill_training.read_teacher_config(
+            FLAGS.teacher_config, FLAGS.max_seq_length, config),
+        FLAGS.teacher_checkpoint, FLAGS.teacher_precision or FLAGS.precision)
     task_distillation.check_teacher_labels(FLAGS.teacher_checkpoint, task)
     examples["unlabeled"] = (
         read_unlabeled_examples(task, FLAGS.unlabeled_file)

@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import typing
 
 from absl import logging
 import numpy as np
@@ -49,6 +50,13 @@ TERM_NAMES = ("loss", "soft_loss", "hard_loss")
 # shuffle, so the training pipeline's bounded shuffle buffer mixes the two
 # even when the unlabeled text is many times the buffer.
 _WRITE_ORDER_SEED = 0
+
+
+class Teacher(typing.NamedTuple):
+  """The teacher as the flags name it."""
+  config: modeling.BertConfig
+  checkpoint: str  # a prefix or a folder
+  precision: str   # a key of modeling.COMPUTE_DTYPES
 
 
 @dataclasses.dataclass(frozen=True)
