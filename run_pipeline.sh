@@ -109,7 +109,7 @@ SETTINGS=(
 )
 
 usage() {
-  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,/--work_dir=wiki_run$/p' "$0" | sed 's/^# \{0,1\}//'
   echo
   echo "Settings (flag --name or variable NAME, default):"
   local entry name default meaning
