@@ -97,7 +97,7 @@ SETTINGS=(
   "temperature|1|IV, V: distillation temperature (sampled labels are drawn at it)"
   "soft_loss_weight|1|V: weight of the loss against the teacher's labels"
   "hard_mlm_loss_weight|0|V: weight of the loss against the true masked ids"
-  "precision|auto|T, IV, V, G: compute dtype of the models: auto (mixed_bfloat16 where the CPU has AMX or AVX512-BF16 units or a GPU has bfloat16 ones, else float32: bert_distill/hardware.py), float32, mixed_bfloat16 or mixed_float16; the held-out labels are always float32"
+  "precision|auto|T, IV, V, G (and G-distilled): compute dtype of the models: auto (mixed_bfloat16 where the CPU has AMX or AVX512-BF16 units or a GPU has bfloat16 ones, else float32: bert_distill/hardware.py), float32, mixed_bfloat16 or mixed_float16; the held-out labels are always float32"
   "distill_flags||T, V: more distill.py flags, e.g. \"--distribution_strategy=mirrored --precision=mixed_float16\""
   "label_flags||IV: more extract_teacher_labels_truncated.py flags"
   "glue_task||G: fine-tune and score teacher and student on this run_classifier.py task (sst-2, mnli, ...; empty: skip G)"
@@ -452,7 +452,7 @@ if wants G && [[ -n "$GLUE_TASK" ]]; then
              --teacher_config="$GLUE_DIR/teacher/bert_config.json"
              --output_dir="$GLUE_DIR/student_distilled"
              --max_seq_length="$GLUE_MAX_SEQ_LENGTH" --do_train --do_eval
-             $GLUE_FLAGS $GLUE_DISTILL_FLAGS)
+             --precision="$PRECISION" $GLUE_FLAGS $GLUE_DISTILL_FLAGS)
     run_stage G-distilled "task-distil the student on $GLUE_TASK" \
       "$GLUE_DIR/student_distilled"
     students+=(student_distilled)
