@@ -42,8 +42,10 @@ P = max_predictions_per_seq, V = vocab size, K = truncation_factor.
 from absl import flags
 from absl import logging
 
+from bert_distill import checkpoints
 from bert_distill import cli
 from bert_distill import distribution
+from bert_distill import label_settings
 from bert_distill import records
 from bert_distill import teacher_labels
 
@@ -63,7 +65,8 @@ flags.DEFINE_string("output_file", None,
 flags.DEFINE_string("output_dir", None,
                     "Write one output per input file here, with the input's "
                     "base name; complete outputs are skipped on a rerun.")
-flags.DEFINE_enum("label_mode", "top_k", ["top_k", "full", "sampled"],
+flags.DEFINE_enum("label_mode", label_settings.TOP_K,
+                  list(label_settings.LABEL_MODES),
                   "What to keep of the teacher's softmax: top_k (its k most "
                   "probable tokens, the original's), full (all of it) or "
                   "sampled (--num_samples draws from it, unbiased).")
@@ -147,10 +150,10 @@ flags.register_multi_flags_validator(
 
 def main(argv):
   del argv  # Unused.
-  config = teacher_labels.read_teacher_config(
+  config = teacher_labels.read_labelling_teacher_config(
       FLAGS.bert_config_file, FLAGS.max_seq_length, FLAGS.truncation_factor,
       FLAGS.vocab_file)
-  settings = teacher_labels.label_settings_of_flags(
+  settings = label_settings.from_flags(
       FLAGS.label_mode, FLAGS.truncation_factor, FLAGS.num_samples,
       FLAGS.sample_temperature, config.vocab_size, FLAGS.exact_top_k)
   logging.info("Label mode: %s", settings.describe())
@@ -172,7 +175,10 @@ def main(argv):
     raise cli.StageError(
         f"--batch_size {FLAGS.batch_size} is not a multiple of the "
         f"{strategy.num_replicas_in_sync} GPUs")
-  model = teacher_labels.load_teacher(config, FLAGS.init_checkpoint, strategy)
+  try:
+    model = checkpoints.load_teacher(strategy, config, FLAGS.init_checkpoint)
+  except ValueError as e:
+    raise cli.StageError(f"--init_checkpoint: {e}") from None
   labeler = teacher_labels.TeacherLabeler(
       model, FLAGS.truncation_factor, strategy, FLAGS.use_xla, settings.mode,
       settings.temperature, settings.head_k)

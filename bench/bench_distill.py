@@ -81,6 +81,7 @@ def setup(args):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from bert_distill import records  # pylint: disable=g-import-not-at-top
+  from bert_distill import example_codec  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(args.threads)
   rng = np.random.default_rng(0)
   path = os.path.join(args.tmp_dir, "teacher_labels.tfrecord")
@@ -89,7 +90,7 @@ def setup(args):
       batch = synthetic_batch(rng, args.batch_size, args.seq_length,
                               args.predictions, args.k, STUDENT["vocab_size"])
       for i in range(args.batch_size):
-        writer.write(records.serialize_example(
+        writer.write(example_codec.serialize_example(
             {name: value[i] for name, value in batch.items()}))
   with open(os.path.join(args.tmp_dir, "student_config.json"), "w") as f:
     json.dump(dict(STUDENT, num_hidden_layers=args.layers), f)
@@ -106,6 +107,7 @@ class TensorFlowJob:
     import modeling  # pylint: disable=g-import-not-at-top
     import optimization  # pylint: disable=g-import-not-at-top
     from bert_distill import records  # pylint: disable=g-import-not-at-top
+    from bert_distill import example_codec  # pylint: disable=g-import-not-at-top
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     self.tf = tf
     config = modeling.BertConfig.from_json_file(

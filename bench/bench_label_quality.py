@@ -53,6 +53,7 @@ ROOT = os.path.dirname(BENCH)
 sys.path[:0] = [BENCH, ROOT]
 import english_corpus  # pylint: disable=wrong-import-position
 from bert_distill import records  # pylint: disable=wrong-import-position
+from bert_distill import tfrecord  # pylint: disable=wrong-import-position
 
 TEACHER_CONFIG = {
     "attention_probs_dropout_prob": 0.0, "hidden_act": "gelu",
@@ -330,8 +331,8 @@ def main():
   if not os.path.isdir(held_full):
     label(args, work, teacher, teacher_config, vocab, held_records,
           "held_out_full", ["--label_mode=full"])
-  examples = records.count_records(records_files(student_records))
-  held_examples = records.count_records(records_files(held_records))
+  examples = tfrecord.count_records(records_files(student_records))
+  held_examples = tfrecord.count_records(records_files(held_records))
 
   rows = []
   for name in args.modes:

@@ -58,6 +58,7 @@ from bert_distill import distribution  # pylint: disable=g-import-not-at-top,wro
 import flops  # pylint: disable=g-import-not-at-top,wrong-import-position
 import modeling  # pylint: disable=g-import-not-at-top,wrong-import-position
 from bert_distill import records  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_distill import example_codec  # pylint: disable=g-import-not-at-top,wrong-import-position
 from bert_distill import teacher_labels  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -97,7 +98,7 @@ ORIGINAL_RECORDS = os.path.join(ROOT, "tests", "data", "original",
 
 def original_lengths():
   """Real lengths (sum of input_mask) of the original's sample records."""
-  return [int(np.sum(records.decode_example(r.numpy())[records.INPUT_MASK]))
+  return [int(np.sum(example_codec.decode_example(r.numpy())[records.INPUT_MASK]))
           for r in tf.data.TFRecordDataset(ORIGINAL_RECORDS)]
 
 
@@ -134,7 +135,7 @@ def write_inputs(work_dir, name, examples):
   count = len(examples[records.INPUT_IDS])
   with tf.io.TFRecordWriter(records_path) as writer:
     for i in range(count):
-      writer.write(records.serialize_example(
+      writer.write(example_codec.serialize_example(
           {feature: v[i] for feature, v in examples.items()}))
   npz_path = os.path.join(work_dir, f"{name}.npz")
   np.savez(npz_path, **{feature: examples[feature] for feature in (
@@ -236,7 +237,7 @@ def run_ours(labeler, records_path, output_path, config, args):
 def compare_outputs(ours_path, theirs_path):
   """(max relative prob difference, share of equal top-k ids) of two files."""
   def load(path):
-    examples = [records.decode_example(r.numpy())
+    examples = [example_codec.decode_example(r.numpy())
                 for r in tf.data.TFRecordDataset(path)]
     return (np.stack([e[records.TRUNCATED_PROBS] for e in examples]),
             np.stack([e[records.TOP_K_INDICES] for e in examples]),
@@ -322,7 +323,7 @@ def steady_state(args, mix, paths, teacher, config, config_dict, probe,
                        args.batch_size, args.k, args.threads)
   strategy = distribution.local_strategy()
   labeler = teacher_labels.TeacherLabeler(
-      teacher_labels.load_teacher(config, checkpoint, strategy), args.k,
+      checkpoints.load_teacher(strategy, config, checkpoint), args.k,
       strategy, use_xla=not args.no_xla)
   output_path = os.path.join(args.work_dir, f"{mix}_steady.tfrecord")
   run_ours(labeler, records_path, output_path, config, args)  # compiles

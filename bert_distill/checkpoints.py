@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from bert_distill import cli
+import modeling
 
 
 class CorruptCheckpointError(ValueError):
@@ -525,3 +526,20 @@ def checkpoint_step(prefix):
   if reader.has_tensor("global_step"):
     return int(reader.get_tensor("global_step"))
   return _step_from_name(prefix)
+
+
+def load_teacher(strategy, config, checkpoint, precision="float32"):
+  """A frozen BertPretrainingModel of `config` under the strategy's scope,
+  every variable loaded from `checkpoint` (stages IV and V's teacher).
+
+  Raises:
+    ValueError: the checkpoint is missing, or lacks or mis-shapes variables
+      of the config (named).
+  """
+  with strategy.scope():
+    # Zeros, not random values: the strict load below sets every variable.
+    teacher = modeling.BertPretrainingModel(
+        config, compute_dtype=modeling.COMPUTE_DTYPES[precision],
+        name="teacher", seed=0, trainable=False, initialize=False)
+  load_checkpoint(teacher, checkpoint)
+  return teacher

@@ -265,21 +265,6 @@ def evaluation_results(task, logits, total_loss, labels):
   return results
 
 
-def write_eval_results(results, step, output_dir):
-  """Writes output_dir/eval_results.txt (`key = value`, as Google's) and
-  TensorBoard scalars under output_dir/eval."""
-  path = os.path.join(output_dir, "eval_results.txt")
-  with cli.atomic_output(path) as tmp_path:
-    with tf.io.gfile.GFile(tmp_path, "w") as f:
-      for key, value in sorted({**results, "global_step": step}.items()):
-        f.write(f"{key} = {value}\n")
-  writer = tf.summary.create_file_writer(os.path.join(output_dir, "eval"))
-  summaries.write_scalars(writer, "eval", results, step)
-  logging.info("Wrote %s: %s", path, ", ".join(
-      f"{k} = {v:.4f}" for k, v in sorted(results.items())))
-  return path
-
-
 def write_test_results(task, examples, logits, output_dir):
   """Writes output_dir/test_results.tsv in GLUE's submission layout: a
   header `index<TAB>prediction`, then each test example's index and its

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from bert_distill import cli
+from bert_distill import example_codec
 from bert_distill import records
 
 EXAMPLE_INDEX = "example_index"  # added by the evaluation pipeline
@@ -389,7 +390,7 @@ def feature_cache(examples, task, split, max_seq_length, tokenizer,
                                           tokenizer)
         if index < 3:
           _log_example(example, features, tokenizer)
-        writer.write(records.serialize_example(features))
+        writer.write(example_codec.serialize_example(features))
         progress.update()
   progress.log(final=True)
   with cli.atomic_output(recipe_path) as tmp_path:

@@ -33,7 +33,7 @@ Speed without changing a draw: each sentence is tokenized once and kept as
 vocabulary ids (Google re-reads token strings on every pass and converts at
 the end); pairs are truncated by moving two indices; an instance is encoded
 to its tf.train.Example bytes as soon as it is made
-(records.PretrainingExampleEncoder) and framed by records.write_tfrecords,
+(example_codec.PretrainingExampleEncoder) and framed by tfrecord.write_tfrecords,
 without loading TensorFlow.
 
 Files: input file i goes to `<output_dir>/<output_base_name>_<i>.tfrecord`,
@@ -59,7 +59,9 @@ from absl import flags
 from absl import logging
 
 from bert_distill import cli
+from bert_distill import example_codec
 from bert_distill import records
+from bert_distill import tfrecord
 import tokenization
 
 # How many examples of the first file processed are logged, decoded.
@@ -408,7 +410,7 @@ def truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, random_draw):
 
 def describe_example(serialized, tokenizer):
   """The lines Google logs for an example: tokens, then every feature."""
-  features = records.decode_example_lists(serialized)
+  features = example_codec.decode_example_lists(serialized)
   num_tokens = sum(features[records.INPUT_MASK])
   tokens = tokenizer.convert_ids_to_tokens(
       features[records.INPUT_IDS][:num_tokens])
@@ -433,7 +435,7 @@ def init_worker(settings, verbosity):
   logging.use_absl_handler()
   logging.set_verbosity(verbosity)
   tokenizer = load_tokenizer(settings.vocab_file, settings.do_lower_case)
-  encoder = records.PretrainingExampleEncoder(
+  encoder = example_codec.PretrainingExampleEncoder(
       settings.max_seq_length, settings.max_predictions_per_seq,
       max(tokenizer.vocab.values()) + 1)
   _WORKER.update(
@@ -478,7 +480,7 @@ def process_file(job):
                    documents=len(documents), instances=len(examples))
   try:
     with cli.atomic_output(final_path) as tmp_path:
-      records.write_tfrecords(tmp_path, examples)
+      tfrecord.write_tfrecords(tmp_path, examples)
     made_from["output_size"] = os.path.getsize(final_path)
     cli.write_json(made_from_path(final_path), made_from)
   except OSError as e:

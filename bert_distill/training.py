@@ -255,3 +255,27 @@ def prepare_output_dir(output_dir):
     raise cli.StageError(f"--output_dir {output_dir}: cannot write there "
                          f"({cli.error_line(e)})") from None
   checkpoints.remove_stale_temporaries(output_dir)
+
+
+def write_eval_results(metrics, step, output_dir):
+  """Writes output_dir/eval_results.txt (`key = value`, as Google's) and
+  TensorBoard scalars under output_dir/eval (stage V and fine-tuning);
+  returns the file's path.
+
+  Raises:
+    cli.StageError: the file cannot be written (names it).
+  """
+  results = {**metrics, "global_step": step}
+  path = os.path.join(output_dir, "eval_results.txt")
+  try:
+    with cli.atomic_output(path) as tmp_path:
+      with tf.io.gfile.GFile(tmp_path, "w") as f:
+        for key in sorted(results):
+          f.write(f"{key} = {results[key]}\n")
+  except (tf.errors.OpError, OSError) as e:
+    raise cli.StageError(f"{path}: cannot write ({cli.error_line(e)})") from None
+  writer = tf.summary.create_file_writer(os.path.join(output_dir, "eval"))
+  summaries.write_scalars(writer, "eval", metrics, step)
+  logging.info("Wrote %s: %s", path,
+               ", ".join(f"{k} = {v:.4f}" for k, v in sorted(metrics.items())))
+  return path

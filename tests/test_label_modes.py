@@ -15,8 +15,11 @@ import tensorflow as tf
 
 import bert_reference as ref
 from bert_distill import distill_input
+from bert_distill import example_codec
+from bert_distill import label_settings
 from bert_distill import losses
 from bert_distill import records
+from bert_distill import teacher_labels
 import stage_runs
 from conftest import ROOT
 from stage_runs import replace_flag
@@ -35,7 +38,7 @@ def test_compact_samples_matches_a_counter():
   rng = np.random.default_rng(0)
   draws = rng.integers(0, 12, (200, 9))
   for k in (3, 9, 14):
-    ids, counts, dropped = records.compact_samples(draws, k)
+    ids, counts, dropped = teacher_labels.compact_samples(draws, k)
     assert ids.shape == counts.shape == (200, k)
     for row in range(200):
       first = {}
@@ -51,17 +54,17 @@ def test_compact_samples_matches_a_counter():
 
 
 def test_uniforms_depend_on_file_record_position_and_draw_only():
-  key = records.sample_key(7, "/a/b/part_3.tfrecord")
-  assert key == records.sample_key(7, "/elsewhere/part_3.tfrecord")
-  assert key != records.sample_key(8, "/a/b/part_3.tfrecord")
-  whole = records.sample_uniforms(key, np.arange(10), 5, 6)  # [10, 5, 6]
+  key = teacher_labels.sample_key(7, "/a/b/part_3.tfrecord")
+  assert key == teacher_labels.sample_key(7, "/elsewhere/part_3.tfrecord")
+  assert key != teacher_labels.sample_key(8, "/a/b/part_3.tfrecord")
+  whole = teacher_labels.sample_uniforms(key, np.arange(10), 5, 6)  # [10, 5, 6]
   assert whole.dtype == np.float32 and whole.shape == (10, 5, 6)
   np.testing.assert_array_equal(
-      records.sample_uniforms(key, [7, 2], 5, 6), whole[[7, 2]])
+      teacher_labels.sample_uniforms(key, [7, 2], 5, 6), whole[[7, 2]])
   np.testing.assert_array_equal(  # more draws: the first ones stay
-      records.sample_uniforms(key, [3], 5, 9)[0, :, :6], whole[3])
+      teacher_labels.sample_uniforms(key, [3], 5, 9)[0, :, :6], whole[3])
   assert 0.0 <= whole.min() and whole.max() < 1.0
-  many = records.sample_uniforms(key, np.arange(2000), 5, 10).ravel()
+  many = teacher_labels.sample_uniforms(key, np.arange(2000), 5, 10).ravel()
   assert abs(many.mean() - 0.5) < 0.01 and abs(many.var() - 1 / 12) < 0.002
   # Neighbouring counters are uncorrelated.
   assert abs(np.corrcoef(many[:-1], many[1:])[0, 1]) < 0.02
@@ -71,29 +74,29 @@ def test_label_settings_read_back_from_each_mode():
   base = ref.random_pretraining_examples(1, SEQ, P, VOCAB)[0]
   k = 3
   cases = {
-      records.TOP_K: {records.TRUNCATED_PROBS: np.zeros(P * k),
+      label_settings.TOP_K: {records.TRUNCATED_PROBS: np.zeros(P * k),
                       records.TOP_K_INDICES: np.zeros(P * k)},
-      records.FULL: {records.FULL_PROBS: np.zeros(P * VOCAB)},
-      records.SAMPLED: {records.SAMPLED_IDS: np.zeros(P * k),
+      label_settings.FULL: {records.FULL_PROBS: np.zeros(P * VOCAB)},
+      label_settings.SAMPLED: {records.SAMPLED_IDS: np.zeros(P * k),
                         records.SAMPLED_COUNTS: np.zeros(P * k),
                         records.NUM_SAMPLES: [32],
                         records.SAMPLE_TEMPERATURE: [2.5]},
   }
-  cases["head"] = {**cases[records.SAMPLED],
+  cases["head"] = {**cases[label_settings.SAMPLED],
                    records.SAMPLED_HEAD_PROBS: np.zeros(P * 2),
                    records.SAMPLED_HEAD_IDS: np.zeros(P * 2)}
-  want = {records.TOP_K: (records.TOP_K, k, 0, 1.0, 0),
-          records.FULL: (records.FULL, VOCAB, 0, 1.0, 0),
-          records.SAMPLED: (records.SAMPLED, k, 32, 2.5, 0),
-          "head": (records.SAMPLED, k, 32, 2.5, 2)}
+  want = {label_settings.TOP_K: (label_settings.TOP_K, k, 0, 1.0, 0),
+          label_settings.FULL: (label_settings.FULL, VOCAB, 0, 1.0, 0),
+          label_settings.SAMPLED: (label_settings.SAMPLED, k, 32, 2.5, 0),
+          "head": (label_settings.SAMPLED, k, 32, 2.5, 2)}
   for mode, labels in cases.items():
-    example = records.decode_example(
-        records.serialize_example({**base, **labels}))
-    assert records.label_settings(example, P) == want[mode]
-  assert records.label_settings(records.decode_example(
-      records.serialize_example(base)), P) is None
+    example = example_codec.decode_example(
+        example_codec.serialize_example({**base, **labels}))
+    assert label_settings.of_record(example, P) == want[mode]
+  assert label_settings.of_record(example_codec.decode_example(
+      example_codec.serialize_example(base)), P) is None
   with pytest.raises(ValueError, match="several modes"):
-    records.label_settings({**cases[records.TOP_K], **cases[records.FULL]}, P)
+    label_settings.of_record({**cases[label_settings.TOP_K], **cases[label_settings.FULL]}, P)
 
 
 # ---------------------------------------------------------------------------
@@ -121,7 +124,7 @@ def top_k_labels(rng, batch, k, vocab=VOCAB):
 
 def sampled_labels(rng, batch, k, vocab=VOCAB, n=12):
   draws = rng.integers(0, vocab // 4, (batch * P, n))
-  ids, counts, _ = records.compact_samples(draws, k)
+  ids, counts, _ = teacher_labels.compact_samples(draws, k)
   counts = counts.astype(np.float32)
   weights = counts / counts.sum(-1, keepdims=True)
   return {losses.TEACHER_IDS: ids.reshape(batch, P, k).astype(np.int32),
@@ -207,7 +210,7 @@ def test_sampled_loss_is_unbiased_for_the_full_cross_entropy():
   logits = tf.constant(rng.standard_normal((1, rows, vocab)), tf.float32)
   draws = np.stack([rng.choice(vocab, (repeats, n), p=t) for t in teacher],
                    1).reshape(-1, n)  # [repeats * R, N]
-  ids, counts, _ = records.compact_samples(draws, k)
+  ids, counts, _ = teacher_labels.compact_samples(draws, k)
   weights = (counts / n).reshape(repeats, rows, k).astype(np.float32)
   with tf.GradientTape(persistent=True) as tape:
     tape.watch(logits)
@@ -584,7 +587,7 @@ def labelled_examples(mode, count, seed, k=5, n=16, temperature=1.0):
         np.put_along_axis(tempered, head, 0.0, -1)
         tempered /= tempered.sum(-1, keepdims=True)
       draws = np.stack([rng.choice(VOCAB, n, p=t) for t in tempered])
-      ids, counts, _ = records.compact_samples(draws, k)
+      ids, counts, _ = teacher_labels.compact_samples(draws, k)
       example[records.SAMPLED_IDS] = ids
       example[records.SAMPLED_COUNTS] = counts
       example[records.NUM_SAMPLES] = [n]
@@ -810,12 +813,12 @@ def test_pipeline_labels_the_held_out_file_in_full_and_reports_teacher_kl(
   train = sorted(os.listdir(work / "teacher_labels"))
   assert train == ["pretraining_data_0.tfrecord",
                    "pretraining_data_1.tfrecord"]
-  assert records.label_settings(records.read_first_example(
+  assert label_settings.of_record(records.read_first_example(
       str(work / "teacher_labels" / train[0])), P4) == (
-          records.SAMPLED, 6, 8, 1.0, 0)
+          label_settings.SAMPLED, 6, 8, 1.0, 0)
   held_out = work / "teacher_labels_held_out" / "pretraining_data_2.tfrecord"
   held = ref.read_records(held_out)
   assert len(held) == 8
-  assert records.label_settings(held[0], P4) == (records.FULL, 99, 0, 1.0, 0)
+  assert label_settings.of_record(held[0], P4) == (label_settings.FULL, 99, 0, 1.0, 0)
   results = eval_results(work / "student")
   assert results["teacher_kl"] > 0 and 0 <= results["student_ece"] <= 1

@@ -18,6 +18,7 @@ from bert_distill import classifier
 from bert_distill import classifier_data
 from bert_distill import classifier_metrics as metrics
 import modeling
+from bert_distill import example_codec
 from bert_distill import records
 import stage_runs
 import tokenization
@@ -251,7 +252,7 @@ def test_feature_cache_round_trips_and_is_reused(tmp_path):
   out = str(tmp_path / "out")
   path = classifier_data.feature_cache(examples, task, "train", 8, tokenizer,
                                        vocab, str(data), out)
-  read = [records.decode_example(r.numpy())
+  read = [example_codec.decode_example(r.numpy())
           for r in tf.data.TFRecordDataset(path)]
   want = [classifier_data.convert_single_example(e, task, 8, tokenizer)
           for e in examples]
@@ -276,7 +277,7 @@ def test_eval_dataset_pads_to_whole_batches_and_keeps_the_order(tmp_path):
   path = str(tmp_path / "eval.tf_record")
   with tf.io.TFRecordWriter(path) as writer:
     for i in range(5):
-      writer.write(records.serialize_example({
+      writer.write(example_codec.serialize_example({
           "input_ids": [i] * 4, "input_mask": [1] * 4, "segment_ids": [0] * 4,
           "label_ids": [i % 2], "is_real_example": [1]}))
   batches = list(classifier_data.eval_dataset(
