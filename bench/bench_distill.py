@@ -104,6 +104,8 @@ class TensorFlowJob:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from bert_distill import distill_input  # pylint: disable=g-import-not-at-top
     from bert_distill import distill_training  # pylint: disable=g-import-not-at-top
+    from bert_distill import label_settings  # pylint: disable=g-import-not-at-top
+    from bert_distill import losses  # pylint: disable=g-import-not-at-top
     import modeling  # pylint: disable=g-import-not-at-top
     import optimization  # pylint: disable=g-import-not-at-top
     from bert_distill import records  # pylint: disable=g-import-not-at-top
@@ -118,16 +120,15 @@ class TensorFlowJob:
       optimizer = optimization.AdamWeightDecay(
           optimization.LinearWarmupLinearDecay(1e-4, 10000, 100))
       optimizer.build(model.variables_by_name())
-    spec = records.teacher_label_feature_spec(args.seq_length,
-                                              args.predictions, args.k)
+    settings = label_settings.LabelSettings(label_settings.TOP_K, args.k)
     dataset = distill_input.distributed_dataset(
         strategy, [os.path.join(args.tmp_dir, "teacher_labels.tfrecord")],
-        spec, args.batch_size, args.predictions, is_training=True, seed=1)
+        settings, args.batch_size, args.seq_length, args.predictions,
+        is_training=True, seed=1)
     self.iterator = iter(dataset)
     self.loop = distill_training.make_train_loop(
-        strategy, model, optimizer, args.batch_size,
-        {"temperature": 1.0, "soft_loss_weight": 1.0,
-         "hard_mlm_loss_weight": 0.0}, use_xla=jit)
+        strategy, model, optimizer, args.batch_size, losses.LossConfig(),
+        use_xla=jit)
 
   def run(self, steps):
     steps_run, terms = self.loop(self.iterator, self.tf.constant(steps))

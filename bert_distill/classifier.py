@@ -28,7 +28,6 @@ from bert_distill import classifier_data
 from bert_distill import classifier_metrics
 import modeling
 from bert_distill import records
-from bert_distill import summaries
 from bert_distill import training
 
 OUTPUT_WEIGHTS = "output_weights"

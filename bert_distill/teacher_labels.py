@@ -21,7 +21,6 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from bert_distill import checkpoints
 from bert_distill import cli
 import modeling
 from bert_distill import example_codec

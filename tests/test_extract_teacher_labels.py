@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from bert_distill import example_codec
+from bert_distill import label_settings
 from bert_distill import records
 import bert_reference as ref
 import stage_runs
@@ -200,7 +201,7 @@ def test_input_features_copied_exactly_and_spec_parses(runs):
   for serialized, decoded in zip(tf.data.TFRecordDataset(str(path)), out):
     assert tf.train.Example.FromString(serialized.numpy()) == (
         tf.train.Example.FromString(example_codec.serialize_example(decoded)))
-  spec = records.teacher_label_feature_spec(L, P, 5)
+  spec = label_settings.LabelSettings(label_settings.TOP_K, 5).feature_spec(L, P)
   parsed = tf.io.parse_example(
       list(tf.data.TFRecordDataset(str(path)).batch(100))[0], spec)
   assert parsed[records.TOP_K_INDICES].shape == (19, P * 5)

@@ -118,8 +118,8 @@ def batch_features(rng, batch=3, k=4, vocab=VOCAB):
 def top_k_labels(rng, batch, k, vocab=VOCAB):
   full = rng.dirichlet(np.full(vocab, 0.3), (batch, P))
   ids = np.argsort(-full, axis=-1)[..., :k].astype(np.int32)
-  return {losses.TEACHER_PROBS: np.take_along_axis(full, ids, -1).astype(
-      np.float32), losses.TEACHER_IDS: ids}
+  return {label_settings.TEACHER_LABELS: label_settings.TopKLabels(
+      np.take_along_axis(full, ids, -1).astype(np.float32), ids)}
 
 
 def sampled_labels(rng, batch, k, vocab=VOCAB, n=12):
@@ -127,23 +127,23 @@ def sampled_labels(rng, batch, k, vocab=VOCAB, n=12):
   ids, counts, _ = teacher_labels.compact_samples(draws, k)
   counts = counts.astype(np.float32)
   weights = counts / counts.sum(-1, keepdims=True)
-  return {losses.TEACHER_IDS: ids.reshape(batch, P, k).astype(np.int32),
-          losses.TEACHER_SAMPLE_WEIGHTS: weights.reshape(batch, P, k)}
+  return {label_settings.TEACHER_LABELS: label_settings.SampledLabels(
+      weights.reshape(batch, P, k), ids.reshape(batch, P, k).astype(np.int32))}
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 def test_tail_mass_term_matches_numpy(temperature):
   rng = np.random.default_rng(1)
   logits, _, _ = batch_features(rng)
-  labels = top_k_labels(rng, 3, 4)
+  labels = top_k_labels(rng, 3, 4)[label_settings.TEACHER_LABELS]
   got = losses.tail_mass_cross_entropy(
-      logits, labels[losses.TEACHER_PROBS], labels[losses.TEACHER_IDS],
+      logits, labels.probs, labels.ids,
       temperature).numpy()
-  p = labels[losses.TEACHER_PROBS].astype(np.float64)
+  p = labels.probs.astype(np.float64)
   tempered = p ** (1 / temperature)
   tempered *= p.sum(-1, keepdims=True) / tempered.sum(-1, keepdims=True)
   q = np.exp(np_log_softmax(logits.astype(np.float64) / temperature))
-  q_top = np.take_along_axis(q, labels[losses.TEACHER_IDS], -1).sum(-1)
+  q_top = np.take_along_axis(q, labels.ids, -1).sum(-1)
   want = -(1 - tempered.sum(-1)) * np.log(1 - q_top) * temperature**2
   # The teacher's 1 - sum p is taken in float32, as stored.
   np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-6)
@@ -172,12 +172,13 @@ def test_tail_mass_loss_adds_the_term_and_compiles_with_xla():
   features.update(top_k_labels(rng, 3, 4))
   plain = losses.compute_losses(logits, nsp, features)
   with_tail = tf.function(
-      lambda z, n: losses.compute_losses(z, n, features, tail_mass_loss=True),
+      lambda z, n: losses.compute_losses(
+          z, n, features, losses.LossConfig(tail_mass_loss=True)),
       jit_compile=True)(logits, nsp)
   w = features[records.MASKED_LM_WEIGHTS]
   tail = losses.tail_mass_cross_entropy(
-      logits, features[losses.TEACHER_PROBS],
-      features[losses.TEACHER_IDS]).numpy()
+      logits, features[label_settings.TEACHER_LABELS].probs,
+      features[label_settings.TEACHER_LABELS].ids).numpy()
   np.testing.assert_allclose(
       float(with_tail["soft_loss"]),
       float(plain["soft_loss"]) + (w * tail).sum() / (w.sum() + 1e-5),
@@ -190,11 +191,13 @@ def test_sampled_loss_is_the_monte_carlo_estimate_at_its_temperature(
   rng = np.random.default_rng(3)
   logits, nsp, features = batch_features(rng)
   features.update(sampled_labels(rng, 3, 5))
-  terms = losses.compute_losses(logits, nsp, features, temperature=temperature)
+  terms = losses.compute_losses(logits, nsp, features,
+                                losses.LossConfig(temperature=temperature))
   log_q = np_log_softmax(logits.astype(np.float64) / temperature)
   per_position = -temperature**2 * np.sum(
-      features[losses.TEACHER_SAMPLE_WEIGHTS] *
-      np.take_along_axis(log_q, features[losses.TEACHER_IDS], -1), -1)
+      features[label_settings.TEACHER_LABELS].weights *
+      np.take_along_axis(log_q, features[label_settings.TEACHER_LABELS].ids,
+                         -1), -1)
   w = features[records.MASKED_LM_WEIGHTS]
   np.testing.assert_allclose(float(terms["soft_loss"]),
                              (w * per_position).sum() / (w.sum() + 1e-5),
@@ -240,13 +243,13 @@ def test_replicas_with_global_denominators_add_up_in_every_mode(mode):
   if mode == "sampled":
     features.update(sampled_labels(rng, 4, 5))
   elif mode == "full":
-    features[losses.TEACHER_PROBS] = rng.dirichlet(
-        np.ones(VOCAB), (4, P)).astype(np.float32)
+    features[label_settings.TEACHER_LABELS] = label_settings.FullLabels(
+        rng.dirichlet(np.ones(VOCAB), (4, P)).astype(np.float32))
   else:
     features.update(top_k_labels(rng, 4, 4))
-  assert_replica_losses_add_up(logits, nsp, features, temperature=2.0,
-                               hard_mlm_loss_weight=0.5,
-                               tail_mass_loss=mode == "top_k+tail")
+  assert_replica_losses_add_up(logits, nsp, features, losses.LossConfig(
+      temperature=2.0, hard_mlm_loss_weight=0.5,
+      tail_mass_loss=mode == "top_k+tail"))
 
 
 def numpy_ece(probs, true_ids, weights, bins=15):
@@ -271,16 +274,17 @@ def test_teacher_distance_metrics_match_numpy():
   teacher = rng.dirichlet(np.full(VOCAB, 0.2), (6, P))
   teacher[0, 0, :] = 0.0  # exact zeros: 0 log 0 = 0
   teacher[0, 0, 5] = 1.0
-  features[losses.TEACHER_PROBS] = teacher.astype(np.float32)
+  features[label_settings.TEACHER_LABELS] = label_settings.FullLabels(
+      teacher.astype(np.float32))
   features[records.MASKED_LM_IDS][:, :2] = teacher[:, :2].argmax(-1)
   # Split in two batches, as evaluation adds them up.
   parts = [losses.evaluation_sums(
-      logits[s], nsp[s], {n: v[s] for n, v in features.items()}, 1.0, 1.0,
-      0.0) for s in (slice(0, 2), slice(2, 6))]
+      logits[s], nsp[s], tf.nest.map_structure(lambda v: v[s], features))  # pylint: disable=cell-var-from-loop
+           for s in (slice(0, 2), slice(2, 6))]
   sums = {n: sum(p[n].numpy().astype(np.float64) for p in parts)
           for n in parts[0]}
-  metrics = losses.evaluation_metrics(sums, 1.0, 0.0)
-  t = features[losses.TEACHER_PROBS].astype(np.float64)
+  metrics = losses.evaluation_metrics(sums)
+  t = features[label_settings.TEACHER_LABELS].probs.astype(np.float64)
   log_q = np_log_softmax(logits.astype(np.float64))
   w = features[records.MASKED_LM_WEIGHTS]
   mean = lambda x: (w * x).sum() / (w.sum() + 1e-5)
@@ -306,10 +310,11 @@ def test_teacher_distance_metrics_match_numpy():
 def test_kl_of_the_teacher_against_itself_is_zero():
   rng = np.random.default_rng(7)
   logits, nsp, features = batch_features(rng)
-  features[losses.TEACHER_PROBS] = tf.nn.softmax(logits).numpy()
+  features[label_settings.TEACHER_LABELS] = label_settings.FullLabels(
+      tf.nn.softmax(logits).numpy())
   metrics = losses.evaluation_metrics(
       {n: v.numpy().astype(np.float64) for n, v in losses.evaluation_sums(
-          logits, nsp, features, 1.0, 1.0, 0.0).items()}, 1.0, 0.0)
+          logits, nsp, features).items()})
   assert abs(metrics["teacher_kl"]) < 1e-5
   assert metrics["teacher_top1_agreement"] > 0.99
   np.testing.assert_allclose(metrics["student_ece"], metrics["teacher_ece"],
@@ -320,10 +325,9 @@ def test_top_k_and_sampled_labels_report_no_teacher_distance():
   rng = np.random.default_rng(8)
   for labels in (top_k_labels(rng, 3, 4), sampled_labels(rng, 3, 4)):
     logits, nsp, features = batch_features(rng)
-    sums = losses.evaluation_sums(logits, nsp, {**features, **labels}, 1.0,
-                                  1.0, 0.0)
+    sums = losses.evaluation_sums(logits, nsp, {**features, **labels})
     metrics = losses.evaluation_metrics(
-        {n: v.numpy() for n, v in sums.items()}, 1.0, 0.0)
+        {n: v.numpy() for n, v in sums.items()})
     assert "teacher_kl" not in metrics and "student_ece" not in metrics
 
 
@@ -631,7 +635,7 @@ def stage_v(tmp_path_factory):
   files["eval_full"] = ref.write_records(tmp / "eval_full.tfrecord",
                                          labelled_examples("full", 8, seed=2))
   evaluation = ["--do_eval", f"--eval_input_file={files['eval_full']}",
-                "--teacher_kl"]
+                "--require_full_eval_labels"]
   commands = {}
   for name, (data, flags) in STUDENT_MODES.items():
     once = distill_command(tmp, files[data], tmp / f"{name}_once",
@@ -657,9 +661,9 @@ def stage_v(tmp_path_factory):
           distill_command(tmp, files["top_k"], tmp / "bad4", "--do_train",
                           "--num_train_steps=2", "--do_eval",
                           f"--eval_input_file={files['top_k']}",
-                          "--teacher_kl"),
-          "--teacher_kl needs evaluation records with the teacher's whole "
-          "distribution"),
+                          "--require_full_eval_labels"),
+          "--require_full_eval_labels needs evaluation records with the "
+          "teacher's whole distribution"),
       "files of two modes": (
           distill_command(tmp, f"{files['top_k']},{files['full']}",
                           tmp / "bad5", "--do_train", "--num_train_steps=2"),
@@ -735,43 +739,46 @@ def test_stage_v_bad_label_input_is_one_line_error(stage_v, case):
 def test_parse_batch_puts_the_exact_head_first(tmp_path):
   examples = labelled_examples("sampled_head", 3, seed=5, k=5, n=16)
   path = ref.write_records(tmp_path / "h.tfrecord", examples)
-  spec = records.teacher_label_feature_spec(SEQ, P, 5, label_mode="sampled",
-                                            head_k=2)
+  settings = label_settings.LabelSettings(label_settings.SAMPLED, 5, 16, 1.0,
+                                          2)
   serialized = next(iter(tf.data.TFRecordDataset(path).batch(3)))
-  features = distill_input.parse_batch(serialized, spec, P)
+  features = distill_input.parse_batch(serialized, settings, SEQ, P)
+  labels = features[label_settings.TEACHER_LABELS]
+  assert labels.mode == label_settings.SAMPLED
   stack = lambda name, width: np.stack([e[name] for e in examples]).reshape(
       3, P, width)
   head = stack(records.SAMPLED_HEAD_PROBS, 2)
   counts = stack(records.SAMPLED_COUNTS, 5)
   want = np.concatenate([head, (1 - head.sum(-1, keepdims=True)) * counts /
                          counts.sum(-1, keepdims=True)], -1)
-  np.testing.assert_allclose(features[losses.TEACHER_SAMPLE_WEIGHTS].numpy(),
-                             want, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(labels.weights.numpy(), want, rtol=1e-5,
+                             atol=1e-7)
   np.testing.assert_array_equal(
-      features[losses.TEACHER_IDS].numpy(),
+      labels.ids.numpy(),
       np.concatenate([stack(records.SAMPLED_HEAD_IDS, 2),
                       stack(records.SAMPLED_IDS, 5)], -1))
   assert set(features) == {
       records.INPUT_IDS, records.INPUT_MASK, records.SEGMENT_IDS,
       records.MASKED_LM_POSITIONS, records.MASKED_LM_IDS,
       records.MASKED_LM_WEIGHTS, records.NEXT_SENTENCE_LABELS,
-      losses.TEACHER_IDS, losses.TEACHER_SAMPLE_WEIGHTS}
+      label_settings.TEACHER_LABELS}
 
 
 def test_parse_batch_turns_counts_into_weights(tmp_path):
   examples = labelled_examples("sampled", 3, seed=4, k=5, n=16)
   path = ref.write_records(tmp_path / "s.tfrecord", examples)
-  spec = records.teacher_label_feature_spec(SEQ, P, 5, label_mode="sampled")
+  settings = label_settings.LabelSettings(label_settings.SAMPLED, 5, 16)
   serialized = next(iter(tf.data.TFRecordDataset(path).batch(3)))
-  features = distill_input.parse_batch(serialized, spec, P)
+  features = distill_input.parse_batch(serialized, settings, SEQ, P)
   assert records.NUM_SAMPLES not in features
-  weights = features[losses.TEACHER_SAMPLE_WEIGHTS].numpy()  # [3, P, 5]
+  labels = features[label_settings.TEACHER_LABELS]
+  weights = labels.weights.numpy()  # [3, P, 5]
   counts = np.stack([e[records.SAMPLED_COUNTS] for e in examples]).reshape(
       3, P, 5)
   np.testing.assert_allclose(weights, counts / counts.sum(-1, keepdims=True),
                              rtol=1e-6)
   np.testing.assert_array_equal(
-      features[losses.TEACHER_IDS].numpy(),
+      labels.ids.numpy(),
       np.stack([e[records.SAMPLED_IDS] for e in examples]).reshape(3, P, 5))
 
 

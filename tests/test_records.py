@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from bert_distill import example_codec
+from bert_distill import label_settings
 from bert_distill import records
 from bert_distill import tfrecord
 from conftest import ORIGINAL_RECORDS
@@ -42,7 +43,7 @@ def test_serialize_then_parse_round_trip_keeps_values_and_types(tmp_path):
   path = str(tmp_path / "r.tfrecord")
   with tf.io.TFRecordWriter(path) as writer:
     writer.write(example_codec.serialize_example(features))
-  spec = records.teacher_label_feature_spec(8, 3, 2)
+  spec = label_settings.LabelSettings(label_settings.TOP_K, 2).feature_spec(8, 3)
   parsed = next(iter(tf.data.TFRecordDataset(path).map(
       lambda r: tf.io.parse_single_example(r, spec))))
   for name, values in features.items():
@@ -65,7 +66,9 @@ def test_length_mismatch_names_file_feature_and_flag():
                                  records.pretraining_feature_spec(128, 10))
   with pytest.raises(ValueError, match="truncated_masked_lm_probs"):
     records.check_record_lengths(ORIGINAL_RECORDS,
-                                 records.teacher_label_feature_spec(128, 20, 10))
+                                 label_settings.LabelSettings(
+                                     label_settings.TOP_K, 10).feature_spec(
+                                         128, 20))
   records.check_record_lengths(ORIGINAL_RECORDS,
                                records.pretraining_feature_spec(128, 20))
 
