@@ -47,6 +47,7 @@ from bert_distill import cli
 from bert_distill import distribution
 from bert_distill import label_settings
 from bert_distill import records
+from bert_distill import shard_flags
 from bert_distill import teacher_labels
 
 FLAGS = flags.FLAGS
@@ -96,7 +97,7 @@ flags.DEFINE_integer("batch_size", 32,
 flags.DEFINE_string("vocab_file", None,
                     "Optional: the teacher's vocab.txt, checked against the "
                     "config's vocab_size.")
-cli.define_shard_flags()
+flags.adopt_module_key_flags(shard_flags)
 flags.DEFINE_integer("length_multiple", 16,
                      "Each batch is cut to its longest real sequence rounded "
                      "up to this multiple (fewer XLA shapes); 0 never cuts.")

@@ -80,12 +80,12 @@ def setup(args):
   sys.path.insert(0, ROOT)
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from bert_distill import records  # pylint: disable=g-import-not-at-top
   from bert_distill import example_codec  # pylint: disable=g-import-not-at-top
+  from bert_distill import tfrecord  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(args.threads)
   rng = np.random.default_rng(0)
   path = os.path.join(args.tmp_dir, "teacher_labels.tfrecord")
-  with tf.io.TFRecordWriter(path) as writer:
+  with tfrecord.TFRecordWriter(path) as writer:
     for _ in range(NUM_RECORDS // args.batch_size):
       batch = synthetic_batch(rng, args.batch_size, args.seq_length,
                               args.predictions, args.k, STUDENT["vocab_size"])
@@ -108,8 +108,6 @@ class TensorFlowJob:
     from bert_distill import losses  # pylint: disable=g-import-not-at-top
     import modeling  # pylint: disable=g-import-not-at-top
     import optimization  # pylint: disable=g-import-not-at-top
-    from bert_distill import records  # pylint: disable=g-import-not-at-top
-    from bert_distill import example_codec  # pylint: disable=g-import-not-at-top
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     self.tf = tf
     config = modeling.BertConfig.from_json_file(

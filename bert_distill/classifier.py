@@ -27,6 +27,8 @@ from bert_distill import cli
 from bert_distill import classifier_data
 from bert_distill import classifier_metrics
 import modeling
+from bert_distill import file_io
+from bert_distill import progress_log
 from bert_distill import records
 from bert_distill import training
 
@@ -238,7 +240,7 @@ def predict_logits(strategy, model, dataset, num_examples, is_regression):
 
   all_logits = np.zeros([num_examples, model.num_labels], np.float32)
   total_loss = 0.0
-  progress = cli.Progress("predicting", total=num_examples, unit="examples",
+  progress = progress_log.Progress("predicting", total=num_examples, unit="examples",
                           interval=10.0)
   for batch in dataset:
     index, logits, loss = step(batch)
@@ -270,7 +272,7 @@ def write_test_results(task, examples, logits, output_dir):
   predicted label (or score)."""
   path = os.path.join(output_dir, "test_results.tsv")
   predictions = predictions_of(logits, task.is_regression)
-  with cli.atomic_output(path) as tmp_path:
+  with file_io.atomic_output(path) as tmp_path:
     with tf.io.gfile.GFile(tmp_path, "w") as f:
       f.write("index\tprediction\n")
       for example, prediction in zip(examples, predictions):

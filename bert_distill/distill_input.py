@@ -20,6 +20,7 @@ import tensorflow as tf
 from bert_distill import cli
 from bert_distill import distribution
 from bert_distill import label_settings
+from bert_distill import progress_log
 from bert_distill import records
 from bert_distill import tfrecord
 
@@ -263,7 +264,7 @@ def scan_for_skipping(spec_of_file, bounds):
   progress), logs what will be left out, file by file, and returns the
   RecordExclusions."""
   files = sorted(spec_of_file)
-  progress = cli.Progress("--skip_corrupt_records: reading the inputs once",
+  progress = progress_log.Progress("--skip_corrupt_records: reading the inputs once",
                           total=len(files), unit="files")
   scans = []
   for path in files:

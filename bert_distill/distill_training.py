@@ -27,7 +27,6 @@ from bert_distill import losses
 import modeling
 import optimization
 from bert_distill import records
-from bert_distill import summaries
 from bert_distill import training
 
 # What each paper trained with (docs/online_distillation.md gives the

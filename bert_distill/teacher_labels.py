@@ -14,6 +14,7 @@ P = max_predictions_per_seq, V = vocab size, K = truncation_factor.
 """
 
 from concurrent import futures
+import glob
 import hashlib
 import os
 
@@ -24,7 +25,9 @@ import tensorflow as tf
 from bert_distill import cli
 import modeling
 from bert_distill import example_codec
+from bert_distill import file_io
 from bert_distill import label_settings
+from bert_distill import progress_log
 from bert_distill import records
 from bert_distill import tfrecord
 
@@ -493,10 +496,8 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
   except ValueError as e:
     raise cli.StageError(str(e)) from None
   total = sum(min(c, max_records) if max_records else c for c in counts)
-  for stale in tf.io.gfile.glob(output_path + ".tmp-*"):
-    logging.info("Removing %s, left by an interrupted run", stale)
-    tf.io.gfile.remove(stale)
-  progress = cli.Progress(f"teacher labels -> {output_path}", total=total,
+  file_io.remove_stale_temporaries(glob.escape(output_path))
+  progress = progress_log.Progress(f"teacher labels -> {output_path}", total=total,
                           unit="records", interval=progress_interval)
 
   def write(writer, features, labels):
@@ -505,7 +506,7 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
     for serialized in encoder.encode(features):
       writer.write(serialized)
 
-  with cli.atomic_output(output_path) as tmp_path, \
+  with file_io.atomic_output(output_path) as tmp_path, \
        _RecordFile(tmp_path, output_path) as writer, \
        futures.ThreadPoolExecutor(max_workers=1) as pool:
     pending = None

@@ -26,6 +26,8 @@ import tensorflow as tf
 
 from bert_distill import checkpoints
 from bert_distill import cli
+from bert_distill import file_io
+from bert_distill import progress_log
 from bert_distill import summaries
 
 
@@ -146,7 +148,7 @@ def train(train_loop, dataset, start_step, settings, schedule, variables,
         "step %d/%d: %s, lr %.3g, global norm %.3g, %.1f examples/s "
         "(%.2f steps/s), time left %s", step, total, describe_terms(terms),
         learning_rate, terms["global_norm"], examples_per_second,
-        steps_run / (now - started), cli.format_seconds(left))
+        steps_run / (now - started), progress_log.format_seconds(left))
     summaries.write_scalars(writer, "train", {
         **terms, "learning_rate": learning_rate,
         "examples_per_second": examples_per_second}, step)
@@ -240,12 +242,12 @@ def save(variables, step, output_dir, keep):
 
 def prepare_output_dir(output_dir):
   """Creates output_dir, checks that files can be written there, and removes
-  what interrupted saves left (checkpoints.remove_stale_temporaries).
+  what interrupted saves left (checkpoints.remove_interrupted_saves).
 
   Raises:
     cli.StageError: output_dir cannot be created or written.
   """
-  probe = cli.temporary_path(os.path.join(output_dir, "write_test"))
+  probe = file_io.temporary_path(os.path.join(output_dir, "write_test"))
   try:
     tf.io.gfile.makedirs(output_dir)
     with tf.io.gfile.GFile(probe, "w") as f:
@@ -254,7 +256,7 @@ def prepare_output_dir(output_dir):
   except (tf.errors.OpError, OSError) as e:
     raise cli.StageError(f"--output_dir {output_dir}: cannot write there "
                          f"({cli.error_line(e)})") from None
-  checkpoints.remove_stale_temporaries(output_dir)
+  checkpoints.remove_interrupted_saves(output_dir)
 
 
 def write_eval_results(metrics, step, output_dir):
@@ -268,7 +270,7 @@ def write_eval_results(metrics, step, output_dir):
   results = {**metrics, "global_step": step}
   path = os.path.join(output_dir, "eval_results.txt")
   try:
-    with cli.atomic_output(path) as tmp_path:
+    with file_io.atomic_output(path) as tmp_path:
       with tf.io.gfile.GFile(tmp_path, "w") as f:
         for key in sorted(results):
           f.write(f"{key} = {results[key]}\n")
