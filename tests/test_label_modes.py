@@ -23,7 +23,7 @@ from bert_distill import teacher_labels
 import stage_runs
 from conftest import ROOT
 from stage_runs import replace_flag
-from test_distill import CONFIG, P, SEQ, VOCAB, assert_replica_losses_add_up
+from distill_cases import CONFIG, P, SEQ, VOCAB, assert_replica_losses_add_up
 
 
 def np_log_softmax(x):
