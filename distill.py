@@ -27,6 +27,7 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
+from bert_distill import checkpoints
 from bert_distill import cli
 from bert_distill import distill_input
 from bert_distill import distill_training
@@ -320,8 +321,10 @@ def main(_):
       strategy, config, FLAGS.precision, FLAGS.seed, schedule, projections)
   if chief and FLAGS.do_train:
     training.prepare_output_dir(FLAGS.output_dir)
-  step = distill_training.restore_or_initialize(
-      model, optimizer, FLAGS.output_dir, FLAGS.init_checkpoint, layer_map,
+  step = training.restore_or_initialize(  # layer_map None: layer i from i
+      model, optimizer, FLAGS.output_dir, FLAGS.init_checkpoint,
+      lambda path: checkpoints.load_checkpoint(model, path,
+                                               layer_map=layer_map),
       projections)
   distribution.check_workers_agree(strategy, step, FLAGS.output_dir)
   if chief and not step:

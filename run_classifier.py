@@ -266,8 +266,9 @@ def main(_):
       int(num_train_steps * FLAGS.warmup_proportion))
   model, optimizer, loss_scale = build_model(
       strategy, config, task.num_labels, schedule, FLAGS.precision, FLAGS.seed)
-  step = classifier.restore_or_initialize(model, optimizer, FLAGS.output_dir,
-                                          FLAGS.init_checkpoint)
+  step = training.restore_or_initialize(
+      model, optimizer, FLAGS.output_dir, FLAGS.init_checkpoint,
+      lambda path: classifier.initialize_from(model, path))
   if chief and not step:
     config.to_json_file(os.path.join(FLAGS.output_dir, "bert_config.json"))
 

@@ -87,7 +87,7 @@ def instrument(stage, modeling):
     phases = {distill_input: ("check_inputs", "distributed_dataset",
                               "count_batches"),
               distribution: ("create_strategy",),
-              distill_training: ("build_student", "restore_or_initialize",
+              distill_training: ("build_student",
                                  "evaluate"),
               summaries: ("write_scalars",)}
   else:  # extract_teacher_labels_truncated.py

@@ -137,32 +137,6 @@ def initialize_from(model, init_checkpoint):
   return result
 
 
-def restore_or_initialize(model, optimizer, output_dir, init_checkpoint):
-  """Resumes from output_dir's newest usable checkpoint (training.resume),
-  else loads init_checkpoint (initialize_from).
-
-  Returns the global step training continues from.
-
-  Raises:
-    cli.StageError: as training.resume, or init_checkpoint cannot
-      initialise the model.
-  """
-  step = training.resume(training.checkpoint_variables(model, optimizer),
-                         optimizer.global_step, output_dir)
-  if step is not None:
-    return step
-  if init_checkpoint:
-    try:
-      initialize_from(model, init_checkpoint)
-    except ValueError as e:
-      raise cli.StageError(f"--init_checkpoint {e}") from None
-    logging.info("Initialised from %s", init_checkpoint)
-  else:
-    logging.warning("No --init_checkpoint and no checkpoint in %s: the "
-                    "model starts from random weights", output_dir)
-  return 0
-
-
 # ----------------------------------------------------------------------------
 # Training.
 

@@ -1,12 +1,12 @@
 """Stage V's student, teacher, loop and checkpoints, as distill.py runs them.
 
-build_student makes the student, its AdamWeightDecay optimizer and (for
-float16) its loss scale; make_online_teacher the frozen teacher and the
+loss_config makes the run's losses.LossConfig (the flags over a --preset's
+values) and resolve_layers fits it to the two models; build_student makes
+the student, its AdamWeightDecay optimizer and (for float16) its loss scale; make_online_teacher the frozen teacher and the
 projections of --teacher_config runs; make_train_loop and make_eval_step the
 compiled per-replica steps (losses.py defines every term); train runs them
 through training.py's loop (checkpoints every --save_checkpoints_steps,
-TensorBoard summaries); restore_or_initialize continues from the newest
-usable checkpoint or starts from --init_checkpoint (with a layer map).
+TensorBoard summaries).
 Defines no flags: distill.py passes their values in.
 
 Shapes: B = batch size (per replica), L = max_seq_length,
@@ -306,36 +306,6 @@ def make_eval_step(strategy, model, loss_config, teacher=None):
     return {name: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
             for name, value in sums.items()}
   return eval_step
-
-
-def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
-                          layer_map, extra_variables=None):
-  """Resumes from output_dir's newest usable checkpoint (training.resume),
-  else initialises from init_checkpoint through layer_map, else keeps the
-  random initial values.
-
-  Returns the global step training continues from.
-
-  Raises:
-    cli.StageError: as training.resume, or init_checkpoint is missing,
-      mis-shaped or lacks a layer of layer_map.
-  """
-  step = training.resume(
-      training.checkpoint_variables(model, optimizer, extra_variables),
-      optimizer.global_step, output_dir)
-  if step is not None:
-    return step
-  if init_checkpoint:
-    try:
-      checkpoints.load_checkpoint(model, init_checkpoint, layer_map=layer_map)
-    except ValueError as e:
-      raise cli.StageError(
-          f"--init_checkpoint {init_checkpoint}: {e}") from None
-    logging.info("Initialised from %s (layer map %s)", init_checkpoint,
-                 layer_map)
-  else:
-    logging.info("Initialised the student at random (seed in --seed)")
-  return 0
 
 
 @dataclasses.dataclass

@@ -281,3 +281,33 @@ def write_eval_results(metrics, step, output_dir):
   logging.info("Wrote %s: %s", path,
                ", ".join(f"{k} = {v:.4f}" for k, v in sorted(metrics.items())))
   return path
+
+
+def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
+                          initialize, extra_variables=None):
+  """Resumes from output_dir's newest usable checkpoint (resume), else calls
+  initialize(init_checkpoint) to load it into the model, else keeps the
+  random initial values. Stage V and fine-tuning differ only in
+  `initialize` (a layer map; a new classifier head).
+
+  Returns the global step training continues from.
+
+  Raises:
+    cli.StageError: as resume, or initialize raised a ValueError (the
+      checkpoint is missing, mis-shaped or lacks a layer).
+  """
+  step = resume(checkpoint_variables(model, optimizer, extra_variables),
+                optimizer.global_step, output_dir)
+  if step is not None:
+    return step
+  if init_checkpoint:
+    try:
+      initialize(init_checkpoint)
+    except ValueError as e:
+      where = "" if str(e).startswith(init_checkpoint) else f"{init_checkpoint}: "
+      raise cli.StageError(f"--init_checkpoint {where}{e}") from None
+    logging.info("Initialised from %s", init_checkpoint)
+  else:
+    logging.info("No --init_checkpoint and no checkpoint in %s: starting "
+                 "from random weights (--seed)", output_dir)
+  return 0

@@ -22,6 +22,7 @@ import optimization
 from bert_distill import records
 import stage_runs
 from bert_distill import teacher_labels
+from bert_distill import training
 from bert_reference import assert_same_checkpoints, checkpoint_values
 from conftest import ROOT
 from stage_runs import run, start
@@ -230,8 +231,9 @@ def test_every_loss_is_zero_for_a_copy_of_the_teacher(tmp_path):
   student, optimizer, _ = distill_training.build_student(
       strategy, modeling.BertConfig(**config), "float32", 7, lambda s: 1e-3)
   # The copy through --init_checkpoint's path.
-  distill_training.restore_or_initialize(student, optimizer,
-                                         str(tmp_path / "out"), prefix, None)
+  training.restore_or_initialize(
+      student, optimizer, str(tmp_path / "out"), prefix,
+      lambda path: checkpoints.load_checkpoint(student, path))
   teacher = checkpoints.load_teacher(
       strategy, modeling.BertConfig(**config), prefix, "float32")
   inputs = batch(seed=6)
