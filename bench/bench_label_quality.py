@@ -17,7 +17,7 @@ One command runs the project's own stages on a few MB of real English
      held-out records in full mode;
   6. the same student (config, init, seed, steps, learning rate, batch)
      distilled from each, with two seeds, evaluated on the held-out file
-     with --teacher_kl.
+     with --require_full_eval_labels.
 
 It prints (and writes to WORK_DIR/label_quality.md and .json) a table of
 held-out teacher_kl, teacher_top1_agreement, masked_lm_accuracy,
@@ -283,7 +283,7 @@ def train_student(args, work, name, seed, input_dir, held_full, extra):
         ["--do_train", "--do_eval",
          f"--bert_config_file={os.path.join(work, 'student_config.json')}",
          f"--input_file={input_dir}/*.tfrecord",
-         f"--eval_input_file={held_full}/*.tfrecord", "--teacher_kl",
+         f"--eval_input_file={held_full}/*.tfrecord", "--require_full_eval_labels",
          f"--output_dir={out}", "--train_batch_size=32",
          "--eval_batch_size=32", "--learning_rate=2e-3",
          f"--num_train_steps={steps}", f"--num_warmup_steps={steps // 10}",
