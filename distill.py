@@ -260,7 +260,7 @@ _LOSS_FLAGS = [field.name for field in dataclasses.fields(losses.LossConfig)
 
 
 def main(_):
-  config = distill_training.read_config(FLAGS.bert_config_file,
+  config = distill_training.read_student_config(FLAGS.bert_config_file,
                                         FLAGS.max_seq_length)
   layer_map = distill_training.parse_layer_map(FLAGS.init_layer_map, config)
   loss_config, preset_values = distill_training.loss_config(
@@ -274,7 +274,7 @@ def main(_):
         FLAGS.teacher_config, FLAGS.max_seq_length, config)
     loss_config = distill_training.resolve_layers(
         loss_config, config, teacher_config, FLAGS.hidden_layer_map)
-  train_files, eval_files = distill_input.find_input_files(
+  train_files, eval_files = distill_input.find_train_and_eval_files(
       FLAGS.input_file, FLAGS.eval_input_file, FLAGS.do_eval)
   strategy = distribution.create_strategy(FLAGS.distribution_strategy,
                                           FLAGS.tpu)

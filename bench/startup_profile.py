@@ -109,7 +109,7 @@ def instrument(stage, modeling):
                 time.perf_counter() - wall, time.process_time() - cpu)
     teacher_labels.TeacherLabeler.__call__ = label
     from bert_distill import tfrecord  # pylint: disable=g-import-not-at-top
-    phases = {teacher_labels: ("check_inputs",
+    phases = {teacher_labels: ("check_input_lengths",
                                "read_labelling_teacher_config"),
               checkpoints: ("load_teacher",),
               tfrecord: ("count_records",),

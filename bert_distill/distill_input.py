@@ -353,7 +353,7 @@ def count_batches(files, batch_size, limit, exclusions=None):
   return count // batch_size
 
 
-def find_input_files(input_file, eval_input_file, do_eval):
+def find_train_and_eval_files(input_file, eval_input_file, do_eval):
   """(training files, evaluation files) from the flags' globs."""
   train_files = cli.expand_input_files(input_file)
   if not do_eval:

@@ -373,7 +373,7 @@ def evaluated_step(output_dir):
   return None
 
 
-def read_config(path, max_seq_length):
+def read_student_config(path, max_seq_length):
   """The student's BertConfig, checked against --max_seq_length."""
   try:
     return modeling.read_config(path, max_seq_length, "student")

@@ -38,7 +38,7 @@ _FEATURES = {
               records.SAMPLE_TEMPERATURE),
 }
 _HEAD_FEATURES = (records.SAMPLED_HEAD_PROBS, records.SAMPLED_HEAD_IDS)
-ALL_FEATURES = frozenset(
+assert records.LABEL_FEATURES == frozenset(
     [name for names in _FEATURES.values() for name in names] +
     list(_HEAD_FEATURES))
 

@@ -89,7 +89,7 @@ def plan_outputs(input_files, output_file, output_dir):
   return plan
 
 
-def check_inputs(input_files, feature_spec, max_predictions_per_seq):
+def check_input_lengths(input_files, feature_spec, max_predictions_per_seq):
   """Checks the first record of each input against the lengths of the flags."""
   for path in input_files:
     try:
@@ -523,7 +523,7 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
           raise cli.StageError(
               f"{path}: bad record ({cli.error_line(e)}); check "
               f"--max_seq_length and --max_predictions_per_seq") from None
-        check_values(path, first_record, features, bounds)
+        check_window_values(path, first_record, features, bounds)
         if mode == label_settings.SAMPLED:
           labels = sampled_labels(labeler, features, batch_size,
                                   length_multiple, settings,
@@ -547,7 +547,7 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
   return progress.done
 
 
-def check_values(path, first_record, features, bounds):
+def check_window_values(path, first_record, features, bounds):
   """Raises StageError unless every record of a window has ids, segment ids
   and masked positions in range (records.invalid_records): on a GPU or under
   XLA an index beyond a table silently reads zeros or a clamped row."""

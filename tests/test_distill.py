@@ -385,7 +385,7 @@ def test_config_errors_name_the_flag_and_file(tmp_path):
   """modeling.read_config's checks, as distill reports them."""
   path = tmp_path / "bert_config.json"
   path.write_text(json.dumps(CONFIG))
-  config = distill_training.read_config(str(path), 32)
+  config = distill_training.read_student_config(str(path), 32)
   assert config.max_position_embeddings == 32
   cases = {  # path, max_seq_length -> what the message must hold
       (str(path), 33): "--max_seq_length 33 exceeds the student's "
@@ -395,7 +395,7 @@ def test_config_errors_name_the_flag_and_file(tmp_path):
   }
   for (config_path, seq_length), text in cases.items():
     with pytest.raises(cli.StageError) as error:
-      distill_training.read_config(config_path, seq_length)
+      distill_training.read_student_config(config_path, seq_length)
     message = str(error.value)
     assert message.startswith(f"--bert_config_file {config_path}: ")
     assert text in message and "\n" not in message
