@@ -32,7 +32,7 @@ def test_atomic_output_of_a_local_path_does_not_load_tensorflow(tmp_path):
   import sys
   from conftest import ROOT
   final = str(tmp_path / "out.txt")
-  code = ("import sys\nfrom bert_distill import cli\n"
+  code = ("import sys\nfrom bert_distill import file_io\n"
           f"with file_io.atomic_output({final!r}) as tmp:\n"
           "  open(tmp, 'w').write('done')\n"
           "print('tensorflow' in sys.modules)")

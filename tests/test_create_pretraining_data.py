@@ -232,7 +232,7 @@ def test_tfrecord_framing_equals_tensorflows_writer(tmp_path, monkeypatch):
   reference = (tmp_path / "tf.tfrecord").read_bytes()
   assert (tmp_path / "ours.tfrecord").read_bytes() == reference
   # Without google_crc32c, TensorFlow's writer does it: the same bytes.
-  monkeypatch.setattr(records, "_load_crc32c", lambda: None)
+  monkeypatch.setattr(tfrecord, "_load_crc32c", lambda: None)
   tfrecord.write_tfrecords(str(tmp_path / "fallback.tfrecord"), examples)
   assert (tmp_path / "fallback.tfrecord").read_bytes() == reference
 

@@ -138,7 +138,7 @@ def test_tfrecord_reader_and_count_equal_tensorflows(tmp_path, monkeypatch):
   assert tfrecord.count_records([path]) == len(written)
   assert tfrecord.count_records([ORIGINAL_RECORDS]) == 11
   # Without google_crc32c's C code, TensorFlow reads: the same records.
-  monkeypatch.setattr(records, "_load_crc32c", lambda: None)
+  monkeypatch.setattr(tfrecord, "_load_crc32c", lambda: None)
   assert list(tfrecord.read_tfrecords(path)) == written
   assert tfrecord.count_records([path]) == len(written)
 
