@@ -168,8 +168,9 @@ def main(argv):
     return
   feature_spec = records.pretraining_feature_spec(
       FLAGS.max_seq_length, FLAGS.max_predictions_per_seq)
-  teacher_labels.check_input_lengths([path for paths, _ in plan for path in paths],
-                              feature_spec, FLAGS.max_predictions_per_seq)
+  teacher_labels.check_input_lengths(
+      [path for paths, _ in plan for path in paths], feature_spec,
+      FLAGS.max_predictions_per_seq)
 
   strategy = distribution.local_strategy()
   if FLAGS.batch_size % strategy.num_replicas_in_sync:

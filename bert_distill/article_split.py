@@ -255,7 +255,8 @@ def split_file(read_file, split_number, folder, name_base):
   names = [os.path.basename(path_of_piece(i)) for i in range(num_pieces)]
   file_io.remove_stale_temporaries(
       os.path.join(glob.escape(folder), glob.escape(name_base)) + "_*")
-  file_io.remove_stale_temporaries(glob.escape(manifest_path(folder, name_base)))
+  file_io.remove_stale_temporaries(
+      glob.escape(manifest_path(folder, name_base)))
   remove_former_pieces(folder, name_base)
   made_from = {"read_file": file_io.file_identity(read_file),
                "split_number": split_number, "pieces": names}

@@ -214,8 +214,8 @@ def predict_logits(strategy, model, dataset, num_examples, is_regression):
 
   all_logits = np.zeros([num_examples, model.num_labels], np.float32)
   total_loss = 0.0
-  progress = progress_log.Progress("predicting", total=num_examples, unit="examples",
-                          interval=10.0)
+  progress = progress_log.Progress("predicting", total=num_examples,
+                                   unit="examples", interval=10.0)
   for batch in dataset:
     index, logits, loss = step(batch)
     index = index.numpy()

@@ -384,7 +384,7 @@ def feature_cache(examples, task, split, max_seq_length, tokenizer,
                  path)
   tf.io.gfile.makedirs(output_dir)
   progress = progress_log.Progress(f"features of {split}", total=len(examples),
-                          unit="examples", interval=10.0)
+                                   unit="examples", interval=10.0)
   with file_io.atomic_output(path) as tmp_path:
     with tfrecord.TFRecordWriter(tmp_path) as writer:
       for index, example in enumerate(examples):

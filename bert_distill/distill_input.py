@@ -52,8 +52,9 @@ def parse_batch(serialized, settings, max_seq_length, max_predictions_per_seq):
 
 
 def make_dataset(files, settings, batch_size, max_seq_length,
-                 max_predictions_per_seq, *, is_training, seed=0, num_shards=1, shard_index=0,
-                 skip_examples=0, bounds=None, exclusions=None):
+                 max_predictions_per_seq, *, is_training, seed=0,
+                 num_shards=1, shard_index=0, skip_examples=0, bounds=None,
+                 exclusions=None):
   """A tf.data pipeline of parsed batches.
 
   Training: files shuffled (seeded) every epoch, read interleaved in
@@ -264,8 +265,9 @@ def scan_for_skipping(spec_of_file, bounds):
   progress), logs what will be left out, file by file, and returns the
   RecordExclusions."""
   files = sorted(spec_of_file)
-  progress = progress_log.Progress("--skip_corrupt_records: reading the inputs once",
-                          total=len(files), unit="files")
+  progress = progress_log.Progress(
+      "--skip_corrupt_records: reading the inputs once", total=len(files),
+      unit="files")
   scans = []
   for path in files:
     scans.append(scan_file(path, spec_of_file[path], bounds))

@@ -2,12 +2,12 @@
 
 loss_config makes the run's losses.LossConfig (the flags over a --preset's
 values) and resolve_layers fits it to the two models; build_student makes
-the student, its AdamWeightDecay optimizer and (for float16) its loss scale; make_online_teacher the frozen teacher and the
-projections of --teacher_config runs; make_train_loop and make_eval_step the
-compiled per-replica steps (losses.py defines every term); train runs them
-through training.py's loop (checkpoints every --save_checkpoints_steps,
-TensorBoard summaries).
-Defines no flags: distill.py passes their values in.
+the student, its AdamWeightDecay optimizer and (for float16) its loss
+scale; make_online_teacher the frozen teacher and the projections of
+--teacher_config runs; make_train_loop and make_eval_step the compiled
+per-replica steps (losses.py defines every term); train runs them through
+training.py's loop (checkpoints every --save_checkpoints_steps, TensorBoard
+summaries). Defines no flags: distill.py passes their values in.
 
 Shapes: B = batch size (per replica), L = max_seq_length,
 P = max_predictions_per_seq, k = truncation_factor, V = vocab_size.

@@ -635,7 +635,8 @@ def intermediate_losses(student, teacher, input_mask, config, projections,
           student, teacher, input_mask, config.relation_heads,
           token_total)
   terms["intermediate_loss"] = tf.add_n(
-      [getattr(config, f"{name}_weight") * terms[name] for name in INTERMEDIATE_TERMS])
+      [getattr(config, f"{name}_weight") * terms[name]
+       for name in INTERMEDIATE_TERMS])
   return terms
 
 

@@ -33,8 +33,8 @@ Speed without changing a draw: each sentence is tokenized once and kept as
 vocabulary ids (Google re-reads token strings on every pass and converts at
 the end); pairs are truncated by moving two indices; an instance is encoded
 to its tf.train.Example bytes as soon as it is made
-(example_codec.PretrainingExampleEncoder) and framed by tfrecord.write_tfrecords,
-without loading TensorFlow.
+(example_codec.PretrainingExampleEncoder) and framed by
+tfrecord.write_tfrecords, without loading TensorFlow.
 
 Files: input file i goes to `<output_dir>/<output_base_name>_<i>.tfrecord`,
 under its final name only when complete, with `<output>.made_from.json`
@@ -42,8 +42,8 @@ beside it (the input's name, size and SHA-256, the vocabulary's, the
 settings, the seed); make_records skips an output whose record matches,
 makes again one whose input or settings changed, and removes outputs of
 former inputs beyond the last one. Files are processed by worker processes,
-one file per worker at a time (worker_pool.map_in_workers: a worker that dies stops
-the stage naming its file).
+one file per worker at a time (worker_pool.map_in_workers: a worker that
+dies stops the stage naming its file).
 """
 
 import dataclasses
@@ -470,9 +470,9 @@ def process_file(job):
                len(documents),
                sum(len(s) for document in documents for s in document),
                time.monotonic() - start)
-  progress = progress_log.Progress(f"{name} passes",
-                          total=len(documents) * maker.settings.dupe_factor,
-                          unit="documents")
+  progress = progress_log.Progress(
+      f"{name} passes", total=len(documents) * maker.settings.dupe_factor,
+      unit="documents")
   examples = maker.make_file_instances(documents, random.Random(seed),
                                        progress)
   for example in examples[:num_logged]:
@@ -617,7 +617,7 @@ def make_records(input_files, settings, output_dir, output_base_name,
                len(jobs), min(num_workers, max(len(jobs), 1)))
 
   files = progress_log.Progress("files", total=len(jobs), unit="files",
-                               interval=0.0)
+                                interval=0.0)
   total_instances = 0
   for _, _, instances, _ in run_jobs(jobs, settings, num_workers):
     total_instances += instances

@@ -1,9 +1,9 @@
 """Stage IV's work: the teacher run over pretraining records, labels written.
 
-read_labelling_teacher_config checks what the flags ask for (label_settings.from_flags
-the labels); plan_outputs pairs input files with output files (and skips finished
-ones); TeacherLabeler
-is the compiled forward pass, softmax and top-k (or the full distribution,
+read_labelling_teacher_config checks what the flags ask for
+(label_settings.from_flags the labels); plan_outputs pairs input files with
+output files (and skips finished ones); TeacherLabeler is the compiled
+forward pass, softmax and top-k (or the full distribution,
 or the sampled draws) at the masked positions; write_teacher_labels reads a
 file in length-sorted windows, labels each batch cut to its longest real
 sequence and writes every record again with its labels, in input order.
@@ -274,8 +274,9 @@ def label_window(labeler, features, batch_size, length_multiple,
 
 
 class _RecordFile:
-  """A tfrecord.TFRecordWriter whose failures (no such folder, disk full, ...) raise
-  one-line StageErrors naming the output; a context manager that closes it."""
+  """A tfrecord.TFRecordWriter whose failures (no such folder, disk full,
+  ...) raise one-line StageErrors naming the output; a context manager that
+  closes it."""
 
   def __init__(self, tmp_path, output_path):
     self._output_path = output_path
@@ -488,7 +489,8 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
   label_names = settings.feature_names()
   encoder = example_codec.ExampleBatchEncoder(records.PRETRAINING_FEATURES +
                                         label_names)
-  window_size = batch_size * (1 if mode == label_settings.FULL else sort_batches)
+  window_size = batch_size * (1 if mode == label_settings.FULL else
+                              sort_batches)
   stats = SampleStats()
   try:  # each file read once, and so checked, before any output is opened
     counts = [tfrecord.count_records([path], check_data=True)
@@ -497,8 +499,9 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
     raise cli.StageError(str(e)) from None
   total = sum(min(c, max_records) if max_records else c for c in counts)
   file_io.remove_stale_temporaries(glob.escape(output_path))
-  progress = progress_log.Progress(f"teacher labels -> {output_path}", total=total,
-                          unit="records", interval=progress_interval)
+  progress = progress_log.Progress(
+      f"teacher labels -> {output_path}", total=total, unit="records",
+      interval=progress_interval)
 
   def write(writer, features, labels):
     for name, values in zip(label_names, labels):

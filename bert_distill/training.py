@@ -275,7 +275,8 @@ def write_eval_results(metrics, step, output_dir):
         for key in sorted(results):
           f.write(f"{key} = {results[key]}\n")
   except (tf.errors.OpError, OSError) as e:
-    raise cli.StageError(f"{path}: cannot write ({cli.error_line(e)})") from None
+    raise cli.StageError(
+        f"{path}: cannot write ({cli.error_line(e)})") from None
   writer = tf.summary.create_file_writer(os.path.join(output_dir, "eval"))
   summaries.write_scalars(writer, "eval", metrics, step)
   logging.info("Wrote %s: %s", path,
@@ -304,7 +305,8 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
     try:
       initialize(init_checkpoint)
     except ValueError as e:
-      where = "" if str(e).startswith(init_checkpoint) else f"{init_checkpoint}: "
+      where = ("" if str(e).startswith(init_checkpoint) else
+               f"{init_checkpoint}: ")
       raise cli.StageError(f"--init_checkpoint {where}{e}") from None
     logging.info("Initialised from %s", init_checkpoint)
   else:

@@ -207,8 +207,8 @@ def converted_files(files, num_workers):
     yield from map(convert_file, files)
     return
   for _, result in worker_pool.map_in_workers(convert_file, files, num_workers,
-                                      name_of_job=str, context="fork",
-                                      ordered=True):
+                                              name_of_job=str, context="fork",
+                                              ordered=True):
     yield result
 
 
@@ -243,8 +243,8 @@ def write_text_file(files, write_file, num_workers, log_interval):
         open(tmp_path, "w", encoding="utf-8") as out:
       # Timed by input MB, the measure of the work still to do.
       sizes_mb = [os.path.getsize(f) / 1e6 for f in files]
-      progress = progress_log.Progress("extract_jsons", total=sum(sizes_mb), unit="MB",
-                              interval=log_interval)
+      progress = progress_log.Progress("extract_jsons", total=sum(sizes_mb),
+                                       unit="MB", interval=log_interval)
       num_articles = bytes_written = 0
       results = converted_files(files, num_workers)
       for done, (size_mb, (text, articles, warnings)) in enumerate(
