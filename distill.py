@@ -270,7 +270,7 @@ def main(_):
     logging.info("--preset %s sets %s", FLAGS.preset, preset_values)
   online = bool(FLAGS.teacher_config)
   if online:
-    teacher_config = distill_training.read_online_teacher_config(
+    teacher_config = distill_training.read_matching_teacher_config(
         FLAGS.teacher_config, FLAGS.max_seq_length, config)
     loss_config = distill_training.resolve_layers(
         loss_config, config, teacher_config, FLAGS.hidden_layer_map)

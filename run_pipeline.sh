@@ -14,7 +14,9 @@
 #   V     distill      teacher labels -> student checkpoints, eval_results.txt
 #                      (with teacher_kl on the held-out files) (distill.py)
 #   G     downstream   optional (--glue_task): fine-tune and score the teacher
-#                      and the student on a GLUE-layout task (run_classifier.py)
+#                      and the student on a GLUE-layout task (run_classifier.py);
+#                      with --glue_task_distillation also task-distil the
+#                      student from the fine-tuned teacher
 #
 # Usage:
 #   ./run_pipeline.sh --dump=enwiki-latest-pages-articles.xml.bz2 \
@@ -102,10 +104,12 @@ SETTINGS=(
   "glue_dir|\$WORK_DIR/glue|G: the fine-tuned teacher and student (teacher/, student/, each with eval_results.txt)"
   "glue_max_seq_length|128|G: tokens per example"
   "glue_flags||G: more run_classifier.py flags, e.g. \"--num_train_epochs=2 --learning_rate=2e-5\""
+  "glue_task_distillation|false|G: also task-distil the student from the fine-tuned teacher into \$GLUE_DIR/student_distilled (run_classifier.py --teacher_checkpoint) and report both student scores"
+  "glue_distill_flags||G: more flags of the task distillation run, e.g. \"--unlabeled_file=unlabeled.tsv --temperature=2 --hard_loss_weight=0.5\""
 )
 
 usage() {
-  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,/--work_dir=wiki_run$/p' "$0" | sed 's/^# \{0,1\}//'
   echo
   echo "Settings (flag --name or variable NAME, default):"
   local entry name default meaning
@@ -411,13 +415,36 @@ if wants G && [[ -n "$GLUE_TASK" ]]; then
              $GLUE_FLAGS)
     run_stage "G-$model" "fine-tune the $model on $GLUE_TASK" "$GLUE_DIR/$model"
   done
-  echo "== $GLUE_TASK, dev set ($GLUE_DIR/{teacher,student}/eval_results.txt):"
-  awk -F' = ' 'FNR == NR { teacher[$1] = $2; next }
-      $1 ~ /^eval_/ && $1 != "eval_loss" {
-        ratio = teacher[$1] != 0 ? sprintf("%.3f", $2 / teacher[$1]) : "-"
-        printf "   %-20s teacher %.4f   student %.4f   student/teacher %s\n",
-               $1, teacher[$1], $2, ratio }' \
-      "$GLUE_DIR/teacher/eval_results.txt" "$GLUE_DIR/student/eval_results.txt"
+  [[ "$GLUE_TASK_DISTILLATION" == true || "$GLUE_TASK_DISTILLATION" == false ]] ||
+    die "--glue_task_distillation must be true or false, not '$GLUE_TASK_DISTILLATION'"
+  students=(student)
+  if [[ "$GLUE_TASK_DISTILLATION" == true ]]; then
+    # The student again from its distilled weights, now learning the
+    # fine-tuned teacher's predictions.
+    UPSTREAM=(G-teacher V)
+    # shellcheck disable=SC2206  # GLUE_*FLAGS are lists of words on purpose.
+    COMMAND=("$PYTHON" "$ROOT/run_classifier.py" --task_name="$GLUE_TASK"
+             --data_dir="$GLUE_DATA_DIR" --vocab_file="$VOCAB_FILE"
+             --do_lower_case="$DO_LOWER_CASE" --bert_config_file="$STUDENT_CONFIG"
+             --init_checkpoint="$STUDENT_DIR"
+             --teacher_checkpoint="$GLUE_DIR/teacher"
+             --teacher_config="$GLUE_DIR/teacher/bert_config.json"
+             --output_dir="$GLUE_DIR/student_distilled"
+             --max_seq_length="$GLUE_MAX_SEQ_LENGTH" --do_train --do_eval
+             $GLUE_FLAGS $GLUE_DISTILL_FLAGS)
+    run_stage G-distilled "task-distil the student on $GLUE_TASK" \
+      "$GLUE_DIR/student_distilled"
+    students+=(student_distilled)
+  fi
+  for student in "${students[@]}"; do
+    echo "== $GLUE_TASK, dev set ($GLUE_DIR/{teacher,$student}/eval_results.txt):"
+    awk -F' = ' -v who="$student" 'FNR == NR { teacher[$1] = $2; next }
+        $1 ~ /^eval_/ && $1 != "eval_loss" {
+          ratio = teacher[$1] != 0 ? sprintf("%.3f", $2 / teacher[$1]) : "-"
+          printf "   %-20s teacher %.4f   %s %.4f   %s/teacher %s\n",
+                 $1, teacher[$1], who, $2, who, ratio }' \
+        "$GLUE_DIR/teacher/eval_results.txt" "$GLUE_DIR/$student/eval_results.txt"
+  done
 fi
 
 echo "run_pipeline.sh: finished (stages $STAGES) in $WORK_DIR"

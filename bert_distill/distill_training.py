@@ -76,7 +76,7 @@ def loss_config(values, given, preset=None):
   return losses.LossConfig(**{**values, **applied}), applied
 
 
-def read_online_teacher_config(path, max_seq_length, student_config):
+def read_matching_teacher_config(path, max_seq_length, student_config):
   """The teacher's BertConfig; its vocabulary must be the student's."""
   try:
     config = modeling.read_config(path, max_seq_length, "teacher")

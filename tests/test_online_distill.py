@@ -515,9 +515,9 @@ def test_checks_name_the_mismatch(tmp_path):
   config_path = tmp_path / "teacher.json"
   config_path.write_text(json.dumps({**TEACHER, "vocab_size": 61}))
   assert "the teacher's vocab_size 61 differs from the student's 60" in message(
-      distill_training.read_online_teacher_config, str(config_path), SEQ, student)
+      distill_training.read_matching_teacher_config, str(config_path), SEQ, student)
   assert "BERT config file not found" in message(
-      distill_training.read_online_teacher_config, str(tmp_path / "none.json"), SEQ,
+      distill_training.read_matching_teacher_config, str(tmp_path / "none.json"), SEQ,
       student)
   _, prefix, _ = ref.write_model_dir(str(tmp_path / "t"), TEACHER_3_HEADS,
                                      seed=1)
