@@ -227,8 +227,10 @@ def global_batch(step):
 def train(strategy):
   with strategy.scope():
     model = modeling.BertPretrainingModel(CONFIG, seed=0)
-    optimizer = adam(0.01, 10, 1,
-                                              model.variables_by_name())
+    # Written out: this function's source also runs in a subprocess.
+    optimizer = optimization.AdamWeightDecay(
+        optimization.LinearWarmupLinearDecay(0.01, 10, 1)).build(
+            model.variables_by_name())
   names = sorted(model.variables_by_name())
   variables = [model.variables_by_name()[n] for n in names]
 
