@@ -42,10 +42,13 @@ P = max_predictions_per_seq, V = vocab size, K = truncation_factor.
 from absl import flags
 from absl import logging
 
+from bert_distill import checkpoints
 from bert_distill import cli
 from bert_distill import distill_training
 from bert_distill import distribution
+from bert_distill import label_settings
 from bert_distill import records
+from bert_distill import shard_flags
 from bert_distill import teacher_labels
 
 FLAGS = flags.FLAGS
@@ -64,7 +67,8 @@ flags.DEFINE_string("output_file", None,
 flags.DEFINE_string("output_dir", None,
                     "Write one output per input file here, with the input's "
                     "base name; complete outputs are skipped on a rerun.")
-flags.DEFINE_enum("label_mode", "top_k", ["top_k", "full", "sampled"],
+flags.DEFINE_enum("label_mode", label_settings.TOP_K,
+                  list(label_settings.LABEL_MODES),
                   "What to keep of the teacher's softmax: top_k (its k most "
                   "probable tokens, the original's), full (all of it) or "
                   "sampled (--num_samples draws from it, unbiased).")
@@ -94,7 +98,7 @@ flags.DEFINE_integer("batch_size", 32,
 flags.DEFINE_string("vocab_file", None,
                     "Optional: the teacher's vocab.txt, checked against the "
                     "config's vocab_size.")
-cli.define_shard_flags()
+flags.adopt_module_key_flags(shard_flags)
 flags.DEFINE_integer("length_multiple", 16,
                      "Each batch is cut to its longest real sequence rounded "
                      "up to this multiple (fewer XLA shapes); 0 never cuts.")
@@ -158,10 +162,10 @@ flags.register_multi_flags_validator(
 
 def main(argv):
   del argv  # Unused.
-  config = teacher_labels.read_teacher_config(
+  config = teacher_labels.read_labelling_teacher_config(
       FLAGS.bert_config_file, FLAGS.max_seq_length, FLAGS.truncation_factor,
       FLAGS.vocab_file)
-  settings = teacher_labels.label_settings_of_flags(
+  settings = label_settings.from_flags(
       FLAGS.label_mode, FLAGS.truncation_factor, FLAGS.num_samples,
       FLAGS.sample_temperature, config.vocab_size, FLAGS.exact_top_k)
   logging.info("Label mode: %s", settings.describe())
@@ -175,16 +179,20 @@ def main(argv):
     return
   feature_spec = records.pretraining_feature_spec(
       FLAGS.max_seq_length, FLAGS.max_predictions_per_seq)
-  teacher_labels.check_inputs([path for paths, _ in plan for path in paths],
-                              feature_spec, FLAGS.max_predictions_per_seq)
+  teacher_labels.check_input_lengths(
+      [path for paths, _ in plan for path in paths], feature_spec,
+      FLAGS.max_predictions_per_seq)
 
   strategy = distribution.local_strategy()
   if FLAGS.batch_size % strategy.num_replicas_in_sync:
     raise cli.StageError(
         f"--batch_size {FLAGS.batch_size} is not a multiple of the "
         f"{strategy.num_replicas_in_sync} GPUs")
-  model = teacher_labels.load_teacher(config, FLAGS.init_checkpoint, strategy,
+  try:
+    model = checkpoints.load_teacher(strategy, config, FLAGS.init_checkpoint,
                                      FLAGS.precision)
+  except ValueError as e:
+    raise cli.StageError(f"--init_checkpoint: {e}") from None
   use_xla = distill_training.use_xla(FLAGS.use_xla.lower())
   logging.info("Teacher precision %s, XLA %s", FLAGS.precision,
                "on" if use_xla else "off")

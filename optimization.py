@@ -104,11 +104,6 @@ class AdamWeightDecay(tf.Module):
     variables["global_step"] = self.global_step
     return variables
 
-  def current_learning_rate(self):
-    """The learning rate the next apply_gradients uses (float32 scalar)."""
-    self._check_built()
-    return self._learning_rate_at(self.global_step)
-
   def _learning_rate_at(self, step):
     if callable(self.learning_rate):
       return tf.cast(self.learning_rate(step), tf.float32)
@@ -201,18 +196,6 @@ class AdamWeightDecay(tf.Module):
       next_variable = tf.where(skip_update, variable, next_variable)
     return tf.group(m.assign(next_m), v.assign(next_v),
                     variable.assign(next_variable))
-
-
-def create_optimizer(init_lr, num_train_steps, num_warmup_steps,
-                     variables_by_name, **kwargs):
-  """Returns an AdamWeightDecay with BERT's schedule, built for the variables.
-
-  Call it under the strategy scope the variables were created in. Extra
-  keyword arguments (weight_decay_rate, clip_norm, ...) go to AdamWeightDecay.
-  """
-  schedule = LinearWarmupLinearDecay(init_lr, num_train_steps,
-                                     num_warmup_steps)
-  return AdamWeightDecay(schedule, **kwargs).build(variables_by_name)
 
 
 def loss_scale_for(precision):

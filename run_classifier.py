@@ -309,36 +309,24 @@ def teacher_labelled_features(strategy, task, teacher, feature_files, examples,
   return path, count
 
 
-def check_batch_sizes(replicas, **batch_sizes):
-  """Each global batch size must split evenly across the replicas."""
-  for flag, size in batch_sizes.items():
-    if size % replicas:
-      raise cli.StageError(f"--{flag} {size} does not split evenly across "
-                           f"{replicas} replicas")
-
-
 def distributed_train_dataset(strategy, path, spec, global_batch_size, seed,
                               num_examples, steps_done):
   """classifier_data.train_dataset for every input pipeline, per-replica
   batches; each pipeline skips the examples it fed the steps_done steps."""
-  def dataset_fn(context):
-    return classifier_data.train_dataset(
-        path, spec, context.get_per_replica_batch_size(global_batch_size),
-        seed, num_examples, num_shards=context.num_input_pipelines,
-        shard_index=context.input_pipeline_id,
-        skip_examples=(steps_done * global_batch_size //
-                       context.num_input_pipelines))
-  return strategy.distribute_datasets_from_function(dataset_fn)
+  return distribution.distributed_dataset(
+      strategy, lambda batch_size, num_shards, shard_index, skip: (
+          classifier_data.train_dataset(
+              path, spec, batch_size, seed, num_examples, num_shards,
+              shard_index, skip)), global_batch_size, steps_done)
 
 
 def predict(strategy, model, task, path, spec, num_examples, batch_size):
   """(logits [num_examples, C] in file order, summed loss) of a feature file."""
-  def dataset_fn(context):
-    return classifier_data.eval_dataset(
-        path, spec, context.get_per_replica_batch_size(batch_size),
-        num_examples, batch_size, num_shards=context.num_input_pipelines,
-        shard_index=context.input_pipeline_id)
-  dataset = strategy.distribute_datasets_from_function(dataset_fn)
+  dataset = distribution.distributed_dataset(
+      strategy, lambda per_replica, num_shards, shard_index, _: (
+          classifier_data.eval_dataset(
+              path, spec, per_replica, num_examples, batch_size, num_shards,
+              shard_index)), batch_size)
   return classifier.predict_logits(strategy, model, dataset, num_examples,
                                    task.is_regression)
 
@@ -369,7 +357,7 @@ def main(_):
   teacher = None
   if FLAGS.teacher_checkpoint:
     teacher = task_distillation.Teacher(
-        distill_training.read_teacher_config(
+        distill_training.read_matching_teacher_config(
             FLAGS.teacher_config, FLAGS.max_seq_length, config),
         FLAGS.teacher_checkpoint, FLAGS.teacher_precision or FLAGS.precision)
     task_distillation.check_teacher_labels(FLAGS.teacher_checkpoint, task)
@@ -378,10 +366,10 @@ def main(_):
         if FLAGS.unlabeled_file else [])
   strategy = distribution.create_strategy(FLAGS.distribution_strategy,
                                           FLAGS.tpu)
-  check_batch_sizes(strategy.num_replicas_in_sync,
-                    train_batch_size=FLAGS.train_batch_size,
-                    eval_batch_size=FLAGS.eval_batch_size,
-                    predict_batch_size=FLAGS.predict_batch_size)
+  distribution.check_batch_sizes(strategy.num_replicas_in_sync,
+                                 train_batch_size=FLAGS.train_batch_size,
+                                 eval_batch_size=FLAGS.eval_batch_size,
+                                 predict_batch_size=FLAGS.predict_batch_size)
   chief = distribution.is_chief(strategy)
   logging.info("Task %s (%s), %s with %d replica(s), precision %s",
                task.name, ", ".join(task.labels) or "regression",
@@ -436,8 +424,9 @@ def main(_):
       int(num_train_steps * FLAGS.warmup_proportion))
   model, optimizer, loss_scale = build_model(
       strategy, config, task.num_labels, schedule, FLAGS.precision, FLAGS.seed)
-  step = classifier.restore_or_initialize(model, optimizer, FLAGS.output_dir,
-                                          FLAGS.init_checkpoint)
+  step = training.restore_or_initialize(
+      model, optimizer, FLAGS.output_dir, FLAGS.init_checkpoint,
+      lambda path: classifier.initialize_from(model, path))
   if chief and not step:
     config.to_json_file(os.path.join(FLAGS.output_dir, "bert_config.json"))
 
@@ -467,7 +456,7 @@ def main(_):
     results = classifier.evaluation_results(
         task, logits, total_loss, classifier_data.labels_array(dev, task))
     if chief:
-      classifier.write_eval_results(results, step, FLAGS.output_dir)
+      training.write_eval_results(results, step, FLAGS.output_dir)
 
   if FLAGS.do_predict:
     test = examples["test"]

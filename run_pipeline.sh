@@ -381,7 +381,7 @@ if wants V; then
   EVAL_FLAG=()
   if [[ ${#held_out_files[@]} -gt 0 ]]; then
     EVAL_FLAG=(--eval_input_file="$(join_by_comma "${held_out_files[@]}")"
-               --teacher_kl)
+               --require_full_eval_labels)
   else
     echo "run_pipeline.sh: no held-out labels in $HELDOUT_LABELS_DIR: stage V evaluates on its training files"
   fi

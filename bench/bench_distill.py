@@ -84,16 +84,17 @@ def setup(args):
   sys.path.insert(0, ROOT)
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from bert_distill import records  # pylint: disable=g-import-not-at-top
+  from bert_distill import example_codec  # pylint: disable=g-import-not-at-top
+  from bert_distill import tfrecord  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(args.threads)
   rng = np.random.default_rng(0)
   path = os.path.join(args.tmp_dir, "teacher_labels.tfrecord")
-  with tf.io.TFRecordWriter(path) as writer:
+  with tfrecord.TFRecordWriter(path) as writer:
     for _ in range(NUM_RECORDS // args.batch_size):
       batch = synthetic_batch(rng, args.batch_size, args.seq_length,
                               args.predictions, args.k, STUDENT["vocab_size"])
       for i in range(args.batch_size):
-        writer.write(records.serialize_example(
+        writer.write(example_codec.serialize_example(
             {name: value[i] for name, value in batch.items()}))
   with open(os.path.join(args.tmp_dir, "student_config.json"), "w") as f:
     json.dump(dict(STUDENT, num_hidden_layers=args.layers), f)
@@ -107,9 +108,10 @@ class TensorFlowJob:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from bert_distill import distill_input  # pylint: disable=g-import-not-at-top
     from bert_distill import distill_training  # pylint: disable=g-import-not-at-top
+    from bert_distill import label_settings  # pylint: disable=g-import-not-at-top
+    from bert_distill import losses  # pylint: disable=g-import-not-at-top
     import modeling  # pylint: disable=g-import-not-at-top
     import optimization  # pylint: disable=g-import-not-at-top
-    from bert_distill import records  # pylint: disable=g-import-not-at-top
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     self.tf = tf
     config = modeling.BertConfig.from_json_file(
@@ -120,16 +122,15 @@ class TensorFlowJob:
     model, optimizer, loss_scale = distill_training.build_student(
         strategy, config, precision, 1,
         optimization.LinearWarmupLinearDecay(1e-4, 10000, 100))
-    spec = records.teacher_label_feature_spec(args.seq_length,
-                                              args.predictions, args.k)
+    settings = label_settings.LabelSettings(label_settings.TOP_K, args.k)
     dataset = distill_input.distributed_dataset(
         strategy, [os.path.join(args.tmp_dir, "teacher_labels.tfrecord")],
-        spec, args.batch_size, args.predictions, is_training=True, seed=1)
+        settings, args.batch_size, args.seq_length, args.predictions,
+        is_training=True, seed=1)
     self.iterator = iter(dataset)
     self.loop = distill_training.make_train_loop(
-        strategy, model, optimizer, args.batch_size,
-        {"temperature": 1.0, "soft_loss_weight": 1.0,
-         "hard_mlm_loss_weight": 0.0}, use_xla=jit, loss_scale=loss_scale)
+        strategy, model, optimizer, args.batch_size, losses.LossConfig(),
+        use_xla=jit, loss_scale=loss_scale)
 
   def run(self, steps):
     steps_run, terms = self.loop(self.iterator, self.tf.constant(steps))

@@ -17,7 +17,7 @@ One command runs the project's own stages on a few MB of real English
      held-out records in full mode;
   6. the same student (config, init, seed, steps, learning rate, batch)
      distilled from each, with two seeds, evaluated on the held-out file
-     with --teacher_kl.
+     with --require_full_eval_labels.
 
 It prints (and writes to WORK_DIR/label_quality.md and .json) a table of
 held-out teacher_kl, teacher_top1_agreement, masked_lm_accuracy,
@@ -54,6 +54,7 @@ sys.path[:0] = [BENCH, ROOT]
 import english_corpus  # pylint: disable=wrong-import-position
 import flops  # pylint: disable=wrong-import-position
 from bert_distill import records  # pylint: disable=wrong-import-position
+from bert_distill import tfrecord  # pylint: disable=wrong-import-position
 
 TEACHER_CONFIG = {
     "attention_probs_dropout_prob": 0.0, "hidden_act": "gelu",
@@ -287,7 +288,7 @@ def train_student(args, work, name, seed, input_dir, held_full, extra):
         ["--do_train", "--do_eval",
          f"--bert_config_file={os.path.join(work, 'student_config.json')}",
          f"--input_file={input_dir}/*.tfrecord",
-         f"--eval_input_file={held_full}/*.tfrecord", "--teacher_kl",
+         f"--eval_input_file={held_full}/*.tfrecord", "--require_full_eval_labels",
          f"--output_dir={out}", "--train_batch_size=32",
          "--eval_batch_size=32", "--learning_rate=2e-3",
          f"--num_train_steps={steps}", f"--num_warmup_steps={steps // 10}",
@@ -336,8 +337,8 @@ def main():
   if not os.path.isdir(held_full):
     label(args, work, teacher, teacher_config, vocab, held_records,
           "held_out_full", ["--label_mode=full"])
-  examples = records.count_records(records_files(student_records))
-  held_examples = records.count_records(records_files(held_records))
+  examples = tfrecord.count_records(records_files(student_records))
+  held_examples = tfrecord.count_records(records_files(held_records))
 
   rows = []
   for name in args.modes:

@@ -65,6 +65,7 @@ from bert_distill import distribution  # pylint: disable=g-import-not-at-top,wro
 import flops  # pylint: disable=g-import-not-at-top,wrong-import-position
 import modeling  # pylint: disable=g-import-not-at-top,wrong-import-position
 from bert_distill import records  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_distill import example_codec  # pylint: disable=g-import-not-at-top,wrong-import-position
 from bert_distill import teacher_labels  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -120,7 +121,7 @@ ORIGINAL_RECORDS = os.path.join(ROOT, "tests", "data", "original",
 
 def original_lengths():
   """Real lengths (sum of input_mask) of the original's sample records."""
-  return [int(np.sum(records.decode_example(r.numpy())[records.INPUT_MASK]))
+  return [int(np.sum(example_codec.decode_example(r.numpy())[records.INPUT_MASK]))
           for r in tf.data.TFRecordDataset(ORIGINAL_RECORDS)]
 
 
@@ -157,7 +158,7 @@ def write_inputs(work_dir, name, examples):
   count = len(examples[records.INPUT_IDS])
   with tf.io.TFRecordWriter(records_path) as writer:
     for i in range(count):
-      writer.write(records.serialize_example(
+      writer.write(example_codec.serialize_example(
           {feature: v[i] for feature, v in examples.items()}))
   npz_path = os.path.join(work_dir, f"{name}.npz")
   np.savez(npz_path, **{feature: examples[feature] for feature in (
@@ -260,7 +261,7 @@ def run_ours(labeler, records_path, output_path, config, args):
 def compare_outputs(ours_path, theirs_path):
   """(max relative prob difference, share of equal top-k ids) of two files."""
   def load(path):
-    examples = [records.decode_example(r.numpy())
+    examples = [example_codec.decode_example(r.numpy())
                 for r in tf.data.TFRecordDataset(path)]
     return (np.stack([e[records.TRUNCATED_PROBS] for e in examples]),
             np.stack([e[records.TOP_K_INDICES] for e in examples]),
@@ -386,7 +387,7 @@ def steady_state(args, mix, paths, teacher, config, config_dict, probe,
   for side, precision in sides_of(args):
     if side.startswith("ours"):
       runners[side] = teacher_labels.TeacherLabeler(
-          teacher_labels.load_teacher(config, checkpoint, strategy, precision),
+          checkpoints.load_teacher(strategy, config, checkpoint, precision),
           args.k, strategy, use_xla=distill_training.use_xla(args.use_xla))
     else:
       runners[side] = TorchWorker(args.bench_venv, weights_npz, inputs_npz,

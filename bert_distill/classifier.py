@@ -30,8 +30,9 @@ from bert_distill import cli
 from bert_distill import classifier_data
 from bert_distill import classifier_metrics
 import modeling
+from bert_distill import file_io
+from bert_distill import progress_log
 from bert_distill import records
-from bert_distill import summaries
 from bert_distill import training
 
 OUTPUT_WEIGHTS = "output_weights"
@@ -139,32 +140,6 @@ def initialize_from(model, init_checkpoint):
   return result
 
 
-def restore_or_initialize(model, optimizer, output_dir, init_checkpoint):
-  """Resumes from output_dir's newest usable checkpoint (training.resume),
-  else loads init_checkpoint (initialize_from).
-
-  Returns the global step training continues from.
-
-  Raises:
-    cli.StageError: as training.resume, or init_checkpoint cannot
-      initialise the model.
-  """
-  step = training.resume(training.checkpoint_variables(model, optimizer),
-                         optimizer.global_step, output_dir)
-  if step is not None:
-    return step
-  if init_checkpoint:
-    try:
-      initialize_from(model, init_checkpoint)
-    except ValueError as e:
-      raise cli.StageError(f"--init_checkpoint {e}") from None
-    logging.info("Initialised from %s", init_checkpoint)
-  else:
-    logging.warning("No --init_checkpoint and no checkpoint in %s: the "
-                    "model starts from random weights", output_dir)
-  return 0
-
-
 # ----------------------------------------------------------------------------
 # Training.
 
@@ -258,8 +233,8 @@ def predict_logits(strategy, model, dataset, num_examples, is_regression):
 
   all_logits = np.zeros([num_examples, model.num_labels], np.float32)
   total_loss = 0.0
-  progress = cli.Progress("predicting", total=num_examples, unit="examples",
-                          interval=10.0)
+  progress = progress_log.Progress("predicting", total=num_examples,
+                                   unit="examples", interval=10.0)
   for batch in dataset:
     index, logits, loss = step(batch)
     index = index.numpy()
@@ -284,28 +259,13 @@ def evaluation_results(task, logits, total_loss, labels):
   return results
 
 
-def write_eval_results(results, step, output_dir):
-  """Writes output_dir/eval_results.txt (`key = value`, as Google's) and
-  TensorBoard scalars under output_dir/eval."""
-  path = os.path.join(output_dir, "eval_results.txt")
-  with cli.atomic_output(path) as tmp_path:
-    with tf.io.gfile.GFile(tmp_path, "w") as f:
-      for key, value in sorted({**results, "global_step": step}.items()):
-        f.write(f"{key} = {value}\n")
-  writer = tf.summary.create_file_writer(os.path.join(output_dir, "eval"))
-  summaries.write_scalars(writer, "eval", results, step)
-  logging.info("Wrote %s: %s", path, ", ".join(
-      f"{k} = {v:.4f}" for k, v in sorted(results.items())))
-  return path
-
-
 def write_test_results(task, examples, logits, output_dir):
   """Writes output_dir/test_results.tsv in GLUE's submission layout: a
   header `index<TAB>prediction`, then each test example's index and its
   predicted label (or score)."""
   path = os.path.join(output_dir, "test_results.tsv")
   predictions = predictions_of(logits, task.is_regression)
-  with cli.atomic_output(path) as tmp_path:
+  with file_io.atomic_output(path) as tmp_path:
     with tf.io.gfile.GFile(tmp_path, "w") as f:
       f.write("index\tprediction\n")
       for example, prediction in zip(examples, predictions):

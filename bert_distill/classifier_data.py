@@ -26,8 +26,11 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from bert_distill import cli
+from bert_distill import example_codec
+from bert_distill import file_io
+from bert_distill import progress_log
 from bert_distill import records
+from bert_distill import tfrecord
 
 EXAMPLE_INDEX = "example_index"  # added by the evaluation pipeline
 
@@ -392,7 +395,7 @@ def feature_cache(examples, task, split, max_seq_length, tokenizer,
   `<split>.tf_record.json` beside it names what the records were made from
   (task, labels, the data and vocabulary files' sha256, max_seq_length,
   casing, example count); it is written after the records, both through
-  cli.atomic_output, so a run killed while writing leaves no cache and a
+  file_io.atomic_output, so a run killed while writing leaves no cache and a
   cache with another recipe is made anew.
   """
   path = os.path.join(output_dir, f"{split}.tf_record")
@@ -414,19 +417,19 @@ def feature_cache(examples, task, split, max_seq_length, tokenizer,
     logging.info("%s was made from other inputs or settings: writing it anew",
                  path)
   tf.io.gfile.makedirs(output_dir)
-  progress = cli.Progress(f"features of {split}", total=len(examples),
-                          unit="examples", interval=10.0)
-  with cli.atomic_output(path) as tmp_path:
-    with tf.io.TFRecordWriter(tmp_path) as writer:
+  progress = progress_log.Progress(f"features of {split}", total=len(examples),
+                                   unit="examples", interval=10.0)
+  with file_io.atomic_output(path) as tmp_path:
+    with tfrecord.TFRecordWriter(tmp_path) as writer:
       for index, example in enumerate(examples):
         features = convert_single_example(example, task, max_seq_length,
                                           tokenizer)
         if index < 3:
           _log_example(example, features, tokenizer)
-        writer.write(records.serialize_example(features))
+        writer.write(example_codec.serialize_example(features))
         progress.update()
   progress.log(final=True)
-  with cli.atomic_output(recipe_path) as tmp_path:
+  with file_io.atomic_output(recipe_path) as tmp_path:
     with tf.io.gfile.GFile(tmp_path, "w") as f:
       f.write(json.dumps(recipe, indent=1, sort_keys=True) + "\n")
   return path

@@ -5,7 +5,7 @@ predictions on the task (run_classifier.py --teacher_checkpoint).
   output folder: Google's names plus `output_weights` / `output_bias`), read
   through checkpoints.load_checkpoint, the one checkpoint-reading path, and
   checked against the task (its label set; its vocabulary against the
-  student's by distill_training.read_teacher_config, as stage V's).
+  student's by distill_training.read_matching_teacher_config, as stage V's).
 - It is frozen and, in inference, has no dropout: its logits on an example
   are the same at every step. So it runs once, over the labeled training
   examples and the unlabeled text, and its logits are cached with the
@@ -40,8 +40,12 @@ from bert_distill import classifier
 from bert_distill import classifier_data
 from bert_distill import classifier_metrics
 from bert_distill import cli
+from bert_distill import example_codec
+from bert_distill import file_io
 from bert_distill import losses
+from bert_distill import progress_log
 from bert_distill import records
+from bert_distill import tfrecord
 import modeling
 
 TRAIN_FILE = "task_distillation_train.tf_record"
@@ -202,7 +206,7 @@ def write_teacher_features(path, recipe, task, max_seq_length, tokenizer,
                            labeled, unlabeled, labeled_logits,
                            unlabeled_logits):
   """Writes the training records of task distillation to `path`, then the
-  recipe beside it (both through cli.atomic_output).
+  recipe beside it (both through file_io.atomic_output).
 
   Args:
     path: the records file.
@@ -215,11 +219,11 @@ def write_teacher_features(path, recipe, task, max_seq_length, tokenizer,
   Returns:
     path.
   """
-  progress = cli.Progress("task distillation records",
-                          total=len(labeled) + len(unlabeled),
-                          unit="examples", interval=10.0)
-  with cli.atomic_output(path) as tmp_path:
-    with tf.io.TFRecordWriter(tmp_path) as writer:
+  progress = progress_log.Progress("task distillation records",
+                                   total=len(labeled) + len(unlabeled),
+                                   unit="examples", interval=10.0)
+  with file_io.atomic_output(path) as tmp_path:
+    with tfrecord.TFRecordWriter(tmp_path) as writer:
       for index, is_labeled in write_order(len(labeled), len(unlabeled)):
         example = (labeled if is_labeled else unlabeled)[index]
         logits = (labeled_logits if is_labeled else unlabeled_logits)[index]
@@ -227,10 +231,10 @@ def write_teacher_features(path, recipe, task, max_seq_length, tokenizer,
             example, task, max_seq_length, tokenizer)
         features[records.TEACHER_LOGITS] = [float(v) for v in logits]
         features[records.LABEL_WEIGHT] = [1.0 if is_labeled else 0.0]
-        writer.write(records.serialize_example(features))
+        writer.write(example_codec.serialize_example(features))
         progress.update()
   progress.log(final=True)
-  with cli.atomic_output(path + ".json") as tmp_path:
+  with file_io.atomic_output(path + ".json") as tmp_path:
     with tf.io.gfile.GFile(tmp_path, "w") as f:
       f.write(json.dumps(recipe, indent=1, sort_keys=True) + "\n")
   return path

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bert_distill import example_codec
+from bert_distill import label_settings
 from bert_distill import records
 import bert_reference as ref
 import stage_runs
@@ -202,11 +204,11 @@ def test_input_features_copied_exactly_and_spec_parses(runs):
         records.TRUNCATED_PROBS, records.TOP_K_INDICES}
     for name in records.PRETRAINING_FEATURES:
       np.testing.assert_array_equal(written[name], given[name])
-  # The fast encoder's bytes are the same proto as records.serialize_example's.
+  # The fast encoder's bytes are the same proto as example_codec.serialize_example's.
   for serialized, decoded in zip(tf.data.TFRecordDataset(str(path)), out):
     assert tf.train.Example.FromString(serialized.numpy()) == (
-        tf.train.Example.FromString(records.serialize_example(decoded)))
-  spec = records.teacher_label_feature_spec(L, P, 5)
+        tf.train.Example.FromString(example_codec.serialize_example(decoded)))
+  spec = label_settings.LabelSettings(label_settings.TOP_K, 5).feature_spec(L, P)
   parsed = tf.io.parse_example(
       list(tf.data.TFRecordDataset(str(path)).batch(100))[0], spec)
   assert parsed[records.TOP_K_INDICES].shape == (19, P * 5)

@@ -25,7 +25,7 @@ from conftest import ROOT
 from bert_distill import records
 import stage_runs
 from bert_reference import assert_same_checkpoints, checkpoint_values
-from test_distill import K, P, SEQ, random_example, write_config
+from distill_cases import K, P, SEQ, random_example, write_config
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 DISTILL = os.path.join(ROOT, "distill.py")

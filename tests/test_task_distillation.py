@@ -17,8 +17,8 @@ from bert_distill import task_distillation
 import stage_runs
 from bert_reference import assert_same_checkpoints, checkpoint_values
 from stage_runs import replace_flag, run, start
-from test_run_classifier import (TOY_CONFIG, command, write_toy_task,
-                                 write_tsv, write_vocab)
+from classifier_cases import (TOY_CONFIG, command, write_toy_task, write_tsv,
+                              write_vocab)
 
 
 def numpy_kl(student, teacher, temperature):
