@@ -20,6 +20,7 @@ Shapes: B = batch size (per replica), L = max_seq_length,
 P = max_predictions_per_seq, k = truncation_factor, V = vocab_size.
 """
 
+import dataclasses
 import os
 
 from absl import flags
@@ -31,6 +32,8 @@ from bert_distill import cli
 from bert_distill import distill_input
 from bert_distill import distill_training
 from bert_distill import distribution
+from bert_distill import label_settings
+from bert_distill import losses
 import optimization
 from bert_distill import records
 from bert_distill import training
@@ -71,16 +74,18 @@ flags.DEFINE_integer("truncation_factor", None,
                      "masked position. Read from the records; when given it "
                      "must match them. 0 means masked_lm_probs (the whole "
                      "distribution).")
-flags.DEFINE_enum("label_mode", None, ["top_k", "full", "sampled"],
+flags.DEFINE_enum("label_mode", None, list(label_settings.LABEL_MODES),
                   "The teacher labels' mode. Read from the records (stage "
                   "IV's --label_mode); when given it must match them.")
 flags.DEFINE_bool("tail_mass_loss", False,
                   "top_k labels: add the teacher's mass outside its top k "
                   "as one more 'all other tokens' class on both sides.")
-flags.DEFINE_bool("teacher_kl", False,
+flags.DEFINE_bool("require_full_eval_labels", False,
                   "Require evaluation records holding the teacher's whole "
-                  "distribution (stage IV --label_mode full) and report "
-                  "teacher_kl & co. (reported whenever they do anyway).")
+                  "distribution (stage IV --label_mode full), so that "
+                  "teacher_kl & co. are reported (they are whenever the "
+                  "records hold it anyway).")
+flags.DEFINE_alias("teacher_kl", "require_full_eval_labels")  # deprecated
 flags.DEFINE_bool("do_train", False, "Train the student.")
 flags.DEFINE_bool("do_eval", False, "Evaluate the newest checkpoint.")
 flags.DEFINE_integer("max_seq_length", 128,
@@ -287,15 +292,15 @@ flags.register_multi_flags_validator(
     "--tpu and --distribution_strategy tpu go together")
 
 
-_INTERMEDIATE_FLAGS = ("embedding_loss_weight", "hidden_loss_weight",
-                       "hidden_loss", "attention_loss_weight",
-                       "attention_loss")
+# The flags of losses.LossConfig's fields (the layer map is resolved apart).
+_LOSS_FLAGS = [field.name for field in dataclasses.fields(losses.LossConfig)
+               if field.name != "hidden_layer_map"]
 
 
 def student_config():
   """The student's config and --init_layer_map as ints."""
   # --num_train_steps 0 reads no records: --max_seq_length does not apply.
-  config = distill_training.read_config(
+  config = distill_training.read_student_config(
       checkpoints.companion_file(
           FLAGS.bert_config_file, FLAGS.init_checkpoint, "config",
           "--bert_config_file", "--init_checkpoint"),
@@ -313,37 +318,43 @@ def main(_):
     distill_training.write_initial_student(
         config, FLAGS.init_checkpoint, layer_map, FLAGS.output_dir, FLAGS.seed)
     return
+  loss_config, preset_values = distill_training.loss_config(
+      {name: FLAGS[name].value for name in _LOSS_FLAGS},
+      {name for name in _LOSS_FLAGS if FLAGS[name].present}, FLAGS.preset)
+  if FLAGS.preset:
+    logging.info("--preset %s sets %s", FLAGS.preset, preset_values)
   online = bool(FLAGS.teacher_checkpoint)
   if online:
-    if FLAGS.preset:
-      logging.info("--preset %s sets %s", FLAGS.preset,
-                   distill_training.apply_preset(FLAGS, FLAGS.preset))
-    teacher_config = distill_training.read_teacher_config(
+    teacher_config = distill_training.read_matching_teacher_config(
         checkpoints.companion_file(
             FLAGS.teacher_config, FLAGS.teacher_checkpoint, "config",
             "--teacher_config", "--teacher_checkpoint"), FLAGS.max_seq_length,
         config)
-    options = distill_training.intermediate_options(
-        config, teacher_config, hidden_layer_map=FLAGS.hidden_layer_map,
-        relation_heads=FLAGS.relation_heads,
-        **{name: FLAGS[name].value for name in _INTERMEDIATE_FLAGS})
-  train_files, eval_files = distill_input.find_input_files(
+    loss_config = distill_training.resolve_layers(
+        loss_config, config, teacher_config, FLAGS.hidden_layer_map)
+  train_files, eval_files = distill_input.find_train_and_eval_files(
       FLAGS.input_file, FLAGS.eval_input_file, FLAGS.do_eval)
   strategy = distribution.create_strategy(FLAGS.distribution_strategy,
                                           FLAGS.tpu)
-  if online:
-    spec = eval_spec = distill_input.check_online_inputs(
+  if online:  # The records' labels, if any, are not read: the teacher's are.
+    distill_input.check_online_inputs(
         train_files, eval_files, config, FLAGS.max_seq_length,
         FLAGS.max_predictions_per_seq)
+    labels = eval_labels = None
   else:
-    spec, eval_spec, _ = distill_input.check_inputs(
+    labels, eval_labels = distill_input.check_inputs(
         train_files, eval_files, config, FLAGS.max_seq_length,
         FLAGS.max_predictions_per_seq, distill_input.LabelFlags(
-            FLAGS.truncation_factor, FLAGS.label_mode, FLAGS.temperature,
-            FLAGS.tail_mass_loss, FLAGS.soft_loss_weight, FLAGS.teacher_kl))
-  distill_input.check_batch_sizes(strategy.num_replicas_in_sync,
-                                  train_batch_size=FLAGS.train_batch_size,
-                                  eval_batch_size=FLAGS.eval_batch_size)
+            FLAGS.truncation_factor, FLAGS.label_mode, loss_config.temperature,
+            loss_config.tail_mass_loss, loss_config.soft_loss_weight,
+            FLAGS.require_full_eval_labels))
+  spec, eval_spec = (
+      label_settings.feature_spec(settings, FLAGS.max_seq_length,
+                                  FLAGS.max_predictions_per_seq)
+      for settings in (labels, eval_labels))
+  distribution.check_batch_sizes(strategy.num_replicas_in_sync,
+                                 train_batch_size=FLAGS.train_batch_size,
+                                 eval_batch_size=FLAGS.eval_batch_size)
   bounds = records.value_bounds(config.vocab_size, config.type_vocab_size,
                                 FLAGS.max_seq_length)
   exclusions = (distill_input.scan_for_skipping(
@@ -362,34 +373,34 @@ def main(_):
   if online:
     teacher = distill_training.make_online_teacher(
         strategy, config, teacher_config, FLAGS.teacher_checkpoint,
-        FLAGS.teacher_precision or FLAGS.precision, options, FLAGS.seed,
-        soft_labels=FLAGS.soft_loss_weight > 0)
+        FLAGS.teacher_precision or FLAGS.precision, loss_config, FLAGS.seed,
+        soft_labels=loss_config.soft_loss_weight > 0)
   projections = teacher.projections if teacher else {}
   model, optimizer, loss_scale = distill_training.build_student(
       strategy, config, FLAGS.precision, FLAGS.seed, schedule, projections)
   if chief and FLAGS.do_train:
     training.prepare_output_dir(FLAGS.output_dir)
-  step = distill_training.restore_or_initialize(
-      model, optimizer, FLAGS.output_dir, FLAGS.init_checkpoint, layer_map,
+  step = training.restore_or_initialize(  # layer_map None: layer i from i
+      model, optimizer, FLAGS.output_dir, FLAGS.init_checkpoint,
+      # The student's heads and pooler train from their initial values when
+      # the checkpoint has none (an encoder-only model).
+      lambda path: checkpoints.load_checkpoint(
+          model, path, layer_map=layer_map, optional=("cls/", "bert/pooler/")),
       projections)
   distribution.check_workers_agree(strategy, step, FLAGS.output_dir)
   if chief and not step:
     tf.io.gfile.makedirs(FLAGS.output_dir)
     config.to_json_file(os.path.join(FLAGS.output_dir, "bert_config.json"))
 
-  loss_options = {"temperature": FLAGS.temperature,
-                  "soft_loss_weight": FLAGS.soft_loss_weight,
-                  "hard_mlm_loss_weight": FLAGS.hard_mlm_loss_weight,
-                  "next_sentence_loss_weight": FLAGS.next_sentence_loss_weight,
-                  "tail_mass_loss": FLAGS.tail_mass_loss}
   if FLAGS.do_train and step >= FLAGS.num_train_steps:
     logging.info("Already trained: %s is at step %d of --num_train_steps %d; "
                  "nothing to train", FLAGS.output_dir, step,
                  FLAGS.num_train_steps)
   elif FLAGS.do_train:
     dataset = distill_input.distributed_dataset(
-        strategy, train_files, spec, FLAGS.train_batch_size,
-        FLAGS.max_predictions_per_seq, is_training=True, seed=FLAGS.seed,
+        strategy, train_files, labels, FLAGS.train_batch_size,
+        FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
+        is_training=True, seed=FLAGS.seed,
         steps_done=step, bounds=bounds, exclusions=exclusions)
     try:
       step = distill_training.train(
@@ -401,7 +412,7 @@ def main(_):
               keep_checkpoint_max=FLAGS.keep_checkpoint_max,
               global_batch_size=FLAGS.train_batch_size,
               output_dir=FLAGS.output_dir, chief=chief,
-              loss_options=loss_options,
+              loss_config=loss_config,
               use_xla=distill_training.use_xla(FLAGS.use_xla),
               loss_scale=loss_scale, teacher=teacher,
               trainable=FLAGS.trainable))
@@ -426,17 +437,18 @@ def main(_):
                              f"--eval_batch_size {FLAGS.eval_batch_size} "
                              f"records")
       dataset = distill_input.distributed_dataset(
-          strategy, eval_files, eval_spec, FLAGS.eval_batch_size,
-          FLAGS.max_predictions_per_seq, is_training=False, seed=FLAGS.seed,
-          bounds=bounds, exclusions=exclusions)
+          strategy, eval_files, eval_labels, FLAGS.eval_batch_size,
+          FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
+          is_training=False, seed=FLAGS.seed, bounds=bounds,
+          exclusions=exclusions)
       metrics = distill_training.evaluate(strategy, model, dataset,
-                                          num_batches, loss_options, teacher)
+                                          num_batches, loss_config, teacher)
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
       raise distill_input.input_error(
           e, eval_files, eval_spec, bounds, "--eval_input_file"
           if FLAGS.eval_input_file else "--input_file") from None
     if chief:
-      distill_training.write_eval_results(metrics, step, FLAGS.output_dir)
+      training.write_eval_results(metrics, step, FLAGS.output_dir)
 
 
 if __name__ == "__main__":

@@ -21,15 +21,15 @@ them):
            (sampled_head_probs, sampled_head_ids [P * h]) and the draws come
            from the rest of the distribution.
 
-The softmax is float32 over the full vocabulary; the MLM head runs only at
-the masked positions.
+The softmax is float32 over the full vocabulary, whatever --precision the
+teacher computes in; the MLM head runs only at the masked positions.
 
 Speed without changing the numbers: examples of similar length are batched
 together (within windows of --sort_batches batches; the output keeps input
 order) and each batch is cut to its longest real sequence (rounded up to
 --length_multiple so XLA compiles few shapes; the attention mask makes
 padding contribute exactly zero), the forward pass,
-softmax and top-k run as one XLA-compiled function, tf.data reads and parses
+softmax and top-k run as one function (XLA-compiled on GPUs), tf.data reads and parses
 the next batches while the model runs, and records are encoded straight from
 NumPy arrays. With several GPUs a MirroredStrategy splits each batch across
 them; --num_shards/--shard_index split the corpus across processes or
@@ -44,8 +44,11 @@ from absl import logging
 
 from bert_distill import checkpoints
 from bert_distill import cli
+from bert_distill import distill_training
 from bert_distill import distribution
+from bert_distill import label_settings
 from bert_distill import records
+from bert_distill import shard_flags
 from bert_distill import teacher_labels
 
 FLAGS = flags.FLAGS
@@ -68,7 +71,8 @@ flags.DEFINE_string("output_file", None,
 flags.DEFINE_string("output_dir", None,
                     "Write one output per input file here, with the input's "
                     "base name; complete outputs are skipped on a rerun.")
-flags.DEFINE_enum("label_mode", "top_k", ["top_k", "full", "sampled"],
+flags.DEFINE_enum("label_mode", label_settings.TOP_K,
+                  list(label_settings.LABEL_MODES),
                   "What to keep of the teacher's softmax: top_k (its k most "
                   "probable tokens, the original's), full (all of it) or "
                   "sampled (--num_samples draws from it, unbiased).")
@@ -98,7 +102,7 @@ flags.DEFINE_integer("batch_size", 32,
 flags.DEFINE_string("vocab_file", None,
                     "Optional: the teacher's vocab.txt, checked against the "
                     "config's vocab_size.")
-cli.define_shard_flags()
+flags.adopt_module_key_flags(shard_flags)
 flags.DEFINE_integer("length_multiple", 16,
                      "Each batch is cut to its longest real sequence rounded "
                      "up to this multiple (fewer XLA shapes); 0 never cuts.")
@@ -106,8 +110,18 @@ flags.DEFINE_integer("sort_batches", 8,
                      "Sort each run of this many batches by length before "
                      "cutting them, so short examples batch together (the "
                      "output keeps input order); 1 = no sorting.")
-flags.DEFINE_bool("use_xla", True,
-                  "Compile forward pass, softmax and top-k with XLA.")
+flags.DEFINE_enum("use_xla", "auto", ["auto", "true", "false"],
+                  "Compile forward pass, softmax and top-k with XLA. auto: "
+                  "on with GPUs or a TPU, off on CPUs (where the plain graph "
+                  "measured faster; docs/performance.md), as distill.py.",
+                  case_sensitive=False)
+flags.DEFINE_enum("precision", "float32",
+                  ["float32", "mixed_float16", "mixed_bfloat16"],
+                  "Compute dtype of the teacher (distill.py's "
+                  "--teacher_precision): mixed_bfloat16 is about twice as "
+                  "fast where the CPU has AMX or AVX512-BF16 units or the GPU "
+                  "bfloat16 ones. The variables, the softmax and every label "
+                  "statistic stay float32.")
 flags.DEFINE_integer("max_records", 0,
                      "Label only the first this many records of each input "
                      "file (0: all), e.g. a held-out sample in full mode.")
@@ -151,12 +165,12 @@ flags.register_multi_flags_validator(
 
 def main(argv):
   del argv  # Unused.
-  config = teacher_labels.read_teacher_config(
+  config = teacher_labels.read_labelling_teacher_config(
       checkpoints.companion_file(FLAGS.bert_config_file, FLAGS.init_checkpoint,
                                  "config", "--bert_config_file",
                                  "--init_checkpoint"),
       FLAGS.max_seq_length, FLAGS.truncation_factor, FLAGS.vocab_file)
-  settings = teacher_labels.label_settings_of_flags(
+  settings = label_settings.from_flags(
       FLAGS.label_mode, FLAGS.truncation_factor, FLAGS.num_samples,
       FLAGS.sample_temperature, config.vocab_size, FLAGS.exact_top_k)
   logging.info("Label mode: %s", settings.describe())
@@ -170,17 +184,25 @@ def main(argv):
     return
   feature_spec = records.pretraining_feature_spec(
       FLAGS.max_seq_length, FLAGS.max_predictions_per_seq)
-  teacher_labels.check_inputs([path for paths, _ in plan for path in paths],
-                              feature_spec, FLAGS.max_predictions_per_seq)
+  teacher_labels.check_input_lengths(
+      [path for paths, _ in plan for path in paths], feature_spec,
+      FLAGS.max_predictions_per_seq)
 
   strategy = distribution.local_strategy()
   if FLAGS.batch_size % strategy.num_replicas_in_sync:
     raise cli.StageError(
         f"--batch_size {FLAGS.batch_size} is not a multiple of the "
         f"{strategy.num_replicas_in_sync} GPUs")
-  model = teacher_labels.load_teacher(config, FLAGS.init_checkpoint, strategy)
+  try:
+    model = checkpoints.load_teacher(strategy, config, FLAGS.init_checkpoint,
+                                     FLAGS.precision)
+  except ValueError as e:
+    raise cli.StageError(f"--init_checkpoint: {e}") from None
+  use_xla = distill_training.use_xla(FLAGS.use_xla.lower())
+  logging.info("Teacher precision %s, XLA %s", FLAGS.precision,
+               "on" if use_xla else "off")
   labeler = teacher_labels.TeacherLabeler(
-      model, FLAGS.truncation_factor, strategy, FLAGS.use_xla, settings.mode,
+      model, FLAGS.truncation_factor, strategy, use_xla, settings.mode,
       settings.temperature, settings.head_k)
   bounds = records.value_bounds(config.vocab_size, config.type_vocab_size,
                                 FLAGS.max_seq_length)

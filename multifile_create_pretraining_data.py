@@ -25,7 +25,9 @@ import os
 from absl import flags
 
 from bert_distill import cli
+from bert_distill import file_io
 from bert_distill import pretraining_data
+from bert_distill import shard_flags
 
 flags.DEFINE_string("input_dir", None,
                     "Folder of input text files (*.txt): one sentence per "
@@ -63,7 +65,7 @@ flags.DEFINE_integer("num_workers", None,
                      "Worker processes, each working on one file at a time "
                      "(default: all cores this process may use).")
 
-cli.define_shard_flags()
+flags.adopt_module_key_flags(shard_flags)
 
 FLAGS = flags.FLAGS
 
@@ -129,7 +131,7 @@ def main(argv):
         FLAGS.num_shards, FLAGS.shard_index)
   except OSError as e:
     # An unreadable input, a folder that cannot be created.
-    raise cli.StageError(cli.describe_os_error(e)) from None
+    raise cli.StageError(file_io.describe_os_error(e)) from None
 
 
 if __name__ == "__main__":

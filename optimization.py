@@ -104,11 +104,6 @@ class AdamWeightDecay(tf.Module):
     variables["global_step"] = self.global_step
     return variables
 
-  def current_learning_rate(self):
-    """The learning rate the next apply_gradients uses (float32 scalar)."""
-    self._check_built()
-    return self._learning_rate_at(self.global_step)
-
   def _learning_rate_at(self, step):
     if callable(self.learning_rate):
       return tf.cast(self.learning_rate(step), tf.float32)
@@ -203,16 +198,18 @@ class AdamWeightDecay(tf.Module):
                     variable.assign(next_variable))
 
 
-def create_optimizer(init_lr, num_train_steps, num_warmup_steps,
-                     variables_by_name, **kwargs):
-  """Returns an AdamWeightDecay with BERT's schedule, built for the variables.
+def loss_scale_for(precision):
+  """The loss scale a --precision trains with: a DynamicLossScale for
+  mixed_float16, None for float32 and mixed_bfloat16.
 
-  Call it under the strategy scope the variables were created in. Extra
-  keyword arguments (weight_decay_rate, clip_norm, ...) go to AdamWeightDecay.
+  float16's 5 exponent bits flush small gradients to zero unless the loss is
+  scaled up first; bfloat16 keeps float32's 8 exponent bits, so its
+  gradients underflow no sooner than float32's and scaling would only add
+  the overflow checks' work. Call it under the strategy's scope.
   """
-  schedule = LinearWarmupLinearDecay(init_lr, num_train_steps,
-                                     num_warmup_steps)
-  return AdamWeightDecay(schedule, **kwargs).build(variables_by_name)
+  if precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
+    raise ValueError(f"unknown precision {precision!r}")
+  return DynamicLossScale() if precision == "mixed_float16" else None
 
 
 class DynamicLossScale:

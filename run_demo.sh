@@ -21,6 +21,11 @@
 #
 # It ends with one table: dev accuracy, parameters and inference rate
 # (bench/inference_rate.py: batch 32 x 64 tokens, float32) of each.
+# The models compute in bfloat16 where the hardware has bfloat16 units (CPU
+# flags amx_bf16 or avx512_bf16, or a GPU of compute capability >= 8.0), in
+# float32 elsewhere: run_pipeline.sh's --precision=auto, which says its
+# choice in the first lines of the log (PRECISION=float32 ./run_demo.sh
+# forces one).
 # A rerun skips every finished stage; `make clean-demo` starts over.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -32,6 +32,7 @@ from absl import flags
 
 from bert_distill import article_split
 from bert_distill import cli
+from bert_distill import file_io
 
 flags.DEFINE_string("read_file", None,
                     "The text file to split: one sentence per line, a blank "
@@ -62,7 +63,7 @@ def main(argv):
                              FLAGS.folder, FLAGS.name_base)
   except OSError as e:
     # An unreadable file, a folder that cannot be created.
-    raise cli.StageError(cli.describe_os_error(e)) from None
+    raise cli.StageError(file_io.describe_os_error(e)) from None
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ LayerNorm and biases) with gradients clipped to global norm 1.0. Two models:
     .json: 2 layers, hidden 64), seq 64.
 
   * tf: run_classifier.py's own pieces (classifier_data.train_dataset over
-    TFRecords written with records.serialize_example ->
+    TFRecords written with example_codec.serialize_example ->
     classifier.make_train_loop -> optimization.AdamWeightDecay), float32;
   * torch: transformers' BertForSequenceClassification (hidden_act
     gelu_new, BERT's tanh GELU), torch.optim.AdamW, float32,
@@ -87,6 +87,7 @@ class TensorFlowJob:
     import modeling  # pylint: disable=g-import-not-at-top
     import optimization  # pylint: disable=g-import-not-at-top
     from bert_distill import records  # pylint: disable=g-import-not-at-top
+    from bert_distill import example_codec  # pylint: disable=g-import-not-at-top
     self.tf = tf
     path = os.path.join(args.tmp_dir, f"{args.model}.tf_record")
     rng = np.random.default_rng(0)
@@ -95,7 +96,7 @@ class TensorFlowJob:
       for _ in range(4):
         batch = synthetic_batch(rng, config, args.batch_size, args.seq_length)
         for i in range(args.batch_size):
-          writer.write(records.serialize_example(
+          writer.write(example_codec.serialize_example(
               {name: value[i] for name, value in batch.items()}))
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     with strategy.scope():
@@ -201,6 +202,7 @@ def main():
     return worker(args)
 
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+  print(flops.cpu_line(), flush=True)
   print("load average (1, 5, 15 min) at start: %.1f %.1f %.1f on %d cores"
         % (*os.getloadavg(), os.cpu_count()), flush=True)
   gemm_before = gemm_gflops()

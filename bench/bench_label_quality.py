@@ -17,7 +17,7 @@ One command runs the project's own stages on a few MB of real English
      held-out records in full mode;
   6. the same student (config, init, seed, steps, learning rate, batch)
      distilled from each, with two seeds, evaluated on the held-out file
-     with --teacher_kl.
+     with --require_full_eval_labels.
 
 It prints (and writes to WORK_DIR/label_quality.md and .json) a table of
 held-out teacher_kl, teacher_top1_agreement, masked_lm_accuracy,
@@ -52,7 +52,9 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 sys.path[:0] = [BENCH, ROOT]
 import english_corpus  # pylint: disable=wrong-import-position
+import flops  # pylint: disable=wrong-import-position
 from bert_distill import records  # pylint: disable=wrong-import-position
+from bert_distill import tfrecord  # pylint: disable=wrong-import-position
 
 TEACHER_CONFIG = {
     "attention_probs_dropout_prob": 0.0, "hidden_act": "gelu",
@@ -134,13 +136,17 @@ def log(message):
 
 
 def snapshot_code(work):
-  """Copies the project's scripts and modules to WORK_DIR/code; returns it."""
+  """Copies the project's scripts, modules and bert_distill/ to
+  WORK_DIR/code; returns it."""
   code = os.path.join(work, "code")
   shutil.rmtree(code, ignore_errors=True)
   for name in os.listdir(ROOT):
     if name.endswith(".py"):
       os.makedirs(code, exist_ok=True)
       shutil.copy(os.path.join(ROOT, name), code)
+  shutil.copytree(os.path.join(ROOT, "bert_distill"),
+                  os.path.join(code, "bert_distill"),
+                  ignore=shutil.ignore_patterns("__pycache__"))
   shutil.copytree(os.path.join(ROOT, "data", "example_wiki"),
                   os.path.join(code, "data", "example_wiki"),
                   ignore=shutil.ignore_patterns("*.bz2"))
@@ -282,7 +288,7 @@ def train_student(args, work, name, seed, input_dir, held_full, extra):
         ["--do_train", "--do_eval",
          f"--bert_config_file={os.path.join(work, 'student_config.json')}",
          f"--input_file={input_dir}/*.tfrecord",
-         f"--eval_input_file={held_full}/*.tfrecord", "--teacher_kl",
+         f"--eval_input_file={held_full}/*.tfrecord", "--require_full_eval_labels",
          f"--output_dir={out}", "--train_batch_size=32",
          "--eval_batch_size=32", "--learning_rate=2e-3",
          f"--num_train_steps={steps}", f"--num_warmup_steps={steps // 10}",
@@ -301,6 +307,7 @@ def spread(values):
 
 def main():
   args = parse_args()
+  print(flops.cpu_line(), flush=True)
   work = args.work_dir = os.path.abspath(args.work_dir)
   os.makedirs(os.path.join(work, "logs"), exist_ok=True)
   args.code = snapshot_code(work)
@@ -330,8 +337,8 @@ def main():
   if not os.path.isdir(held_full):
     label(args, work, teacher, teacher_config, vocab, held_records,
           "held_out_full", ["--label_mode=full"])
-  examples = records.count_records(records_files(student_records))
-  held_examples = records.count_records(records_files(held_records))
+  examples = tfrecord.count_records(records_files(student_records))
+  held_examples = tfrecord.count_records(records_files(held_records))
 
   rows = []
   for name in args.modes:
@@ -378,7 +385,7 @@ def write_report(args, work, started, load_before, vocab_size, examples,
   header = {
       "date": datetime.datetime.now(datetime.timezone.utc).strftime(
           "%Y-%m-%d %H:%M UTC"),
-      "machine": f"{platform.node()}: {os.cpu_count()} CPU cores, no GPU",
+      "machine": f"{platform.node()}: {flops.cpu_line()}, no GPU",
       "load_average_before": [round(x, 2) for x in load_before],
       "load_average_after": [round(x, 2) for x in os.getloadavg()],
       "command": "bench/bench_label_quality.py " + " ".join(sys.argv[1:]),

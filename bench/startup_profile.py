@@ -87,7 +87,7 @@ def instrument(stage, modeling):
     phases = {distill_input: ("check_inputs", "distributed_dataset",
                               "count_batches"),
               distribution: ("create_strategy",),
-              distill_training: ("build_student", "restore_or_initialize",
+              distill_training: ("build_student",
                                  "evaluate"),
               summaries: ("write_scalars",)}
   else:  # extract_teacher_labels_truncated.py
@@ -108,10 +108,11 @@ def instrument(stage, modeling):
                 if first else "teacher, later calls (run)",
                 time.perf_counter() - wall, time.process_time() - cpu)
     teacher_labels.TeacherLabeler.__call__ = label
-    from bert_distill import records  # pylint: disable=g-import-not-at-top
-    phases = {teacher_labels: ("check_inputs", "load_teacher",
-                               "read_teacher_config"),
-              records: ("count_records",),
+    from bert_distill import tfrecord  # pylint: disable=g-import-not-at-top
+    phases = {teacher_labels: ("check_input_lengths",
+                               "read_labelling_teacher_config"),
+              checkpoints: ("load_teacher",),
+              tfrecord: ("count_records",),
               distribution: ("local_strategy",)}
   for module, names in phases.items():
     for name in names:
@@ -121,6 +122,9 @@ def instrument(stage, modeling):
 def main():
   script, args = sys.argv[1], sys.argv[sys.argv.index("--") + 1:]
   sys.path.insert(0, ROOT)
+  sys.path.insert(0, os.path.join(ROOT, "bench"))
+  import flops  # pylint: disable=g-import-not-at-top
+  print(flops.cpu_line(), flush=True)
   wall, cpu = time.perf_counter(), time.process_time()
   import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
   _record("import tensorflow", time.perf_counter() - wall,

@@ -21,6 +21,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bert_distill import records  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_distill import example_codec  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_distill import tfrecord  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def argument_parser(doc):
@@ -70,7 +72,7 @@ def peak_gpu_mb(device):
 
 def read_examples(path):
   """The records of a TFRecord file, each as {name: np.ndarray}."""
-  examples = [records.decode_example(r) for r in records.read_tfrecords(path)]
+  examples = [example_codec.decode_example(r) for r in tfrecord.read_tfrecords(path)]
   if "tensorflow" in sys.modules:
     raise RuntimeError("records.py read the records with TensorFlow "
                        "(google_crc32c's C code is missing): the PyTorch "

@@ -32,11 +32,13 @@ import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [BENCH, os.path.dirname(BENCH)]
 from bert_distill import records  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_distill import example_codec  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_distill import tfrecord  # pylint: disable=g-import-not-at-top,wrong-import-position
 import torch_peer  # pylint: disable=g-import-not-at-top,wrong-import-position
 import torch_teacher_worker  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # The teacher-label records: the input features, then the teacher's top k.
-LABEL_RECORD = records.ExampleBatchEncoder(
+LABEL_RECORD = example_codec.ExampleBatchEncoder(
     records.PRETRAINING_FEATURES + (records.TRUNCATED_PROBS,
                                     records.TOP_K_INDICES))
 
@@ -57,7 +59,7 @@ def main():
   loaded = time.perf_counter()
   examples = torch_peer.read_examples(args.input_file)
   batch_times = []
-  with records.TFRecordWriter(args.output_file + ".tmp") as writer:
+  with tfrecord.TFRecordWriter(args.output_file + ".tmp") as writer:
     for begin in range(0, len(examples), args.batch_size):
       started = time.perf_counter()
       batch = examples[begin:begin + args.batch_size]

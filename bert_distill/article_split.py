@@ -16,6 +16,7 @@ import re
 from absl import logging
 
 from bert_distill import cli
+from bert_distill import file_io
 
 # Longer lines are read in chunks of this size, so memory stays bounded even
 # for a file without newlines.
@@ -79,7 +80,7 @@ class PieceWriter:
     """Closes the current piece under its final name and opens the next."""
     self.close()
     self.index += 1
-    self.tmp_path = cli.temporary_path(self.path_of_piece(self.index))
+    self.tmp_path = file_io.temporary_path(self.path_of_piece(self.index))
     self.out = open(self.tmp_path, "wb")
     self.piece_articles = 0
 
@@ -189,7 +190,7 @@ def split_articles(read_file, num_articles, article_bytes, num_pieces,
       pieces.discard()
       if isinstance(e, OSError) and not e.filename:
         # A write error (a full disk) does not say which file.
-        raise cli.StageError(cli.describe_os_error(
+        raise cli.StageError(file_io.describe_os_error(
             e, path_of_piece(pieces.index))) from None
       raise
   return pieces.sizes
@@ -217,7 +218,7 @@ def remove_former_pieces(folder, name_base):
     cli.StageError: for a `<name_base>_<N>.txt` that no manifest lists: it
       was not written by this script, and stage III-b would read it.
   """
-  manifest = cli.read_json(manifest_path(folder, name_base)) or {}
+  manifest = file_io.read_json(manifest_path(folder, name_base)) or {}
   ours = set(manifest.get("pieces", []))
   piece = re.compile(re.escape(name_base) + r"_\d+\.txt$")
   for name in sorted(os.listdir(folder)):
@@ -252,14 +253,15 @@ def split_file(read_file, split_number, folder, name_base):
     return os.path.join(folder, f"{name_base}_{index}.txt")
 
   names = [os.path.basename(path_of_piece(i)) for i in range(num_pieces)]
-  cli.remove_stale_temporaries(
+  file_io.remove_stale_temporaries(
       os.path.join(glob.escape(folder), glob.escape(name_base)) + "_*")
-  cli.remove_stale_temporaries(glob.escape(manifest_path(folder, name_base)))
+  file_io.remove_stale_temporaries(
+      glob.escape(manifest_path(folder, name_base)))
   remove_former_pieces(folder, name_base)
-  made_from = {"read_file": cli.file_identity(read_file),
+  made_from = {"read_file": file_io.file_identity(read_file),
                "split_number": split_number, "pieces": names}
   # Listed before they are written, so that a killed run's pieces are known.
-  cli.write_json(manifest_path(folder, name_base),
+  file_io.write_json(manifest_path(folder, name_base),
                  dict(made_from, complete=False))
   logging.info("Splitting %s: %d articles, %d bytes, into %d pieces",
                read_file, num_articles, article_bytes, num_pieces)
@@ -267,5 +269,5 @@ def split_file(read_file, split_number, folder, name_base):
                          num_pieces, path_of_piece)
   for index, size in enumerate(sizes):
     logging.info("  %s: %d bytes", path_of_piece(index), size)
-  cli.write_json(manifest_path(folder, name_base),
+  file_io.write_json(manifest_path(folder, name_base),
                  dict(made_from, complete=True, sizes=sizes))

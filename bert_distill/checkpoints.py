@@ -14,7 +14,7 @@ What a crash or a bad file can do, and what is promised then:
 - a save is never seen half-done: data and index files are written under
   temporary names, fsynced, and renamed data first, index last (a prefix is
   complete once its index exists); the state file is replaced the same way.
-  `remove_stale_temporaries` removes what a killed or failed save left.
+  `remove_interrupted_saves` removes what a killed or failed save left.
 - a save refuses non-finite values (NonFiniteError), so no checkpoint holds
   NaN or infinity.
 - a checkpoint whose index or data cannot be read in full (a truncated copy,
@@ -40,7 +40,9 @@ import numpy as np
 import tensorflow as tf
 
 from bert_distill import cli
+from bert_distill import file_io
 from bert_distill import huggingface
+import modeling
 
 
 class CorruptCheckpointError(ValueError):
@@ -90,7 +92,7 @@ def latest_checkpoint(directory):
 
 def _complete_prefixes(directory):
   """Prefixes in `directory` with an index file, ignoring unfinished saves
-  (named by cli.temporary_path)."""
+  (named by file_io.temporary_path)."""
   return [p[:-len(".index")]
           for p in tf.io.gfile.glob(os.path.join(directory, "*.index"))
           if ".tmp-" not in os.path.basename(p)]
@@ -130,7 +132,7 @@ def _write_state_file(directory, prefixes):
   state = tf.compat.v1.train.generate_checkpoint_state_proto(
       ".", names[-1], all_model_checkpoint_paths=names)
   path = os.path.join(directory, _STATE_FILE)
-  with cli.atomic_output(path) as tmp_path:
+  with file_io.atomic_output(path) as tmp_path:
     with tf.io.gfile.GFile(tmp_path, "w") as f:
       f.write(text_format.MessageToString(state))
     _fsync(tmp_path)
@@ -509,7 +511,7 @@ def _write_files(tensors, prefix):
   """
   directory = os.path.dirname(prefix)
   tf.io.gfile.makedirs(directory)
-  tmp_prefix = cli.temporary_path(prefix)
+  tmp_prefix = file_io.temporary_path(prefix)
   names = sorted(tensors)
   try:
     with tf.device("/cpu:0"):
@@ -559,7 +561,7 @@ def nonfinite_names(values_by_name):
       not bool(tf.reduce_all(tf.math.is_finite(value))))
 
 
-def remove_stale_temporaries(directory):
+def remove_interrupted_saves(directory):
   """Removes what interrupted saves left in `directory`; returns the paths.
 
   That is the temporary files of a killed or failed save
@@ -571,16 +573,17 @@ def remove_stale_temporaries(directory):
   """
   if not tf.io.gfile.isdir(directory):
     return []
-  stale = tf.io.gfile.glob(os.path.join(directory, "model.ckpt-*.tmp-*"))
-  stale += tf.io.gfile.glob(os.path.join(directory, _STATE_FILE + ".tmp-*"))
+  stale = file_io.remove_stale_temporaries(
+      os.path.join(directory, "model.ckpt-*"))
+  stale += file_io.remove_stale_temporaries(
+      os.path.join(directory, _STATE_FILE))
   for path in tf.io.gfile.glob(os.path.join(directory, "model.ckpt-*.data-*")):
     prefix = path[:path.rindex(".data-")]
     if ".tmp-" not in path and _step_from_name(prefix) is not None and (
         not _is_complete(prefix)):
+      logging.warning("Removing %s, left by an interrupted save", path)
+      tf.io.gfile.remove(path)
       stale.append(path)
-  for path in stale:
-    logging.warning("Removing %s, left by an interrupted save", path)
-    tf.io.gfile.remove(path)
   return stale
 
 
@@ -626,3 +629,24 @@ def checkpoint_step(prefix):
   if reader.has_tensor("global_step"):
     return int(reader.get_tensor("global_step"))
   return _step_from_name(prefix)
+
+
+def load_teacher(strategy, config, checkpoint, precision="float32",
+                 optional=("bert/pooler/", "cls/seq_relationship/")):
+  """A frozen BertPretrainingModel of `config` under the strategy's scope,
+  loaded from `checkpoint` (stages IV and V's teacher). The variables under
+  `optional` may be missing: no label uses the pooler or the next-sentence
+  head; the masked-LM head is required.
+
+  Raises:
+    ValueError: the checkpoint is missing, or lacks or mis-shapes variables
+      of the config (named); MissingHeadError when it has no masked-LM head
+      (names the remedy).
+  """
+  with strategy.scope():
+    # Zeros, not random values: the strict load below sets every variable.
+    teacher = modeling.BertPretrainingModel(
+        config, compute_dtype=modeling.COMPUTE_DTYPES[precision],
+        name="teacher", seed=0, trainable=False, initialize=False)
+  load_checkpoint(teacher, checkpoint, optional=optional)
+  return teacher

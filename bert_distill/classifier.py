@@ -9,6 +9,9 @@ on the pooled output in training. Classification takes the softmax
 cross-entropy; regression (num_labels 1, STS-B) the squared error of the
 single output.
 
+With a teacher (task_distillation.py) the loss is TrainSettings'
+distillation_loss instead; the model and checkpoints are the same.
+
 Checkpoints hold Google's `bert/...` names, the head, the adam_m / adam_v
 slots and global_step, as Google's fine-tuned checkpoints do (the
 pretraining heads `cls/...` are neither trained nor saved).
@@ -29,8 +32,9 @@ from bert_distill import cli
 from bert_distill import classifier_data
 from bert_distill import classifier_metrics
 import modeling
+from bert_distill import file_io
+from bert_distill import progress_log
 from bert_distill import records
-from bert_distill import summaries
 from bert_distill import training
 
 OUTPUT_WEIGHTS = "output_weights"
@@ -164,41 +168,29 @@ def initialize_from(model, init_checkpoint, layer_map=None):
   return result
 
 
-def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
-                          layer_map=None):
-  """Resumes from output_dir's newest usable checkpoint (training.resume),
-  else loads init_checkpoint (initialize_from).
-
-  Returns the global step training continues from.
-
-  Raises:
-    cli.StageError: as training.resume, or init_checkpoint cannot
-      initialise the model.
-  """
-  step = training.resume(training.checkpoint_variables(model, optimizer),
-                         optimizer.global_step, output_dir)
-  if step is not None:
-    return step
-  if init_checkpoint:
-    try:
-      initialize_from(model, init_checkpoint, layer_map)
-    except ValueError as e:
-      raise cli.StageError(f"--init_checkpoint {e}") from None
-    logging.info("Initialised from %s", init_checkpoint)
-  else:
-    logging.warning("No --init_checkpoint and no checkpoint in %s: the "
-                    "model starts from random weights", output_dir)
-  return 0
-
-
 # ----------------------------------------------------------------------------
 # Training.
 
 @dataclasses.dataclass
 class TrainSettings(training.LoopSettings):
-  """What fine-tuning's loop needs from the flags."""
+  """What fine-tuning's loop needs from the flags. With distillation_loss
+  (task distillation) the loss is its terms instead of the gold labels'."""
   is_regression: bool
   loss_scale: "optimization.DynamicLossScale | None" = None
+  distillation_loss: "task_distillation.DistillationLoss | None" = None
+
+  @property
+  def term_names(self):
+    return (self.distillation_loss.term_names if self.distillation_loss
+            else ("loss",))
+
+  def loss_terms(self, logits, features):
+    """{term: scalar} of a replica's batch, each divided by the global batch
+    size ("loss" the one trained)."""
+    if self.distillation_loss:
+      return self.distillation_loss(logits, features, self.global_batch_size)
+    return {"loss": tf.reduce_sum(per_example_loss(
+        logits, features, self.is_regression)) / float(self.global_batch_size)}
 
 
 def make_train_loop(strategy, model, optimizer, settings):
@@ -215,9 +207,8 @@ def make_train_loop(strategy, model, optimizer, settings):
       logits = model(features[records.INPUT_IDS], features[records.INPUT_MASK],
                      features[records.SEGMENT_IDS], training=True)["logits"]
       # Divided by the global batch: the replicas' losses add up to the mean.
-      loss = tf.reduce_sum(per_example_loss(
-          logits, features, settings.is_regression)) / float(
-              settings.global_batch_size)
+      terms = settings.loss_terms(logits, features)
+      loss = terms["loss"]
       scaled = loss * loss_scale.scale if loss_scale else loss
     grads = tape.gradient(scaled, var_list)
     overflowed = None
@@ -225,9 +216,9 @@ def make_train_loop(strategy, model, optimizer, settings):
       grads, overflowed = loss_scale.unscale(grads)
     global_norm = optimizer.apply_gradients(dict(zip(names, grads)),
                                             skip_update=overflowed)
-    return {"loss": loss}, global_norm
+    return terms, global_norm
 
-  return training.make_loop(strategy, replica_step, ["loss"])
+  return training.make_loop(strategy, replica_step, settings.term_names)
 
 
 def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
@@ -240,7 +231,9 @@ def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
   train_loop = make_train_loop(strategy, model, optimizer, settings)
   return training.train(train_loop, dataset, start_step, settings, schedule,
                         training.saved_variables(model, optimizer),
-                        lambda terms: f"loss {terms['loss']:.4f}")
+                        lambda terms: ", ".join(
+                            f"{name} {terms[name]:.4f}"
+                            for name in settings.term_names))
 
 
 # ----------------------------------------------------------------------------
@@ -268,8 +261,8 @@ def predict_logits(strategy, model, dataset, num_examples, is_regression):
 
   all_logits = np.zeros([num_examples, model.num_labels], np.float32)
   total_loss = 0.0
-  progress = cli.Progress("predicting", total=num_examples, unit="examples",
-                          interval=10.0)
+  progress = progress_log.Progress("predicting", total=num_examples,
+                                   unit="examples", interval=10.0)
   for batch in dataset:
     index, logits, loss = step(batch)
     index = index.numpy()
@@ -294,28 +287,13 @@ def evaluation_results(task, logits, total_loss, labels):
   return results
 
 
-def write_eval_results(results, step, output_dir):
-  """Writes output_dir/eval_results.txt (`key = value`, as Google's) and
-  TensorBoard scalars under output_dir/eval."""
-  path = os.path.join(output_dir, "eval_results.txt")
-  with cli.atomic_output(path) as tmp_path:
-    with tf.io.gfile.GFile(tmp_path, "w") as f:
-      for key, value in sorted({**results, "global_step": step}.items()):
-        f.write(f"{key} = {value}\n")
-  writer = tf.summary.create_file_writer(os.path.join(output_dir, "eval"))
-  summaries.write_scalars(writer, "eval", results, step)
-  logging.info("Wrote %s: %s", path, ", ".join(
-      f"{k} = {v:.4f}" for k, v in sorted(results.items())))
-  return path
-
-
 def write_test_results(task, examples, logits, output_dir):
   """Writes output_dir/test_results.tsv in GLUE's submission layout: a
   header `index<TAB>prediction`, then each test example's index and its
   predicted label (or score)."""
   path = os.path.join(output_dir, "test_results.tsv")
   predictions = predictions_of(logits, task.is_regression)
-  with cli.atomic_output(path) as tmp_path:
+  with file_io.atomic_output(path) as tmp_path:
     with tf.io.gfile.GFile(tmp_path, "w") as f:
       f.write("index\tprediction\n")
       for example, prediction in zip(examples, predictions):

@@ -1,12 +1,12 @@
 """Stage V's input: the records distill.py reads, checked, parsed and batched.
 
-feature_spec/records_spec say which features a file of each label mode holds
-(records.py defines them); check_inputs reads the settings a teacher-label
-file records and checks them against the flags; make_dataset and
-distributed_dataset turn files into (per-replica) batches of dense features,
-with the sparse top-k labels scattered to [B, P, V] only where the loss needs
-them; --skip_corrupt_records goes through scan_for_skipping and
-RecordExclusions. Defines no flags: distill.py passes their values in.
+check_inputs reads the label settings the files' first records hold
+(label_settings.py), checks them against the flags and returns them: the
+run's label mode, decided once; make_dataset and distributed_dataset turn
+files into (per-replica) batches of dense features, the teacher's labels as
+the value of their mode; --skip_corrupt_records goes through
+scan_for_skipping and RecordExclusions. Defines no flags: distill.py passes
+their values in.
 
 Shapes: B = batch size (per replica), L = max_seq_length,
 P = max_predictions_per_seq, k = truncation_factor, V = vocab_size.
@@ -18,82 +18,43 @@ from absl import logging
 import tensorflow as tf
 
 from bert_distill import cli
-from bert_distill import losses
+from bert_distill import distribution
+from bert_distill import label_settings
+from bert_distill import progress_log
 from bert_distill import records
+from bert_distill import tfrecord
 
 _SHUFFLE_BUFFER = 1000
 
 
-def feature_spec(max_seq_length, max_predictions_per_seq, truncation_factor,
-                 vocab_size, with_teacher_labels, label_mode=records.TOP_K,
-                 head_k=0):
-  """The records.py parse spec of the records this run reads."""
-  if with_teacher_labels:
-    return records.teacher_label_feature_spec(
-        max_seq_length, max_predictions_per_seq, truncation_factor,
-        vocab_size, label_mode, head_k)
-  return records.pretraining_feature_spec(max_seq_length,
-                                          max_predictions_per_seq)
-
-
-def parse_batch(serialized, spec, max_predictions_per_seq):
+def parse_batch(serialized, settings, max_seq_length, max_predictions_per_seq):
   """Parses a [B] batch of serialized records into model-ready tensors.
 
-  Ids become int32 ([B, L], [B, P]), next_sentence_labels [B], and the teacher
-  labels [B, P*k] become teacher_probs / teacher_ids [B, P, k] (or
-  teacher_probs [B, P, V] for the full distribution; sampled counts c become
-  teacher_sample_weights c / sum c, with the ids as teacher_ids, and an
-  exact head h of sampled labels comes first: weights
-  [h_1..h_m, (1 - sum h) c / sum c], ids [head ids, sampled ids]).
+  Ids become int32 ([B, L], [B, P]), next_sentence_labels [B], and the
+  teacher's labels (settings: a LabelSettings, or None for records without
+  them) the value of their mode under label_settings.TEACHER_LABELS
+  (label_settings.parse_labels).
   """
-  parsed = tf.io.parse_example(serialized, spec)
+  parsed = tf.io.parse_example(serialized, label_settings.feature_spec(
+      settings, max_seq_length, max_predictions_per_seq))
   features = {}
-  for name, value in parsed.items():
-    if name in (records.NUM_SAMPLES, records.SAMPLE_TEMPERATURE):
-      continue  # Checked once, before training.
-    if name in (records.SAMPLED_HEAD_PROBS, records.SAMPLED_HEAD_IDS):
-      # [B, P * h] -> [B, P, h], joined with the draws below.
-      features[name] = tf.reshape(
-          tf.cast(value, tf.float32 if value.dtype == tf.float32 else
-                  tf.int32),
-          [-1, max_predictions_per_seq,
-           value.shape[-1] // max_predictions_per_seq])
-      continue
-    if name == records.SAMPLED_COUNTS:
-      name = losses.TEACHER_SAMPLE_WEIGHTS
-      value = tf.cast(value, tf.float32)
+  for name in records.PRETRAINING_FEATURES:
+    value = parsed[name]
     if value.dtype == tf.int64:
       value = tf.cast(value, tf.int32)
     if name == records.NEXT_SENTENCE_LABELS:
       value = tf.reshape(value, [-1])  # [B]
-    if name in (records.TRUNCATED_PROBS, records.FULL_PROBS):
-      name = losses.TEACHER_PROBS
-    elif name in (records.TOP_K_INDICES, records.SAMPLED_IDS):
-      name = losses.TEACHER_IDS
-    if name in (losses.TEACHER_PROBS, losses.TEACHER_IDS,
-                losses.TEACHER_SAMPLE_WEIGHTS):
-      # [B, P * k] -> [B, P, k]
-      value = tf.reshape(value, [-1, max_predictions_per_seq,
-                                 value.shape[-1] // max_predictions_per_seq])
     features[name] = value
-  if losses.TEACHER_SAMPLE_WEIGHTS in features:
-    counts = features[losses.TEACHER_SAMPLE_WEIGHTS]  # [B, P, k]
-    kept = tf.reduce_sum(counts, axis=-1, keepdims=True)
-    weights = counts / tf.maximum(kept, 1.0)  # [B, P, k]
-    if records.SAMPLED_HEAD_PROBS in features:
-      head = features.pop(records.SAMPLED_HEAD_PROBS)  # [B, P, h]
-      head_ids = features.pop(records.SAMPLED_HEAD_IDS)
-      tail_mass = tf.maximum(1.0 - tf.reduce_sum(head, -1, keepdims=True), 0.0)
-      weights = tf.concat([head, tail_mass * weights], axis=-1)  # [B, P, h+k]
-      features[losses.TEACHER_IDS] = tf.concat(
-          [head_ids, features[losses.TEACHER_IDS]], axis=-1)
-    features[losses.TEACHER_SAMPLE_WEIGHTS] = weights
+  if settings is not None:
+    features[label_settings.TEACHER_LABELS] = label_settings.parse_labels(
+        parsed, settings, max_predictions_per_seq)
   return features
 
 
-def make_dataset(files, spec, batch_size, max_predictions_per_seq, *,
-                 is_training, seed=0, num_shards=1, shard_index=0,
-                 skip_examples=0, bounds=None, exclusions=None):
+def make_dataset(files, settings, batch_size, max_seq_length,
+                 max_predictions_per_seq, *, is_training, seed=0,
+                 num_shards=1, shard_index=0, skip_examples=0, bounds=None,
+                 exclusions=None):
   """A tf.data pipeline of parsed batches.
 
   Training: files shuffled (seeded) every epoch, read interleaved in
@@ -111,6 +72,8 @@ def make_dataset(files, spec, batch_size, max_predictions_per_seq, *,
   exclusions: a RecordExclusions (--skip_corrupt_records): the records it
   names are left out of each file before anything else, so the order is
   that of files holding only the other records.
+
+  settings: the files' LabelSettings (None: no teacher labels).
 
   Returns:
     A dataset of parse_batch dicts with `batch_size` examples each.
@@ -134,33 +97,26 @@ def make_dataset(files, spec, batch_size, max_predictions_per_seq, *,
   dataset = dataset.batch(batch_size, drop_remainder=True)
   dataset = dataset.map(
       lambda serialized: check_values(
-          parse_batch(serialized, spec, max_predictions_per_seq), bounds),
+          parse_batch(serialized, settings, max_seq_length,
+                      max_predictions_per_seq), bounds),
       num_parallel_calls=tf.data.AUTOTUNE)
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def distributed_dataset(strategy, files, spec, global_batch_size,
-                        max_predictions_per_seq, is_training, seed,
-                        steps_done=0, bounds=None, exclusions=None):
-  """make_dataset for every input pipeline of `strategy`, per-replica batches.
-
-  steps_done: global steps already trained; each pipeline skips the examples
-  it fed them. bounds, exclusions: as make_dataset's.
-  """
-  def dataset_fn(context):
-    batch_size = context.get_per_replica_batch_size(global_batch_size)
-    skip = steps_done * global_batch_size // context.num_input_pipelines
-    if skip:
-      logging.info("Input pipeline %d: skipping the %d examples it fed the "
-                   "first %d steps", context.input_pipeline_id, skip,
-                   steps_done)
+def distributed_dataset(strategy, files, settings, global_batch_size,
+                        max_seq_length, max_predictions_per_seq, is_training,
+                        seed, steps_done=0, bounds=None, exclusions=None):
+  """make_dataset for every input pipeline of `strategy`, per-replica batches
+  (distribution.distributed_dataset). steps_done: global steps already
+  trained; settings, bounds, exclusions: as make_dataset's."""
+  def make(batch_size, num_shards, shard_index, skip):
     return make_dataset(
-        files, spec, batch_size, max_predictions_per_seq,
-        is_training=is_training, seed=seed,
-        num_shards=context.num_input_pipelines,
-        shard_index=context.input_pipeline_id, skip_examples=skip,
-        bounds=bounds, exclusions=exclusions)
-  return strategy.distribute_datasets_from_function(dataset_fn)
+        files, settings, batch_size, max_seq_length, max_predictions_per_seq,
+        is_training=is_training, seed=seed, num_shards=num_shards,
+        shard_index=shard_index, skip_examples=skip, bounds=bounds,
+        exclusions=exclusions)
+  return distribution.distributed_dataset(strategy, make, global_batch_size,
+                                          steps_done)
 
 
 def check_values(features, bounds):
@@ -171,12 +127,15 @@ def check_values(features, bounds):
   """
   if bounds is None:
     return features
-  names = {records.TOP_K_INDICES: losses.TEACHER_IDS}
   checks = []
   for name, (limit, _) in bounds.items():
-    values = features.get(names.get(name, name))
+    values = features.get(name)
     if values is not None and values.dtype.is_integer:
       checks.append(tf.reduce_all((values >= 0) & (values < limit)))
+  labels = features.get(label_settings.TEACHER_LABELS)
+  if labels is not None and labels.mode != label_settings.FULL:
+    limit, _ = bounds[records.TOP_K_INDICES]  # the vocabulary
+    checks.append(tf.reduce_all((labels.ids >= 0) & (labels.ids < limit)))
   lengths = tf.reduce_sum(tf.cast(features[records.INPUT_MASK] != 0, tf.int32),
                           axis=1, keepdims=True)  # [B, 1]
   checks.append(tf.reduce_all(
@@ -184,7 +143,7 @@ def check_values(features, bounds):
       (features[records.MASKED_LM_WEIGHTS] <= 0)))
   with tf.control_dependencies([tf.debugging.Assert(
       tf.reduce_all(checks), ["a record holds values out of range"])]):
-    return {name: tf.identity(value) for name, value in features.items()}
+    return tf.nest.map_structure(tf.identity, features)
 
 
 @dataclasses.dataclass
@@ -306,8 +265,9 @@ def scan_for_skipping(spec_of_file, bounds):
   progress), logs what will be left out, file by file, and returns the
   RecordExclusions."""
   files = sorted(spec_of_file)
-  progress = cli.Progress("--skip_corrupt_records: reading the inputs once",
-                          total=len(files), unit="files")
+  progress = progress_log.Progress(
+      "--skip_corrupt_records: reading the inputs once", total=len(files),
+      unit="files")
   scans = []
   for path in files:
     scans.append(scan_file(path, spec_of_file[path], bounds))
@@ -349,8 +309,10 @@ def input_error(error, files, spec, bounds, flag):
   raise error
 
 
-def check_input_files(files, spec, max_predictions_per_seq, vocab_size):
-  """Checks the first record of every file: lengths and token ids.
+def check_input_files(files, settings, max_seq_length, max_predictions_per_seq,
+                      vocab_size):
+  """Checks the first record of every file (holding the labels of
+  `settings`, None for none): lengths and token ids.
 
   Raises:
     cli.StageError: one line naming the file, the feature and the mismatch.
@@ -358,6 +320,8 @@ def check_input_files(files, spec, max_predictions_per_seq, vocab_size):
   id_features = (records.INPUT_IDS, records.MASKED_LM_IDS,
                  records.TOP_K_INDICES, records.SAMPLED_IDS,
                  records.SAMPLED_HEAD_IDS)
+  spec = label_settings.feature_spec(settings, max_seq_length,
+                                    max_predictions_per_seq)
   for path in files:
     try:
       example = records.check_record_lengths(path, spec,
@@ -375,87 +339,6 @@ def check_input_files(files, spec, max_predictions_per_seq, vocab_size):
             f"records were made with another vocabulary")
 
 
-def label_settings_of_files(files, max_predictions_per_seq, flag):
-  """The records.LabelSettings every file's first record shares, or None
-  when they hold no teacher labels.
-
-  Raises:
-    cli.StageError: a file is empty or unreadable, or two files hold
-      labels of different modes, k, N or T (names both).
-  """
-  found = first = None
-  for path in files:
-    try:
-      example = records.read_first_example(path)
-      if example is None:
-        raise ValueError(f"{path}: holds no records")
-      settings = records.label_settings(example, max_predictions_per_seq,
-                                        path)
-    except ValueError as e:
-      raise cli.StageError(str(e)) from None
-    if first is None:
-      found, first = settings, path
-    elif settings != found:
-      raise cli.StageError(
-          f"{flag}: {path} holds {describe(settings)} but {first} holds "
-          f"{describe(found)}; give files of one label mode")
-  return found
-
-
-def describe(settings):
-  """A LabelSettings (or None) in words."""
-  return f"{settings.describe()} labels" if settings else "no teacher labels"
-
-
-def check_label_settings(settings, path, label_mode, temperature,
-                         tail_mass_loss, soft_loss_weight):
-  """Checks the training records' labels against the flags that use them.
-
-  Raises:
-    cli.StageError: --label_mode disagrees with the records, sampled labels
-      drawn at another --temperature, --tail_mass_loss without top_k
-      labels, or a soft loss without any labels.
-  """
-  if settings is None:
-    if soft_loss_weight > 0 or label_mode:
-      raise cli.StageError(
-          f"{path}: records hold no teacher labels (stage IV's output has "
-          f"them); for plain pretraining give --soft_loss_weight 0")
-    return
-  if label_mode and label_mode != settings.mode:
-    raise cli.StageError(f"--label_mode {label_mode}: {path} holds "
-                         f"{describe(settings)}")
-  if (settings.mode == records.SAMPLED and soft_loss_weight > 0 and
-      temperature != settings.temperature):
-    raise cli.StageError(
-        f"--temperature {temperature:g}: {path} holds labels sampled at "
-        f"temperature {settings.temperature:g} (stage IV's "
-        f"--sample_temperature); distil at {settings.temperature:g}")
-  if tail_mass_loss and settings.mode != records.TOP_K:
-    raise cli.StageError(f"--tail_mass_loss needs top_k labels; {path} holds "
-                         f"{describe(settings)}")
-
-
-def records_spec(settings, truncation_factor, max_seq_length,
-                 max_predictions_per_seq, vocab_size):
-  """The parse spec of records holding `settings` (None: no labels).
-
-  A --truncation_factor given builds the spec from it instead, so a
-  mismatch is reported by records.check_record_lengths (with the k found).
-  """
-  if settings is None:
-    return feature_spec(max_seq_length, max_predictions_per_seq, 0,
-                        vocab_size, with_teacher_labels=False)
-  mode, k = settings.mode, settings.k
-  if truncation_factor is not None:
-    k = truncation_factor
-    if mode != records.SAMPLED:
-      mode = records.label_mode_of(k)
-  return feature_spec(max_seq_length, max_predictions_per_seq, k, vocab_size,
-                      with_teacher_labels=True, label_mode=mode,
-                      head_k=settings.head_k)
-
-
 def count_batches(files, batch_size, limit, exclusions=None):
   """Whole batches of `batch_size` in `files`, counting up to `limit`.
 
@@ -466,13 +349,13 @@ def count_batches(files, batch_size, limit, exclusions=None):
   if exclusions is not None:
     return min(exclusions.kept(files) // batch_size, limit)
   try:
-    count = records.count_records(files, limit * batch_size)
+    count = tfrecord.count_records(files, limit * batch_size)
   except ValueError as e:
     raise tf.errors.DataLossError(None, None, str(e)) from None
   return count // batch_size
 
 
-def find_input_files(input_file, eval_input_file, do_eval):
+def find_train_and_eval_files(input_file, eval_input_file, do_eval):
   """(training files, evaluation files) from the flags' globs."""
   train_files = cli.expand_input_files(input_file)
   if not do_eval:
@@ -485,7 +368,7 @@ def find_input_files(input_file, eval_input_file, do_eval):
   return train_files, train_files
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class LabelFlags:
   """The flags about the teacher's labels (None: read from the records)."""
   truncation_factor: "int | None" = None
@@ -493,7 +376,7 @@ class LabelFlags:
   temperature: float = 1.0
   tail_mass_loss: bool = False
   soft_loss_weight: float = 1.0
-  teacher_kl: bool = False
+  require_full_eval_labels: bool = False
 
 
 def check_inputs(train_files, eval_files, config, max_seq_length,
@@ -506,54 +389,43 @@ def check_inputs(train_files, eval_files, config, max_seq_length,
   full mode, for teacher_kl).
 
   Returns:
-    (training parse spec, evaluation parse spec, training LabelSettings).
+    (training LabelSettings, evaluation LabelSettings), each None for
+    records without teacher labels: the run's label modes, decided here.
   """
-  settings = label_settings_of_files(train_files, max_predictions_per_seq,
-                                     "--input_file")
-  check_label_settings(settings, train_files[0], label_flags.label_mode,
-                       label_flags.temperature, label_flags.tail_mass_loss,
-                       label_flags.soft_loss_weight)
-  spec = records_spec(settings, label_flags.truncation_factor, max_seq_length,
-                      max_predictions_per_seq, config.vocab_size)
-  check_input_files(train_files, spec, max_predictions_per_seq,
-                    config.vocab_size)
+  found = label_settings.of_files(train_files, max_predictions_per_seq,
+                                  "--input_file")
+  label_settings.check_for_training(
+      found, train_files[0], label_flags.label_mode, label_flags.temperature,
+      label_flags.tail_mass_loss, label_flags.soft_loss_weight)
+  settings = label_settings.expected(found, label_flags.truncation_factor,
+                                     config.vocab_size)
+  check_input_files(train_files, settings, max_seq_length,
+                    max_predictions_per_seq, config.vocab_size)
   if settings:
-    logging.info("Training records hold %s", describe(settings))
-  eval_spec = spec
+    logging.info("Training records hold %s", label_settings.describe(settings))
+  eval_settings = settings
   if eval_files and eval_files != train_files:
-    eval_settings = label_settings_of_files(
-        eval_files, max_predictions_per_seq, "--eval_input_file")
-    eval_spec = records_spec(eval_settings, None, max_seq_length,
-                             max_predictions_per_seq, config.vocab_size)
-    check_input_files(eval_files, eval_spec, max_predictions_per_seq,
-                      config.vocab_size)
-    logging.info("Evaluation records hold %s", describe(eval_settings))
-  else:
-    eval_settings = settings
-  if label_flags.teacher_kl and eval_files and (
-      not eval_settings or eval_settings.mode != records.FULL):
+    eval_settings = label_settings.expected(
+        label_settings.of_files(eval_files, max_predictions_per_seq,
+                                "--eval_input_file"), None, config.vocab_size)
+    check_input_files(eval_files, eval_settings, max_seq_length,
+                      max_predictions_per_seq, config.vocab_size)
+    logging.info("Evaluation records hold %s",
+                 label_settings.describe(eval_settings))
+  if label_flags.require_full_eval_labels and eval_files and (
+      not eval_settings or eval_settings.mode != label_settings.FULL):
     raise cli.StageError(
-        f"--teacher_kl needs evaluation records with the teacher's whole "
-        f"distribution (stage IV --label_mode full); {eval_files[0]} holds "
-        f"{describe(eval_settings)}")
-  return spec, eval_spec, settings
+        f"--require_full_eval_labels needs evaluation records with the "
+        f"teacher's whole distribution (stage IV --label_mode full); "
+        f"{eval_files[0]} holds {label_settings.describe(eval_settings)}")
+  return settings, eval_settings
 
 
 def check_online_inputs(train_files, eval_files, config, max_seq_length,
                         max_predictions_per_seq):
   """check_inputs with the teacher in the loop: its labels replace any the
   records hold, so every file is read (and checked) as pretraining records.
-  Returns the parse spec."""
-  spec = feature_spec(max_seq_length, max_predictions_per_seq, 0,
-                      config.vocab_size, with_teacher_labels=False)
+  """
   for files in {tuple(train_files), tuple(eval_files)}:
-    check_input_files(files, spec, max_predictions_per_seq, config.vocab_size)
-  return spec
-
-
-def check_batch_sizes(replicas, **batch_sizes):
-  """Each global batch size must split evenly across the replicas."""
-  for flag, size in batch_sizes.items():
-    if size % replicas:
-      raise cli.StageError(f"--{flag} {size} does not split evenly across "
-                           f"{replicas} replicas")
+    check_input_files(files, None, max_seq_length, max_predictions_per_seq,
+                      config.vocab_size)

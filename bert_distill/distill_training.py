@@ -1,13 +1,13 @@
 """Stage V's student, teacher, loop and checkpoints, as distill.py runs them.
 
-build_student makes the student, its AdamWeightDecay optimizer and (for
-float16) its loss scale; make_online_teacher the frozen teacher and the
-projections of --teacher_config runs; make_train_loop and make_eval_step the
-compiled per-replica steps (losses.py defines every term); train runs them
-through training.py's loop (checkpoints every --save_checkpoints_steps,
-TensorBoard summaries); restore_or_initialize continues from the newest
-usable checkpoint or starts from --init_checkpoint (with a layer map).
-Defines no flags: distill.py passes their values in.
+loss_config makes the run's losses.LossConfig (the flags over a --preset's
+values) and resolve_layers fits it to the two models; build_student makes
+the student, its AdamWeightDecay optimizer and (for float16) its loss
+scale; make_online_teacher the frozen teacher and the projections of
+--teacher_config runs; make_train_loop and make_eval_step the compiled
+per-replica steps (losses.py defines every term); train runs them through
+training.py's loop (checkpoints every --save_checkpoints_steps, TensorBoard
+summaries). Defines no flags: distill.py passes their values in.
 
 Shapes: B = batch size (per replica), L = max_seq_length,
 P = max_predictions_per_seq, k = truncation_factor, V = vocab_size.
@@ -22,11 +22,11 @@ import tensorflow as tf
 
 from bert_distill import checkpoints
 from bert_distill import cli
+from bert_distill import label_settings
 from bert_distill import losses
 import modeling
 import optimization
 from bert_distill import records
-from bert_distill import summaries
 from bert_distill import training
 
 # The pretraining heads' variables (masked LM, next sentence): what an
@@ -63,20 +63,24 @@ PRESETS = {
 }
 
 
-def apply_preset(flag_values, preset):
-  """Sets `preset`'s values on the flags the user did not give.
+def loss_config(values, given, preset=None):
+  """The run's losses.LossConfig: a flag the user gave wins, then the
+  preset's value, then the flag's default.
 
-  Returns {flag: value} of what the preset set (for the log).
+  Args:
+    values: {LossConfig field: the flag's value} (given or default).
+    given: the names of the flags given explicitly.
+    preset: a name in PRESETS, or None.
+
+  Returns:
+    (the LossConfig, {field: value} of what the preset set, for the log).
   """
-  applied = {}
-  for name, value in PRESETS.get(preset, {}).items():
-    if not flag_values[name].present:
-      setattr(flag_values, name, value)
-      applied[name] = value
-  return applied
+  applied = {name: value for name, value in PRESETS.get(preset, {}).items()
+             if name not in given}
+  return losses.LossConfig(**{**values, **applied}), applied
 
 
-def read_teacher_config(path, max_seq_length, student_config):
+def read_matching_teacher_config(path, max_seq_length, student_config):
   """The teacher's BertConfig; its vocabulary must be the student's."""
   try:
     config = modeling.read_config(path, max_seq_length, "teacher")
@@ -90,27 +94,27 @@ def read_teacher_config(path, max_seq_length, student_config):
   return config
 
 
-def intermediate_options(student_config, teacher_config, *, hidden_layer_map,
-                         relation_heads, **weights_and_losses):
-  """The options of losses.intermediate_losses, checked against the models.
+def resolve_layers(config, student_config, teacher_config, hidden_layer_map):
+  """The LossConfig with its layer map and relation heads set for the two
+  models, checked against them.
 
-  hidden_layer_map: the flag's strings or None (uniform); relation_heads: 0
-  for the teacher's head count; weights_and_losses: the *_loss_weight and
-  *_loss flags.
+  hidden_layer_map: the flag's strings or None (uniform); config's
+  relation_heads 0 stands for the teacher's head count.
   """
   if hidden_layer_map:
     layer_map = [int(layer) for layer in hidden_layer_map]
   else:
     layer_map = losses.uniform_layer_map(student_config.num_hidden_layers,
                                          teacher_config.num_hidden_layers)
-  options = {**weights_and_losses, "hidden_layer_map": layer_map,
-             "relation_heads": (relation_heads or
-                                teacher_config.num_attention_heads)}
+  config = dataclasses.replace(
+      config, hidden_layer_map=tuple(layer_map),
+      relation_heads=(config.relation_heads or
+                      teacher_config.num_attention_heads))
   try:
-    losses.check_intermediate_options(student_config, teacher_config, options)
+    losses.check_intermediate_options(student_config, teacher_config, config)
   except ValueError as e:
     raise cli.StageError(str(e)) from None
-  return options
+  return config
 
 
 # Variables a teacher may lack: no loss uses its pooler or next-sentence head.
@@ -173,26 +177,32 @@ def build_projections(strategy, shapes, initializer_range, seed):
 
 
 def make_online_teacher(strategy, student_config, teacher_config, checkpoint,
-                        precision, options, seed, soft_labels=True):
+                        precision, config, seed, soft_labels=True):
   """The OnlineTeacher: the loaded frozen teacher and the projections the
-  options need between the two widths. soft_labels: whether a loss needs
-  the teacher's masked-LM distribution (the soft loss)."""
+  LossConfig needs between the two widths. soft_labels: whether a loss needs
+  the teacher's masked-LM distribution (the soft loss).
+
+  Raises:
+    cli.StageError: the checkpoint is missing, lacks the masked-LM head a
+      loss needs, or lacks or mis-shapes variables of the teacher's config.
+  """
   model = build_teacher(strategy, teacher_config, checkpoint, precision,
                         needs_mlm_head=soft_labels)
   shapes = losses.projection_shapes(student_config.hidden_size,
-                                    teacher_config.hidden_size, options)
+                                    teacher_config.hidden_size, config)
   projections = build_projections(strategy, shapes,
                                   student_config.initializer_range, seed)
   logging.info("Teacher %s in the loop (%d layers, hidden %d); "
                "intermediate losses %s; projections %s", checkpoint,
                teacher_config.num_hidden_layers, teacher_config.hidden_size,
-               options, {n: v.shape.as_list() for n, v in projections.items()})
-  return OnlineTeacher(model, options, projections, soft_labels)
+               config, {n: v.shape.as_list() for n, v in projections.items()})
+  return OnlineTeacher(model, config, projections, soft_labels)
 
 
 class OnlineTeacher:
-  """The teacher in the training step: its frozen model, the intermediate
-  losses' options and the student's projections (trained with it).
+  """The teacher in the training step: its frozen model, the LossConfig of
+  the intermediate losses and the student's projections (trained with it).
+  Its labels are always label_settings.FULL.
 
   soft_labels: the training step needs the teacher's masked-LM distribution
   (soft loss on); otherwise its head and the V-way softmax are not run in
@@ -200,14 +210,13 @@ class OnlineTeacher:
   agreement and teacher_kl).
   """
 
-  def __init__(self, model, options, projections, soft_labels=True):
+  def __init__(self, model, config, projections, soft_labels=True):
     self.model = model
-    self.options = options
+    self.config = config
     self.projections = projections
     self.soft_labels = soft_labels
     self.has_mlm_head = isinstance(model, modeling.BertPretrainingModel)
-    self.has_intermediate_losses = any(
-        options[f"{name}_weight"] for name in losses.INTERMEDIATE_TERMS)
+    self.has_intermediate_losses = config.has_intermediate_losses
 
   def label(self, features, distribution=None):
     """Runs the teacher (inference mode, no gradient) on a parsed batch.
@@ -215,9 +224,9 @@ class OnlineTeacher:
     distribution: compute the teacher's masked-LM distribution; default
     soft_labels (training), evaluation passes has_mlm_head.
 
-    Returns (features, with teacher_probs [B, P, V], its full masked-LM
-    distribution, in place of any stored labels when distribution is on,
-    and without stored labels otherwise; the teacher's outputs).
+    Returns (features with the teacher's full masked-LM distribution as
+    FullLabels [B, P, V], in place of any stored labels, when distribution
+    is on, else without labels; the teacher's outputs).
     """
     if distribution is None:
       distribution = self.soft_labels
@@ -233,17 +242,17 @@ class OnlineTeacher:
                         intermediates=self.has_intermediate_losses)
     outputs = tf.nest.map_structure(tf.stop_gradient, outputs)
     features = {name: value for name, value in features.items()
-                if name not in (losses.TEACHER_PROBS, losses.TEACHER_IDS)}
+                if name != label_settings.TEACHER_LABELS}
     if distribution:
-      features[losses.TEACHER_PROBS] = tf.nn.softmax(
-          outputs["masked_lm_logits"], axis=-1)  # [B, P, V]
+      features[label_settings.TEACHER_LABELS] = label_settings.FullLabels(
+          tf.nn.softmax(outputs["masked_lm_logits"], axis=-1))  # [B, P, V]
     return features, outputs
 
   def intermediate_losses(self, student_outputs, teacher_outputs, input_mask,
                           totals):
     """losses.intermediate_losses with the global denominators `totals`."""
     return losses.intermediate_losses(
-        student_outputs, teacher_outputs, input_mask, self.options,
+        student_outputs, teacher_outputs, input_mask, self.config,
         self.projections, **totals)
 
 
@@ -270,7 +279,7 @@ def model_outputs(model, features, training, intermediates=False):
 
 
 def make_train_loop(strategy, model, optimizer, global_batch_size,
-                    loss_options, use_xla, loss_scale=None, teacher=None,
+                    loss_config, use_xla, loss_scale=None, teacher=None,
                     trainable="all"):
   """Returns train_loop(iterator, num_steps) -> (steps_run, mean terms).
 
@@ -278,7 +287,7 @@ def make_train_loop(strategy, model, optimizer, global_batch_size,
   and stops early after a step whose loss or gradients' global norm is not
   finite (steps_run then counts that step, and its terms are returned
   instead of the means).
-  loss_options: keyword arguments of compute_losses (weights, temperature).
+  loss_config: a losses.LossConfig.
   loss_scale: a DynamicLossScale for float16, else None.
   teacher: an OnlineTeacher, or None for the stored labels. Its model runs
     in the same step, before the tape; the projections train with the
@@ -301,9 +310,8 @@ def make_train_loop(strategy, model, optimizer, global_batch_size,
       mlm_logits, nsp_logits, *student_outputs = model_outputs(
           model, features, training=True, intermediates=intermediate)
       terms = losses.compute_losses(mlm_logits, nsp_logits, features,
-                                    weight_total=weight_total,
-                                    example_total=float(global_batch_size),
-                                    **loss_options)
+                                    loss_config, weight_total=weight_total,
+                                    example_total=float(global_batch_size))
       if intermediate:
         intermediate_terms = teacher.intermediate_losses(
             student_outputs[0], teacher_outputs,
@@ -346,7 +354,7 @@ def make_train_loop(strategy, model, optimizer, global_batch_size,
       (losses.INTERMEDIATE_TERMS if intermediate else ()))
 
 
-def make_eval_step(strategy, model, loss_options, teacher=None):
+def make_eval_step(strategy, model, loss_config, teacher=None):
   """Returns eval_step(iterator) -> evaluation_sums of one global batch.
 
   With an OnlineTeacher its full distribution is the batch's teacher label,
@@ -358,7 +366,7 @@ def make_eval_step(strategy, model, loss_options, teacher=None):
       features, _ = teacher.label(features, teacher.has_mlm_head)
     mlm_logits, nsp_logits = model_outputs(model, features, training=False)
     return losses.evaluation_sums(mlm_logits, nsp_logits, features,
-                                  **loss_options)
+                                  loss_config)
 
   @tf.function
   def eval_step(iterator):
@@ -366,38 +374,6 @@ def make_eval_step(strategy, model, loss_options, teacher=None):
     return {name: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
             for name, value in sums.items()}
   return eval_step
-
-
-def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
-                          layer_map, extra_variables=None):
-  """Resumes from output_dir's newest usable checkpoint (training.resume),
-  else initialises from init_checkpoint through layer_map, else keeps the
-  random initial values.
-
-  Returns the global step training continues from.
-
-  Raises:
-    cli.StageError: as training.resume, or init_checkpoint is missing,
-      mis-shaped or lacks a layer of layer_map.
-  """
-  step = training.resume(
-      training.checkpoint_variables(model, optimizer, extra_variables),
-      optimizer.global_step, output_dir)
-  if step is not None:
-    return step
-  if init_checkpoint:
-    try:
-      # The student's heads and pooler train from their initial values when
-      # the checkpoint has none (an encoder-only model).
-      checkpoints.load_checkpoint(model, init_checkpoint, layer_map=layer_map,
-                                  optional=("cls/", "bert/pooler/"))
-    except ValueError as e:
-      raise cli.StageError(f"--init_checkpoint {e}") from None
-    logging.info("Initialised from %s (layer map %s)", init_checkpoint,
-                 layer_map)
-  else:
-    logging.info("Initialised the student at random (seed in --seed)")
-  return 0
 
 
 def trained_names(variables_by_name, trainable):
@@ -411,7 +387,7 @@ def trained_names(variables_by_name, trainable):
 @dataclasses.dataclass
 class TrainSettings(training.LoopSettings):
   """What stage V's loop needs from the flags."""
-  loss_options: dict
+  loss_config: losses.LossConfig
   use_xla: bool
   loss_scale: "optimization.DynamicLossScale | None" = None
   teacher: "OnlineTeacher | None" = None
@@ -439,7 +415,7 @@ def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
   """
   train_loop = make_train_loop(strategy, model, optimizer,
                                settings.global_batch_size,
-                               settings.loss_options, settings.use_xla,
+                               settings.loss_config, settings.use_xla,
                                settings.loss_scale, settings.teacher,
                                settings.trainable)
   projections = settings.teacher.projections if settings.teacher else None
@@ -448,10 +424,10 @@ def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
       training.saved_variables(model, optimizer, projections), describe_terms)
 
 
-def evaluate(strategy, model, dataset, num_batches, loss_options,
+def evaluate(strategy, model, dataset, num_batches, loss_config,
              teacher=None):
   """Runs num_batches evaluation batches -> evaluation_metrics."""
-  eval_step = make_eval_step(strategy, model, loss_options, teacher)
+  eval_step = make_eval_step(strategy, model, loss_config, teacher)
   iterator = iter(dataset)
   sums = None
   for _ in range(num_batches):
@@ -459,27 +435,7 @@ def evaluate(strategy, model, dataset, num_batches, loss_options,
                   for name, value in eval_step(iterator).items()}
     sums = batch_sums if sums is None else {
         name: sums[name] + batch_sums[name] for name in sums}
-  return losses.evaluation_metrics(
-      sums, loss_options["soft_loss_weight"],
-      loss_options["hard_mlm_loss_weight"],
-      loss_options["next_sentence_loss_weight"])
-
-
-def write_eval_results(metrics, step, output_dir):
-  """Writes output_dir/eval_results.txt (`key = value`) and summaries."""
-  results = {**metrics, "global_step": step}
-  path = os.path.join(output_dir, "eval_results.txt")
-  try:
-    with cli.atomic_output(path) as tmp_path:
-      with tf.io.gfile.GFile(tmp_path, "w") as f:
-        for key in sorted(results):
-          f.write(f"{key} = {results[key]}\n")
-  except (tf.errors.OpError, OSError) as e:
-    raise cli.StageError(f"{path}: cannot write ({cli.error_line(e)})") from None
-  writer = tf.summary.create_file_writer(os.path.join(output_dir, "eval"))
-  summaries.write_scalars(writer, "eval", metrics, step)
-  logging.info("Wrote %s: %s", path,
-               ", ".join(f"{k} = {v:.4f}" for k, v in sorted(metrics.items())))
+  return losses.evaluation_metrics(sums, loss_config)
 
 
 def evaluated_step(output_dir):
@@ -495,7 +451,7 @@ def evaluated_step(output_dir):
   return None
 
 
-def read_config(path, max_seq_length):
+def read_student_config(path, max_seq_length):
   """The student's BertConfig, checked against --max_seq_length."""
   try:
     return modeling.read_config(path, max_seq_length, "student")
@@ -534,8 +490,7 @@ def build_student(strategy, config, precision, seed, schedule,
         config, compute_dtype=modeling.COMPUTE_DTYPES[precision], seed=seed)
     optimizer = optimization.AdamWeightDecay(learning_rate=schedule)
     optimizer.build({**model.variables_by_name(), **(extra_variables or {})})
-    loss_scale = (optimization.DynamicLossScale()
-                  if precision == "mixed_float16" else None)
+    loss_scale = optimization.loss_scale_for(precision)
   return model, optimizer, loss_scale
 
 

@@ -10,6 +10,8 @@ that would train from different checkpoints.
 
 import os
 
+from absl import logging
+
 import tensorflow as tf
 
 from bert_distill import cli
@@ -73,3 +75,32 @@ def local_strategy():
   if len(gpus) > 1:
     return tf.distribute.MirroredStrategy([g.name for g in gpus])
   return tf.distribute.get_strategy()
+
+
+def check_batch_sizes(replicas, **batch_sizes):
+  """Each global batch size must split evenly across the replicas."""
+  for flag, size in batch_sizes.items():
+    if size % replicas:
+      raise cli.StageError(f"--{flag} {size} does not split evenly across "
+                           f"{replicas} replicas")
+
+
+def distributed_dataset(strategy, make_dataset, global_batch_size,
+                        steps_done=0):
+  """A dataset per input pipeline of `strategy`, in per-replica batches.
+
+  make_dataset(batch_size, num_shards, shard_index, skip_examples) builds
+  one pipeline's: its per-replica batch size, its shard of the examples,
+  and the examples it fed the steps_done global steps already trained (a
+  resumed run then sees the batches an uninterrupted one would).
+  """
+  def dataset_fn(context):
+    skip = steps_done * global_batch_size // context.num_input_pipelines
+    if skip:
+      logging.info("Input pipeline %d: skipping the %d examples it fed the "
+                   "first %d steps", context.input_pipeline_id, skip,
+                   steps_done)
+    return make_dataset(context.get_per_replica_batch_size(global_batch_size),
+                        context.num_input_pipelines,
+                        context.input_pipeline_id, skip)
+  return strategy.distribute_datasets_from_function(dataset_fn)

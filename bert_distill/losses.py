@@ -1,17 +1,18 @@
 """The losses of distillation and the sums behind its evaluation metrics.
 
-One definition of each loss term, shared by training and evaluation. The
-soft term depends on what the teacher's labels hold (docs/label_modes.md),
-told apart by the parsed batch's keys:
+One definition of each loss term, shared by training and evaluation; every
+weight and option of them is one LossConfig. The soft term depends on what
+the teacher's labels hold (docs/label_modes.md), the mode their value
+declares (label_settings.TopKLabels, FullLabels, SampledLabels):
 
-  top_k   (TEACHER_PROBS + TEACHER_IDS, the original's)
+  top_k   (probs and ids [B, P, k], the original's)
           soft_i = -T^2 * sum_j p_ij^T * log q_i[t_ij],  q_i = softmax(z_i / T)
           with tail_mass_loss also - T^2 * (1 - sum_j p_ij^T) *
           log(1 - sum_j q_i[t_ij]), the log taken as logsumexp of z_i / T
           over the ids outside the top k minus logsumexp over all of them
-  full    (TEACHER_PROBS [B, P, V] only)
+  full    (probs [B, P, V]: stored, or an online teacher's)
           soft_i = -T^2 * sum_v p_iv^T * log q_iv
-  sampled (TEACHER_SAMPLE_WEIGHTS + TEACHER_IDS: c_ij / sum_j c_ij of N draws
+  sampled (weights + ids [B, P, k]: c_ij / sum_j c_ij of N draws
           made at temperature T) soft_i = -T^2 * sum_j (c_ij / N) log q_i[t_ij],
           the Monte Carlo estimate of the full term (no re-tempering: the
           draws already are at T)
@@ -28,19 +29,44 @@ Shapes: B = batch size (per replica), P = max_predictions_per_seq,
 k = truncation_factor, V = vocab_size.
 """
 
+import dataclasses
+
 import tensorflow as tf
 
+from bert_distill import label_settings
 from bert_distill import records
 
 # Google's run_pretraining adds this to the sum of masked_lm_weights.
 WEIGHT_EPSILON = 1e-5
-# The parsed batch's names for the teacher's labels.
-TEACHER_PROBS = "teacher_probs"   # [B, P, k] or [B, P, V] after parsing
-TEACHER_IDS = "teacher_ids"       # [B, P, k]; absent for the full distribution
-# Sampled labels: each slot's share of the draws kept, c_j / sum c; 0 = empty.
-TEACHER_SAMPLE_WEIGHTS = "teacher_sample_weights"  # [B, P, k]
 # Equal-width confidence bins of the expected calibration error.
 CALIBRATION_BINS = 15
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  """Every weight and option of stage V's loss, decided once a run (from the
+  flags, or a --preset's values where a flag is not given).
+
+  The intermediate-layer fields are for online distillation; hidden_layer_map
+  (M teacher layers, see the intermediate-loss section) and relation_heads
+  are resolved against the two models (distill_training.resolve_layers).
+  """
+  temperature: float = 1.0
+  soft_loss_weight: float = 1.0
+  hard_mlm_loss_weight: float = 0.0
+  next_sentence_loss_weight: float = 1.0
+  tail_mass_loss: bool = False
+  embedding_loss_weight: float = 0.0
+  hidden_loss_weight: float = 0.0
+  hidden_loss: str = "mse"
+  hidden_layer_map: tuple = ()
+  attention_loss_weight: float = 0.0
+  attention_loss: str = "kl"
+  relation_heads: int = 0
+
+  @property
+  def has_intermediate_losses(self):
+    return any(getattr(self, f"{name}_weight") for name in INTERMEDIATE_TERMS)
 
 
 def tempered_teacher_probs(probs, temperature):
@@ -80,6 +106,30 @@ def soft_cross_entropy(logits, teacher_probs, teacher_ids=None,
     log_probs = tf.gather(log_probs, teacher_ids, batch_dims=2)  # [B, P, k]
   target = tempered_teacher_probs(teacher_probs, temperature)
   return -tf.reduce_sum(target * log_probs, axis=-1) * temperature**2
+
+
+def class_kl_divergence(logits, teacher_logits, temperature=1.0):
+  """Task distillation's soft term: T^2 * KL(teacher || student) of the
+  class distributions at temperature T, per example.
+
+  Args:
+    logits: [B, C] float32 student logits.
+    teacher_logits: [B, C] float32 teacher logits.
+    temperature: Python float T.
+
+  Returns:
+    [B]: T^2 * sum_c p_c (log p_c - log q_c), p = softmax(teacher_logits / T),
+    q = softmax(logits / T): soft_cross_entropy minus the teacher's entropy
+    (a constant to the student), so it is 0 where the two agree.
+  """
+  teacher_log_probs = tf.nn.log_softmax(teacher_logits / temperature,
+                                        axis=-1)  # [B, C]
+  teacher_probs = tf.exp(teacher_log_probs)
+  # soft_cross_entropy tempers what it is given: pass the T = 1 distribution.
+  cross_entropy = soft_cross_entropy(
+      logits, tf.nn.softmax(teacher_logits, axis=-1), temperature=temperature)
+  entropy = -tf.reduce_sum(teacher_probs * teacher_log_probs, axis=-1)
+  return cross_entropy - entropy * temperature**2
 
 
 def tail_mass_cross_entropy(logits, teacher_probs, teacher_ids,
@@ -134,21 +184,23 @@ def sampled_cross_entropy(logits, sample_weights, sampled_ids,
   return -tf.reduce_sum(sample_weights * log_probs, axis=-1) * temperature**2
 
 
-def soft_loss_per_position(logits, features, temperature=1.0,
+def soft_loss_per_position(logits, labels, temperature=1.0,
                            tail_mass_loss=False):
-  """The soft term of the labels `features` hold (see the module doc): [B, P].
+  """The soft term of `labels` in their mode (see the module doc): [B, P].
 
   tail_mass_loss adds the top-k labels' "all other tokens" class; it is
   ignored for full and sampled labels, which need none.
   """
-  if TEACHER_SAMPLE_WEIGHTS in features:
-    return sampled_cross_entropy(logits, features[TEACHER_SAMPLE_WEIGHTS],
-                                 features[TEACHER_IDS], temperature)
-  per_position = soft_cross_entropy(logits, features[TEACHER_PROBS],
-                                    features.get(TEACHER_IDS), temperature)
-  if tail_mass_loss and TEACHER_IDS in features:
-    per_position += tail_mass_cross_entropy(
-        logits, features[TEACHER_PROBS], features[TEACHER_IDS], temperature)
+  if labels.mode == label_settings.SAMPLED:
+    return sampled_cross_entropy(logits, labels.weights, labels.ids,
+                                 temperature)
+  if labels.mode == label_settings.FULL:
+    return soft_cross_entropy(logits, labels.probs, None, temperature)
+  per_position = soft_cross_entropy(logits, labels.probs, labels.ids,
+                                    temperature)
+  if tail_mass_loss:
+    per_position += tail_mass_cross_entropy(logits, labels.probs, labels.ids,
+                                            temperature)
   return per_position
 
 
@@ -164,10 +216,7 @@ def next_sentence_cross_entropy(logits, labels):
 
 
 def compute_losses(masked_lm_logits, next_sentence_logits, features,
-                   temperature=1.0, soft_loss_weight=1.0,
-                   hard_mlm_loss_weight=0.0, weight_total=None,
-                   example_total=None, tail_mass_loss=False,
-                   next_sentence_loss_weight=1.0):
+                   config=LossConfig(), weight_total=None, example_total=None):
   """The training loss and its terms for one batch.
 
   Args:
@@ -175,16 +224,13 @@ def compute_losses(masked_lm_logits, next_sentence_logits, features,
     next_sentence_logits: [B, 2] float32.
     features: a parsed batch (see parse_batch): masked_lm_weights [B, P],
       masked_lm_ids [B, P], next_sentence_labels [B], and with
-      soft_loss_weight > 0 the teacher's labels (teacher_probs and
-      teacher_ids, teacher_probs alone, or teacher_sample_weights and
-      teacher_ids).
-    temperature, soft_loss_weight, hard_mlm_loss_weight,
-      next_sentence_loss_weight: Python floats.
+      soft_loss_weight > 0 the teacher's labels value under
+      label_settings.TEACHER_LABELS.
+    config: a LossConfig (its weights, temperature and tail_mass_loss).
     weight_total: the denominator of the masked-LM terms; defaults to this
       batch's sum of masked_lm_weights + 1e-5. Replicas pass the global one.
     example_total: the denominator of the next-sentence term; defaults to B.
       Replicas pass the global batch size.
-    tail_mass_loss: with top-k labels, add their "all other tokens" class.
 
   Returns:
     {"loss", "soft_loss", "hard_mlm_loss", "next_sentence_loss"}: scalars;
@@ -197,11 +243,12 @@ def compute_losses(masked_lm_logits, next_sentence_logits, features,
     example_total = tf.cast(tf.shape(next_sentence_logits)[0], tf.float32)
   zero = tf.constant(0.0)
   soft = hard = zero
-  if soft_loss_weight:
-    per_position = soft_loss_per_position(masked_lm_logits, features,
-                                          temperature, tail_mass_loss)
+  if config.soft_loss_weight:
+    per_position = soft_loss_per_position(
+        masked_lm_logits, features[label_settings.TEACHER_LABELS],
+        config.temperature, config.tail_mass_loss)
     soft = tf.reduce_sum(weights * per_position) / weight_total
-  if hard_mlm_loss_weight:
+  if config.hard_mlm_loss_weight:
     per_position = hard_cross_entropy(masked_lm_logits,
                                       features[records.MASKED_LM_IDS])
     hard = tf.reduce_sum(weights * per_position) / weight_total
@@ -209,8 +256,9 @@ def compute_losses(masked_lm_logits, next_sentence_logits, features,
       next_sentence_logits, features[records.NEXT_SENTENCE_LABELS]))
   next_sentence /= example_total
   return {
-      "loss": soft_loss_weight * soft + hard_mlm_loss_weight * hard +
-              next_sentence_loss_weight * next_sentence,
+      "loss": config.soft_loss_weight * soft +
+              config.hard_mlm_loss_weight * hard +
+              config.next_sentence_loss_weight * next_sentence,
       "soft_loss": soft,
       "hard_mlm_loss": hard,
       "next_sentence_loss": next_sentence,
@@ -242,59 +290,60 @@ def calibration_gaps(probs, true_ids, weights):
 
 
 def evaluation_sums(masked_lm_logits, next_sentence_logits, features,
-                    temperature, soft_loss_weight, hard_mlm_loss_weight,
-                    tail_mass_loss=False, next_sentence_loss_weight=1.0):
+                    config=LossConfig()):
   """Per-batch sums from which the evaluation metrics are ratios.
 
   Returns {name: scalar or [CALIBRATION_BINS]}: weighted sums over masked
   positions ("*_w") with "weight" their denominator, and sums over examples
-  with "examples". With the teacher's whole distribution in the batch
-  (TEACHER_PROBS [B, P, V], no TEACHER_IDS: full-mode records, or a teacher
-  run alongside) also the sums of teacher_kl, teacher_cross_entropy,
-  teacher_entropy and both calibration gaps.
+  with "examples". With full labels (the teacher's whole distribution:
+  full-mode records, or a teacher run alongside) also the sums of
+  teacher_kl, teacher_cross_entropy, teacher_entropy and both calibration
+  gaps. The sums hold every term unweighted (evaluation_metrics weighs
+  them); config gives the temperature and tail_mass_loss.
   """
-  # The sums hold every term; evaluation_metrics weighs them.
-  del soft_loss_weight, hard_mlm_loss_weight, next_sentence_loss_weight
+  labels = features.get(label_settings.TEACHER_LABELS)
   weights = features[records.MASKED_LM_WEIGHTS]  # [B, P]
-  labels = features[records.NEXT_SENTENCE_LABELS]  # [B]
+  next_sentence_labels = features[records.NEXT_SENTENCE_LABELS]  # [B]
   predicted = tf.argmax(masked_lm_logits, axis=-1, output_type=tf.int32)
   true_ids = tf.cast(features[records.MASKED_LM_IDS], tf.int32)
   sums = {
       "weight": tf.reduce_sum(weights),
-      "examples": tf.cast(tf.size(labels), tf.float32),
+      "examples": tf.cast(tf.size(next_sentence_labels), tf.float32),
       "mlm_correct_w": tf.reduce_sum(
           weights * tf.cast(predicted == true_ids, tf.float32)),
       "hard_mlm_loss_w": tf.reduce_sum(
           weights * hard_cross_entropy(masked_lm_logits, true_ids)),
       "next_sentence_correct": tf.reduce_sum(tf.cast(
           tf.argmax(next_sentence_logits, -1, output_type=tf.int32) ==
-          tf.cast(labels, tf.int32), tf.float32)),
-      "next_sentence_loss": tf.reduce_sum(
-          next_sentence_cross_entropy(next_sentence_logits, labels)),
+          tf.cast(next_sentence_labels, tf.int32), tf.float32)),
+      "next_sentence_loss": tf.reduce_sum(next_sentence_cross_entropy(
+          next_sentence_logits, next_sentence_labels)),
   }
-  if TEACHER_SAMPLE_WEIGHTS in features:
+  if labels is None:
+    return sums
+  if labels.mode == label_settings.SAMPLED:
     # Sampled labels: their loss at the temperature they were drawn at.
-    per_position = soft_loss_per_position(masked_lm_logits, features,
-                                          temperature)
+    per_position = soft_loss_per_position(masked_lm_logits, labels,
+                                          config.temperature)
     sums["soft_loss_w"] = tf.reduce_sum(weights * per_position)
     sums["trained_soft_loss_w"] = sums["soft_loss_w"]
-  elif TEACHER_PROBS in features:
-    probs = features[TEACHER_PROBS]
-    teacher_top1 = tf.argmax(probs, axis=-1, output_type=tf.int32)  # [B, P]
-    if TEACHER_IDS in features:
-      teacher_top1 = tf.gather(tf.cast(features[TEACHER_IDS], tf.int32),
-                               teacher_top1, batch_dims=2)
-    sums["agreement_w"] = tf.reduce_sum(
-        weights * tf.cast(predicted == teacher_top1, tf.float32))
-    # The original's loss: temperature 1, whatever training used.
-    sums["soft_loss_w"] = tf.reduce_sum(weights * soft_cross_entropy(
-        masked_lm_logits, probs, features.get(TEACHER_IDS)))
-    sums["trained_soft_loss_w"] = tf.reduce_sum(weights * (
-        soft_loss_per_position(masked_lm_logits, features, temperature,
-                               tail_mass_loss)))
-    if TEACHER_IDS not in features:
-      sums.update(teacher_distribution_sums(masked_lm_logits, probs,
-                                            true_ids, weights))
+    return sums
+  top_ids = labels.ids if labels.mode == label_settings.TOP_K else None
+  teacher_top1 = tf.argmax(labels.probs, axis=-1,
+                           output_type=tf.int32)  # [B, P]
+  if top_ids is not None:
+    teacher_top1 = tf.gather(top_ids, teacher_top1, batch_dims=2)
+  sums["agreement_w"] = tf.reduce_sum(
+      weights * tf.cast(predicted == teacher_top1, tf.float32))
+  # The original's loss: temperature 1, whatever training used.
+  sums["soft_loss_w"] = tf.reduce_sum(weights * soft_cross_entropy(
+      masked_lm_logits, labels.probs, top_ids))
+  sums["trained_soft_loss_w"] = tf.reduce_sum(weights * (
+      soft_loss_per_position(masked_lm_logits, labels, config.temperature,
+                             config.tail_mass_loss)))
+  if labels.mode == label_settings.FULL:
+    sums.update(teacher_distribution_sums(masked_lm_logits, labels.probs,
+                                          true_ids, weights))
   return sums
 
 
@@ -330,14 +379,14 @@ def teacher_distribution_sums(masked_lm_logits, teacher_probs, true_ids,
   }
 
 
-def evaluation_metrics(sums, soft_loss_weight, hard_mlm_loss_weight,
-                       next_sentence_loss_weight=1.0):
+def evaluation_metrics(sums, config=LossConfig()):
   """Turns evaluation_sums (added over batches) into the reported metrics.
 
   With the teacher's whole distribution: teacher_kl, teacher_cross_entropy
   and teacher_entropy are means over real masked positions (nats);
   student_ece and teacher_ece are sum_b |gap_b| / sum w over the
-  CALIBRATION_BINS confidence bins of calibration_gaps.
+  CALIBRATION_BINS confidence bins of calibration_gaps. The loss is weighed
+  as config (a LossConfig) weighs training's.
   """
   import numpy as np
   weight = sums["weight"] + WEIGHT_EPSILON
@@ -364,9 +413,9 @@ def evaluation_metrics(sums, soft_loss_weight, hard_mlm_loss_weight,
     if model + "_calibration_w" in sums:
       metrics[model + "_ece"] = np.sum(
           np.abs(sums[model + "_calibration_w"])) / weight
-  metrics["loss"] = (soft_loss_weight * trained_soft +
-                     hard_mlm_loss_weight * hard +
-                     next_sentence_loss_weight * next_sentence)
+  metrics["loss"] = (config.soft_loss_weight * trained_soft +
+                     config.hard_mlm_loss_weight * hard +
+                     config.next_sentence_loss_weight * next_sentence)
   return {name: float(value) for name, value in metrics.items()}
 
 
@@ -402,8 +451,8 @@ def uniform_layer_map(student_layers, teacher_layers):
           for j in range(1, student_layers + 1)]
 
 
-def projection_shapes(student_hidden, teacher_hidden, options):
-  """{name: shape} of the learned [Hs, Ht] projections the options need.
+def projection_shapes(student_hidden, teacher_hidden, config):
+  """{name: shape} of the learned [Hs, Ht] projections a LossConfig needs.
 
   TinyBERT's W_e (embeddings) and W_h (hidden states, shared by every mapped
   layer), each a kernel and a bias; none when the widths are equal.
@@ -413,7 +462,7 @@ def projection_shapes(student_hidden, teacher_hidden, options):
   shapes = {}
   for prefix, weight in ((EMBEDDING_PROJECTION, "embedding_loss_weight"),
                          (HIDDEN_PROJECTION, "hidden_loss_weight")):
-    if options.get(weight):
+    if getattr(config, weight):
       shapes[prefix + "/kernel"] = [student_hidden, teacher_hidden]
       shapes[prefix + "/bias"] = [teacher_hidden]
   return shapes
@@ -557,17 +606,16 @@ def minilm_attention_loss(student, teacher, input_mask, relation_heads,
   return attention + value
 
 
-def intermediate_losses(student, teacher, input_mask, options, projections,
+def intermediate_losses(student, teacher, input_mask, config, projections,
                         token_total=None, pair_total=None):
   """The weighted intermediate-layer terms of one batch.
 
   Args:
     student, teacher: model output dicts with intermediates=True.
     input_mask: [B, S].
-    options: {"embedding_loss_weight", "hidden_loss_weight", "hidden_loss"
-      ("cosine" | "mse"), "hidden_layer_map" (list of M teacher layers),
-      "attention_loss_weight", "attention_loss" ("mse" | "kl"),
-      "relation_heads"}.
+    config: a LossConfig: embedding_loss_weight, hidden_loss_weight,
+      hidden_loss ("cosine" | "mse"), hidden_layer_map (M teacher layers),
+      attention_loss_weight, attention_loss ("mse" | "kl"), relation_heads.
     projections: {name: variable} of projection_shapes (maybe empty).
     token_total, pair_total: global denominators (see the section comment).
 
@@ -586,13 +634,13 @@ def intermediate_losses(student, teacher, input_mask, options, projections,
   terms = dict.fromkeys(INTERMEDIATE_TERMS, zero)
   student_hidden, teacher_hidden = (student["hidden_states"],
                                     teacher["hidden_states"])
-  layer_map = options["hidden_layer_map"]
-  if options["embedding_loss_weight"]:
+  layer_map = config.hidden_layer_map
+  if config.embedding_loss_weight:
     terms["embedding_loss"] = hidden_mse_loss(
         _project(student_hidden[0], projections, EMBEDDING_PROJECTION),
         teacher_hidden[0], input_mask, token_total)
-  if options["hidden_loss_weight"]:
-    if options["hidden_loss"] == "cosine":
+  if config.hidden_loss_weight:
+    if config.hidden_loss == "cosine":
       terms["hidden_loss"] = hidden_cosine_loss(
           _project(student_hidden[-1], projections, HIDDEN_PROJECTION),
           teacher_hidden[-1], input_mask, token_total)
@@ -601,25 +649,26 @@ def intermediate_losses(student, teacher, input_mask, options, projections,
           _project(student_hidden[j], projections, HIDDEN_PROJECTION),
           teacher_hidden[m], input_mask, token_total)
                                        for j, m in enumerate(layer_map, 1)])
-  if options["attention_loss_weight"]:
-    if options["attention_loss"] == "mse":
+  if config.attention_loss_weight:
+    if config.attention_loss == "mse":
       terms["attention_loss"] = tf.add_n([zero] + [attention_score_mse_loss(
           student["attention_scores"][j - 1], teacher["attention_scores"][m - 1],
           input_mask, pair_total) for j, m in enumerate(layer_map, 1) if m])
     else:
       terms["attention_loss"] = minilm_attention_loss(
-          student, teacher, input_mask, options["relation_heads"],
+          student, teacher, input_mask, config.relation_heads,
           token_total)
   terms["intermediate_loss"] = tf.add_n(
-      [options[f"{name}_weight"] * terms[name] for name in INTERMEDIATE_TERMS])
+      [getattr(config, f"{name}_weight") * terms[name]
+       for name in INTERMEDIATE_TERMS])
   return terms
 
 
-def check_intermediate_options(student_config, teacher_config, options):
-  """Raises ValueError (one line, naming the flag) unless the options fit
+def check_intermediate_options(student_config, teacher_config, config):
+  """Raises ValueError (one line, naming the flag) unless a LossConfig fits
   the two models: the layer map's length and layers, head counts for the
   score MSE, relation heads dividing both widths."""
-  layer_map = options["hidden_layer_map"]
+  layer_map = config.hidden_layer_map
   student_layers = student_config.num_hidden_layers
   teacher_layers = teacher_config.num_hidden_layers
   if len(layer_map) != student_layers:
@@ -632,15 +681,15 @@ def check_intermediate_options(student_config, teacher_config, options):
     raise ValueError(
         f"--hidden_layer_map names teacher layer(s) {', '.join(absent)} but "
         f"the teacher has layers 0 (embeddings) to {teacher_layers}")
-  if options["attention_loss_weight"] and options["attention_loss"] == "mse":
+  if config.attention_loss_weight and config.attention_loss == "mse":
     heads = (student_config.num_attention_heads,
              teacher_config.num_attention_heads)
     if heads[0] != heads[1]:
       raise ValueError(
           f"--attention_loss mse needs equal head counts, but the student has "
           f"{heads[0]} and the teacher {heads[1]}; use --attention_loss kl")
-  if options["attention_loss_weight"] and options["attention_loss"] == "kl":
-    relation_heads = options["relation_heads"]
+  if config.attention_loss_weight and config.attention_loss == "kl":
+    relation_heads = config.relation_heads
     for whose, config in (("student", student_config),
                           ("teacher", teacher_config)):
       if config.hidden_size % relation_heads:

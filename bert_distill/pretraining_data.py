@@ -33,8 +33,8 @@ Speed without changing a draw: each sentence is tokenized once and kept as
 vocabulary ids (Google re-reads token strings on every pass and converts at
 the end); pairs are truncated by moving two indices; an instance is encoded
 to its tf.train.Example bytes as soon as it is made
-(records.PretrainingExampleEncoder) and framed by records.write_tfrecords,
-without loading TensorFlow.
+(example_codec.PretrainingExampleEncoder) and framed by
+tfrecord.write_tfrecords, without loading TensorFlow.
 
 Files: input file i goes to `<output_dir>/<output_base_name>_<i>.tfrecord`,
 under its final name only when complete, with `<output>.made_from.json`
@@ -42,8 +42,8 @@ beside it (the input's name, size and SHA-256, the vocabulary's, the
 settings, the seed); make_records skips an output whose record matches,
 makes again one whose input or settings changed, and removes outputs of
 former inputs beyond the last one. Files are processed by worker processes,
-one file per worker at a time (cli.map_in_workers: a worker that dies stops
-the stage naming its file).
+one file per worker at a time (worker_pool.map_in_workers: a worker that
+dies stops the stage naming its file).
 """
 
 import dataclasses
@@ -52,14 +52,18 @@ import hashlib
 import os
 import re
 import random
-import resource
 import time
 
 from absl import flags
 from absl import logging
 
 from bert_distill import cli
+from bert_distill import example_codec
+from bert_distill import file_io
+from bert_distill import progress_log
 from bert_distill import records
+from bert_distill import tfrecord
+from bert_distill import worker_pool
 import tokenization
 
 # How many examples of the first file processed are logged, decoded.
@@ -92,7 +96,7 @@ def find_input_files(input_dir):
   """
   for manifest in glob.glob(os.path.join(glob.escape(input_dir),
                                          "*.made_from.json")):
-    if (cli.read_json(manifest) or {}).get("complete") is False:
+    if (file_io.read_json(manifest) or {}).get("complete") is False:
       raise cli.StageError(
           f"--input_dir={input_dir}: split_text.py was interrupted while "
           f"writing these pieces (see {manifest}): run it again first")
@@ -247,7 +251,7 @@ class InstanceMaker:
       documents: the file's documents (lists of sentences of token ids); they
         are shuffled in place.
       rng: the file's random.Random(seed).
-      progress: a cli.Progress over documents, or None.
+      progress: a progress_log.Progress over documents, or None.
     Returns:
       The serialized tf.train.Examples, in output order.
     """
@@ -408,7 +412,7 @@ def truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, random_draw):
 
 def describe_example(serialized, tokenizer):
   """The lines Google logs for an example: tokens, then every feature."""
-  features = records.decode_example_lists(serialized)
+  features = example_codec.decode_example_lists(serialized)
   num_tokens = sum(features[records.INPUT_MASK])
   tokens = tokenizer.convert_ids_to_tokens(
       features[records.INPUT_IDS][:num_tokens])
@@ -433,7 +437,7 @@ def init_worker(settings, verbosity):
   logging.use_absl_handler()
   logging.set_verbosity(verbosity)
   tokenizer = load_tokenizer(settings.vocab_file, settings.do_lower_case)
-  encoder = records.PretrainingExampleEncoder(
+  encoder = example_codec.PretrainingExampleEncoder(
       settings.max_seq_length, settings.max_predictions_per_seq,
       max(tokenizer.vocab.values()) + 1)
   _WORKER.update(
@@ -466,21 +470,21 @@ def process_file(job):
                len(documents),
                sum(len(s) for document in documents for s in document),
                time.monotonic() - start)
-  progress = cli.Progress(f"{name} passes",
-                          total=len(documents) * maker.settings.dupe_factor,
-                          unit="documents")
+  progress = progress_log.Progress(
+      f"{name} passes", total=len(documents) * maker.settings.dupe_factor,
+      unit="documents")
   examples = maker.make_file_instances(documents, random.Random(seed),
                                        progress)
   for example in examples[:num_logged]:
     for line in describe_example(example, tokenizer):
       logging.info("%s", line)
-  made_from = dict(made_from, input=cli.file_identity(input_path, digest),
+  made_from = dict(made_from, input=file_io.file_identity(input_path, digest),
                    documents=len(documents), instances=len(examples))
   try:
-    with cli.atomic_output(final_path) as tmp_path:
-      records.write_tfrecords(tmp_path, examples)
+    with file_io.atomic_output(final_path) as tmp_path:
+      tfrecord.write_tfrecords(tmp_path, examples)
     made_from["output_size"] = os.path.getsize(final_path)
-    cli.write_json(made_from_path(final_path), made_from)
+    file_io.write_json(made_from_path(final_path), made_from)
   except OSError as e:
     raise cli.StageError(f"cannot write {final_path}: "
                          f"{e.strerror or e}") from None
@@ -502,7 +506,7 @@ def run_jobs(jobs, settings, num_workers):
     return
   # spawn: workers start clean on every platform, and never inherit locks or
   # threads of the parent.
-  for _, result in cli.map_in_workers(
+  for _, result in worker_pool.map_in_workers(
       process_file, jobs, num_workers, name_of_job=lambda job: job[0],
       context="spawn", initializer=init_worker,
       initargs=(settings, verbosity)):
@@ -518,18 +522,18 @@ def why_not_complete(final_path, made_from, input_path):
   settings of `made_from`; otherwise the reason, in words."""
   if not os.path.exists(final_path):
     return "missing"
-  record = cli.read_json(made_from_path(final_path))
+  record = file_io.read_json(made_from_path(final_path))
   if record is None:
     return f"no record of what it was made from ({made_from_path(final_path)})"
   if record.get("output_size") != os.path.getsize(final_path):
     return "its size differs from the one recorded when it was written"
-  if not cli.same_content(record.get("input", {}),
-                          cli.file_identity(input_path)):
+  if not file_io.same_content(record.get("input", {}),
+                          file_io.file_identity(input_path)):
     was = record.get("input", {}).get("name")
     return (f"made from {was}, not from {os.path.basename(input_path)} as it "
             f"is now" if was != os.path.basename(input_path) else
             f"made from another content of {was}")
-  if not cli.same_content(record.get("vocab", {}), made_from["vocab"]):
+  if not file_io.same_content(record.get("vocab", {}), made_from["vocab"]):
     return "made with another --vocab_file"
   for key in ("settings", "random_seed"):
     if record.get(key) != made_from[key]:
@@ -549,7 +553,7 @@ def remove_former_outputs(output_dir, output_base_name, num_inputs):
     if not match or int(match.group(1)) < num_inputs:
       continue
     path = os.path.join(output_dir, name)
-    if cli.read_json(made_from_path(path)) is None:
+    if file_io.read_json(made_from_path(path)) is None:
       raise cli.StageError(
           f"{path}: a record file beyond the {num_inputs} input files, with "
           f"no record of what it was made from: delete it (stage IV would "
@@ -572,19 +576,19 @@ def make_records(input_files, settings, output_dir, output_base_name,
   indexed_inputs = cli.select_shard(list(enumerate(input_files)), num_shards,
                                     shard_index)
   if num_shards == 1:
-    cli.remove_stale_temporaries(
+    file_io.remove_stale_temporaries(
         os.path.join(glob.escape(output_dir), glob.escape(output_base_name)) +
         "_*.tfrecord*")
   else:
     for index, _ in indexed_inputs:
       final_path = output_path(output_dir, output_base_name, index)
       for path in (final_path, made_from_path(final_path)):
-        cli.remove_stale_temporaries(glob.escape(path))
+        file_io.remove_stale_temporaries(glob.escape(path))
   if shard_index == 0:
     remove_former_outputs(output_dir, output_base_name, len(input_files))
   recorded_settings = dataclasses.asdict(settings)
   del recorded_settings["vocab_file"]  # Its content counts, not its path.
-  vocab = cli.file_identity(settings.vocab_file)
+  vocab = file_io.file_identity(settings.vocab_file)
 
   jobs = []
   for index, input_path in indexed_inputs:
@@ -612,7 +616,8 @@ def make_records(input_files, settings, output_dir, output_base_name,
   logging.info("%d input files, %d to make, %d workers", len(indexed_inputs),
                len(jobs), min(num_workers, max(len(jobs), 1)))
 
-  files = cli.Progress("files", total=len(jobs), unit="files", interval=0.0)
+  files = progress_log.Progress("files", total=len(jobs), unit="files",
+                                interval=0.0)
   total_instances = 0
   for _, _, instances, _ in run_jobs(jobs, settings, num_workers):
     total_instances += instances
@@ -620,22 +625,4 @@ def make_records(input_files, settings, output_dir, output_base_name,
   logging.info("Wrote %d instances in %d files, %.1f instances/s",
                total_instances, len(jobs),
                total_instances / max(time.monotonic() - files.start, 1e-9))
-  logging.info("Peak RSS: %.0f MB in this process, %.0f MB in the largest "
-               "worker process (0: no workers were needed)",
-               peak_rss_mb(resource.RUSAGE_SELF),
-               peak_rss_mb(resource.RUSAGE_CHILDREN))
-
-
-def peak_rss_mb(who):
-  """Peak resident memory of this process or its largest finished child, MB.
-
-  For this process, Linux's VmHWM when there is one: ru_maxrss carries over
-  the peak of the process that started this one.
-  """
-  if who == resource.RUSAGE_SELF and os.path.exists("/proc/self/status"):
-    with open("/proc/self/status") as status:
-      for line in status:
-        if line.startswith("VmHWM:"):
-          return int(line.split()[1]) / 1024
-  return resource.getrusage(who).ru_maxrss / 1024
 

@@ -1,9 +1,9 @@
 """Stage IV's work: the teacher run over pretraining records, labels written.
 
-read_teacher_config and label_settings_of_flags check what the flags ask
-for; plan_outputs pairs input files with output files (and skips finished
-ones); load_teacher builds the teacher and loads it strictly; TeacherLabeler
-is the compiled forward pass, softmax and top-k (or the full distribution,
+read_labelling_teacher_config checks what the flags ask for
+(label_settings.from_flags the labels); plan_outputs pairs input files with
+output files (and skips finished ones); TeacherLabeler is the compiled
+forward pass, softmax and top-k (or the full distribution,
 or the sampled draws) at the masked positions; write_teacher_labels reads a
 file in length-sorted windows, labels each batch cut to its longest real
 sequence and writes every record again with its labels, in input order.
@@ -14,19 +14,25 @@ P = max_predictions_per_seq, V = vocab size, K = truncation_factor.
 """
 
 from concurrent import futures
+import glob
+import hashlib
 import os
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from bert_distill import checkpoints
 from bert_distill import cli
 import modeling
+from bert_distill import example_codec
+from bert_distill import file_io
+from bert_distill import label_settings
+from bert_distill import progress_log
 from bert_distill import records
+from bert_distill import tfrecord
 
-def read_teacher_config(path, max_seq_length, truncation_factor,
-                        vocab_file=None):
+def read_labelling_teacher_config(path, max_seq_length, truncation_factor,
+                                  vocab_file=None):
   """Reads the teacher's BertConfig and checks L, k and the vocab against it."""
   try:
     config = modeling.read_config(path, max_seq_length, "teacher")
@@ -47,22 +53,6 @@ def read_teacher_config(path, max_seq_length, truncation_factor,
           f"{path} says vocab_size {config.vocab_size}; give the teacher's "
           f"own vocab and config")
   return config
-
-
-def label_settings_of_flags(label_mode, truncation_factor, num_samples,
-                            temperature, vocab_size, exact_top_k=0):
-  """The records.LabelSettings this run writes (N, T, head only for sampled)."""
-  mode = records.label_mode_of(truncation_factor, label_mode)
-  if mode == records.SAMPLED:
-    if truncation_factor + exact_top_k > vocab_size:
-      raise cli.StageError(
-          f"--truncation_factor {truncation_factor} + --exact_top_k "
-          f"{exact_top_k} exceeds the teacher's vocab_size {vocab_size}")
-    return records.LabelSettings(mode, truncation_factor, num_samples,
-                                 temperature, exact_top_k)
-  if mode == records.FULL:
-    return records.LabelSettings(mode, vocab_size)
-  return records.LabelSettings(mode, truncation_factor)
 
 
 def plan_outputs(input_files, output_file, output_dir):
@@ -99,28 +89,13 @@ def plan_outputs(input_files, output_file, output_dir):
   return plan
 
 
-def check_inputs(input_files, feature_spec, max_predictions_per_seq):
+def check_input_lengths(input_files, feature_spec, max_predictions_per_seq):
   """Checks the first record of each input against the lengths of the flags."""
   for path in input_files:
     try:
       records.check_record_lengths(path, feature_spec, max_predictions_per_seq)
     except ValueError as e:
       raise cli.StageError(str(e)) from None
-
-
-def load_teacher(config, checkpoint, strategy):
-  """Builds the teacher under `strategy` and loads every variable, strictly."""
-  with strategy.scope():
-    # Zeros, not random values: the strict load below sets every variable.
-    model = modeling.BertPretrainingModel(config, initialize=False)
-  try:
-    # No label uses the pooler or the next-sentence head; the masked-LM head
-    # is required (MissingHeadError names the remedy).
-    checkpoints.load_checkpoint(
-        model, checkpoint, optional=("bert/pooler/", "cls/seq_relationship/"))
-  except ValueError as e:
-    raise cli.StageError(f"--init_checkpoint: {e}") from None
-  return model
 
 
 class TeacherLabeler:
@@ -130,7 +105,7 @@ class TeacherLabeler:
   masked_lm_positions), int32 [B, S] x 3 and [B, P], returns NumPy arrays:
   (probs [B, P, K] float32 descending, ids [B, P, K] int32) for top_k,
   (probs [B, P, V],) for full. For sampled the batch also holds uniforms
-  float32 [B, P, N] (records.sample_uniforms) and the result is
+  float32 [B, P, N] (sample_uniforms) and the result is
   (ids [B, P, N] int32,): draw n is the token where the cumulative softmax
   at temperature T first exceeds uniform n (inverse-CDF sampling, on the
   device, so only the ids leave it); with head_k > 0 the result is
@@ -140,11 +115,11 @@ class TeacherLabeler:
   """
 
   def __init__(self, model, truncation_factor, strategy, use_xla=True,
-               label_mode=records.TOP_K, temperature=1.0, head_k=0):
+               label_mode=label_settings.TOP_K, temperature=1.0, head_k=0):
     self._model = model
     self._k = truncation_factor
     self._head_k = head_k
-    self._mode = records.label_mode_of(truncation_factor, label_mode)
+    self._mode = label_settings.mode_of(truncation_factor, label_mode)
     self._temperature = temperature
     self._strategy = strategy
     if use_xla and strategy.num_replicas_in_sync > 1:
@@ -165,10 +140,13 @@ class TeacherLabeler:
     logits = self._model(input_ids, input_mask, segment_ids,
                          masked_lm_positions,
                          training=False)["masked_lm_logits"]  # [B, P, V]
-    if self._mode == records.SAMPLED:
+    # A bfloat16 teacher's logits carry 8 significant bits; the softmax over
+    # V tokens, top-k and the cumulative sums of the draws need float32's.
+    logits = tf.cast(logits, tf.float32)
+    if self._mode == label_settings.SAMPLED:
       return self._draws(logits, uniforms)
     probs = tf.nn.softmax(logits, axis=-1)  # float32 over the full vocabulary
-    if self._mode == records.FULL:
+    if self._mode == label_settings.FULL:
       return (probs,)
     top = tf.math.top_k(probs, k=self._k, sorted=True)
     return top.values, top.indices  # [B, P, K] each
@@ -299,12 +277,13 @@ def label_window(labeler, features, batch_size, length_multiple,
 
 
 class _RecordFile:
-  """A TFRecordWriter whose failures (no such folder, disk full, ...) raise
-  one-line StageErrors naming the output; a context manager that closes it."""
+  """A tfrecord.TFRecordWriter whose failures (no such folder, disk full,
+  ...) raise one-line StageErrors naming the output; a context manager that
+  closes it."""
 
   def __init__(self, tmp_path, output_path):
     self._output_path = output_path
-    self._writer = self._guarded(tf.io.TFRecordWriter, tmp_path)
+    self._writer = self._guarded(tfrecord.TFRecordWriter, tmp_path)
 
   def _guarded(self, function, *args):
     try:
@@ -328,6 +307,98 @@ class _RecordFile:
       self._writer.close()
     except (tf.errors.OpError, OSError):
       pass
+
+
+# ---------------------------------------------------------------------------
+# The sampled mode's draws: a counter-based generator, so a record's draws do
+# not depend on batching, sorting or sharding.
+
+
+def _splitmix64(x):
+  """SplitMix64's finaliser on a uint64 array: a counter-based generator
+  (each output a function of its input alone)."""
+  with np.errstate(over="ignore"):
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+  return x ^ (x >> np.uint64(31))
+
+
+def sample_key(seed, file_name):
+  """The 64-bit key of one input file's draws: its base name and the seed
+  (so shards, output folders and reruns agree)."""
+  digest = hashlib.sha256(
+      f"{int(seed)}:{os.path.basename(file_name)}".encode()).digest()
+  return int.from_bytes(digest[:8], "little")
+
+
+def sample_uniforms(key, record_indices, max_predictions_per_seq, num_samples):
+  """The uniforms in [0, 1) behind the draws of some records of a file.
+
+  Element [r, p, n] is a function of (key, record_indices[r], p, n) alone:
+  the same whatever batch, window or shard the record falls into.
+
+  Args:
+    key: sample_key of the file.
+    record_indices: int [w], the records' indices within their file.
+    max_predictions_per_seq: P.
+    num_samples: N.
+
+  Returns:
+    float32 [w, P, N], each below 1.
+  """
+  records_ = np.asarray(record_indices, np.uint64)[:, None, None]
+  positions = np.arange(max_predictions_per_seq, dtype=np.uint64)[None, :, None]
+  draws = np.arange(num_samples, dtype=np.uint64)[None, None, :]
+  with np.errstate(over="ignore"):
+    state = _splitmix64(np.uint64(key) ^ _splitmix64(records_))
+    state = _splitmix64(state ^ ((positions << np.uint64(32)) | draws))
+  uniforms = (state >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
+  return uniforms  # 24 random bits: exact in float32, at most 1 - 2^-24
+
+
+def compact_samples(sampled_ids, k):
+  """The distinct ids of each row of draws, most frequent first, in k slots.
+
+  Ties in count go to the id drawn first: the draws are independent, so
+  among ids drawn equally often that is a uniformly random one, and the k
+  kept after an overflow are not biased towards any part of the
+  vocabulary. Rows with more than k distinct ids keep the k most frequent
+  (the reader renormalises by the kept counts).
+
+  Args:
+    sampled_ids: int [R, N], N draws per row, in draw order.
+    k: slots per row.
+
+  Returns:
+    (ids int64 [R, k], counts int64 [R, k], dropped int64 [R]: draws not
+    kept), padded with id 0 and count 0.
+  """
+  rows, n = sampled_ids.shape
+  draws = sampled_ids.astype(np.int64)
+  order = np.argsort(draws, axis=1, kind="stable")  # [R, N]
+  ordered = np.take_along_axis(draws, order, axis=1)
+  starts = np.ones((rows, n), bool)
+  starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+  # Run r of a row: its id, count and first draw, placed at index r.
+  run_index = np.cumsum(starts, axis=1) - 1  # [R, N]
+  row_index = np.repeat(np.arange(rows), n).reshape(rows, n)
+  counts = np.zeros((rows, n), np.int64)
+  np.add.at(counts, (row_index, run_index), 1)
+  run_ids = np.zeros((rows, n), np.int64)
+  run_ids[row_index[starts], run_index[starts]] = ordered[starts]
+  first_draw = np.full((rows, n), n, np.int64)  # empty runs: last
+  # The stable sort puts each id's earliest draw first in its run.
+  first_draw[row_index[starts], run_index[starts]] = order[starts]
+  rank = np.lexsort((first_draw, -counts), axis=1)  # most frequent first
+  counts = np.take_along_axis(counts, rank, axis=1)
+  run_ids = np.take_along_axis(run_ids, rank, axis=1)
+  if n < k:
+    counts = np.pad(counts, [(0, 0), (0, k - n)])
+    run_ids = np.pad(run_ids, [(0, 0), (0, k - n)])
+  dropped = n - counts[:, :k].sum(axis=1)
+  return run_ids[:, :k], counts[:, :k], dropped
+
 
 
 class SampleStats:
@@ -368,12 +439,12 @@ def sampled_labels(labeler, features, batch_size, length_multiple, settings,
   """
   weights = features[records.MASKED_LM_WEIGHTS]  # [w, P]
   count, preds = weights.shape
-  uniforms = records.sample_uniforms(
+  uniforms = sample_uniforms(
       key, np.arange(first_record, first_record + count), preds,
       settings.num_samples)  # [w, P, N]
   *head, draws = label_window(labeler, features, batch_size,
                               length_multiple, uniforms)  # [w, P, N]
-  ids, counts, dropped = records.compact_samples(
+  ids, counts, dropped = compact_samples(
       draws.reshape(count * preds, -1), settings.k)  # [w*P, k] x 2, [w*P]
   real = weights.reshape(-1) > 0
   ids[~real] = 0
@@ -393,7 +464,7 @@ def sampled_labels(labeler, features, batch_size, length_multiple, settings,
 def write_teacher_labels(labeler, input_files, output_path, feature_spec,
                          truncation_factor, batch_size, length_multiple,
                          sort_batches, bounds, progress_interval=30.0,
-                         label_settings=None, seed=0, max_records=0):
+                         settings=None, seed=0, max_records=0):
   """Labels every record of `input_files`, in order, into `output_path`.
 
   Reads windows of sort_batches * batch_size records (one batch in full
@@ -403,7 +474,7 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
   run on a second thread while the teacher computes the next. The output
   appears under its final name only when complete.
 
-  label_settings: a records.LabelSettings; None means top_k with
+  settings: a label_settings.LabelSettings; None means top_k with
   truncation_factor (full when it is 0). seed: of the sampled draws.
   max_records: > 0 labels only the first max_records records of each file.
 
@@ -414,27 +485,26 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
   Returns:
     The number of records written.
   """
-  if label_settings is None:
-    label_settings = records.LabelSettings(
-        records.label_mode_of(truncation_factor), truncation_factor)
-  mode = label_settings.mode
-  label_names = records.teacher_label_features(truncation_factor, mode,
-                                               label_settings.head_k)
-  encoder = records.ExampleBatchEncoder(records.PRETRAINING_FEATURES +
+  if settings is None:
+    settings = label_settings.LabelSettings(
+        label_settings.mode_of(truncation_factor), truncation_factor)
+  mode = settings.mode
+  label_names = settings.feature_names()
+  encoder = example_codec.ExampleBatchEncoder(records.PRETRAINING_FEATURES +
                                         label_names)
-  window_size = batch_size * (1 if mode == records.FULL else sort_batches)
+  window_size = batch_size * (1 if mode == label_settings.FULL else
+                              sort_batches)
   stats = SampleStats()
   try:  # each file read once, and so checked, before any output is opened
-    counts = [records.count_records([path], check_data=True)
+    counts = [tfrecord.count_records([path], check_data=True)
               for path in input_files]
   except ValueError as e:
     raise cli.StageError(str(e)) from None
   total = sum(min(c, max_records) if max_records else c for c in counts)
-  for stale in tf.io.gfile.glob(output_path + ".tmp-*"):
-    logging.info("Removing %s, left by an interrupted run", stale)
-    tf.io.gfile.remove(stale)
-  progress = cli.Progress(f"teacher labels -> {output_path}", total=total,
-                          unit="records", interval=progress_interval)
+  file_io.remove_stale_temporaries(glob.escape(output_path))
+  progress = progress_log.Progress(
+      f"teacher labels -> {output_path}", total=total, unit="records",
+      interval=progress_interval)
 
   def write(writer, features, labels):
     for name, values in zip(label_names, labels):
@@ -442,7 +512,7 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
     for serialized in encoder.encode(features):
       writer.write(serialized)
 
-  with cli.atomic_output(output_path) as tmp_path, \
+  with file_io.atomic_output(output_path) as tmp_path, \
        _RecordFile(tmp_path, output_path) as writer, \
        futures.ThreadPoolExecutor(max_workers=1) as pool:
     pending = None
@@ -459,11 +529,11 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
           raise cli.StageError(
               f"{path}: bad record ({cli.error_line(e)}); check "
               f"--max_seq_length and --max_predictions_per_seq") from None
-        check_values(path, first_record, features, bounds)
-        if mode == records.SAMPLED:
+        check_window_values(path, first_record, features, bounds)
+        if mode == label_settings.SAMPLED:
           labels = sampled_labels(labeler, features, batch_size,
-                                  length_multiple, label_settings,
-                                  records.sample_key(seed, path),
+                                  length_multiple, settings,
+                                  sample_key(seed, path),
                                   first_record, stats)
         else:
           labels = label_window(labeler, features, batch_size,
@@ -478,12 +548,12 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
     if pending is not None:
       pending.result()
   progress.log(final=True)
-  if mode == records.SAMPLED:
-    logging.info("%s: %s", output_path, stats.summary(label_settings.k))
+  if mode == label_settings.SAMPLED:
+    logging.info("%s: %s", output_path, stats.summary(settings.k))
   return progress.done
 
 
-def check_values(path, first_record, features, bounds):
+def check_window_values(path, first_record, features, bounds):
   """Raises StageError unless every record of a window has ids, segment ids
   and masked positions in range (records.invalid_records): on a GPU or under
   XLA an index beyond a table silently reads zeros or a clamped row."""

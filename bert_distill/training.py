@@ -26,6 +26,8 @@ import tensorflow as tf
 
 from bert_distill import checkpoints
 from bert_distill import cli
+from bert_distill import file_io
+from bert_distill import progress_log
 from bert_distill import summaries
 
 
@@ -146,7 +148,7 @@ def train(train_loop, dataset, start_step, settings, schedule, variables,
         "step %d/%d: %s, lr %.3g, global norm %.3g, %.1f examples/s "
         "(%.2f steps/s), time left %s", step, total, describe_terms(terms),
         learning_rate, terms["global_norm"], examples_per_second,
-        steps_run / (now - started), cli.format_seconds(left))
+        steps_run / (now - started), progress_log.format_seconds(left))
     summaries.write_scalars(writer, "train", {
         **terms, "learning_rate": learning_rate,
         "examples_per_second": examples_per_second}, step)
@@ -240,12 +242,12 @@ def save(variables, step, output_dir, keep):
 
 def prepare_output_dir(output_dir):
   """Creates output_dir, checks that files can be written there, and removes
-  what interrupted saves left (checkpoints.remove_stale_temporaries).
+  what interrupted saves left (checkpoints.remove_interrupted_saves).
 
   Raises:
     cli.StageError: output_dir cannot be created or written.
   """
-  probe = cli.temporary_path(os.path.join(output_dir, "write_test"))
+  probe = file_io.temporary_path(os.path.join(output_dir, "write_test"))
   try:
     tf.io.gfile.makedirs(output_dir)
     with tf.io.gfile.GFile(probe, "w") as f:
@@ -254,4 +256,60 @@ def prepare_output_dir(output_dir):
   except (tf.errors.OpError, OSError) as e:
     raise cli.StageError(f"--output_dir {output_dir}: cannot write there "
                          f"({cli.error_line(e)})") from None
-  checkpoints.remove_stale_temporaries(output_dir)
+  checkpoints.remove_interrupted_saves(output_dir)
+
+
+def write_eval_results(metrics, step, output_dir):
+  """Writes output_dir/eval_results.txt (`key = value`, as Google's) and
+  TensorBoard scalars under output_dir/eval (stage V and fine-tuning);
+  returns the file's path.
+
+  Raises:
+    cli.StageError: the file cannot be written (names it).
+  """
+  results = {**metrics, "global_step": step}
+  path = os.path.join(output_dir, "eval_results.txt")
+  try:
+    with file_io.atomic_output(path) as tmp_path:
+      with tf.io.gfile.GFile(tmp_path, "w") as f:
+        for key in sorted(results):
+          f.write(f"{key} = {results[key]}\n")
+  except (tf.errors.OpError, OSError) as e:
+    raise cli.StageError(
+        f"{path}: cannot write ({cli.error_line(e)})") from None
+  writer = tf.summary.create_file_writer(os.path.join(output_dir, "eval"))
+  summaries.write_scalars(writer, "eval", metrics, step)
+  logging.info("Wrote %s: %s", path,
+               ", ".join(f"{k} = {v:.4f}" for k, v in sorted(metrics.items())))
+  return path
+
+
+def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
+                          initialize, extra_variables=None):
+  """Resumes from output_dir's newest usable checkpoint (resume), else calls
+  initialize(init_checkpoint) to load it into the model, else keeps the
+  random initial values. Stage V and fine-tuning differ only in
+  `initialize` (a layer map; a new classifier head).
+
+  Returns the global step training continues from.
+
+  Raises:
+    cli.StageError: as resume, or initialize raised a ValueError (the
+      checkpoint is missing, mis-shaped or lacks a layer).
+  """
+  step = resume(checkpoint_variables(model, optimizer, extra_variables),
+                optimizer.global_step, output_dir)
+  if step is not None:
+    return step
+  if init_checkpoint:
+    try:
+      initialize(init_checkpoint)
+    except ValueError as e:
+      where = ("" if str(e).startswith(init_checkpoint) else
+               f"{init_checkpoint}: ")
+      raise cli.StageError(f"--init_checkpoint {where}{e}") from None
+    logging.info("Initialised from %s", init_checkpoint)
+  else:
+    logging.info("No --init_checkpoint and no checkpoint in %s: starting "
+                 "from random weights (--seed)", output_dir)
+  return 0

@@ -18,6 +18,9 @@ import re
 from absl import logging
 
 from bert_distill import cli
+from bert_distill import file_io
+from bert_distill import progress_log
+from bert_distill import worker_pool
 
 # WikiExtractor names its outputs wiki_00, wiki_01, ... and adds .bz2 with -c.
 WIKI_FILE_PATTERN = re.compile(r"^wiki_\d+(\.bz2)?$")
@@ -203,9 +206,9 @@ def converted_files(files, num_workers):
   if min(num_workers, len(files)) <= 1:
     yield from map(convert_file, files)
     return
-  for _, result in cli.map_in_workers(convert_file, files, num_workers,
-                                      name_of_job=str, context="fork",
-                                      ordered=True):
+  for _, result in worker_pool.map_in_workers(convert_file, files, num_workers,
+                                              name_of_job=str, context="fork",
+                                              ordered=True):
     yield result
 
 
@@ -225,7 +228,7 @@ def check_write_file(write_file):
     os.makedirs(out_dir, exist_ok=True)
   except OSError as e:
     raise cli.StageError(f"--write_file={write_file}: cannot create "
-                         f"{cli.describe_os_error(e)}") from None
+                         f"{file_io.describe_os_error(e)}") from None
   if not os.access(out_dir, os.W_OK):
     raise cli.StageError(f"--write_file={write_file}: {out_dir} is not "
                          f"writable")
@@ -234,14 +237,14 @@ def check_write_file(write_file):
 def write_text_file(files, write_file, num_workers, log_interval):
   """Converts the files and writes their text; returns (articles, warnings)."""
   num_warnings = 0
-  cli.remove_stale_temporaries(glob.escape(write_file))
+  file_io.remove_stale_temporaries(glob.escape(write_file))
   try:
-    with cli.atomic_output(write_file) as tmp_path, \
+    with file_io.atomic_output(write_file) as tmp_path, \
         open(tmp_path, "w", encoding="utf-8") as out:
       # Timed by input MB, the measure of the work still to do.
       sizes_mb = [os.path.getsize(f) / 1e6 for f in files]
-      progress = cli.Progress("extract_jsons", total=sum(sizes_mb), unit="MB",
-                              interval=log_interval)
+      progress = progress_log.Progress("extract_jsons", total=sum(sizes_mb),
+                                       unit="MB", interval=log_interval)
       num_articles = bytes_written = 0
       results = converted_files(files, num_workers)
       for done, (size_mb, (text, articles, warnings)) in enumerate(

@@ -24,6 +24,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from bert_distill import example_codec
 from bert_distill import records
 
 TINY_CONFIG = {
@@ -338,14 +339,14 @@ def random_pretraining_examples(count, max_seq_length, max_predictions_per_seq,
 
 
 def write_records(path, examples):
-  """Writes feature dicts to a TFRecord file with records.serialize_example."""
+  """Writes feature dicts to a TFRecord file with example_codec.serialize_example."""
   with tf.io.TFRecordWriter(str(path)) as writer:
     for example in examples:
-      writer.write(records.serialize_example(example))
+      writer.write(example_codec.serialize_example(example))
   return str(path)
 
 
 def read_records(path):
   """Reads every record of a TFRecord file as {name: np.ndarray} dicts."""
-  return [records.decode_example(r.numpy())
+  return [example_codec.decode_example(r.numpy())
           for r in tf.data.TFRecordDataset(str(path))]

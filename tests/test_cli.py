@@ -4,11 +4,13 @@ import os
 import pytest
 
 from bert_distill import cli
+from bert_distill import file_io
+from bert_distill import progress_log
 
 
 def test_atomic_output_renames_only_on_success(tmp_path):
   final = str(tmp_path / "out.txt")
-  with cli.atomic_output(final) as tmp:
+  with file_io.atomic_output(final) as tmp:
     with open(tmp, "w") as f:
       f.write("done")
     assert not os.path.exists(final)
@@ -18,7 +20,7 @@ def test_atomic_output_renames_only_on_success(tmp_path):
 def test_atomic_output_leaves_nothing_after_a_crash(tmp_path):
   final = str(tmp_path / "out.txt")
   with pytest.raises(RuntimeError):
-    with cli.atomic_output(final) as tmp:
+    with file_io.atomic_output(final) as tmp:
       open(tmp, "w").write("half")
       raise RuntimeError("crash")
   assert os.listdir(tmp_path) == []
@@ -30,8 +32,8 @@ def test_atomic_output_of_a_local_path_does_not_load_tensorflow(tmp_path):
   import sys
   from conftest import ROOT
   final = str(tmp_path / "out.txt")
-  code = ("import sys\nfrom bert_distill import cli\n"
-          f"with cli.atomic_output({final!r}) as tmp:\n"
+  code = ("import sys\nfrom bert_distill import file_io\n"
+          f"with file_io.atomic_output({final!r}) as tmp:\n"
           "  open(tmp, 'w').write('done')\n"
           "print('tensorflow' in sys.modules)")
   result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
@@ -50,8 +52,8 @@ def test_expand_input_files_sorts_and_rejects_empty_globs(tmp_path):
 
 
 def test_format_seconds():
-  assert cli.format_seconds(3725) == "1:02:05"
-  assert cli.format_seconds(float("inf")) == "?"
+  assert progress_log.format_seconds(3725) == "1:02:05"
+  assert progress_log.format_seconds(float("inf")) == "?"
 
 
 def test_flag_errors_are_one_line_with_exit_1():
@@ -72,7 +74,7 @@ def test_flag_errors_are_one_line_with_exit_1():
 def test_progress_logs_counts_rate_time_left_and_note(caplog):
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.INFO)
-  progress = cli.Progress("extract", total=4.0, unit="MB", interval=3600.0)
+  progress = progress_log.Progress("extract", total=4.0, unit="MB", interval=3600.0)
   progress.update(1.5, note="1/3 files, 10 articles")
   assert not caplog.records  # the interval has not passed
   with caplog.at_level("INFO"):

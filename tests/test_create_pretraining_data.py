@@ -18,8 +18,10 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT, VOCAB_FILE
+from bert_distill import example_codec
 from bert_distill import pretraining_data
 from bert_distill import records
+from bert_distill import tfrecord
 from stage_runs import assert_one_line_error
 import tokenization
 
@@ -207,31 +209,31 @@ def padded_features(tokens, len_a, positions, labels, is_random_next, length,
 def test_encoder_writes_protobufs_deterministic_bytes(length, preds,
                                                       vocab_size):
   rng = random.Random(length)
-  encoder = records.PretrainingExampleEncoder(length, preds, vocab_size)
+  encoder = example_codec.PretrainingExampleEncoder(length, preds, vocab_size)
   for _ in range(50):
     instance = random_instance(rng, length, preds, vocab_size)
     ours = encoder.encode(*instance)
     features = padded_features(*instance, length, preds)
-    example = tf.train.Example.FromString(records.serialize_example(features))
+    example = tf.train.Example.FromString(example_codec.serialize_example(features))
     assert ours == example.SerializeToString(deterministic=True)
-    decoded = records.decode_example_lists(ours)
+    decoded = example_codec.decode_example_lists(ours)
     assert decoded == {k: list(v) for k, v in features.items()}
 
 
 def test_tfrecord_framing_equals_tensorflows_writer(tmp_path, monkeypatch):
   rng = random.Random(0)
-  encoder = records.PretrainingExampleEncoder(32, 5, 30522)
+  encoder = example_codec.PretrainingExampleEncoder(32, 5, 30522)
   examples = [encoder.encode(*random_instance(rng, 32, 5, 30522))
               for _ in range(20)] + [b"", b"x" * 300]
   with tf.io.TFRecordWriter(str(tmp_path / "tf.tfrecord")) as writer:
     for example in examples:
       writer.write(example)
-  records.write_tfrecords(str(tmp_path / "ours.tfrecord"), examples)
+  tfrecord.write_tfrecords(str(tmp_path / "ours.tfrecord"), examples)
   reference = (tmp_path / "tf.tfrecord").read_bytes()
   assert (tmp_path / "ours.tfrecord").read_bytes() == reference
   # Without google_crc32c, TensorFlow's writer does it: the same bytes.
-  monkeypatch.setattr(records, "_load_crc32c", lambda: None)
-  records.write_tfrecords(str(tmp_path / "fallback.tfrecord"), examples)
+  monkeypatch.setattr(tfrecord, "_load_crc32c", lambda: None)
+  tfrecord.write_tfrecords(str(tmp_path / "fallback.tfrecord"), examples)
   assert (tmp_path / "fallback.tfrecord").read_bytes() == reference
 
 
@@ -258,7 +260,7 @@ def test_instances_do_not_depend_on_the_draw_shortcuts(whole_word):
   for fast in (True, False):
     maker = pretraining_data.InstanceMaker(
         settings, tokenizer.vocab,
-        records.PretrainingExampleEncoder(24, 4, 30522), fast)
+        example_codec.PretrainingExampleEncoder(24, 4, 30522), fast)
     made.append(maker.make_file_instances(
         [list(d) for d in documents], random.Random(5)))
   assert made[0] == made[1] and len(made[0]) > 50

@@ -1,5 +1,6 @@
 """distill.py: the loss against NumPy, checkpoints, resume after kill -9,
 two workers against one, evaluation output and the one-line input errors."""
+import dataclasses
 import json
 import os
 import shutil
@@ -14,6 +15,8 @@ from bert_distill import checkpoints
 from bert_distill import cli
 from bert_distill import distill_input
 from bert_distill import distill_training
+from bert_distill import example_codec
+from bert_distill import label_settings
 from bert_distill import losses
 import modeling
 import optimization
@@ -22,64 +25,8 @@ import stage_runs
 from bert_reference import assert_same_checkpoints, checkpoint_values
 from conftest import ROOT
 from stage_runs import replace_flag, run, start
-
-VOCAB, SEQ, P, K = 60, 16, 4, 3
-CONFIG = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2,
-          "num_attention_heads": 2, "intermediate_size": 64,
-          "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
-          "max_position_embeddings": 32, "type_vocab_size": 2}
-
-
-def random_example(rng, truncation_factor=K, vocab=VOCAB):
-  """One record's features: a real sequence, masked positions, teacher top-k."""
-  length = int(rng.integers(SEQ // 2, SEQ + 1))
-  n_masked = int(rng.integers(1, P + 1))
-  ids = np.zeros(SEQ, np.int64)
-  ids[:length] = rng.integers(5, vocab, length)
-  positions = np.zeros(P, np.int64)
-  positions[:n_masked] = np.sort(rng.choice(np.arange(1, length), n_masked,
-                                            replace=False))
-  weights = np.zeros(P, np.float32)
-  weights[:n_masked] = 1.0
-  masked_ids = np.where(weights > 0, ids[positions], 0)
-  features = {
-      records.INPUT_IDS: ids,
-      records.INPUT_MASK: (np.arange(SEQ) < length).astype(np.int64),
-      records.SEGMENT_IDS: (np.arange(SEQ) >= length // 2).astype(np.int64)
-                           * (np.arange(SEQ) < length),
-      records.MASKED_LM_POSITIONS: positions,
-      records.MASKED_LM_IDS: masked_ids,
-      records.MASKED_LM_WEIGHTS: weights,
-      records.NEXT_SENTENCE_LABELS: [int(rng.integers(0, 2))],
-  }
-  if truncation_factor:
-    probs = rng.dirichlet(np.ones(truncation_factor + 2), P)[:, :truncation_factor]
-    order = np.argsort(-probs, axis=1)
-    probs = np.take_along_axis(probs, order, axis=1)
-    top_ids = np.stack([rng.choice(vocab, truncation_factor, replace=False)
-                        for _ in range(P)])
-    # The true id is usually the teacher's favourite: a learnable target.
-    top_ids[:, 0] = np.where(weights > 0, masked_ids, top_ids[:, 0])
-    for row in range(P):
-      _, first = np.unique(top_ids[row], return_index=True)
-      if len(first) < truncation_factor:
-        top_ids[row] = rng.choice(vocab, truncation_factor, replace=False)
-    features[records.TRUNCATED_PROBS] = probs
-    features[records.TOP_K_INDICES] = top_ids
-  return features
-
-
-def write_records(path, n, seed=0, **kwargs):
-  """Writes `n` random_example records to `path`; returns the path."""
-  rng = np.random.default_rng(seed)
-  return ref.write_records(path, [random_example(rng, **kwargs)
-                                  for _ in range(n)])
-
-
-def write_config(path, **changes):
-  path.write_text(json.dumps({**CONFIG, **changes}))
-  return str(path)
-
+from distill_cases import CONFIG, K, P, SEQ, VOCAB, write_config, write_records
+from distill_cases import assert_replica_losses_add_up
 
 def distill_command(config, input_file, output_dir, *extra):
   return [sys.executable, os.path.join(ROOT, "distill.py"),
@@ -106,13 +53,14 @@ def numpy_losses(mlm_logits, nsp_logits, f, temperature, soft_w, hard_w):
   hard = np.zeros((batch, preds))
   for b in range(batch):
     for p in range(preds):
-      probs = f[losses.TEACHER_PROBS][b, p].astype(np.float64)
+      labels = f[label_settings.TEACHER_LABELS]
+      probs = labels.probs[b, p].astype(np.float64)
       tempered = probs ** (1.0 / temperature)
       if tempered.sum() > 0:
         tempered = tempered / tempered.sum() * probs.sum()
       log_q = np_log_softmax(mlm_logits[b, p].astype(np.float64) / temperature)
-      if losses.TEACHER_IDS in f:
-        log_q = log_q[f[losses.TEACHER_IDS][b, p]]
+      if labels.mode == label_settings.TOP_K:
+        log_q = log_q[labels.ids[b, p]]
       soft[b, p] = -temperature**2 * np.sum(tempered * log_q)
       hard[b, p] = -np_log_softmax(mlm_logits[b, p].astype(np.float64))[
           f[records.MASKED_LM_IDS][b, p]]
@@ -133,18 +81,18 @@ def random_batch(rng, batch=3, k=K, vocab=VOCAB):
   if k:
     probs = rng.dirichlet(np.ones(k + 3), (batch, P))[..., :k]  # mass < 1
     probs[weights == 0] = 0.0  # padding holds no teacher labels
-    teacher = {losses.TEACHER_PROBS: probs.astype(np.float32),
-               losses.TEACHER_IDS: rng.integers(0, vocab, (batch, P, k),
-                                                 dtype=np.int32)}
+    teacher = label_settings.TopKLabels(
+        probs.astype(np.float32),
+        rng.integers(0, vocab, (batch, P, k), dtype=np.int32))
   else:
-    teacher = {losses.TEACHER_PROBS: rng.dirichlet(
-        np.ones(vocab), (batch, P)).astype(np.float32)}
+    teacher = label_settings.FullLabels(rng.dirichlet(
+        np.ones(vocab), (batch, P)).astype(np.float32))
   features = {records.MASKED_LM_WEIGHTS: weights,
               records.MASKED_LM_IDS: rng.integers(0, vocab, (batch, P),
                                                   dtype=np.int32),
               records.NEXT_SENTENCE_LABELS: rng.integers(0, 2, batch,
                                                          dtype=np.int32),
-              **teacher}
+              label_settings.TEACHER_LABELS: teacher}
   mlm_logits = (3 * rng.standard_normal((batch, P, vocab))).astype(np.float32)
   nsp_logits = rng.standard_normal((batch, 2)).astype(np.float32)
   return mlm_logits, nsp_logits, features
@@ -157,8 +105,9 @@ def test_loss_matches_numpy(temperature, soft_w, hard_w, k):
   mlm_logits, nsp_logits, features = random_batch(np.random.default_rng(1), k=k)
   got = losses.compute_losses(
       tf.constant(mlm_logits), tf.constant(nsp_logits),
-      {n: tf.constant(v) for n, v in features.items()}, temperature, soft_w,
-      hard_w)
+      tf.nest.map_structure(tf.constant, features), losses.LossConfig(
+          temperature=temperature, soft_loss_weight=soft_w,
+          hard_mlm_loss_weight=hard_w))
   want = numpy_losses(mlm_logits, nsp_logits, features, temperature, soft_w,
                       hard_w)
   for name in ("loss", "next_sentence_loss"):
@@ -176,8 +125,9 @@ def test_default_loss_is_the_originals_by_hand():
   features = {records.MASKED_LM_WEIGHTS: np.array([[1.0]], np.float32),
               records.MASKED_LM_IDS: np.array([[0]], np.int32),
               records.NEXT_SENTENCE_LABELS: np.array([1], np.int32),
-              losses.TEACHER_PROBS: np.array([[[0.5, 0.25]]], np.float32),
-              losses.TEACHER_IDS: np.array([[[0, 3]]], np.int32)}
+              label_settings.TEACHER_LABELS: label_settings.TopKLabels(
+                  np.array([[[0.5, 0.25]]], np.float32),
+                  np.array([[[0, 3]]], np.int32))}
   nsp_logits = np.array([[0.0, 0.0]], np.float32)
   log_z = np.log(np.exp(2.0) + 1 + np.exp(-1.0) + np.exp(0.5))
   soft = -(0.5 * (2.0 - log_z) + 0.25 * (0.5 - log_z)) / (1 + 1e-5)
@@ -191,8 +141,9 @@ def test_next_sentence_weight_zero_leaves_it_out_of_the_loss():
   loss (and the evaluation loss) while it is still reported."""
   mlm_logits, nsp_logits, features = random_batch(np.random.default_rng(2))
   with_nsp = losses.compute_losses(mlm_logits, nsp_logits, features)
-  without = losses.compute_losses(mlm_logits, nsp_logits, features,
-                                  next_sentence_loss_weight=0.0)
+  without = losses.compute_losses(
+      mlm_logits, nsp_logits, features,
+      losses.LossConfig(next_sentence_loss_weight=0.0))
   assert float(without["next_sentence_loss"]) > 0
   np.testing.assert_allclose(without["loss"], without["soft_loss"], rtol=1e-6)
   np.testing.assert_allclose(
@@ -201,33 +152,21 @@ def test_next_sentence_weight_zero_leaves_it_out_of_the_loss():
   sums = {"weight": 4.0, "hard_mlm_loss_w": 2.0, "mlm_correct_w": 1.0,
           "next_sentence_loss": 3.0, "next_sentence_correct": 1.0,
           "examples": 2.0}
-  assert losses.evaluation_metrics(sums, 0.0, 1.0)["loss"] == pytest.approx(
+  hard_only = losses.LossConfig(soft_loss_weight=0.0, hard_mlm_loss_weight=1.0)
+  assert losses.evaluation_metrics(sums, hard_only)["loss"] == pytest.approx(
       2.0 / (4.0 + losses.WEIGHT_EPSILON) + 1.5)
-  assert losses.evaluation_metrics(sums, 0.0, 1.0, 0.0)[
-      "loss"] == pytest.approx(2.0 / (4.0 + losses.WEIGHT_EPSILON))
-
-
-def assert_replica_losses_add_up(mlm_logits, nsp_logits, features, **options):
-  """What multi-worker training relies on: the batch split in two halves (two
-  replicas), each half's loss with the global weight and example totals; the
-  two add up to the whole batch's loss."""
-  batch = len(nsp_logits)
-  whole = losses.compute_losses(mlm_logits, nsp_logits, features, **options)
-  weight_total = features[records.MASKED_LM_WEIGHTS].sum() + 1e-5
-  halves = [losses.compute_losses(
-      mlm_logits[s], nsp_logits[s], {n: v[s] for n, v in features.items()},
-      weight_total=weight_total, example_total=float(batch), **options)
-            for s in (slice(0, batch // 2), slice(batch // 2, batch))]
-  np.testing.assert_allclose(halves[0]["loss"] + halves[1]["loss"],
-                             whole["loss"], rtol=1e-5)
+  assert losses.evaluation_metrics(sums, dataclasses.replace(
+      hard_only, next_sentence_loss_weight=0.0))["loss"] == pytest.approx(
+          2.0 / (4.0 + losses.WEIGHT_EPSILON))
 
 
 def test_replica_losses_with_global_denominators_add_up_to_the_batch_loss():
   mlm_logits, nsp_logits, features = random_batch(np.random.default_rng(2),
                                                   batch=4)
   assert_replica_losses_add_up(mlm_logits, nsp_logits, features,
-                               temperature=2.0, soft_loss_weight=1.0,
-                               hard_mlm_loss_weight=0.5)
+                               losses.LossConfig(temperature=2.0,
+                                                 soft_loss_weight=1.0,
+                                                 hard_mlm_loss_weight=0.5))
 
 
 def test_evaluation_metrics_match_numpy():
@@ -235,17 +174,16 @@ def test_evaluation_metrics_match_numpy():
                                                   batch=5)
   # Make some student predictions right, against both references.
   features[records.MASKED_LM_IDS][:, :2] = mlm_logits[:, :2].argmax(-1)
-  features[losses.TEACHER_PROBS][:, 1:, 0] = 0.9
-  features[losses.TEACHER_IDS][:, 1:, 0] = mlm_logits[:, 1:].argmax(-1)
-  sums = losses.evaluation_sums(mlm_logits, nsp_logits, features, 1.0, 1.0,
-                                 0.0)
+  labels = features[label_settings.TEACHER_LABELS]
+  labels.probs[:, 1:, 0] = 0.9
+  labels.ids[:, 1:, 0] = mlm_logits[:, 1:].argmax(-1)
+  sums = losses.evaluation_sums(mlm_logits, nsp_logits, features)
   metrics = losses.evaluation_metrics(
-      {n: v.numpy().astype(np.float64) for n, v in sums.items()}, 1.0, 0.0)
+      {n: v.numpy().astype(np.float64) for n, v in sums.items()})
   w = features[records.MASKED_LM_WEIGHTS]
   predicted = mlm_logits.argmax(-1)
   teacher_best = np.take_along_axis(
-      features[losses.TEACHER_IDS],
-      features[losses.TEACHER_PROBS].argmax(-1)[..., None], -1)[..., 0]
+      labels.ids, labels.probs.argmax(-1)[..., None], -1)[..., 0]
   want = numpy_losses(mlm_logits, nsp_logits, features, 1.0, 1.0, 0.0)
   np.testing.assert_allclose(
       metrics["masked_lm_accuracy"],
@@ -262,16 +200,18 @@ def test_evaluation_metrics_match_numpy():
 
 def test_dataset_parses_records_back_in_order(tmp_path):
   path = write_records(tmp_path / "r.tfrecord", 6, seed=4)
-  spec = records.teacher_label_feature_spec(SEQ, P, K)
-  batches = list(distill_input.make_dataset([path], spec, 3, P,
+  settings = label_settings.LabelSettings(label_settings.TOP_K, K)
+  batches = list(distill_input.make_dataset([path], settings, 3, SEQ, P,
                                             is_training=False).take(2))
-  originals = [records.decode_example(r.numpy())
+  originals = [example_codec.decode_example(r.numpy())
                for r in tf.data.TFRecordDataset(path)]
   for i, original in enumerate(originals):
     batch = batches[i // 3]
-    np.testing.assert_array_equal(batch[losses.TEACHER_PROBS][i % 3],
+    labels = batch[label_settings.TEACHER_LABELS]
+    assert labels.mode == label_settings.TOP_K
+    np.testing.assert_array_equal(labels.probs[i % 3],
                                   original[records.TRUNCATED_PROBS].reshape(P, K))
-    np.testing.assert_array_equal(batch[losses.TEACHER_IDS][i % 3],
+    np.testing.assert_array_equal(labels.ids[i % 3],
                                   original[records.TOP_K_INDICES].reshape(P, K))
     np.testing.assert_array_equal(batch[records.INPUT_IDS][i % 3],
                                   original[records.INPUT_IDS])
@@ -282,10 +222,10 @@ def test_dataset_parses_records_back_in_order(tmp_path):
 def test_workers_together_see_the_batches_of_one_worker(tmp_path):
   files = [write_records(tmp_path / f"{i}.tfrecord", 10, seed=i)
            for i in range(3)]
-  spec = records.teacher_label_feature_spec(SEQ, P, K)
+  settings = label_settings.LabelSettings(label_settings.TOP_K, K)
 
   def input_ids(batch_size, shards, index, skip=0):
-    dataset = distill_input.make_dataset(files, spec, batch_size, P,
+    dataset = distill_input.make_dataset(files, settings, batch_size, SEQ, P,
                                    is_training=True, seed=7, num_shards=shards,
                                    shard_index=index, skip_examples=skip)
     return [b[records.INPUT_IDS].numpy() for b in dataset.take(6)]
@@ -325,14 +265,12 @@ def test_mixed_precision_training_steps_learn(tmp_path, precision):
   schedule = lambda step: 1e-3
   model, optimizer, loss_scale = distill_training.build_student(
       strategy, config, precision, 1, schedule)
-  spec = records.teacher_label_feature_spec(SEQ, P, K)
+  settings = label_settings.LabelSettings(label_settings.TOP_K, K)
   iterator = iter(distill_input.distributed_dataset(
-      strategy, [path], spec, 8, P, is_training=True, seed=1))
+      strategy, [path], settings, 8, SEQ, P, is_training=True, seed=1))
   loop = distill_training.make_train_loop(
-      strategy, model, optimizer, 8, {"temperature": 1.0,
-                                      "soft_loss_weight": 1.0,
-                                      "hard_mlm_loss_weight": 0.0},
-      use_xla=False, loss_scale=loss_scale)
+      strategy, model, optimizer, 8, losses.LossConfig(), use_xla=False,
+      loss_scale=loss_scale)
   first = float(loop(iterator, tf.constant(1))[1]["loss"])
   steps, terms = loop(iterator, tf.constant(20))  # the same 8 examples
   assert int(steps) == 20 and float(terms["loss"]) < first
@@ -447,7 +385,7 @@ def test_config_errors_name_the_flag_and_file(tmp_path):
   """modeling.read_config's checks, as distill reports them."""
   path = tmp_path / "bert_config.json"
   path.write_text(json.dumps(CONFIG))
-  config = distill_training.read_config(str(path), 32)
+  config = distill_training.read_student_config(str(path), 32)
   assert config.max_position_embeddings == 32
   cases = {  # path, max_seq_length -> what the message must hold
       (str(path), 33): "--max_seq_length 33 exceeds the student's "
@@ -457,7 +395,7 @@ def test_config_errors_name_the_flag_and_file(tmp_path):
   }
   for (config_path, seq_length), text in cases.items():
     with pytest.raises(cli.StageError) as error:
-      distill_training.read_config(config_path, seq_length)
+      distill_training.read_student_config(config_path, seq_length)
     message = str(error.value)
     assert message.startswith(f"--bert_config_file {config_path}: ")
     assert text in message and "\n" not in message
@@ -476,9 +414,9 @@ def bad_input_cases(runs, root):
   nan_file = write_records(root / "nan.tfrecord", 8, seed=3)
   with tf.io.TFRecordWriter(nan_file) as writer:
     for example in tf.data.TFRecordDataset(runs["train"].replace("*", "0")):
-      features = records.decode_example(example.numpy())
+      features = example_codec.decode_example(example.numpy())
       features[records.TRUNCATED_PROBS][:] = np.nan
-      writer.write(records.serialize_example(features))
+      writer.write(example_codec.serialize_example(features))
   return {
       "teacher labels of another k": (
           replace_flag(command, "truncation_factor", 5),

@@ -322,6 +322,7 @@ def test_online_teacher_without_head_runs_the_encoder_alone(tmp_path):
   in one line naming the head and the remedy."""
   from bert_distill import cli
   from bert_distill import distill_training
+  from bert_distill import label_settings
   from bert_distill import losses
   from bert_distill import records
   weights = ref.random_google_weights(TINY, seed=9)
@@ -332,10 +333,8 @@ def test_online_teacher_without_head_runs_the_encoder_alone(tmp_path):
   teacher = distill_training.build_teacher(strategy, config, folder, "float32",
                                            needs_mlm_head=False)
   assert isinstance(teacher, modeling.BertModel)
-  options = {"embedding_loss_weight": 0.0, "hidden_loss_weight": 0.0,
-             "hidden_loss": "mse", "hidden_layer_map": [1, 2],
-             "attention_loss_weight": 1.0, "attention_loss": "kl",
-             "relation_heads": 4}
+  options = losses.LossConfig(soft_loss_weight=0.0, hidden_layer_map=(1, 2),
+                              attention_loss_weight=1.0, relation_heads=4)
   online = distill_training.OnlineTeacher(teacher, options, {},
                                           soft_labels=False)
   ids, mask, segments, positions = tiny_batch()
@@ -343,7 +342,7 @@ def test_online_teacher_without_head_runs_the_encoder_alone(tmp_path):
               records.SEGMENT_IDS: segments,
               records.MASKED_LM_POSITIONS: positions}
   labelled, outputs = online.label(features)
-  assert losses.TEACHER_PROBS not in labelled
+  assert label_settings.TEACHER_LABELS not in labelled
   assert "masked_lm_logits" not in outputs and "attention_values" in outputs
   want = ref.bert_forward(weights, dict(TINY, hidden_act="gelu_exact"), ids,
                           mask, segments, positions)
@@ -361,7 +360,7 @@ def test_student_init_from_encoder_only_checkpoint_with_layer_map(tmp_path):
   lacks at their initial values, and says so; the error names the path once."""
   from bert_distill import checkpoints
   from bert_distill import cli
-  from bert_distill import distill_training
+  from bert_distill import training
   config4 = dict(TINY, num_hidden_layers=4)
   weights = ref.random_google_weights(config4, seed=10)
   folder = write_hf_folder(tmp_path / "enc4", hf_tensors_by_hand(
@@ -377,8 +376,10 @@ def test_student_init_from_encoder_only_checkpoint_with_layer_map(tmp_path):
   wide = modeling.BertPretrainingModel(modeling.BertConfig(
       **dict(TINY, intermediate_size=40)), seed=1)
   with pytest.raises(cli.StageError) as e:
-    distill_training.restore_or_initialize(
-        wide, _Optimizer(), str(tmp_path / "out"), folder, [0, 1])
+    training.restore_or_initialize(
+        wide, _Optimizer(), str(tmp_path / "out"), folder,
+        lambda path: checkpoints.load_checkpoint(
+            wide, path, layer_map=[0, 1], optional=("cls/", "bert/pooler/")))
   assert str(e.value).count(folder) == 1, str(e.value)
 
 
@@ -565,13 +566,12 @@ def test_teacher_with_head_computes_no_softmax_when_the_soft_loss_is_off():
   """In training (soft loss off) the head is skipped; evaluation still gets
   the teacher's distribution for agreement and teacher_kl."""
   from bert_distill import distill_training
+  from bert_distill import label_settings
   from bert_distill import losses
   from bert_distill import records
   model = modeling.BertPretrainingModel(modeling.BertConfig(**TINY), seed=0)
-  options = {"embedding_loss_weight": 0.0, "hidden_loss_weight": 1.0,
-             "hidden_loss": "mse", "hidden_layer_map": [1, 2],
-             "attention_loss_weight": 0.0, "attention_loss": "kl",
-             "relation_heads": 4}
+  options = losses.LossConfig(soft_loss_weight=0.0, hidden_layer_map=(1, 2),
+                              hidden_loss_weight=1.0, relation_heads=4)
   online = distill_training.OnlineTeacher(model, options, {},
                                           soft_labels=False)
   ids, mask, segments, positions = tiny_batch()
@@ -579,10 +579,10 @@ def test_teacher_with_head_computes_no_softmax_when_the_soft_loss_is_off():
               records.SEGMENT_IDS: segments,
               records.MASKED_LM_POSITIONS: positions}
   labelled, outputs = online.label(features)
-  assert losses.TEACHER_PROBS not in labelled
+  assert label_settings.TEACHER_LABELS not in labelled
   assert "masked_lm_logits" not in outputs and "hidden_states" in outputs
   labelled, _ = online.label(features, online.has_mlm_head)
-  assert labelled[losses.TEACHER_PROBS].shape == (3, 4, 99)
+  assert labelled[label_settings.TEACHER_LABELS].probs.shape == (3, 4, 99)
 
 
 def test_export_serves_the_pooling_the_config_records():

@@ -15,12 +15,15 @@ import tensorflow as tf
 
 import bert_reference as ref
 from bert_distill import distill_input
+from bert_distill import example_codec
+from bert_distill import label_settings
 from bert_distill import losses
 from bert_distill import records
+from bert_distill import teacher_labels
 import stage_runs
 from conftest import ROOT
 from stage_runs import replace_flag
-from test_distill import CONFIG, P, SEQ, VOCAB, assert_replica_losses_add_up
+from distill_cases import CONFIG, P, SEQ, VOCAB, assert_replica_losses_add_up
 
 
 def np_log_softmax(x):
@@ -35,7 +38,7 @@ def test_compact_samples_matches_a_counter():
   rng = np.random.default_rng(0)
   draws = rng.integers(0, 12, (200, 9))
   for k in (3, 9, 14):
-    ids, counts, dropped = records.compact_samples(draws, k)
+    ids, counts, dropped = teacher_labels.compact_samples(draws, k)
     assert ids.shape == counts.shape == (200, k)
     for row in range(200):
       first = {}
@@ -51,17 +54,17 @@ def test_compact_samples_matches_a_counter():
 
 
 def test_uniforms_depend_on_file_record_position_and_draw_only():
-  key = records.sample_key(7, "/a/b/part_3.tfrecord")
-  assert key == records.sample_key(7, "/elsewhere/part_3.tfrecord")
-  assert key != records.sample_key(8, "/a/b/part_3.tfrecord")
-  whole = records.sample_uniforms(key, np.arange(10), 5, 6)  # [10, 5, 6]
+  key = teacher_labels.sample_key(7, "/a/b/part_3.tfrecord")
+  assert key == teacher_labels.sample_key(7, "/elsewhere/part_3.tfrecord")
+  assert key != teacher_labels.sample_key(8, "/a/b/part_3.tfrecord")
+  whole = teacher_labels.sample_uniforms(key, np.arange(10), 5, 6)  # [10, 5, 6]
   assert whole.dtype == np.float32 and whole.shape == (10, 5, 6)
   np.testing.assert_array_equal(
-      records.sample_uniforms(key, [7, 2], 5, 6), whole[[7, 2]])
+      teacher_labels.sample_uniforms(key, [7, 2], 5, 6), whole[[7, 2]])
   np.testing.assert_array_equal(  # more draws: the first ones stay
-      records.sample_uniforms(key, [3], 5, 9)[0, :, :6], whole[3])
+      teacher_labels.sample_uniforms(key, [3], 5, 9)[0, :, :6], whole[3])
   assert 0.0 <= whole.min() and whole.max() < 1.0
-  many = records.sample_uniforms(key, np.arange(2000), 5, 10).ravel()
+  many = teacher_labels.sample_uniforms(key, np.arange(2000), 5, 10).ravel()
   assert abs(many.mean() - 0.5) < 0.01 and abs(many.var() - 1 / 12) < 0.002
   # Neighbouring counters are uncorrelated.
   assert abs(np.corrcoef(many[:-1], many[1:])[0, 1]) < 0.02
@@ -71,29 +74,29 @@ def test_label_settings_read_back_from_each_mode():
   base = ref.random_pretraining_examples(1, SEQ, P, VOCAB)[0]
   k = 3
   cases = {
-      records.TOP_K: {records.TRUNCATED_PROBS: np.zeros(P * k),
+      label_settings.TOP_K: {records.TRUNCATED_PROBS: np.zeros(P * k),
                       records.TOP_K_INDICES: np.zeros(P * k)},
-      records.FULL: {records.FULL_PROBS: np.zeros(P * VOCAB)},
-      records.SAMPLED: {records.SAMPLED_IDS: np.zeros(P * k),
+      label_settings.FULL: {records.FULL_PROBS: np.zeros(P * VOCAB)},
+      label_settings.SAMPLED: {records.SAMPLED_IDS: np.zeros(P * k),
                         records.SAMPLED_COUNTS: np.zeros(P * k),
                         records.NUM_SAMPLES: [32],
                         records.SAMPLE_TEMPERATURE: [2.5]},
   }
-  cases["head"] = {**cases[records.SAMPLED],
+  cases["head"] = {**cases[label_settings.SAMPLED],
                    records.SAMPLED_HEAD_PROBS: np.zeros(P * 2),
                    records.SAMPLED_HEAD_IDS: np.zeros(P * 2)}
-  want = {records.TOP_K: (records.TOP_K, k, 0, 1.0, 0),
-          records.FULL: (records.FULL, VOCAB, 0, 1.0, 0),
-          records.SAMPLED: (records.SAMPLED, k, 32, 2.5, 0),
-          "head": (records.SAMPLED, k, 32, 2.5, 2)}
+  want = {label_settings.TOP_K: (label_settings.TOP_K, k, 0, 1.0, 0),
+          label_settings.FULL: (label_settings.FULL, VOCAB, 0, 1.0, 0),
+          label_settings.SAMPLED: (label_settings.SAMPLED, k, 32, 2.5, 0),
+          "head": (label_settings.SAMPLED, k, 32, 2.5, 2)}
   for mode, labels in cases.items():
-    example = records.decode_example(
-        records.serialize_example({**base, **labels}))
-    assert records.label_settings(example, P) == want[mode]
-  assert records.label_settings(records.decode_example(
-      records.serialize_example(base)), P) is None
+    example = example_codec.decode_example(
+        example_codec.serialize_example({**base, **labels}))
+    assert label_settings.of_record(example, P) == want[mode]
+  assert label_settings.of_record(example_codec.decode_example(
+      example_codec.serialize_example(base)), P) is None
   with pytest.raises(ValueError, match="several modes"):
-    records.label_settings({**cases[records.TOP_K], **cases[records.FULL]}, P)
+    label_settings.of_record({**cases[label_settings.TOP_K], **cases[label_settings.FULL]}, P)
 
 
 # ---------------------------------------------------------------------------
@@ -115,32 +118,32 @@ def batch_features(rng, batch=3, k=4, vocab=VOCAB):
 def top_k_labels(rng, batch, k, vocab=VOCAB):
   full = rng.dirichlet(np.full(vocab, 0.3), (batch, P))
   ids = np.argsort(-full, axis=-1)[..., :k].astype(np.int32)
-  return {losses.TEACHER_PROBS: np.take_along_axis(full, ids, -1).astype(
-      np.float32), losses.TEACHER_IDS: ids}
+  return {label_settings.TEACHER_LABELS: label_settings.TopKLabels(
+      np.take_along_axis(full, ids, -1).astype(np.float32), ids)}
 
 
 def sampled_labels(rng, batch, k, vocab=VOCAB, n=12):
   draws = rng.integers(0, vocab // 4, (batch * P, n))
-  ids, counts, _ = records.compact_samples(draws, k)
+  ids, counts, _ = teacher_labels.compact_samples(draws, k)
   counts = counts.astype(np.float32)
   weights = counts / counts.sum(-1, keepdims=True)
-  return {losses.TEACHER_IDS: ids.reshape(batch, P, k).astype(np.int32),
-          losses.TEACHER_SAMPLE_WEIGHTS: weights.reshape(batch, P, k)}
+  return {label_settings.TEACHER_LABELS: label_settings.SampledLabels(
+      weights.reshape(batch, P, k), ids.reshape(batch, P, k).astype(np.int32))}
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 def test_tail_mass_term_matches_numpy(temperature):
   rng = np.random.default_rng(1)
   logits, _, _ = batch_features(rng)
-  labels = top_k_labels(rng, 3, 4)
+  labels = top_k_labels(rng, 3, 4)[label_settings.TEACHER_LABELS]
   got = losses.tail_mass_cross_entropy(
-      logits, labels[losses.TEACHER_PROBS], labels[losses.TEACHER_IDS],
+      logits, labels.probs, labels.ids,
       temperature).numpy()
-  p = labels[losses.TEACHER_PROBS].astype(np.float64)
+  p = labels.probs.astype(np.float64)
   tempered = p ** (1 / temperature)
   tempered *= p.sum(-1, keepdims=True) / tempered.sum(-1, keepdims=True)
   q = np.exp(np_log_softmax(logits.astype(np.float64) / temperature))
-  q_top = np.take_along_axis(q, labels[losses.TEACHER_IDS], -1).sum(-1)
+  q_top = np.take_along_axis(q, labels.ids, -1).sum(-1)
   want = -(1 - tempered.sum(-1)) * np.log(1 - q_top) * temperature**2
   # The teacher's 1 - sum p is taken in float32, as stored.
   np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-6)
@@ -169,12 +172,13 @@ def test_tail_mass_loss_adds_the_term_and_compiles_with_xla():
   features.update(top_k_labels(rng, 3, 4))
   plain = losses.compute_losses(logits, nsp, features)
   with_tail = tf.function(
-      lambda z, n: losses.compute_losses(z, n, features, tail_mass_loss=True),
+      lambda z, n: losses.compute_losses(
+          z, n, features, losses.LossConfig(tail_mass_loss=True)),
       jit_compile=True)(logits, nsp)
   w = features[records.MASKED_LM_WEIGHTS]
   tail = losses.tail_mass_cross_entropy(
-      logits, features[losses.TEACHER_PROBS],
-      features[losses.TEACHER_IDS]).numpy()
+      logits, features[label_settings.TEACHER_LABELS].probs,
+      features[label_settings.TEACHER_LABELS].ids).numpy()
   np.testing.assert_allclose(
       float(with_tail["soft_loss"]),
       float(plain["soft_loss"]) + (w * tail).sum() / (w.sum() + 1e-5),
@@ -187,11 +191,13 @@ def test_sampled_loss_is_the_monte_carlo_estimate_at_its_temperature(
   rng = np.random.default_rng(3)
   logits, nsp, features = batch_features(rng)
   features.update(sampled_labels(rng, 3, 5))
-  terms = losses.compute_losses(logits, nsp, features, temperature=temperature)
+  terms = losses.compute_losses(logits, nsp, features,
+                                losses.LossConfig(temperature=temperature))
   log_q = np_log_softmax(logits.astype(np.float64) / temperature)
   per_position = -temperature**2 * np.sum(
-      features[losses.TEACHER_SAMPLE_WEIGHTS] *
-      np.take_along_axis(log_q, features[losses.TEACHER_IDS], -1), -1)
+      features[label_settings.TEACHER_LABELS].weights *
+      np.take_along_axis(log_q, features[label_settings.TEACHER_LABELS].ids,
+                         -1), -1)
   w = features[records.MASKED_LM_WEIGHTS]
   np.testing.assert_allclose(float(terms["soft_loss"]),
                              (w * per_position).sum() / (w.sum() + 1e-5),
@@ -207,7 +213,7 @@ def test_sampled_loss_is_unbiased_for_the_full_cross_entropy():
   logits = tf.constant(rng.standard_normal((1, rows, vocab)), tf.float32)
   draws = np.stack([rng.choice(vocab, (repeats, n), p=t) for t in teacher],
                    1).reshape(-1, n)  # [repeats * R, N]
-  ids, counts, _ = records.compact_samples(draws, k)
+  ids, counts, _ = teacher_labels.compact_samples(draws, k)
   weights = (counts / n).reshape(repeats, rows, k).astype(np.float32)
   with tf.GradientTape(persistent=True) as tape:
     tape.watch(logits)
@@ -237,13 +243,13 @@ def test_replicas_with_global_denominators_add_up_in_every_mode(mode):
   if mode == "sampled":
     features.update(sampled_labels(rng, 4, 5))
   elif mode == "full":
-    features[losses.TEACHER_PROBS] = rng.dirichlet(
-        np.ones(VOCAB), (4, P)).astype(np.float32)
+    features[label_settings.TEACHER_LABELS] = label_settings.FullLabels(
+        rng.dirichlet(np.ones(VOCAB), (4, P)).astype(np.float32))
   else:
     features.update(top_k_labels(rng, 4, 4))
-  assert_replica_losses_add_up(logits, nsp, features, temperature=2.0,
-                               hard_mlm_loss_weight=0.5,
-                               tail_mass_loss=mode == "top_k+tail")
+  assert_replica_losses_add_up(logits, nsp, features, losses.LossConfig(
+      temperature=2.0, hard_mlm_loss_weight=0.5,
+      tail_mass_loss=mode == "top_k+tail"))
 
 
 def numpy_ece(probs, true_ids, weights, bins=15):
@@ -268,16 +274,17 @@ def test_teacher_distance_metrics_match_numpy():
   teacher = rng.dirichlet(np.full(VOCAB, 0.2), (6, P))
   teacher[0, 0, :] = 0.0  # exact zeros: 0 log 0 = 0
   teacher[0, 0, 5] = 1.0
-  features[losses.TEACHER_PROBS] = teacher.astype(np.float32)
+  features[label_settings.TEACHER_LABELS] = label_settings.FullLabels(
+      teacher.astype(np.float32))
   features[records.MASKED_LM_IDS][:, :2] = teacher[:, :2].argmax(-1)
   # Split in two batches, as evaluation adds them up.
   parts = [losses.evaluation_sums(
-      logits[s], nsp[s], {n: v[s] for n, v in features.items()}, 1.0, 1.0,
-      0.0) for s in (slice(0, 2), slice(2, 6))]
+      logits[s], nsp[s], tf.nest.map_structure(lambda v: v[s], features))  # pylint: disable=cell-var-from-loop
+           for s in (slice(0, 2), slice(2, 6))]
   sums = {n: sum(p[n].numpy().astype(np.float64) for p in parts)
           for n in parts[0]}
-  metrics = losses.evaluation_metrics(sums, 1.0, 0.0)
-  t = features[losses.TEACHER_PROBS].astype(np.float64)
+  metrics = losses.evaluation_metrics(sums)
+  t = features[label_settings.TEACHER_LABELS].probs.astype(np.float64)
   log_q = np_log_softmax(logits.astype(np.float64))
   w = features[records.MASKED_LM_WEIGHTS]
   mean = lambda x: (w * x).sum() / (w.sum() + 1e-5)
@@ -303,10 +310,11 @@ def test_teacher_distance_metrics_match_numpy():
 def test_kl_of_the_teacher_against_itself_is_zero():
   rng = np.random.default_rng(7)
   logits, nsp, features = batch_features(rng)
-  features[losses.TEACHER_PROBS] = tf.nn.softmax(logits).numpy()
+  features[label_settings.TEACHER_LABELS] = label_settings.FullLabels(
+      tf.nn.softmax(logits).numpy())
   metrics = losses.evaluation_metrics(
       {n: v.numpy().astype(np.float64) for n, v in losses.evaluation_sums(
-          logits, nsp, features, 1.0, 1.0, 0.0).items()}, 1.0, 0.0)
+          logits, nsp, features).items()})
   assert abs(metrics["teacher_kl"]) < 1e-5
   assert metrics["teacher_top1_agreement"] > 0.99
   np.testing.assert_allclose(metrics["student_ece"], metrics["teacher_ece"],
@@ -317,10 +325,9 @@ def test_top_k_and_sampled_labels_report_no_teacher_distance():
   rng = np.random.default_rng(8)
   for labels in (top_k_labels(rng, 3, 4), sampled_labels(rng, 3, 4)):
     logits, nsp, features = batch_features(rng)
-    sums = losses.evaluation_sums(logits, nsp, {**features, **labels}, 1.0,
-                                  1.0, 0.0)
+    sums = losses.evaluation_sums(logits, nsp, {**features, **labels})
     metrics = losses.evaluation_metrics(
-        {n: v.numpy() for n, v in sums.items()}, 1.0, 0.0)
+        {n: v.numpy() for n, v in sums.items()})
     assert "teacher_kl" not in metrics and "student_ece" not in metrics
 
 
@@ -362,7 +369,7 @@ def stage_iv(tmp_path_factory):
                                         f"--output_file={base}/b4.tfrecord"],
       "sampled_b3_unsorted": common + sampled + [
           all_parts, "--batch_size=3", "--sort_batches=1",
-          "--length_multiple=0", "--nouse_xla",
+          "--length_multiple=0", "--use_xla=false",
           f"--output_file={base}/b3.tfrecord"],
       "sampled_shard0": common + sampled + [
           all_parts, "--batch_size=2", "--num_shards=2", "--shard_index=0",
@@ -584,7 +591,7 @@ def labelled_examples(mode, count, seed, k=5, n=16, temperature=1.0):
         np.put_along_axis(tempered, head, 0.0, -1)
         tempered /= tempered.sum(-1, keepdims=True)
       draws = np.stack([rng.choice(VOCAB, n, p=t) for t in tempered])
-      ids, counts, _ = records.compact_samples(draws, k)
+      ids, counts, _ = teacher_labels.compact_samples(draws, k)
       example[records.SAMPLED_IDS] = ids
       example[records.SAMPLED_COUNTS] = counts
       example[records.NUM_SAMPLES] = [n]
@@ -628,7 +635,7 @@ def stage_v(tmp_path_factory):
   files["eval_full"] = ref.write_records(tmp / "eval_full.tfrecord",
                                          labelled_examples("full", 8, seed=2))
   evaluation = ["--do_eval", f"--eval_input_file={files['eval_full']}",
-                "--teacher_kl"]
+                "--require_full_eval_labels"]
   commands = {}
   for name, (data, flags) in STUDENT_MODES.items():
     once = distill_command(tmp, files[data], tmp / f"{name}_once",
@@ -654,9 +661,9 @@ def stage_v(tmp_path_factory):
           distill_command(tmp, files["top_k"], tmp / "bad4", "--do_train",
                           "--num_train_steps=2", "--do_eval",
                           f"--eval_input_file={files['top_k']}",
-                          "--teacher_kl"),
-          "--teacher_kl needs evaluation records with the teacher's whole "
-          "distribution"),
+                          "--require_full_eval_labels"),
+          "--require_full_eval_labels needs evaluation records with the "
+          "teacher's whole distribution"),
       "files of two modes": (
           distill_command(tmp, f"{files['top_k']},{files['full']}",
                           tmp / "bad5", "--do_train", "--num_train_steps=2"),
@@ -732,43 +739,46 @@ def test_stage_v_bad_label_input_is_one_line_error(stage_v, case):
 def test_parse_batch_puts_the_exact_head_first(tmp_path):
   examples = labelled_examples("sampled_head", 3, seed=5, k=5, n=16)
   path = ref.write_records(tmp_path / "h.tfrecord", examples)
-  spec = records.teacher_label_feature_spec(SEQ, P, 5, label_mode="sampled",
-                                            head_k=2)
+  settings = label_settings.LabelSettings(label_settings.SAMPLED, 5, 16, 1.0,
+                                          2)
   serialized = next(iter(tf.data.TFRecordDataset(path).batch(3)))
-  features = distill_input.parse_batch(serialized, spec, P)
+  features = distill_input.parse_batch(serialized, settings, SEQ, P)
+  labels = features[label_settings.TEACHER_LABELS]
+  assert labels.mode == label_settings.SAMPLED
   stack = lambda name, width: np.stack([e[name] for e in examples]).reshape(
       3, P, width)
   head = stack(records.SAMPLED_HEAD_PROBS, 2)
   counts = stack(records.SAMPLED_COUNTS, 5)
   want = np.concatenate([head, (1 - head.sum(-1, keepdims=True)) * counts /
                          counts.sum(-1, keepdims=True)], -1)
-  np.testing.assert_allclose(features[losses.TEACHER_SAMPLE_WEIGHTS].numpy(),
-                             want, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(labels.weights.numpy(), want, rtol=1e-5,
+                             atol=1e-7)
   np.testing.assert_array_equal(
-      features[losses.TEACHER_IDS].numpy(),
+      labels.ids.numpy(),
       np.concatenate([stack(records.SAMPLED_HEAD_IDS, 2),
                       stack(records.SAMPLED_IDS, 5)], -1))
   assert set(features) == {
       records.INPUT_IDS, records.INPUT_MASK, records.SEGMENT_IDS,
       records.MASKED_LM_POSITIONS, records.MASKED_LM_IDS,
       records.MASKED_LM_WEIGHTS, records.NEXT_SENTENCE_LABELS,
-      losses.TEACHER_IDS, losses.TEACHER_SAMPLE_WEIGHTS}
+      label_settings.TEACHER_LABELS}
 
 
 def test_parse_batch_turns_counts_into_weights(tmp_path):
   examples = labelled_examples("sampled", 3, seed=4, k=5, n=16)
   path = ref.write_records(tmp_path / "s.tfrecord", examples)
-  spec = records.teacher_label_feature_spec(SEQ, P, 5, label_mode="sampled")
+  settings = label_settings.LabelSettings(label_settings.SAMPLED, 5, 16)
   serialized = next(iter(tf.data.TFRecordDataset(path).batch(3)))
-  features = distill_input.parse_batch(serialized, spec, P)
+  features = distill_input.parse_batch(serialized, settings, SEQ, P)
   assert records.NUM_SAMPLES not in features
-  weights = features[losses.TEACHER_SAMPLE_WEIGHTS].numpy()  # [3, P, 5]
+  labels = features[label_settings.TEACHER_LABELS]
+  weights = labels.weights.numpy()  # [3, P, 5]
   counts = np.stack([e[records.SAMPLED_COUNTS] for e in examples]).reshape(
       3, P, 5)
   np.testing.assert_allclose(weights, counts / counts.sum(-1, keepdims=True),
                              rtol=1e-6)
   np.testing.assert_array_equal(
-      features[losses.TEACHER_IDS].numpy(),
+      labels.ids.numpy(),
       np.stack([e[records.SAMPLED_IDS] for e in examples]).reshape(3, P, 5))
 
 
@@ -810,12 +820,12 @@ def test_pipeline_labels_the_held_out_file_in_full_and_reports_teacher_kl(
   train = sorted(os.listdir(work / "teacher_labels"))
   assert train == ["pretraining_data_0.tfrecord",
                    "pretraining_data_1.tfrecord"]
-  assert records.label_settings(records.read_first_example(
+  assert label_settings.of_record(records.read_first_example(
       str(work / "teacher_labels" / train[0])), P4) == (
-          records.SAMPLED, 6, 8, 1.0, 0)
+          label_settings.SAMPLED, 6, 8, 1.0, 0)
   held_out = work / "teacher_labels_held_out" / "pretraining_data_2.tfrecord"
   held = ref.read_records(held_out)
   assert len(held) == 8
-  assert records.label_settings(held[0], P4) == (records.FULL, 99, 0, 1.0, 0)
+  assert label_settings.of_record(held[0], P4) == (label_settings.FULL, 99, 0, 1.0, 0)
   results = eval_results(work / "student")
   assert results["teacher_kl"] > 0 and 0 <= results["student_ece"] <= 1

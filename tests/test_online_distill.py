@@ -15,12 +15,14 @@ from bert_distill import checkpoints
 from bert_distill import cli
 from bert_distill import distill_input
 from bert_distill import distill_training
+from bert_distill import label_settings
 from bert_distill import losses
 import modeling
 import optimization
 from bert_distill import records
 import stage_runs
 from bert_distill import teacher_labels
+from bert_distill import training
 from bert_reference import assert_same_checkpoints, checkpoint_values
 from conftest import ROOT
 from stage_runs import run, start
@@ -59,11 +61,9 @@ def loaded_model(config, weights):
 
 
 def options(**changes):
-  base = {"embedding_loss_weight": 0.0, "hidden_loss_weight": 0.0,
-          "hidden_loss": "mse", "hidden_layer_map": [2, 4],
-          "attention_loss_weight": 0.0, "attention_loss": "kl",
-          "relation_heads": 4}
-  return {**base, **changes}
+  """A LossConfig of intermediate losses (the soft loss at its default)."""
+  return losses.LossConfig(**{"hidden_layer_map": (2, 4), "relation_heads": 4,
+                              **changes})
 
 
 # ---------------------------------------------------------------------------
@@ -204,10 +204,10 @@ def test_replica_terms_with_global_totals_add_up_to_the_batch(models):
 def online_teacher(strategy, student_config, teacher_dir, teacher_config,
                    **changes):
   config = modeling.BertConfig(**teacher_config)
-  flag_options = {**options(), **changes, "hidden_layer_map": None,
-                  "relation_heads": 0}  # as the flags give them: defaults
-  opts = distill_training.intermediate_options(
-      modeling.BertConfig(**student_config), config, **flag_options)
+  # As the flags give them: the default layer map and relation heads.
+  opts = distill_training.resolve_layers(
+      losses.LossConfig(**changes), modeling.BertConfig(**student_config),
+      config, None)
   return distill_training.make_online_teacher(
       strategy, modeling.BertConfig(**student_config), config,
       os.path.join(teacher_dir, "bert_model.ckpt"), "float32", opts, seed=1)
@@ -231,9 +231,10 @@ def test_every_loss_is_zero_for_a_copy_of_the_teacher(tmp_path):
   student, optimizer, _ = distill_training.build_student(
       strategy, modeling.BertConfig(**config), "float32", 7, lambda s: 1e-3)
   # The copy through --init_checkpoint's path.
-  distill_training.restore_or_initialize(student, optimizer,
-                                         str(tmp_path / "out"), prefix, None)
-  teacher = distill_training.build_teacher(
+  training.restore_or_initialize(
+      student, optimizer, str(tmp_path / "out"), prefix,
+      lambda path: checkpoints.load_checkpoint(student, path))
+  teacher = checkpoints.load_teacher(
       strategy, modeling.BertConfig(**config), prefix, "float32")
   inputs = batch(seed=6)
   for name, value in all_terms(student, teacher, inputs, {}).items():
@@ -244,7 +245,8 @@ def test_every_loss_is_zero_for_a_copy_of_the_teacher(tmp_path):
   labelled, _ = distill_training.OnlineTeacher(teacher, options(),
                                                {}).label(features)
   q = tf.nn.log_softmax(student(*inputs)["masked_lm_logits"])
-  p = labelled[losses.TEACHER_PROBS]
+  assert labelled[label_settings.TEACHER_LABELS].mode == label_settings.FULL
+  p = labelled[label_settings.TEACHER_LABELS].probs
   assert float(tf.reduce_max(tf.abs(tf.reduce_sum(
       p * (tf.math.log(p) - q), -1)))) < 1e-5  # KL(teacher || student)
 
@@ -276,7 +278,8 @@ def test_gradients_reach_the_student_and_projections_never_the_teacher(
     s_out = student(*inputs, intermediates=True, training=True)
     loss = teacher.intermediate_losses(s_out, t_out, inputs[1], {})[
         "intermediate_loss"] + tf.reduce_sum(losses.soft_cross_entropy(
-            s_out["masked_lm_logits"], labelled[losses.TEACHER_PROBS]))
+            s_out["masked_lm_logits"],
+            labelled[label_settings.TEACHER_LABELS].probs))
   assert all(g is None for g in tape.gradient(loss, teacher_vars))
   trained = {**student.variables_by_name(), **teacher.projections}
   grads = dict(zip(trained, tape.gradient(loss, list(trained.values()))))
@@ -295,12 +298,10 @@ def test_gradients_reach_the_student_and_projections_never_the_teacher(
   path = ref.write_records(tmp_path / "r.tfrecord",
                            ref.random_pretraining_examples(8, SEQ, P, VOCAB))
   dataset = distill_input.distributed_dataset(
-      strategy, [path], records.pretraining_feature_spec(SEQ, P), 4, P,
-      is_training=True, seed=1)
+      strategy, [path], None, 4, SEQ, P, is_training=True, seed=1)
   loop = distill_training.make_train_loop(
-      strategy, student, optimizer, 4,
-      {"temperature": 1.0, "soft_loss_weight": 1.0,
-       "hard_mlm_loss_weight": 0.0}, use_xla=False, teacher=teacher)
+      strategy, student, optimizer, 4, teacher.config, use_xla=False,
+      teacher=teacher)
   steps, terms = loop(iter(dataset), tf.constant(2))
   assert int(steps) == 2 and all(float(terms[n]) > 0 for n in (
       "soft_loss", *losses.INTERMEDIATE_TERMS))
@@ -321,29 +322,28 @@ def test_online_soft_loss_trains_as_offline_full_labels(tmp_path):
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
   teacher_config = modeling.BertConfig(**TEACHER_3_HEADS)
   labeler = teacher_labels.TeacherLabeler(
-      distill_training.build_teacher(strategy, teacher_config, prefix,
-                                     "float32"), 0, strategy, use_xla=False)
+      checkpoints.load_teacher(strategy, teacher_config, prefix, "float32"), 0,
+      strategy, use_xla=False)
   full = str(tmp_path / "full.tfrecord")
   teacher_labels.write_teacher_labels(
       labeler, [plain], full, records.pretraining_feature_spec(SEQ, P), 0,
       batch_size=4, length_multiple=8, sort_batches=1,
       bounds=records.value_bounds(VOCAB, teacher_config.type_vocab_size, SEQ))
 
-  loss_options = {"temperature": 2.0, "soft_loss_weight": 1.0,
-                  "hard_mlm_loss_weight": 0.5}
+  loss_config = losses.LossConfig(temperature=2.0, hard_mlm_loss_weight=0.5)
   finals = []
-  for path, spec, online in (
-      (full, records.teacher_label_feature_spec(SEQ, P, 0, VOCAB), False),
-      (plain, records.pretraining_feature_spec(SEQ, P), True)):
+  for path, settings, online in (
+      (full, label_settings.LabelSettings(label_settings.FULL, VOCAB), False),
+      (plain, None, True)):
     teacher = (online_teacher(strategy, STUDENT, str(tmp_path / "t"),
                               TEACHER_3_HEADS) if online else None)
     student, optimizer, _ = distill_training.build_student(
         strategy, modeling.BertConfig(**STUDENT), "float32", 3,
         lambda s: 1e-3)
-    dataset = distill_input.distributed_dataset(strategy, [path], spec, 4, P,
-                                                is_training=True, seed=2)
+    dataset = distill_input.distributed_dataset(
+        strategy, [path], settings, 4, SEQ, P, is_training=True, seed=2)
     loop = distill_training.make_train_loop(strategy, student, optimizer, 4,
-                                            loss_options, use_xla=False,
+                                            loss_config, use_xla=False,
                                             teacher=teacher)
     _, terms = loop(iter(dataset), tf.constant(4))
     finals.append(({n: v.numpy() for n, v in
@@ -498,42 +498,38 @@ def test_checks_name_the_mismatch(tmp_path):
     assert "\n" not in str(error.value)
     return str(error.value)
 
-  def opts(**changes):
-    return {"hidden_layer_map": None, "relation_heads": 0,
-            **{k: v for k, v in options(**changes).items()
-               if k not in ("hidden_layer_map", "relation_heads")},
-            **{k: v for k, v in changes.items()
-               if k in ("hidden_layer_map", "relation_heads")}}
+  def resolve(hidden_layer_map=None, **changes):
+    return message(distill_training.resolve_layers,
+                   losses.LossConfig(**changes), student, teacher,
+                   hidden_layer_map)
 
-  assert "names 3 student layers but the student has 2" in message(
-      distill_training.intermediate_options, student, teacher,
-      **opts(hidden_layer_map=["1", "2", "3"]))
+  assert "names 3 student layers but the student has 2" in resolve(
+      hidden_layer_map=["1", "2", "3"])
   assert "teacher layer(s) 5 but the teacher has layers 0 (embeddings) to 4" \
-      in message(distill_training.intermediate_options, student, teacher,
-                 **opts(hidden_layer_map=["2", "5"]))
+      in resolve(hidden_layer_map=["2", "5"])
   assert ("--attention_loss mse needs equal head counts, but the student has "
-          "4 and the teacher 3; use --attention_loss kl") in message(
-              distill_training.intermediate_options, student, teacher,
-              **opts(attention_loss_weight=1.0, attention_loss="mse"))
+          "4 and the teacher 3; use --attention_loss kl") in resolve(
+              attention_loss_weight=1.0, attention_loss="mse")
   assert "--relation_heads 3 does not divide the student's hidden_size 32" \
-      in message(distill_training.intermediate_options, student, teacher,
-                 **opts(attention_loss_weight=1.0))  # 0: the teacher's 3
+      in resolve(attention_loss_weight=1.0)  # 0: the teacher's 3
   config_path = tmp_path / "teacher.json"
   config_path.write_text(json.dumps({**TEACHER, "vocab_size": 61}))
   assert "the teacher's vocab_size 61 differs from the student's 60" in message(
-      distill_training.read_teacher_config, str(config_path), SEQ, student)
+      distill_training.read_matching_teacher_config, str(config_path), SEQ, student)
   assert "BERT config file not found" in message(
-      distill_training.read_teacher_config, str(tmp_path / "none.json"), SEQ,
+      distill_training.read_matching_teacher_config, str(tmp_path / "none.json"), SEQ,
       student)
   _, prefix, _ = ref.write_model_dir(str(tmp_path / "t"), TEACHER_3_HEADS,
                                      seed=1)
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-  text = message(distill_training.build_teacher, strategy, modeling.BertConfig(
-      **{**TEACHER_3_HEADS, "num_hidden_layers": 5}), prefix, "float32")
+  text = message(distill_training.make_online_teacher, strategy, student,
+                 modeling.BertConfig(**{**TEACHER_3_HEADS,
+                                        "num_hidden_layers": 5}),
+                 prefix, "float32", losses.LossConfig(), 1)
   assert "bert/encoder/layer_4/" in text and "does it match" in text
   assert "no checkpoint there" in message(
-      distill_training.build_teacher, strategy, teacher, str(tmp_path / "none"),
-      "float32")
+      distill_training.make_online_teacher, strategy, student, teacher,
+      str(tmp_path / "none"), "float32", losses.LossConfig(), 1)
 
 
 @pytest.fixture(scope="module")
@@ -603,20 +599,15 @@ def test_bad_online_input_is_one_line_error(bad_runs, case):
 
 
 def test_presets_set_only_what_the_user_did_not_give():
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  flag_values = flags.FlagValues()
-  for name in ("temperature", "soft_loss_weight", "hard_mlm_loss_weight",
-               "next_sentence_loss_weight", "hidden_loss_weight", "attention_loss_weight",
-               "embedding_loss_weight"):
-    flags.DEFINE_float(name, 0.0, "", flag_values=flag_values)
-  flags.DEFINE_string("hidden_loss", "mse", "", flag_values=flag_values)
-  flags.DEFINE_string("attention_loss", "kl", "", flag_values=flag_values)
-  flag_values(["prog", "--temperature=4"])
-  applied = distill_training.apply_preset(flag_values, "distilbert")
-  assert flag_values.temperature == 4.0 and "temperature" not in applied
-  assert (flag_values.soft_loss_weight, flag_values.hard_mlm_loss_weight,
-          flag_values.hidden_loss_weight, flag_values.hidden_loss) == (
+  defaults = {"temperature": 1.0, "soft_loss_weight": 1.0,
+              "hidden_loss": "mse"}
+  config, applied = distill_training.loss_config(
+      {**defaults, "temperature": 4.0}, {"temperature"}, "distilbert")
+  assert config.temperature == 4.0 and "temperature" not in applied
+  assert (config.soft_loss_weight, config.hard_mlm_loss_weight,
+          config.hidden_loss_weight, config.hidden_loss) == (
               5.0, 2.0, 1.0, "cosine")
+  assert distill_training.loss_config(defaults, set())[0] == losses.LossConfig()
   # No preset's paper trains the next-sentence head.
   for preset in distill_training.PRESETS.values():
     assert preset["next_sentence_loss_weight"] == 0.0

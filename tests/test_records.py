@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bert_distill import example_codec
+from bert_distill import label_settings
 from bert_distill import records
+from bert_distill import tfrecord
 from conftest import ORIGINAL_RECORDS
 
 
@@ -39,8 +42,8 @@ def test_serialize_then_parse_round_trip_keeps_values_and_types(tmp_path):
   }
   path = str(tmp_path / "r.tfrecord")
   with tf.io.TFRecordWriter(path) as writer:
-    writer.write(records.serialize_example(features))
-  spec = records.teacher_label_feature_spec(8, 3, 2)
+    writer.write(example_codec.serialize_example(features))
+  spec = label_settings.LabelSettings(label_settings.TOP_K, 2).feature_spec(8, 3)
   parsed = next(iter(tf.data.TFRecordDataset(path).map(
       lambda r: tf.io.parse_single_example(r, spec))))
   for name, values in features.items():
@@ -63,7 +66,9 @@ def test_length_mismatch_names_file_feature_and_flag():
                                  records.pretraining_feature_spec(128, 10))
   with pytest.raises(ValueError, match="truncated_masked_lm_probs"):
     records.check_record_lengths(ORIGINAL_RECORDS,
-                                 records.teacher_label_feature_spec(128, 20, 10))
+                                 label_settings.LabelSettings(
+                                     label_settings.TOP_K, 10).feature_spec(
+                                         128, 20))
   records.check_record_lengths(ORIGINAL_RECORDS,
                                records.pretraining_feature_spec(128, 20))
 
@@ -87,7 +92,7 @@ def test_decoder_reads_protobufs_own_bytes_of_every_kind():
           value=[b"", b"abc"])),
       "empty": tf.train.Feature(int64_list=tf.train.Int64List(value=[])),
   }))
-  decoded = records.decode_example(example.SerializeToString())
+  decoded = example_codec.decode_example(example.SerializeToString())
   assert decoded["ints"].tolist() == [0, 1, 127, 128, 300, -1, -2**63,
                                       2**63 - 1]
   assert decoded["ints"].dtype == np.int64
@@ -101,7 +106,7 @@ def test_decoder_reads_protobufs_own_bytes_of_every_kind():
           b"\x0a\x0c" b"\x0a\x01f" b"\x12\x07" b"\x12\x05" b"\x0d" +
           struct.pack("<f", 2.5))
   parsed = tf.train.Example.FromString(b"\x0a" + bytes([len(body)]) + body)
-  decoded = records.decode_example_lists(b"\x0a" + bytes([len(body)]) + body)
+  decoded = example_codec.decode_example_lists(b"\x0a" + bytes([len(body)]) + body)
   assert decoded == {"i": list(parsed.features.feature["i"].int64_list.value),
                      "f": list(parsed.features.feature["f"].float_list.value)}
   assert decoded == {"i": [5, 7], "f": [2.5]}
@@ -113,14 +118,14 @@ def test_batch_encoder_equals_protobuf_for_each_row():
   features = {records.INPUT_IDS: rng.integers(0, 2**40, (5, 9)),
               records.MASKED_LM_WEIGHTS: rng.random((5, 3), np.float32),
               records.TOP_K_INDICES: rng.integers(-3, 3, (5, 2, 2))}
-  serialized = records.ExampleBatchEncoder(names).encode(features)
+  serialized = example_codec.ExampleBatchEncoder(names).encode(features)
   assert len(serialized) == 5
   for row, data in enumerate(serialized):
-    reference = records.serialize_example(
+    reference = example_codec.serialize_example(
         {name: features[name][row] for name in names})
     assert (tf.train.Example.FromString(data) ==
             tf.train.Example.FromString(reference))
-    assert list(records.decode_example(data)) == list(names)  # Their order.
+    assert list(example_codec.decode_example(data)) == list(names)  # Their order.
 
 
 def test_tfrecord_reader_and_count_equal_tensorflows(tmp_path, monkeypatch):
@@ -129,13 +134,13 @@ def test_tfrecord_reader_and_count_equal_tensorflows(tmp_path, monkeypatch):
   with tf.io.TFRecordWriter(path) as writer:
     for record in written:
       writer.write(record)
-  assert list(records.read_tfrecords(path)) == written
-  assert records.count_records([path]) == len(written)
-  assert records.count_records([ORIGINAL_RECORDS]) == 11
+  assert list(tfrecord.read_tfrecords(path)) == written
+  assert tfrecord.count_records([path]) == len(written)
+  assert tfrecord.count_records([ORIGINAL_RECORDS]) == 11
   # Without google_crc32c's C code, TensorFlow reads: the same records.
-  monkeypatch.setattr(records, "_load_crc32c", lambda: None)
-  assert list(records.read_tfrecords(path)) == written
-  assert records.count_records([path]) == len(written)
+  monkeypatch.setattr(tfrecord, "_load_crc32c", lambda: None)
+  assert list(tfrecord.read_tfrecords(path)) == written
+  assert tfrecord.count_records([path]) == len(written)
 
 
 def tensorflow_count(paths, limit=None):
@@ -162,17 +167,17 @@ def fixture_record_files(tmp_path):
 
 
 def test_count_records_of_files_and_limits_equals_tensorflows(record_files):
-  assert records.count_records(record_files) == tensorflow_count(
+  assert tfrecord.count_records(record_files) == tensorflow_count(
       record_files) == 47
   for limit in (0, 1, 6, 7, 8, 30, 47, 48, 1000):
-    assert records.count_records(record_files, limit) == tensorflow_count(
+    assert tfrecord.count_records(record_files, limit) == tensorflow_count(
         record_files, limit), limit
-    assert records.count_records(record_files, limit, check_data=True) == (
+    assert tfrecord.count_records(record_files, limit, check_data=True) == (
         tensorflow_count(record_files, limit)), limit
-  assert records.count_records(record_files[::-1], 10) == 10
-  assert records.count_records([]) == 0
+  assert tfrecord.count_records(record_files[::-1], 10) == 10
+  assert tfrecord.count_records([]) == 0
   with pytest.raises(TypeError, match="list of paths"):
-    records.count_records(record_files[0])
+    tfrecord.count_records(record_files[0])
 
 
 @pytest.mark.parametrize("cut", [2, 5, 3000, 3916 + 3816 - 5])
@@ -187,12 +192,12 @@ def test_count_records_of_a_truncated_file_names_it(record_files, cut):
   lengths = range(0, 4000, 100)
   survivors = 7 + sum(1 for i in range(len(lengths))
                       if sum(16 + n for n in lengths[:i + 1]) <= len(data) - cut)
-  assert records.count_records(record_files, survivors) == (
+  assert tfrecord.count_records(record_files, survivors) == (
       tensorflow_count(record_files, survivors)) == survivors
   for check_data in (False, True):
     with pytest.raises(ValueError, match=f"^{path}: not a readable TFRecord "
                        "file \\(truncated record"):
-      records.count_records(record_files, check_data=check_data)
+      tfrecord.count_records(record_files, check_data=check_data)
   if cut < 3916:
     with pytest.raises(tf.errors.DataLossError):
       tensorflow_count(record_files)
@@ -203,7 +208,7 @@ def test_count_records_of_a_truncated_file_names_it(record_files, cut):
 @pytest.mark.parametrize("damage", ["truncate", "flip_data", "flip_length"])
 def test_reader_names_the_file_of_a_damaged_record(tmp_path, damage):
   path = tmp_path / "damaged.tfrecord"
-  records.write_tfrecords(str(path), [b"abc" * 10, b"def" * 10])
+  tfrecord.write_tfrecords(str(path), [b"abc" * 10, b"def" * 10])
   data = bytearray(path.read_bytes())
   if damage == "truncate":
     data = data[:-5]
@@ -216,12 +221,12 @@ def test_reader_names_the_file_of_a_damaged_record(tmp_path, damage):
              "data", "flip_length": "corrupt record length"}[damage]
   message = f"^{path}: not a readable TFRecord file \\({problem} at byte 46\\)$"
   with pytest.raises(ValueError, match=message):
-    list(records.read_tfrecords(str(path)))
+    list(tfrecord.read_tfrecords(str(path)))
   with pytest.raises(ValueError, match=message):
-    records.count_records([str(path)], check_data=True)
+    tfrecord.count_records([str(path)], check_data=True)
   if damage == "flip_data":  # Left to the reader that uses the data.
-    assert records.count_records([str(path)]) == 2
+    assert tfrecord.count_records([str(path)]) == 2
   else:
     with pytest.raises(ValueError, match=message):
-      records.count_records([str(path)])
-  assert records.count_records([str(path)], limit=1) == 1
+      tfrecord.count_records([str(path)])
+  assert tfrecord.count_records([str(path)], limit=1) == 1

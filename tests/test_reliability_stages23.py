@@ -21,7 +21,7 @@ import pytest
 
 import stage_runs
 from conftest import ROOT, VOCAB_FILE
-from test_extract_wikipedia import EXPECTED_TEXT, write_wiki_file
+from wiki_cases import EXPECTED_TEXT, write_wiki_file
 
 SPLIT_TEXT = os.path.join(ROOT, "split_text.py")
 CREATE_RECORDS = os.path.join(ROOT, "multifile_create_pretraining_data.py")

@@ -4,7 +4,6 @@ resume after kill -9, and the one-line input errors."""
 import json
 import logging
 import os
-import random
 import shutil
 import sys
 
@@ -18,24 +17,18 @@ from bert_distill import classifier
 from bert_distill import classifier_data
 from bert_distill import classifier_metrics as metrics
 import modeling
+from bert_distill import example_codec
 from bert_distill import records
 import stage_runs
 import tokenization
 from bert_reference import assert_same_checkpoints, checkpoint_values
 from conftest import ROOT
 from stage_runs import replace_flag, run, start
-
-SCRIPT = os.path.join(ROOT, "run_classifier.py")
-
+from classifier_cases import TOY_CONFIG, TOY_VOCAB
+from classifier_cases import command, write_toy_task, write_tsv, write_vocab
 
 # ---------------------------------------------------------------------------
 # The GLUE layouts: a tiny file of each, as GLUE's download holds them.
-
-def write_tsv(path, rows):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text("".join("\t".join(row) + "\n" for row in rows),
-                  encoding="utf-8")
-
 
 MNLI_HEADER = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse",
                "sentence2_binary_parse", "sentence1_parse", "sentence2_parse",
@@ -194,18 +187,6 @@ def test_unknown_task_lists_the_tasks():
 # ---------------------------------------------------------------------------
 # Features: Google's convert_single_example.
 
-TOY_WORDS = ["the", "a", "movie", "film", "plot", "actor", "scene", "story",
-             "was", "is", "very", "quite", "and", "but", "good", "great",
-             "bad", "awful"]
-TOY_VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + TOY_WORDS +
-             [f"w{i}" for i in range(37)])  # 60 tokens
-
-
-def write_vocab(path, tokens=TOY_VOCAB):
-  path.write_text("\n".join(tokens) + "\n")
-  return str(path)
-
-
 def test_truncate_seq_pair_trims_the_longer_one_token_at_a_time():
   a, b = list("abcdefg"), list("xyz")
   classifier_data.truncate_seq_pair(a, b, 6)
@@ -251,7 +232,7 @@ def test_feature_cache_round_trips_and_is_reused(tmp_path):
   out = str(tmp_path / "out")
   path = classifier_data.feature_cache(examples, task, "train", 8, tokenizer,
                                        vocab, str(data), out)
-  read = [records.decode_example(r.numpy())
+  read = [example_codec.decode_example(r.numpy())
           for r in tf.data.TFRecordDataset(path)]
   want = [classifier_data.convert_single_example(e, task, 8, tokenizer)
           for e in examples]
@@ -276,7 +257,7 @@ def test_eval_dataset_pads_to_whole_batches_and_keeps_the_order(tmp_path):
   path = str(tmp_path / "eval.tf_record")
   with tf.io.TFRecordWriter(path) as writer:
     for i in range(5):
-      writer.write(records.serialize_example({
+      writer.write(example_codec.serialize_example({
           "input_ids": [i] * 4, "input_mask": [1] * 4, "segment_ids": [0] * 4,
           "label_ids": [i % 2], "is_real_example": [1]}))
   batches = list(classifier_data.eval_dataset(
@@ -377,41 +358,7 @@ def test_google_checkpoint_loads_with_warnings_for_the_head_only(tmp_path,
 # ---------------------------------------------------------------------------
 # Whole runs: a separable toy task, resume after kill -9, bad input.
 
-TOY_CONFIG = {"vocab_size": len(TOY_VOCAB), "hidden_size": 32,
-              "num_hidden_layers": 2, "num_attention_heads": 2,
-              "intermediate_size": 64, "hidden_dropout_prob": 0.0,
-              "attention_probs_dropout_prob": 0.0,
-              "max_position_embeddings": 32, "type_vocab_size": 2}
 STEPS = 96  # 256 examples / batch 16 * 6 epochs
-
-
-def write_toy_task(folder, num_train=256, num_dev=64, seed=0):
-  """SST-2 layout; label 1 iff the sentence holds "good" or "great", among
-  random filler words: separable by a single token."""
-  rng = random.Random(seed)
-  filler = TOY_WORDS[:14] + [f"w{i}" for i in range(37)]
-  def sentence():
-    label = rng.randint(0, 1)
-    words = [rng.choice(filler) for _ in range(rng.randint(3, 8))]
-    words.insert(rng.randint(0, len(words)),
-                 rng.choice(["good", "great"] if label else ["bad", "awful"]))
-    return " ".join(words), str(label)
-  write_tsv(folder / "train.tsv", [["sentence", "label"]] +
-            [sentence() for _ in range(num_train)])
-  write_tsv(folder / "dev.tsv", [["sentence", "label"]] +
-            [sentence() for _ in range(num_dev)])
-  write_tsv(folder / "test.tsv", [["index", "sentence"]] +
-            [[str(100 + i), sentence()[0]] for i in range(10)])
-  return str(folder)
-
-
-def command(data_dir, vocab, config, output_dir, *extra):
-  return [sys.executable, SCRIPT, "--task_name=sst-2", f"--data_dir={data_dir}",
-          f"--vocab_file={vocab}", f"--bert_config_file={config}",
-          f"--output_dir={output_dir}", "--max_seq_length=16",
-          "--train_batch_size=16", "--learning_rate=5e-4",
-          "--num_train_epochs=6", "--iterations_per_loop=1",
-          "--save_checkpoints_steps=4", "--keep_checkpoint_max=2", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -566,9 +513,10 @@ def test_a_google_checkpoint_run_warns_about_the_head_only(bad_runs):
   assert checkpoints.latest_checkpoint(str(root / "google_out"))
 
 
-def test_pipeline_stage_g_scores_teacher_and_student_then_skips(tmp_path):
+def test_pipeline_stage_g_scores_teacher_and_students_then_skips(tmp_path):
   """run_pipeline.sh --stages=G on Google-name checkpoints of a teacher and
-  a (one-layer) student."""
+  a (one-layer) student, the student fine-tuned alone and task-distilled
+  from the fine-tuned teacher (--glue_task_distillation)."""
   data = write_toy_task(tmp_path / "toy")
   vocab = write_vocab(tmp_path / "vocab.txt")
   student_config = {**TOY_CONFIG, "num_hidden_layers": 1}
@@ -587,21 +535,26 @@ def test_pipeline_stage_g_scores_teacher_and_student_then_skips(tmp_path):
           f"--student_config={tmp_path / 'student.json'}",
           f"--student_dir={tmp_path / 'student'}", "--glue_task=sst-2",
           f"--glue_data_dir={data}", "--glue_max_seq_length=16",
-          "--glue_flags=--num_train_epochs=0.25 --train_batch_size=16"]
+          "--glue_flags=--num_train_epochs=0.25 --train_batch_size=16",
+          "--glue_task_distillation=true",
+          "--glue_distill_flags=--temperature=2"]
   result = run(argv)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
   work = tmp_path / "work"
-  assert sorted(os.listdir(work / "stages")) == ["G-student.done",
-                                                 "G-teacher.done"]
-  for name in ("teacher", "student"):
+  assert sorted(os.listdir(work / "stages")) == [
+      "G-distilled.done", "G-student.done", "G-teacher.done"]
+  for name in ("teacher", "student", "student_distilled"):
     text = (work / "glue" / name / "eval_results.txt").read_text()
     assert "global_step = 4" in text
-  summary = [line for line in result.stdout.splitlines()
-             if "student/teacher" in line]
-  assert len(summary) == 1 and summary[0].split()[0] == "eval_accuracy"
+  assert (work / "glue" / "student_distilled" /
+          "task_distillation_train.tf_record").exists()
+  for who in ("student", "student_distilled"):
+    summary = [line for line in result.stdout.splitlines()
+               if f" {who}/teacher " in line]
+    assert len(summary) == 1 and summary[0].split()[0] == "eval_accuracy"
   again = run(argv)
   assert again.returncode == 0, again.stderr[-2000:]
-  assert again.stdout.count("done before, skipped") == 2
+  assert again.stdout.count("done before, skipped") == 3
 
 
 def test_resume_passes_over_a_truncated_newest_checkpoint(runs, tmp_path):

@@ -7,7 +7,7 @@ import sys
 import tensorflow as tf
 
 from conftest import ROOT, VOCAB_FILE
-from test_extract_wikipedia import EXPECTED_TEXT, write_dump
+from wiki_cases import EXPECTED_TEXT, write_dump
 
 from bert_distill import records
 
