@@ -15,12 +15,37 @@ from bert_distill import distill_training
 import stage_runs
 from bert_reference import checkpoint_values
 from conftest import ROOT
-from test_huggingface import hf_config_dict, hf_tensors_by_hand, write_hf_folder
 
 L, P = 16, 4
 CONFIG = dict(ref.TINY_CONFIG, hidden_dropout_prob=0.0,
               attention_probs_dropout_prob=0.0)
 STEPS = 6
+
+
+def write_hf_encoder(directory, weights, config):
+  """An HF BertModel folder (no heads, no `bert.` prefix, as
+  sentence-transformers publish one) of Google-named `weights`, with
+  transformers' names written out here: Linear weights are [out, in]."""
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  tensors = {}
+  for name, value in weights.items():
+    if name.startswith(distill_training.HEADS_PREFIX):
+      continue
+    hf = (name[len("bert/"):].replace("encoder/layer_", "encoder.layer.")
+          .replace("/", "."))
+    if hf.endswith(".kernel"):
+      hf, value = hf[:-len("kernel")] + "weight", value.T.copy()
+    elif hf.endswith("_embeddings"):
+      hf += ".weight"
+    hf = hf.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
+        "LayerNorm.beta", "LayerNorm.bias")
+    tensors[hf] = value
+  directory.mkdir(parents=True)
+  save_file(tensors, str(directory / "model.safetensors"))
+  (directory / "config.json").write_text(json.dumps(
+      {**config, "model_type": "bert", "architectures": ["BertModel"],
+       "layer_norm_eps": 1e-12, "transformers_version": "4.8.2"}))
+  return directory
 
 
 def fit_command(init, output_dir, *extra, config_name="bert_config.json",
@@ -63,11 +88,7 @@ def runs(tmp_path_factory):
   (broken / "train.tfrecord").write_bytes(
       (teacher / "train.tfrecord").read_bytes())
 
-  hf_teacher = write_hf_folder(
-      base / "hf_encoder_only",
-      hf_tensors_by_hand(weights, prefix="", heads=False),
-      hf_config_dict(architectures=["BertModel"], hidden_dropout_prob=0.0,
-                     attention_probs_dropout_prob=0.0))
+  hf_teacher = write_hf_encoder(base / "hf_encoder_only", weights, CONFIG)
 
   jobs = {
       "heads": fit_command(teacher, base / "heads", "--trainable=heads"),
