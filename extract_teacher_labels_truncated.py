@@ -180,10 +180,14 @@ def main(argv):
                                 FLAGS.max_seq_length)
   for paths, output_path in plan:
     logging.info("Labelling %s -> %s", ", ".join(paths), output_path)
-    teacher_labels.write_teacher_labels(
-        labeler, paths, output_path, feature_spec, FLAGS.truncation_factor,
-        FLAGS.batch_size, FLAGS.length_multiple, FLAGS.sort_batches, bounds,
-        FLAGS.progress_interval, settings, FLAGS.seed, FLAGS.max_records)
+    try:
+      teacher_labels.write_teacher_labels(
+          labeler, paths, output_path, feature_spec, FLAGS.truncation_factor,
+          FLAGS.batch_size, FLAGS.length_multiple, FLAGS.sort_batches, bounds,
+          FLAGS.progress_interval, settings, FLAGS.seed, FLAGS.max_records)
+    except teacher_labels.NonFiniteLogitsError as e:
+      raise cli.StageError(f"--init_checkpoint {FLAGS.init_checkpoint}: {e}; "
+                           f"is the teacher sound?") from None
 
 
 if __name__ == "__main__":

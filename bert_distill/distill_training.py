@@ -123,6 +123,8 @@ def build_teacher(strategy, config, checkpoint, precision):
         name="teacher", seed=0, trainable=False, initialize=False)
   try:
     checkpoints.load_checkpoint(teacher, checkpoint)
+  except checkpoints.NonFiniteError as e:
+    raise cli.StageError(f"--teacher_checkpoint {e}") from None
   except ValueError as e:
     raise cli.StageError(
         f"--teacher_checkpoint {e} (does it match --teacher_config?)") from None

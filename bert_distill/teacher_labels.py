@@ -120,6 +120,10 @@ def load_teacher(config, checkpoint, strategy):
   return model
 
 
+class NonFiniteLogitsError(ValueError):
+  """The teacher's logits hold NaN or infinity: no label may be made of them."""
+
+
 class TeacherLabeler:
   """The teacher's softmax at the masked positions: top-k, whole or sampled.
 
@@ -133,7 +137,9 @@ class TeacherLabeler:
   device, so only the ids leave it); with head_k > 0 the result is
   (head probs [B, P, h], head ids [B, P, h], ids [B, P, N]), the draws made
   from the softmax without its h most probable tokens. B must be a multiple
-  of the replica count.
+  of the replica count. Logits holding NaN or infinity raise
+  NonFiniteLogitsError instead: a broken teacher must not write NaN
+  probabilities (top_k, full) or all-zero draws (sampled).
   """
 
   def __init__(self, model, truncation_factor, strategy, use_xla=True,
@@ -162,6 +168,11 @@ class TeacherLabeler:
     logits = self._model(input_ids, input_mask, segment_ids,
                          masked_lm_positions,
                          training=False)["masked_lm_logits"]  # [B, P, V]
+    # [1], so that the replicas' flags concatenate as the labels do.
+    finite = tf.reshape(tf.reduce_all(tf.math.is_finite(logits)), [1])
+    return self._labels_of_logits(logits, uniforms) + (finite,)
+
+  def _labels_of_logits(self, logits, uniforms):
     if self._mode == records.SAMPLED:
       return self._draws(logits, uniforms)
     probs = tf.nn.softmax(logits, axis=-1)  # float32 over the full vocabulary
@@ -193,6 +204,12 @@ class TeacherLabeler:
     return head + (tf.reshape(ids, tf.shape(uniforms)),)
 
   def __call__(self, inputs):
+    *labels, finite = self._run(inputs)
+    if not finite.all():
+      raise NonFiniteLogitsError("the teacher's logits hold NaN or infinity")
+    return tuple(labels)
+
+  def _run(self, inputs):
     inputs = [tf.convert_to_tensor(t) for t in inputs]
     replicas = self._strategy.num_replicas_in_sync
     if replicas == 1:
@@ -457,14 +474,20 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
               f"{path}: bad record ({cli.error_line(e)}); check "
               f"--max_seq_length and --max_predictions_per_seq") from None
         check_values(path, first_record, features, bounds)
-        if mode == records.SAMPLED:
-          labels = sampled_labels(labeler, features, batch_size,
-                                  length_multiple, label_settings,
-                                  records.sample_key(seed, path),
-                                  first_record, stats)
-        else:
-          labels = label_window(labeler, features, batch_size,
-                                length_multiple)
+        try:
+          if mode == records.SAMPLED:
+            labels = sampled_labels(labeler, features, batch_size,
+                                    length_multiple, label_settings,
+                                    records.sample_key(seed, path),
+                                    first_record, stats)
+          else:
+            labels = label_window(labeler, features, batch_size,
+                                  length_multiple)
+        except NonFiniteLogitsError as e:
+          raise NonFiniteLogitsError(
+              f"{e} at {path} records {first_record}.."
+              f"{first_record + len(features[records.INPUT_IDS]) - 1}; "
+              f"nothing of {output_path} written") from None
         first_record += len(features[records.INPUT_IDS])
         if pending is not None:
           pending.result()
