@@ -14,6 +14,8 @@ P = max_predictions_per_seq, V = vocab size, K = truncation_factor.
 """
 
 from concurrent import futures
+import functools
+import json
 import os
 
 from absl import logging
@@ -65,12 +67,133 @@ def label_settings_of_flags(label_mode, truncation_factor, num_samples,
   return records.LabelSettings(mode, truncation_factor)
 
 
-def plan_outputs(input_files, output_file, output_dir):
+# ---------------------------------------------------------------------------
+# What an output was made from: `<output>.made_from.json` beside each output,
+# so that a rerun never skips labels of another teacher, input or setting.
+
+
+def made_from_path(output_path):
+  """Where the record of what output_path was made from is kept."""
+  return output_path + ".made_from.json"
+
+
+@functools.lru_cache(maxsize=None)
+def _identity_of_version(path, size, mtime_ns):
+  if "://" in path:  # no cheap hash of a remote file: its name and size
+    return {"name": os.path.basename(path), "size": size}
+  return cli.file_identity(path)
+
+
+def _identity(path):
+  """cli.file_identity of a file (hashed once per version of it in a run)."""
+  if "://" in path:
+    return _identity_of_version(path, tf.io.gfile.stat(path).length, 0)
+  status = os.stat(path)
+  return _identity_of_version(path, status.st_size, status.st_mtime_ns)
+
+
+def checkpoint_identity(checkpoint):
+  """The identity of each of a checkpoint's files (its index, then its data
+  files), or None where checkpoint names none (load_teacher then says so)."""
+  try:
+    prefix = checkpoints.resolve_checkpoint(checkpoint)
+  except ValueError:
+    return None
+  return [_identity(path) for path in
+          [prefix + ".index"] + sorted(tf.io.gfile.glob(prefix + ".data-*"))]
+
+
+def label_sources(config_path, checkpoint, settings, seed, max_records,
+                  max_seq_length, max_predictions_per_seq):
+  """What every output of a run is made from besides its input: the
+  teacher's config and checkpoint (the identity of their files) and every
+  setting that changes a label, by its flag's name."""
+  sampled = settings.mode == records.SAMPLED
+  return {
+      "teacher": {"bert_config_file": _identity(config_path),
+                  "init_checkpoint": checkpoint_identity(checkpoint)},
+      "settings": {
+          "label_mode": settings.mode, "truncation_factor": settings.k,
+          "num_samples": settings.num_samples,
+          "sample_temperature": settings.temperature,
+          "exact_top_k": settings.head_k, "seed": seed if sampled else None,
+          "max_records": max_records, "max_seq_length": max_seq_length,
+          "max_predictions_per_seq": max_predictions_per_seq}}
+
+
+def made_from(input_files, sources):
+  """The record of an output made from input_files with label_sources."""
+  return dict(sources, inputs=[_identity(path) for path in input_files])
+
+
+def _same_bytes(recorded, now):
+  """Whether two identities are of the same bytes, whatever their names (a
+  teacher copied or renamed is the same teacher)."""
+  return all(recorded.get(key) == now.get(key) for key in ("size", "sha256"))
+
+
+def _same_files(recorded, now, same=cli.same_content):
+  return (isinstance(recorded, list) and now is not None and
+          len(recorded) == len(now) and
+          all(same(a, b) for a, b in zip(recorded, now)))
+
+
+def why_not_complete(output_path, record_now):
+  """None when output_path exists, complete and made as record_now says;
+  otherwise the reason, in words."""
+  if not tf.io.gfile.exists(output_path):
+    return "missing"
+  path = made_from_path(output_path)
+  try:
+    with tf.io.gfile.GFile(path, "r") as f:
+      recorded = json.load(f)
+  except (tf.errors.OpError, OSError, ValueError):
+    return f"no record of what it was made from ({path})"
+  if recorded.get("output_size") != tf.io.gfile.stat(output_path).length:
+    return "its size differs from the one recorded when it was written"
+  if not _same_files(recorded.get("inputs"), record_now["inputs"]):
+    names = [i.get("name") for i in recorded.get("inputs") or []]
+    return f"made from another content of {', '.join(map(str, names))}"
+  for flag in ("bert_config_file", "init_checkpoint"):
+    was = recorded.get("teacher", {}).get(flag)
+    now = record_now["teacher"][flag]
+    same = (_same_bytes(was or {}, now) if isinstance(now, dict)
+            else _same_files(was, now, _same_bytes))
+    if not same:
+      return f"made by another teacher (--{flag})"
+  changed = [f"--{key}" for key, value in record_now["settings"].items()
+             if recorded.get("settings", {}).get(key) != value]
+  if changed:
+    return "made with other settings: " + ", ".join(changed)
+  return None
+
+
+def _write_made_from(output_path, record):
+  """Writes output_path's record (with its size) under its final name only
+  when complete."""
+  record = dict(record, output_size=tf.io.gfile.stat(output_path).length)
+  path = made_from_path(output_path)
+  with cli.atomic_output(path) as tmp_path:
+    with tf.io.gfile.GFile(tmp_path, "w") as f:
+      f.write(json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def _remove_output(output_path):
+  """Removes an output and its record (a record alone never stays)."""
+  for path in (made_from_path(output_path), output_path):
+    if tf.io.gfile.exists(path):
+      tf.io.gfile.remove(path)
+
+
+def plan_outputs(input_files, output_file, output_dir, sources=None):
   """Returns [(input files, output path)] still to do, in input order.
 
-  With output_dir each input gets the output of the same base name there and
-  inputs whose output already exists (complete: outputs only ever appear
-  under their final name) are skipped.
+  With output_dir each input gets the output of the same base name there.
+  An output that exists (complete: outputs only ever appear under their
+  final name) is skipped when its record says it was made from its input as
+  it is now and from `sources` (label_sources); otherwise it is removed, with
+  the reason logged, and made again. sources None skips every existing
+  output.
   """
   if output_file:
     if tf.io.gfile.isdir(output_file):
@@ -92,9 +215,18 @@ def plan_outputs(input_files, output_file, output_dir):
       raise cli.StageError(f"inputs {seen[output]} and {path} share a base "
                            f"name; --output_dir needs distinct names")
     seen[output] = path
-    if tf.io.gfile.exists(output):
+    if sources is None and tf.io.gfile.exists(output):
       logging.info("Skipping %s: %s is complete", path, output)
       continue
+    if sources is not None:
+      reason = why_not_complete(output, made_from([path], sources))
+      if reason is None:
+        logging.info("Skipping %s: %s is complete, made from it with this "
+                     "teacher and these settings", path, output)
+        continue
+      if reason != "missing":
+        logging.info("%s: %s; made again", output, reason)
+        _remove_output(output)
     plan.append(([path], output))
   return plan
 
@@ -407,7 +539,8 @@ def sampled_labels(labeler, features, batch_size, length_multiple, settings,
 def write_teacher_labels(labeler, input_files, output_path, feature_spec,
                          truncation_factor, batch_size, length_multiple,
                          sort_batches, bounds, progress_interval=30.0,
-                         label_settings=None, seed=0, max_records=0):
+                         label_settings=None, seed=0, max_records=0,
+                         sources=None):
   """Labels every record of `input_files`, in order, into `output_path`.
 
   Reads windows of sort_batches * batch_size records (one batch in full
@@ -420,6 +553,8 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
   label_settings: a records.LabelSettings; None means top_k with
   truncation_factor (full when it is 0). seed: of the sampled draws.
   max_records: > 0 labels only the first max_records records of each file.
+  sources: label_sources of the run; given, `<output>.made_from.json`
+  records them and the inputs' identity once the output is complete.
 
   Raises:
     cli.StageError: a record is unreadable or out of range (names the file
@@ -444,9 +579,15 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
   except ValueError as e:
     raise cli.StageError(str(e)) from None
   total = sum(min(c, max_records) if max_records else c for c in counts)
-  for stale in tf.io.gfile.glob(output_path + ".tmp-*"):
+  for stale in (tf.io.gfile.glob(output_path + ".tmp-*") +
+                tf.io.gfile.glob(made_from_path(output_path) + ".tmp-*")):
     logging.info("Removing %s, left by an interrupted run", stale)
     tf.io.gfile.remove(stale)
+  if sources is not None:
+    record = made_from(input_files, sources)
+    # Never an old record beside a new output: without one, a rerun redoes it.
+    if tf.io.gfile.exists(made_from_path(output_path)):
+      tf.io.gfile.remove(made_from_path(output_path))
   progress = cli.Progress(f"teacher labels -> {output_path}", total=total,
                           unit="records", interval=progress_interval)
 
@@ -497,6 +638,8 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
         progress.update(len(features[records.INPUT_IDS]))
     if pending is not None:
       pending.result()
+  if sources is not None:
+    _write_made_from(output_path, record)
   progress.log(final=True)
   if mode == records.SAMPLED:
     logging.info("%s: %s", output_path, stats.summary(label_settings.k))

@@ -141,3 +141,94 @@ def test_stage_4_never_labels_from_nonfinite_logits(mode, k):
     batch.append(np.full([2, 2, 4], 0.5, np.float32))
   with pytest.raises(teacher_labels.NonFiniteLogitsError, match="NaN"):
     labeler(batch)
+
+
+# ---------------------------------------------------------------------------
+# Stage IV: outputs made from other inputs, teacher or settings.
+
+
+@pytest.fixture(scope="module")
+def provenance_runs(tmp_path_factory):
+  """Phase 1 labels one input into several folders with teacher 1; phase 2
+  reruns each with one thing changed (and once with nothing changed)."""
+  root = tmp_path_factory.mktemp("provenance")
+  one, two = str(root / "one.ckpt"), str(root / "two.ckpt")
+  write_checkpoint(one, ref.TINY_CONFIG, 1)
+  write_checkpoint(two, ref.TINY_CONFIG, 2)
+  (root / "in_place").mkdir()
+  replaced = str(root / "in_place" / "teacher.ckpt")
+  write_checkpoint(replaced, ref.TINY_CONFIG, 1)
+  inputs = root / "inputs"
+  inputs.mkdir()
+  v = ref.TINY_CONFIG["vocab_size"]
+  source = ref.write_records(inputs / "records_0.tfrecord",
+                             ref.random_pretraining_examples(20, L, P, v))
+  ref.write_records(root / "other.tfrecord",
+                    ref.random_pretraining_examples(20, L, P, v, seed=9))
+
+  def label(checkpoint, folder, *extra):
+    return teacher_args(checkpoint, source, f"--output_dir={root / folder}",
+                        *extra)
+  first = {name: label(replaced if name == "in_place" else one, name)
+           for name in ("same", "teacher", "mode", "in_place", "input")}
+  first.update(clean_two=label(two, "clean_two"),
+               clean_sampled=label(one, "clean_sampled",
+                                   "--label_mode=sampled"))
+  results = {"first": stage_runs.run_all(first, root / "logs1")}
+  stamps = {name: os.stat(root / name / "records_0.tfrecord").st_mtime_ns
+            for name in ("same", "input")}
+  for suffix in (".index", ".data-00000-of-00001"):  # replaced in place
+    with open(two + suffix, "rb") as f, open(replaced + suffix, "wb") as g:
+      g.write(f.read())
+  second = {"same": label(one, "same"), "teacher": label(two, "teacher"),
+            "mode": label(one, "mode", "--label_mode=sampled"),
+            "in_place": label(replaced, "in_place")}
+  results["second"] = stage_runs.run_all(second, root / "logs2")
+  # The input rewritten with other records, same name.
+  os.replace(root / "other.tfrecord", source)
+  results["third"] = stage_runs.run_all(
+      {"input": label(one, "input"), "clean_other": label(one, "clean_other")},
+      root / "logs3")
+  return {"root": root, "stamps": stamps, **results}
+
+
+def labels_of(root, folder):
+  return (root / folder / "records_0.tfrecord").read_bytes()
+
+
+def test_stage_4_skips_an_output_made_as_now(provenance_runs):
+  root = provenance_runs["root"]
+  rerun = provenance_runs["second"]["same"]
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "is complete, made from it with this teacher" in rerun.stderr
+  assert (os.stat(root / "same" / "records_0.tfrecord").st_mtime_ns ==
+          provenance_runs["stamps"]["same"])
+  record = json.loads((root / "same" /
+                       "records_0.tfrecord.made_from.json").read_text())
+  assert record["inputs"][0]["name"] == "records_0.tfrecord"
+  assert [f["name"] for f in record["teacher"]["init_checkpoint"]] == [
+      "one.ckpt.index", "one.ckpt.data-00000-of-00001"]
+  assert record["settings"]["label_mode"] == "top_k"
+
+
+@pytest.mark.parametrize("folder,clean,why", [
+    ("teacher", "clean_two", "made by another teacher (--init_checkpoint)"),
+    ("in_place", "clean_two", "made by another teacher (--init_checkpoint)"),
+    ("mode", "clean_sampled", "made with other settings: --label_mode"),
+])
+def test_stage_4_redoes_an_output_of_another_teacher_or_mode(
+    provenance_runs, folder, clean, why):
+  """It used to say "is complete, skipped", exit 0 and keep the old labels."""
+  root = provenance_runs["root"]
+  rerun = provenance_runs["second"][folder]
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert why in rerun.stderr, rerun.stderr[-3000:]
+  assert labels_of(root, folder) == labels_of(root, clean)
+
+
+def test_stage_4_redoes_an_output_whose_input_was_rewritten(provenance_runs):
+  root = provenance_runs["root"]
+  rerun = provenance_runs["third"]["input"]
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "made from another content of records_0.tfrecord" in rerun.stderr
+  assert labels_of(root, "input") == labels_of(root, "clean_other")
