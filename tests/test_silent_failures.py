@@ -8,6 +8,8 @@ the runs of a phase, all at once); tiny configs throughout.
 """
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -232,3 +234,42 @@ def test_stage_4_redoes_an_output_whose_input_was_rewritten(provenance_runs):
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert "made from another content of records_0.tfrecord" in rerun.stderr
   assert labels_of(root, "input") == labels_of(root, "clean_other")
+
+
+# ---------------------------------------------------------------------------
+# run_pipeline.sh: markers record every file a stage read.
+
+
+def test_pipeline_notices_a_teacher_checkpoint_replaced_in_place(tmp_path):
+  """IV used to say "done before, skipped" with the old teacher's labels."""
+  work = tmp_path / "work"
+  (work / "records").mkdir(parents=True)
+  ref.write_records(work / "records" / "pretraining_data_0.tfrecord",
+                    ref.random_pretraining_examples(
+                        12, L, P, ref.TINY_CONFIG["vocab_size"]))
+  teacher = tmp_path / "teacher"
+  _, prefix, _ = ref.write_model_dir(str(teacher), ref.TINY_CONFIG, seed=1)
+  env = dict(stage_runs.ENV, PATH=os.path.dirname(sys.executable) +
+             os.pathsep + os.environ["PATH"])
+
+  def pipeline():
+    return subprocess.run(
+        ["bash", os.path.join(ROOT, "run_pipeline.sh"), f"--work_dir={work}",
+         f"--python={sys.executable}", "--stages=IV",
+         f"--teacher_dir={teacher}", "--holdout_files=0",
+         f"--max_seq_length={L}", f"--max_predictions_per_seq={P}",
+         "--label_mode=top_k", "--truncation_factor=3",
+         "--teacher_batch_size=4", "--label_flags=--nouse_xla"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+
+  first = pipeline()
+  assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+  again = pipeline()
+  assert again.returncode == 0 and "done before, skipped" in again.stdout
+  ref.write_google_checkpoint(prefix, ref.random_google_weights(
+      ref.TINY_CONFIG, seed=2))
+  replaced = pipeline()
+  assert replaced.returncode != 0
+  assert "stage IV" in replaced.stderr
+  assert f"its input {prefix}." in replaced.stderr
+  assert "was rewritten" in replaced.stderr
