@@ -23,6 +23,11 @@ from absl import app
 from absl import flags
 from absl import logging
 
+# What an interrupted stage (Ctrl-C) says, and its exit status (128 + SIGINT,
+# as a shell reports it).
+INTERRUPTED = "interrupted; rerun to resume"
+INTERRUPTED_STATUS = 130
+
 
 class StageError(Exception):
   """A user's mistake or bad input: reported as one line, exit status 1."""
@@ -33,7 +38,10 @@ def run(main):
 
   A bad flag (missing, malformed or failing a validator) and a StageError
   raised by main each print one line `error: <message>` on stderr and exit
-  with status 1, instead of absl's usage banner or a traceback.
+  with status 1, instead of absl's usage banner or a traceback. Ctrl-C
+  (SIGINT) prints `error: interrupted; rerun to resume` and exits 130: the
+  KeyboardInterrupt unwinds through every `atomic_output`, which removes
+  its temporary, so the rerun finds what a killed run leaves, or less.
   """
   def parse_flags(argv):
     try:
@@ -50,6 +58,12 @@ def run(main):
       logging.flush()
       print(f"error: {e}", file=sys.stderr)
       sys.exit(1)
+    except KeyboardInterrupt:
+      # A second Ctrl-C while cleaning up would print a traceback.
+      signal.signal(signal.SIGINT, signal.SIG_IGN)
+      logging.flush()
+      print(f"error: {INTERRUPTED}", file=sys.stderr)
+      sys.exit(INTERRUPTED_STATUS)
 
   app.run(guarded_main, flags_parser=parse_flags)
 
@@ -217,6 +231,9 @@ def _worker_loop(connection, function, initializer, initargs):
   the first job, and an exception it raises is the reply to that job. Ends
   on None or when the parent is gone.
   """
+  # Ctrl-C reaches the whole process group: the parent alone handles it (it
+  # stops the workers), a worker's KeyboardInterrupt would print a traceback.
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
   initialized = False
   while True:
     try:

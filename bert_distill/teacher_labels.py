@@ -25,6 +25,7 @@ import tensorflow as tf
 from bert_distill import checkpoints
 from bert_distill import cli
 import modeling
+from bert_distill import provenance
 from bert_distill import records
 
 def read_teacher_config(path, max_seq_length, truncation_factor,
@@ -79,28 +80,16 @@ def made_from_path(output_path):
 
 @functools.lru_cache(maxsize=None)
 def _identity_of_version(path, size, mtime_ns):
-  if "://" in path:  # no cheap hash of a remote file: its name and size
-    return {"name": os.path.basename(path), "size": size}
-  return cli.file_identity(path)
+  del size, mtime_ns  # The key of the cache: one hash per version of a file.
+  return provenance.file_identity(path)
 
 
 def _identity(path):
-  """cli.file_identity of a file (hashed once per version of it in a run)."""
+  """provenance.file_identity of a file, hashed once per version in a run."""
   if "://" in path:
-    return _identity_of_version(path, tf.io.gfile.stat(path).length, 0)
+    return _identity_of_version(path, 0, 0)
   status = os.stat(path)
   return _identity_of_version(path, status.st_size, status.st_mtime_ns)
-
-
-def checkpoint_identity(checkpoint):
-  """The identity of each of a checkpoint's files (its index, then its data
-  files), or None where checkpoint names none (load_teacher then says so)."""
-  try:
-    prefix = checkpoints.resolve_checkpoint(checkpoint)
-  except ValueError:
-    return None
-  return [_identity(path) for path in
-          [prefix + ".index"] + sorted(tf.io.gfile.glob(prefix + ".data-*"))]
 
 
 def label_sources(config_path, checkpoint, settings, seed, max_records,
@@ -111,7 +100,8 @@ def label_sources(config_path, checkpoint, settings, seed, max_records,
   sampled = settings.mode == records.SAMPLED
   return {
       "teacher": {"bert_config_file": _identity(config_path),
-                  "init_checkpoint": checkpoint_identity(checkpoint)},
+                  "init_checkpoint": provenance.checkpoint_identity(
+                      checkpoint)},
       "settings": {
           "label_mode": settings.mode, "truncation_factor": settings.k,
           "num_samples": settings.num_samples,
@@ -126,16 +116,10 @@ def made_from(input_files, sources):
   return dict(sources, inputs=[_identity(path) for path in input_files])
 
 
-def _same_bytes(recorded, now):
-  """Whether two identities are of the same bytes, whatever their names (a
-  teacher copied or renamed is the same teacher)."""
-  return all(recorded.get(key) == now.get(key) for key in ("size", "sha256"))
-
-
-def _same_files(recorded, now, same=cli.same_content):
+def _same_files(recorded, now):
   return (isinstance(recorded, list) and now is not None and
           len(recorded) == len(now) and
-          all(same(a, b) for a, b in zip(recorded, now)))
+          all(cli.same_content(a, b) for a, b in zip(recorded, now)))
 
 
 def why_not_complete(output_path, record_now):
@@ -155,11 +139,8 @@ def why_not_complete(output_path, record_now):
     names = [i.get("name") for i in recorded.get("inputs") or []]
     return f"made from another content of {', '.join(map(str, names))}"
   for flag in ("bert_config_file", "init_checkpoint"):
-    was = recorded.get("teacher", {}).get(flag)
-    now = record_now["teacher"][flag]
-    same = (_same_bytes(was or {}, now) if isinstance(now, dict)
-            else _same_files(was, now, _same_bytes))
-    if not same:
+    if not provenance.same_bytes(recorded.get("teacher", {}).get(flag),
+                                 record_now["teacher"][flag]):
       return f"made by another teacher (--{flag})"
   changed = [f"--{key}" for key, value in record_now["settings"].items()
              if recorded.get("settings", {}).get(key) != value]

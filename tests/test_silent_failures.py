@@ -8,14 +8,19 @@ the runs of a phase, all at once); tiny configs throughout.
 """
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import bert_reference as ref
+from bert_distill import provenance
 from bert_distill import records
 from bert_distill import teacher_labels
 import stage_runs
@@ -98,7 +103,16 @@ def nan_runs(tmp_path_factory):
           toy, vocab, f"{classifier_config}.json", root / "classifier",
           "--do_train", f"--init_checkpoint={classifier_config}")[1:],
   }
-  return {"root": root, "results": stage_runs.run_all(jobs, root / "logs")}
+  labelled_args = distill + [f"--input_file={labelled}",
+                             f"--truncation_factor={test_distill.K}"]
+  jobs.update(
+      p_over_l=stage_runs.replace_flag(
+          stage_runs.replace_flag(labelled_args, "max_seq_length", 64),
+          "max_predictions_per_seq", 100),
+      p_mismatch=stage_runs.replace_flag(labelled_args,
+                                         "max_predictions_per_seq", 10))
+  return {"root": root, "labelled": labelled,
+          "results": stage_runs.run_all(jobs, root / "logs")}
 
 
 @pytest.mark.parametrize("case,flag,checkpoint", [
@@ -118,6 +132,17 @@ def test_a_checkpoint_holding_nan_is_named_when_it_is_loaded(
   assert "learning_rate" not in line
   if case in ("top_k", "sampled"):
     assert not [n for n in os.listdir(root) if n.startswith(case)]
+
+
+def test_distill_names_p_over_l_and_the_p_the_records_hold(nan_runs):
+  """They used to say "not a multiple of 20"-style text."""
+  stage_runs.assert_one_line_error(
+      nan_runs["results"]["p_over_l"], "max_predictions_per_seq=100",
+      "max_seq_length=64", "must not exceed --max_seq_length")
+  stage_runs.assert_one_line_error(
+      nan_runs["results"]["p_mismatch"], nan_runs["labelled"],
+      f"records hold P = {test_distill.P} masked positions",
+      f"set --max_predictions_per_seq={test_distill.P}")
 
 
 class _BrokenTeacher:
@@ -273,3 +298,251 @@ def test_pipeline_notices_a_teacher_checkpoint_replaced_in_place(tmp_path):
   assert "stage IV" in replaced.stderr
   assert f"its input {prefix}." in replaced.stderr
   assert "was rewritten" in replaced.stderr
+
+
+# ---------------------------------------------------------------------------
+# Ctrl-C, TensorFlow's start-up lines.
+
+INTERRUPTED_MAIN = """
+import os, signal, sys, time
+from absl import flags
+from bert_distill import cli
+
+def main(argv):
+  with cli.atomic_output(sys.argv[1]) as tmp:
+    open(tmp, "w").write("half")
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(30)
+
+cli.run(main)
+"""
+
+
+def test_ctrl_c_is_one_line_exit_130_and_removes_the_temporary(tmp_path):
+  """Every stage runs its main through cli.run: a KeyboardInterrupt used to
+  end in a 40-line traceback."""
+  script = tmp_path / "stage.py"
+  script.write_text(INTERRUPTED_MAIN)
+  final = tmp_path / "out.txt"
+  result = subprocess.run([sys.executable, str(script), str(final)], cwd=ROOT,
+                          env=dict(stage_runs.ENV, PYTHONPATH=ROOT),
+                          capture_output=True, text=True, timeout=60)
+  assert result.returncode == 130, result.stderr
+  stage_runs.assert_one_line_error(result, "interrupted; rerun to resume")
+  assert os.listdir(tmp_path) == ["stage.py"]
+
+
+def test_ctrl_c_in_stage_4_is_one_line_and_the_rerun_equals_a_clean_run(
+    tmp_path):
+  teacher = str(tmp_path / "teacher.ckpt")
+  write_checkpoint(teacher, ref.TINY_CONFIG, 1)
+  source = ref.write_records(tmp_path / "records.tfrecord",
+                             ref.random_pretraining_examples(
+                                 200, L, P, ref.TINY_CONFIG["vocab_size"]))
+  out = tmp_path / "out"
+  argv = teacher_args(teacher, source, f"--output_dir={out}",
+                      "--batch_size=2", "--sort_batches=1")
+  log = tmp_path / "stage4.log"
+  process = stage_runs.start([sys.executable] + argv, log)
+  while process.poll() is None and "teacher labels ->" not in log.read_text():
+    time.sleep(0.05)
+  process.send_signal(signal.SIGINT)
+  process.wait(timeout=120)
+  result = subprocess.CompletedProcess(argv, process.returncode, None,
+                                       log.read_text())
+  assert result.returncode == 130, result.stderr[-3000:]
+  stage_runs.assert_one_line_error(result, "interrupted; rerun to resume")
+  assert os.listdir(out) == []  # its temporary removed
+  rerun = stage_runs.run([sys.executable] + argv)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  clean = stage_runs.run([sys.executable] + teacher_args(
+      teacher, source, f"--output_file={tmp_path / 'clean'}",
+      "--batch_size=2", "--sort_batches=1"))
+  assert clean.returncode == 0, clean.stderr[-3000:]
+  assert (out / "records.tfrecord").read_bytes() == (
+      tmp_path / "clean").read_bytes()
+
+
+def test_tensorflow_start_up_lines_are_hidden_unless_asked_for(tmp_path):
+  env = {k: v for k, v in stage_runs.ENV.items()
+         if k != "TF_CPP_MIN_LOG_LEVEL"}
+  argv = [sys.executable, os.path.join(ROOT, "export_model.py"),
+          f"--bert_config_file={tmp_path}/none.json",
+          f"--checkpoint={tmp_path}/none", f"--export_dir={tmp_path}/e"]
+  quiet = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+  assert "cpu_feature_guard" not in quiet.stderr
+  stage_runs.assert_one_line_error(quiet, "none.json")
+  loud = subprocess.run(argv, env=dict(env, TF_CPP_MIN_LOG_LEVEL="0"),
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert "cpu_feature_guard" in loud.stderr
+
+
+def test_export_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+  checkpoint = str(tmp_path / "model.ckpt")
+  write_checkpoint(checkpoint, ref.TINY_CONFIG, 1)
+  result = stage_runs.run([
+      sys.executable, os.path.join(ROOT, "tests", "fault_injection.py"),
+      "--file_size_limit=20000", os.path.join(ROOT, "export_model.py"),
+      f"--checkpoint={checkpoint}", f"--bert_config_file={checkpoint}.json",
+      f"--export_dir={tmp_path}/exported"])
+  stage_runs.assert_one_line_error(result, f"{tmp_path}/exported: cannot write",
+                                   "File too large")
+  assert not [n for n in os.listdir(tmp_path) if n.startswith("exported")]
+
+
+# ---------------------------------------------------------------------------
+# Stage III-b: no text at all, a line longer than a sequence.
+
+
+def test_stage_3b_on_a_folder_whose_only_file_is_empty_is_one_error(tmp_path):
+  """It used to exit 0 with a warning and no output: stage IV found none."""
+  from test_create_pretraining_data import run_script
+  (tmp_path / "text").mkdir()
+  (tmp_path / "text" / "only.txt").write_text("")
+  result = run_script(tmp_path / "out", input_dir=tmp_path / "text")
+  stage_runs.assert_one_line_error(result, "no input file holds text",
+                                   "only.txt")
+
+
+def test_stage_3b_warns_of_a_line_longer_than_a_sequence(tmp_path):
+  from test_create_pretraining_data import run_script
+  (tmp_path / "text").mkdir()
+  words = " ".join(["the"] * 1000)
+  (tmp_path / "text" / "long.txt").write_text(
+      f"A first sentence.\n{words}\nA last sentence.\n")
+  result = run_script(tmp_path / "out", "--max_seq_length=32",
+                      input_dir=tmp_path / "text",
+                      settings={"max_predictions_per_seq": 5})
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert ("1 lines hold more tokens than a sequence (29 of --max_seq_length "
+          "32; the longest 1000)") in result.stderr
+  assert "dropping 971 tokens" in result.stderr
+
+
+# ---------------------------------------------------------------------------
+# distill.py and run_classifier.py: what a checkpoint was trained on, and one
+# run per --output_dir.
+
+
+def flip_labels(source, destination):
+  """A copy of a toy task's folder with every train.tsv label flipped."""
+  destination.mkdir()
+  for name in os.listdir(source):
+    text = (source / name).read_text()
+    if name == "train.tsv":
+      header, *rows = text.splitlines()
+      text = "\n".join([header] + [
+          row[:-1] + ("0" if row.endswith("1") else "1") for row in rows]) + "\n"
+    (destination / name).write_text(text)
+
+
+@pytest.fixture(scope="module")
+def training_runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("training_record")
+  config = test_distill.write_config(root / "student.json")
+  train = ref.write_records(
+      root / "train.tfrecord",
+      [test_distill.random_example(np.random.default_rng(i))
+       for i in range(16)])
+  other = ref.write_records(
+      root / "other.tfrecord",
+      [test_distill.random_example(np.random.default_rng(100 + i))
+       for i in range(16)])
+
+  def distill(folder, input_file=train, *extra):
+    return [DISTILL, f"--bert_config_file={config}",
+            f"--input_file={input_file}", f"--output_dir={root / folder}",
+            "--do_train", "--num_train_steps=2", "--num_warmup_steps=1",
+            "--save_checkpoints_steps=1", "--use_xla=false",
+            f"--max_seq_length={test_distill.SEQ}",
+            f"--max_predictions_per_seq={test_distill.P}",
+            f"--truncation_factor={test_distill.K}", "--train_batch_size=4",
+            "--learning_rate=1e-3", *extra]
+  toy = root / "toy"
+  test_run_classifier.write_toy_task(toy, num_train=16, num_dev=8)
+  flip_labels(toy, root / "flipped")
+  vocab = test_run_classifier.write_vocab(root / "vocab.txt")
+  classifier_config = root / "classifier.json"
+  classifier_config.write_text(json.dumps(test_run_classifier.TOY_CONFIG))
+
+  def classify(data_dir):
+    return test_run_classifier.command(
+        data_dir, vocab, classifier_config, root / "classifier",
+        "--do_train", "--num_train_epochs=1")[1:]
+
+  # A lock held by a live process (this one), and one left by a dead one.
+  for folder, pid in (("busy", os.getpid()), ("stale", dead_pid())):
+    (root / folder).mkdir()
+    (root / folder / "run.lock").write_text(json.dumps(
+        {"pid": pid, "host": socket.gethostname(),
+         "start": provenance._process_start(pid), "since": "then"}))
+  first = stage_runs.run_all(
+      {"distill": distill("distill"), "classifier": classify(toy),
+       "busy": distill("busy")}, root / "logs1")
+  # Each rerun in a copy of the trained folder: one run per folder.
+  for folder in ("same", "learning_rate", "input", "continue"):
+    shutil.copytree(root / "distill", root / folder)
+  second = stage_runs.run_all(
+      {"same": distill("same"),
+       "learning_rate": stage_runs.replace_flag(distill("learning_rate"),
+                                                "learning_rate", "1e-2"),
+       "input": distill("input", other),
+       "continue": distill("continue", other, "--num_train_steps=3",
+                           "--continue_despite_changes"),
+       "classifier": classify(root / "flipped")}, root / "logs2")
+  # A process of its own: the lock is released at the interpreter's exit,
+  # which preloaded_runner's forked children skip.
+  stale = stage_runs.run([sys.executable] + distill("stale"))
+  return {"root": root, "first": first, "second": second, "stale": stale}
+
+
+def dead_pid():
+  process = subprocess.Popen(["true"])
+  process.wait()
+  return process.pid
+
+
+def test_a_rerun_with_the_same_inputs_resumes_or_finds_it_done(training_runs):
+  for result in (training_runs["first"]["distill"],
+                 training_runs["first"]["classifier"],
+                 training_runs["second"]["same"]):
+    assert result.returncode == 0, result.stderr[-3000:]
+  assert "nothing to train" in training_runs["second"]["same"].stderr
+  record = json.loads(
+      (training_runs["root"] / "distill" / "made_from.json").read_text())
+  assert record["inputs"]["input_file"][0]["name"] == "train.tfrecord"
+  assert record["settings"]["learning_rate"] == 1e-3
+
+
+@pytest.mark.parametrize("case,texts", [
+    ("learning_rate", ["--learning_rate 0.001, now 0.01"]),
+    ("input", ["--input_file (other.tfrecord)"]),
+    ("classifier", ["--data_dir (train.tsv)"])])
+def test_a_rerun_on_other_data_or_settings_is_refused(training_runs, case,
+                                                      texts):
+  """It used to say "nothing to train" and exit 0 with the old model."""
+  stage_runs.assert_one_line_error(
+      training_runs["second"][case], "holds a model trained on other inputs",
+      "--continue_despite_changes", *texts)
+
+
+def test_continue_despite_changes_trains_on(training_runs):
+  result = training_runs["second"]["continue"]
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "Continuing" in result.stderr
+  record = json.loads(
+      (training_runs["root"] / "continue" / "made_from.json").read_text())
+  assert record["inputs"]["input_file"][0]["name"] == "other.tfrecord"
+
+
+def test_one_run_per_output_dir_and_a_stale_lock_is_taken_over(training_runs):
+  stage_runs.assert_one_line_error(
+      training_runs["first"]["busy"], "is in use by another run",
+      f"pid {os.getpid()}")
+  assert not [n for n in os.listdir(training_runs["root"] / "busy")
+              if n.startswith("model.ckpt")]
+  stale = training_runs["stale"]
+  assert stale.returncode == 0, stale.stderr[-3000:]
+  assert "left by a run that is gone" in stale.stderr
+  assert not os.path.exists(training_runs["root"] / "stale" / "run.lock")
