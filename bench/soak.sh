@@ -174,6 +174,16 @@ kill_in_stage() {
   if [[ -n "$victim" ]]; then
     sleep "0.$(( RANDOM % 10 ))"
     kill -9 "$victim" 2>/dev/null || true
+    local deadline=$(( $(date +%s) + HANG_SECONDS ))
+    while kill -0 "$leader" 2>/dev/null; do
+      if (( $(date +%s) > deadline )); then
+        echo "soak: HUNG ${HANG_SECONDS}s after the kill of /$pattern/; stopped"
+        hung=$(( hung + 1 ))
+        kill -9 -- "-$leader" 2>/dev/null || true
+        break
+      fi
+      sleep 1
+    done
   fi
   wait "$leader" || status=$?
   echo "soak: stage kill /$pattern/: pid ${victim:-none (not seen: the stage was done)}, the pipeline's status $status"
@@ -181,6 +191,7 @@ kill_in_stage() {
     kills=$(( kills + 1 ))
   fi
 }
+set -m  # each background pipeline gets a process group of its own
 if (( STAGE_KILLS )); then
   for pattern in 'wikiextractor' 'extract_jsons\.py' 'split_text\.py' \
                  'multifile_create_pretraining_data\.py' \
