@@ -160,18 +160,22 @@ def lock_output_dir(output_dir):
   not locked).
 
   Raises:
-    cli.StageError: another run holds output_dir.
+    cli.StageError: another run holds output_dir, or it cannot be written.
   """
   if "://" in output_dir:
     return
-  os.makedirs(output_dir, exist_ok=True)
   path = os.path.join(output_dir, LOCK_NAME)
   me = {"pid": os.getpid(), "host": socket.gethostname(),
         "start": _process_start(os.getpid()),
         "since": time.strftime("%Y-%m-%d %H:%M:%S")}
   tmp_path = cli.temporary_path(path)
-  with open(tmp_path, "w") as f:
-    json.dump(me, f)
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+    with open(tmp_path, "w") as f:
+      json.dump(me, f)
+  except OSError as e:
+    raise cli.StageError(f"--output_dir {output_dir}: cannot write there "
+                         f"({cli.describe_os_error(e)})") from None
   try:
     for _ in range(2):
       try:
