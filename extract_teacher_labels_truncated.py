@@ -21,15 +21,15 @@ them):
            (sampled_head_probs, sampled_head_ids [P * h]) and the draws come
            from the rest of the distribution.
 
-The softmax is float32 over the full vocabulary; the MLM head runs only at
-the masked positions.
+The softmax is float32 over the full vocabulary, whatever --precision the
+teacher computes in; the MLM head runs only at the masked positions.
 
 Speed without changing the numbers: examples of similar length are batched
 together (within windows of --sort_batches batches; the output keeps input
 order) and each batch is cut to its longest real sequence (rounded up to
 --length_multiple so XLA compiles few shapes; the attention mask makes
 padding contribute exactly zero), the forward pass,
-softmax and top-k run as one XLA-compiled function, tf.data reads and parses
+softmax and top-k run as one function (XLA-compiled on GPUs), tf.data reads and parses
 the next batches while the model runs, and records are encoded straight from
 NumPy arrays. With several GPUs a MirroredStrategy splits each batch across
 them; --num_shards/--shard_index split the corpus across processes or
@@ -43,6 +43,7 @@ from absl import flags
 from absl import logging
 
 from bert_distill import cli
+from bert_distill import distill_training
 from bert_distill import distribution
 from bert_distill import records
 from bert_distill import teacher_labels
@@ -104,8 +105,18 @@ flags.DEFINE_integer("sort_batches", 8,
                      "Sort each run of this many batches by length before "
                      "cutting them, so short examples batch together (the "
                      "output keeps input order); 1 = no sorting.")
-flags.DEFINE_bool("use_xla", True,
-                  "Compile forward pass, softmax and top-k with XLA.")
+flags.DEFINE_enum("use_xla", "auto", ["auto", "true", "false"],
+                  "Compile forward pass, softmax and top-k with XLA. auto: "
+                  "on with GPUs or a TPU, off on CPUs (where the plain graph "
+                  "measured faster; docs/performance.md), as distill.py.",
+                  case_sensitive=False)
+flags.DEFINE_enum("precision", "float32",
+                  ["float32", "mixed_float16", "mixed_bfloat16"],
+                  "Compute dtype of the teacher (distill.py's "
+                  "--teacher_precision): mixed_bfloat16 is about twice as "
+                  "fast where the CPU has AMX or AVX512-BF16 units or the GPU "
+                  "bfloat16 ones. The variables, the softmax and every label "
+                  "statistic stay float32.")
 flags.DEFINE_integer("max_records", 0,
                      "Label only the first this many records of each input "
                      "file (0: all), e.g. a held-out sample in full mode.")
@@ -161,7 +172,8 @@ def main(argv):
                                  FLAGS.num_shards, FLAGS.shard_index)
   sources = teacher_labels.label_sources(
       FLAGS.bert_config_file, FLAGS.init_checkpoint, settings, FLAGS.seed,
-      FLAGS.max_records, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq)
+      FLAGS.max_records, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
+      FLAGS.precision)
   plan = teacher_labels.plan_outputs(input_files, FLAGS.output_file,
                                      FLAGS.output_dir, sources)
   logging.info("Shard %d of %d: %d input files, %d outputs to write",
@@ -178,9 +190,13 @@ def main(argv):
     raise cli.StageError(
         f"--batch_size {FLAGS.batch_size} is not a multiple of the "
         f"{strategy.num_replicas_in_sync} GPUs")
-  model = teacher_labels.load_teacher(config, FLAGS.init_checkpoint, strategy)
+  model = teacher_labels.load_teacher(config, FLAGS.init_checkpoint, strategy,
+                                     FLAGS.precision)
+  use_xla = distill_training.use_xla(FLAGS.use_xla.lower())
+  logging.info("Teacher precision %s, XLA %s", FLAGS.precision,
+               "on" if use_xla else "off")
   labeler = teacher_labels.TeacherLabeler(
-      model, FLAGS.truncation_factor, strategy, FLAGS.use_xla, settings.mode,
+      model, FLAGS.truncation_factor, strategy, use_xla, settings.mode,
       settings.temperature, settings.head_k)
   bounds = records.value_bounds(config.vocab_size, config.type_vocab_size,
                                 FLAGS.max_seq_length)

@@ -215,6 +215,20 @@ def create_optimizer(init_lr, num_train_steps, num_warmup_steps,
   return AdamWeightDecay(schedule, **kwargs).build(variables_by_name)
 
 
+def loss_scale_for(precision):
+  """The loss scale a --precision trains with: a DynamicLossScale for
+  mixed_float16, None for float32 and mixed_bfloat16.
+
+  float16's 5 exponent bits flush small gradients to zero unless the loss is
+  scaled up first; bfloat16 keeps float32's 8 exponent bits, so its
+  gradients underflow no sooner than float32's and scaling would only add
+  the overflow checks' work. Call it under the strategy's scope.
+  """
+  if precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
+    raise ValueError(f"unknown precision {precision!r}")
+  return DynamicLossScale() if precision == "mixed_float16" else None
+
+
 class DynamicLossScale:
   """The loss scale of float16 training.
 

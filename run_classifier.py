@@ -11,6 +11,11 @@ summaries and, with --do_predict, test_results.tsv in GLUE's submission
 layout. Rerunning the same command after a crash continues from the newest
 checkpoint; finished feature files are reused.
 
+With --teacher_checkpoint (a classifier fine-tuned on the task, e.g. this
+script's own output folder) it distils the task instead: the student learns
+the teacher's predictions (and with --hard_loss_weight the gold labels), also
+on unlabeled task text (--unlabeled_file); see docs/downstream.md.
+
   python run_classifier.py --task_name=sst-2 --data_dir=glue/SST-2 \\
     --vocab_file=$BERT/vocab.txt --bert_config_file=$BERT/bert_config.json \\
     --init_checkpoint=$BERT/bert_model.ckpt --do_train --do_eval \\
@@ -18,6 +23,7 @@ checkpoint; finished feature files are reused.
 """
 
 import os
+import time
 
 from absl import flags
 from absl import logging
@@ -25,11 +31,13 @@ from absl import logging
 from bert_distill import classifier
 from bert_distill import classifier_data
 from bert_distill import cli
+from bert_distill import distill_training
 from bert_distill import distribution
 import modeling
 import optimization
 from bert_distill import provenance
 from bert_distill import records
+from bert_distill import task_distillation
 import tokenization
 from bert_distill import training
 # After bert_distill, which sets TensorFlow's C++ log level before it loads.
@@ -116,6 +124,42 @@ flags.DEFINE_bool("continue_despite_changes", False,
                   "data or settings differ from those it was trained with "
                   "(its made_from.json); without it such a rerun is refused.")
 
+# Task distillation: the student learns a fine-tuned teacher's predictions.
+flags.DEFINE_string("teacher_checkpoint", None,
+                    "A teacher fine-tuned on this task (run_classifier.py's "
+                    "output folder, or a checkpoint prefix): Google's names "
+                    "plus output_weights / output_bias for the task's labels. "
+                    "With it training distils the task: the teacher labels "
+                    "the training (and --unlabeled_file) examples once, "
+                    "cached with the features; its variables are never "
+                    "saved with the student.")
+flags.DEFINE_string("teacher_config", None,
+                    "The teacher's bert_config.json (its vocab_size must be "
+                    "the student's).")
+flags.DEFINE_enum("teacher_precision", None,
+                  ["float32", "mixed_float16", "mixed_bfloat16"],
+                  "Compute dtype of the teacher's labelling pass. Default: "
+                  "--precision.")
+flags.DEFINE_float("temperature", 1.0,
+                   "Distillation temperature T: the soft loss is T^2 times "
+                   "the KL of the teacher's and the student's class "
+                   "distributions softmax(logits / T) (not used for "
+                   "regression).")
+flags.DEFINE_float("soft_loss_weight", 1.0,
+                   "Weight of the loss against the teacher's predictions "
+                   "(regression: the squared error to its score).")
+flags.DEFINE_float("hard_loss_weight", 0.0,
+                   "Weight of the gold-label loss (cross-entropy; squared "
+                   "error for regression), which only the labeled examples "
+                   "have.")
+flags.DEFINE_string("unlabeled_file", None,
+                    "Unlabeled task text for task distillation: a TSV whose "
+                    "header holds the task's text columns (sentence, or the "
+                    "pair's two; others are ignored). The teacher labels it "
+                    "and the student learns it with the soft loss alone; an "
+                    "epoch covers the labeled and the unlabeled examples, "
+                    "shuffled together.")
+
 flags.mark_flags_as_required(["task_name", "data_dir", "bert_config_file",
                               "vocab_file", "output_dir"])
 for _name in ("max_seq_length", "train_batch_size", "eval_batch_size",
@@ -135,6 +179,32 @@ flags.register_validator("warmup_proportion", lambda v: 0 <= v <= 1,
 flags.register_multi_flags_validator(
     ["do_train", "do_eval", "do_predict"], lambda f: any(f.values()),
     "give at least one of --do_train, --do_eval, --do_predict")
+flags.register_validator("temperature", lambda v: v > 0,
+                         "--temperature must be > 0")
+for _name in ("soft_loss_weight", "hard_loss_weight"):
+  flags.register_validator(_name, lambda v: v >= 0, f"--{_name} must be >= 0")
+flags.register_multi_flags_validator(
+    ["teacher_config", "teacher_checkpoint"],
+    lambda f: bool(f["teacher_config"]) == bool(f["teacher_checkpoint"]),
+    "--teacher_config and --teacher_checkpoint go together")
+flags.register_multi_flags_validator(
+    ["teacher_checkpoint", "do_train"],
+    lambda f: not f["teacher_checkpoint"] or f["do_train"],
+    "--teacher_checkpoint distils the task in training: give --do_train")
+flags.register_multi_flags_validator(
+    ["teacher_checkpoint", "soft_loss_weight", "hard_loss_weight"],
+    lambda f: not f["teacher_checkpoint"] or (f["soft_loss_weight"] +
+                                              f["hard_loss_weight"] > 0),
+    "--soft_loss_weight and --hard_loss_weight are both 0: nothing to learn")
+# Task distillation's settings without a teacher would be ignored silently.
+_DISTILLATION_FLAGS = ("teacher_precision", "temperature", "soft_loss_weight",
+                       "hard_loss_weight", "unlabeled_file")
+flags.register_multi_flags_validator(
+    ["teacher_checkpoint", *_DISTILLATION_FLAGS],
+    lambda f: bool(f["teacher_checkpoint"]) or not any(
+        FLAGS[name].present for name in _DISTILLATION_FLAGS),
+    f"--{', --'.join(_DISTILLATION_FLAGS)} are task distillation's: give "
+    f"--teacher_checkpoint and --teacher_config")
 flags.register_multi_flags_validator(
     ["distribution_strategy", "tpu"],
     lambda f: (f["distribution_strategy"] == "tpu") == bool(f["tpu"]),
@@ -192,6 +262,60 @@ def read_examples(task, data_dir, splits, max_train_examples):
     raise cli.StageError(str(e)) from None
 
 
+def read_unlabeled_examples(task, path):
+  """The examples of --unlabeled_file (one-line errors)."""
+  try:
+    return classifier_data.read_unlabeled_examples(task, path)
+  except ValueError as e:
+    raise cli.StageError(f"--unlabeled_file {e}") from None
+
+
+def teacher_labelled_features(strategy, task, teacher, feature_files, examples,
+                              output_dir, tokenizer, max_seq_length,
+                              batch_size):
+  """(path, example count) of the training records with the teacher's
+  logits, labelled now unless an earlier run labelled the same features
+  with the same teacher (task_distillation.read_recipe).
+
+  Args:
+    teacher: a task_distillation.Teacher.
+    feature_files, examples: {"labeled", "unlabeled"} -> the feature file
+      (None without unlabeled text) and the [InputExample] of each.
+  """
+  path = os.path.join(output_dir, task_distillation.TRAIN_FILE)
+  recipe = {
+      "features": {kind: feature_files[kind] and
+                   task_distillation.read_recipe(feature_files[kind])
+                   for kind in ("labeled", "unlabeled")},
+      "teacher": task_distillation.checkpoint_identity(teacher.checkpoint),
+      "teacher_config": teacher.config.to_dict(),
+      "teacher_precision": teacher.precision,
+  }
+  count = sum(len(e) for e in examples.values())
+  if task_distillation.read_recipe(path) == recipe:
+    logging.info("Reusing %s: the teacher's logits of %d examples", path,
+                 count)
+    return path, count
+  model = task_distillation.build_teacher(
+      strategy, teacher.config, task, teacher.checkpoint,
+      teacher.precision)
+  spec = records.classifier_feature_spec(max_seq_length, task.is_regression)
+  started = time.monotonic()
+  logits = {kind: predict(strategy, model, task, feature_files[kind], spec,
+                          len(examples[kind]), batch_size)[0]
+            if examples[kind] else None for kind in ("labeled", "unlabeled")}
+  seconds = time.monotonic() - started
+  logging.info("The teacher labelled %d examples in %.1f s (%.1f examples/s, "
+               "once for all epochs)", count, seconds, count / seconds)
+  task_distillation.log_teacher_quality(
+      task, logits["labeled"],
+      classifier_data.labels_array(examples["labeled"], task))
+  task_distillation.write_teacher_features(
+      path, recipe, task, max_seq_length, tokenizer, examples["labeled"],
+      examples["unlabeled"], logits["labeled"], logits["unlabeled"])
+  return path, count
+
+
 def check_batch_sizes(replicas, **batch_sizes):
   """Each global batch size must split evenly across the replicas."""
   for flag, size in batch_sizes.items():
@@ -234,8 +358,7 @@ def build_model(strategy, config, num_labels, schedule, precision, seed):
         config, num_labels, modeling.COMPUTE_DTYPES[precision], seed=seed)
     optimizer = optimization.AdamWeightDecay(learning_rate=schedule)
     optimizer.build(model.variables_by_name())
-    loss_scale = (optimization.DynamicLossScale()
-                  if precision == "mixed_float16" else None)
+    loss_scale = optimization.loss_scale_for(precision)
   return model, optimizer, loss_scale
 
 
@@ -245,7 +368,8 @@ RECORDED_SETTINGS = (
     "task_name", "do_lower_case", "max_seq_length", "train_batch_size",
     "learning_rate", "num_train_epochs", "warmup_proportion",
     "max_train_examples", "text_a_column", "text_b_column", "label_column",
-    "precision", "seed")
+    "precision", "seed", "teacher_precision", "temperature",
+    "soft_loss_weight", "hard_loss_weight")
 
 
 def training_record(task):
@@ -258,7 +382,14 @@ def training_record(task):
           "vocab_file": provenance.file_identity(FLAGS.vocab_file),
           "bert_config_file": provenance.file_identity(FLAGS.bert_config_file),
           "init_checkpoint": (provenance.checkpoint_identity(
-              FLAGS.init_checkpoint) if FLAGS.init_checkpoint else None)},
+              FLAGS.init_checkpoint) if FLAGS.init_checkpoint else None),
+          "teacher_config": (provenance.file_identity(FLAGS.teacher_config)
+                             if FLAGS.teacher_config else None),
+          "teacher_checkpoint": (provenance.checkpoint_identity(
+              FLAGS.teacher_checkpoint) if FLAGS.teacher_checkpoint
+                                 else None),
+          "unlabeled_file": (provenance.file_identity(FLAGS.unlabeled_file)
+                             if FLAGS.unlabeled_file else None)},
       "settings": {name: FLAGS[name].value for name in RECORDED_SETTINGS}}
 
 
@@ -273,6 +404,16 @@ def main(_):
                                         ("test", FLAGS.do_predict)) if wanted]
   examples = read_examples(task, FLAGS.data_dir, splits,
                            FLAGS.max_train_examples)
+  teacher = None
+  if FLAGS.teacher_checkpoint:
+    teacher = task_distillation.Teacher(
+        distill_training.read_teacher_config(
+            FLAGS.teacher_config, FLAGS.max_seq_length, config),
+        FLAGS.teacher_checkpoint, FLAGS.teacher_precision or FLAGS.precision)
+    task_distillation.check_teacher_labels(FLAGS.teacher_checkpoint, task)
+    examples["unlabeled"] = (
+        read_unlabeled_examples(task, FLAGS.unlabeled_file)
+        if FLAGS.unlabeled_file else [])
   strategy = distribution.create_strategy(FLAGS.distribution_strategy,
                                           FLAGS.tpu)
   check_batch_sizes(strategy.num_replicas_in_sync,
@@ -294,15 +435,40 @@ def main(_):
                    for split in splits}
   spec = records.classifier_feature_spec(FLAGS.max_seq_length,
                                          task.is_regression)
+  train_file, train_spec = feature_files.get("train"), spec
+  num_train = len(examples.get("train", ()))
+  distillation_loss = None
+  if teacher:
+    unlabeled_features = None
+    if examples["unlabeled"]:
+      unlabeled_features = classifier_data.feature_cache(
+          examples["unlabeled"], task, "unlabeled", FLAGS.max_seq_length,
+          tokenizer, FLAGS.vocab_file, FLAGS.data_dir, FLAGS.output_dir,
+          data_file=FLAGS.unlabeled_file)
+    train_file, num_train = teacher_labelled_features(
+        strategy, task, teacher,
+        {"labeled": train_file, "unlabeled": unlabeled_features},
+        {"labeled": examples["train"], "unlabeled": examples["unlabeled"]},
+        FLAGS.output_dir, tokenizer, FLAGS.max_seq_length,
+        FLAGS.eval_batch_size)
+    train_spec = records.task_distillation_feature_spec(
+        FLAGS.max_seq_length, task.num_labels, task.is_regression)
+    distillation_loss = task_distillation.DistillationLoss(
+        FLAGS.temperature, FLAGS.soft_loss_weight, FLAGS.hard_loss_weight,
+        task.is_regression)
+    logging.info("Task distillation from %s: %d labeled + %d unlabeled "
+                 "examples, soft loss weight %g (T = %g), hard %g",
+                 FLAGS.teacher_checkpoint, len(examples["train"]),
+                 len(examples["unlabeled"]), FLAGS.soft_loss_weight,
+                 FLAGS.temperature, FLAGS.hard_loss_weight)
 
   num_train_steps = 1
   if FLAGS.do_train:
-    num_train_steps = max(1, int(len(examples["train"]) /
-                                 FLAGS.train_batch_size *
+    num_train_steps = max(1, int(num_train / FLAGS.train_batch_size *
                                  FLAGS.num_train_epochs))
     logging.info("%d training examples, batch %d, %g epochs: %d steps",
-                 len(examples["train"]), FLAGS.train_batch_size,
-                 FLAGS.num_train_epochs, num_train_steps)
+                 num_train, FLAGS.train_batch_size, FLAGS.num_train_epochs,
+                 num_train_steps)
   tf.random.set_seed(FLAGS.seed)  # dropout
   schedule = optimization.LinearWarmupLinearDecay(
       FLAGS.learning_rate, num_train_steps,
@@ -324,8 +490,8 @@ def main(_):
                  FLAGS.output_dir, step, num_train_steps)
   elif FLAGS.do_train:
     dataset = distributed_train_dataset(
-        strategy, feature_files["train"], spec, FLAGS.train_batch_size,
-        FLAGS.seed, len(examples["train"]), step)
+        strategy, train_file, train_spec, FLAGS.train_batch_size,
+        FLAGS.seed, num_train, step)
     step = classifier.train(
         strategy, model, optimizer, schedule, dataset, step,
         classifier.TrainSettings(
@@ -335,7 +501,8 @@ def main(_):
             keep_checkpoint_max=FLAGS.keep_checkpoint_max,
             global_batch_size=FLAGS.train_batch_size,
             output_dir=FLAGS.output_dir, chief=chief,
-            is_regression=task.is_regression, loss_scale=loss_scale))
+            is_regression=task.is_regression, loss_scale=loss_scale,
+            distillation_loss=distillation_loss))
 
   if FLAGS.do_eval:
     dev = examples["dev"]

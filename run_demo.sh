@@ -15,6 +15,11 @@
 # the small vocabulary lacks become word pieces or [UNK] (about a fifth of
 # the tokens): the demo's accuracies are far below a real BERT's, and say
 # only how much of the teacher's the student keeps.
+# The models compute in bfloat16 where the hardware has bfloat16 units (CPU
+# flags amx_bf16 or avx512_bf16, or a GPU of compute capability >= 8.0), in
+# float32 elsewhere: run_pipeline.sh's --precision=auto, which says its
+# choice in the first lines of the log (PRECISION=float32 ./run_demo.sh
+# forces one).
 # A rerun skips every finished stage; `make clean-demo` starts over.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -14,7 +14,9 @@
 #   V     distill      teacher labels -> student checkpoints, eval_results.txt
 #                      (with teacher_kl on the held-out files) (distill.py)
 #   G     downstream   optional (--glue_task): fine-tune and score the teacher
-#                      and the student on a GLUE-layout task (run_classifier.py)
+#                      and the student on a GLUE-layout task (run_classifier.py);
+#                      with --glue_task_distillation also task-distil the
+#                      student from the fine-tuned teacher
 #
 # Usage:
 #   ./run_pipeline.sh --dump=enwiki-latest-pages-articles.xml.bz2 \
@@ -97,6 +99,7 @@ SETTINGS=(
   "temperature|1|IV, V: distillation temperature (sampled labels are drawn at it)"
   "soft_loss_weight|1|V: weight of the loss against the teacher's labels"
   "hard_mlm_loss_weight|0|V: weight of the loss against the true masked ids"
+  "precision|auto|T, IV, V, G (and G-distilled): compute dtype of the models: auto (mixed_bfloat16 where the CPU has AMX or AVX512-BF16 units or a GPU has bfloat16 ones, else float32: bert_distill/hardware.py), float32, mixed_bfloat16 or mixed_float16; the held-out labels are always float32"
   "distill_flags||T, V: more distill.py flags, e.g. \"--distribution_strategy=mirrored --precision=mixed_float16\""
   "label_flags||IV: more extract_teacher_labels_truncated.py flags"
   "glue_task||G: fine-tune and score teacher and student on this run_classifier.py task (sst-2, mnli, ...; empty: skip G)"
@@ -104,10 +107,12 @@ SETTINGS=(
   "glue_dir|\$WORK_DIR/glue|G: the fine-tuned teacher and student (teacher/, student/, each with eval_results.txt)"
   "glue_max_seq_length|128|G: tokens per example"
   "glue_flags||G: more run_classifier.py flags, e.g. \"--num_train_epochs=2 --learning_rate=2e-5\""
+  "glue_task_distillation|false|G: also task-distil the student from the fine-tuned teacher into \$GLUE_DIR/student_distilled (run_classifier.py --teacher_checkpoint) and report both student scores"
+  "glue_distill_flags||G: more flags of the task distillation run, e.g. \"--unlabeled_file=unlabeled.tsv --temperature=2 --hard_loss_weight=0.5\""
 )
 
 usage() {
-  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,/--work_dir=wiki_run$/p' "$0" | sed 's/^# \{0,1\}//'
   echo
   echo "Settings (flag --name or variable NAME, default):"
   local entry name default meaning
@@ -248,6 +253,22 @@ join_by_comma() {  # join_by_comma ITEM...
 echo "run_pipeline.sh: work_dir $WORK_DIR, stages $STAGES"
 INPUTS=()
 
+# The stages that run a model compute in PRECISION; auto asks the hardware.
+if wants T || wants IV || wants V || wants G; then
+  if [[ "$PRECISION" == auto ]]; then
+    choice=$(cd "$ROOT" && "$PYTHON" -m bert_distill.hardware 2>/dev/null) ||
+      die "--precision=auto: $PYTHON -m bert_distill.hardware failed; give --precision=float32 or mixed_bfloat16"
+    PRECISION=${choice%% *}
+    echo "run_pipeline.sh: precision $choice"
+  else
+    echo "run_pipeline.sh: precision $PRECISION (given)"
+  fi
+  case "$PRECISION" in
+    float32|mixed_bfloat16|mixed_float16) ;;
+    *) die "--precision=$PRECISION: use auto, float32, mixed_bfloat16 or mixed_float16" ;;
+  esac
+fi
+
 if wants II; then
   [[ -n "$DUMP" ]] || die "stage II needs --dump (or DUMP=...): a *-pages-articles*.xml.bz2 file"
   require_file II "the dump" "$DUMP"
@@ -310,7 +331,8 @@ if wants T && [[ "$TEACHER_PRETRAIN_STEPS" -gt 0 ]]; then
            --num_warmup_steps="$TEACHER_WARMUP_STEPS"
            --save_checkpoints_steps="$SAVE_CHECKPOINTS_STEPS"
            --iterations_per_loop="$ITERATIONS_PER_LOOP"
-           --max_eval_steps="$MAX_EVAL_STEPS" $DISTILL_FLAGS)
+           --max_eval_steps="$MAX_EVAL_STEPS" --precision="$PRECISION"
+           $DISTILL_FLAGS)
   run_stage T "pretrain a teacher" "$TEACHER_TRAIN_DIR"
 fi
 if [[ "$TEACHER_PRETRAIN_STEPS" -gt 0 ]]; then
@@ -357,11 +379,13 @@ if wants IV; then
            --input_file="$TRAIN_RECORDS" --output_dir="$TEACHER_LABELS_DIR"
            --label_mode="$LABEL_MODE" --truncation_factor="$TRUNCATION_FACTOR"
            --num_samples="$NUM_SAMPLES" --sample_temperature="$TEMPERATURE"
-           --seed="$LABEL_SEED"
+           --seed="$LABEL_SEED" --precision="$PRECISION"
            --num_shards="$NUM_SHARDS" --shard_index="$SHARD_INDEX" $LABEL_FLAGS)
   run_stage "IV$SHARD" "teacher labels" "$TEACHER_LABELS_DIR"
   if [[ -n "$HELDOUT_RECORDS" && "$SHARD_INDEX" -eq 0 ]]; then
     INPUTS=("${TEACHER_INPUTS[@]}" "${record_files[@]:num_train_records}")
+    # float32 (the default): the reference stage V's teacher_kl is measured
+    # against, and a few records only.
     COMMAND=("$PYTHON" "$ROOT/extract_teacher_labels_truncated.py"
              "${TEACHER_FLAGS[@]}"
              --input_file="$HELDOUT_RECORDS" --output_dir="$HELDOUT_LABELS_DIR"
@@ -407,7 +431,8 @@ if wants V; then
            --iterations_per_loop="$ITERATIONS_PER_LOOP"
            --max_eval_steps="$MAX_EVAL_STEPS"
            --temperature="$TEMPERATURE" --soft_loss_weight="$SOFT_LOSS_WEIGHT"
-           --hard_mlm_loss_weight="$HARD_MLM_LOSS_WEIGHT" $DISTILL_FLAGS)
+           --hard_mlm_loss_weight="$HARD_MLM_LOSS_WEIGHT"
+           --precision="$PRECISION" $DISTILL_FLAGS)
   run_stage V "distill the student" "$STUDENT_DIR"
   if [[ -f "$STUDENT_DIR/eval_results.txt" ]]; then
     echo "== the student's $STUDENT_DIR/eval_results.txt:"
@@ -438,16 +463,39 @@ if wants G && [[ -n "$GLUE_TASK" ]]; then
              --do_lower_case="$DO_LOWER_CASE" --bert_config_file="$config"
              --init_checkpoint="$checkpoint" --output_dir="$GLUE_DIR/$model"
              --max_seq_length="$GLUE_MAX_SEQ_LENGTH" --do_train --do_eval
-             $GLUE_FLAGS)
+             --precision="$PRECISION" $GLUE_FLAGS)
     run_stage "G-$model" "fine-tune the $model on $GLUE_TASK" "$GLUE_DIR/$model"
   done
-  echo "== $GLUE_TASK, dev set ($GLUE_DIR/{teacher,student}/eval_results.txt):"
-  awk -F' = ' 'FNR == NR { teacher[$1] = $2; next }
-      $1 ~ /^eval_/ && $1 != "eval_loss" {
-        ratio = teacher[$1] != 0 ? sprintf("%.3f", $2 / teacher[$1]) : "-"
-        printf "   %-20s teacher %.4f   student %.4f   student/teacher %s\n",
-               $1, teacher[$1], $2, ratio }' \
-      "$GLUE_DIR/teacher/eval_results.txt" "$GLUE_DIR/student/eval_results.txt"
+  [[ "$GLUE_TASK_DISTILLATION" == true || "$GLUE_TASK_DISTILLATION" == false ]] ||
+    die "--glue_task_distillation must be true or false, not '$GLUE_TASK_DISTILLATION'"
+  students=(student)
+  if [[ "$GLUE_TASK_DISTILLATION" == true ]]; then
+    # The student again from its distilled weights, now learning the
+    # fine-tuned teacher's predictions.
+    UPSTREAM=(G-teacher V)
+    # shellcheck disable=SC2206  # GLUE_*FLAGS are lists of words on purpose.
+    COMMAND=("$PYTHON" "$ROOT/run_classifier.py" --task_name="$GLUE_TASK"
+             --data_dir="$GLUE_DATA_DIR" --vocab_file="$VOCAB_FILE"
+             --do_lower_case="$DO_LOWER_CASE" --bert_config_file="$STUDENT_CONFIG"
+             --init_checkpoint="$STUDENT_DIR"
+             --teacher_checkpoint="$GLUE_DIR/teacher"
+             --teacher_config="$GLUE_DIR/teacher/bert_config.json"
+             --output_dir="$GLUE_DIR/student_distilled"
+             --max_seq_length="$GLUE_MAX_SEQ_LENGTH" --do_train --do_eval
+             --precision="$PRECISION" $GLUE_FLAGS $GLUE_DISTILL_FLAGS)
+    run_stage G-distilled "task-distil the student on $GLUE_TASK" \
+      "$GLUE_DIR/student_distilled"
+    students+=(student_distilled)
+  fi
+  for student in "${students[@]}"; do
+    echo "== $GLUE_TASK, dev set ($GLUE_DIR/{teacher,$student}/eval_results.txt):"
+    awk -F' = ' -v who="$student" 'FNR == NR { teacher[$1] = $2; next }
+        $1 ~ /^eval_/ && $1 != "eval_loss" {
+          ratio = teacher[$1] != 0 ? sprintf("%.3f", $2 / teacher[$1]) : "-"
+          printf "   %-20s teacher %.4f   %s %.4f   %s/teacher %s\n",
+                 $1, teacher[$1], who, $2, who, ratio }' \
+        "$GLUE_DIR/teacher/eval_results.txt" "$GLUE_DIR/$student/eval_results.txt"
+  done
 fi
 
 echo "run_pipeline.sh: finished (stages $STAGES) in $WORK_DIR"

@@ -201,6 +201,7 @@ def main():
     return worker(args)
 
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+  print(flops.cpu_line(), flush=True)
   print("load average (1, 5, 15 min) at start: %.1f %.1f %.1f on %d cores"
         % (*os.getloadavg(), os.cpu_count()), flush=True)
   gemm_before = gemm_gflops()

@@ -36,6 +36,7 @@ sys.path.insert(0, BENCH)
 sys.path.insert(0, ROOT)
 
 import english_corpus  # pylint: disable=g-import-not-at-top,wrong-import-position
+import flops  # pylint: disable=g-import-not-at-top,wrong-import-position
 import verify_against_google  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SETTINGS = dict(max_seq_length=128, max_predictions_per_seq=20, dupe_factor=5,
@@ -142,6 +143,7 @@ def parse_args():
 
 def main():
   args = parse_args()
+  print(flops.cpu_line(), flush=True)
   if args.google_file:
     google_one_file(args.google_file, args.google_output, args.vocab_file,
                     args.seed)

@@ -26,12 +26,16 @@ sides, float32). Two measurements:
 
 Every rate is shown with its matmul GFLOP/s (bench/flops.py: 3x the
 forward's matmul FLOPs per example) and as a share of the machine's float32
-GEMM rate measured in the same run: TensorFlow, NumPy and PyTorch 3072^3
-matmuls (bench/flops.py GemmProbe) sampled after every run and round, the
+GEMM rate measured in the same run (bf16 runs: the better of the bf16 and
+float32 GEMMs): TensorFlow, NumPy and PyTorch 3072^3 matmuls (bench/flops.py GemmProbe) sampled after every run and round, the
 best sample of the run taken as the machine's rate, so a busy moment never
 inflates a share; a share above 100% raises.
 
   .venv-bench/bin/python bench/bench_distill.py       # ~15 min on 2 free cores
+  .venv/bin/python bench/bench_distill.py --jobs=tf_graph,tf_graph_bf16
+      # stage V's bf16 speed-up in steady state, without PyTorch
+
+The first line names the CPU and its bf16/AMX flags.
 """
 
 import argparse
@@ -98,7 +102,7 @@ def setup(args):
 class TensorFlowJob:
   """distill.py's loop on the bench's records, in this process."""
 
-  def __init__(self, args, jit):
+  def __init__(self, args, jit, precision="float32"):
     sys.path.insert(0, ROOT)
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from bert_distill import distill_input  # pylint: disable=g-import-not-at-top
@@ -111,11 +115,11 @@ class TensorFlowJob:
     config = modeling.BertConfig.from_json_file(
         os.path.join(args.tmp_dir, "student_config.json"))
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    with strategy.scope():
-      model = modeling.BertPretrainingModel(config, seed=1)
-      optimizer = optimization.AdamWeightDecay(
-          optimization.LinearWarmupLinearDecay(1e-4, 10000, 100))
-      optimizer.build(model.variables_by_name())
+    # distill.py's own builder: the model in `precision`, its optimizer and
+    # loss scale (float16 only).
+    model, optimizer, loss_scale = distill_training.build_student(
+        strategy, config, precision, 1,
+        optimization.LinearWarmupLinearDecay(1e-4, 10000, 100))
     spec = records.teacher_label_feature_spec(args.seq_length,
                                               args.predictions, args.k)
     dataset = distill_input.distributed_dataset(
@@ -125,7 +129,7 @@ class TensorFlowJob:
     self.loop = distill_training.make_train_loop(
         strategy, model, optimizer, args.batch_size,
         {"temperature": 1.0, "soft_loss_weight": 1.0,
-         "hard_mlm_loss_weight": 0.0}, use_xla=jit)
+         "hard_mlm_loss_weight": 0.0}, use_xla=jit, loss_scale=loss_scale)
 
   def run(self, steps):
     steps_run, terms = self.loop(self.iterator, self.tf.constant(steps))
@@ -136,13 +140,14 @@ class TensorFlowJob:
 class TorchJob(step_worker.CyclingBatches):
   """bench/torch_distill.py's step on the same records, in this process."""
 
-  def __init__(self, args):
+  def __init__(self, args, precision="float32"):
     import torch  # pylint: disable=g-import-not-at-top
     import torch_distill  # pylint: disable=g-import-not-at-top
     import torch_peer  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(args.threads)
     with open(os.path.join(args.tmp_dir, "student_config.json")) as f:
-      self.step = torch_distill.DistillStep(json.load(f))
+      self.step = torch_distill.DistillStep(json.load(f),
+                                            precision=precision)
     examples = torch_peer.read_examples(
         os.path.join(args.tmp_dir, "teacher_labels.tfrecord"))
     self.batches = [torch_distill.to_batch(examples[i:i + args.batch_size],
@@ -150,15 +155,23 @@ class TorchJob(step_worker.CyclingBatches):
                     for i in range(0, len(examples), args.batch_size)]
 
 
+def job_is_bf16(job):
+  """Whether a --jobs name (torch_bf16, tf_graph_bf16, ...) runs in bf16."""
+  return job.endswith("_bf16")
+
+
 def worker(args):
   """Writes the bench's inputs, or serves `run N` lines on stdin
   (step_worker.serve)."""
   if args.worker == "setup":
     return setup(args)
-  if args.worker == "torch":
-    job = TorchJob(args)
+  if args.worker.startswith("torch"):
+    job = TorchJob(args, precision=("bfloat16" if job_is_bf16(args.worker)
+                                    else "float32"))
   else:
-    job = TensorFlowJob(args, jit=args.worker == "tf_xla")
+    job = TensorFlowJob(args, jit=args.worker.startswith("tf_xla"),
+                        precision=("mixed_bfloat16" if job_is_bf16(args.worker)
+                                   else "float32"))
   step_worker.serve(job, args.warmup_steps, args.batch_size)
 
 
@@ -176,14 +189,17 @@ def whole_processes(args, env, probe, example_flops):
               f"--train_batch_size={args.batch_size}",
               f"--max_seq_length={args.seq_length}",
               f"--max_predictions_per_seq={args.predictions}",
-              f"--truncation_factor={args.k}"]
+              f"--truncation_factor={args.k}",
+              f"--precision={args.precision}"]
     return [os.path.join(args.bench_venv, "bin", "python"),
             os.path.join(BENCH, "torch_distill.py"),
             f"--bert_config_file={config}", f"--input_file={labels}",
             f"--output_dir={output_dir}", f"--num_train_steps={steps}",
             f"--train_batch_size={args.batch_size}",
             f"--max_predictions_per_seq={args.predictions}",
-            f"--threads={args.threads}"]
+            f"--threads={args.threads}",
+            "--precision=" + ("bfloat16" if flops.is_bfloat16(args.precision)
+                              else "float32")]
 
   print("\n(a) whole processes; commands (N steps):\n  ours:    "
         + " ".join(command("ours", "N", "OUT")[1:]) + "\n  pytorch: "
@@ -203,7 +219,7 @@ def whole_processes(args, env, probe, example_flops):
               f"peak RSS (load before {child.load:.1f})", flush=True)
 
   short, long_ = args.short_steps, args.long_steps
-  gemm = probe.rate
+  gemm = probe.rate_of(args.precision)
   steady = {}
   for side in runs:
     steady[side] = [
@@ -242,8 +258,8 @@ def steady_workers(args, env, probe, example_flops):
   jobs = args.jobs.split(",")
   workers = {}
   for job in jobs:  # one at a time: start-up is not measured
-    python = (os.path.join(args.bench_venv, "bin", "python") if job == "torch"
-              else sys.executable)
+    python = (os.path.join(args.bench_venv, "bin", "python")
+              if job.startswith("torch") else sys.executable)
     command = [python, os.path.abspath(__file__), f"--worker={job}",
                f"--tmp_dir={args.tmp_dir}"] + [
                    f"--{n}={getattr(args, n)}" for n in
@@ -273,20 +289,26 @@ def steady_workers(args, env, probe, example_flops):
           + "; ".join(line), flush=True)
   for process in workers.values():
     process.close()
-  gemm = probe.rate
   print(f"  GEMM: {probe.describe()}")
   for job in jobs:
-    print(f"  {job:9s} median " + flops.describe_rate(
+    # A bf16 job is held against the better of the bf16 and float32 GEMMs.
+    gemm = probe.rate_of("bfloat16" if job_is_bf16(job) else "float32")
+    print(f"  {job:13s} median " + flops.describe_rate(
         statistics.median(results[job]), "examples/s", example_flops, gemm,
         f"{job} worker") + f", rounds {flops.spread(results[job])}; CPU s it used "
           f"while idle (max over the others' rounds): {max(idle[job]):.2f}")
     flops.percent_of_gemm(max(results[job]) * example_flops, gemm,
                           f"{job} worker, best round")
-  if "torch" in jobs:
-    for job in jobs:
-      if job != "torch":
-        ratios = [a / b for a, b in zip(results[job], results["torch"])]
-        print(f"  {job} / torch: {flops.spread(ratios)}x", flush=True)
+  for job in jobs:
+    peer = "torch_bf16" if job_is_bf16(job) else "torch"
+    if not job.startswith("torch") and peer in jobs:
+      ratios = [a / b for a, b in zip(results[job], results[peer])]
+      print(f"  {job} / {peer}: {flops.spread(ratios)}x", flush=True)
+    if job_is_bf16(job) and job[:-len("_bf16")] in jobs:
+      ratios = [a / b for a, b in zip(results[job],
+                                      results[job[:-len("_bf16")]])]
+      print(f"  {job} / {job[:-len('_bf16')]} (bf16 speed-up): "
+            f"{flops.spread(ratios)}x", flush=True)
 
 
 def main():
@@ -308,7 +330,13 @@ def main():
   parser.add_argument("--steps_per_round", type=int, default=2)
   parser.add_argument("--warmup_steps", type=int, default=2)
   parser.add_argument("--jobs", default="torch,tf_graph",
-                      help="Workers of part (b): torch, tf_graph, tf_xla.")
+                      help="Workers of part (b): torch, tf_graph, tf_xla, "
+                      "each also in bf16 (torch_bf16: autocast; tf_graph_bf16, "
+                      "tf_xla_bf16: --precision=mixed_bfloat16).")
+  parser.add_argument("--precision", default="float32",
+                      choices=["float32", "mixed_bfloat16"],
+                      help="Part (a): distill.py's --precision (PyTorch: "
+                      "autocast to bfloat16 for mixed_bfloat16).")
   parser.add_argument("--bench_venv", default=os.path.join(ROOT, ".venv-bench"))
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   parser.add_argument("--tmp_dir", help=argparse.SUPPRESS)
@@ -322,6 +350,7 @@ def main():
     student = dict(STUDENT, num_hidden_layers=args.layers)
     example_flops = flops.train_flops(student, args.seq_length,
                                       args.predictions)
+    print(flops.cpu_line())
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"{os.cpu_count()} CPUs, threads {args.threads}, load "
           f"{flops.load_average():.1f}; student {args.layers} x 768, batch "
@@ -336,15 +365,23 @@ def main():
                          f"--predictions={args.predictions}",
                          f"--k={args.k}", f"--layers={args.layers}"], env=env)
     del setup_child
-    probe = flops.GemmProbe(os.path.join(args.bench_venv, "bin", "python"),
+    torch_python = os.path.join(args.bench_venv, "bin", "python")
+    has_torch = os.path.exists(torch_python)
+    if not has_torch:
+      print(f"no {args.bench_venv}: part (a) and the torch workers skipped",
+            flush=True)
+      args.rounds = 0
+      args.jobs = ",".join(j for j in args.jobs.split(",")
+                           if not j.startswith("torch"))
+    probe = flops.GemmProbe(torch_python if has_torch else sys.executable,
                             args.threads)
     probe.sample()
     if args.rounds:
       whole_processes(args, env, probe, example_flops)
     if args.steady_rounds:
       steady_workers(args, env, probe, example_flops)
-    print(f"\nfloat32 GEMM 3072^3, the best sample of the run (the "
-          f"machine's rate used above): {probe.describe()}")
+    print(f"\nGEMM 3072^3, float32 and bfloat16, the best sample of the run "
+          f"(the machine's rates used above): {probe.describe()}")
     probe.close()
 
 

@@ -24,6 +24,8 @@ from absl import flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from bert_distill import wikipedia_text  # pylint: disable=wrong-import-position
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import flops  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("copies", 12, "Copies of the extracted example.")
@@ -76,6 +78,7 @@ def compare_with_pysbd(files):
 
 def main(argv):
   del argv
+  print(flops.cpu_line(), flush=True)
   work = tempfile.mkdtemp(prefix="bench_extract_")
   try:
     seconds, xml_bytes = run_wikiextractor(os.path.join(work, "x"))

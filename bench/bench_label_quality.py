@@ -52,6 +52,7 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 sys.path[:0] = [BENCH, ROOT]
 import english_corpus  # pylint: disable=wrong-import-position
+import flops  # pylint: disable=wrong-import-position
 from bert_distill import records  # pylint: disable=wrong-import-position
 
 TEACHER_CONFIG = {
@@ -134,13 +135,17 @@ def log(message):
 
 
 def snapshot_code(work):
-  """Copies the project's scripts and modules to WORK_DIR/code; returns it."""
+  """Copies the project's scripts, modules and bert_distill/ to
+  WORK_DIR/code; returns it."""
   code = os.path.join(work, "code")
   shutil.rmtree(code, ignore_errors=True)
   for name in os.listdir(ROOT):
     if name.endswith(".py"):
       os.makedirs(code, exist_ok=True)
       shutil.copy(os.path.join(ROOT, name), code)
+  shutil.copytree(os.path.join(ROOT, "bert_distill"),
+                  os.path.join(code, "bert_distill"),
+                  ignore=shutil.ignore_patterns("__pycache__"))
   shutil.copytree(os.path.join(ROOT, "data", "example_wiki"),
                   os.path.join(code, "data", "example_wiki"),
                   ignore=shutil.ignore_patterns("*.bz2"))
@@ -301,6 +306,7 @@ def spread(values):
 
 def main():
   args = parse_args()
+  print(flops.cpu_line(), flush=True)
   work = args.work_dir = os.path.abspath(args.work_dir)
   os.makedirs(os.path.join(work, "logs"), exist_ok=True)
   args.code = snapshot_code(work)
@@ -378,7 +384,7 @@ def write_report(args, work, started, load_before, vocab_size, examples,
   header = {
       "date": datetime.datetime.now(datetime.timezone.utc).strftime(
           "%Y-%m-%d %H:%M UTC"),
-      "machine": f"{platform.node()}: {os.cpu_count()} CPU cores, no GPU",
+      "machine": f"{platform.node()}: {flops.cpu_line()}, no GPU",
       "load_average_before": [round(x, 2) for x in load_before],
       "load_average_after": [round(x, 2) for x in os.getloadavg()],
       "command": "bench/bench_label_quality.py " + " ".join(sys.argv[1:]),

@@ -6,7 +6,9 @@ batch 32) two ways, each in two measurements:
 
   (a) whole processes, one after the other, alternating which goes first:
       ours    `python extract_teacher_labels_truncated.py ...` as a user runs
-              it (start-up, XLA compiles, records in, records out);
+              it (start-up, XLA compiles where --use_xla, records in,
+              records out), once per --precisions value (default float32
+              and mixed_bfloat16: the bf16 speed-up in the same run);
       PyTorch `.venv-bench/bin/python bench/torch_teacher_labels.py ...`:
               transformers' BertForPreTraining (eval, no_grad, MLM head at
               the masked positions only, softmax + top-k), full-length
@@ -23,14 +25,18 @@ batch 32) two ways, each in two measurements:
 
 Every rate is shown with its matmul GFLOP/s (bench/flops.py; ours counts the
 trimmed lengths it actually ran, PyTorch the full length) and as a share of
-this machine's float32 GEMM rate, measured in the same run: TensorFlow,
+this machine's GEMM rate in the side's precision (bfloat16: the better of
+the bfloat16 and float32 GEMMs), measured in the same run: TensorFlow,
 NumPy and PyTorch 3072^3 matmuls (bench/flops.py GemmProbe) sampled after
 every run and round, the best sample of the run taken as the machine's rate
 (a busy moment never inflates a share). A share above 100% raises. Two length mixes: every record
 full length ("full"), and the original project's sample records' lengths
 ("original", tests/data/original/original_sample_records.tfrecord).
 
-  .venv-bench/bin/python bench/bench_teacher_labels.py   # ~10 min on 2 free cores
+  .venv-bench/bin/python bench/bench_teacher_labels.py   # ~20 min on 2 free cores
+  .venv/bin/python bench/bench_teacher_labels.py --torch=false  # ours only
+
+The first line names the CPU and its bf16/AMX flags.
 """
 
 import argparse
@@ -54,6 +60,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from bert_distill import checkpoints  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_distill import distill_training  # pylint: disable=g-import-not-at-top,wrong-import-position
 from bert_distill import distribution  # pylint: disable=g-import-not-at-top,wrong-import-position
 import flops  # pylint: disable=g-import-not-at-top,wrong-import-position
 import modeling  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -80,14 +87,30 @@ def parse_args():
                       help="Length mixes: full and/or original.")
   parser.add_argument("--bench_venv", default=os.path.join(ROOT, ".venv-bench"),
                       help="Virtualenv with torch and transformers.")
-  parser.add_argument("--no_xla", action="store_true",
-                      help="Run ours without XLA (--nouse_xla).")
+  parser.add_argument("--use_xla", default="auto",
+                      choices=["auto", "true", "false"],
+                      help="Ours: the stage's --use_xla (auto: on with GPUs, "
+                      "off on CPUs).")
+  parser.add_argument("--precisions", default="float32,mixed_bfloat16",
+                      help="Ours: the stage's --precision values to run, "
+                      "comma-separated; speed-ups are over the first. "
+                      "PyTorch runs each with --precision float32 or "
+                      "bfloat16 (torch.autocast).")
+  parser.add_argument("--torch", default="auto",
+                      choices=["auto", "true", "false"],
+                      help="Run the PyTorch peers (auto: when --bench_venv "
+                      "exists).")
   parser.add_argument("--sort_batches", type=int, default=8,
                       help="Ours: batches sorted by length together.")
   parser.add_argument("--layers", type=int, default=12,
                       help="Teacher layers (fewer for a quick check).")
   parser.add_argument("--work_dir", help="Scratch directory (default: temp).")
-  return parser.parse_args()
+  args = parser.parse_args()
+  args.precisions = args.precisions.split(",")
+  torch_python = os.path.join(args.bench_venv, "bin", "python")
+  args.torch = (args.torch == "true" or
+                (args.torch == "auto" and os.path.exists(torch_python)))
+  return args
 
 
 MAX_SEQ_LENGTH, MAX_PREDICTIONS, LENGTH_MULTIPLE = 128, 20, 16
@@ -192,11 +215,12 @@ def own_cpu_seconds():
 class TorchWorker:
   """bench/torch_teacher_worker.py, one JSON answer per command."""
 
-  def __init__(self, venv, weights, inputs, config, batch_size, k, threads):
+  def __init__(self, venv, weights, inputs, config, batch_size, k, threads,
+               precision="float32"):
     script = os.path.join(BENCH, "torch_teacher_worker.py")
     self._process = subprocess.Popen(
         [os.path.join(venv, "bin", "python"), script, weights,
-         inputs, config, str(batch_size), str(k), str(threads)],
+         inputs, config, str(batch_size), str(k), str(threads), precision],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     self.pid = self._process.pid
     self._answer()  # {"ready": true} once the model is loaded
@@ -250,67 +274,106 @@ def compare_outputs(ours_path, theirs_path):
   return float(relative.max()), float(np.mean(our_ids == their_ids))
 
 
+def sides_of(args):
+  """The runs compared: ours in each precision, then PyTorch's (autocast for
+  bfloat16) where .venv-bench exists. [(name, precision)]"""
+  sides = [(f"ours {precision}", precision) for precision in args.precisions]
+  if args.torch:
+    sides += [(f"pytorch {precision}", precision)
+              for precision in args.precisions]
+  return sides
+
+
+def torch_precision(precision):
+  """torch_peer.py's --precision for one of ours."""
+  return "bfloat16" if flops.is_bfloat16(precision) else "float32"
+
+
 def whole_processes(args, mix, paths, teacher, config_dict, probe, examples):
   """Part (a) for one length mix: alternating whole-process runs."""
   records_path, _ = paths
   config_path, checkpoint, weights_npz = teacher
   torch_python = os.path.join(args.bench_venv, "bin", "python")
-  ours_out = os.path.join(args.work_dir, f"{mix}_ours_labels.tfrecord")
-  theirs_out = os.path.join(args.work_dir, f"{mix}_torch_labels.tfrecord")
-  commands = {
-      "ours": [sys.executable,
-               os.path.join(ROOT, "extract_teacher_labels_truncated.py"),
-               f"--bert_config_file={config_path}",
-               f"--init_checkpoint={checkpoint}",
-               f"--input_file={records_path}", f"--output_file={ours_out}",
-               f"--truncation_factor={args.k}",
-               f"--batch_size={args.batch_size}",
-               f"--sort_batches={args.sort_batches}",
-               f"--use_xla={not args.no_xla}"],
-      "pytorch": [torch_python, os.path.join(BENCH, "torch_teacher_labels.py"),
-                  f"--weights={weights_npz}",
-                  f"--bert_config_file={config_path}",
-                  f"--input_file={records_path}", f"--output_file={theirs_out}",
-                  f"--batch_size={args.batch_size}",
-                  f"--truncation_factor={args.k}",
-                  f"--threads={args.threads}"],
-  }
-  print(f"\n[{mix}] whole processes; commands:\n  ours:    "
-        + " ".join(commands["ours"][1:]) + "\n  pytorch: "
-        + " ".join(commands["pytorch"][1:]), flush=True)
-  runs = {"ours": [], "pytorch": []}
+  outputs, commands = {}, {}
+  for side, precision in sides_of(args):
+    outputs[side] = os.path.join(args.work_dir,
+                                 f"{mix}_{side.replace(' ', '_')}.tfrecord")
+    if side.startswith("ours"):
+      commands[side] = [
+          sys.executable,
+          os.path.join(ROOT, "extract_teacher_labels_truncated.py"),
+          f"--bert_config_file={config_path}",
+          f"--init_checkpoint={checkpoint}",
+          f"--input_file={records_path}", f"--output_file={outputs[side]}",
+          f"--truncation_factor={args.k}", f"--batch_size={args.batch_size}",
+          f"--sort_batches={args.sort_batches}",
+          f"--use_xla={args.use_xla}", f"--precision={precision}"]
+    else:
+      commands[side] = [
+          torch_python, os.path.join(BENCH, "torch_teacher_labels.py"),
+          f"--weights={weights_npz}", f"--bert_config_file={config_path}",
+          f"--input_file={records_path}", f"--output_file={outputs[side]}",
+          f"--batch_size={args.batch_size}",
+          f"--truncation_factor={args.k}", f"--threads={args.threads}",
+          f"--precision={torch_precision(precision)}"]
+  print(f"\n[{mix}] whole processes; commands:" + "".join(
+      f"\n  {side:22s} " + " ".join(command[1:])
+      for side, command in commands.items()), flush=True)
+  runs = {side: [] for side in commands}
   for r in range(args.rounds):
-    order = ["ours", "pytorch"] if r % 2 == 0 else ["pytorch", "ours"]
+    order = list(commands) if r % 2 == 0 else list(reversed(commands))
     for side in order:
-      if side == "ours" and os.path.exists(ours_out):
-        os.remove(ours_out)  # each run writes a fresh output
+      if os.path.exists(outputs[side]):
+        os.remove(outputs[side])  # each run writes a fresh output
       child = flops.Child(commands[side])
       runs[side].append(child)
       probe.sample()
-      print(f"  round {r + 1} {side:8s}: {child.wall:6.1f} s wall, "
+      print(f"  round {r + 1} {side:22s}: {child.wall:6.1f} s wall, "
             f"{child.cpu:6.1f} CPU s, {child.peak_rss_mb:5.0f} MB peak RSS "
             f"(load before {child.load:.1f})", flush=True)
   walls = {side: [c.wall for c in runs[side]] for side in runs}
-  ratios = [t / o for o, t in zip(walls["ours"], walls["pytorch"])]
-  cpu_ratios = [t.cpu / o.cpu for o, t in zip(runs["ours"], runs["pytorch"])]
-  torch_steady = [json.loads(c.stdout.strip().splitlines()[-1])[
-      "steady_sequences_per_second"] for c in runs["pytorch"]]
-  max_diff, ids_equal = compare_outputs(ours_out, theirs_out)
   n = args.num_examples
+  print(f"  [{mix}] {n} records, wall seconds: " + "; ".join(
+      f"{side} {flops.spread(walls[side], '{:.1f}')}" for side in walls))
+  result = {"walls": walls}
+
+  def ratio(slow, fast, what):
+    """Wall and CPU-time ratios slow/fast, round by round."""
+    ratios = [s.wall / f.wall for s, f in zip(runs[slow], runs[fast])]
+    cpu = [s.cpu / f.cpu for s, f in zip(runs[slow], runs[fast])]
+    print(f"  [{mix}] {what}: wall {flops.spread(ratios)}x, CPU time "
+          f"{flops.spread(cpu)}x")
+    result[what] = statistics.median(ratios)
+
   full_flops = flops.forward_flops(config_dict, MAX_SEQ_LENGTH, MAX_PREDICTIONS)
-  torch_rate = statistics.median(torch_steady)
-  print(f"  [{mix}] {n} records: ours {flops.spread(walls['ours'], '{:.1f}')} s, "
-        f"pytorch {flops.spread(walls['pytorch'], '{:.1f}')} s; wall ratio "
-        f"pytorch/ours {flops.spread(ratios)}x, CPU-time ratio "
-        f"{flops.spread(cpu_ratios)}x")
-  print(f"  [{mix}] PyTorch's own loop inside its process: "
-        + flops.describe_rate(torch_rate, "seq/s", full_flops, probe.rate,
-                              "pytorch loop"))
-  print(f"  [{mix}] outputs agree: max relative prob difference "
-        f"{max_diff:.1e}, top-k ids equal {ids_equal:.2%}", flush=True)
+  for precision in args.precisions:
+    if args.torch:
+      ours, theirs = f"ours {precision}", f"pytorch {precision}"
+      ratio(theirs, ours, f"pytorch/ours {precision}")
+      torch_rate = statistics.median(json.loads(
+          c.stdout.strip().splitlines()[-1])["steady_sequences_per_second"]
+                                     for c in runs[theirs])
+      print(f"  [{mix}] PyTorch {precision}'s own loop inside its process: "
+            + flops.describe_rate(torch_rate, "seq/s", full_flops,
+                                  probe.rate_of(precision),
+                                  f"pytorch loop {precision}"))
+      max_diff, ids_equal = compare_outputs(outputs[ours], outputs[theirs])
+      print(f"  [{mix}] {ours} and {theirs} agree: max relative prob "
+            f"difference {max_diff:.1e}, top-k ids equal {ids_equal:.2%}",
+            flush=True)
+  reference = f"ours {args.precisions[0]}"
+  for precision in args.precisions[1:]:
+    ratio(reference, f"ours {precision}",
+          f"ours {precision} speed-up over {args.precisions[0]}")
+    max_diff, ids_equal = compare_outputs(outputs[reference],
+                                          outputs[f"ours {precision}"])
+    print(f"  [{mix}] ours {precision} against {reference} (random "
+          f"weights: flat distributions, so top-k ranks swap easily; "
+          f"bench_label_fidelity.py measures a trained teacher): max "
+          f"relative prob difference {max_diff:.1e}, top-k ids equal "
+          f"{ids_equal:.2%}", flush=True)
   del examples
-  return {"ratio": statistics.median(ratios), "walls": walls,
-          "cpu_ratio": statistics.median(cpu_ratios)}
+  return result
 
 
 def steady_state(args, mix, paths, teacher, config, config_dict, probe,
@@ -318,44 +381,53 @@ def steady_state(args, mix, paths, teacher, config, config_dict, probe,
   """Part (b) for one length mix: in-process rounds, alternating."""
   records_path, inputs_npz = paths
   config_path, checkpoint, weights_npz = teacher
-  worker = TorchWorker(args.bench_venv, weights_npz, inputs_npz, config_path,
-                       args.batch_size, args.k, args.threads)
   strategy = distribution.local_strategy()
-  labeler = teacher_labels.TeacherLabeler(
-      teacher_labels.load_teacher(config, checkpoint, strategy), args.k,
-      strategy, use_xla=not args.no_xla)
+  runners = {}
+  for side, precision in sides_of(args):
+    if side.startswith("ours"):
+      runners[side] = teacher_labels.TeacherLabeler(
+          teacher_labels.load_teacher(config, checkpoint, strategy, precision),
+          args.k, strategy, use_xla=distill_training.use_xla(args.use_xla))
+    else:
+      runners[side] = TorchWorker(args.bench_venv, weights_npz, inputs_npz,
+                                  config_path, args.batch_size, args.k,
+                                  args.threads, torch_precision(precision))
   output_path = os.path.join(args.work_dir, f"{mix}_steady.tfrecord")
-  run_ours(labeler, records_path, output_path, config, args)  # compiles
-  worker.ask("run")  # warm-up
+  for side, runner in runners.items():  # compiles, warms up
+    if side.startswith("ours"):
+      run_ours(runner, records_path, output_path, config, args)
+    else:
+      runner.ask("run")
   ours_flops = executed_flops(examples, config_dict, args.batch_size,
                               args.sort_batches, trimmed=True)
   torch_flops = executed_flops(examples, config_dict, args.batch_size,
                                args.sort_batches, trimmed=False)
-  n = args.num_examples
-  rates = {"ours": [], "pytorch": []}
-  idle = {"ours": [], "pytorch": []}  # CPU s the idle side used meanwhile
-  flop_rates = {"ours": [], "pytorch": []}
+  workers = [r for r in runners.values() if isinstance(r, TorchWorker)]
+  rates = {side: [] for side in runners}
+  flop_rates = {side: [] for side in runners}
+  idle = []  # CPU s the idle processes used during a round of another
   print(f"\n[{mix}] steady state (after warm-up; executed GFLOP per pass: "
         f"ours {ours_flops / 1e9:.0f} (trimmed), pytorch "
         f"{torch_flops / 1e9:.0f} (full length))", flush=True)
   for r in range(args.steady_rounds):
-    order = ["ours", "pytorch"] if r % 2 == 0 else ["pytorch", "ours"]
+    order = list(runners) if r % 2 == 0 else list(reversed(runners))
     line = []
     for side in order:
-      if side == "ours":
-        before = flops.process_cpu_seconds(worker.pid)
-        count, seconds = run_ours(labeler, records_path, output_path, config,
+      runner = runners[side]
+      others = [w for w in workers if w is not runner]
+      before = [flops.process_cpu_seconds(w.pid) for w in others]
+      own_before = own_cpu_seconds()
+      if side.startswith("ours"):
+        count, seconds = run_ours(runner, records_path, output_path, config,
                                   args)
-        idle["pytorch"].append(flops.process_cpu_seconds(worker.pid) - before)
-        rate = count / seconds
-        work = ours_flops
+        rate, work = count / seconds, ours_flops
       else:
-        before = own_cpu_seconds()
-        answer = worker.ask("run")
-        idle["ours"].append(own_cpu_seconds() - before)
+        answer = runner.ask("run")
         seconds = answer["seconds"]
-        rate = answer["sequences"] / seconds
-        work = torch_flops
+        rate, work = answer["sequences"] / seconds, torch_flops
+        idle.append(own_cpu_seconds() - own_before)
+      idle.extend(flops.process_cpu_seconds(w.pid) - b
+                  for w, b in zip(others, before))
       rates[side].append(rate)
       flop_rates[side].append(work / seconds)
       line.append(f"{side} {rate:.2f} seq/s = {work / seconds / 1e9:.0f} "
@@ -363,21 +435,33 @@ def steady_state(args, mix, paths, teacher, config, config_dict, probe,
       probe.sample()
     print(f"  round {r + 1} (load {flops.load_average():.1f}): "
           + "; ".join(line), flush=True)
-  worker.close()
-  ratios = [o / t for o, t in zip(rates["ours"], rates["pytorch"])]
+  for worker in workers:
+    worker.close()
+  precisions = dict(sides_of(args))
   for side in rates:
-    best = flops.percent_of_gemm(max(flop_rates[side]), probe.rate,
+    gemm = probe.rate_of(precisions[side])
+    best = flops.percent_of_gemm(max(flop_rates[side]), gemm,
                                  f"{side} {mix} best round")
     median = flops.percent_of_gemm(statistics.median(flop_rates[side]),
-                                   probe.rate, f"{side} {mix}")
-    print(f"  [{mix}] {side:8s} {flops.spread(rates[side])} seq/s, median "
+                                   gemm, f"{side} {mix}")
+    print(f"  [{mix}] {side:22s} {flops.spread(rates[side])} seq/s, median "
           f"{statistics.median(flop_rates[side]) / 1e9:.0f} GFLOP/s = "
-          f"{median:.0f}% of GEMM (best round {best:.0f}%)")
-  print(f"  [{mix}] steady-state ratio ours/pytorch {flops.spread(ratios)}x; CPU s "
-        f"the idle side used during the other's rounds: ours "
-        f"{max(idle['ours']):.2f}, pytorch {max(idle['pytorch']):.2f} (max)",
-        flush=True)
-  return {"ratio": statistics.median(ratios)}
+          f"{median:.0f}% of the {precisions[side]} GEMM ceiling "
+          f"{gemm / 1e9:.0f} GFLOP/s (best round {best:.0f}%)")
+  result = {}
+  pairs = [(f"pytorch {p}", f"ours {p}", f"ours/pytorch {p}")
+           for p in args.precisions if args.torch]
+  pairs += [(f"ours {args.precisions[0]}", f"ours {p}",
+             f"ours {p} speed-up over {args.precisions[0]}")
+            for p in args.precisions[1:]]
+  for slow, fast, what in pairs:
+    ratios = [f / s for s, f in zip(rates[slow], rates[fast])]
+    result[what] = statistics.median(ratios)
+    print(f"  [{mix}] steady-state {what}: {flops.spread(ratios)}x")
+  if idle:
+    print(f"  [{mix}] CPU s an idle process used during another's round: "
+          f"max {max(idle):.2f}", flush=True)
+  return result
 
 
 def main():
@@ -388,6 +472,7 @@ def main():
   os.makedirs(args.work_dir, exist_ok=True)
   config_dict = dict(flops.BERT_BASE, num_hidden_layers=args.layers)
   config = modeling.BertConfig.from_dict(config_dict)
+  print(flops.cpu_line())
   print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{os.cpu_count()} CPUs, threads {args.threads}, load "
         f"{flops.load_average():.1f}; teacher {args.layers} layers x 768, "
@@ -406,8 +491,11 @@ def main():
           f"{np.mean(real == MAX_SEQ_LENGTH):.0%} full", flush=True)
     mixes[mix] = (examples, write_inputs(args.work_dir, mix, examples))
 
-  probe = flops.GemmProbe(os.path.join(args.bench_venv, "bin", "python"),
-                          args.threads)
+  probe = flops.GemmProbe(
+      os.path.join(args.bench_venv, "bin", "python") if args.torch
+      else sys.executable, args.threads)
+  if not args.torch:
+    print(f"PyTorch peers skipped: no {args.bench_venv}", flush=True)
   probe.sample()
 
   summary = {}
@@ -417,17 +505,15 @@ def main():
     if args.steady_rounds:
       summary[mix]["steady"] = steady_state(args, mix, paths, teacher, config,
                                             config_dict, probe, examples)
-  print(f"\nfloat32 GEMM 3072^3, the best sample of the run (the machine's "
-        f"rate used above): {probe.describe()}")
+  print(f"\nGEMM 3072^3, float32 and bfloat16, the best sample of the run "
+        f"(the machine's rates used above): {probe.describe()}")
   probe.close()
-  print("summary (ratio = PyTorch time / our time; > 1 means ours is "
-        "faster):")
+  print("summary (medians; > 1 means the second named is faster):")
   for mix, parts in summary.items():
-    line = (f"  {mix:8s} whole process {parts['whole']['ratio']:.2f}x "
-            f"(CPU time {parts['whole']['cpu_ratio']:.2f}x)")
-    if "steady" in parts:
-      line += f", steady state {parts['steady']['ratio']:.2f}x"
-    print(line)
+    for part, ratios in parts.items():
+      for what, value in ratios.items():
+        if what != "walls":
+          print(f"  {mix:8s} {part:6s} {what}: {value:.2f}x")
 
 
 if __name__ == "__main__":

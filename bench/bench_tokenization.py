@@ -24,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import english_corpus  # pylint: disable=g-import-not-at-top,wrong-import-position
+import flops  # pylint: disable=g-import-not-at-top,wrong-import-position
 import google_reference  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tokenization  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -88,6 +89,7 @@ def cache_megabytes(cache):
 
 def main(argv):
   del argv
+  print(flops.cpu_line(), flush=True)
   google = google_reference.load_google_tokenization()
   corpus_file, lines = english_corpus.corpus_lines(FLAGS.corpus_file,
                                                   FLAGS.corpus_bytes)

@@ -8,12 +8,18 @@ One home for the arithmetic every bench reports next to its rates:
     PyTorch scripts run it). Softmax, LayerNorm, GELU, gathers and the
     optimizer are not matmuls and are not counted, so a model's "GFLOP/s"
     is a lower bound of the work it did.
-  * gemm_rates: the float32 GEMM rate of large square matrices, best of a
-    few, in the libraries at hand (TensorFlow's oneDNN, NumPy's BLAS,
-    PyTorch's MKL), with the process's thread count. The machine's rate is
-    the best of them.
+  * gemm_rates: the float32 (or bfloat16) GEMM rate of large square
+    matrices, best of a few, in the libraries at hand (TensorFlow's oneDNN,
+    NumPy's BLAS (float32 only), PyTorch's MKL/oneDNN), with the process's
+    thread count. The machine's rate is the best of them; GemmProbe
+    measures both dtypes, and a bfloat16 model's rate is held against the
+    best GEMM of either dtype (on CPUs with AMX or AVX512-BF16 that is the
+    bfloat16 one, 2-3x float32's; a float32 GEMM there is no ceiling for a
+    bfloat16 model).
   * percent_of_gemm: a model rate as a share of that rate; above 100% is a
     measurement bug (a miscounted FLOP or a mis-timed run), so it raises.
+  * cpu_line: lscpu's model name and the bfloat16/AMX flags of this CPU,
+    which every bench prints first (a rate means little without them).
   * Child: a whole command line run to completion, with its wall time, CPU
     time and peak RSS (as a user would measure it), and the load it met;
     load_average, process_cpu_seconds (of a running process) and spread
@@ -25,10 +31,15 @@ measures with what it has loaded.
 """
 
 import os
+import platform
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bert_distill import hardware  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BERT_BASE = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
              "num_attention_heads": 12, "intermediate_size": 3072,
@@ -36,6 +47,27 @@ BERT_BASE = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
              "attention_probs_dropout_prob": 0.1,
              "max_position_embeddings": 512, "type_vocab_size": 2,
              "initializer_range": 0.02}
+
+
+def cpu_line():
+  """'CPU: <lscpu model name> (<n> cores); bf16/AMX flags: ...' of this
+  machine, for the first line of every bench's output."""
+  model, flags = hardware.cpu_info()
+  try:
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True,
+                           check=False).stdout
+    for line in lscpu.splitlines():
+      if line.startswith("Model name:"):
+        model = line.split(":", 1)[1].strip()
+        break
+  except OSError:
+    pass
+  present = [f for f in hardware.REPORTED_CPU_FLAGS if f in flags]
+  bf16 = ("bfloat16 units" if hardware.cpu_bf16_flags() else
+          "no bfloat16 units")
+  return (f"CPU: {model} ({platform.machine()}, {os.cpu_count()} cores); "
+          f"bf16/AMX flags: {' '.join(present) or 'none'} of "
+          f"{'/'.join(hardware.REPORTED_CPU_FLAGS)} ({bf16})")
 
 
 def forward_flops(config, seq_length, predictions):
@@ -89,26 +121,36 @@ def _best_rate(run, flops, repeats):
   return flops / best
 
 
-def gemm_rates(libraries=("tensorflow", "numpy"), size=4096, repeats=5):
-  """float32 GEMM FLOP/s of [size, size] @ [size, size], best of `repeats`.
+def gemm_rates(libraries=("tensorflow", "numpy"), size=4096, repeats=5,
+               dtype="float32"):
+  """GEMM FLOP/s of [size, size] @ [size, size] in `dtype` (float32 or
+  bfloat16), best of `repeats`.
 
   Each library runs with its own threads as this process configured them
-  (the benches pin TensorFlow and PyTorch to the same count).
+  (the benches pin TensorFlow and PyTorch to the same count). NumPy has no
+  bfloat16 and is left out of a bfloat16 measurement.
 
   Returns:
-    {library: FLOP/s}.
+    {library: FLOP/s} for float32, {library + "_bfloat16": FLOP/s} for
+    bfloat16.
   """
+  if dtype not in ("float32", "bfloat16"):
+    raise ValueError(f"unknown GEMM dtype {dtype}")
   flops = 2 * size**3
+  suffix = "" if dtype == "float32" else "_" + dtype
   rates = {}
   for library in libraries:
     if library == "tensorflow":
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      a = tf.random.normal([size, size])
-      b = tf.random.normal([size, size])
+      a = tf.cast(tf.random.normal([size, size]), dtype)
+      b = tf.cast(tf.random.normal([size, size]), dtype)
       matmul = tf.function(lambda: tf.linalg.matmul(a, b)[0, 0],
                            autograph=False)
-      rates[library] = _best_rate(lambda: matmul().numpy(), flops, repeats)
+      rates[library + suffix] = _best_rate(lambda: matmul().numpy(), flops,
+                                           repeats)
     elif library == "numpy":
+      if dtype != "float32":
+        continue
       import numpy as np  # pylint: disable=g-import-not-at-top
       rng = np.random.default_rng(0)
       a = rng.standard_normal((size, size), np.float32)
@@ -116,16 +158,23 @@ def gemm_rates(libraries=("tensorflow", "numpy"), size=4096, repeats=5):
       rates[library] = _best_rate(lambda: a @ b, flops, repeats)
     elif library == "torch":
       import torch  # pylint: disable=g-import-not-at-top
-      a = torch.randn(size, size)
-      b = torch.randn(size, size)
-      rates[library] = _best_rate(lambda: torch.mm(a, b), flops, repeats)
+      a = torch.randn(size, size, dtype=getattr(torch, dtype))
+      b = torch.randn(size, size, dtype=getattr(torch, dtype))
+      rates[library + suffix] = _best_rate(lambda: torch.mm(a, b), flops,
+                                           repeats)
     else:
       raise ValueError(f"unknown GEMM library {library}")
   return rates
 
 
+def is_bfloat16(precision):
+  """Whether a precision name (mixed_bfloat16, bfloat16) computes in bf16."""
+  return "bfloat16" in precision
+
+
 class GemmProbe:
-  """A long-lived process that measures the GEMM rates whenever asked.
+  """A long-lived process that measures the GEMM rates (float32 and
+  bfloat16) whenever asked.
 
   On a machine shared with other jobs one GEMM measurement may fall in a
   busy moment; a bench samples the rate before and after each of its
@@ -160,8 +209,17 @@ class GemmProbe:
 
   @property
   def rate(self):
-    """The best GEMM FLOP/s of any library and sample so far."""
-    return max(self.best.values())
+    """The best float32 GEMM FLOP/s of any library and sample so far."""
+    return max(rate for library, rate in self.best.items()
+               if not library.endswith("_bfloat16"))
+
+  def rate_of(self, precision):
+    """The GEMM FLOP/s a model computing in `precision` is held against:
+    float32's for float32; for bfloat16 (mixed_bfloat16) the best of the
+    bfloat16 and float32 GEMMs (a bfloat16 model may not beat either)."""
+    if is_bfloat16(precision):
+      return max(self.best.values())
+    return self.rate
 
   def describe(self):
     return (", ".join(f"{lib} {rate / 1e9:.0f}" for lib, rate in
@@ -176,8 +234,6 @@ class GemmProbe:
 def _serve(threads):
   """The GemmProbe process: one JSON line of rates per `gemm` line."""
   import json  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   os.environ["CUDA_VISIBLE_DEVICES"] = ""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -191,8 +247,10 @@ def _serve(threads):
     pass
   for line in sys.stdin:
     if line.strip() == "gemm":
-      print(json.dumps(gemm_rates(libraries, size=3072, repeats=3)),
-            flush=True)
+      rates = gemm_rates(libraries, size=3072, repeats=3)
+      rates.update(gemm_rates(libraries, size=3072, repeats=3,
+                              dtype="bfloat16"))
+      print(json.dumps(rates), flush=True)
 
 
 def percent_of_gemm(flop_rate, gemm_rate, what):
@@ -259,5 +317,4 @@ class Child:
 
 
 if __name__ == "__main__":
-  import sys  # pylint: disable=g-import-not-at-top
   _serve(int(sys.argv[1]))

@@ -5,7 +5,8 @@
 # tensorflow[and-cuda], torch, transformers (and the project's small runtime
 # needs), checks that both frameworks see the GPU, then runs, each as a
 # whole process:
-#   stage IV  extract_teacher_labels_truncated.py, XLA on and off
+#   stage IV  extract_teacher_labels_truncated.py, XLA on and off, and
+#             --precision=mixed_bfloat16 with XLA on
 #             (one GPU: the stage's default strategy, one device),
 #             next to bench/torch_teacher_labels.py, float32 and bfloat16;
 #   stage V   distill.py, float32 and mixed_bfloat16 x XLA on and off x
@@ -95,6 +96,7 @@ EOF
 if [[ $DRY_RUN == 0 ]]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 fi
+"$PY" -c "import sys; sys.path.insert(0, '$ROOT/bench'); import flops; print(flops.cpu_line())"
 
 # ---------------------------------------------------------------- data
 log "writing records and the teacher in $WORK"
@@ -186,6 +188,9 @@ run_job "iv_ours_xla" iv-ours "$PY" "$ROOT/extract_teacher_labels_truncated.py" 
     "${TEACHER[@]}" --output_file="$WORK/labels.tfrecord" --use_xla=true
 run_job "iv_ours_noxla" iv-ours "$PY" "$ROOT/extract_teacher_labels_truncated.py" \
     "${TEACHER[@]}" --output_file="$WORK/labels_noxla.tfrecord" --use_xla=false
+run_job "iv_ours_bf16_xla" iv-ours "$PY" "$ROOT/extract_teacher_labels_truncated.py" \
+    "${TEACHER[@]}" --output_file="$WORK/labels_bf16.tfrecord" --use_xla=true \
+    --precision=mixed_bfloat16
 for precision in float32 bfloat16; do
   run_job "iv_torch_$precision" iv-torch "$PY" "$ROOT/bench/torch_teacher_labels.py" \
       --weights="$WORK/weights.npz" --bert_config_file="$WORK/bert_config.json" \

@@ -121,6 +121,9 @@ def instrument(stage, modeling):
 def main():
   script, args = sys.argv[1], sys.argv[sys.argv.index("--") + 1:]
   sys.path.insert(0, ROOT)
+  sys.path.insert(0, os.path.join(ROOT, "bench"))
+  import flops  # pylint: disable=g-import-not-at-top
+  print(flops.cpu_line(), flush=True)
   wall, cpu = time.perf_counter(), time.process_time()
   import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
   _record("import tensorflow", time.perf_counter() - wall,

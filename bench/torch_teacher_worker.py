@@ -4,8 +4,9 @@ softmax, top-k), driven over stdin so its rounds interleave with ours.
 
 Runs in .venv-bench (torch + transformers, no TensorFlow):
   .venv-bench/bin/python bench/torch_teacher_worker.py WEIGHTS.npz INPUTS.npz \
-      CONFIG.json BATCH_SIZE K THREADS
-then reads commands, one a line, and answers each with one JSON line:
+      CONFIG.json BATCH_SIZE K THREADS [PRECISION]
+(PRECISION float32, the default, or bfloat16: torch.autocast, softmax in
+float32) then reads commands, one a line, and answers each with one JSON line:
   run     -> {"sequences": n, "seconds": t, "cpu_seconds": c}  (one pass)
   labels  -> {"probs": [...], "ids": [...]}      (the first batch's top-k)
   quit    -> {"peak_rss_mb": m}
@@ -22,6 +23,8 @@ import time
 import numpy as np
 import torch
 import transformers
+
+import torch_peer
 
 
 def hf_state_dict(weights, num_layers):
@@ -95,6 +98,7 @@ def top_k_labels(model, ids, mask, segments, positions, k):
 def main():
   weights_path, inputs_path, config_path = sys.argv[1:4]
   batch_size, k, threads = (int(a) for a in sys.argv[4:7])
+  precision = sys.argv[7] if len(sys.argv) > 7 else "float32"
   torch.set_num_threads(threads)
   with open(config_path) as f:
     config = json.load(f)
@@ -109,12 +113,15 @@ def main():
     if command == "run":
       start, cpu = time.perf_counter(), time.process_time()
       for begin in range(0, count, batch_size):
-        top_k_labels(model, *[t[begin:begin + batch_size] for t in tensors], k)
+        with torch_peer.autocast("cpu", precision):
+          top_k_labels(model, *[t[begin:begin + batch_size] for t in tensors],
+                       k)
       print(json.dumps({"sequences": count,
                         "seconds": time.perf_counter() - start,
                         "cpu_seconds": time.process_time() - cpu}), flush=True)
     elif command == "labels":
-      top = top_k_labels(model, *[t[:batch_size] for t in tensors], k)
+      with torch_peer.autocast("cpu", precision):
+        top = top_k_labels(model, *[t[:batch_size] for t in tensors], k)
       print(json.dumps({"probs": top.values.tolist(),
                         "ids": top.indices.tolist()}), flush=True)
     elif command == "quit":

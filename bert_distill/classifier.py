@@ -7,6 +7,9 @@ on the pooled output in training. Classification takes the softmax
 cross-entropy; regression (num_labels 1, STS-B) the squared error of the
 single output.
 
+With a teacher (task_distillation.py) the loss is TrainSettings'
+distillation_loss instead; the model and checkpoints are the same.
+
 Checkpoints hold Google's `bert/...` names, the head, the adam_m / adam_v
 slots and global_step, as Google's fine-tuned checkpoints do (the
 pretraining heads `cls/...` are neither trained nor saved).
@@ -167,9 +170,24 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint):
 
 @dataclasses.dataclass
 class TrainSettings(training.LoopSettings):
-  """What fine-tuning's loop needs from the flags."""
+  """What fine-tuning's loop needs from the flags. With distillation_loss
+  (task distillation) the loss is its terms instead of the gold labels'."""
   is_regression: bool
   loss_scale: "optimization.DynamicLossScale | None" = None
+  distillation_loss: "task_distillation.DistillationLoss | None" = None
+
+  @property
+  def term_names(self):
+    return (self.distillation_loss.term_names if self.distillation_loss
+            else ("loss",))
+
+  def loss_terms(self, logits, features):
+    """{term: scalar} of a replica's batch, each divided by the global batch
+    size ("loss" the one trained)."""
+    if self.distillation_loss:
+      return self.distillation_loss(logits, features, self.global_batch_size)
+    return {"loss": tf.reduce_sum(per_example_loss(
+        logits, features, self.is_regression)) / float(self.global_batch_size)}
 
 
 def make_train_loop(strategy, model, optimizer, settings):
@@ -186,9 +204,8 @@ def make_train_loop(strategy, model, optimizer, settings):
       logits = model(features[records.INPUT_IDS], features[records.INPUT_MASK],
                      features[records.SEGMENT_IDS], training=True)["logits"]
       # Divided by the global batch: the replicas' losses add up to the mean.
-      loss = tf.reduce_sum(per_example_loss(
-          logits, features, settings.is_regression)) / float(
-              settings.global_batch_size)
+      terms = settings.loss_terms(logits, features)
+      loss = terms["loss"]
       scaled = loss * loss_scale.scale if loss_scale else loss
     grads = tape.gradient(scaled, var_list)
     overflowed = None
@@ -196,9 +213,9 @@ def make_train_loop(strategy, model, optimizer, settings):
       grads, overflowed = loss_scale.unscale(grads)
     global_norm = optimizer.apply_gradients(dict(zip(names, grads)),
                                             skip_update=overflowed)
-    return {"loss": loss}, global_norm
+    return terms, global_norm
 
-  return training.make_loop(strategy, replica_step, ["loss"])
+  return training.make_loop(strategy, replica_step, settings.term_names)
 
 
 def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
@@ -211,7 +228,9 @@ def train(strategy, model, optimizer, schedule, dataset, start_step, settings):
   train_loop = make_train_loop(strategy, model, optimizer, settings)
   return training.train(train_loop, dataset, start_step, settings, schedule,
                         training.saved_variables(model, optimizer),
-                        lambda terms: f"loss {terms['loss']:.4f}")
+                        lambda terms: ", ".join(
+                            f"{name} {terms[name]:.4f}"
+                            for name in settings.term_names))
 
 
 # ----------------------------------------------------------------------------

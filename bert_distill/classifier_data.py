@@ -117,6 +117,35 @@ class TaskProcessor:
     return examples
 
 
+def unlabeled_columns(task):
+  """The header names an unlabeled file of the task holds: the training
+  file's text columns (`sentence` for CoLA, whose files have no header)."""
+  columns = task.train[1]
+  return Columns(columns.text_a if columns.has_header else "sentence",
+                 columns.text_b if columns.has_header else None)
+
+
+def read_unlabeled_examples(task, path):
+  """Reads unlabeled task text: a TSV with a header holding the task's text
+  columns (unlabeled_columns); other columns are ignored. Labels are None.
+
+  Raises:
+    ValueError: one line naming the file (and line): missing, a column not
+      in the header, a row with too few fields, or no examples.
+  """
+  columns = unlabeled_columns(task)
+  examples = []
+  for line_number, row in _rows(path, columns, task.name, "unlabeled"):
+    examples.append(InputExample(
+        guid=f"unlabeled-{len(examples)}",
+        text_a=_field(row, columns.text_a, path, line_number, row.header),
+        text_b=(None if columns.text_b is None else
+                _field(row, columns.text_b, path, line_number, row.header))))
+  if not examples:
+    raise ValueError(f"{path}: holds no examples")
+  return examples
+
+
 class _Row(list):
   """A row's fields, with the file's header names (None without header)."""
   header = None
@@ -342,7 +371,8 @@ def convert_single_example(example, task, max_seq_length, tokenizer):
   return features
 
 
-def _file_digest(path):
+def file_digest(path):
+  """The sha256 (hex) of a file's bytes."""
   digest = hashlib.sha256()
   with tf.io.gfile.GFile(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
@@ -351,9 +381,13 @@ def _file_digest(path):
 
 
 def feature_cache(examples, task, split, max_seq_length, tokenizer,
-                  vocab_file, data_dir, output_dir, max_examples=None):
+                  vocab_file, data_dir, output_dir, max_examples=None,
+                  data_file=None):
   """Returns output_dir/<split>.tf_record, the examples' features, writing it
   unless an earlier run wrote it from the same inputs.
+
+  data_file is the file the examples were read from when it is not the
+  split's own (the unlabeled file of task distillation).
 
   `<split>.tf_record.json` beside it names what the records were made from
   (task, labels, the data and vocabulary files' sha256, max_seq_length,
@@ -362,11 +396,11 @@ def feature_cache(examples, task, split, max_seq_length, tokenizer,
   cache with another recipe is made anew.
   """
   path = os.path.join(output_dir, f"{split}.tf_record")
+  data_file = data_file or task.split_file(data_dir, split)
   recipe = {
       "task": task.name, "labels": list(task.labels), "split": split,
-      "data_file": task.split_file(data_dir, split),
-      "data_sha256": _file_digest(task.split_file(data_dir, split)),
-      "vocab_sha256": _file_digest(vocab_file),
+      "data_file": data_file, "data_sha256": file_digest(data_file),
+      "vocab_sha256": file_digest(vocab_file),
       "do_lower_case": tokenizer.do_lower_case,
       "max_seq_length": max_seq_length, "max_examples": max_examples,
       "num_examples": len(examples),
@@ -418,7 +452,7 @@ def _parse(serialized, spec):
     if value.dtype == tf.int64:
       value = tf.cast(value, tf.int32)
     if name in (records.LABEL_IDS, records.LABEL_VALUES,
-                records.IS_REAL_EXAMPLE):
+                records.IS_REAL_EXAMPLE, records.LABEL_WEIGHT):
       value = tf.squeeze(value, -1)
     features[name] = value
   return features

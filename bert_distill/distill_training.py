@@ -472,6 +472,5 @@ def build_student(strategy, config, precision, seed, schedule,
         config, compute_dtype=modeling.COMPUTE_DTYPES[precision], seed=seed)
     optimizer = optimization.AdamWeightDecay(learning_rate=schedule)
     optimizer.build({**model.variables_by_name(), **(extra_variables or {})})
-    loss_scale = (optimization.DynamicLossScale()
-                  if precision == "mixed_float16" else None)
+    loss_scale = optimization.loss_scale_for(precision)
   return model, optimizer, loss_scale

@@ -82,6 +82,30 @@ def soft_cross_entropy(logits, teacher_probs, teacher_ids=None,
   return -tf.reduce_sum(target * log_probs, axis=-1) * temperature**2
 
 
+def class_kl_divergence(logits, teacher_logits, temperature=1.0):
+  """Task distillation's soft term: T^2 * KL(teacher || student) of the
+  class distributions at temperature T, per example.
+
+  Args:
+    logits: [B, C] float32 student logits.
+    teacher_logits: [B, C] float32 teacher logits.
+    temperature: Python float T.
+
+  Returns:
+    [B]: T^2 * sum_c p_c (log p_c - log q_c), p = softmax(teacher_logits / T),
+    q = softmax(logits / T): soft_cross_entropy minus the teacher's entropy
+    (a constant to the student), so it is 0 where the two agree.
+  """
+  teacher_log_probs = tf.nn.log_softmax(teacher_logits / temperature,
+                                        axis=-1)  # [B, C]
+  teacher_probs = tf.exp(teacher_log_probs)
+  # soft_cross_entropy tempers what it is given: pass the T = 1 distribution.
+  cross_entropy = soft_cross_entropy(
+      logits, tf.nn.softmax(teacher_logits, axis=-1), temperature=temperature)
+  entropy = -tf.reduce_sum(teacher_probs * teacher_log_probs, axis=-1)
+  return cross_entropy - entropy * temperature**2
+
+
 def tail_mass_cross_entropy(logits, teacher_probs, teacher_ids,
                             temperature=1.0):
   """The "all other tokens" class of top-k labels, per masked position.

@@ -44,6 +44,12 @@ run_classifier.py writes them, plus a float label for regression tasks:
   (or label_values                        float  [1]  regression target)
   is_real_example                         int64  [1]
 
+and, in task distillation's training records (run_classifier.py with a
+teacher), C = num_labels (1 for regression):
+
+  teacher_logits                          float  [C]  the teacher's outputs
+  label_weight                            float  [1]  1 labeled, 0 unlabeled
+
 Every reader parses with the specs below, so no script repeats a feature
 spec. The wire format is written here once, without TensorFlow:
 
@@ -97,6 +103,10 @@ LABEL_MODES = (TOP_K, FULL, SAMPLED)
 LABEL_IDS = "label_ids"
 LABEL_VALUES = "label_values"
 IS_REAL_EXAMPLE = "is_real_example"
+# Task distillation's training records add the teacher's logits and the
+# weight of the gold label (0 for unlabeled text).
+TEACHER_LOGITS = "teacher_logits"
+LABEL_WEIGHT = "label_weight"
 
 # The order in which Google's create_pretraining_data.py adds the features.
 PRETRAINING_FEATURES = (INPUT_IDS, INPUT_MASK, SEGMENT_IDS,
@@ -104,7 +114,7 @@ PRETRAINING_FEATURES = (INPUT_IDS, INPUT_MASK, SEGMENT_IDS,
                         NEXT_SENTENCE_LABELS)
 FLOAT_FEATURES = frozenset([MASKED_LM_WEIGHTS, TRUNCATED_PROBS, FULL_PROBS,
                             SAMPLE_TEMPERATURE, SAMPLED_HEAD_PROBS,
-                            LABEL_VALUES])
+                            LABEL_VALUES, TEACHER_LOGITS, LABEL_WEIGHT])
 
 
 def pretraining_feature_spec(max_seq_length, max_predictions_per_seq):
@@ -204,6 +214,17 @@ def classifier_feature_spec(max_seq_length, is_regression=False):
       LABEL_VALUES if is_regression else LABEL_IDS: label,
       IS_REAL_EXAMPLE: tf.io.FixedLenFeature([1], tf.int64),
   }
+
+
+def task_distillation_feature_spec(max_seq_length, num_labels,
+                                   is_regression=False):
+  """Returns the parse spec of a task distillation training record: a
+  classifier record plus `teacher_logits` float [C] (C = num_labels, 1 for
+  regression) and `label_weight` float [1] (1 labeled, 0 unlabeled)."""
+  import tensorflow as tf
+  return {**classifier_feature_spec(max_seq_length, is_regression),
+          TEACHER_LOGITS: tf.io.FixedLenFeature([num_labels], tf.float32),
+          LABEL_WEIGHT: tf.io.FixedLenFeature([1], tf.float32)}
 
 
 def serialize_example(features):

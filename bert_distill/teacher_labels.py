@@ -93,7 +93,8 @@ def _identity(path):
 
 
 def label_sources(config_path, checkpoint, settings, seed, max_records,
-                  max_seq_length, max_predictions_per_seq):
+                  max_seq_length, max_predictions_per_seq,
+                  precision="float32"):
   """What every output of a run is made from besides its input: the
   teacher's config and checkpoint (the identity of their files) and every
   setting that changes a label, by its flag's name."""
@@ -108,7 +109,8 @@ def label_sources(config_path, checkpoint, settings, seed, max_records,
           "sample_temperature": settings.temperature,
           "exact_top_k": settings.head_k, "seed": seed if sampled else None,
           "max_records": max_records, "max_seq_length": max_seq_length,
-          "max_predictions_per_seq": max_predictions_per_seq}}
+          "max_predictions_per_seq": max_predictions_per_seq,
+          "precision": precision}}
 
 
 def made_from(input_files, sources):
@@ -221,11 +223,19 @@ def check_inputs(input_files, feature_spec, max_predictions_per_seq):
       raise cli.StageError(str(e)) from None
 
 
-def load_teacher(config, checkpoint, strategy):
-  """Builds the teacher under `strategy` and loads every variable, strictly."""
+def load_teacher(config, checkpoint, strategy, precision="float32"):
+  """Builds the teacher under `strategy` and loads every variable, strictly.
+
+  precision (--precision, a key of modeling.COMPUTE_DTYPES) is the dtype the
+  teacher's matmuls run in; its variables stay float32 and its masked-LM
+  logits come out float32, so the softmax and every label statistic drawn
+  from it are float32 whatever the precision.
+  """
   with strategy.scope():
     # Zeros, not random values: the strict load below sets every variable.
-    model = modeling.BertPretrainingModel(config, initialize=False)
+    model = modeling.BertPretrainingModel(
+        config, compute_dtype=modeling.COMPUTE_DTYPES[precision],
+        initialize=False)
   try:
     checkpoints.load_checkpoint(model, checkpoint)
   except ValueError as e:
@@ -281,6 +291,9 @@ class TeacherLabeler:
     logits = self._model(input_ids, input_mask, segment_ids,
                          masked_lm_positions,
                          training=False)["masked_lm_logits"]  # [B, P, V]
+    # A bfloat16 teacher's logits carry 8 significant bits; the softmax over
+    # V tokens, top-k and the cumulative sums of the draws need float32's.
+    logits = tf.cast(logits, tf.float32)
     # [1], so that the replicas' flags concatenate as the labels do.
     finite = tf.reshape(tf.reduce_all(tf.math.is_finite(logits)), [1])
     return self._labels_of_logits(logits, uniforms) + (finite,)

@@ -80,8 +80,13 @@ def runs(tmp_path_factory):
       "full": tiny + [f"--init_checkpoint={os.path.dirname(tiny_ckpt)}",
                       f"--input_file={base}/a.tfrecord",
                       f"--output_file={base}/full.tfrecord",
-                      "--truncation_factor=0", "--nouse_xla",
+                      "--truncation_factor=0", "--use_xla=false",
                       "--length_multiple=0"],
+      "full_bfloat16": tiny + [f"--init_checkpoint={tiny_ckpt}",
+                               f"--input_file={base}/a.tfrecord",
+                               f"--output_file={base}/full_bf16.tfrecord",
+                               "--truncation_factor=0", "--use_xla=false",
+                               "--precision=mixed_bfloat16"],
       "original": [f"--bert_config_file={wide_config}",
                    f"--init_checkpoint={wide_ckpt}",
                    f"--input_file={ORIGINAL_RECORDS}",
@@ -110,6 +115,8 @@ def runs(tmp_path_factory):
                             [f"--input_file={base}/big_ids.tfrecord"]),
       "k_too_large": ("--truncation_factor 100", ["--truncation_factor=100"]),
       "vocab_size": ("98 tokens", [f"--vocab_file={short_vocab}"]),
+      "precision": ("--precision", ["--precision=bfloat16"]),
+      "use_xla": ("--use_xla", ["--use_xla=maybe"]),
   }
   for name, (_, overrides) in error_cases.items():
     defaults = {"--init_checkpoint": tiny_ckpt,
@@ -217,6 +224,32 @@ def test_full_distribution_sums_to_one_and_matches_reference(runs):
   np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-7)
 
 
+def test_bfloat16_teacher_labels_match_float32_within_tolerance(runs):
+  """--precision=mixed_bfloat16: the teacher's matmuls in bfloat16 (8
+  significant bits), its softmax in float32. The tiny teacher's random
+  weights (std 0.5) make sharper logits than a trained BERT's, so its
+  rounding errors are larger; still: the labels are a float32 distribution,
+  the mean KL(float32 || bfloat16) is under 2e-3 nats (measured 5.6e-4;
+  the issue's goal for a trained BERT-Base is 0.01), and the most probable
+  token agrees at >= 90% of positions (measured 95%) and at every position
+  where float32's two most probable tokens are 0.02 or more apart."""
+  _check_ran(runs["results"]["full_bfloat16"])
+  out = ref.read_records(runs["base"] / "full_bf16.tfrecord")
+  v = ref.TINY_CONFIG["vocab_size"]
+  probs = _stack(out, records.FULL_PROBS).reshape(13, P, v)
+  assert probs.dtype == np.float32
+  np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
+  expected = _reference(runs["tiny_weights"], ref.TINY_CONFIG, runs["a"])
+  kl = np.sum(expected * (np.log(expected) - np.log(probs)), axis=-1)
+  assert 0.0 < kl.mean() < 2e-3, kl.mean()
+  agree = probs.argmax(-1) == expected.argmax(-1)  # [13, P]
+  assert agree.mean() >= 0.9, agree.mean()
+  top2 = np.sort(expected, axis=-1)[..., -2:]
+  assert agree[top2[..., 1] - top2[..., 0] >= 0.02].all()
+  # Rounded, not merely equal to float32: bfloat16 really ran.
+  assert np.abs(probs - expected).max() > 1e-5
+
+
 def test_original_records_are_valid_input(runs):
   _check_ran(runs["results"]["original"])
   given = ref.read_records(ORIGINAL_RECORDS)
@@ -254,7 +287,7 @@ def test_output_dir_takes_its_shard_and_redoes_an_output_of_unknown_origin(
                                   "missing_variable", "seq_length",
                                   "predictions", "corrupt", "later_record",
                                   "ids_outside_vocab", "k_too_large",
-                                  "vocab_size"])
+                                  "vocab_size", "precision", "use_xla"])
 def test_bad_input_one_line_error_and_no_output(runs, case):
   stage_runs.assert_one_line_error(runs["results"][case],
                                    runs["errors"][case][0])

@@ -362,7 +362,7 @@ def stage_iv(tmp_path_factory):
                                         f"--output_file={base}/b4.tfrecord"],
       "sampled_b3_unsorted": common + sampled + [
           all_parts, "--batch_size=3", "--sort_batches=1",
-          "--length_multiple=0", "--nouse_xla",
+          "--length_multiple=0", "--use_xla=false",
           f"--output_file={base}/b3.tfrecord"],
       "sampled_shard0": common + sampled + [
           all_parts, "--batch_size=2", "--num_shards=2", "--shard_index=0",

@@ -335,7 +335,7 @@ def teacher_args(checkpoint, input_file, *output):
           f"--init_checkpoint={checkpoint}", f"--input_file={input_file}",
           f"--max_seq_length={L}", f"--max_predictions_per_seq={P}",
           "--batch_size=8", "--truncation_factor=0", "--progress_interval=0",
-          "--nouse_xla", *output]
+          "--use_xla=false", *output]
 
 
 @pytest.fixture(scope="module")
@@ -377,7 +377,7 @@ def teacher_runs(tmp_path_factory):
       "clean": teacher_args(teacher, source, f"--output_file={out}/clean"),
       "position_99": teacher_args(
           teacher, root / "position_99.tfrecord",
-          f"--output_file={out}/position_99", "--use_xla"),
+          f"--output_file={out}/position_99", "--use_xla=true"),
       "past_end": teacher_args(teacher, root / "past_end.tfrecord",
                                f"--output_file={out}/past_end"),
       "truncated_teacher": teacher_args(truncated, source,

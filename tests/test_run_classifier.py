@@ -566,9 +566,10 @@ def test_a_google_checkpoint_run_warns_about_the_head_only(bad_runs):
   assert checkpoints.latest_checkpoint(str(root / "google_out"))
 
 
-def test_pipeline_stage_g_scores_teacher_and_student_then_skips(tmp_path):
+def test_pipeline_stage_g_scores_teacher_and_students_then_skips(tmp_path):
   """run_pipeline.sh --stages=G on Google-name checkpoints of a teacher and
-  a (one-layer) student."""
+  a (one-layer) student, the student fine-tuned alone and task-distilled
+  from the fine-tuned teacher (--glue_task_distillation)."""
   data = write_toy_task(tmp_path / "toy")
   vocab = write_vocab(tmp_path / "vocab.txt")
   student_config = {**TOY_CONFIG, "num_hidden_layers": 1}
@@ -587,21 +588,26 @@ def test_pipeline_stage_g_scores_teacher_and_student_then_skips(tmp_path):
           f"--student_config={tmp_path / 'student.json'}",
           f"--student_dir={tmp_path / 'student'}", "--glue_task=sst-2",
           f"--glue_data_dir={data}", "--glue_max_seq_length=16",
-          "--glue_flags=--num_train_epochs=0.25 --train_batch_size=16"]
+          "--glue_flags=--num_train_epochs=0.25 --train_batch_size=16",
+          "--glue_task_distillation=true",
+          "--glue_distill_flags=--temperature=2"]
   result = run(argv)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
   work = tmp_path / "work"
-  assert sorted(os.listdir(work / "stages")) == ["G-student.done",
-                                                 "G-teacher.done"]
-  for name in ("teacher", "student"):
+  assert sorted(os.listdir(work / "stages")) == [
+      "G-distilled.done", "G-student.done", "G-teacher.done"]
+  for name in ("teacher", "student", "student_distilled"):
     text = (work / "glue" / name / "eval_results.txt").read_text()
     assert "global_step = 4" in text
-  summary = [line for line in result.stdout.splitlines()
-             if "student/teacher" in line]
-  assert len(summary) == 1 and summary[0].split()[0] == "eval_accuracy"
+  assert (work / "glue" / "student_distilled" /
+          "task_distillation_train.tf_record").exists()
+  for who in ("student", "student_distilled"):
+    summary = [line for line in result.stdout.splitlines()
+               if f" {who}/teacher " in line]
+    assert len(summary) == 1 and summary[0].split()[0] == "eval_accuracy"
   again = run(argv)
   assert again.returncode == 0, again.stderr[-2000:]
-  assert again.stdout.count("done before, skipped") == 2
+  assert again.stdout.count("done before, skipped") == 3
 
 
 def test_resume_passes_over_a_truncated_newest_checkpoint(runs, tmp_path):
