@@ -50,7 +50,7 @@ def teacher_args(checkpoint, input_file, output, *extra):
           f"--init_checkpoint={checkpoint}", f"--input_file={input_file}",
           f"--max_seq_length={L}", f"--max_predictions_per_seq={P}",
           "--batch_size=8", "--truncation_factor=5", "--progress_interval=0",
-          "--nouse_xla", output, *extra]
+          "--use_xla=false", output, *extra]
 
 
 # ---------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def test_pipeline_notices_a_teacher_checkpoint_replaced_in_place(tmp_path):
          f"--teacher_dir={teacher}", "--holdout_files=0",
          f"--max_seq_length={L}", f"--max_predictions_per_seq={P}",
          "--label_mode=top_k", "--truncation_factor=3",
-         "--teacher_batch_size=4", "--label_flags=--nouse_xla"],
+         "--teacher_batch_size=4", "--label_flags=--use_xla=false"],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
 
   first = pipeline()
