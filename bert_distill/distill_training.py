@@ -142,6 +142,8 @@ def make_online_teacher(strategy, student_config, teacher_config, checkpoint,
   try:
     model = checkpoints.load_teacher(strategy, teacher_config, checkpoint,
                                      precision)
+  except checkpoints.NonFiniteError as e:
+    raise cli.StageError(f"--teacher_checkpoint {e}") from None
   except ValueError as e:
     raise cli.StageError(
         f"--teacher_checkpoint {e} (does it match --teacher_config?)") from None
