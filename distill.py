@@ -43,7 +43,10 @@ import tensorflow as tf  # pylint: disable=g-bad-import-order
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("bert_config_file", None,
-                    "The student's bert_config.json: its architecture.")
+                    "The student's bert_config.json (or HF config.json): its "
+                    "architecture. Default: --init_checkpoint's config (the "
+                    "file beside it), with as many layers as "
+                    "--init_layer_map names.")
 flags.DEFINE_string("input_file", None,
                     "Teacher-label records (stage IV), a comma list of globs. "
                     "Plain pretraining records need --soft_loss_weight 0.")
@@ -54,8 +57,10 @@ flags.DEFINE_string("eval_input_file", None,
                     "Held-out records for --do_eval. When absent, evaluation "
                     "reads --input_file, as the original did.")
 flags.DEFINE_string("init_checkpoint", None,
-                    "Initial weights (e.g. the teacher's checkpoint), used "
-                    "only when output_dir holds no checkpoint yet.")
+                    "Initial weights (e.g. the teacher's checkpoint; Google's "
+                    "names or an HF folder with model.safetensors), used "
+                    "only when output_dir holds no checkpoint yet. Heads and "
+                    "pooler it lacks start at their initial values.")
 flags.DEFINE_list("init_layer_map", None,
                   "With --init_checkpoint: student layer j starts from "
                   "checkpoint layer init_layer_map[j], e.g. 0,2,4,7,9,11.")
@@ -90,7 +95,11 @@ flags.DEFINE_integer("eval_batch_size", 8, "Global evaluation batch size.")
 flags.DEFINE_float("learning_rate", 5e-5,
                    "Peak learning rate of AdamWeightDecay (never rescaled "
                    "for the number of replicas).")
-flags.DEFINE_integer("num_train_steps", 100000, "Training steps in total.")
+flags.DEFINE_integer("num_train_steps", 100000,
+                     "Training steps in total. 0: write the student as "
+                     "--init_checkpoint and --init_layer_map make it "
+                     "(output_dir/model.ckpt-0 and bert_config.json), "
+                     "untrained; no --input_file needed.")
 flags.DEFINE_integer("num_warmup_steps", 10000,
                      "Steps of linear learning-rate warmup.")
 flags.DEFINE_integer("save_checkpoints_steps", 1000,
@@ -148,13 +157,16 @@ flags.DEFINE_integer("seed", 12345,
 
 # Online distillation: the teacher in the loop (docs/online_distillation.md).
 flags.DEFINE_string("teacher_config", None,
-                    "The teacher's bert_config.json. With --teacher_checkpoint "
-                    "the teacher runs frozen inside the training step and its "
-                    "full masked-LM distribution replaces stored labels (the "
-                    "records may be plain pretraining records).")
+                    "The teacher's bert_config.json (or HF config.json). "
+                    "Default: the config beside --teacher_checkpoint.")
 flags.DEFINE_string("teacher_checkpoint", None,
-                    "The teacher's weights under Google's names (a prefix or "
-                    "a directory); never written into the student's "
+                    "The teacher's weights: Google's names (a prefix or a "
+                    "directory) or an HF folder (model.safetensors). The "
+                    "teacher runs frozen inside the training step and its "
+                    "full masked-LM distribution replaces stored labels (the "
+                    "records may be plain pretraining records); with "
+                    "--soft_loss_weight 0 it needs no masked-LM head (an "
+                    "encoder-only model). Never written into the student's "
                     "checkpoints.")
 flags.DEFINE_enum("teacher_precision", None,
                   ["float32", "mixed_float16", "mixed_bfloat16"],
@@ -199,9 +211,15 @@ flags.DEFINE_bool("continue_despite_changes", False,
                   "settings differ from those it was trained with (its "
                   "made_from.json); without it such a rerun is refused.")
 
-flags.mark_flags_as_required(["bert_config_file", "input_file", "output_dir"])
+flags.mark_flags_as_required(["output_dir"])
+flags.register_multi_flags_validator(
+    ["input_file", "num_train_steps"],
+    lambda f: f["input_file"] or f["num_train_steps"] == 0,
+    "give --input_file (only --num_train_steps 0 needs none)")
+flags.register_validator("num_train_steps", lambda v: v >= 0,
+                         "--num_train_steps must be >= 0")
 for _name in ("max_seq_length", "max_predictions_per_seq", "train_batch_size",
-              "eval_batch_size", "num_train_steps", "save_checkpoints_steps",
+              "eval_batch_size", "save_checkpoints_steps",
               "keep_checkpoint_max", "iterations_per_loop", "max_eval_steps"):
   flags.register_validator(_name, lambda v: v > 0, f"--{_name} must be > 0")
 flags.register_validator("num_warmup_steps", lambda v: v >= 0,
@@ -213,7 +231,8 @@ flags.register_multi_flags_validator(
     "sequence of L tokens has at most L masked positions")
 flags.register_multi_flags_validator(
     ["num_warmup_steps", "num_train_steps"],
-    lambda f: f["num_warmup_steps"] <= f["num_train_steps"],
+    lambda f: (f["num_warmup_steps"] <= f["num_train_steps"] or
+               f["num_train_steps"] == 0),
     "--num_warmup_steps must not exceed --num_train_steps")
 flags.register_validator("truncation_factor", lambda v: v is None or v >= 0,
                          "--truncation_factor must be >= 0 (0 = full "
@@ -238,24 +257,30 @@ flags.register_validator(
     "2,4,6")
 flags.register_multi_flags_validator(
     ["teacher_config", "teacher_checkpoint"],
-    lambda f: bool(f["teacher_config"]) == bool(f["teacher_checkpoint"]),
-    "--teacher_config and --teacher_checkpoint go together")
+    lambda f: f["teacher_checkpoint"] or not f["teacher_config"],
+    "--teacher_config needs --teacher_checkpoint")
 flags.register_multi_flags_validator(
-    ["teacher_config", "preset", "hidden_loss_weight", "attention_loss_weight",
-     "embedding_loss_weight"],
-    lambda f: f["teacher_config"] or not (
+    ["teacher_checkpoint", "preset", "hidden_loss_weight",
+     "attention_loss_weight", "embedding_loss_weight"],
+    lambda f: f["teacher_checkpoint"] or not (
         f["preset"] or f["hidden_loss_weight"] or f["attention_loss_weight"] or
         f["embedding_loss_weight"]),
     "--preset and the intermediate-layer losses (--hidden_loss_weight, "
     "--attention_loss_weight, --embedding_loss_weight) need the teacher in "
-    "the loop: give --teacher_config and --teacher_checkpoint")
+    "the loop: give --teacher_checkpoint")
 flags.register_validator(
     "init_layer_map",
     lambda v: v is None or all(s.strip().isdigit() for s in v),
     "--init_layer_map must be a comma list of layer numbers, e.g. 0,2,4")
 flags.register_multi_flags_validator(
-    ["do_train", "do_eval"], lambda f: f["do_train"] or f["do_eval"],
+    ["do_train", "do_eval", "num_train_steps"],
+    lambda f: f["do_train"] or f["do_eval"] or f["num_train_steps"] == 0,
     "give --do_train and/or --do_eval")
+flags.register_multi_flags_validator(
+    ["do_eval", "num_train_steps"],
+    lambda f: not (f["do_eval"] and f["num_train_steps"] == 0),
+    "--num_train_steps 0 writes the untrained student and evaluates "
+    "nothing: leave out --do_eval")
 flags.register_multi_flags_validator(
     ["init_layer_map", "init_checkpoint"],
     lambda f: not f["init_layer_map"] or f["init_checkpoint"],
@@ -269,6 +294,21 @@ flags.register_multi_flags_validator(
 # The flags of losses.LossConfig's fields (the layer map is resolved apart).
 _LOSS_FLAGS = [field.name for field in dataclasses.fields(losses.LossConfig)
                if field.name != "hidden_layer_map"]
+
+
+def student_config():
+  """The student's config and --init_layer_map as ints."""
+  # --num_train_steps 0 reads no records: --max_seq_length does not apply.
+  config = distill_training.read_student_config(
+      checkpoints.companion_file(
+          FLAGS.bert_config_file, FLAGS.init_checkpoint, "config",
+          "--bert_config_file", "--init_checkpoint"),
+      FLAGS.max_seq_length if FLAGS.num_train_steps else 1)
+  if not FLAGS.bert_config_file:
+    config = distill_training.student_config_of(
+        config, [int(layer) for layer in FLAGS.init_layer_map or []])
+  return config, distill_training.parse_layer_map(FLAGS.init_layer_map,
+                                                  config)
 
 
 # What a checkpoint of --output_dir is made from (provenance.py): the files
@@ -301,18 +341,23 @@ def training_record(train_files):
 
 
 def main(_):
-  config = distill_training.read_student_config(FLAGS.bert_config_file,
-                                        FLAGS.max_seq_length)
-  layer_map = distill_training.parse_layer_map(FLAGS.init_layer_map, config)
+  config, layer_map = student_config()
+  if FLAGS.num_train_steps == 0:
+    distill_training.write_initial_student(
+        config, FLAGS.init_checkpoint, layer_map, FLAGS.output_dir, FLAGS.seed)
+    return
   loss_config, preset_values = distill_training.loss_config(
       {name: FLAGS[name].value for name in _LOSS_FLAGS},
       {name for name in _LOSS_FLAGS if FLAGS[name].present}, FLAGS.preset)
   if FLAGS.preset:
     logging.info("--preset %s sets %s", FLAGS.preset, preset_values)
-  online = bool(FLAGS.teacher_config)
+  online = bool(FLAGS.teacher_checkpoint)
   if online:
     teacher_config = distill_training.read_matching_teacher_config(
-        FLAGS.teacher_config, FLAGS.max_seq_length, config)
+        checkpoints.companion_file(
+            FLAGS.teacher_config, FLAGS.teacher_checkpoint, "config",
+            "--teacher_config", "--teacher_checkpoint"), FLAGS.max_seq_length,
+        config)
     loss_config = distill_training.resolve_layers(
         loss_config, config, teacher_config, FLAGS.hidden_layer_map)
   train_files, eval_files = distill_input.find_train_and_eval_files(
@@ -356,7 +401,8 @@ def main(_):
   if online:
     teacher = distill_training.make_online_teacher(
         strategy, config, teacher_config, FLAGS.teacher_checkpoint,
-        FLAGS.teacher_precision or FLAGS.precision, loss_config, FLAGS.seed)
+        FLAGS.teacher_precision or FLAGS.precision, loss_config, FLAGS.seed,
+        soft_labels=loss_config.soft_loss_weight > 0)
   projections = teacher.projections if teacher else {}
   model, optimizer, loss_scale = distill_training.build_student(
       strategy, config, FLAGS.precision, FLAGS.seed, schedule, projections)
@@ -365,8 +411,10 @@ def main(_):
     training.prepare_output_dir(FLAGS.output_dir)
   step = training.restore_or_initialize(  # layer_map None: layer i from i
       model, optimizer, FLAGS.output_dir, FLAGS.init_checkpoint,
-      lambda path: checkpoints.load_checkpoint(model, path,
-                                               layer_map=layer_map),
+      # The student's heads and pooler train from their initial values when
+      # the checkpoint has none (an encoder-only model).
+      lambda path: checkpoints.load_checkpoint(
+          model, path, layer_map=layer_map, optional=("cls/", "bert/pooler/")),
       projections)
   if chief and FLAGS.do_train:
     provenance.check_training_record(

@@ -54,10 +54,14 @@ from bert_distill import teacher_labels
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("bert_config_file", None,
-                    "The teacher's bert_config.json.")
+                    "The teacher's bert_config.json (or HF config.json). "
+                    "Default: the config beside --init_checkpoint.")
 flags.DEFINE_string("init_checkpoint", None,
-                    "The teacher's checkpoint (Google variable names): a "
-                    "prefix such as bert_model.ckpt, or a directory.")
+                    "The teacher's checkpoint: Google's variable names (a "
+                    "prefix such as bert_model.ckpt, or a directory) or an "
+                    "HF folder (config.json + model.safetensors). It needs a "
+                    "masked-LM head (stage T fits one onto an encoder-only "
+                    "model).")
 flags.DEFINE_string("input_file", None,
                     "Pretraining records: a glob or a comma-separated list of "
                     "globs.")
@@ -127,8 +131,7 @@ flags.DEFINE_integer("max_records", 0,
 flags.DEFINE_float("progress_interval", 30.0,
                    "Seconds between progress lines.")
 
-flags.mark_flags_as_required(["bert_config_file", "init_checkpoint",
-                              "input_file"])
+flags.mark_flags_as_required(["init_checkpoint", "input_file"])
 flags.register_validator("truncation_factor", lambda k: k >= 0,
                          "--truncation_factor must be >= 0")
 flags.register_validator("num_samples", lambda v: v >= 1,
@@ -166,8 +169,10 @@ flags.register_multi_flags_validator(
 def main(argv):
   del argv  # Unused.
   config = teacher_labels.read_labelling_teacher_config(
-      FLAGS.bert_config_file, FLAGS.max_seq_length, FLAGS.truncation_factor,
-      FLAGS.vocab_file)
+      checkpoints.companion_file(FLAGS.bert_config_file, FLAGS.init_checkpoint,
+                                 "config", "--bert_config_file",
+                                 "--init_checkpoint"),
+      FLAGS.max_seq_length, FLAGS.truncation_factor, FLAGS.vocab_file)
   settings = label_settings.from_flags(
       FLAGS.label_mode, FLAGS.truncation_factor, FLAGS.num_samples,
       FLAGS.sample_temperature, config.vocab_size, FLAGS.exact_top_k)

@@ -7,8 +7,9 @@ holding its tf.Variables as attributes. variable_shapes() is the one table of
 Google's checkpoint names (`bert/...`, `cls/...`) and shapes; every block
 creates its variables from it by name, and `variables_by_name()` reports them
 in its order, for every save and load. The numerics follow Google's
-modeling.py: GELU with the tanh approximation, LayerNorm epsilon 1e-12,
--10000 added to masked attention logits, the pooler tanh(dense(first
+modeling.py: GELU with the tanh approximation ("gelu"; "gelu_exact" is the
+erf form HuggingFace's "gelu" computes), LayerNorm epsilon
+config.layer_norm_eps (Google's 1e-12), -10000 added to masked attention logits, the pooler tanh(dense(first
 token)), and the masked-LM decoder reusing the word-embedding table. Dense
 kernels are [in, out], as stored in the checkpoints. Every layer's hidden
 states, attention probabilities and pre-softmax scores are available to
@@ -29,7 +30,33 @@ import os
 import numpy as np
 import tensorflow as tf
 
-_ACTIVATIONS = ("gelu", "relu", "tanh", "linear")
+# hidden_act in a bert_config.json: Google's "gelu" is the tanh approximation
+# its modeling.py computes; "gelu_exact" (this project's name) is the erf
+# form. HuggingFace's config.json names them the other way round (HF_ACTIVATIONS).
+_ACTIVATIONS = ("gelu", "gelu_exact", "relu", "tanh", "linear")
+# An HF config.json's hidden_act -> ours. HF's "gelu" is exact (torch's erf
+# GELU); "gelu_new", "gelu_pytorch_tanh" and "gelu_fast" are the tanh form.
+HF_ACTIVATIONS = {"gelu": "gelu_exact", "gelu_new": "gelu",
+                  "gelu_pytorch_tanh": "gelu", "gelu_fast": "gelu",
+                  "relu": "relu", "tanh": "tanh", "linear": "linear"}
+# Ours -> the hidden_act HF's config.json needs for the same numerics.
+TO_HF_ACTIVATION = {"gelu": "gelu_new", "gelu_exact": "gelu", "relu": "relu",
+                    "tanh": "tanh", "linear": "linear"}
+# Keys that only HuggingFace's config.json has: a file holding one is read as
+# HF's (BertConfig.from_dict), never as Google's.
+HF_CONFIG_KEYS = ("model_type", "architectures", "transformers_version",
+                  "layer_norm_eps")
+# HF keys read as BertConfig fields or checked, and HF bookkeeping that does not
+# change BERT's numerics: not kept in `extra` (which bert_config.json gets).
+_HF_IGNORED_KEYS = (
+    "model_type", "architectures", "transformers_version", "_name_or_path",
+    "pad_token_id", "use_cache", "gradient_checkpointing", "torch_dtype",
+    "classifier_dropout", "num_labels", "id2label", "label2id",
+    "problem_type", "bos_token_id", "eos_token_id", "tie_word_embeddings",
+    "output_past", "finetuning_task", "directionality", "pooler_fc_size",
+    "pooler_num_attention_heads", "pooler_num_fc_layers", "pooler_size_per_head",
+    "pooler_type", "dtype")
+DEFAULT_LAYER_NORM_EPS = 1e-12
 # --precision (stage V, fine-tuning): the dtype BertPretrainingModel computes
 # in; its variables stay float32.
 COMPUTE_DTYPES = {"float32": tf.float32, "mixed_float16": tf.float16,
@@ -42,6 +69,10 @@ class BertConfig:
 
   Keys of a json file that are not BERT fields (some releases add pooler_*
   or directionality) are kept in `extra` and written back unchanged.
+  layer_norm_eps is not in Google's files (its modeling.py fixes 1e-12):
+  read from an HF config.json, it is written into bert_config.json as
+  `layer_norm_epsilon` when it differs from 1e-12 (`layer_norm_eps` would
+  make the file read as HF's).
   """
   vocab_size: int
   hidden_size: int = 768
@@ -54,6 +85,7 @@ class BertConfig:
   max_position_embeddings: int = 512
   type_vocab_size: int = 16
   initializer_range: float = 0.02
+  layer_norm_eps: float = DEFAULT_LAYER_NORM_EPS
   extra: dict = dataclasses.field(default_factory=dict, repr=False,
                                   compare=False)
 
@@ -79,6 +111,15 @@ class BertConfig:
       raise ValueError(f"BertConfig.initializer_range must be a positive "
                        f"number, got {self.initializer_range!r}")
     self.initializer_range = float(self.initializer_range)
+    if isinstance(self.layer_norm_eps, bool) or not isinstance(
+        self.layer_norm_eps, (int, float)) or not 0 < self.layer_norm_eps < 1:
+      raise ValueError(f"BertConfig.layer_norm_eps must be a number in (0, 1),"
+                       f" got {self.layer_norm_eps!r}")
+    self.layer_norm_eps = float(self.layer_norm_eps)
+    position_type = self.extra.get("position_embedding_type", "absolute")
+    if position_type != "absolute":
+      raise ValueError(f"position_embedding_type {position_type!r} is not "
+                       f"supported (only 'absolute' position embeddings)")
     if self.hidden_act not in _ACTIVATIONS:
       raise ValueError(f"BertConfig.hidden_act {self.hidden_act!r} is not "
                        f"supported; use one of {', '.join(_ACTIVATIONS)}")
@@ -89,15 +130,50 @@ class BertConfig:
 
   @classmethod
   def from_dict(cls, d):
-    """Builds a config from a dict in the layout of `bert_config.json`."""
+    """Builds a config from a dict in the layout of `bert_config.json`, or of
+    HuggingFace's `config.json` when it holds one of HF_CONFIG_KEYS (then
+    its hidden_act is HF's: "gelu" is the exact form, see HF_ACTIVATIONS)."""
     if not isinstance(d, dict):
       raise ValueError(f"a BERT config must be a JSON object, got "
                        f"{type(d).__name__}")
-    names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
     if "vocab_size" not in d:
       raise ValueError("BERT config has no 'vocab_size' field")
+    if is_hf_config(d):
+      return cls._from_hf_dict(d)
+    d = dict(d)
+    if "layer_norm_epsilon" in d:
+      d["layer_norm_eps"] = d.pop("layer_norm_epsilon")
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
     known = {k: v for k, v in d.items() if k in names}
     extra = {k: v for k, v in d.items() if k not in names}
+    return cls(**known, extra=extra)
+
+  @classmethod
+  def _from_hf_dict(cls, d):
+    """The config of an HF `config.json` (BertConfig's keys)."""
+    model_type = d.get("model_type", "bert")
+    if model_type != "bert":
+      raise ValueError(f"an HF config.json of model_type {model_type!r}; only "
+                       f"'bert' is supported")
+    if d.get("is_decoder") or d.get("add_cross_attention"):
+      raise ValueError("an HF config.json of a decoder (is_decoder / "
+                       "add_cross_attention); only BERT's encoder is supported")
+    act = d.get("hidden_act", "gelu")
+    if act not in HF_ACTIVATIONS:
+      raise ValueError(f"HF hidden_act {act!r} is not supported; use one of "
+                       f"{', '.join(HF_ACTIVATIONS)}")
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
+    known = {k: v for k, v in d.items() if k in names}
+    known["hidden_act"] = HF_ACTIVATIONS[act]
+    # Google's modeling.py has no default for these; HF's BertConfig has.
+    known.setdefault("type_vocab_size", 2)
+    position_type = d.get("position_embedding_type", "absolute")
+    extra = {k: v for k, v in d.items()
+             if k not in names and k not in _HF_IGNORED_KEYS and
+             k not in ("position_embedding_type", "is_decoder",
+                       "add_cross_attention")}
+    if position_type != "absolute":
+      extra["position_embedding_type"] = position_type  # refused on __init__
     return cls(**known, extra=extra)
 
   @classmethod
@@ -117,11 +193,36 @@ class BertConfig:
       raise ValueError(f"{path}: {e}") from None
 
   def to_dict(self):
-    """The config as a dict with Google's keys (and any extra keys read)."""
+    """The config as a dict with Google's keys (and any extra keys read);
+    layer_norm_eps as `layer_norm_epsilon`, only when not Google's 1e-12."""
     d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-         if f.name != "extra"}
+         if f.name not in ("extra", "layer_norm_eps")}
+    if self.layer_norm_eps != DEFAULT_LAYER_NORM_EPS:
+      d["layer_norm_epsilon"] = self.layer_norm_eps
     d.update(self.extra)
     return d
+
+  def to_hf_dict(self, architectures=("BertModel",)):
+    """The config as HuggingFace's `config.json` (transformers' BertConfig
+    keys), with the hidden_act that computes the same function."""
+    return {
+        "model_type": "bert",
+        "architectures": list(architectures),
+        "vocab_size": self.vocab_size,
+        "hidden_size": self.hidden_size,
+        "num_hidden_layers": self.num_hidden_layers,
+        "num_attention_heads": self.num_attention_heads,
+        "intermediate_size": self.intermediate_size,
+        "hidden_act": TO_HF_ACTIVATION[self.hidden_act],
+        "hidden_dropout_prob": self.hidden_dropout_prob,
+        "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
+        "max_position_embeddings": self.max_position_embeddings,
+        "type_vocab_size": self.type_vocab_size,
+        "initializer_range": self.initializer_range,
+        "layer_norm_eps": self.layer_norm_eps,
+        "pad_token_id": 0,
+        "position_embedding_type": "absolute",
+    }
 
   def to_json_string(self):
     """The config as `bert_config.json` text."""
@@ -146,6 +247,11 @@ class BertConfig:
   @property
   def size_per_head(self):
     return self.hidden_size // self.num_attention_heads
+
+
+def is_hf_config(d):
+  """Whether a config dict is HuggingFace's config.json (HF_CONFIG_KEYS)."""
+  return any(key in d for key in HF_CONFIG_KEYS)
 
 
 def read_config(path, max_seq_length, whose):
@@ -228,6 +334,7 @@ class _VariableMaker:
   """
 
   def __init__(self, config, seed, trainable, initialize):
+    self.config = config
     self._shapes = variable_shapes(config)
     rng = np.random.default_rng(seed)
     self._seeds = {name: rng.integers(0, 2**31 - 1, size=2)
@@ -278,21 +385,36 @@ def gelu(x):
   return tf.nn.gelu(x, approximate=True), grad
 
 
+@tf.custom_gradient
+def gelu_exact(x):
+  """The exact GELU, x Phi(x) = 0.5 x (1 + erf(x / sqrt(2))), by
+  tf.nn.gelu: what HuggingFace's "gelu" (torch's default GELU) computes.
+
+  The gradient is written out for gelu's reason (keeps x alone):
+  Phi(x) + x phi(x).
+  """
+  def grad(dy):
+    cdf = 0.5 * (1.0 + tf.math.erf(x * (1.0 / math.sqrt(2.0))))
+    pdf = tf.exp(-0.5 * tf.square(x)) * (1.0 / math.sqrt(2.0 * math.pi))
+    return dy * (cdf + x * pdf)
+  return tf.nn.gelu(x, approximate=False), grad
+
+
 def get_activation(name):
   """Maps a config's hidden_act to a function."""
-  return {"gelu": gelu, "relu": tf.nn.relu, "tanh": tf.tanh,
-          "linear": tf.identity}[name]
+  return {"gelu": gelu, "gelu_exact": gelu_exact, "relu": tf.nn.relu,
+          "tanh": tf.tanh, "linear": tf.identity}[name]
 
 
-def layer_norm(x, gamma, beta):
-  """LayerNorm over the last axis with epsilon 1e-12.
+def layer_norm(x, gamma, beta, epsilon=DEFAULT_LAYER_NORM_EPS):
+  """LayerNorm over the last axis (epsilon: config.layer_norm_eps).
 
   Statistics are taken in float32 even when x is float16/bfloat16.
   """
   dtype = x.dtype
   x = tf.cast(x, tf.float32)
   mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-  y = (x - mean) * tf.math.rsqrt(variance + 1e-12) * gamma + beta
+  y = (x - mean) * tf.math.rsqrt(variance + epsilon) * gamma + beta
   return tf.cast(y, dtype)
 
 
@@ -326,15 +448,17 @@ class Dense(tf.Module):
 
 
 class LayerNorm(tf.Module):
-  """layer_norm with `prefix/gamma` and `prefix/beta` (kept float32)."""
+  """layer_norm with `prefix/gamma` and `prefix/beta` (kept float32) and the
+  config's layer_norm_eps."""
 
   def __init__(self, make, prefix):
     super().__init__(name="layer_norm")
     self.gamma = make(prefix + "/gamma")
     self.beta = make(prefix + "/beta")
+    self.epsilon = make.config.layer_norm_eps
 
   def __call__(self, x):
-    return layer_norm(x, self.gamma, self.beta)
+    return layer_norm(x, self.gamma, self.beta, self.epsilon)
 
 
 class Embeddings(tf.Module):

@@ -22,12 +22,14 @@ on unlabeled task text (--unlabeled_file); see docs/downstream.md.
     --output_dir=sst2_output
 """
 
+import dataclasses
 import os
 import time
 
 from absl import flags
 from absl import logging
 
+from bert_distill import checkpoints
 from bert_distill import classifier
 from bert_distill import classifier_data
 from bert_distill import cli
@@ -53,16 +55,32 @@ flags.DEFINE_string("data_dir", None,
                     "The task's folder: train.tsv, dev.tsv (MNLI: "
                     "dev_matched.tsv / dev_mismatched.tsv), test.tsv.")
 flags.DEFINE_string("bert_config_file", None,
-                    "The model's bert_config.json: its architecture.")
+                    "The model's bert_config.json (or HF config.json): its "
+                    "architecture. Default: the config beside "
+                    "--init_checkpoint (with as many layers as "
+                    "--init_layer_map names).")
 flags.DEFINE_string("vocab_file", None,
                     "The vocabulary the model was trained with; its size "
-                    "must be the config's vocab_size.")
+                    "must be the config's vocab_size. Default: the vocab.txt "
+                    "beside --init_checkpoint.")
 flags.DEFINE_bool("do_lower_case", True,
                   "Lower-case and strip accents: True for uncased models.")
 flags.DEFINE_string("init_checkpoint", None,
                     "Initial weights in Google's names (e.g. bert_model.ckpt "
-                    "or a distilled student's folder), used only when "
+                    "or a distilled student's folder) or an HF folder "
+                    "(config.json + model.safetensors), used only when "
                     "output_dir holds no checkpoint yet.")
+flags.DEFINE_list("init_layer_map", None,
+                  "With --init_checkpoint: encoder layer j starts from its "
+                  "layer init_layer_map[j], e.g. 0,2,4 (a student made of "
+                  "some of a teacher's layers).")
+flags.DEFINE_enum("pooling", "cls", ["cls", "mean"],
+                  "What the classifier head reads: cls, BERT's pooled "
+                  "[CLS] output (Google's); mean, the mean of the last "
+                  "hidden states over the real tokens (for models trained "
+                  "with mean pooling, such as sentence-transformers'). "
+                  "Recorded in output_dir/bert_config.json "
+                  "(classifier_pooling) for export_model.py.")
 flags.DEFINE_string("output_dir", None,
                     "Where features, checkpoints, summaries and results go; "
                     "rerunning with the same output_dir resumes.")
@@ -160,8 +178,15 @@ flags.DEFINE_string("unlabeled_file", None,
                     "epoch covers the labeled and the unlabeled examples, "
                     "shuffled together.")
 
-flags.mark_flags_as_required(["task_name", "data_dir", "bert_config_file",
-                              "vocab_file", "output_dir"])
+flags.mark_flags_as_required(["task_name", "data_dir", "output_dir"])
+flags.register_validator(
+    "init_layer_map",
+    lambda v: v is None or all(s.strip().isdigit() for s in v),
+    "--init_layer_map must be a comma list of layer numbers, e.g. 0,2,4")
+flags.register_multi_flags_validator(
+    ["init_layer_map", "init_checkpoint"],
+    lambda f: not f["init_layer_map"] or f["init_checkpoint"],
+    "--init_layer_map needs --init_checkpoint")
 for _name in ("max_seq_length", "train_batch_size", "eval_batch_size",
               "predict_batch_size", "save_checkpoints_steps",
               "keep_checkpoint_max", "iterations_per_loop"):
@@ -249,6 +274,38 @@ def read_model_files(vocab_file, do_lower_case, config_file, max_seq_length,
           f"{rows} tokens but --vocab_file {vocab_file} holds "
           f"{len(tokenizer.vocab)}; give the checkpoint's own vocabulary")
   return tokenizer, config
+
+
+def model_files(bert_config_file, vocab_file, init_checkpoint,
+                init_layer_map):
+  """(config file, vocab file, layer map as ints, layers): the flags, or
+  the files beside --init_checkpoint; layers is len(layer map) when the
+  config comes from the checkpoint (None: the config's own)."""
+  config_file = checkpoints.companion_file(
+      bert_config_file, init_checkpoint, "config", "--bert_config_file",
+      "--init_checkpoint")
+  vocab_file = checkpoints.companion_file(
+      vocab_file, init_checkpoint, "vocab", "--vocab_file",
+      "--init_checkpoint")
+  layer_map = [int(layer) for layer in init_layer_map or []] or None
+  layers = len(layer_map) if layer_map and not bert_config_file else None
+  return config_file, vocab_file, layer_map, layers
+
+
+def with_layers(config, layers, layer_map, pooling):
+  """The config with `layers` encoder layers (None: as it is) and the
+  pooling recorded; the layer map checked against it."""
+  if layers:
+    config = dataclasses.replace(config, num_hidden_layers=layers)
+  if layer_map and len(layer_map) != config.num_hidden_layers:
+    raise cli.StageError(
+        f"--init_layer_map names {len(layer_map)} layers but the model has "
+        f"num_hidden_layers {config.num_hidden_layers}")
+  extra = {k: v for k, v in config.extra.items()
+           if k != classifier.POOLING_KEY}
+  if pooling != "cls":
+    extra[classifier.POOLING_KEY] = pooling
+  return dataclasses.replace(config, extra=extra)
 
 
 def read_examples(task, data_dir, splits, max_train_examples):
@@ -340,10 +397,11 @@ def predict(strategy, model, task, path, spec, num_examples, batch_size):
 
 def build_model(strategy, config, num_labels, schedule, precision, seed):
   """The classifier, its optimizer and (float16) loss scale, built under the
-  strategy's scope."""
+  strategy's scope; its pooling is the one the config records."""
   with strategy.scope():
     model = classifier.BertClassifier(
-        config, num_labels, modeling.COMPUTE_DTYPES[precision], seed=seed)
+        config, num_labels, modeling.COMPUTE_DTYPES[precision], seed=seed,
+        pooling=classifier.pooling_of(config))
     optimizer = optimization.AdamWeightDecay(learning_rate=schedule)
     optimizer.build(model.variables_by_name())
     loss_scale = optimization.loss_scale_for(precision)
@@ -384,9 +442,13 @@ def training_record(task):
 def main(_):
   task = load_task(FLAGS.task_name, FLAGS.data_dir, FLAGS.text_a_column,
                    FLAGS.text_b_column, FLAGS.label_column)
+  config_file, vocab_file, layer_map, layers = model_files(
+      FLAGS.bert_config_file, FLAGS.vocab_file, FLAGS.init_checkpoint,
+      FLAGS.init_layer_map)
   tokenizer, config = read_model_files(
-      FLAGS.vocab_file, FLAGS.do_lower_case, FLAGS.bert_config_file,
-      FLAGS.max_seq_length, FLAGS.init_checkpoint)
+      vocab_file, FLAGS.do_lower_case, config_file, FLAGS.max_seq_length,
+      FLAGS.init_checkpoint)
+  config = with_layers(config, layers, layer_map, FLAGS.pooling)
   splits = [split for split, wanted in (("train", FLAGS.do_train),
                                         ("dev", FLAGS.do_eval),
                                         ("test", FLAGS.do_predict)) if wanted]
@@ -418,7 +480,7 @@ def main(_):
     training.prepare_output_dir(FLAGS.output_dir)
   feature_files = {split: classifier_data.feature_cache(
       examples[split], task, split, FLAGS.max_seq_length, tokenizer,
-      FLAGS.vocab_file, FLAGS.data_dir, FLAGS.output_dir,
+      vocab_file, FLAGS.data_dir, FLAGS.output_dir,
       FLAGS.max_train_examples if split == "train" else None)
                    for split in splits}
   spec = records.classifier_feature_spec(FLAGS.max_seq_length,
@@ -431,7 +493,7 @@ def main(_):
     if examples["unlabeled"]:
       unlabeled_features = classifier_data.feature_cache(
           examples["unlabeled"], task, "unlabeled", FLAGS.max_seq_length,
-          tokenizer, FLAGS.vocab_file, FLAGS.data_dir, FLAGS.output_dir,
+          tokenizer, vocab_file, FLAGS.data_dir, FLAGS.output_dir,
           data_file=FLAGS.unlabeled_file)
     train_file, num_train = teacher_labelled_features(
         strategy, task, teacher,
@@ -465,7 +527,7 @@ def main(_):
       strategy, config, task.num_labels, schedule, FLAGS.precision, FLAGS.seed)
   step = training.restore_or_initialize(
       model, optimizer, FLAGS.output_dir, FLAGS.init_checkpoint,
-      lambda path: classifier.initialize_from(model, path))
+      lambda path: classifier.initialize_from(model, path, layer_map))
   if chief and FLAGS.do_train:
     provenance.check_training_record(
         FLAGS.output_dir, training_record(task), resumed=step > 0,

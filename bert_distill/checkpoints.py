@@ -23,6 +23,11 @@ What a crash or a bad file can do, and what is promised then:
 - a failed write (disk full, no permission) raises CheckpointWriteError
   naming the file, and leaves no temporary file behind.
 
+HuggingFace's layout (a folder with config.json and model.safetensors) is
+read wherever a checkpoint is: resolve_checkpoint accepts such a folder and
+the readers map its names to Google's (huggingface.py), so every stage's
+--init_checkpoint / --teacher_checkpoint / --checkpoint takes one.
+
 This module defines no flags.
 """
 
@@ -36,6 +41,7 @@ import tensorflow as tf
 
 from bert_distill import cli
 from bert_distill import file_io
+from bert_distill import huggingface
 import modeling
 
 
@@ -143,10 +149,14 @@ def resolve_checkpoint(checkpoint):
     checkpoint = checkpoint[:-len(".index")]
   if tf.io.gfile.isdir(checkpoint):
     prefix = latest_checkpoint(checkpoint)
+    if prefix is None and huggingface.is_checkpoint(checkpoint):
+      return checkpoint
     if prefix is None:
       raise ValueError(f"{checkpoint}: directory holds no complete checkpoint "
-                       f"(no *.index file)")
+                       f"(no *.index file, no {huggingface.WEIGHTS_FILE})")
     return prefix
+  if huggingface.is_checkpoint(checkpoint):
+    return checkpoint
   if not _is_complete(checkpoint):
     raise ValueError(f"{checkpoint}: no checkpoint there (expected "
                      f"{checkpoint}.index and {checkpoint}.data-*)")
@@ -160,6 +170,11 @@ def _open_reader(prefix):
     CorruptCheckpointError: the index cannot be read or the data files are
       shorter than it says (checked by size, before anything is assigned).
   """
+  if huggingface.is_checkpoint(prefix):
+    try:
+      return huggingface.SafetensorsReader(prefix)
+    except ValueError as e:
+      raise CorruptCheckpointError(str(e)) from None
   try:
     reader = tf.train.load_checkpoint(prefix)
   except (tf.errors.OpError, ValueError) as e:
@@ -167,6 +182,57 @@ def _open_reader(prefix):
                                  f"({str(e).splitlines()[0]})") from None
   _check_data_size(prefix, reader)
   return reader
+
+
+def checkpoint_shapes(checkpoint):
+  """{Google name: shape} of what a checkpoint (either layout) holds.
+
+  Raises:
+    ValueError: nothing readable at that path.
+  """
+  prefix = resolve_checkpoint(checkpoint)
+  return {name: list(shape) for name, shape in
+          _open_reader(prefix).get_variable_to_shape_map().items()}
+
+
+def file_beside(checkpoint, kind):
+  """The config ("config") or vocabulary ("vocab") file that comes with a
+  checkpoint, or None: an HF folder's config.json / vocab.txt, a Google
+  checkpoint folder's bert_config.json / vocab.txt."""
+  try:
+    prefix = resolve_checkpoint(checkpoint)
+  except ValueError:
+    return None
+  if huggingface.is_checkpoint(prefix):
+    folder = huggingface.folder_of(prefix)
+    name = {"config": huggingface.CONFIG_FILE,
+            "vocab": huggingface.VOCAB_FILE}[kind]
+  else:
+    folder = os.path.dirname(prefix)
+    name = {"config": "bert_config.json", "vocab": "vocab.txt"}[kind]
+  path = os.path.join(folder, name)
+  return path if tf.io.gfile.exists(path) else None
+
+
+def companion_file(given, checkpoint, kind, flag, checkpoint_flag):
+  """The file a flag names, else the one of `kind` ("config", "vocab")
+  beside the checkpoint (file_beside), for flags that may be left out when
+  the checkpoint's folder has one.
+
+  Raises:
+    cli.StageError: neither (names both flags).
+  """
+  if given:
+    return given
+  found = file_beside(checkpoint, kind) if checkpoint else None
+  if not found:
+    what = {"config": "config.json or bert_config.json",
+            "vocab": "vocab.txt"}[kind]
+    raise cli.StageError(
+        f"give {flag}" + (f": {checkpoint_flag} {checkpoint} has no {what} "
+                          f"beside it" if checkpoint else ""))
+  logging.info("%s: %s (beside %s)", flag, found, checkpoint_flag)
+  return found
 
 
 def _check_data_size(prefix, reader):
@@ -266,7 +332,8 @@ def _source_name(name, layer_map):
   return f"bert/encoder/layer_{layer_map[int(match.group(1))]}/{match.group(2)}"
 
 
-def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
+def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False,
+                    optional=()):
   """Loads a model from a Google-named checkpoint, fully or partially.
 
   Args:
@@ -276,6 +343,9 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
       layer_map[j] (e.g. [0, 2, 4, 7, 9, 11] for a 6-layer student).
     allow_partial: when True, variables the checkpoint lacks or holds in
       another shape keep their initial values; when False they are an error.
+    optional: name prefixes (e.g. ("cls/", "bert/pooler/")) of variables the
+      checkpoint may lack even without allow_partial: heads no loss of the
+      caller needs. They keep their initial values (logged).
 
   Returns:
     {"loaded": [...], "initialized": [...], "unused": [...]}: model names
@@ -284,7 +354,8 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
 
   Raises:
     ValueError: one line: the path is not a checkpoint, a layer of the map is
-      not in it, or (without allow_partial) variables are missing/mis-shaped;
+      not in it, or (without allow_partial) variables are missing/mis-shaped
+      (MissingHeadError when they are a head of an encoder-only checkpoint);
       CorruptCheckpointError (a ValueError) when it cannot be read in full;
       NonFiniteError (a ValueError) when a tensor it would load holds NaN or
       infinity (nothing is assigned then).
@@ -309,15 +380,20 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
     else:
       sources[name] = source
       continue
-    if not allow_partial:
-      problems.append(f"{source} ({reason}, expected {expected})")
+    if not allow_partial and not (source not in shapes and
+                                  name.startswith(tuple(optional))):
+      problems.append((source, f"{source} ({reason}, expected {expected})"))
       continue
     initialized.append(name)
     logging.info("%-60s %-14s initialized (%s: %s)", name, expected, source,
                  reason)
   if problems:
+    _raise_missing_head(prefix, [source for source, _ in problems], shapes)
     raise ValueError(f"{prefix}: {len(problems)} variables missing or "
-                     f"mis-shaped: {_summarize(problems)}")
+                     f"mis-shaped: {_summarize(text for _, text in problems)}")
+  if initialized and not allow_partial:
+    logging.warning("%s has no %s: left at initial values (not needed)",
+                    prefix, _summarize(initialized, limit=8))
   values = {name: _read_tensor(reader, prefix, source)
             for name, source in sources.items()}
   check_finite_values(prefix, {sources[n]: v for n, v in values.items()})
@@ -334,6 +410,31 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False):
                "entries unused: %s", prefix, len(loaded), len(initialized),
                len(unused), _summarize(unused, limit=8))
   return {"loaded": loaded, "initialized": initialized, "unused": unused}
+
+
+class MissingHeadError(ValueError):
+  """A checkpoint lacks a pretraining head the caller needs (an
+  encoder-only checkpoint, such as a sentence-transformers model)."""
+
+
+_HEADS = {"cls/predictions/": "masked-LM head (cls/predictions/*)",
+          "cls/seq_relationship/": "next-sentence head (cls/seq_relationship/*)"}
+
+
+def _raise_missing_head(prefix, problems, shapes):
+  """Raises MissingHeadError when the names of `problems` are all absent
+  head variables (one line: the head and the remedy)."""
+  missing = [n for n in problems if n not in shapes]
+  if len(missing) < len(problems) or not all(n.startswith("cls/")
+                                             for n in missing):
+    return
+  heads = [text for head, text in _HEADS.items()
+           if any(n.startswith(head) for n in missing)]
+  raise MissingHeadError(
+      f"{prefix}: has no {' and no '.join(heads)}: an encoder-only "
+      f"checkpoint; fit a masked-LM head onto it with stage T "
+      f"(docs/stages.md), or use losses that need no head (hidden, "
+      f"attention, value relations: docs/online_distillation.md)")
 
 
 def _check_layer_map(layer_map, variables, shapes, prefix):
@@ -547,18 +648,22 @@ def checkpoint_step(prefix):
   return _step_from_name(prefix)
 
 
-def load_teacher(strategy, config, checkpoint, precision="float32"):
+def load_teacher(strategy, config, checkpoint, precision="float32",
+                 optional=("bert/pooler/", "cls/seq_relationship/")):
   """A frozen BertPretrainingModel of `config` under the strategy's scope,
-  every variable loaded from `checkpoint` (stages IV and V's teacher).
+  loaded from `checkpoint` (stages IV and V's teacher). The variables under
+  `optional` may be missing: no label uses the pooler or the next-sentence
+  head; the masked-LM head is required.
 
   Raises:
     ValueError: the checkpoint is missing, or lacks or mis-shapes variables
-      of the config (named).
+      of the config (named); MissingHeadError when it has no masked-LM head
+      (names the remedy).
   """
   with strategy.scope():
     # Zeros, not random values: the strict load below sets every variable.
     teacher = modeling.BertPretrainingModel(
         config, compute_dtype=modeling.COMPUTE_DTYPES[precision],
         name="teacher", seed=0, trainable=False, initialize=False)
-  load_checkpoint(teacher, checkpoint)
+  load_checkpoint(teacher, checkpoint, optional=optional)
   return teacher

@@ -1,6 +1,8 @@
 """BERT with a classification head, fine-tuned as Google's run_classifier.py.
 
-The head is one dense layer on the pooled output, stored as Google stores it:
+The head is one dense layer on the pooled output (or, with pooling "mean",
+on the mean of the last hidden states over the input mask, for models
+trained that way such as sentence-transformers'), stored as Google stores it:
 `output_weights` [num_labels, H] (truncated normal, stddev 0.02) and
 `output_bias` [num_labels] (zeros), with dropout (BERT's hidden_dropout_prob)
 on the pooled output in training. Classification takes the softmax
@@ -42,16 +44,43 @@ HEAD_NAMES = (OUTPUT_WEIGHTS, OUTPUT_BIAS)
 # pooler (not every converted or distilled checkpoint has one).
 MAY_BE_INITIALIZED = HEAD_NAMES + ("bert/pooler/dense/kernel",
                                    "bert/pooler/dense/bias")
+POOLINGS = ("cls", "mean")
+# The bert_config.json key that records a mean-pooling classifier (absent:
+# Google's pooled [CLS] output), so that export_model.py serves it alike.
+POOLING_KEY = "classifier_pooling"
+
+
+def pooling_of(config):
+  """The pooling a fine-tuned model's config records ("cls" when none)."""
+  pooling = config.extra.get(POOLING_KEY, "cls")
+  if pooling not in POOLINGS:
+    raise ValueError(f"{POOLING_KEY} {pooling!r} is not one of "
+                     f"{', '.join(POOLINGS)}")
+  return pooling
+
+
+def mean_pool(sequence_output, input_mask):
+  """The mean of [B, L, H] over the real tokens of int [B, L] input_mask ->
+  float32 [B, H]."""
+  mask = tf.cast(input_mask, tf.float32)[:, :, tf.newaxis]  # [B, L, 1]
+  total = tf.reduce_sum(tf.cast(sequence_output, tf.float32) * mask, axis=1)
+  return total / tf.maximum(tf.reduce_sum(mask, axis=1), 1e-9)  # [B, H]
 
 
 class BertClassifier(tf.Module):
   """BERT's encoder and pooler (modeling.BertModel) plus the classification
   head."""
 
-  def __init__(self, config, num_labels, compute_dtype=tf.float32, seed=None):
+  def __init__(self, config, num_labels, compute_dtype=tf.float32, seed=None,
+               pooling="cls"):
+    """pooling: "cls", BERT's pooler (tanh(dense(first token))); "mean", the
+    mean of the last hidden states over the input mask."""
     super().__init__(name="bert_classifier")
     self.config = config
     self.num_labels = num_labels
+    if pooling not in POOLINGS:
+      raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    self.pooling = pooling
     self.bert = modeling.BertModel(config, compute_dtype, seed=seed)
     rng = np.random.default_rng(None if seed is None else seed + 1)
     self.output_weights = tf.Variable(
@@ -69,9 +98,12 @@ class BertClassifier(tf.Module):
     return variables
 
   def __call__(self, input_ids, input_mask, segment_ids, training=False):
-    """Returns {"logits": float32 [B, C], "pooled_output": [B, H],
-    "sequence_output": [B, L, H]}."""
+    """Returns {"logits": float32 [B, C], "pooled_output": [B, H] (what the
+    head reads: the pooler's or the mean), "sequence_output": [B, L, H]}."""
     outputs = self.bert(input_ids, input_mask, segment_ids, training=training)
+    if self.pooling == "mean":
+      outputs["pooled_output"] = mean_pool(outputs["sequence_output"],
+                                           input_mask)
     pooled = tf.cast(outputs["pooled_output"], tf.float32)  # [B, H]
     if training and self.config.hidden_dropout_prob > 0:
       pooled = tf.nn.dropout(pooled, rate=self.config.hidden_dropout_prob)
@@ -104,18 +136,14 @@ def checkpoint_vocab_size(checkpoint):
   Raises:
     ValueError: nothing readable at that path.
   """
-  prefix = checkpoints.resolve_checkpoint(checkpoint)
-  try:
-    shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
-  except (tf.errors.OpError, ValueError) as e:
-    raise ValueError(f"{prefix}: not a readable checkpoint "
-                     f"({str(e).splitlines()[0]})") from None
+  shapes = checkpoints.checkpoint_shapes(checkpoint)
   shape = shapes.get("bert/embeddings/word_embeddings")
   return shape[0] if shape else None
 
 
-def initialize_from(model, init_checkpoint):
-  """Loads `bert/...` (and a head of the same shape) from init_checkpoint.
+def initialize_from(model, init_checkpoint, layer_map=None):
+  """Loads `bert/...` (and a head of the same shape) from init_checkpoint,
+  encoder layer j from its layer layer_map[j] when a map is given.
 
   The head, and the pooler, may be missing or of another shape (a
   pretraining checkpoint, a head for another task): they keep their
@@ -126,7 +154,7 @@ def initialize_from(model, init_checkpoint):
       mis-shaped.
   """
   result = checkpoints.load_checkpoint(model.variables_by_name(), init_checkpoint,
-                                       allow_partial=True)
+                                       layer_map=layer_map, allow_partial=True)
   missing = [n for n in result["initialized"] if n not in MAY_BE_INITIALIZED]
   if missing:
     raise ValueError(

@@ -113,6 +113,50 @@ def resolve_layers(config, student_config, teacher_config, hidden_layer_map):
   return config
 
 
+# Variables a teacher may lack: no loss uses its pooler or next-sentence head.
+TEACHER_OPTIONAL = ("bert/pooler/", "cls/seq_relationship/")
+
+
+def build_teacher(strategy, config, checkpoint, precision, needs_mlm_head=True):
+  """The frozen teacher under the strategy's scope, loaded.
+
+  With a masked-LM head in the checkpoint (or needs_mlm_head), a
+  BertPretrainingModel; without one, when no loss needs it (soft loss 0),
+  the encoder alone (modeling.BertModel): an encoder-only teacher such as a
+  sentence-transformers model. The pooler and the next-sentence head may be
+  missing (no loss uses them).
+
+  Raises:
+    cli.StageError: the checkpoint is missing, lacks the masked-LM head a
+      loss needs (names the remedy), or lacks or mis-shapes variables of the
+      teacher's config (named).
+  """
+  try:
+    has_head = any(name.startswith("cls/predictions/")
+                   for name in checkpoints.checkpoint_shapes(checkpoint))
+  except ValueError as e:
+    raise cli.StageError(f"--teacher_checkpoint {e}") from None
+  model_class = (modeling.BertPretrainingModel
+                 if has_head or needs_mlm_head else modeling.BertModel)
+  with strategy.scope():
+    # Zeros, not random values: the load below sets every variable used.
+    teacher = model_class(
+        config, compute_dtype=modeling.COMPUTE_DTYPES[precision],
+        name="teacher", seed=0, trainable=False, initialize=False)
+  try:
+    checkpoints.load_checkpoint(teacher.variables_by_name(), checkpoint,
+                                optional=TEACHER_OPTIONAL)
+  except checkpoints.MissingHeadError as e:
+    raise cli.StageError(f"--teacher_checkpoint {e} (the soft loss needs the "
+                         f"teacher's masked-LM distribution)") from None
+  except checkpoints.NonFiniteError as e:
+    raise cli.StageError(f"--teacher_checkpoint {e}") from None
+  except ValueError as e:
+    raise cli.StageError(
+        f"--teacher_checkpoint {e} (does it match --teacher_config?)") from None
+  return teacher
+
+
 def build_projections(strategy, shapes, initializer_range, seed):
   """The learned projections of losses.projection_shapes, as variables named
   under losses.PROJECTION_PREFIX: kernels BERT's truncated normal, biases 0."""
@@ -131,22 +175,17 @@ def build_projections(strategy, shapes, initializer_range, seed):
 
 
 def make_online_teacher(strategy, student_config, teacher_config, checkpoint,
-                        precision, config, seed):
+                        precision, config, seed, soft_labels=True):
   """The OnlineTeacher: the loaded frozen teacher and the projections the
-  LossConfig needs between the two widths.
+  LossConfig needs between the two widths. soft_labels: whether a loss needs
+  the teacher's masked-LM distribution (the soft loss).
 
   Raises:
-    cli.StageError: the checkpoint is missing, or lacks or mis-shapes
-      variables of the teacher's config (named).
+    cli.StageError: the checkpoint is missing, lacks the masked-LM head a
+      loss needs, or lacks or mis-shapes variables of the teacher's config.
   """
-  try:
-    model = checkpoints.load_teacher(strategy, teacher_config, checkpoint,
-                                     precision)
-  except checkpoints.NonFiniteError as e:
-    raise cli.StageError(f"--teacher_checkpoint {e}") from None
-  except ValueError as e:
-    raise cli.StageError(
-        f"--teacher_checkpoint {e} (does it match --teacher_config?)") from None
+  model = build_teacher(strategy, teacher_config, checkpoint, precision,
+                        needs_mlm_head=soft_labels)
   shapes = losses.projection_shapes(student_config.hidden_size,
                                     teacher_config.hidden_size, config)
   projections = build_projections(strategy, shapes,
@@ -155,35 +194,57 @@ def make_online_teacher(strategy, student_config, teacher_config, checkpoint,
                "intermediate losses %s; projections %s", checkpoint,
                teacher_config.num_hidden_layers, teacher_config.hidden_size,
                config, {n: v.shape.as_list() for n, v in projections.items()})
-  return OnlineTeacher(model, config, projections)
+  return OnlineTeacher(model, config, projections, soft_labels)
 
 
 class OnlineTeacher:
   """The teacher in the training step: its frozen model, the LossConfig of
   the intermediate losses and the student's projections (trained with it).
-  Its labels are always label_settings.FULL."""
+  Its labels are always label_settings.FULL.
 
-  def __init__(self, model, config, projections):
+  soft_labels: the training step needs the teacher's masked-LM distribution
+  (soft loss on); otherwise its head and the V-way softmax are not run in
+  training. has_mlm_head: the model has one (evaluation then still reports
+  agreement and teacher_kl).
+  """
+
+  def __init__(self, model, config, projections, soft_labels=True):
     self.model = model
     self.config = config
     self.projections = projections
+    self.soft_labels = soft_labels
+    self.has_mlm_head = isinstance(model, modeling.BertPretrainingModel)
     self.has_intermediate_losses = config.has_intermediate_losses
 
-  def label(self, features):
+  def label(self, features, distribution=None):
     """Runs the teacher (inference mode, no gradient) on a parsed batch.
 
+    distribution: compute the teacher's masked-LM distribution; default
+    soft_labels (training), evaluation passes has_mlm_head.
+
     Returns (features with the teacher's full masked-LM distribution as
-    FullLabels [B, P, V], in place of any stored labels; the teacher's
-    outputs).
+    FullLabels [B, P, V], in place of any stored labels, when distribution
+    is on, else without labels; the teacher's outputs).
     """
-    outputs = self.model(
-        features[records.INPUT_IDS], features[records.INPUT_MASK],
-        features[records.SEGMENT_IDS], features[records.MASKED_LM_POSITIONS],
-        training=False, intermediates=self.has_intermediate_losses)
+    if distribution is None:
+      distribution = self.soft_labels
+    args = [features[records.INPUT_IDS], features[records.INPUT_MASK],
+            features[records.SEGMENT_IDS]]
+    if distribution:
+      outputs = self.model(*args, features[records.MASKED_LM_POSITIONS],
+                           training=False,
+                           intermediates=self.has_intermediate_losses)
+    else:  # the encoder alone: no head, no [B, P, V] logits
+      encoder = self.model.bert if self.has_mlm_head else self.model
+      outputs = encoder(*args, training=False,
+                        intermediates=self.has_intermediate_losses)
     outputs = tf.nest.map_structure(tf.stop_gradient, outputs)
-    labels = label_settings.FullLabels(tf.nn.softmax(
-        outputs["masked_lm_logits"], axis=-1))  # [B, P, V]
-    return {**features, label_settings.TEACHER_LABELS: labels}, outputs
+    features = {name: value for name, value in features.items()
+                if name != label_settings.TEACHER_LABELS}
+    if distribution:
+      features[label_settings.TEACHER_LABELS] = label_settings.FullLabels(
+          tf.nn.softmax(outputs["masked_lm_logits"], axis=-1))  # [B, P, V]
+    return features, outputs
 
   def intermediate_losses(self, student_outputs, teacher_outputs, input_mask,
                           totals):
@@ -297,7 +358,7 @@ def make_eval_step(strategy, model, loss_config, teacher=None):
   @tf.autograph.experimental.do_not_convert
   def replica_step(features):
     if teacher is not None:
-      features, _ = teacher.label(features)
+      features, _ = teacher.label(features, teacher.has_mlm_head)
     mlm_logits, nsp_logits = model_outputs(model, features, training=False)
     return losses.evaluation_sums(mlm_logits, nsp_logits, features,
                                   loss_config)
@@ -416,3 +477,63 @@ def build_student(strategy, config, precision, seed, schedule,
     optimizer.build({**model.variables_by_name(), **(extra_variables or {})})
     loss_scale = optimization.loss_scale_for(precision)
   return model, optimizer, loss_scale
+
+
+def student_config_of(init_config, layer_map):
+  """The student of an --init_checkpoint without --bert_config_file: its
+  config, with as many layers as the layer map names."""
+  if not layer_map:
+    return init_config
+  return dataclasses.replace(init_config, num_hidden_layers=len(layer_map))
+
+
+def write_initial_student(config, init_checkpoint, layer_map, output_dir,
+                          seed):
+  """Writes the student as --init_checkpoint (through layer_map) makes it,
+  untrained (--num_train_steps 0): output_dir/model.ckpt-0 with its
+  bert_config.json (and the checkpoint's vocab.txt, when it has one).
+
+  The checkpoint holds the model's variables without the heads the
+  checkpoint lacked (cls/ left at initial values would be noise); it is a
+  starting point (--init_checkpoint of run_classifier.py or distill.py),
+  not a run to resume. Returns its prefix.
+
+  Raises:
+    cli.StageError: as restore_or_initialize, or output_dir already holds a
+      checkpoint, or a write fails.
+  """
+  if checkpoints.latest_checkpoint(output_dir):
+    raise cli.StageError(f"--output_dir {output_dir} already holds a "
+                         f"checkpoint; --num_train_steps 0 writes a new "
+                         f"student into an empty one")
+  model = modeling.BertPretrainingModel(config, seed=seed)
+  report = {"initialized": []}
+  if init_checkpoint:
+    try:
+      report = checkpoints.load_checkpoint(
+          model, init_checkpoint, layer_map=layer_map,
+          optional=("cls/", "bert/pooler/"))
+    except ValueError as e:
+      raise cli.StageError(f"--init_checkpoint {e}") from None
+  left_out = [name for name in report["initialized"]
+              if name.startswith("cls/")]
+  variables = {name: variable
+               for name, variable in model.variables_by_name().items()
+               if name not in left_out}
+  training.prepare_output_dir(output_dir)
+  try:
+    prefix = checkpoints.save_checkpoint(variables, output_dir, 0)
+  except ValueError as e:
+    raise cli.StageError(str(e)) from None
+  config.to_json_file(os.path.join(output_dir, "bert_config.json"))
+  vocab = (checkpoints.file_beside(init_checkpoint, "vocab")
+           if init_checkpoint else None)
+  if vocab:
+    tf.io.gfile.copy(vocab, os.path.join(output_dir, "vocab.txt"),
+                     overwrite=True)
+  logging.info("Wrote the untrained student %s (%d layers, layer map %s) "
+               "with %d variables%s", prefix, config.num_hidden_layers,
+               layer_map, len(variables),
+               f"; left out {len(left_out)} head variables the checkpoint "
+               f"lacks" if left_out else "")
+  return prefix

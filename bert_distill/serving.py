@@ -11,6 +11,10 @@ tf.saved_model.load reads it without this project's code.
 
 Next to it go the vocabulary (`vocab.txt`), Google's `bert_config.json`
 and a `config.json` with transformers' BertConfig keys.
+
+export_huggingface writes HuggingFace's layout instead (config.json,
+model.safetensors, vocab.txt; huggingface.py's names), for transformers'
+from_pretrained.
 """
 
 import json
@@ -23,13 +27,13 @@ import tensorflow as tf
 from bert_distill import checkpoints
 from bert_distill import classifier
 from bert_distill import cli
+from bert_distill import huggingface
 import modeling
 
 
 def checkpoint_head_size(checkpoint):
   """The number of outputs of the checkpoint's classifier head, or None."""
-  shapes = tf.train.load_checkpoint(
-      checkpoints.resolve_checkpoint(checkpoint)).get_variable_to_shape_map()
+  shapes = checkpoints.checkpoint_shapes(checkpoint)
   if classifier.OUTPUT_WEIGHTS in shapes and classifier.OUTPUT_BIAS in shapes:
     return shapes[classifier.OUTPUT_WEIGHTS][0]
   return None
@@ -47,7 +51,8 @@ def load_model(config, checkpoint):
   """
   num_labels = checkpoint_head_size(checkpoint)
   if num_labels:
-    model = classifier.BertClassifier(config, num_labels)
+    model = classifier.BertClassifier(config, num_labels,
+                                      pooling=classifier.pooling_of(config))
     checkpoints.load_checkpoint(model.variables_by_name(), checkpoint)
   else:
     model = modeling.BertModel(config)
@@ -83,31 +88,11 @@ class ServingModule(tf.Module):
 
 
 def transformers_config(config, num_labels):
-  """A dict with transformers' BertConfig keys for `config.json`.
-
-  hidden_act "gelu" is Google's tanh approximation, which transformers
-  calls "gelu_new" (its "gelu" is the exact erf form).
-  """
-  act = {"gelu": "gelu_new"}.get(config.hidden_act, config.hidden_act)
-  d = {
-      "model_type": "bert",
-      "architectures": ["BertForSequenceClassification" if num_labels
-                        else "BertModel"],
-      "vocab_size": config.vocab_size,
-      "hidden_size": config.hidden_size,
-      "num_hidden_layers": config.num_hidden_layers,
-      "num_attention_heads": config.num_attention_heads,
-      "intermediate_size": config.intermediate_size,
-      "hidden_act": act,
-      "hidden_dropout_prob": config.hidden_dropout_prob,
-      "attention_probs_dropout_prob": config.attention_probs_dropout_prob,
-      "max_position_embeddings": config.max_position_embeddings,
-      "type_vocab_size": config.type_vocab_size,
-      "initializer_range": config.initializer_range,
-      "layer_norm_eps": 1e-12,
-      "pad_token_id": 0,
-      "position_embedding_type": "absolute",
-  }
+  """A dict with transformers' BertConfig keys for `config.json`
+  (modeling.BertConfig.to_hf_dict: hidden_act "gelu", Google's tanh
+  approximation, becomes transformers' "gelu_new")."""
+  d = config.to_hf_dict(["BertForSequenceClassification" if num_labels
+                         else "BertModel"])
   if num_labels:
     d["num_labels"] = num_labels
     if num_labels == 1:
@@ -152,3 +137,66 @@ def export(config, checkpoint, export_dir, vocab_file=None):
                f"classifier head with {num_labels} outputs" if num_labels
                else "encoder and pooler")
   return num_labels
+
+
+def checkpoint_values(config, checkpoint):
+  """{Google name: float32 array} of the model a checkpoint holds, checked
+  against the config: the encoder, the pooler, and whichever heads it has
+  (masked-LM, next-sentence, classifier). Training state (optimizer slots,
+  global_step, distill/ projections) is left out.
+
+  Raises:
+    ValueError: one line: not a checkpoint, or an encoder variable missing
+      or mis-shaped.
+  """
+  shapes = checkpoints.checkpoint_shapes(checkpoint)
+  if checkpoint_head_size(checkpoint):
+    if classifier.pooling_of(config) != "cls":
+      raise ValueError(
+          f"{checkpoint}: a classifier with {classifier.POOLING_KEY} "
+          f"{classifier.pooling_of(config)!r}: transformers' "
+          f"BertForSequenceClassification reads the pooled [CLS] output")
+    variables = classifier.BertClassifier(
+        config, shapes[classifier.OUTPUT_BIAS][0]).variables_by_name()
+  elif any(name.startswith("cls/") for name in shapes):
+    variables = modeling.BertPretrainingModel(config).variables_by_name()
+  else:
+    variables = modeling.BertModel(config).variables_by_name()
+  report = checkpoints.load_checkpoint(
+      variables, checkpoint, optional=("cls/", "bert/pooler/"))
+  return {name: variables[name].numpy() for name in report["loaded"]}
+
+
+def export_huggingface(config, checkpoint, export_dir, vocab_file=None):
+  """Writes HuggingFace's layout into export_dir (config.json with the
+  hidden_act of the same numerics, model.safetensors, vocab.txt), which
+  appears only when complete (a temporary folder beside it, renamed).
+
+  Returns transformers' class the names are of (BertForPreTraining,
+  BertForMaskedLM, BertForSequenceClassification or BertModel).
+
+  Raises:
+    ValueError: export_dir exists, or the checkpoint does not fit the config.
+  """
+  if tf.io.gfile.exists(export_dir):
+    raise ValueError(f"{export_dir} already exists; remove it or give "
+                     f"another --export_dir")
+  values = checkpoint_values(config, checkpoint)
+  extra = {}
+  if "output_bias" in values:
+    extra["num_labels"] = int(values["output_bias"].shape[0])
+    if extra["num_labels"] == 1:
+      extra["problem_type"] = "regression"
+  tmp_dir = f"{export_dir.rstrip('/')}.tmp-{os.getpid()}"
+  try:
+    os.makedirs(tmp_dir)
+    kind = huggingface.write_folder(tmp_dir, config, values, vocab_file,
+                                    extra)
+    os.rename(tmp_dir, export_dir)
+  except BaseException:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    raise
+  logging.info("Exported %s to %s in HuggingFace's layout (%s, %d tensors, "
+               "hidden_act %s)", checkpoint, export_dir, kind, len(values),
+               modeling.TO_HF_ACTIVATION[config.hidden_act])
+  return kind

@@ -17,6 +17,7 @@ V = vocab size.
 """
 
 import json
+import math
 import os
 import re
 
@@ -194,11 +195,21 @@ def gelu(x):
   return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
 
 
-def layer_norm(x, gamma, beta):
+def gelu_exact(x):
+  """The exact GELU x Phi(x), with the erf (HuggingFace's "gelu")."""
+  erf = np.vectorize(math.erf)
+  return 0.5 * x * (1.0 + erf(np.asarray(x) / np.sqrt(2.0)))
+
+
+# A config's hidden_act in Google's layout (bert_config.json) -> function.
+ACTIVATIONS = {"gelu": gelu, "gelu_exact": gelu_exact}
+
+
+def layer_norm(x, gamma, beta, epsilon=1e-12):
   """Layer normalization over the last axis, with BERT's epsilon 1e-12."""
   mean = x.mean(-1, keepdims=True)
   var = ((x - mean)**2).mean(-1, keepdims=True)
-  return (x - mean) / np.sqrt(var + 1e-12) * gamma + beta
+  return (x - mean) / np.sqrt(var + epsilon) * gamma + beta
 
 
 def softmax(x):
@@ -213,7 +224,8 @@ def bert_forward(weights, config, input_ids, input_mask, segment_ids,
 
   Args:
     weights: {Google name: array}, as random_google_weights returns.
-    config: the config dict.
+    config: the config dict, in Google's layout (hidden_act "gelu" the tanh
+      form, "gelu_exact" the erf one; layer_norm_epsilon, default 1e-12).
     input_ids, input_mask, segment_ids: int [B, S].
     masked_lm_positions: int [B, P].
 
@@ -236,8 +248,11 @@ def bert_forward(weights, config, input_ids, input_mask, segment_ids,
   def dense(x, name):
     return x @ w[name + "/kernel"] + w[name + "/bias"]
 
+  epsilon = config.get("layer_norm_epsilon", 1e-12)
+  gelu = ACTIVATIONS[config.get("hidden_act", "gelu")]
+
   def ln(x, name):
-    return layer_norm(x, w[name + "/gamma"], w[name + "/beta"])
+    return layer_norm(x, w[name + "/gamma"], w[name + "/beta"], epsilon)
 
   x = (w["bert/embeddings/word_embeddings"][ids] +
        w["bert/embeddings/token_type_embeddings"][np.asarray(segment_ids)] +

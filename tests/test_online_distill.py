@@ -549,15 +549,14 @@ def bad_runs(tmp_path_factory):
       "intermediate weight without a teacher": (
           [a for a in command(root, out, *run, "--hidden_loss_weight=1")
            if not a.startswith("--teacher")],
-          "need the teacher in the loop: give --teacher_config and "
-          "--teacher_checkpoint"),
+          "need the teacher in the loop: give --teacher_checkpoint"),
       "preset without a teacher": (
           [a for a in command(root, out, *run, "--preset=minilm")
            if not a.startswith("--teacher")], "need the teacher in the loop"),
       "config without checkpoint": (
           [a for a in command(root, out, *run)
            if not a.startswith("--teacher_checkpoint")],
-          "--teacher_config and --teacher_checkpoint go together"),
+          "--teacher_config needs --teacher_checkpoint"),
       "missing teacher checkpoint": (
           command(root, out, *run) + [f"--teacher_checkpoint={root}/none"],
           "no checkpoint there"),
