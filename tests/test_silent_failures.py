@@ -25,8 +25,8 @@ from bert_distill import records
 from bert_distill import teacher_labels
 import stage_runs
 from conftest import ROOT
-import test_distill
-import test_run_classifier
+import distill_cases
+import classifier_cases
 
 TEACHER = os.path.join(ROOT, "extract_teacher_labels_truncated.py")
 DISTILL = os.path.join(ROOT, "distill.py")
@@ -68,43 +68,43 @@ def nan_runs(tmp_path_factory):
                              ref.random_pretraining_examples(
                                  20, L, P, ref.TINY_CONFIG["vocab_size"]))
   student = str(root / "student.ckpt")
-  write_checkpoint(student, test_distill.CONFIG, 2, poison=POISONED)
+  write_checkpoint(student, distill_cases.CONFIG, 2, poison=POISONED)
   labelled = ref.write_records(
       root / "labelled.tfrecord",
-      [test_distill.random_example(np.random.default_rng(i))
+      [distill_cases.random_example(np.random.default_rng(i))
        for i in range(16)])
   plain = ref.write_records(
       root / "plain.tfrecord",
-      ref.random_pretraining_examples(16, test_distill.SEQ, test_distill.P,
-                                      test_distill.VOCAB, seed=3))
+      ref.random_pretraining_examples(16, distill_cases.SEQ, distill_cases.P,
+                                      distill_cases.VOCAB, seed=3))
   distill = [DISTILL, f"--bert_config_file={student}.json",
              f"--output_dir={root}/out", "--do_train", "--num_train_steps=2",
              "--num_warmup_steps=1", "--use_xla=false",
-             f"--max_seq_length={test_distill.SEQ}",
-             f"--max_predictions_per_seq={test_distill.P}",
+             f"--max_seq_length={distill_cases.SEQ}",
+             f"--max_predictions_per_seq={distill_cases.P}",
              "--train_batch_size=4"]
-  toy = test_run_classifier.write_toy_task(root / "toy", num_train=16,
+  toy = classifier_cases.write_toy_task(root / "toy", num_train=16,
                                            num_dev=8)
-  vocab = test_run_classifier.write_vocab(root / "vocab.txt")
+  vocab = classifier_cases.write_vocab(root / "vocab.txt")
   classifier_config = str(root / "classifier.ckpt")
-  write_checkpoint(classifier_config, test_run_classifier.TOY_CONFIG, 4,
+  write_checkpoint(classifier_config, classifier_cases.TOY_CONFIG, 4,
                    poison=POISONED)
   jobs = {
       "top_k": teacher_args(teacher, inputs, f"--output_file={root}/top_k"),
       "sampled": teacher_args(teacher, inputs, f"--output_file={root}/sampled",
                               "--label_mode=sampled"),
       "init": distill + [f"--input_file={labelled}",
-                         f"--truncation_factor={test_distill.K}",
+                         f"--truncation_factor={distill_cases.K}",
                          f"--init_checkpoint={student}"],
       "online_teacher": [a.replace("/out", "/online") for a in distill] + [
           f"--input_file={plain}", f"--teacher_config={student}.json",
           f"--teacher_checkpoint={student}"],
-      "classifier": test_run_classifier.command(
+      "classifier": classifier_cases.command(
           toy, vocab, f"{classifier_config}.json", root / "classifier",
           "--do_train", f"--init_checkpoint={classifier_config}")[1:],
   }
   labelled_args = distill + [f"--input_file={labelled}",
-                             f"--truncation_factor={test_distill.K}"]
+                             f"--truncation_factor={distill_cases.K}"]
   jobs.update(
       p_over_l=stage_runs.replace_flag(
           stage_runs.replace_flag(labelled_args, "max_seq_length", 64),
@@ -141,8 +141,8 @@ def test_distill_names_p_over_l_and_the_p_the_records_hold(nan_runs):
       "max_seq_length=64", "must not exceed --max_seq_length")
   stage_runs.assert_one_line_error(
       nan_runs["results"]["p_mismatch"], nan_runs["labelled"],
-      f"records hold P = {test_distill.P} masked positions",
-      f"set --max_predictions_per_seq={test_distill.P}")
+      f"records hold P = {distill_cases.P} masked positions",
+      f"set --max_predictions_per_seq={distill_cases.P}")
 
 
 class _BrokenTeacher:
@@ -307,9 +307,10 @@ INTERRUPTED_MAIN = """
 import os, signal, sys, time
 from absl import flags
 from bert_distill import cli
+from bert_distill import file_io
 
 def main(argv):
-  with cli.atomic_output(sys.argv[1]) as tmp:
+  with file_io.atomic_output(sys.argv[1]) as tmp:
     open(tmp, "w").write("half")
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(30)
@@ -440,14 +441,14 @@ def flip_labels(source, destination):
 @pytest.fixture(scope="module")
 def training_runs(tmp_path_factory):
   root = tmp_path_factory.mktemp("training_record")
-  config = test_distill.write_config(root / "student.json")
+  config = distill_cases.write_config(root / "student.json")
   train = ref.write_records(
       root / "train.tfrecord",
-      [test_distill.random_example(np.random.default_rng(i))
+      [distill_cases.random_example(np.random.default_rng(i))
        for i in range(16)])
   other = ref.write_records(
       root / "other.tfrecord",
-      [test_distill.random_example(np.random.default_rng(100 + i))
+      [distill_cases.random_example(np.random.default_rng(100 + i))
        for i in range(16)])
 
   def distill(folder, input_file=train, *extra):
@@ -455,19 +456,19 @@ def training_runs(tmp_path_factory):
             f"--input_file={input_file}", f"--output_dir={root / folder}",
             "--do_train", "--num_train_steps=2", "--num_warmup_steps=1",
             "--save_checkpoints_steps=1", "--use_xla=false",
-            f"--max_seq_length={test_distill.SEQ}",
-            f"--max_predictions_per_seq={test_distill.P}",
-            f"--truncation_factor={test_distill.K}", "--train_batch_size=4",
+            f"--max_seq_length={distill_cases.SEQ}",
+            f"--max_predictions_per_seq={distill_cases.P}",
+            f"--truncation_factor={distill_cases.K}", "--train_batch_size=4",
             "--learning_rate=1e-3", *extra]
   toy = root / "toy"
-  test_run_classifier.write_toy_task(toy, num_train=16, num_dev=8)
+  classifier_cases.write_toy_task(toy, num_train=16, num_dev=8)
   flip_labels(toy, root / "flipped")
-  vocab = test_run_classifier.write_vocab(root / "vocab.txt")
+  vocab = classifier_cases.write_vocab(root / "vocab.txt")
   classifier_config = root / "classifier.json"
-  classifier_config.write_text(json.dumps(test_run_classifier.TOY_CONFIG))
+  classifier_config.write_text(json.dumps(classifier_cases.TOY_CONFIG))
 
   def classify(data_dir):
-    return test_run_classifier.command(
+    return classifier_cases.command(
         data_dir, vocab, classifier_config, root / "classifier",
         "--do_train", "--num_train_epochs=1")[1:]
 
