@@ -25,7 +25,6 @@ import os
 
 from absl import flags
 from absl import logging
-import tensorflow as tf
 
 from bert_distill import checkpoints
 from bert_distill import cli
@@ -35,8 +34,11 @@ from bert_distill import distribution
 from bert_distill import label_settings
 from bert_distill import losses
 import optimization
+from bert_distill import provenance
 from bert_distill import records
 from bert_distill import training
+# After bert_distill, which sets TensorFlow's C++ log level before it loads.
+import tensorflow as tf  # pylint: disable=g-bad-import-order
 
 FLAGS = flags.FLAGS
 
@@ -211,6 +213,11 @@ flags.DEFINE_float("embedding_loss_weight", 0.0,
                    "(layer 0), through a learned projection when the widths "
                    "differ (needs the teacher).")
 
+flags.DEFINE_bool("continue_despite_changes", False,
+                  "Resume --output_dir's checkpoint although the inputs or "
+                  "settings differ from those it was trained with (its "
+                  "made_from.json); without it such a rerun is refused.")
+
 flags.mark_flags_as_required(["output_dir"])
 flags.register_multi_flags_validator(
     ["input_file", "num_train_steps"],
@@ -224,6 +231,11 @@ for _name in ("max_seq_length", "max_predictions_per_seq", "train_batch_size",
   flags.register_validator(_name, lambda v: v > 0, f"--{_name} must be > 0")
 flags.register_validator("num_warmup_steps", lambda v: v >= 0,
                          "--num_warmup_steps must be >= 0")
+flags.register_multi_flags_validator(
+    ["max_predictions_per_seq", "max_seq_length"],
+    lambda f: f["max_predictions_per_seq"] <= f["max_seq_length"],
+    "--max_predictions_per_seq (P) must not exceed --max_seq_length (L): a "
+    "sequence of L tokens has at most L masked positions")
 flags.register_multi_flags_validator(
     ["num_warmup_steps", "num_train_steps"],
     lambda f: (f["num_warmup_steps"] <= f["num_train_steps"] or
@@ -312,6 +324,35 @@ def student_config():
                                                   config)
 
 
+# What a checkpoint of --output_dir is made from (provenance.py): the files
+# read, and the settings that change the trained weights.
+RECORDED_FILES = ("bert_config_file", "init_checkpoint", "teacher_config",
+                  "teacher_checkpoint")
+RECORDED_SETTINGS = (
+    "init_layer_map", "truncation_factor", "label_mode", "tail_mass_loss",
+    "max_seq_length", "max_predictions_per_seq", "train_batch_size",
+    "learning_rate", "num_train_steps", "num_warmup_steps", "temperature",
+    "soft_loss_weight", "hard_mlm_loss_weight", "next_sentence_loss_weight",
+    "precision", "skip_corrupt_records", "seed", "teacher_precision",
+    "preset", "hidden_loss_weight", "hidden_loss", "hidden_layer_map",
+    "attention_loss_weight", "attention_loss", "relation_heads",
+    "embedding_loss_weight")
+
+
+def training_record(train_files):
+  """provenance's record of this run: its training files and settings."""
+  inputs = {"input_file": [provenance.file_identity(p) for p in train_files]}
+  for name in RECORDED_FILES:
+    path = FLAGS[name].value
+    inputs[name] = (None if not path else
+                    provenance.checkpoint_identity(path)
+                    if name.endswith("checkpoint") else
+                    provenance.file_identity(path))
+  return {"inputs": inputs,
+          "settings": {name: FLAGS[name].value for name in RECORDED_SETTINGS
+                       if name in FLAGS}}
+
+
 def main(_):
   config, layer_map = student_config()
   if FLAGS.num_train_steps == 0:
@@ -379,6 +420,7 @@ def main(_):
   model, optimizer, loss_scale = distill_training.build_student(
       strategy, config, FLAGS.precision, FLAGS.seed, schedule, projections)
   if chief and FLAGS.do_train:
+    provenance.lock_output_dir(FLAGS.output_dir)
     training.prepare_output_dir(FLAGS.output_dir)
   step = training.restore_or_initialize(  # layer_map None: layer i from i
       model, optimizer, FLAGS.output_dir, FLAGS.init_checkpoint,
@@ -387,6 +429,11 @@ def main(_):
       lambda path: checkpoints.load_checkpoint(
           model, path, layer_map=layer_map, optional=("cls/", "bert/pooler/")),
       projections)
+  if chief and FLAGS.do_train:
+    provenance.check_training_record(
+        FLAGS.output_dir, training_record(train_files), resumed=step > 0,
+        continue_flag="continue_despite_changes",
+        continue_anyway=FLAGS.continue_despite_changes)
   distribution.check_workers_agree(strategy, step, FLAGS.output_dir)
   if chief and not step:
     tf.io.gfile.makedirs(FLAGS.output_dir)

@@ -70,7 +70,10 @@ flags.DEFINE_string("output_file", None,
                     "Give this or --output_dir.")
 flags.DEFINE_string("output_dir", None,
                     "Write one output per input file here, with the input's "
-                    "base name; complete outputs are skipped on a rerun.")
+                    "base name, and beside it <name>.made_from.json (its "
+                    "input, teacher and label settings); a rerun skips an "
+                    "output made as that record says, and makes again one "
+                    "made from other inputs, teacher or settings.")
 flags.DEFINE_enum("label_mode", label_settings.TOP_K,
                   list(label_settings.LABEL_MODES),
                   "What to keep of the teacher's softmax: top_k (its k most "
@@ -176,8 +179,12 @@ def main(argv):
   logging.info("Label mode: %s", settings.describe())
   input_files = cli.select_shard(cli.expand_input_files(FLAGS.input_file),
                                  FLAGS.num_shards, FLAGS.shard_index)
+  sources = teacher_labels.label_sources(
+      FLAGS.bert_config_file, FLAGS.init_checkpoint, settings, FLAGS.seed,
+      FLAGS.max_records, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
+      FLAGS.precision)
   plan = teacher_labels.plan_outputs(input_files, FLAGS.output_file,
-                                     FLAGS.output_dir)
+                                     FLAGS.output_dir, sources)
   logging.info("Shard %d of %d: %d input files, %d outputs to write",
                FLAGS.shard_index, FLAGS.num_shards, len(input_files), len(plan))
   if not plan:
@@ -208,10 +215,15 @@ def main(argv):
                                 FLAGS.max_seq_length)
   for paths, output_path in plan:
     logging.info("Labelling %s -> %s", ", ".join(paths), output_path)
-    teacher_labels.write_teacher_labels(
-        labeler, paths, output_path, feature_spec, FLAGS.truncation_factor,
-        FLAGS.batch_size, FLAGS.length_multiple, FLAGS.sort_batches, bounds,
-        FLAGS.progress_interval, settings, FLAGS.seed, FLAGS.max_records)
+    try:
+      teacher_labels.write_teacher_labels(
+          labeler, paths, output_path, feature_spec, FLAGS.truncation_factor,
+          FLAGS.batch_size, FLAGS.length_multiple, FLAGS.sort_batches, bounds,
+          FLAGS.progress_interval, settings, FLAGS.seed, FLAGS.max_records,
+          sources)
+    except teacher_labels.NonFiniteLogitsError as e:
+      raise cli.StageError(f"--init_checkpoint {FLAGS.init_checkpoint}: {e}; "
+                           f"is the teacher sound?") from None
 
 
 if __name__ == "__main__":

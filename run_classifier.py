@@ -28,7 +28,6 @@ import time
 
 from absl import flags
 from absl import logging
-import tensorflow as tf
 
 from bert_distill import checkpoints
 from bert_distill import classifier
@@ -38,10 +37,13 @@ from bert_distill import distill_training
 from bert_distill import distribution
 import modeling
 import optimization
+from bert_distill import provenance
 from bert_distill import records
 from bert_distill import task_distillation
 import tokenization
 from bert_distill import training
+# After bert_distill, which sets TensorFlow's C++ log level before it loads.
+import tensorflow as tf  # pylint: disable=g-bad-import-order
 
 FLAGS = flags.FLAGS
 
@@ -134,6 +136,11 @@ flags.DEFINE_enum("precision", "float32",
 flags.DEFINE_integer("seed", 12345,
                      "Seed of the head's initialisation, dropout and the "
                      "data order; the same seed gives the same run.")
+
+flags.DEFINE_bool("continue_despite_changes", False,
+                  "Resume --output_dir's checkpoint although the training "
+                  "data or settings differ from those it was trained with "
+                  "(its made_from.json); without it such a rerun is refused.")
 
 # Task distillation: the student learns a fine-tuned teacher's predictions.
 flags.DEFINE_string("teacher_checkpoint", None,
@@ -401,6 +408,37 @@ def build_model(strategy, config, num_labels, schedule, precision, seed):
   return model, optimizer, loss_scale
 
 
+# What a checkpoint of --output_dir is made from (provenance.py): the
+# settings that change the fine-tuned weights (the files: training_record).
+RECORDED_SETTINGS = (
+    "task_name", "do_lower_case", "max_seq_length", "train_batch_size",
+    "learning_rate", "num_train_epochs", "warmup_proportion",
+    "max_train_examples", "text_a_column", "text_b_column", "label_column",
+    "precision", "seed", "teacher_precision", "temperature",
+    "soft_loss_weight", "hard_loss_weight")
+
+
+def training_record(task):
+  """provenance's record of this run: the training data's source, the
+  vocabulary, config and --init_checkpoint, and the settings."""
+  return {
+      "inputs": {
+          "data_dir": provenance.file_identity(
+              task.split_file(FLAGS.data_dir, "train")),
+          "vocab_file": provenance.file_identity(FLAGS.vocab_file),
+          "bert_config_file": provenance.file_identity(FLAGS.bert_config_file),
+          "init_checkpoint": (provenance.checkpoint_identity(
+              FLAGS.init_checkpoint) if FLAGS.init_checkpoint else None),
+          "teacher_config": (provenance.file_identity(FLAGS.teacher_config)
+                             if FLAGS.teacher_config else None),
+          "teacher_checkpoint": (provenance.checkpoint_identity(
+              FLAGS.teacher_checkpoint) if FLAGS.teacher_checkpoint
+                                 else None),
+          "unlabeled_file": (provenance.file_identity(FLAGS.unlabeled_file)
+                             if FLAGS.unlabeled_file else None)},
+      "settings": {name: FLAGS[name].value for name in RECORDED_SETTINGS}}
+
+
 def main(_):
   task = load_task(FLAGS.task_name, FLAGS.data_dir, FLAGS.text_a_column,
                    FLAGS.text_b_column, FLAGS.label_column)
@@ -438,6 +476,7 @@ def main(_):
                type(strategy).__name__, strategy.num_replicas_in_sync,
                FLAGS.precision)
   if chief and FLAGS.do_train:
+    provenance.lock_output_dir(FLAGS.output_dir)
     training.prepare_output_dir(FLAGS.output_dir)
   feature_files = {split: classifier_data.feature_cache(
       examples[split], task, split, FLAGS.max_seq_length, tokenizer,
@@ -489,6 +528,11 @@ def main(_):
   step = training.restore_or_initialize(
       model, optimizer, FLAGS.output_dir, FLAGS.init_checkpoint,
       lambda path: classifier.initialize_from(model, path, layer_map))
+  if chief and FLAGS.do_train:
+    provenance.check_training_record(
+        FLAGS.output_dir, training_record(task), resumed=step > 0,
+        continue_flag="continue_despite_changes",
+        continue_anyway=FLAGS.continue_despite_changes)
   if chief and not step:
     config.to_json_file(os.path.join(FLAGS.output_dir, "bert_config.json"))
 

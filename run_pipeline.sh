@@ -31,8 +31,10 @@
 #
 # Each stage writes WORK_DIR/stages/<stage>.done when it succeeds, holding its
 # command line, the markers of the stages it read from, and the size and
-# modification time (to the nanosecond) of its input files (the dump, the
-# text file, the split text files). A rerun skips a stage whose marker
+# modification time (to the nanosecond) of every file it read (the dump, the
+# text file, the split text files, the records, the teacher's config,
+# checkpoint files and vocabulary, the labels, --init_checkpoint's files, the
+# GLUE task's files). A rerun skips a stage whose marker
 # matches; a stage that crashed is run again, and the stages themselves skip
 # the files they had finished. A stage whose marker differs (settings
 # changed, an input rewritten) stops the pipeline with a message: delete that
@@ -233,6 +235,20 @@ sorted_files() {  # sorted_files DIR PATTERN
   find "$1" -maxdepth 1 -name "$2" 2>/dev/null | LC_ALL=C sort
 }
 
+# The files of a checkpoint (a prefix, or a folder of checkpoints), one a line:
+# what a marker records of a checkpoint a stage reads, so that one replaced
+# in place is noticed.
+checkpoint_files() {  # checkpoint_files CHECKPOINT
+  if [[ -d "$1" ]]; then
+    find "$1" -maxdepth 1 \( -name checkpoint -o -name '*.index' -o \
+         -name '*.data-*' \) ! -name '*.tmp-*' 2>/dev/null | LC_ALL=C sort
+  else
+    printf '%s\n' "$1.index"
+    find "$(dirname "$1")" -maxdepth 1 -name "$(basename "$1").data-*" \
+         ! -name '*.tmp-*' 2>/dev/null | LC_ALL=C sort
+  fi
+}
+
 join_by_comma() {  # join_by_comma ITEM...
   local IFS=,
   echo "$*"
@@ -343,6 +359,7 @@ if wants T && [[ "$TEACHER_PRETRAIN_STEPS" -gt 0 ]]; then
   [[ -n "$(sorted_files "$RECORDS_DIR" "$RECORDS_PATTERN")" ]] ||
     die "stage T needs pretraining records in $RECORDS_DIR (stage III-b)"
   UPSTREAM=(III-b)
+  mapfile -t INPUTS < <(echo "$TEACHER_CONFIG"; sorted_files "$RECORDS_DIR" "$RECORDS_PATTERN")
   # shellcheck disable=SC2206  # DISTILL_FLAGS is a list of words on purpose.
   COMMAND=("$PYTHON" "$ROOT/distill.py" --do_train --do_eval
            --bert_config_file="$TEACHER_CONFIG" --input_file="$RECORDS"
@@ -385,6 +402,11 @@ if wants IV; then
   [[ ${#record_files[@]} -gt 0 ]] ||
     die "stage IV needs pretraining records in $RECORDS_DIR (stage III-b)"
   UPSTREAM=(III-b "$TEACHER_STAGE")
+  # What IV reads besides its records: the teacher's files and vocabulary.
+  mapfile -t TEACHER_INPUTS < <(echo "$TEACHER_CONFIG"
+                                checkpoint_files "$TEACHER_CHECKPOINT"
+                                [[ -f "$VOCAB_FILE" ]] && echo "$VOCAB_FILE")
+  INPUTS=("${TEACHER_INPUTS[@]}" "${record_files[@]:0:num_train_records}")
   SHARD=""
   [[ "$NUM_SHARDS" -gt 1 ]] && SHARD="-shard$SHARD_INDEX"
   VOCAB_FLAG=()
@@ -404,6 +426,7 @@ if wants IV; then
            --num_shards="$NUM_SHARDS" --shard_index="$SHARD_INDEX" $LABEL_FLAGS)
   run_stage "IV$SHARD" "teacher labels" "$TEACHER_LABELS_DIR"
   if [[ -n "$HELDOUT_RECORDS" && "$SHARD_INDEX" -eq 0 ]]; then
+    INPUTS=("${TEACHER_INPUTS[@]}" "${record_files[@]:num_train_records}")
     # float32 (the default): the reference stage V's teacher_kl is measured
     # against, and a few records only.
     COMMAND=("$PYTHON" "$ROOT/extract_teacher_labels_truncated.py"
@@ -432,6 +455,10 @@ if wants V; then
   [[ -n "$INIT_CHECKPOINT" ]] && INIT_FLAGS+=(--init_checkpoint="$INIT_CHECKPOINT")
   [[ -n "$INIT_LAYER_MAP" ]] && INIT_FLAGS+=(--init_layer_map="$INIT_LAYER_MAP")
   UPSTREAM=(IV IV-held-out)
+  INPUTS=("$STUDENT_CONFIG" "${label_files[@]}" "${held_out_files[@]}")
+  if [[ -n "$INIT_CHECKPOINT" ]]; then
+    mapfile -t -O "${#INPUTS[@]}" INPUTS < <(checkpoint_files "$INIT_CHECKPOINT")
+  fi
   # Stage V reads the label mode, k, N and T from the records themselves.
   # shellcheck disable=SC2206  # DISTILL_FLAGS is a list of words on purpose.
   COMMAND=("$PYTHON" "$ROOT/distill.py" --do_train --do_eval
@@ -470,6 +497,9 @@ if wants G && [[ -n "$GLUE_TASK" ]]; then
       UPSTREAM=(V)
     fi
     require_file "G-$model" "the $model's config" "$config"
+    mapfile -t INPUTS < <(echo "$config"; echo "$VOCAB_FILE"
+                          checkpoint_files "$checkpoint"
+                          sorted_files "$GLUE_DATA_DIR" "*.tsv")
     # shellcheck disable=SC2206  # GLUE_FLAGS is a list of words on purpose.
     COMMAND=("$PYTHON" "$ROOT/run_classifier.py" --task_name="$GLUE_TASK"
              --data_dir="$GLUE_DATA_DIR" --vocab_file="$VOCAB_FILE"

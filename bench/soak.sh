@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Soak test of the crash and rerun promises: runs the demo pipeline
 # (run_demo.sh's settings, fewer steps) once uninterrupted, then again while
-# killing (kill -9) a random process of a random running stage at a random
+# killing (kill -9) first one process of every stage in turn (II's
+# WikiExtractor and extract_jsons.py, III-a, III-b, T, IV, V: a random 0-1 s
+# after it starts, each followed by a rerun; STAGE_KILLS=0 skips them), then
+# a random process of a random running stage at a random
 # moment, N times, rerunning the same command after each kill. Each kill
 # falls in what is left of the pipeline; when a round's rerun finishes before
 # its kill moment, its outputs are compared and a new round starts from an
@@ -17,7 +20,8 @@
 #                     1e-4 (their teacher may differ in the last bits)
 #
 # Usage: N=5 SEED=1 bench/soak.sh [WORK_DIR]   (default /tmp/bert_soak)
-# Environment: N kills (5), SEED of the choices (1), TEACHER_STEPS (300),
+# Environment: N random kills (5), STAGE_KILLS (1: the kill in every stage
+# first), SEED of the choices (1), TEACHER_STEPS (300),
 # STUDENT_STEPS (200), HANG_SECONDS (300: a pipeline that neither finishes
 # nor fails this long after a kill counts as hung, and is stopped).
 # Prints one line per kill (stage, process, moment, how the run ended) and
@@ -27,6 +31,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${1:-/tmp/bert_soak}
 N=${N:-5}
+STAGE_KILLS=${STAGE_KILLS:-1}
 SEED=${SEED:-1}
 TEACHER_STEPS=${TEACHER_STEPS:-300}
 STUDENT_STEPS=${STUDENT_STEPS:-200}
@@ -150,6 +155,53 @@ PY
 
 hung=0
 kills=0
+# kill_in_stage PATTERN: runs the pipeline, kills -9 the first of its python
+# processes whose command line matches PATTERN (grep -E) a random 0-1 s after
+# it appears, and waits for the pipeline to end; the next attempt resumes.
+kill_in_stage() {
+  local pattern=$1 victim="" status=0 pid
+  pipeline "$WORK/soak" >> "$WORK/soak.log" 2>&1 &
+  local leader=$!
+  while kill -0 "$leader" 2>/dev/null && [[ -z "$victim" ]]; do
+    for pid in $(group_pythons "$leader"); do
+      if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -Eq -- "$pattern"; then
+        victim=$pid
+        break
+      fi
+    done
+    [[ -z "$victim" ]] && sleep 0.05
+  done
+  if [[ -n "$victim" ]]; then
+    sleep "0.$(( RANDOM % 10 ))"
+    kill -9 "$victim" 2>/dev/null || true
+    local deadline=$(( $(date +%s) + HANG_SECONDS ))
+    while kill -0 "$leader" 2>/dev/null; do
+      if (( $(date +%s) > deadline )); then
+        echo "soak: HUNG ${HANG_SECONDS}s after the kill of /$pattern/; stopped"
+        hung=$(( hung + 1 ))
+        kill -9 -- "-$leader" 2>/dev/null || true
+        break
+      fi
+      sleep 1
+    done
+  fi
+  wait "$leader" || status=$?
+  echo "soak: stage kill /$pattern/: pid ${victim:-none (not seen: the stage was done)}, the pipeline's status $status"
+  if [[ -n "$victim" ]]; then
+    kills=$(( kills + 1 ))
+  fi
+}
+set -m  # each background pipeline gets a process group of its own
+if (( STAGE_KILLS )); then
+  for pattern in 'wikiextractor' 'extract_jsons\.py' 'split_text\.py' \
+                 'multifile_create_pretraining_data\.py' \
+                 "distill\.py.*--output_dir=$WORK/soak/teacher( |\$)" \
+                 'extract_teacher_labels_truncated\.py' \
+                 "distill\.py.*--output_dir=$WORK/soak/student( |\$)"; do
+    kill_in_stage "$pattern"
+  done
+  N=$(( N + kills ))
+fi
 attempts=0
 rounds=1
 mismatched=0

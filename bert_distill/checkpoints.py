@@ -50,7 +50,8 @@ class CorruptCheckpointError(ValueError):
 
 
 class NonFiniteError(ValueError):
-  """Values to be saved hold NaN or infinity."""
+  """Values to be saved, or a checkpoint's values to be loaded, hold NaN or
+  infinity."""
 
 
 class CheckpointWriteError(ValueError):
@@ -355,7 +356,9 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False,
     ValueError: one line: the path is not a checkpoint, a layer of the map is
       not in it, or (without allow_partial) variables are missing/mis-shaped
       (MissingHeadError when they are a head of an encoder-only checkpoint);
-      CorruptCheckpointError (a ValueError) when it cannot be read in full.
+      CorruptCheckpointError (a ValueError) when it cannot be read in full;
+      NonFiniteError (a ValueError) when a tensor it would load holds NaN or
+      infinity (nothing is assigned then).
   """
   variables = (model if isinstance(model, dict) else model.variables_by_name())
   prefix = resolve_checkpoint(checkpoint)
@@ -391,10 +394,12 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False,
   if initialized and not allow_partial:
     logging.warning("%s has no %s: left at initial values (not needed)",
                     prefix, _summarize(initialized, limit=8))
+  values = {name: _read_tensor(reader, prefix, source)
+            for name, source in sources.items()}
+  check_finite_values(prefix, {sources[n]: v for n, v in values.items()})
   for name, source in sources.items():
     variable = variables[name]
-    variable.assign(tf.cast(_read_tensor(reader, prefix, source),
-                            variable.dtype))
+    variable.assign(tf.cast(values[name], variable.dtype))
     origin = source if source == name else f"{source} (layer map)"
     logging.info("%-60s %-14s loaded from %s", name, variable.shape.as_list(),
                  origin)
@@ -559,6 +564,18 @@ def nonfinite_names(values_by_name):
       name for name, value in values_by_name.items()
       if value.dtype.is_floating and
       not bool(tf.reduce_all(tf.math.is_finite(value))))
+
+
+def check_finite_values(prefix, arrays_by_name):
+  """Raises NonFiniteError naming prefix and a few of the checkpoint's
+  floating-point tensors (NumPy arrays) that hold NaN or infinity: a model
+  loaded from them computes garbage (NaN labels, all-zero draws) silently."""
+  bad = sorted(name for name, value in arrays_by_name.items()
+               if np.issubdtype(np.asarray(value).dtype, np.floating) and
+               not np.isfinite(value).all())
+  if bad:
+    raise NonFiniteError(f"{prefix}: {len(bad)} variables hold NaN or "
+                         f"infinity: {_summarize(bad, limit=3)}")
 
 
 def remove_interrupted_saves(directory):

@@ -10,11 +10,17 @@ level, so light stages such as split_text.py and stage III-b's worker
 processes run without it."""
 
 import re
+import signal
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
+
+# What an interrupted stage (Ctrl-C) says, and its exit status (128 + SIGINT,
+# as a shell reports it).
+INTERRUPTED = "interrupted; rerun to resume"
+INTERRUPTED_STATUS = 130
 
 
 class StageError(Exception):
@@ -26,7 +32,10 @@ def run(main):
 
   A bad flag (missing, malformed or failing a validator) and a StageError
   raised by main each print one line `error: <message>` on stderr and exit
-  with status 1, instead of absl's usage banner or a traceback.
+  with status 1, instead of absl's usage banner or a traceback. Ctrl-C
+  (SIGINT) prints `error: interrupted; rerun to resume` and exits 130: the
+  KeyboardInterrupt unwinds through every `atomic_output`, which removes
+  its temporary, so the rerun finds what a killed run leaves, or less.
   """
   def parse_flags(argv):
     try:
@@ -43,6 +52,12 @@ def run(main):
       logging.flush()
       print(f"error: {e}", file=sys.stderr)
       sys.exit(1)
+    except KeyboardInterrupt:
+      # A second Ctrl-C while cleaning up would print a traceback.
+      signal.signal(signal.SIGINT, signal.SIG_IGN)
+      logging.flush()
+      print(f"error: {INTERRUPTED}", file=sys.stderr)
+      sys.exit(INTERRUPTED_STATUS)
 
   app.run(guarded_main, flags_parser=parse_flags)
 

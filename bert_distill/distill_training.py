@@ -153,6 +153,8 @@ def build_teacher(strategy, config, checkpoint, precision, needs_mlm_head=True):
   except checkpoints.MissingHeadError as e:
     raise cli.StageError(f"--teacher_checkpoint {e} (the soft loss needs the "
                          f"teacher's masked-LM distribution)") from None
+  except checkpoints.NonFiniteError as e:
+    raise cli.StageError(f"--teacher_checkpoint {e}") from None
   except ValueError as e:
     raise cli.StageError(
         f"--teacher_checkpoint {e} (does it match --teacher_config?)") from None

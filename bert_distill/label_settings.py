@@ -140,9 +140,17 @@ def of_record(example, max_predictions_per_seq, path="the records"):
   """The LabelSettings of a decoded record, or None if it holds no labels.
 
   Raises:
-    ValueError: the record holds the features of two modes, or a label
-      feature whose length is not a multiple of P (names `path`).
+    ValueError: the record holds another P than max_predictions_per_seq,
+      the features of two modes, or a label feature whose length is not a
+      multiple of P (names `path`).
   """
+  positions = example.get(records.MASKED_LM_POSITIONS)
+  if positions is not None and len(positions) != max_predictions_per_seq:
+    raise ValueError(
+        f"{path}: records hold P = {len(positions)} masked positions "
+        f"(masked_lm_positions) but --max_predictions_per_seq is "
+        f"{max_predictions_per_seq}; set --max_predictions_per_seq="
+        f"{len(positions)} to match the records")
   held = [mode for mode, names in _FEATURES.items()
           if all(name in example for name in names)]
   if not held:

@@ -470,6 +470,7 @@ def process_file(job):
                len(documents),
                sum(len(s) for document in documents for s in document),
                time.monotonic() - start)
+  warn_of_long_lines(input_path, documents, maker.settings.max_seq_length)
   progress = progress_log.Progress(
       f"{name} passes", total=len(documents) * maker.settings.dupe_factor,
       unit="documents")
@@ -493,6 +494,24 @@ def process_file(job):
                name, os.path.basename(final_path), len(documents),
                len(examples), len(examples) / max(seconds, 1e-9))
   return input_path, len(documents), len(examples), seconds
+
+
+def warn_of_long_lines(path, documents, max_seq_length):
+  """Warns of lines longer than a whole sequence: Google's algorithm takes a
+  line as one sentence and truncates it into one instance, so what does not
+  fit is lost (a file without sentence breaks loses nearly all of it).
+  Returns the number of tokens beyond a sequence, summed over such lines."""
+  fits = max_seq_length - 3  # [CLS] A [SEP] B [SEP]
+  long_lines = [len(s) for document in documents for s in document
+                if len(s) > fits]
+  dropped = sum(long_lines) - fits * len(long_lines)
+  if long_lines:
+    logging.warning(
+        "%s: %d lines hold more tokens than a sequence (%d of "
+        "--max_seq_length %d; the longest %d): each is truncated into one "
+        "instance, dropping %d tokens; split such lines into sentences",
+        path, len(long_lines), fits, max_seq_length, max(long_lines), dropped)
+  return dropped
 
 
 def run_jobs(jobs, settings, num_workers):
@@ -618,11 +637,23 @@ def make_records(input_files, settings, output_dir, output_base_name,
 
   files = progress_log.Progress("files", total=len(jobs), unit="files",
                                 interval=0.0)
-  total_instances = 0
-  for _, _, instances, _ in run_jobs(jobs, settings, num_workers):
+  total_instances = made = 0
+  for _, documents, instances, _ in run_jobs(jobs, settings, num_workers):
     total_instances += instances
+    made += bool(documents)
     files.update()
+  if jobs and not made and len(jobs) == len(input_files):
+    # Nothing at all for stage IV: an error, not a warning it would miss.
+    raise cli.StageError(
+        f"no input file holds text ({_summarize_names(jobs)}): no record "
+        f"file made; check --input_dir")
   logging.info("Wrote %d instances in %d files, %.1f instances/s",
                total_instances, len(jobs),
                total_instances / max(time.monotonic() - files.start, 1e-9))
+
+
+def _summarize_names(jobs, limit=3):
+  names = [os.path.basename(job[0]) for job in jobs]
+  more = f" and {len(names) - limit} more" if len(names) > limit else ""
+  return ", ".join(names[:limit]) + more
 

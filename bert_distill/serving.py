@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from bert_distill import checkpoints
 from bert_distill import classifier
+from bert_distill import cli
 from bert_distill import huggingface
 import modeling
 
@@ -107,7 +108,8 @@ def export(config, checkpoint, export_dir, vocab_file=None):
   Returns the number of labels of the head (None without one).
 
   Raises:
-    ValueError: export_dir exists, or the checkpoint does not fit the config.
+    ValueError: export_dir exists, the checkpoint does not fit the config,
+      or the export cannot be written (nothing of it stays).
   """
   if tf.io.gfile.exists(export_dir):
     raise ValueError(f"{export_dir} already exists; remove it or give "
@@ -125,8 +127,11 @@ def export(config, checkpoint, export_dir, vocab_file=None):
     if vocab_file:
       tf.io.gfile.copy(vocab_file, os.path.join(tmp_dir, "vocab.txt"))
     os.rename(tmp_dir, export_dir)
-  except BaseException:
+  except BaseException as e:
     shutil.rmtree(tmp_dir, ignore_errors=True)
+    if isinstance(e, (tf.errors.OpError, OSError)):  # a full disk, ...
+      raise ValueError(f"{export_dir}: cannot write ({cli.error_line(e)}); "
+                       f"check the space and permissions there") from None
     raise
   logging.info("Exported %s to %s (%s)", checkpoint, export_dir,
                f"classifier head with {num_labels} outputs" if num_labels

@@ -14,8 +14,10 @@ P = max_predictions_per_seq, V = vocab size, K = truncation_factor.
 """
 
 from concurrent import futures
+import functools
 import glob
 import hashlib
+import json
 import os
 
 from absl import logging
@@ -28,6 +30,7 @@ from bert_distill import example_codec
 from bert_distill import file_io
 from bert_distill import label_settings
 from bert_distill import progress_log
+from bert_distill import provenance
 from bert_distill import records
 from bert_distill import tfrecord
 
@@ -55,12 +58,115 @@ def read_labelling_teacher_config(path, max_seq_length, truncation_factor,
   return config
 
 
-def plan_outputs(input_files, output_file, output_dir):
+# ---------------------------------------------------------------------------
+# What an output was made from: `<output>.made_from.json` beside each output,
+# so that a rerun never skips labels of another teacher, input or setting.
+
+
+def made_from_path(output_path):
+  """Where the record of what output_path was made from is kept."""
+  return output_path + ".made_from.json"
+
+
+@functools.lru_cache(maxsize=None)
+def _identity_of_version(path, size, mtime_ns):
+  del size, mtime_ns  # The key of the cache: one hash per version of a file.
+  return provenance.file_identity(path)
+
+
+def _identity(path):
+  """provenance.file_identity of a file, hashed once per version in a run."""
+  if "://" in path:
+    return _identity_of_version(path, 0, 0)
+  status = os.stat(path)
+  return _identity_of_version(path, status.st_size, status.st_mtime_ns)
+
+
+def label_sources(config_path, checkpoint, settings, seed, max_records,
+                  max_seq_length, max_predictions_per_seq,
+                  precision="float32"):
+  """What every output of a run is made from besides its input: the
+  teacher's config and checkpoint (the identity of their files) and every
+  setting that changes a label, by its flag's name."""
+  sampled = settings.mode == label_settings.SAMPLED
+  return {
+      "teacher": {"bert_config_file": _identity(config_path),
+                  "init_checkpoint": provenance.checkpoint_identity(
+                      checkpoint)},
+      "settings": {
+          "label_mode": settings.mode, "truncation_factor": settings.k,
+          "num_samples": settings.num_samples,
+          "sample_temperature": settings.temperature,
+          "exact_top_k": settings.head_k, "seed": seed if sampled else None,
+          "max_records": max_records, "max_seq_length": max_seq_length,
+          "max_predictions_per_seq": max_predictions_per_seq,
+          "precision": precision}}
+
+
+def made_from(input_files, sources):
+  """The record of an output made from input_files with label_sources."""
+  return dict(sources, inputs=[_identity(path) for path in input_files])
+
+
+def _same_files(recorded, now):
+  return (isinstance(recorded, list) and now is not None and
+          len(recorded) == len(now) and
+          all(file_io.same_content(a, b) for a, b in zip(recorded, now)))
+
+
+def why_not_complete(output_path, record_now):
+  """None when output_path exists, complete and made as record_now says;
+  otherwise the reason, in words."""
+  if not tf.io.gfile.exists(output_path):
+    return "missing"
+  path = made_from_path(output_path)
+  try:
+    with tf.io.gfile.GFile(path, "r") as f:
+      recorded = json.load(f)
+  except (tf.errors.OpError, OSError, ValueError):
+    return f"no record of what it was made from ({path})"
+  if recorded.get("output_size") != tf.io.gfile.stat(output_path).length:
+    return "its size differs from the one recorded when it was written"
+  if not _same_files(recorded.get("inputs"), record_now["inputs"]):
+    names = [i.get("name") for i in recorded.get("inputs") or []]
+    return f"made from another content of {', '.join(map(str, names))}"
+  for flag in ("bert_config_file", "init_checkpoint"):
+    if not provenance.same_bytes(recorded.get("teacher", {}).get(flag),
+                                 record_now["teacher"][flag]):
+      return f"made by another teacher (--{flag})"
+  changed = [f"--{key}" for key, value in record_now["settings"].items()
+             if recorded.get("settings", {}).get(key) != value]
+  if changed:
+    return "made with other settings: " + ", ".join(changed)
+  return None
+
+
+def _write_made_from(output_path, record):
+  """Writes output_path's record (with its size) under its final name only
+  when complete."""
+  record = dict(record, output_size=tf.io.gfile.stat(output_path).length)
+  path = made_from_path(output_path)
+  with file_io.atomic_output(path) as tmp_path:
+    with tf.io.gfile.GFile(tmp_path, "w") as f:
+      f.write(json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def _remove_output(output_path):
+  """Removes an output and its record (a record alone never stays)."""
+  for path in (made_from_path(output_path), output_path):
+    if tf.io.gfile.exists(path):
+      tf.io.gfile.remove(path)
+
+
+def plan_outputs(input_files, output_file, output_dir, sources=None):
   """Returns [(input files, output path)] still to do, in input order.
 
-  With output_dir each input gets the output of the same base name there and
-  inputs whose output already exists (complete: outputs only ever appear
-  under their final name) are skipped.
+  With output_dir each input gets the output of the same base name there.
+  An output that exists (complete: outputs only ever appear under their
+  final name) is skipped when its record says it was made from its input as
+  it is now and from `sources` (label_sources); otherwise it is removed, with
+  the reason logged, and made again. sources None skips every existing
+  output.
   """
   if output_file:
     if tf.io.gfile.isdir(output_file):
@@ -82,9 +188,18 @@ def plan_outputs(input_files, output_file, output_dir):
       raise cli.StageError(f"inputs {seen[output]} and {path} share a base "
                            f"name; --output_dir needs distinct names")
     seen[output] = path
-    if tf.io.gfile.exists(output):
+    if sources is None and tf.io.gfile.exists(output):
       logging.info("Skipping %s: %s is complete", path, output)
       continue
+    if sources is not None:
+      reason = why_not_complete(output, made_from([path], sources))
+      if reason is None:
+        logging.info("Skipping %s: %s is complete, made from it with this "
+                     "teacher and these settings", path, output)
+        continue
+      if reason != "missing":
+        logging.info("%s: %s; made again", output, reason)
+        _remove_output(output)
     plan.append(([path], output))
   return plan
 
@@ -96,6 +211,10 @@ def check_input_lengths(input_files, feature_spec, max_predictions_per_seq):
       records.check_record_lengths(path, feature_spec, max_predictions_per_seq)
     except ValueError as e:
       raise cli.StageError(str(e)) from None
+
+
+class NonFiniteLogitsError(ValueError):
+  """The teacher's logits hold NaN or infinity: no label may be made of them."""
 
 
 class TeacherLabeler:
@@ -111,7 +230,9 @@ class TeacherLabeler:
   device, so only the ids leave it); with head_k > 0 the result is
   (head probs [B, P, h], head ids [B, P, h], ids [B, P, N]), the draws made
   from the softmax without its h most probable tokens. B must be a multiple
-  of the replica count.
+  of the replica count. Logits holding NaN or infinity raise
+  NonFiniteLogitsError instead: a broken teacher must not write NaN
+  probabilities (top_k, full) or all-zero draws (sampled).
   """
 
   def __init__(self, model, truncation_factor, strategy, use_xla=True,
@@ -143,6 +264,11 @@ class TeacherLabeler:
     # A bfloat16 teacher's logits carry 8 significant bits; the softmax over
     # V tokens, top-k and the cumulative sums of the draws need float32's.
     logits = tf.cast(logits, tf.float32)
+    # [1], so that the replicas' flags concatenate as the labels do.
+    finite = tf.reshape(tf.reduce_all(tf.math.is_finite(logits)), [1])
+    return self._labels_of_logits(logits, uniforms) + (finite,)
+
+  def _labels_of_logits(self, logits, uniforms):
     if self._mode == label_settings.SAMPLED:
       return self._draws(logits, uniforms)
     probs = tf.nn.softmax(logits, axis=-1)  # float32 over the full vocabulary
@@ -174,6 +300,12 @@ class TeacherLabeler:
     return head + (tf.reshape(ids, tf.shape(uniforms)),)
 
   def __call__(self, inputs):
+    *labels, finite = self._run(inputs)
+    if not finite.all():
+      raise NonFiniteLogitsError("the teacher's logits hold NaN or infinity")
+    return tuple(labels)
+
+  def _run(self, inputs):
     inputs = [tf.convert_to_tensor(t) for t in inputs]
     replicas = self._strategy.num_replicas_in_sync
     if replicas == 1:
@@ -464,7 +596,8 @@ def sampled_labels(labeler, features, batch_size, length_multiple, settings,
 def write_teacher_labels(labeler, input_files, output_path, feature_spec,
                          truncation_factor, batch_size, length_multiple,
                          sort_batches, bounds, progress_interval=30.0,
-                         settings=None, seed=0, max_records=0):
+                         settings=None, seed=0, max_records=0,
+                         sources=None):
   """Labels every record of `input_files`, in order, into `output_path`.
 
   Reads windows of sort_batches * batch_size records (one batch in full
@@ -477,6 +610,8 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
   settings: a label_settings.LabelSettings; None means top_k with
   truncation_factor (full when it is 0). seed: of the sampled draws.
   max_records: > 0 labels only the first max_records records of each file.
+  sources: label_sources of the run; given, `<output>.made_from.json`
+  records them and the inputs' identity once the output is complete.
 
   Raises:
     cli.StageError: a record is unreadable or out of range (names the file
@@ -502,6 +637,12 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
     raise cli.StageError(str(e)) from None
   total = sum(min(c, max_records) if max_records else c for c in counts)
   file_io.remove_stale_temporaries(glob.escape(output_path))
+  file_io.remove_stale_temporaries(glob.escape(made_from_path(output_path)))
+  if sources is not None:
+    record = made_from(input_files, sources)
+    # Never an old record beside a new output: without one, a rerun redoes it.
+    if tf.io.gfile.exists(made_from_path(output_path)):
+      tf.io.gfile.remove(made_from_path(output_path))
   progress = progress_log.Progress(
       f"teacher labels -> {output_path}", total=total, unit="records",
       interval=progress_interval)
@@ -530,14 +671,20 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
               f"{path}: bad record ({cli.error_line(e)}); check "
               f"--max_seq_length and --max_predictions_per_seq") from None
         check_window_values(path, first_record, features, bounds)
-        if mode == label_settings.SAMPLED:
-          labels = sampled_labels(labeler, features, batch_size,
-                                  length_multiple, settings,
-                                  sample_key(seed, path),
-                                  first_record, stats)
-        else:
-          labels = label_window(labeler, features, batch_size,
-                                length_multiple)
+        try:
+          if mode == label_settings.SAMPLED:
+            labels = sampled_labels(labeler, features, batch_size,
+                                    length_multiple, settings,
+                                    sample_key(seed, path),
+                                    first_record, stats)
+          else:
+            labels = label_window(labeler, features, batch_size,
+                                  length_multiple)
+        except NonFiniteLogitsError as e:
+          raise NonFiniteLogitsError(
+              f"{e} at {path} records {first_record}.."
+              f"{first_record + len(features[records.INPUT_IDS]) - 1}; "
+              f"nothing of {output_path} written") from None
         first_record += len(features[records.INPUT_IDS])
         if pending is not None:
           pending.result()
@@ -547,6 +694,8 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
         progress.update(len(features[records.INPUT_IDS]))
     if pending is not None:
       pending.result()
+  if sources is not None:
+    _write_made_from(output_path, record)
   progress.log(final=True)
   if mode == label_settings.SAMPLED:
     logging.info("%s: %s", output_path, stats.summary(settings.k))

@@ -17,6 +17,9 @@ def _worker_loop(connection, function, initializer, initargs):
   the first job, and an exception it raises is the reply to that job. Ends
   on None or when the parent is gone.
   """
+  # Ctrl-C reaches the whole process group: the parent alone handles it (it
+  # stops the workers), a worker's KeyboardInterrupt would print a traceback.
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
   initialized = False
   while True:
     try:

@@ -264,11 +264,19 @@ def test_original_records_are_valid_input(runs):
   _assert_top_k_matches(out, expected, k=10)
 
 
-def test_output_dir_takes_its_shard_and_skips_complete_outputs(runs):
+def test_output_dir_takes_its_shard_and_redoes_an_output_of_unknown_origin(
+    runs):
+  """part_0.tfrecord has no record of what it was made from (made before
+  stage IV kept one, or by something else): made again. The skip of an
+  output made as now: tests/test_silent_failures.py."""
   _check_ran(runs["results"]["shards"])
+  assert "no record of what it was made from" in (
+      runs["results"]["shards"].stderr)
   out_dir = runs["out_dir"]
-  assert sorted(os.listdir(out_dir)) == ["part_0.tfrecord", "part_2.tfrecord"]
-  assert (out_dir / "part_0.tfrecord").read_bytes() == (
+  assert sorted(os.listdir(out_dir)) == [
+      "part_0.tfrecord", "part_0.tfrecord.made_from.json", "part_2.tfrecord",
+      "part_2.tfrecord.made_from.json"]
+  assert (out_dir / "part_0.tfrecord").read_bytes() != (
       b"complete from an earlier run")
   given = ref.read_records(runs["base"] / "shards" / "part_2.tfrecord")
   out = ref.read_records(out_dir / "part_2.tfrecord")
