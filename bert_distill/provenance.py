@@ -30,6 +30,7 @@ from absl import logging
 import tensorflow as tf
 
 from bert_distill import checkpoints
+from bert_distill import huggingface
 from bert_distill import cli
 from bert_distill import file_io
 
@@ -52,6 +53,8 @@ def checkpoint_identity(checkpoint):
     prefix = checkpoints.resolve_checkpoint(checkpoint)
   except ValueError:
     return None
+  if huggingface.is_checkpoint(prefix):  # an HF folder: its weight files
+    return [file_identity(path) for path in huggingface._weight_files(prefix)]  # pylint: disable=protected-access
   return [file_identity(path) for path in
           [prefix + ".index"] + sorted(tf.io.gfile.glob(prefix + ".data-*"))]
 
