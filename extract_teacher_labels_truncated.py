@@ -46,6 +46,7 @@ from bert_distill import checkpoints
 from bert_distill import cli
 from bert_distill import distill_training
 from bert_distill import distribution
+from bert_distill import label_provenance
 from bert_distill import label_settings
 from bert_distill import records
 from bert_distill import shard_flags
@@ -168,19 +169,19 @@ flags.register_multi_flags_validator(
 
 def main(argv):
   del argv  # Unused.
+  config_file = checkpoints.companion_file(
+      FLAGS.bert_config_file, FLAGS.init_checkpoint, "config",
+      "--bert_config_file", "--init_checkpoint")
   config = teacher_labels.read_labelling_teacher_config(
-      checkpoints.companion_file(FLAGS.bert_config_file, FLAGS.init_checkpoint,
-                                 "config", "--bert_config_file",
-                                 "--init_checkpoint"),
-      FLAGS.max_seq_length, FLAGS.truncation_factor, FLAGS.vocab_file)
+      config_file, FLAGS.max_seq_length, FLAGS.truncation_factor, FLAGS.vocab_file)
   settings = label_settings.from_flags(
       FLAGS.label_mode, FLAGS.truncation_factor, FLAGS.num_samples,
       FLAGS.sample_temperature, config.vocab_size, FLAGS.exact_top_k)
   logging.info("Label mode: %s", settings.describe())
   input_files = cli.select_shard(cli.expand_input_files(FLAGS.input_file),
                                  FLAGS.num_shards, FLAGS.shard_index)
-  sources = teacher_labels.label_sources(
-      FLAGS.bert_config_file, FLAGS.init_checkpoint, settings, FLAGS.seed,
+  sources = label_provenance.label_sources(
+      config_file, FLAGS.init_checkpoint, settings, FLAGS.seed,
       FLAGS.max_records, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
       FLAGS.precision)
   plan = teacher_labels.plan_outputs(input_files, FLAGS.output_file,

@@ -418,15 +418,16 @@ RECORDED_SETTINGS = (
     "soft_loss_weight", "hard_loss_weight")
 
 
-def training_record(task):
+def training_record(task, config_file, vocab_file):
   """provenance's record of this run: the training data's source, the
-  vocabulary, config and --init_checkpoint, and the settings."""
+  vocabulary and config files read (the flags' or those beside
+  --init_checkpoint), --init_checkpoint, and the settings."""
   return {
       "inputs": {
           "data_dir": provenance.file_identity(
               task.split_file(FLAGS.data_dir, "train")),
-          "vocab_file": provenance.file_identity(FLAGS.vocab_file),
-          "bert_config_file": provenance.file_identity(FLAGS.bert_config_file),
+          "vocab_file": provenance.file_identity(vocab_file),
+          "bert_config_file": provenance.file_identity(config_file),
           "init_checkpoint": (provenance.checkpoint_identity(
               FLAGS.init_checkpoint) if FLAGS.init_checkpoint else None),
           "teacher_config": (provenance.file_identity(FLAGS.teacher_config)
@@ -530,7 +531,8 @@ def main(_):
       lambda path: classifier.initialize_from(model, path, layer_map))
   if chief and FLAGS.do_train:
     provenance.check_training_record(
-        FLAGS.output_dir, training_record(task), resumed=step > 0,
+        FLAGS.output_dir, training_record(task, config_file, vocab_file),
+        resumed=step > 0,
         continue_flag="continue_despite_changes",
         continue_anyway=FLAGS.continue_despite_changes)
   if chief and not step:
