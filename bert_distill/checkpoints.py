@@ -649,20 +649,25 @@ def checkpoint_step(prefix):
 
 
 def load_teacher(strategy, config, checkpoint, precision="float32",
-                 optional=("bert/pooler/", "cls/seq_relationship/")):
-  """A frozen BertPretrainingModel of `config` under the strategy's scope,
-  loaded from `checkpoint` (stages IV and V's teacher). The variables under
-  `optional` may be missing: no label uses the pooler or the next-sentence
-  head; the masked-LM head is required.
+                 optional=("bert/pooler/", "cls/seq_relationship/"),
+                 mlm_head=True):
+  """A frozen teacher of `config` under the strategy's scope, loaded from
+  `checkpoint` (stages IV and V's teacher): a BertPretrainingModel, or with
+  mlm_head False the encoder alone (modeling.BertModel, for losses that need
+  no masked-LM head). The variables under `optional` may be missing: no
+  label uses the pooler or the next-sentence head; the masked-LM head is
+  required when built.
 
   Raises:
     ValueError: the checkpoint is missing, or lacks or mis-shapes variables
       of the config (named); MissingHeadError when it has no masked-LM head
-      (names the remedy).
+      (names the remedy); NonFiniteError when a tensor holds NaN or infinity.
   """
+  model_class = (modeling.BertPretrainingModel if mlm_head
+                 else modeling.BertModel)
   with strategy.scope():
     # Zeros, not random values: the strict load below sets every variable.
-    teacher = modeling.BertPretrainingModel(
+    teacher = model_class(
         config, compute_dtype=modeling.COMPUTE_DTYPES[precision],
         name="teacher", seed=0, trainable=False, initialize=False)
   load_checkpoint(teacher, checkpoint, optional=optional)

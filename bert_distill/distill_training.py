@@ -117,10 +117,6 @@ def resolve_layers(config, student_config, teacher_config, hidden_layer_map):
   return config
 
 
-# Variables a teacher may lack: no loss uses its pooler or next-sentence head.
-TEACHER_OPTIONAL = ("bert/pooler/", "cls/seq_relationship/")
-
-
 def build_teacher(strategy, config, checkpoint, precision, needs_mlm_head=True):
   """The frozen teacher under the strategy's scope, loaded.
 
@@ -140,16 +136,10 @@ def build_teacher(strategy, config, checkpoint, precision, needs_mlm_head=True):
                    for name in checkpoints.checkpoint_shapes(checkpoint))
   except ValueError as e:
     raise cli.StageError(f"--teacher_checkpoint {e}") from None
-  model_class = (modeling.BertPretrainingModel
-                 if has_head or needs_mlm_head else modeling.BertModel)
-  with strategy.scope():
-    # Zeros, not random values: the load below sets every variable used.
-    teacher = model_class(
-        config, compute_dtype=modeling.COMPUTE_DTYPES[precision],
-        name="teacher", seed=0, trainable=False, initialize=False)
   try:
-    checkpoints.load_checkpoint(teacher.variables_by_name(), checkpoint,
-                                optional=TEACHER_OPTIONAL)
+    teacher = checkpoints.load_teacher(
+        strategy, config, checkpoint, precision,
+        mlm_head=has_head or needs_mlm_head)
   except checkpoints.MissingHeadError as e:
     raise cli.StageError(f"--teacher_checkpoint {e} (the soft loss needs the "
                          f"teacher's masked-LM distribution)") from None

@@ -14,10 +14,8 @@ P = max_predictions_per_seq, V = vocab size, K = truncation_factor.
 """
 
 from concurrent import futures
-import functools
 import glob
 import hashlib
-import json
 import os
 
 from absl import logging
@@ -28,9 +26,9 @@ from bert_distill import cli
 import modeling
 from bert_distill import example_codec
 from bert_distill import file_io
+from bert_distill import label_provenance
 from bert_distill import label_settings
 from bert_distill import progress_log
-from bert_distill import provenance
 from bert_distill import records
 from bert_distill import tfrecord
 
@@ -56,106 +54,6 @@ def read_labelling_teacher_config(path, max_seq_length, truncation_factor,
           f"{path} says vocab_size {config.vocab_size}; give the teacher's "
           f"own vocab and config")
   return config
-
-
-# ---------------------------------------------------------------------------
-# What an output was made from: `<output>.made_from.json` beside each output,
-# so that a rerun never skips labels of another teacher, input or setting.
-
-
-def made_from_path(output_path):
-  """Where the record of what output_path was made from is kept."""
-  return output_path + ".made_from.json"
-
-
-@functools.lru_cache(maxsize=None)
-def _identity_of_version(path, size, mtime_ns):
-  del size, mtime_ns  # The key of the cache: one hash per version of a file.
-  return provenance.file_identity(path)
-
-
-def _identity(path):
-  """provenance.file_identity of a file, hashed once per version in a run."""
-  if "://" in path:
-    return _identity_of_version(path, 0, 0)
-  status = os.stat(path)
-  return _identity_of_version(path, status.st_size, status.st_mtime_ns)
-
-
-def label_sources(config_path, checkpoint, settings, seed, max_records,
-                  max_seq_length, max_predictions_per_seq,
-                  precision="float32"):
-  """What every output of a run is made from besides its input: the
-  teacher's config and checkpoint (the identity of their files) and every
-  setting that changes a label, by its flag's name."""
-  sampled = settings.mode == label_settings.SAMPLED
-  return {
-      "teacher": {"bert_config_file": _identity(config_path),
-                  "init_checkpoint": provenance.checkpoint_identity(
-                      checkpoint)},
-      "settings": {
-          "label_mode": settings.mode, "truncation_factor": settings.k,
-          "num_samples": settings.num_samples,
-          "sample_temperature": settings.temperature,
-          "exact_top_k": settings.head_k, "seed": seed if sampled else None,
-          "max_records": max_records, "max_seq_length": max_seq_length,
-          "max_predictions_per_seq": max_predictions_per_seq,
-          "precision": precision}}
-
-
-def made_from(input_files, sources):
-  """The record of an output made from input_files with label_sources."""
-  return dict(sources, inputs=[_identity(path) for path in input_files])
-
-
-def _same_files(recorded, now):
-  return (isinstance(recorded, list) and now is not None and
-          len(recorded) == len(now) and
-          all(file_io.same_content(a, b) for a, b in zip(recorded, now)))
-
-
-def why_not_complete(output_path, record_now):
-  """None when output_path exists, complete and made as record_now says;
-  otherwise the reason, in words."""
-  if not tf.io.gfile.exists(output_path):
-    return "missing"
-  path = made_from_path(output_path)
-  try:
-    with tf.io.gfile.GFile(path, "r") as f:
-      recorded = json.load(f)
-  except (tf.errors.OpError, OSError, ValueError):
-    return f"no record of what it was made from ({path})"
-  if recorded.get("output_size") != tf.io.gfile.stat(output_path).length:
-    return "its size differs from the one recorded when it was written"
-  if not _same_files(recorded.get("inputs"), record_now["inputs"]):
-    names = [i.get("name") for i in recorded.get("inputs") or []]
-    return f"made from another content of {', '.join(map(str, names))}"
-  for flag in ("bert_config_file", "init_checkpoint"):
-    if not provenance.same_bytes(recorded.get("teacher", {}).get(flag),
-                                 record_now["teacher"][flag]):
-      return f"made by another teacher (--{flag})"
-  changed = [f"--{key}" for key, value in record_now["settings"].items()
-             if recorded.get("settings", {}).get(key) != value]
-  if changed:
-    return "made with other settings: " + ", ".join(changed)
-  return None
-
-
-def _write_made_from(output_path, record):
-  """Writes output_path's record (with its size) under its final name only
-  when complete."""
-  record = dict(record, output_size=tf.io.gfile.stat(output_path).length)
-  path = made_from_path(output_path)
-  with file_io.atomic_output(path) as tmp_path:
-    with tf.io.gfile.GFile(tmp_path, "w") as f:
-      f.write(json.dumps(record, indent=1, sort_keys=True) + "\n")
-
-
-def _remove_output(output_path):
-  """Removes an output and its record (a record alone never stays)."""
-  for path in (made_from_path(output_path), output_path):
-    if tf.io.gfile.exists(path):
-      tf.io.gfile.remove(path)
 
 
 def plan_outputs(input_files, output_file, output_dir, sources=None):
@@ -192,14 +90,14 @@ def plan_outputs(input_files, output_file, output_dir, sources=None):
       logging.info("Skipping %s: %s is complete", path, output)
       continue
     if sources is not None:
-      reason = why_not_complete(output, made_from([path], sources))
+      reason = label_provenance.why_not_complete(output, label_provenance.made_from([path], sources))
       if reason is None:
         logging.info("Skipping %s: %s is complete, made from it with this "
                      "teacher and these settings", path, output)
         continue
       if reason != "missing":
         logging.info("%s: %s; made again", output, reason)
-        _remove_output(output)
+        label_provenance.remove_output(output)
     plan.append(([path], output))
   return plan
 
@@ -637,12 +535,12 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
     raise cli.StageError(str(e)) from None
   total = sum(min(c, max_records) if max_records else c for c in counts)
   file_io.remove_stale_temporaries(glob.escape(output_path))
-  file_io.remove_stale_temporaries(glob.escape(made_from_path(output_path)))
+  file_io.remove_stale_temporaries(glob.escape(label_provenance.made_from_path(output_path)))
   if sources is not None:
-    record = made_from(input_files, sources)
+    record = label_provenance.made_from(input_files, sources)
     # Never an old record beside a new output: without one, a rerun redoes it.
-    if tf.io.gfile.exists(made_from_path(output_path)):
-      tf.io.gfile.remove(made_from_path(output_path))
+    if tf.io.gfile.exists(label_provenance.made_from_path(output_path)):
+      tf.io.gfile.remove(label_provenance.made_from_path(output_path))
   progress = progress_log.Progress(
       f"teacher labels -> {output_path}", total=total, unit="records",
       interval=progress_interval)
@@ -695,7 +593,7 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
     if pending is not None:
       pending.result()
   if sources is not None:
-    _write_made_from(output_path, record)
+    label_provenance.write_made_from(output_path, record)
   progress.log(final=True)
   if mode == label_settings.SAMPLED:
     logging.info("%s: %s", output_path, stats.summary(settings.k))
