@@ -212,6 +212,17 @@ def loss_scale_for(precision):
   return DynamicLossScale() if precision == "mixed_float16" else None
 
 
+def apply_scaled_gradients(optimizer, names, grads, loss_scale=None):
+  """Applies gradients of a loss multiplied by loss_scale.scale (float16's
+  dynamic loss scale; None: unscaled) as {name: gradient}; an overflowed
+  step updates nothing. Returns the optimizer's global gradient norm."""
+  overflowed = None
+  if loss_scale:
+    grads, overflowed = loss_scale.unscale(grads)
+  return optimizer.apply_gradients(dict(zip(names, grads)),
+                                   skip_update=overflowed)
+
+
 class DynamicLossScale:
   """The loss scale of float16 training.
 

@@ -32,6 +32,7 @@ from bert_distill import cli
 from bert_distill import classifier_data
 from bert_distill import classifier_metrics
 import modeling
+import optimization
 from bert_distill import file_io
 from bert_distill import progress_log
 from bert_distill import records
@@ -211,11 +212,8 @@ def make_train_loop(strategy, model, optimizer, settings):
       loss = terms["loss"]
       scaled = loss * loss_scale.scale if loss_scale else loss
     grads = tape.gradient(scaled, var_list)
-    overflowed = None
-    if loss_scale:
-      grads, overflowed = loss_scale.unscale(grads)
-    global_norm = optimizer.apply_gradients(dict(zip(names, grads)),
-                                            skip_update=overflowed)
+    global_norm = optimization.apply_scaled_gradients(optimizer, names, grads,
+                                                      loss_scale)
     return terms, global_norm
 
   return training.make_loop(strategy, replica_step, settings.term_names)

@@ -333,11 +333,8 @@ def make_train_loop(strategy, model, optimizer, global_batch_size,
                     if intermediate else {})
     terms, grads = loss_and_gradients(features, weight_total, scale,
                                       token_totals)
-    overflowed = None
-    if loss_scale:
-      grads, overflowed = loss_scale.unscale(grads)
-    global_norm = optimizer.apply_gradients(dict(zip(names, grads)),
-                                            skip_update=overflowed)
+    global_norm = optimization.apply_scaled_gradients(optimizer, names, grads,
+                                                      loss_scale)
     return terms, global_norm
 
   return training.make_loop(
