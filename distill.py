@@ -33,6 +33,7 @@ from bert_distill import distill_training
 from bert_distill import distribution
 from bert_distill import label_settings
 from bert_distill import losses
+from bert_distill import model_config
 import optimization
 from bert_distill import provenance
 from bert_distill import records
@@ -437,7 +438,8 @@ def main(_):
   distribution.check_workers_agree(strategy, step, FLAGS.output_dir)
   if chief and not step:
     tf.io.gfile.makedirs(FLAGS.output_dir)
-    config.to_json_file(os.path.join(FLAGS.output_dir, "bert_config.json"))
+    model_config.write_config(
+        os.path.join(FLAGS.output_dir, "bert_config.json"), config)
 
   if FLAGS.do_train and step >= FLAGS.num_train_steps:
     logging.info("Already trained: %s is at step %d of --num_train_steps %d; "

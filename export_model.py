@@ -29,7 +29,7 @@ from absl import flags
 
 from bert_distill import checkpoints
 from bert_distill import cli
-import modeling
+from bert_distill import model_config
 from bert_distill import serving
 import tokenization
 
@@ -59,7 +59,7 @@ def main(_):
       FLAGS.bert_config_file, FLAGS.checkpoint, "config", "--bert_config_file",
       "--checkpoint")
   try:
-    config = modeling.BertConfig.from_json_file(config_file)
+    config = model_config.read_config(config_file)
   except ValueError as e:
     raise cli.StageError(f"--bert_config_file {e}") from None
   vocab_file = FLAGS.vocab_file or checkpoints.file_beside(FLAGS.checkpoint,

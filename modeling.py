@@ -1,19 +1,17 @@
 """BERT in TF2 with Google's variable names (checkpoint I/O: checkpoints.py).
 
 BertModel (encoder and pooler) and BertPretrainingModel (plus the masked-LM
-and next-sentence heads) are tf.Modules built from small blocks: Embeddings,
-SelfAttention, EncoderLayer, Pooler, MaskedLMHead, NextSentenceHead, each
+and next-sentence heads) are tf.Modules built from small blocks, each
 holding its tf.Variables as attributes. variable_shapes() is the one table of
 Google's checkpoint names (`bert/...`, `cls/...`) and shapes; every block
 creates its variables from it by name, and `variables_by_name()` reports them
-in its order, for every save and load. The numerics follow Google's
-modeling.py: GELU with the tanh approximation ("gelu"; "gelu_exact" is the
-erf form HuggingFace's "gelu" computes), LayerNorm epsilon
-config.layer_norm_eps (Google's 1e-12), -10000 added to masked attention logits, the pooler tanh(dense(first
-token)), and the masked-LM decoder reusing the word-embedding table. Dense
-kernels are [in, out], as stored in the checkpoints. Every layer's hidden
-states, attention probabilities and pre-softmax scores are available to
-callers (`intermediates=True`).
+in its order. The numerics follow Google's modeling.py: GELU with the tanh
+approximation ("gelu"; "gelu_exact" is the erf form), LayerNorm epsilon
+config.layer_norm_eps (Google's 1e-12), -10000 added to masked attention
+logits, the pooler tanh(dense(first token)), the masked-LM decoder reusing
+the word-embedding table. Dense kernels are [in, out], as stored. Every
+layer's hidden states, attention probabilities and pre-softmax scores are
+available to callers (`intermediates=True`).
 
 Shape legend:
   B = batch size          S = sequence length (<= max_position_embeddings)
@@ -25,37 +23,18 @@ Shape legend:
 import dataclasses
 import json
 import math
-import os
 
 import numpy as np
 import tensorflow as tf
 
-# hidden_act in a bert_config.json: Google's "gelu" is the tanh approximation
-# its modeling.py computes; "gelu_exact" (this project's name) is the erf
-# form. HuggingFace's config.json names them the other way round (HF_ACTIVATIONS).
-_ACTIVATIONS = ("gelu", "gelu_exact", "relu", "tanh", "linear")
-# An HF config.json's hidden_act -> ours. HF's "gelu" is exact (torch's erf
-# GELU); "gelu_new", "gelu_pytorch_tanh" and "gelu_fast" are the tanh form.
-HF_ACTIVATIONS = {"gelu": "gelu_exact", "gelu_new": "gelu",
-                  "gelu_pytorch_tanh": "gelu", "gelu_fast": "gelu",
-                  "relu": "relu", "tanh": "tanh", "linear": "linear"}
-# Ours -> the hidden_act HF's config.json needs for the same numerics.
-TO_HF_ACTIVATION = {"gelu": "gelu_new", "gelu_exact": "gelu", "relu": "relu",
-                    "tanh": "tanh", "linear": "linear"}
-# Keys that only HuggingFace's config.json has: a file holding one is read as
-# HF's (BertConfig.from_dict), never as Google's.
+# hidden_act: Google's "gelu" is the tanh approximation its modeling.py
+# computes; "gelu_exact" (this project's name) is the erf form, which
+# HuggingFace's config.json calls "gelu" (bert_distill/huggingface.py).
+ACTIVATIONS = ("gelu", "gelu_exact", "relu", "tanh", "linear")
+# Keys only HuggingFace's config.json has: from_dict refuses such a dict
+# (bert_distill/model_config.py reads either layout).
 HF_CONFIG_KEYS = ("model_type", "architectures", "transformers_version",
                   "layer_norm_eps")
-# HF keys read as BertConfig fields or checked, and HF bookkeeping that does not
-# change BERT's numerics: not kept in `extra` (which bert_config.json gets).
-_HF_IGNORED_KEYS = (
-    "model_type", "architectures", "transformers_version", "_name_or_path",
-    "pad_token_id", "use_cache", "gradient_checkpointing", "torch_dtype",
-    "classifier_dropout", "num_labels", "id2label", "label2id",
-    "problem_type", "bos_token_id", "eos_token_id", "tie_word_embeddings",
-    "output_past", "finetuning_task", "directionality", "pooler_fc_size",
-    "pooler_num_attention_heads", "pooler_num_fc_layers", "pooler_size_per_head",
-    "pooler_type", "dtype")
 DEFAULT_LAYER_NORM_EPS = 1e-12
 # --precision (stage V, fine-tuning): the dtype BertPretrainingModel computes
 # in; its variables stay float32.
@@ -120,9 +99,9 @@ class BertConfig:
     if position_type != "absolute":
       raise ValueError(f"position_embedding_type {position_type!r} is not "
                        f"supported (only 'absolute' position embeddings)")
-    if self.hidden_act not in _ACTIVATIONS:
+    if self.hidden_act not in ACTIVATIONS:
       raise ValueError(f"BertConfig.hidden_act {self.hidden_act!r} is not "
-                       f"supported; use one of {', '.join(_ACTIVATIONS)}")
+                       f"supported; use one of {', '.join(ACTIVATIONS)}")
     if self.hidden_size % self.num_attention_heads:
       raise ValueError(
           f"BertConfig.hidden_size ({self.hidden_size}) is not a multiple of "
@@ -130,16 +109,21 @@ class BertConfig:
 
   @classmethod
   def from_dict(cls, d):
-    """Builds a config from a dict in the layout of `bert_config.json`, or of
-    HuggingFace's `config.json` when it holds one of HF_CONFIG_KEYS (then
-    its hidden_act is HF's: "gelu" is the exact form, see HF_ACTIVATIONS)."""
+    """Builds a config from a dict in the layout of `bert_config.json`.
+
+    Raises:
+      ValueError: one line, when a field is missing or invalid, or `d` is
+        HuggingFace's config.json (it holds one of HF_CONFIG_KEYS).
+    """
     if not isinstance(d, dict):
       raise ValueError(f"a BERT config must be a JSON object, got "
                        f"{type(d).__name__}")
     if "vocab_size" not in d:
       raise ValueError("BERT config has no 'vocab_size' field")
     if is_hf_config(d):
-      return cls._from_hf_dict(d)
+      raise ValueError("HuggingFace's config.json layout, not Google's "
+                       "bert_config.json (read it with "
+                       "bert_distill.model_config.read_config)")
     d = dict(d)
     if "layer_norm_epsilon" in d:
       d["layer_norm_eps"] = d.pop("layer_norm_epsilon")
@@ -149,48 +133,11 @@ class BertConfig:
     return cls(**known, extra=extra)
 
   @classmethod
-  def _from_hf_dict(cls, d):
-    """The config of an HF `config.json` (BertConfig's keys)."""
-    model_type = d.get("model_type", "bert")
-    if model_type != "bert":
-      raise ValueError(f"an HF config.json of model_type {model_type!r}; only "
-                       f"'bert' is supported")
-    if d.get("is_decoder") or d.get("add_cross_attention"):
-      raise ValueError("an HF config.json of a decoder (is_decoder / "
-                       "add_cross_attention); only BERT's encoder is supported")
-    act = d.get("hidden_act", "gelu")
-    if act not in HF_ACTIVATIONS:
-      raise ValueError(f"HF hidden_act {act!r} is not supported; use one of "
-                       f"{', '.join(HF_ACTIVATIONS)}")
-    names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
-    known = {k: v for k, v in d.items() if k in names}
-    known["hidden_act"] = HF_ACTIVATIONS[act]
-    # Google's modeling.py has no default for these; HF's BertConfig has.
-    known.setdefault("type_vocab_size", 2)
-    position_type = d.get("position_embedding_type", "absolute")
-    extra = {k: v for k, v in d.items()
-             if k not in names and k not in _HF_IGNORED_KEYS and
-             k not in ("position_embedding_type", "is_decoder",
-                       "add_cross_attention")}
-    if position_type != "absolute":
-      extra["position_embedding_type"] = position_type  # refused on __init__
-    return cls(**known, extra=extra)
-
-  @classmethod
   def from_json_file(cls, path):
-    """Reads a `bert_config.json`; errors name the file."""
-    try:
-      with tf.io.gfile.GFile(path, "r") as f:
-        d = json.loads(f.read())
-      return cls.from_dict(d)
-    except tf.errors.NotFoundError:
-      raise ValueError(f"{path}: BERT config file not found") from None
-    except tf.errors.OpError as e:  # a directory, no permission, ...
-      raise ValueError(f"{path}: cannot read ({e.message})") from None
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}: not valid JSON ({e})") from None
-    except ValueError as e:
-      raise ValueError(f"{path}: {e}") from None
+    """Reads a `bert_config.json` (model_config.read_config names the file
+    in its errors and reads HF's layout too)."""
+    with tf.io.gfile.GFile(path, "r") as f:
+      return cls.from_dict(json.loads(f.read()))
 
   def to_dict(self):
     """The config as a dict with Google's keys (and any extra keys read);
@@ -202,47 +149,10 @@ class BertConfig:
     d.update(self.extra)
     return d
 
-  def to_hf_dict(self, architectures=("BertModel",)):
-    """The config as HuggingFace's `config.json` (transformers' BertConfig
-    keys), with the hidden_act that computes the same function."""
-    return {
-        "model_type": "bert",
-        "architectures": list(architectures),
-        "vocab_size": self.vocab_size,
-        "hidden_size": self.hidden_size,
-        "num_hidden_layers": self.num_hidden_layers,
-        "num_attention_heads": self.num_attention_heads,
-        "intermediate_size": self.intermediate_size,
-        "hidden_act": TO_HF_ACTIVATION[self.hidden_act],
-        "hidden_dropout_prob": self.hidden_dropout_prob,
-        "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
-        "max_position_embeddings": self.max_position_embeddings,
-        "type_vocab_size": self.type_vocab_size,
-        "initializer_range": self.initializer_range,
-        "layer_norm_eps": self.layer_norm_eps,
-        "pad_token_id": 0,
-        "position_embedding_type": "absolute",
-    }
-
   def to_json_string(self):
-    """The config as `bert_config.json` text."""
+    """The config as `bert_config.json` text (model_config.write_config
+    writes it atomically)."""
     return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-  def to_json_file(self, path):
-    """Writes the config as `bert_config.json`, atomically.
-
-    The text goes to `<path>.tmp-<pid>` first (the project's temporary name),
-    then is renamed, so a crash never leaves half a config under `path`.
-    """
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    try:
-      with tf.io.gfile.GFile(tmp_path, "w") as f:
-        f.write(self.to_json_string())
-      tf.io.gfile.rename(tmp_path, path, overwrite=True)
-    except BaseException:
-      if tf.io.gfile.exists(tmp_path):
-        tf.io.gfile.remove(tmp_path)
-      raise
 
   @property
   def size_per_head(self):
@@ -252,24 +162,6 @@ class BertConfig:
 def is_hf_config(d):
   """Whether a config dict is HuggingFace's config.json (HF_CONFIG_KEYS)."""
   return any(key in d for key in HF_CONFIG_KEYS)
-
-
-def read_config(path, max_seq_length, whose):
-  """Reads `path` as a BertConfig with positions for max_seq_length tokens.
-
-  `whose` ("teacher", "student") names the model in the error message.
-
-  Raises:
-    ValueError: one line that starts with the file's name, when it is
-      missing, unreadable or invalid, or max_seq_length exceeds its
-      max_position_embeddings.
-  """
-  config = BertConfig.from_json_file(path)
-  if max_seq_length > config.max_position_embeddings:
-    raise ValueError(
-        f"{path}: --max_seq_length {max_seq_length} exceeds the {whose}'s "
-        f"max_position_embeddings {config.max_position_embeddings}")
-  return config
 
 
 def variable_shapes(config):

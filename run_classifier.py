@@ -35,6 +35,7 @@ from bert_distill import classifier_data
 from bert_distill import cli
 from bert_distill import distill_training
 from bert_distill import distribution
+from bert_distill import model_config
 import modeling
 import optimization
 from bert_distill import provenance
@@ -255,7 +256,7 @@ def read_model_files(vocab_file, do_lower_case, config_file, max_seq_length,
     raise cli.StageError(f"--vocab_file {vocab_file}: no such file")
   tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case)
   try:
-    config = modeling.read_config(config_file, max_seq_length, "model")
+    config = model_config.read_config(config_file, max_seq_length, "model")
   except ValueError as e:
     raise cli.StageError(f"--bert_config_file {e}") from None
   if config.vocab_size != len(tokenizer.vocab):
@@ -536,7 +537,8 @@ def main(_):
         continue_flag="continue_despite_changes",
         continue_anyway=FLAGS.continue_despite_changes)
   if chief and not step:
-    config.to_json_file(os.path.join(FLAGS.output_dir, "bert_config.json"))
+    model_config.write_config(
+        os.path.join(FLAGS.output_dir, "bert_config.json"), config)
 
   if FLAGS.do_train and step >= num_train_steps:
     logging.info("Already trained: %s is at step %d of %d; nothing to train",

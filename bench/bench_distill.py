@@ -110,11 +110,11 @@ class TensorFlowJob:
     from bert_distill import distill_training  # pylint: disable=g-import-not-at-top
     from bert_distill import label_settings  # pylint: disable=g-import-not-at-top
     from bert_distill import losses  # pylint: disable=g-import-not-at-top
-    import modeling  # pylint: disable=g-import-not-at-top
+    from bert_distill import model_config  # pylint: disable=g-import-not-at-top
     import optimization  # pylint: disable=g-import-not-at-top
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     self.tf = tf
-    config = modeling.BertConfig.from_json_file(
+    config = model_config.read_config(
         os.path.join(args.tmp_dir, "student_config.json"))
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     # distill.py's own builder: the model in `precision`, its optimizer and

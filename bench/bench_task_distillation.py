@@ -195,12 +195,12 @@ def step_cost(args):
   from bert_distill import classifier  # pylint: disable=g-import-not-at-top
   from bert_distill import records  # pylint: disable=g-import-not-at-top
   from bert_distill import task_distillation  # pylint: disable=g-import-not-at-top
-  import modeling  # pylint: disable=g-import-not-at-top
+  from bert_distill import model_config  # pylint: disable=g-import-not-at-top
   import optimization  # pylint: disable=g-import-not-at-top
 
   teacher_path, student_path = args.step_cost.split(",")
-  teacher_config = modeling.BertConfig.from_json_file(teacher_path)
-  student_config = modeling.BertConfig.from_json_file(student_path)
+  teacher_config = model_config.read_config(teacher_path)
+  student_config = model_config.read_config(student_path)
   batch, length = args.batch_size, args.max_seq_length
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
   rng = np.random.default_rng(0)

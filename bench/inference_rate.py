@@ -67,9 +67,9 @@ def sequences_per_second(model, batch_size, seq_length, seconds=5.0,
 def measure(config_file, checkpoint, batch_size, seq_length, seconds,
             repeats):
   """{"parameters", "sequences_per_second"} of a checkpoint's model."""
-  import modeling  # pylint: disable=import-outside-toplevel
+  from bert_distill import model_config  # pylint: disable=import-outside-toplevel
   from bert_distill import serving  # pylint: disable=import-outside-toplevel
-  config = modeling.read_config(config_file, seq_length, "model")
+  config = model_config.read_config(config_file, seq_length, "model")
   model, _ = serving.load_model(config, checkpoint)
   return {"parameters": parameter_count(model.variables_by_name()),
           "sequences_per_second": sequences_per_second(

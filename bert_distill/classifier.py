@@ -28,7 +28,6 @@ import numpy as np
 import tensorflow as tf
 
 from bert_distill import checkpoints
-from bert_distill import cli
 from bert_distill import classifier_data
 from bert_distill import classifier_metrics
 import modeling

@@ -24,6 +24,7 @@ from bert_distill import checkpoints
 from bert_distill import cli
 from bert_distill import label_settings
 from bert_distill import losses
+from bert_distill import model_config
 import modeling
 import optimization
 from bert_distill import records
@@ -83,7 +84,7 @@ def loss_config(values, given, preset=None):
 def read_matching_teacher_config(path, max_seq_length, student_config):
   """The teacher's BertConfig; its vocabulary must be the student's."""
   try:
-    config = modeling.read_config(path, max_seq_length, "teacher")
+    config = model_config.read_config(path, max_seq_length, "teacher")
   except ValueError as e:
     raise cli.StageError(f"--teacher_config {e}") from None
   if config.vocab_size != student_config.vocab_size:
@@ -443,7 +444,7 @@ def evaluated_step(output_dir):
 def read_student_config(path, max_seq_length):
   """The student's BertConfig, checked against --max_seq_length."""
   try:
-    return modeling.read_config(path, max_seq_length, "student")
+    return model_config.read_config(path, max_seq_length, "student")
   except ValueError as e:
     raise cli.StageError(f"--bert_config_file {e}") from None
 
@@ -529,7 +530,7 @@ def write_initial_student(config, init_checkpoint, layer_map, output_dir,
     prefix = checkpoints.save_checkpoint(variables, output_dir, 0)
   except ValueError as e:
     raise cli.StageError(str(e)) from None
-  config.to_json_file(os.path.join(output_dir, "bert_config.json"))
+  model_config.write_config(os.path.join(output_dir, "bert_config.json"), config)
   vocab = (checkpoints.file_beside(init_checkpoint, "vocab")
            if init_checkpoint else None)
   if vocab:

@@ -24,21 +24,99 @@ transformers pooling module's, ...) are reported as unused under their HF
 names. SafetensorsReader reads a folder (or one .safetensors file, or a
 sharded `model.safetensors.index.json`) with the interface checkpoints.py
 uses of TensorFlow's checkpoint reader, so every stage that loads a
-checkpoint reads this layout too; write_folder writes one.
+checkpoint reads this layout too; write_folder writes one. The config's
+translation (config_from_hf_dict, hf_config_dict) lives here too: HF's
+"gelu" is the exact form, Google's the tanh approximation.
 
 This module defines no flags.
 """
 
+import dataclasses
 import json
 import os
 import re
 
 import numpy as np
 
+import modeling
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 VOCAB_FILE = "vocab.txt"
+
+# An HF config.json's hidden_act -> ours. HF's "gelu" is exact (torch's erf
+# GELU); "gelu_new", "gelu_pytorch_tanh" and "gelu_fast" are the tanh form.
+HF_ACTIVATIONS = {"gelu": "gelu_exact", "gelu_new": "gelu",
+                  "gelu_pytorch_tanh": "gelu", "gelu_fast": "gelu",
+                  "relu": "relu", "tanh": "tanh", "linear": "linear"}
+# Ours -> the hidden_act HF's config.json needs for the same numerics.
+TO_HF_ACTIVATION = {"gelu": "gelu_new", "gelu_exact": "gelu", "relu": "relu",
+                    "tanh": "tanh", "linear": "linear"}
+# HF keys read as BertConfig fields or checked, and HF bookkeeping that does
+# not change BERT's numerics: not kept in BertConfig.extra (which
+# bert_config.json gets).
+_HF_IGNORED_KEYS = (
+    "model_type", "architectures", "transformers_version", "_name_or_path",
+    "pad_token_id", "use_cache", "gradient_checkpointing", "torch_dtype",
+    "classifier_dropout", "num_labels", "id2label", "label2id",
+    "problem_type", "bos_token_id", "eos_token_id", "tie_word_embeddings",
+    "output_past", "finetuning_task", "directionality", "pooler_fc_size",
+    "pooler_num_attention_heads", "pooler_num_fc_layers",
+    "pooler_size_per_head", "pooler_type", "dtype", "is_decoder",
+    "add_cross_attention", "position_embedding_type")
+
+
+def config_from_hf_dict(d):
+  """The modeling.BertConfig of an HF `config.json` dict (transformers'
+  BertConfig keys); raises ValueError (one line) for what it cannot honour:
+  another model_type, a decoder, relative positions, an unknown hidden_act."""
+  model_type = d.get("model_type", "bert")
+  if model_type != "bert":
+    raise ValueError(f"an HF config.json of model_type {model_type!r}; only "
+                     f"'bert' is supported")
+  if d.get("is_decoder") or d.get("add_cross_attention"):
+    raise ValueError("an HF config.json of a decoder (is_decoder / "
+                     "add_cross_attention); only BERT's encoder is supported")
+  act = d.get("hidden_act", "gelu")
+  if act not in HF_ACTIVATIONS:
+    raise ValueError(f"HF hidden_act {act!r} is not supported; use one of "
+                     f"{', '.join(HF_ACTIVATIONS)}")
+  names = [f.name for f in dataclasses.fields(modeling.BertConfig)
+           if f.name != "extra"]
+  known = {k: v for k, v in d.items() if k in names}
+  known["hidden_act"] = HF_ACTIVATIONS[act]
+  # Google's modeling.py has no default for these; HF's BertConfig has.
+  known.setdefault("type_vocab_size", 2)
+  extra = {k: v for k, v in d.items()
+           if k not in names and k not in _HF_IGNORED_KEYS}
+  position_type = d.get("position_embedding_type", "absolute")
+  if position_type != "absolute":
+    extra["position_embedding_type"] = position_type  # BertConfig refuses it
+  return modeling.BertConfig(**known, extra=extra)
+
+
+def hf_config_dict(config, architectures=("BertModel",)):
+  """`config` as HuggingFace's `config.json` dict (transformers' BertConfig
+  keys), with the hidden_act that computes the same function."""
+  return {
+      "model_type": "bert",
+      "architectures": list(architectures),
+      "vocab_size": config.vocab_size,
+      "hidden_size": config.hidden_size,
+      "num_hidden_layers": config.num_hidden_layers,
+      "num_attention_heads": config.num_attention_heads,
+      "intermediate_size": config.intermediate_size,
+      "hidden_act": TO_HF_ACTIVATION[config.hidden_act],
+      "hidden_dropout_prob": config.hidden_dropout_prob,
+      "attention_probs_dropout_prob": config.attention_probs_dropout_prob,
+      "max_position_embeddings": config.max_position_embeddings,
+      "type_vocab_size": config.type_vocab_size,
+      "initializer_range": config.initializer_range,
+      "layer_norm_eps": config.layer_norm_eps,
+      "pad_token_id": 0,
+      "position_embedding_type": "absolute",
+  }
 
 
 def _name_map():
@@ -328,7 +406,7 @@ def write_folder(directory, config, values_by_name, vocab_file=None,
   """
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   kind = architecture(values_by_name)
-  d = config.to_hf_dict([kind])
+  d = hf_config_dict(config, [kind])
   d.update(extra_config or {})
   tensors = hf_tensors(values_by_name, prefix=kind != "BertModel")
   weights_path = os.path.join(directory, WEIGHTS_FILE)

@@ -28,6 +28,7 @@ from bert_distill import checkpoints
 from bert_distill import classifier
 from bert_distill import cli
 from bert_distill import huggingface
+from bert_distill import model_config
 import modeling
 
 
@@ -89,10 +90,10 @@ class ServingModule(tf.Module):
 
 def transformers_config(config, num_labels):
   """A dict with transformers' BertConfig keys for `config.json`
-  (modeling.BertConfig.to_hf_dict: hidden_act "gelu", Google's tanh
+  (huggingface.hf_config_dict: hidden_act "gelu", Google's tanh
   approximation, becomes transformers' "gelu_new")."""
-  d = config.to_hf_dict(["BertForSequenceClassification" if num_labels
-                         else "BertModel"])
+  d = huggingface.hf_config_dict(
+      config, ["BertForSequenceClassification" if num_labels else "BertModel"])
   if num_labels:
     d["num_labels"] = num_labels
     if num_labels == 1:
@@ -120,7 +121,7 @@ def export(config, checkpoint, export_dir, vocab_file=None):
   try:
     tf.saved_model.save(module, tmp_dir,
                         signatures={"serving_default": module.serve})
-    config.to_json_file(os.path.join(tmp_dir, "bert_config.json"))
+    model_config.write_config(os.path.join(tmp_dir, "bert_config.json"), config)
     with open(os.path.join(tmp_dir, "config.json"), "w") as f:
       f.write(json.dumps(transformers_config(config, num_labels), indent=2,
                          sort_keys=True) + "\n")
@@ -198,5 +199,5 @@ def export_huggingface(config, checkpoint, export_dir, vocab_file=None):
     raise
   logging.info("Exported %s to %s in HuggingFace's layout (%s, %d tensors, "
                "hidden_act %s)", checkpoint, export_dir, kind, len(values),
-               modeling.TO_HF_ACTIVATION[config.hidden_act])
+               huggingface.TO_HF_ACTIVATION[config.hidden_act])
   return kind

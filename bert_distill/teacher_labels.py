@@ -23,11 +23,11 @@ import numpy as np
 import tensorflow as tf
 
 from bert_distill import cli
-import modeling
 from bert_distill import example_codec
 from bert_distill import file_io
 from bert_distill import label_provenance
 from bert_distill import label_settings
+from bert_distill import model_config
 from bert_distill import progress_log
 from bert_distill import records
 from bert_distill import tfrecord
@@ -36,7 +36,7 @@ def read_labelling_teacher_config(path, max_seq_length, truncation_factor,
                                   vocab_file=None):
   """Reads the teacher's BertConfig and checks L, k and the vocab against it."""
   try:
-    config = modeling.read_config(path, max_seq_length, "teacher")
+    config = model_config.read_config(path, max_seq_length, "teacher")
   except ValueError as e:
     raise cli.StageError(f"--bert_config_file {e}") from None
   if truncation_factor > config.vocab_size:

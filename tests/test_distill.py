@@ -382,7 +382,7 @@ def test_rerun_of_a_finished_run_does_nothing(runs):
 # Bad input: one line on stderr, exit status != 0, before any training.
 
 def test_config_errors_name_the_flag_and_file(tmp_path):
-  """modeling.read_config's checks, as distill reports them."""
+  """model_config.read_config's checks, as distill reports them."""
   path = tmp_path / "bert_config.json"
   path.write_text(json.dumps(CONFIG))
   config = distill_training.read_student_config(str(path), 32)

@@ -11,6 +11,8 @@ import pytest
 import tensorflow as tf
 
 import bert_reference as ref
+from bert_distill import huggingface
+from bert_distill import model_config
 import modeling
 
 TINY = dict(ref.TINY_CONFIG)
@@ -47,18 +49,19 @@ def hf_config_dict(**overrides):
     ("gelu", "gelu_exact"), ("gelu_new", "gelu"), ("gelu_pytorch_tanh", "gelu"),
     ("relu", "relu")])
 def test_hf_config_hidden_act_maps_to_the_same_function(hf_act, ours):
-  config = modeling.BertConfig.from_dict(hf_config_dict(hidden_act=hf_act))
+  config = model_config.config_from_dict(hf_config_dict(hidden_act=hf_act))
   assert config.hidden_act == ours
   # And back: the HF name written reproduces the numerics.
-  assert modeling.BertConfig.from_dict(config.to_hf_dict()).hidden_act == ours
+  back = model_config.config_from_dict(huggingface.hf_config_dict(config))
+  assert back.hidden_act == ours
 
 
 def test_google_config_gelu_is_tanh_and_round_trips():
-  config = modeling.BertConfig.from_dict(dict(TINY))
+  config = model_config.config_from_dict(dict(TINY))
   assert config.hidden_act == "gelu" and config.layer_norm_eps == 1e-12
   assert config.to_dict() == TINY  # no new key in a Google-layout file
-  exact = modeling.BertConfig.from_dict(dict(TINY, hidden_act="gelu_exact"))
-  again = modeling.BertConfig.from_dict(exact.to_dict())
+  exact = model_config.config_from_dict(dict(TINY, hidden_act="gelu_exact"))
+  again = model_config.config_from_dict(exact.to_dict())
   assert again == exact and again.hidden_act == "gelu_exact"
 
 
@@ -68,20 +71,29 @@ def test_hf_config_is_never_read_as_googles(tmp_path):
   leaks into the bert_config.json written from it."""
   path = tmp_path / "config.json"
   path.write_text(json.dumps(hf_config_dict(layer_norm_eps=1e-5)))
-  config = modeling.read_config(str(path), 16, "teacher")
+  config = model_config.read_config(str(path), 16, "teacher")
   assert config.hidden_act == "gelu_exact"
   assert config.layer_norm_eps == 1e-5
   written = config.to_dict()
   assert not modeling.is_hf_config(written)
   assert written["layer_norm_epsilon"] == 1e-5
   assert written["hidden_act"] == "gelu_exact"
-  assert modeling.BertConfig.from_dict(written) == config
+  assert model_config.config_from_dict(written) == config
+
+
+def test_googles_reader_refuses_an_hf_config():
+  """modeling.BertConfig (Google's layout) never reads HF's "gelu" as tanh:
+  it refuses the dict; model_config reads either."""
+  with pytest.raises(ValueError, match="HuggingFace's config.json layout"):
+    modeling.BertConfig.from_dict(hf_config_dict())
+  assert model_config.config_from_dict(
+      hf_config_dict()).hidden_act == "gelu_exact"
 
 
 def test_hf_config_defaults_type_vocab_size_like_transformers():
   d = hf_config_dict()
   del d["type_vocab_size"]
-  assert modeling.BertConfig.from_dict(d).type_vocab_size == 2
+  assert model_config.config_from_dict(d).type_vocab_size == 2
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -97,14 +109,14 @@ def test_unsupported_hf_configs_are_one_line_errors(tmp_path, overrides,
   path = tmp_path / "config.json"
   path.write_text(json.dumps(hf_config_dict(**overrides)))
   with pytest.raises(ValueError) as e:
-    modeling.BertConfig.from_json_file(str(path))
+    model_config.read_config(str(path))
   assert str(e.value).startswith(str(path)) and message in str(e.value)
   assert "\n" not in str(e.value)
 
 
 def test_google_config_with_relative_positions_is_refused():
   with pytest.raises(ValueError, match="position_embedding_type"):
-    modeling.BertConfig.from_dict(dict(TINY,
+    model_config.config_from_dict(dict(TINY,
                                        position_embedding_type="relative_key"))
 
 
@@ -135,7 +147,7 @@ def test_gelu_exact_gradient_equals_the_derivative_of_erf_gelu():
 def test_forward_matches_numpy_bert_with_each_gelu_and_eps(hidden_act):
   google = dict(TINY, hidden_act=hidden_act, layer_norm_epsilon=1e-3)
   weights = ref.random_google_weights(TINY, seed=3)
-  model = modeling.BertPretrainingModel(modeling.BertConfig.from_dict(google),
+  model = modeling.BertPretrainingModel(model_config.config_from_dict(google),
                                         seed=0)
   for name, variable in model.variables_by_name().items():
     variable.assign(weights[name])
@@ -227,7 +239,7 @@ def test_every_hf_tensor_lands_on_its_google_variable(tmp_path, layout):
     tensors["cls.predictions.decoder.bias"] = weights[
         "cls/predictions/output_bias"]
   folder = write_hf_folder(tmp_path / layout, tensors)
-  config = modeling.BertConfig.from_dict(hf_config_dict())
+  config = model_config.config_from_dict(hf_config_dict())
   model = modeling.BertPretrainingModel(config, seed=0)
   report = checkpoints.load_checkpoint(model, folder, allow_partial=True)
   expected_missing = [] if heads else [
@@ -246,7 +258,7 @@ def test_hf_model_computes_the_exact_gelu_bert(tmp_path):
   from bert_distill import checkpoints
   weights = ref.random_google_weights(TINY, seed=6)
   folder = write_hf_folder(tmp_path / "hf", hf_tensors_by_hand(weights))
-  config = modeling.BertConfig.from_json_file(folder + "/config.json")
+  config = model_config.read_config(folder + "/config.json")
   model = modeling.BertPretrainingModel(config, seed=0)
   checkpoints.load_checkpoint(model, folder)
   batch = tiny_batch()
@@ -328,7 +340,7 @@ def test_online_teacher_without_head_runs_the_encoder_alone(tmp_path):
   weights = ref.random_google_weights(TINY, seed=9)
   folder = write_hf_folder(tmp_path / "enc",
                            hf_tensors_by_hand(weights, prefix="", heads=False))
-  config = modeling.BertConfig.from_json_file(folder + "/config.json")
+  config = model_config.read_config(folder + "/config.json")
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
   teacher = distill_training.build_teacher(strategy, config, folder, "float32",
                                            needs_mlm_head=False)
@@ -557,7 +569,7 @@ def test_export_huggingface_round_trips_a_google_checkpoint(script_runs):
   for name, value in want.items():
     np.testing.assert_array_equal(reader.get_tensor(name), value,
                                   err_msg=name)
-  back = modeling.BertConfig.from_json_file(str(exported / "config.json"))
+  back = model_config.read_config(str(exported / "config.json"))
   assert back.hidden_act == "gelu"
   assert checkpoints.resolve_checkpoint(str(exported)) == str(exported)
 
@@ -587,7 +599,7 @@ def test_teacher_with_head_computes_no_softmax_when_the_soft_loss_is_off():
 
 def test_export_serves_the_pooling_the_config_records():
   from bert_distill import classifier
-  config = modeling.BertConfig.from_dict(dict(
+  config = model_config.config_from_dict(dict(
       TINY, classifier_pooling="mean"))
   model = classifier.BertClassifier(config, 2, seed=0,
                                     pooling=classifier.pooling_of(config))
@@ -618,7 +630,7 @@ def test_sharded_safetensors_folder_reads_as_one(tmp_path):
   (folder / "model.safetensors.index.json").write_text(
       json.dumps({"metadata": {}, "weight_map": weight_map}))
   (folder / "config.json").write_text(json.dumps(hf_config_dict()))
-  model = modeling.BertPretrainingModel(modeling.BertConfig.from_json_file(
+  model = modeling.BertPretrainingModel(model_config.read_config(
       str(folder / "config.json")), seed=0)
   checkpoints.load_checkpoint(model, str(folder))
   for name, variable in model.variables_by_name().items():

@@ -11,6 +11,7 @@ import tensorflow as tf
 import bert_reference as ref
 from conftest import ORIGINAL_RECORDS
 from bert_distill import checkpoints
+from bert_distill import model_config
 import modeling
 from bert_distill import records
 
@@ -419,7 +420,7 @@ def test_config_reads_and_writes_googles_json(tmp_path):
   extra = dict(json.loads(BERT_BASE_JSON), directionality="bidi")
   config = modeling.BertConfig.from_dict(extra)
   out = tmp_path / "out.json"
-  config.to_json_file(str(out))
+  model_config.write_config(str(out), config)
   assert json.loads(out.read_text()) == extra
   assert modeling.BertConfig.from_json_file(str(out)) == config
 
@@ -439,17 +440,17 @@ def test_config_validation_is_one_line(tmp_path, change, message):
   path = tmp_path / "bert_config.json"
   path.write_text(json.dumps(d))
   with pytest.raises(ValueError, match=re.escape(message)) as error:
-    modeling.BertConfig.from_json_file(str(path))
+    model_config.read_config(str(path))
   assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 
 def test_config_file_errors_name_the_file(tmp_path):
   with pytest.raises(ValueError, match="not found"):
-    modeling.BertConfig.from_json_file(str(tmp_path / "missing.json"))
+    model_config.read_config(str(tmp_path / "missing.json"))
   bad = tmp_path / "bad.json"
   bad.write_text("{not json")
   with pytest.raises(ValueError, match="bad.json: not valid JSON"):
-    modeling.BertConfig.from_json_file(str(bad))
+    model_config.read_config(str(bad))
 
 
 def test_gelu_gradient_equals_the_derivative_of_googles_formula():
