@@ -110,6 +110,12 @@ flags.DEFINE_integer("keep_checkpoint_max", 5,
 flags.DEFINE_integer("iterations_per_loop", 100,
                      "Steps inside one tf.function call; progress and "
                      "summaries follow each call.")
+flags.DEFINE_bool("group_by_length", False,
+                  "Train on batches of examples of similar lengths (each "
+                  "chunk of 50 shuffled batches sorted by length, its batches "
+                  "in random order, as transformers' group_by_length): with "
+                  "each batch cut after its longest example, fewer padded "
+                  "positions are computed (about 2x faster on short texts).")
 flags.DEFINE_integer("max_train_examples", None,
                      "Read only the first this many examples of train.tsv "
                      "(a quick run on a subset).")
@@ -375,14 +381,21 @@ def teacher_labelled_features(strategy, task, teacher, feature_files, examples,
 
 
 def distributed_train_dataset(strategy, path, spec, global_batch_size, seed,
-                              num_examples, steps_done):
+                              num_examples, steps_done, group_by_length):
   """classifier_data.train_dataset for every input pipeline, per-replica
   batches; each pipeline skips the examples it fed the steps_done steps."""
   return distribution.distributed_dataset(
       strategy, lambda batch_size, num_shards, shard_index, skip: (
           classifier_data.train_dataset(
               path, spec, batch_size, seed, num_examples, num_shards,
-              shard_index, skip)), global_batch_size, steps_done)
+              shard_index, skip, group_by_length,
+              trim=trims_padding(strategy))), global_batch_size, steps_done)
+
+
+def trims_padding(strategy):
+  """Whether batches are cut to their longest example: everywhere but on
+  TPUs, which compile a program per shape."""
+  return not isinstance(strategy, tf.distribute.TPUStrategy)
 
 
 def predict(strategy, model, task, path, spec, num_examples, batch_size):
@@ -391,7 +404,7 @@ def predict(strategy, model, task, path, spec, num_examples, batch_size):
       strategy, lambda per_replica, num_shards, shard_index, _: (
           classifier_data.eval_dataset(
               path, spec, per_replica, num_examples, batch_size, num_shards,
-              shard_index)), batch_size)
+              shard_index, trim=trims_padding(strategy))), batch_size)
   return classifier.predict_logits(strategy, model, dataset, num_examples,
                                    task.is_regression)
 
@@ -416,7 +429,7 @@ RECORDED_SETTINGS = (
     "learning_rate", "num_train_epochs", "warmup_proportion",
     "max_train_examples", "text_a_column", "text_b_column", "label_column",
     "precision", "seed", "teacher_precision", "temperature",
-    "soft_loss_weight", "hard_loss_weight")
+    "soft_loss_weight", "hard_loss_weight", "group_by_length")
 
 
 def training_record(task, config_file, vocab_file):
@@ -546,7 +559,7 @@ def main(_):
   elif FLAGS.do_train:
     dataset = distributed_train_dataset(
         strategy, train_file, train_spec, FLAGS.train_batch_size,
-        FLAGS.seed, num_train, step)
+        FLAGS.seed, num_train, step, FLAGS.group_by_length)
     step = classifier.train(
         strategy, model, optimizer, schedule, dataset, step,
         classifier.TrainSettings(

@@ -85,7 +85,7 @@ cmp -s "$TEACHER_DIR/vocab.txt" "$VOCAB" || {
     --eval_batch_size=32 --max_eval_steps=20 \
     --glue_task=sst-2 --glue_data_dir=data/movie_reviews \
     --glue_max_seq_length=$SEQ \
-    --glue_flags="--num_train_epochs=1 --learning_rate=1e-4 --pooling=mean --eval_batch_size=64"
+    --glue_flags="--num_train_epochs=1 --learning_rate=1e-4 --pooling=mean --group_by_length --eval_batch_size=64"
 
 for model in teacher student; do
   rates="$OUT/glue/$model/inference_rate.txt"

@@ -21,8 +21,8 @@ project's own stages:
                          distill.py --preset=... with the teacher in the loop
      and a random-init student (no teacher at all);
   5. the teacher and every student fine-tuned on data/movie_reviews
-     (run_classifier.py: 1 epoch, 64 tokens, lr 1e-4, mean pooling where
-     run_classifier.py has --pooling) with --seeds fine-tuning seeds each,
+     (run_classifier.py: 1 epoch, 64 tokens, lr 1e-4, mean pooling,
+     --group_by_length) with --seeds fine-tuning seeds each,
      scored on dev.tsv; each distillation runs once (seed 12345);
   6. parameters and inference rate of each fine-tuned model
      (bench/inference_rate.py: batch 32 x 64 tokens, float32, one process).
@@ -232,7 +232,8 @@ def main():
   distill = [py, "distill.py", "--do_train", "--do_eval",
              f"--bert_config_file={STUDENT_CONFIG}",
              f"--init_checkpoint={fitted}", f"--init_layer_map={LAYER_MAP}",
-             f"--eval_input_file={held_out_labels}", "--teacher_kl", *shapes,
+             f"--eval_input_file={held_out_labels}", "--require_full_eval_labels",
+             *shapes,
              "--train_batch_size=32", "--eval_batch_size=32",
              "--learning_rate=1e-4", f"--num_train_steps={args.distill_steps}",
              f"--num_warmup_steps={args.distill_steps // 10}",
@@ -269,11 +270,14 @@ def main():
         f.writelines(lines)
   pooling = (["--pooling=mean"] if classifier_has_flag("pooling") else [])
   layer_map_ok = classifier_has_flag("init_layer_map")
+  grouping = (["--group_by_length"] if classifier_has_flag("group_by_length")
+              else [])
   finetune = [py, "run_classifier.py", "--task_name=sst-2",
               f"--data_dir={task_dir}", f"--vocab_file={VOCAB}",
               f"--max_seq_length={SEQ}", "--do_train", "--do_eval",
               "--num_train_epochs=1", "--learning_rate=1e-4",
-              "--train_batch_size=32", "--eval_batch_size=64", *pooling]
+              "--train_batch_size=32", "--eval_batch_size=64", *pooling,
+              *grouping]
   if args.max_train_examples:
     finetune.append(f"--max_train_examples={args.max_train_examples}")
   models = {"teacher (all-MiniLM-L6-v2)": [f"--bert_config_file={teacher_config}",

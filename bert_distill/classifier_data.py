@@ -461,32 +461,94 @@ def _parse(serialized, spec):
   return features
 
 
+# Sequence features: [B, L], real tokens first, then zero padding.
+SEQUENCE_FEATURES = (records.INPUT_IDS, records.INPUT_MASK, records.SEGMENT_IDS)
+# trim_padding rounds a batch's length up to a multiple of this: few
+# distinct shapes (XLA and TPUs compile one program per shape).
+TRIM_MULTIPLE = 8
+# --group_by_length sorts chunks of this many batches by length (as
+# transformers' LengthGroupedSampler sorts its mega-batches of 50).
+GROUP_BATCHES = 50
+
+
+def trim_padding(features, multiple=TRIM_MULTIPLE):
+  """The batch with its sequence features cut after the last position any
+  of its examples uses, rounded up to `multiple` (at most their length L).
+
+  Padded positions are masked out of attention and no classifier output
+  reads one (the [CLS] pooler reads position 0, mean pooling weighs by
+  input_mask), so the model computes the same values on the shorter batch,
+  at a cost proportional to its length.
+  features: {name: [B, L] or [B, ...]}; the SEQUENCE_FEATURES become [B, L'].
+  """
+  mask = features[records.INPUT_MASK]  # [B, L]
+  longest = tf.reduce_max(tf.reduce_sum(mask, axis=1))
+  length = tf.clip_by_value((longest + multiple - 1) // multiple * multiple,
+                            multiple, tf.shape(mask)[1])
+  return {name: value[:, :length] if name in SEQUENCE_FEATURES else value
+          for name, value in features.items()}
+
+
+def _length_grouped_batches(features, batch_size, seed, chunk_index):
+  """A chunk of GROUP_BATCHES * batch_size parsed examples as GROUP_BATCHES
+  batches of similar lengths: sorted by length, cut into batches, the
+  batches in an order drawn from (seed, chunk_index)."""
+  lengths = tf.reduce_sum(features[records.INPUT_MASK], axis=1)  # [K*B]
+  by_length = tf.argsort(lengths, stable=True)
+  batch_order = tf.argsort(tf.random.stateless_uniform(
+      [GROUP_BATCHES], seed=tf.stack([tf.cast(seed, tf.int64), chunk_index])))
+  def regroup(value):
+    value = tf.gather(value, by_length)
+    value = tf.reshape(value, tf.concat(
+        [[GROUP_BATCHES, batch_size], tf.shape(value)[1:]], axis=0))
+    return tf.gather(value, batch_order)
+  return tf.data.Dataset.from_tensor_slices(
+      {name: regroup(value) for name, value in features.items()})
+
+
 def train_dataset(path, spec, batch_size, seed, num_examples, num_shards=1,
-                  shard_index=0, skip_examples=0):
+                  shard_index=0, skip_examples=0, group_by_length=False,
+                  trim=True):
   """Batches of training features, reshuffled every epoch, repeated forever.
 
   The order is a function of the seed alone; each input pipeline takes
   every num_shards-th example and skips the `skip_examples` it fed before a
   restart, so a resumed run sees the batches an uninterrupted one would.
+  group_by_length: batches of similar lengths (_length_grouped_batches),
+    which trim_padding then makes short.
+  trim: cut each batch's padding (trim_padding).
   """
   dataset = tf.data.TFRecordDataset(path)
   dataset = dataset.shuffle(min(num_examples, 10000), seed=seed,
                             reshuffle_each_iteration=True).repeat()
   if num_shards > 1:
     dataset = dataset.shard(num_shards, shard_index)
-  if skip_examples:
-    dataset = dataset.skip(skip_examples)
-  dataset = dataset.batch(batch_size, drop_remainder=True)
-  dataset = dataset.map(lambda s: _parse(s, spec),
-                        num_parallel_calls=tf.data.AUTOTUNE)
+  if group_by_length:
+    dataset = dataset.batch(batch_size * GROUP_BATCHES, drop_remainder=True)
+    dataset = dataset.map(lambda s: _parse(s, spec),
+                          num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.enumerate().flat_map(
+        lambda i, features: _length_grouped_batches(features, batch_size,
+                                                    seed, i))
+    # Whole batches: every chunk becomes the same batches on a rerun.
+    dataset = dataset.skip(skip_examples // batch_size)
+  else:
+    if skip_examples:
+      dataset = dataset.skip(skip_examples)
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    dataset = dataset.map(lambda s: _parse(s, spec),
+                          num_parallel_calls=tf.data.AUTOTUNE)
+  if trim:
+    dataset = dataset.map(trim_padding)
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(path, spec, batch_size, num_examples, global_batch_size,
-                 num_shards=1, shard_index=0):
+                 num_shards=1, shard_index=0, trim=True):
   """The examples in file order with their EXAMPLE_INDEX, padded with
   is_real_example 0 examples (index -1) to whole global batches, so every
-  replica runs the same number of full batches; pipelines shard them."""
+  replica runs the same number of full batches; pipelines shard them.
+  trim: cut each batch's padding (trim_padding)."""
   dataset = tf.data.TFRecordDataset(path).enumerate()
   dataset = dataset.map(lambda i, s: {**_parse(s, spec), EXAMPLE_INDEX: i})
   num_padding = -num_examples % global_batch_size
@@ -498,7 +560,10 @@ def eval_dataset(path, spec, batch_size, num_examples, global_batch_size,
         tf.data.Dataset.from_tensors(padding).repeat(num_padding))
   if num_shards > 1:
     dataset = dataset.shard(num_shards, shard_index)
-  return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+  dataset = dataset.batch(batch_size)
+  if trim:
+    dataset = dataset.map(trim_padding)
+  return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def labels_array(examples, task):

@@ -269,6 +269,87 @@ def test_eval_dataset_pads_to_whole_batches_and_keeps_the_order(tmp_path):
   assert real.tolist() == [1] * 5 + [0] * 3
 
 
+def write_examples_of_lengths(path, lengths, seq_length):
+  """A classifier feature file: example i has lengths[i] real tokens (ids
+  i + 1), then padding; label i % 2."""
+  with tf.io.TFRecordWriter(path) as writer:
+    for i, length in enumerate(lengths):
+      pad = [0] * (seq_length - length)
+      writer.write(example_codec.serialize_example({
+          "input_ids": [i + 1] * length + pad,
+          "input_mask": [1] * length + pad, "segment_ids": [0] * seq_length,
+          "label_ids": [i % 2], "is_real_example": [1]}))
+
+
+def test_batches_are_cut_after_their_longest_example(tmp_path):
+  path = str(tmp_path / "eval.tf_record")
+  write_examples_of_lengths(path, [3, 9, 2, 5, 4, 1], 32)
+  batches = list(classifier_data.eval_dataset(
+      path, records.classifier_feature_spec(32), 3, 6, 3))
+  # Longest 9 -> 16, longest 5 -> 8 (multiples of TRIM_MULTIPLE 8).
+  assert [b["input_ids"].shape[1] for b in batches] == [16, 8]
+  assert batches[1]["input_mask"].numpy().sum(1).tolist() == [5, 4, 1]
+  untrimmed = list(classifier_data.eval_dataset(
+      path, records.classifier_feature_spec(32), 3, 6, 3, trim=False))
+  assert untrimmed[0]["input_ids"].shape[1] == 32
+  np.testing.assert_array_equal(untrimmed[0]["input_ids"].numpy()[:, :16],
+                                batches[0]["input_ids"].numpy())
+  assert not untrimmed[0]["input_ids"].numpy()[:, 16:].any()
+
+
+def test_a_trimmed_batch_gives_the_classifier_the_same_logits(tmp_path):
+  """Padded positions are masked out of attention and read by no pooling:
+  both poolings' logits on the cut batch equal those on the full one."""
+  path = str(tmp_path / "eval.tf_record")
+  write_examples_of_lengths(path, [3, 9, 6, 2], 40)
+  spec = records.classifier_feature_spec(40)
+  full = next(iter(classifier_data.eval_dataset(path, spec, 4, 4, 4,
+                                                trim=False)))
+  cut = classifier_data.trim_padding(full)
+  assert cut["input_ids"].shape[1] == 16
+  config = modeling.BertConfig.from_dict(ref.TINY_CONFIG)
+  for pooling in ("cls", "mean"):
+    model = classifier.BertClassifier(config, 2, seed=3, pooling=pooling)
+    logits = [model(f["input_ids"], f["input_mask"], f["segment_ids"])[
+        "logits"].numpy() for f in (full, cut)]
+    np.testing.assert_allclose(logits[0], logits[1], atol=1e-5)
+
+
+def test_length_grouped_batches_cover_each_chunk_once_and_resume(tmp_path):
+  path = str(tmp_path / "train.tf_record")
+  rng = np.random.default_rng(0)
+  count, batch = 2 * classifier_data.GROUP_BATCHES * 2, 2
+  write_examples_of_lengths(path, rng.integers(1, 33, count).tolist(), 32)
+  spec = records.classifier_feature_spec(32)
+
+  def batches(skip, how_many):
+    dataset = classifier_data.train_dataset(
+        path, spec, batch, seed=7, num_examples=count, skip_examples=skip,
+        group_by_length=True)
+    return [{k: v.numpy() for k, v in b.items()}
+            for b in dataset.take(how_many)]
+
+  chunk = classifier_data.GROUP_BATCHES
+  first = batches(0, 2 * chunk)
+  ids = [b["input_ids"][:, 0] for b in first]
+  # Each chunk of GROUP_BATCHES batches holds GROUP_BATCHES * batch distinct
+  # examples; the file's examples all appear once over an epoch (2 chunks).
+  assert sorted(np.concatenate(ids).tolist()) == list(range(1, count + 1))
+  # Similar lengths within a batch: sorted chunks put neighbours together.
+  spread = [np.ptp(b["input_mask"].sum(1)) for b in first]
+  assert np.mean(spread) <= 2
+  # Not in increasing length: the chunk's batches are in a drawn order.
+  longest = [b["input_mask"].sum(1).max() for b in first[:chunk]]
+  assert longest != sorted(longest)
+  # Each batch is cut after its longest example.
+  assert all(b["input_ids"].shape[1] == min(
+      32, -(-b["input_mask"].sum(1).max() // 8) * 8) for b in first)
+  # A run resumed after 13 steps sees the batches an uninterrupted one does.
+  resumed = batches(13 * batch, 5)
+  for a, b in zip(first[13:18], resumed):
+    np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
+
+
 # ---------------------------------------------------------------------------
 # Metrics, against hand counts and NumPy.
 
