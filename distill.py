@@ -31,6 +31,7 @@ from bert_distill import cli
 from bert_distill import distill_input
 from bert_distill import distill_training
 from bert_distill import distribution
+from bert_distill import file_io
 from bert_distill import label_settings
 from bert_distill import losses
 from bert_distill import model_config
@@ -342,13 +343,13 @@ RECORDED_SETTINGS = (
 
 def training_record(train_files):
   """provenance's record of this run: its training files and settings."""
-  inputs = {"input_file": [provenance.file_identity(p) for p in train_files]}
+  inputs = {"input_file": [file_io.file_identity(p) for p in train_files]}
   for name in RECORDED_FILES:
     path = FLAGS[name].value
     inputs[name] = (None if not path else
                     provenance.checkpoint_identity(path)
                     if name.endswith("checkpoint") else
-                    provenance.file_identity(path))
+                    file_io.file_identity(path))
   return {"inputs": inputs,
           "settings": {name: FLAGS[name].value for name in RECORDED_SETTINGS
                        if name in FLAGS}}
@@ -446,7 +447,7 @@ def main(_):
                  "nothing to train", FLAGS.output_dir, step,
                  FLAGS.num_train_steps)
   elif FLAGS.do_train:
-    dataset = distill_input.distributed_dataset(
+    dataset = distill_input.distributed_records_dataset(
         strategy, train_files, labels, FLAGS.train_batch_size,
         FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
         is_training=True, seed=FLAGS.seed,
@@ -485,7 +486,7 @@ def main(_):
         raise cli.StageError(f"the evaluation files hold fewer than "
                              f"--eval_batch_size {FLAGS.eval_batch_size} "
                              f"records")
-      dataset = distill_input.distributed_dataset(
+      dataset = distill_input.distributed_records_dataset(
           strategy, eval_files, eval_labels, FLAGS.eval_batch_size,
           FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
           is_training=False, seed=FLAGS.seed, bounds=bounds,

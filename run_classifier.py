@@ -35,6 +35,7 @@ from bert_distill import classifier_data
 from bert_distill import cli
 from bert_distill import distill_training
 from bert_distill import distribution
+from bert_distill import file_io
 from bert_distill import model_config
 import modeling
 import optimization
@@ -351,7 +352,7 @@ def teacher_labelled_features(strategy, task, teacher, feature_files, examples,
       "features": {kind: feature_files[kind] and
                    task_distillation.read_recipe(feature_files[kind])
                    for kind in ("labeled", "unlabeled")},
-      "teacher": task_distillation.checkpoint_identity(teacher.checkpoint),
+      "teacher": task_distillation.weights_digest(teacher.checkpoint),
       "teacher_config": teacher.config.to_dict(),
       "teacher_precision": teacher.precision,
   }
@@ -438,18 +439,18 @@ def training_record(task, config_file, vocab_file):
   --init_checkpoint), --init_checkpoint, and the settings."""
   return {
       "inputs": {
-          "data_dir": provenance.file_identity(
+          "data_dir": file_io.file_identity(
               task.split_file(FLAGS.data_dir, "train")),
-          "vocab_file": provenance.file_identity(vocab_file),
-          "bert_config_file": provenance.file_identity(config_file),
+          "vocab_file": file_io.file_identity(vocab_file),
+          "bert_config_file": file_io.file_identity(config_file),
           "init_checkpoint": (provenance.checkpoint_identity(
               FLAGS.init_checkpoint) if FLAGS.init_checkpoint else None),
-          "teacher_config": (provenance.file_identity(FLAGS.teacher_config)
+          "teacher_config": (file_io.file_identity(FLAGS.teacher_config)
                              if FLAGS.teacher_config else None),
           "teacher_checkpoint": (provenance.checkpoint_identity(
               FLAGS.teacher_checkpoint) if FLAGS.teacher_checkpoint
                                  else None),
-          "unlabeled_file": (provenance.file_identity(FLAGS.unlabeled_file)
+          "unlabeled_file": (file_io.file_identity(FLAGS.unlabeled_file)
                              if FLAGS.unlabeled_file else None)},
       "settings": {name: FLAGS[name].value for name in RECORDED_SETTINGS}}
 

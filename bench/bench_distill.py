@@ -123,7 +123,7 @@ class TensorFlowJob:
         strategy, config, precision, 1,
         optimization.LinearWarmupLinearDecay(1e-4, 10000, 100))
     settings = label_settings.LabelSettings(label_settings.TOP_K, args.k)
-    dataset = distill_input.distributed_dataset(
+    dataset = distill_input.distributed_records_dataset(
         strategy, [os.path.join(args.tmp_dir, "teacher_labels.tfrecord")],
         settings, args.batch_size, args.seq_length, args.predictions,
         is_training=True, seed=1)

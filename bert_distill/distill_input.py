@@ -103,9 +103,10 @@ def make_dataset(files, settings, batch_size, max_seq_length,
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def distributed_dataset(strategy, files, settings, global_batch_size,
-                        max_seq_length, max_predictions_per_seq, is_training,
-                        seed, steps_done=0, bounds=None, exclusions=None):
+def distributed_records_dataset(strategy, files, settings, global_batch_size,
+                                max_seq_length, max_predictions_per_seq,
+                                is_training, seed, steps_done=0, bounds=None,
+                                exclusions=None):
   """make_dataset for every input pipeline of `strategy`, per-replica batches
   (distribution.distributed_dataset). steps_done: global steps already
   trained; settings, bounds, exclusions: as make_dataset's."""

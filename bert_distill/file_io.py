@@ -77,12 +77,17 @@ def remove_stale_temporaries(final_pattern):
 
 
 def file_identity(path, digest=None):
-  """What identifies a file's content: {name, size, mtime_ns, sha256}.
+  """What identifies a file's content: {name, size, mtime_ns, sha256}; of a
+  remote file (gs://...) its name and size alone.
 
   name is the base name. With `digest`, a hashlib object that was fed every
   byte of the file while it was read, its hex digest is taken instead of
   reading the file again.
   """
+  if "://" in path:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    return {"name": os.path.basename(path),
+            "size": tf.io.gfile.stat(path).length}
   status = os.stat(path)
   if digest is None:
     digest = hashlib.sha256()
@@ -91,6 +96,12 @@ def file_identity(path, digest=None):
         digest.update(block)
   return {"name": os.path.basename(path), "size": status.st_size,
           "mtime_ns": status.st_mtime_ns, "sha256": digest.hexdigest()}
+
+
+def made_from_path(output_path):
+  """Where the record of what an output file was made from is kept (stages
+  III-b and IV)."""
+  return output_path + ".made_from.json"
 
 
 def same_content(identity, other):

@@ -18,19 +18,14 @@ from bert_distill import provenance
 
 
 
-def made_from_path(output_path):
-  """Where the record of what output_path was made from is kept."""
-  return output_path + ".made_from.json"
-
-
 @functools.lru_cache(maxsize=None)
 def _identity_of_version(path, size, mtime_ns):
   del size, mtime_ns  # The key of the cache: one hash per version of a file.
-  return provenance.file_identity(path)
+  return file_io.file_identity(path)
 
 
 def _identity(path):
-  """provenance.file_identity of a file, hashed once per version in a run."""
+  """file_io.file_identity of a file, hashed once per version in a run."""
   if "://" in path:
     return _identity_of_version(path, 0, 0)
   status = os.stat(path)
@@ -74,7 +69,7 @@ def why_not_complete(output_path, record_now):
   otherwise the reason, in words."""
   if not tf.io.gfile.exists(output_path):
     return "missing"
-  path = made_from_path(output_path)
+  path = file_io.made_from_path(output_path)
   try:
     with tf.io.gfile.GFile(path, "r") as f:
       recorded = json.load(f)
@@ -100,7 +95,7 @@ def write_made_from(output_path, record):
   """Writes output_path's record (with its size) under its final name only
   when complete."""
   record = dict(record, output_size=tf.io.gfile.stat(output_path).length)
-  path = made_from_path(output_path)
+  path = file_io.made_from_path(output_path)
   with file_io.atomic_output(path) as tmp_path:
     with tf.io.gfile.GFile(tmp_path, "w") as f:
       f.write(json.dumps(record, indent=1, sort_keys=True) + "\n")
@@ -108,6 +103,6 @@ def write_made_from(output_path, record):
 
 def remove_output(output_path):
   """Removes an output and its record (a record alone never stays)."""
-  for path in (made_from_path(output_path), output_path):
+  for path in (file_io.made_from_path(output_path), output_path):
     if tf.io.gfile.exists(path):
       tf.io.gfile.remove(path)

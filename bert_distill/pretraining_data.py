@@ -118,11 +118,6 @@ def output_path(output_dir, output_base_name, index):
   return os.path.join(output_dir, f"{output_base_name}_{index}.tfrecord")
 
 
-def made_from_path(final_path):
-  """Where the record of what an output was made from is kept."""
-  return final_path + ".made_from.json"
-
-
 def load_tokenizer(vocab_file, do_lower_case):
   """Google's tokenizer for the vocabulary; StageError if it lacks a special
   token or is not UTF-8 text."""
@@ -485,7 +480,7 @@ def process_file(job):
     with file_io.atomic_output(final_path) as tmp_path:
       tfrecord.write_tfrecords(tmp_path, examples)
     made_from["output_size"] = os.path.getsize(final_path)
-    file_io.write_json(made_from_path(final_path), made_from)
+    file_io.write_json(file_io.made_from_path(final_path), made_from)
   except OSError as e:
     raise cli.StageError(f"cannot write {final_path}: "
                          f"{e.strerror or e}") from None
@@ -541,9 +536,9 @@ def why_not_complete(final_path, made_from, input_path):
   settings of `made_from`; otherwise the reason, in words."""
   if not os.path.exists(final_path):
     return "missing"
-  record = file_io.read_json(made_from_path(final_path))
+  record = file_io.read_json(file_io.made_from_path(final_path))
   if record is None:
-    return f"no record of what it was made from ({made_from_path(final_path)})"
+    return f"no record of what it was made from ({file_io.made_from_path(final_path)})"
   if record.get("output_size") != os.path.getsize(final_path):
     return "its size differs from the one recorded when it was written"
   if not file_io.same_content(record.get("input", {}),
@@ -572,13 +567,13 @@ def remove_former_outputs(output_dir, output_base_name, num_inputs):
     if not match or int(match.group(1)) < num_inputs:
       continue
     path = os.path.join(output_dir, name)
-    if file_io.read_json(made_from_path(path)) is None:
+    if file_io.read_json(file_io.made_from_path(path)) is None:
       raise cli.StageError(
           f"{path}: a record file beyond the {num_inputs} input files, with "
           f"no record of what it was made from: delete it (stage IV would "
           f"read it)")
     logging.info("Removing %s: its input is no longer in --input_dir", path)
-    os.remove(made_from_path(path))
+    os.remove(file_io.made_from_path(path))
     os.remove(path)
 
 
@@ -601,7 +596,7 @@ def make_records(input_files, settings, output_dir, output_base_name,
   else:
     for index, _ in indexed_inputs:
       final_path = output_path(output_dir, output_base_name, index)
-      for path in (final_path, made_from_path(final_path)):
+      for path in (final_path, file_io.made_from_path(final_path)):
         file_io.remove_stale_temporaries(glob.escape(path))
   if shard_index == 0:
     remove_former_outputs(output_dir, output_base_name, len(input_files))
@@ -621,7 +616,7 @@ def make_records(input_files, settings, output_dir, output_base_name,
     if reason != "missing":
       logging.info("%s: %s; made again", final_path, reason)
     # Never left for stage IV: the output of another input or settings.
-    for stale in (made_from_path(final_path), final_path):
+    for stale in (file_io.made_from_path(final_path), final_path):
       if os.path.exists(stale):
         os.remove(stale)
     num_logged = NUM_LOGGED_EXAMPLES if not jobs else 0

@@ -38,14 +38,6 @@ RECORD_NAME = "made_from.json"
 LOCK_NAME = "run.lock"
 
 
-def file_identity(path):
-  """file_io.file_identity of a local file; name and size of a remote one."""
-  if "://" in path:
-    return {"name": os.path.basename(path),
-            "size": tf.io.gfile.stat(path).length}
-  return file_io.file_identity(path)
-
-
 def checkpoint_identity(checkpoint):
   """The identity of each of a checkpoint's files (its index, then its data
   files), or None where checkpoint names none (the load then says so)."""
@@ -54,8 +46,8 @@ def checkpoint_identity(checkpoint):
   except ValueError:
     return None
   if huggingface.is_checkpoint(prefix):  # an HF folder: its weight files
-    return [file_identity(path) for path in huggingface._weight_files(prefix)]  # pylint: disable=protected-access
-  return [file_identity(path) for path in
+    return [file_io.file_identity(path) for path in huggingface._weight_files(prefix)]  # pylint: disable=protected-access
+  return [file_io.file_identity(path) for path in
           [prefix + ".index"] + sorted(tf.io.gfile.glob(prefix + ".data-*"))]
 
 

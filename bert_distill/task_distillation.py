@@ -10,7 +10,7 @@ predictions on the task (run_classifier.py --teacher_checkpoint).
   are the same at every step. So it runs once, over the labeled training
   examples and the unlabeled text, and its logits are cached with the
   features (write_teacher_features) under a recipe naming the features'
-  inputs and the teacher checkpoint's identity (checkpoint_identity), so a
+  inputs and the teacher checkpoint's digest (weights_digest), so a
   changed teacher or data file is labelled anew, never reused stale.
 - The loss (DistillationLoss), per example i of the global batch of size G:
     soft_i = T^2 * KL(softmax(t_i / T) || softmax(z_i / T))
@@ -153,7 +153,7 @@ def build_teacher(strategy, config, task, checkpoint, precision):
   return teacher
 
 
-def checkpoint_identity(checkpoint):
+def weights_digest(checkpoint):
   """{"path", "sha256"} naming the teacher's weights: the resolved
   checkpoint and the sha256 of its index (which holds every tensor's
   CRC32C, so other weights give another digest); for a checkpoint that is

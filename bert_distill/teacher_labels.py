@@ -535,12 +535,12 @@ def write_teacher_labels(labeler, input_files, output_path, feature_spec,
     raise cli.StageError(str(e)) from None
   total = sum(min(c, max_records) if max_records else c for c in counts)
   file_io.remove_stale_temporaries(glob.escape(output_path))
-  file_io.remove_stale_temporaries(glob.escape(label_provenance.made_from_path(output_path)))
+  file_io.remove_stale_temporaries(glob.escape(file_io.made_from_path(output_path)))
   if sources is not None:
     record = label_provenance.made_from(input_files, sources)
     # Never an old record beside a new output: without one, a rerun redoes it.
-    if tf.io.gfile.exists(label_provenance.made_from_path(output_path)):
-      tf.io.gfile.remove(label_provenance.made_from_path(output_path))
+    if tf.io.gfile.exists(file_io.made_from_path(output_path)):
+      tf.io.gfile.remove(file_io.made_from_path(output_path))
   progress = progress_log.Progress(
       f"teacher labels -> {output_path}", total=total, unit="records",
       interval=progress_interval)

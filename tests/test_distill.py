@@ -266,7 +266,7 @@ def test_mixed_precision_training_steps_learn(tmp_path, precision):
   model, optimizer, loss_scale = distill_training.build_student(
       strategy, config, precision, 1, schedule)
   settings = label_settings.LabelSettings(label_settings.TOP_K, K)
-  iterator = iter(distill_input.distributed_dataset(
+  iterator = iter(distill_input.distributed_records_dataset(
       strategy, [path], settings, 8, SEQ, P, is_training=True, seed=1))
   loop = distill_training.make_train_loop(
       strategy, model, optimizer, 8, losses.LossConfig(), use_xla=False,

@@ -297,7 +297,7 @@ def test_gradients_reach_the_student_and_projections_never_the_teacher(
       "distill/hidden_projection/kernel"].numpy()
   path = ref.write_records(tmp_path / "r.tfrecord",
                            ref.random_pretraining_examples(8, SEQ, P, VOCAB))
-  dataset = distill_input.distributed_dataset(
+  dataset = distill_input.distributed_records_dataset(
       strategy, [path], None, 4, SEQ, P, is_training=True, seed=1)
   loop = distill_training.make_train_loop(
       strategy, student, optimizer, 4, teacher.config, use_xla=False,
@@ -340,7 +340,7 @@ def test_online_soft_loss_trains_as_offline_full_labels(tmp_path):
     student, optimizer, _ = distill_training.build_student(
         strategy, modeling.BertConfig(**STUDENT), "float32", 3,
         lambda s: 1e-3)
-    dataset = distill_input.distributed_dataset(
+    dataset = distill_input.distributed_records_dataset(
         strategy, [path], settings, 4, SEQ, P, is_training=True, seed=2)
     loop = distill_training.make_train_loop(strategy, student, optimizer, 4,
                                             loss_config, use_xla=False,

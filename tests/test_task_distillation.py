@@ -178,14 +178,14 @@ def test_resumed_task_distillation_ends_as_the_uninterrupted_one(runs):
 
 def test_another_teacher_is_labelled_anew_not_read_from_the_cache(runs):
   root = runs["root"]
-  first = task_distillation.checkpoint_identity(str(root / "teacher"))
-  assert first == task_distillation.checkpoint_identity(str(root / "teacher"))
+  first = task_distillation.weights_digest(str(root / "teacher"))
+  assert first == task_distillation.weights_digest(str(root / "teacher"))
   other = ref.write_google_checkpoint(
       str(root / "other_teacher" / "model.ckpt-1"),
       {**ref.random_google_weights(TOY_CONFIG, seed=5),
        "output_weights": np.zeros((2, 32), np.float32),
        "output_bias": np.zeros(2, np.float32)})
-  assert task_distillation.checkpoint_identity(other)["sha256"] != (
+  assert task_distillation.weights_digest(other)["sha256"] != (
       first["sha256"])
   recipe = task_distillation.read_recipe(
       str(root / "uninterrupted" / task_distillation.TRAIN_FILE))
