@@ -161,7 +161,8 @@ flags.DEFINE_string("teacher_checkpoint", None,
                     "saved with the student.")
 flags.DEFINE_string("teacher_config", None,
                     "The teacher's bert_config.json (its vocab_size must be "
-                    "the student's).")
+                    "the student's; its pooling is the teacher's). Default: "
+                    "the one beside --teacher_checkpoint.")
 flags.DEFINE_enum("teacher_precision", None,
                   ["float32", "mixed_float16", "mixed_bfloat16"],
                   "Compute dtype of the teacher's labelling pass. Default: "
@@ -218,8 +219,8 @@ for _name in ("soft_loss_weight", "hard_loss_weight"):
   flags.register_validator(_name, lambda v: v >= 0, f"--{_name} must be >= 0")
 flags.register_multi_flags_validator(
     ["teacher_config", "teacher_checkpoint"],
-    lambda f: bool(f["teacher_config"]) == bool(f["teacher_checkpoint"]),
-    "--teacher_config and --teacher_checkpoint go together")
+    lambda f: not f["teacher_config"] or f["teacher_checkpoint"],
+    "--teacher_config is the config of --teacher_checkpoint: give both")
 flags.register_multi_flags_validator(
     ["teacher_checkpoint", "do_train"],
     lambda f: not f["teacher_checkpoint"] or f["do_train"],
@@ -237,7 +238,7 @@ flags.register_multi_flags_validator(
     lambda f: bool(f["teacher_checkpoint"]) or not any(
         FLAGS[name].present for name in _DISTILLATION_FLAGS),
     f"--{', --'.join(_DISTILLATION_FLAGS)} are task distillation's: give "
-    f"--teacher_checkpoint and --teacher_config")
+    f"--teacher_checkpoint")
 flags.register_multi_flags_validator(
     ["distribution_strategy", "tpu"],
     lambda f: (f["distribution_strategy"] == "tpu") == bool(f["tpu"]),
@@ -433,7 +434,7 @@ RECORDED_SETTINGS = (
     "soft_loss_weight", "hard_loss_weight", "group_by_length")
 
 
-def training_record(task, config_file, vocab_file):
+def training_record(task, config_file, vocab_file, teacher):
   """provenance's record of this run: the training data's source, the
   vocabulary and config files read (the flags' or those beside
   --init_checkpoint), --init_checkpoint, and the settings."""
@@ -445,8 +446,8 @@ def training_record(task, config_file, vocab_file):
           "bert_config_file": file_io.file_identity(config_file),
           "init_checkpoint": (provenance.checkpoint_identity(
               FLAGS.init_checkpoint) if FLAGS.init_checkpoint else None),
-          "teacher_config": (file_io.file_identity(FLAGS.teacher_config)
-                             if FLAGS.teacher_config else None),
+          "teacher_config": (file_io.file_identity(teacher.config_file)
+                             if teacher else None),
           "teacher_checkpoint": (provenance.checkpoint_identity(
               FLAGS.teacher_checkpoint) if FLAGS.teacher_checkpoint
                                  else None),
@@ -472,10 +473,13 @@ def main(_):
                            FLAGS.max_train_examples)
   teacher = None
   if FLAGS.teacher_checkpoint:
+    teacher_config_file = checkpoints.companion_file(
+        FLAGS.teacher_config, FLAGS.teacher_checkpoint, "config",
+        "--teacher_config", "--teacher_checkpoint")
     teacher = task_distillation.Teacher(
         distill_training.read_matching_teacher_config(
-            FLAGS.teacher_config, FLAGS.max_seq_length, config),
-        FLAGS.teacher_checkpoint, FLAGS.teacher_precision or FLAGS.precision)
+            teacher_config_file, FLAGS.max_seq_length, config),
+        teacher_config_file, FLAGS.teacher_checkpoint, FLAGS.teacher_precision or FLAGS.precision)
     task_distillation.check_teacher_labels(FLAGS.teacher_checkpoint, task)
     examples["unlabeled"] = (
         read_unlabeled_examples(task, FLAGS.unlabeled_file)
@@ -546,7 +550,7 @@ def main(_):
       lambda path: classifier.initialize_from(model, path, layer_map))
   if chief and FLAGS.do_train:
     provenance.check_training_record(
-        FLAGS.output_dir, training_record(task, config_file, vocab_file),
+        FLAGS.output_dir, training_record(task, config_file, vocab_file, teacher),
         resumed=step > 0,
         continue_flag="continue_despite_changes",
         continue_anyway=FLAGS.continue_despite_changes)

@@ -59,6 +59,7 @@ _WRITE_ORDER_SEED = 0
 class Teacher(typing.NamedTuple):
   """The teacher as the flags name it."""
   config: modeling.BertConfig
+  config_file: str  # the file config was read from
   checkpoint: str  # a prefix or a folder
   precision: str   # a key of modeling.COMPUTE_DTYPES
 
@@ -133,7 +134,8 @@ def check_teacher_labels(checkpoint, task):
 
 def build_teacher(strategy, config, task, checkpoint, precision):
   """The frozen teacher classifier under the strategy's scope, every
-  variable loaded (checkpoints.load_checkpoint, strict).
+  variable loaded (checkpoints.load_checkpoint, strict), pooling as its
+  config records (a teacher fine-tuned with --pooling=mean pools so).
 
   Raises:
     cli.StageError: one line: no checkpoint there, or variables missing or
@@ -142,7 +144,8 @@ def build_teacher(strategy, config, task, checkpoint, precision):
   check_teacher_labels(checkpoint, task)
   with strategy.scope():
     teacher = classifier.BertClassifier(
-        config, task.num_labels, modeling.COMPUTE_DTYPES[precision], seed=0)
+        config, task.num_labels, modeling.COMPUTE_DTYPES[precision], seed=0,
+        pooling=classifier.pooling_of(config))
   try:
     checkpoints.load_checkpoint(teacher.variables_by_name(), checkpoint)
   except ValueError as e:

@@ -11,9 +11,13 @@ import pytest
 import tensorflow as tf
 
 import bert_reference as ref
+from bert_distill import checkpoints
+from bert_distill import classifier
+from bert_distill import classifier_data
 from bert_distill import losses
 from bert_distill import records
 from bert_distill import task_distillation
+import modeling
 import stage_runs
 from bert_reference import assert_same_checkpoints, checkpoint_values
 from stage_runs import replace_flag, run, start
@@ -135,7 +139,10 @@ def runs(tmp_path_factory):
   teacher = run(command(root / "toy", root / "vocab.txt",
                         root / "teacher.json", root / "teacher", "--do_train"))
   assert teacher.returncode == 0, teacher.stderr[-3000:]
-  reference = distill_command(root, root / "uninterrupted")
+  # The reference run leaves --teacher_config out: the teacher folder's
+  # bert_config.json is read; the killed run names it.
+  reference = [a for a in distill_command(root, root / "uninterrupted")
+               if not a.startswith("--teacher_config=")]
   killed = distill_command(root, root / "killed")
   reference_run = start(reference, root / "uninterrupted.log")
   killed_at = stage_runs.kill_after_checkpoint(
@@ -191,6 +198,32 @@ def test_another_teacher_is_labelled_anew_not_read_from_the_cache(runs):
       str(root / "uninterrupted" / task_distillation.TRAIN_FILE))
   assert recipe["teacher"] == first
   assert recipe["features"]["unlabeled"]["num_examples"] == 128
+
+
+def test_a_mean_pooling_teacher_labels_with_mean_pooling(tmp_path):
+  """A teacher fine-tuned with --pooling=mean (its config records it) gives
+  its logits from the mean of the last hidden states, as NumPy computes
+  them from its encoder's outputs, not from the [CLS] pooler."""
+  config = modeling.BertConfig.from_dict(
+      {**TOY_CONFIG, classifier.POOLING_KEY: "mean"})
+  source = classifier.BertClassifier(config, 2, seed=4, pooling="mean")
+  prefix = checkpoints.save_checkpoint(
+      {n: v.numpy() for n, v in source.variables_by_name().items()},
+      str(tmp_path / "teacher"), 1)
+  task = classifier_data.get_task("sst-2")
+  teacher = task_distillation.build_teacher(
+      tf.distribute.get_strategy(), config, task, prefix, "float32")
+  rng = np.random.default_rng(0)
+  ids = rng.integers(1, TOY_CONFIG["vocab_size"], (3, 8))
+  mask = np.array([[1] * 8, [1] * 5 + [0] * 3, [1] * 2 + [0] * 6])
+  segments = np.zeros((3, 8), np.int64)
+  logits = teacher(ids, mask, segments)["logits"].numpy()
+  hidden = teacher.bert(ids, mask, segments)["sequence_output"].numpy()
+  mean = (hidden * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)
+  weights = source.variables_by_name()
+  want = mean @ weights["output_weights"].numpy().T + weights[
+      "output_bias"].numpy()
+  np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------
