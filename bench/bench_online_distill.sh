@@ -1,10 +1,13 @@
 #!/bin/bash
 # The cost of the teacher in the loop, and a short run of each preset.
 #
-# Reads a finished demo (./run_demo.sh; OUT=demo_output by default): its
-# pretraining records (III-b) and teacher (T), on data/example_wiki's
-# configs; labels the training records top-10 with stage IV (the demo's own
-# labels are sampled) for the offline run. Trains the same student
+# Reads a finished demo (`make demo`; demo_output by default): its
+# pretraining records (III-b) and its teacher with the fitted MLM head (T,
+# all-MiniLM-L6-v2: its bert_config.json is the one stage T wrote); labels
+# the training records top-10 with stage IV (the demo's own labels are
+# sampled) for the offline run. Trains the same student (the demo's: 3 x 384
+# from the teacher's layers 0, 2, 4; STUDENT_CONFIG, LAYER_MAP and
+# LEARNING_RATE change it)
 #   offline: distill.py on stored top-10 labels (the original's stage V);
 #   online:  distill.py with --teacher_config/--teacher_checkpoint on the
 #            plain records (soft loss on the teacher's full distribution);
@@ -30,13 +33,14 @@ STEPS=${2:-300}
 WORK=${WORK:-$(mktemp -d)}
 mkdir -p "$WORK"
 PYTHON=${PYTHON:-.venv/bin/python}
-EXAMPLE=data/example_wiki
-TEACHER=(--teacher_config="$EXAMPLE/teacher_bert_config.json"
+TEACHER_CONFIG="$DEMO/teacher/bert_config.json"
+TEACHER=(--teacher_config="$TEACHER_CONFIG"
          --teacher_checkpoint="$DEMO/teacher")
-COMMON=(--bert_config_file="$EXAMPLE/student_bert_config.json"
+COMMON=(--bert_config_file="${STUDENT_CONFIG:-data/student_L3_H384_bert_config.json}"
+        --init_checkpoint="$DEMO/teacher" --init_layer_map="${LAYER_MAP:-0,2,4}"
         --max_seq_length=64 --max_predictions_per_seq=10
         --train_batch_size=32 --eval_batch_size=32 --max_eval_steps=20
-        --learning_rate=2e-3 --num_train_steps="$STEPS"
+        --learning_rate="${LEARNING_RATE:-1e-4}" --num_train_steps="$STEPS"
         --num_warmup_steps=$((STEPS / 10)) --iterations_per_loop=50
         --save_checkpoints_steps="$STEPS" --seed=12345)
 held_out() { echo "$DEMO/$1/pretraining_data_3.tfrecord"; }
@@ -77,7 +81,7 @@ report() {
 echo "bench_online_distill: $(date -u +%FT%TZ) on $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); work in $WORK" >&2
 # H(t): the teacher evaluated against itself.
 "$PYTHON" distill.py --do_eval --output_dir="$WORK/teacher_itself" \
-    "${COMMON[@]}" --bert_config_file="$EXAMPLE/teacher_bert_config.json" \
+    "${COMMON[@]}" --bert_config_file="$TEACHER_CONFIG" --init_layer_map= \
     --init_checkpoint="$DEMO/teacher" --input_file="$(held_out records)" \
     --eval_input_file="$(held_out records)" "${TEACHER[@]}" \
     > "$WORK/teacher_itself.log" 2>&1
@@ -87,7 +91,7 @@ echo "teacher entropy H(t) on the held-out file: $ENTROPY" >&2
 # The offline run's top-10 labels, made once per work folder.
 if [ "${ROUNDS:-1}" -gt 0 ] && [ ! -d "$WORK/top10_labels" ]; then
   "$PYTHON" extract_teacher_labels_truncated.py \
-      --bert_config_file="$EXAMPLE/teacher_bert_config.json" \
+      --bert_config_file="$TEACHER_CONFIG" \
       --init_checkpoint="$DEMO/teacher" --input_file="$(train_files records)" \
       --output_dir="$WORK/top10_labels.tmp" --max_seq_length=64 \
       --max_predictions_per_seq=10 --label_mode=top_k --truncation_factor=10 \
