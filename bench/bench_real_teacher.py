@@ -14,7 +14,7 @@ project's own stages:
   3. stage IV: the fitted teacher's labels, sampled (N=32, k=20) and top-k
      (k=20), and the held-out file in full;
   4. the students, each starting from the teacher's layers 0, 2, 4:
-       truncated         not distilled at all
+       truncated         not distilled at all (scored held out as it is)
        offline sampled   distill.py on the sampled labels
        offline top_k     distill.py on the top-k labels
        online minilm, online tinybert_general, online distilbert
@@ -25,7 +25,9 @@ project's own stages:
      --group_by_length) with --seeds fine-tuning seeds each,
      scored on dev.tsv; each distillation runs once (seed 12345);
   6. parameters and inference rate of each fine-tuned model
-     (bench/inference_rate.py: batch 32 x 64 tokens, float32, one process).
+     (bench/inference_rate.py: batch 32 x 64 tokens, float32, all models in
+     one process, round-robin, so one architecture shows one rate), as
+     sequences/s, GFLOP/s and share of the float32 GEMM rate.
 
 It prints (and writes to WORK_DIR/real_teacher.md and .json) one table: dev
 accuracy mean, standard deviation and range over the seeds, accuracy as a
@@ -50,11 +52,12 @@ import hashlib
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
+
+import flops
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
@@ -241,6 +244,13 @@ def main():
              f"--max_eval_steps={2 if args.quick else 20}",
              f"--save_checkpoints_steps={args.distill_steps}"]
   student_dirs = {}
+  # The truncated student undistilled, scored as the students are: the
+  # baseline every distilled row is measured against.
+  truncated = next(name for name in STUDENTS if name.startswith("truncated"))
+  student_dirs[truncated] = f"{work}/students/truncated"
+  run("V-truncated-eval", [arg for arg in distill if arg != "--do_train"] + [
+      f"--input_file={held_out_labels}",
+      f"--output_dir={student_dirs[truncated]}"])
   for name, how in STUDENTS.items():
     if how is None:
       continue
@@ -304,14 +314,22 @@ def main():
           finetune + flags + [f"--seed={seed}", f"--output_dir={output}"])
       accuracies.append(
           read_results(f"{output}/eval_results.txt")["eval_accuracy"])
-    rate_file = f"{work}/glue/model{index}_seed1/inference_rate.txt"
-    run(f"rate-model{index}", [
-        py, "bench/inference_rate.py", f"--checkpoint={work}/glue/"
-        f"model{index}_seed1", f"--bert_config_file={work}/glue/"
-        f"model{index}_seed1/bert_config.json", "--batch_size=32",
-        f"--max_seq_length={SEQ}", f"--output_file={rate_file}",
-        *(["--seconds=1", "--repeats=1"] if args.quick else [])])
-    rows[name] = {"accuracies": accuracies, **read_results(rate_file)}
+    rows[name] = {"accuracies": accuracies}
+
+  print("6. inference rates, all models in one process, interleaved",
+        flush=True)
+  rate_flags = []
+  for index in range(len(models)):
+    model_dir = f"{work}/glue/model{index}_seed1"
+    rate_flags += [f"--checkpoint={model_dir}",
+                   f"--bert_config_file={model_dir}/bert_config.json",
+                   f"--output_file={model_dir}/inference_rate.txt"]
+  run("rates", [py, "bench/inference_rate.py", "--batch_size=32",
+                f"--max_seq_length={SEQ}", *rate_flags,
+                *(["--seconds=1", "--repeats=1"] if args.quick else [])])
+  for index, name in enumerate(models):
+    rows[name].update(read_results(
+        f"{work}/glue/model{index}_seed1/inference_rate.txt"))
 
   distilled = {name: read_results(f"{path}/eval_results.txt")
                for name, path in student_dirs.items()}
@@ -320,24 +338,13 @@ def main():
          time.monotonic() - started, load_before, os.getloadavg())
 
 
-def cpu_name():
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown CPU"
-
-
 def report(args, rows, head, distilled, pooling, work, seconds, load_before,
            load_after):
   teacher = next(iter(rows.values()))
   teacher_mean = statistics.mean(teacher["accuracies"])
   lines = [
-      f"Real-teacher bench ({datetime.date.today()}, {cpu_name()}, "
-      f"{os.cpu_count()} cores, load average {load_before[0]:.1f} at the "
+      f"Real-teacher bench ({datetime.date.today()}; {flops.cpu_line()}; "
+      f"load average {load_before[0]:.1f} at the "
       f"start, {load_after[0]:.1f} at the end; {seconds / 60:.0f} min"
       f"{'; --quick: the accuracies mean nothing' if args.quick else ''})",
       "",
@@ -347,8 +354,8 @@ def report(args, rows, head, distilled, pooling, work, seconds, load_before,
       f"students distilled {args.distill_steps} steps of 32 x 64:",
       "",
       "| model | dev accuracy | std | range | of teacher | parameters | "
-      "sequences/s | speed-up |",
-      "|---|---|---|---|---|---|---|---|"]
+      "sequences/s | speed-up | GFLOP/s | of GEMM |",
+      "|---|---|---|---|---|---|---|---|---|---|"]
   for name, row in rows.items():
     acc = row["accuracies"]
     std = statistics.stdev(acc) if len(acc) > 1 else 0.0
@@ -357,8 +364,12 @@ def report(args, rows, head, distilled, pooling, work, seconds, load_before,
         f"{min(acc):.3f}-{max(acc):.3f} | "
         f"{statistics.mean(acc) / teacher_mean:.3f} | "
         f"{row['parameters'] / 1e6:.1f}M | {row['sequences_per_second']:.1f} | "
-        f"{row['sequences_per_second'] / teacher['sequences_per_second']:.2f}x |")
-  lines += ["", f"stage T (head only, {args.head_steps} steps): held-out "
+        f"{row['sequences_per_second'] / teacher['sequences_per_second']:.2f}x"
+        f" | {row['gflops_per_second']:.1f} | {row['percent_of_gemm']:.0f}% |")
+  lines += ["", f"inference: batch 32 x {SEQ} tokens, float32, every model "
+            f"in one process, median of 5 interleaved rounds; float32 GEMM "
+            f"{teacher['gemm_gflops_per_second']:.1f} GFLOP/s in the same "
+            f"process", "", f"stage T (head only, {args.head_steps} steps): held-out "
             f"masked-LM accuracy {head.get('masked_lm_accuracy', float('nan')):.4f}",
             "", "| distilled student | held-out teacher_kl | top-1 agreement | "
             "masked-LM accuracy |", "|---|---|---|---|"]

@@ -1,18 +1,33 @@
-"""A model's parameters and inference rate (sequences/s), as the demo's and
-bench_real_teacher.py's tables report them.
+"""Models' parameters and inference rates (sequences/s, GFLOP/s, share of
+this machine's GEMM rate), as the demo's and bench_real_teacher.py's tables
+report them.
 
 The rate is the forward pass of the checkpoint's model (a fine-tuned
 classifier: encoder, pooler and head, as export_model.py serves it; else the
 encoder and pooler) on batches of --batch_size full-length sequences of
---max_seq_length tokens, float32, in one tf.function, after a warm-up call:
-the median of --repeats timed runs of at least --seconds each. The
-parameters are the model's variables' elements (embeddings included).
+--max_seq_length tokens, float32, in one tf.function, after a warm-up call.
+Several models given together are timed in one process, round-robin: each
+round times every model for at least --seconds, and a model's rate is the
+median of its --repeats rounds. Models of one architecture then show one
+rate (within a few percent) even on a machine whose load changes, which
+separate processes one after the other do not.
 
-  .venv/bin/python bench/inference_rate.py --checkpoint=demo_output/glue/student \\
-      --bert_config_file=demo_output/glue/student/bert_config.json
+GFLOP/s counts the forward pass's matmuls (bench/flops.py forward_flops:
+no masked-LM head); the share is of the best float32 GEMM (TensorFlow and
+NumPy, 2048^3) measured in the same process before and after the rounds.
+The parameters are the model's variables' elements (embeddings included).
 
-prints `parameters = N` and `sequences_per_second = R` (and writes them to
---output_file when given).
+  .venv/bin/python bench/inference_rate.py \\
+      --checkpoint=demo_output/glue/teacher \\
+      --bert_config_file=demo_output/glue/teacher/bert_config.json \\
+      --output_file=demo_output/glue/teacher/inference_rate.txt \\
+      --checkpoint=demo_output/glue/student \\
+      --bert_config_file=demo_output/glue/student/bert_config.json \\
+      --output_file=demo_output/glue/student/inference_rate.txt
+
+prints and writes (to each model's --output_file, when given) `parameters`,
+`sequences_per_second`, `gflops_per_second`, `percent_of_gemm` and
+`gemm_gflops_per_second` as `key = value` lines.
 """
 
 import argparse
@@ -24,6 +39,7 @@ import time
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 sys.path.insert(0, ROOT)
+sys.path.insert(0, BENCH)
 
 
 def parameter_count(variables_by_name):
@@ -31,10 +47,10 @@ def parameter_count(variables_by_name):
   return sum(int(v.shape.num_elements()) for v in variables_by_name.values())
 
 
-def sequences_per_second(model, batch_size, seq_length, seconds=5.0,
-                         repeats=3, seed=0):
-  """Median forward-pass rate of `model(input_ids, input_mask, segment_ids)`
-  over full-length random sequences [batch_size, seq_length]."""
+def forward_function(model, batch_size, seq_length, seed=0):
+  """A tf.function running `model(input_ids, input_mask, segment_ids)` on
+  fixed random full-length sequences [batch_size, seq_length], traced and
+  warmed up."""
   import numpy as np  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(seed)
@@ -50,56 +66,106 @@ def sequences_per_second(model, batch_size, seq_length, seconds=5.0,
     # The first output a caller would read: logits, else the pooled output.
     return outputs.get("logits", outputs["pooled_output"])
 
-  forward().numpy()  # trace and warm up
-  rates = []
+  forward().numpy()
+  return forward
+
+
+def timed_rate(forward, batch_size, seconds):
+  """Sequences/s of calling forward() for at least `seconds`."""
+  calls, started = 0, time.perf_counter()
+  while True:
+    forward().numpy()
+    calls += 1
+    elapsed = time.perf_counter() - started
+    if elapsed >= seconds:
+      return calls * batch_size / elapsed
+
+
+def interleaved_rates(forwards, batch_size, seconds, repeats):
+  """Median rate of each forward function over `repeats` round-robin
+  rounds: a list of sequences/s in the order given."""
+  rounds = [[] for _ in forwards]
   for _ in range(repeats):
-    calls, started = 0, time.perf_counter()
-    while True:
-      forward().numpy()
-      calls += 1
-      elapsed = time.perf_counter() - started
-      if elapsed >= seconds:
-        break
-    rates.append(calls * batch_size / elapsed)
-  return statistics.median(rates)
+    for rates, forward in zip(rounds, forwards):
+      rates.append(timed_rate(forward, batch_size, seconds))
+  return [statistics.median(rates) for rates in rounds]
 
 
-def measure(config_file, checkpoint, batch_size, seq_length, seconds,
-            repeats):
-  """{"parameters", "sequences_per_second"} of a checkpoint's model."""
+def gemm_rate():
+  """The best float32 GEMM rate (FLOP/s) of TensorFlow and NumPy."""
+  import flops  # pylint: disable=import-outside-toplevel
+  return max(flops.gemm_rates(("tensorflow", "numpy"), size=2048,
+                              repeats=3).values())
+
+
+def measure(models, batch_size, seq_length, seconds, repeats):
+  """Measures [(config_file, checkpoint)]: a list of result dicts."""
+  import flops  # pylint: disable=import-outside-toplevel
   from bert_distill import model_config  # pylint: disable=import-outside-toplevel
   from bert_distill import serving  # pylint: disable=import-outside-toplevel
-  config = model_config.read_config(config_file, seq_length, "model")
-  model, _ = serving.load_model(config, checkpoint)
-  return {"parameters": parameter_count(model.variables_by_name()),
-          "sequences_per_second": sequences_per_second(
-              model, batch_size, seq_length, seconds, repeats)}
+  configs, loaded = [], []
+  for config_file, checkpoint in models:
+    config = model_config.read_config(config_file, seq_length, "model")
+    model, _ = serving.load_model(config, checkpoint)
+    configs.append(config)
+    loaded.append(model)
+  gemm_before = gemm_rate()
+  forwards = [forward_function(m, batch_size, seq_length) for m in loaded]
+  rates = interleaved_rates(forwards, batch_size, seconds, repeats)
+  gemm = max(gemm_before, gemm_rate())
+  results = []
+  for (_, checkpoint), config, model, rate in zip(models, configs, loaded,
+                                                  rates):
+    flop_rate = rate * flops.forward_flops(config, seq_length, 0)
+    results.append({
+        "parameters": parameter_count(model.variables_by_name()),
+        "sequences_per_second": rate,
+        "gflops_per_second": flop_rate / 1e9,
+        "percent_of_gemm": flops.percent_of_gemm(flop_rate, gemm, checkpoint),
+        "gemm_gflops_per_second": gemm / 1e9})
+  return results
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--checkpoint", required=True,
-                      help="a checkpoint prefix or folder")
-  parser.add_argument("--bert_config_file", required=True)
+  parser.add_argument("--checkpoint", action="append", required=True,
+                      help="a checkpoint prefix or folder (repeat the flag "
+                      "for several models)")
+  parser.add_argument("--bert_config_file", action="append", required=True,
+                      help="one per --checkpoint, in the same order")
+  parser.add_argument("--output_file", action="append",
+                      help="one per --checkpoint: also write its results "
+                      "there")
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--max_seq_length", type=int, default=64)
-  parser.add_argument("--seconds", type=float, default=5.0,
-                      help="least duration of one timed run")
-  parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--output_file", help="also write the results here")
+  parser.add_argument("--seconds", type=float, default=3.0,
+                      help="least duration of one model's timed run")
+  parser.add_argument("--repeats", type=int, default=5,
+                      help="rounds; a model's rate is their median")
   args = parser.parse_args()
+  if len(args.bert_config_file) != len(args.checkpoint):
+    parser.error(f"{len(args.checkpoint)} --checkpoint but "
+                 f"{len(args.bert_config_file)} --bert_config_file")
+  if args.output_file and len(args.output_file) != len(args.checkpoint):
+    parser.error(f"{len(args.checkpoint)} --checkpoint but "
+                 f"{len(args.output_file)} --output_file")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  import flops  # pylint: disable=import-outside-toplevel
+  print(flops.cpu_line(), flush=True)
   try:
-    results = measure(args.bert_config_file, args.checkpoint, args.batch_size,
-                      args.max_seq_length, args.seconds, args.repeats)
+    results = measure(list(zip(args.bert_config_file, args.checkpoint)),
+                      args.batch_size, args.max_seq_length, args.seconds,
+                      args.repeats)
   except ValueError as e:
     sys.exit(f"error: {e}")
-  text = "".join(f"{key} = {value}\n" for key, value in results.items())
-  sys.stdout.write(text)
-  if args.output_file:
-    with open(args.output_file + ".tmp", "w") as f:
-      f.write(text)
-    os.replace(args.output_file + ".tmp", args.output_file)
+  for index, (checkpoint, result) in enumerate(zip(args.checkpoint, results)):
+    text = "".join(f"{key} = {value}\n" for key, value in result.items())
+    sys.stdout.write(f"{checkpoint}:\n{text}")
+    if args.output_file:
+      path = args.output_file[index]
+      with open(path + ".tmp", "w") as f:
+        f.write(text)
+      os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":
