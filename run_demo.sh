@@ -87,15 +87,20 @@ cmp -s "$TEACHER_DIR/vocab.txt" "$VOCAB" || {
     --glue_max_seq_length=$SEQ \
     --glue_flags="--num_train_epochs=1 --learning_rate=1e-4 --pooling=mean --group_by_length --eval_batch_size=64"
 
-for model in teacher student; do
-  rates="$OUT/glue/$model/inference_rate.txt"
-  if [[ ! -f "$rates" ]]; then
-    echo "== inference rate of the fine-tuned $model (bench/inference_rate.py)"
-    "$PYTHON" bench/inference_rate.py --checkpoint="$OUT/glue/$model" \
-        --bert_config_file="$OUT/glue/$model/bert_config.json" \
-        --batch_size=32 --max_seq_length=$SEQ --output_file="$rates"
-  fi
-done
+# Both models in one process, timed round-robin: one model's rate does not
+# fall in a busier moment of the machine than the other's.
+if [[ ! -f "$OUT/glue/teacher/inference_rate.txt" ||
+      ! -f "$OUT/glue/student/inference_rate.txt" ]]; then
+  echo "== inference rates of the fine-tuned teacher and student (bench/inference_rate.py)"
+  rate_flags=()
+  for model in teacher student; do
+    rate_flags+=(--checkpoint="$OUT/glue/$model"
+                 --bert_config_file="$OUT/glue/$model/bert_config.json"
+                 --output_file="$OUT/glue/$model/inference_rate.txt")
+  done
+  "$PYTHON" bench/inference_rate.py --batch_size=32 --max_seq_length=$SEQ \
+      "${rate_flags[@]}"
+fi
 
 minutes=$(( ($(date +%s) - started + 59) / 60 ))
 cat <<TXT

@@ -7,10 +7,15 @@ tokenizer and optimizer stay at the top level as Google's `modeling.py`,
 
 import os
 
+from bert_distill import tensorflow_startup
+
 # TensorFlow's C++ start-up lines (oneDNN, CUDA drivers, CPU instructions)
 # would come before a stage's own log: hidden unless the user set the level
 # (TF_CPP_MIN_LOG_LEVEL=0 brings them back). TensorFlow reads it when it is
 # first imported, and every stage script imports bert_distill before it.
+# The CUDA lines of a machine without a GPU driver ignore the level: the
+# first `import tensorflow` filters them (tensorflow_startup).
+tensorflow_startup.install()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # TensorFlow's default CPU allocator returns every large tensor to the

@@ -23,6 +23,7 @@ import bert_reference as ref
 from bert_distill import provenance
 from bert_distill import records
 from bert_distill import teacher_labels
+from bert_distill import tensorflow_startup
 import stage_runs
 from conftest import ROOT
 import distill_cases
@@ -377,6 +378,33 @@ def test_tensorflow_start_up_lines_are_hidden_unless_asked_for(tmp_path):
   loud = subprocess.run(argv, env=dict(env, TF_CPP_MIN_LOG_LEVEL="0"),
                         cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert "cpu_feature_guard" in loud.stderr
+
+
+def test_no_cuda_driver_lines_before_a_stages_log():
+  env = {k: v for k, v in stage_runs.ENV.items()
+         if k != "TF_CPP_MIN_LOG_LEVEL"}
+  result = subprocess.run(
+      [sys.executable, "-c", "import bert_distill, tensorflow as tf; "
+       "print(tf.reduce_sum(tf.ones([3])).numpy())"],
+      env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout == "3.0\n"
+  for noise in ("cuInit", "cudart_stub", "absl::InitializeLog", "I0000",
+                "E0000"):
+    assert noise not in result.stderr
+
+
+def test_the_start_up_filter_keeps_every_other_line(capfd):
+  with tensorflow_startup.filtered_stderr():
+    os.write(2, b"WARNING: All log messages before absl::InitializeLog() is "
+             b"called are written to STDERR\n"
+             b"E0000 00:00:17 1 cuda_platform.cc:52] failed call to cuInit: "
+             b"INTERNAL: CUDA error\n"
+             b"E0000 00:00:17 1 some_kernel.cc:7] a real error\n")
+    print("from Python", file=sys.stderr)
+  # pytest's sys.stderr is not file descriptor 2: the order may differ.
+  assert sorted(capfd.readouterr().err.splitlines()) == [
+      "E0000 00:00:17 1 some_kernel.cc:7] a real error", "from Python"]
 
 
 def test_export_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):

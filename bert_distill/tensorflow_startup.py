@@ -1,0 +1,90 @@
+"""TensorFlow's import without its CUDA start-up lines on machines with no
+GPU driver.
+
+The `tensorflow` wheel (not `tensorflow-cpu`) looks for CUDA when it is
+imported and when its devices are first listed. On a machine without an
+NVIDIA driver that prints, before a stage's own log and whatever
+TF_CPP_MIN_LOG_LEVEL says (absl writes everything to stderr until it is
+initialised):
+
+  WARNING: All log messages before absl::InitializeLog() is called are ...
+  I0000 ... cudart_stub.cc:31] Could not find cuda drivers on your machine ...
+  E0000 ... cuda_platform.cc:52] failed call to cuInit: INTERNAL: ...
+
+The last one reads as an error and is not one. `install()` makes the
+process's first `import tensorflow` run with file descriptor 2 captured,
+list the physical devices (where cuInit is called), and write back every
+captured line except those (NOISE). It does nothing where
+TF_CPP_MIN_LOG_LEVEL is 0 or 1 (a user asking for TensorFlow's info or
+warning lines gets these too), where an NVIDIA driver is loaded (the lines
+then say something), or where TensorFlow is already imported. A module that never imports TensorFlow (the torch
+benches' helpers, split_text.py) pays nothing.
+"""
+
+import contextlib
+import importlib.abc
+import importlib.util
+import os
+import re
+import sys
+import tempfile
+
+# The lines the wheel prints when it finds no CUDA driver, and nothing else.
+NOISE = re.compile(
+    r"All log messages before absl::InitializeLog\(\) is called"
+    r"|cudart_stub\.cc:\d+\] Could not find cuda drivers"
+    r"|cuda_platform\.cc:\d+\] failed call to cuInit"
+    r"|cuda_executor\.cc:\d+\] .*(kernel driver does not appear|CUDA_ERROR_NO_DEVICE)")
+
+
+@contextlib.contextmanager
+def filtered_stderr(noise=NOISE):
+  """Captures file descriptor 2 (C++ and Python writes alike) and writes
+  back, on exit, every captured line that `noise` does not match."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      kept = [line for line in captured.read().splitlines(keepends=True)
+              if not noise.search(line.decode("utf-8", "replace"))]
+      if kept:
+        os.write(2, b"".join(kept))
+
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+  """Finds `tensorflow` once, with a loader that imports it quietly."""
+
+  def find_spec(self, fullname, path=None, target=None):  # pylint: disable=unused-argument
+    if fullname != "tensorflow":
+      return None
+    sys.meta_path.remove(self)
+    spec = importlib.util.find_spec(fullname)
+    if spec is None or spec.loader is None:
+      return spec
+    exec_module = spec.loader.exec_module
+
+    def quiet_exec_module(module):
+      with filtered_stderr():
+        exec_module(module)
+        module.config.list_physical_devices()  # where cuInit is called
+
+    spec.loader.exec_module = quiet_exec_module
+    return spec
+
+
+def install(environ=os.environ):
+  """Makes the first `import tensorflow` quiet where that is safe (see the
+  module docstring). Call before TensorFlow is imported."""
+  if (environ.get("TF_CPP_MIN_LOG_LEVEL", "2") in ("0", "1") or
+      "tensorflow" in sys.modules or
+      os.path.exists("/proc/driver/nvidia") or
+      any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path)):
+    return
+  sys.meta_path.insert(0, _QuietTensorFlowFinder())
