@@ -2,7 +2,7 @@
 # Soak test of the crash and rerun promises: runs the demo pipeline
 # (run_demo.sh's settings, fewer steps) once uninterrupted, then again while
 # killing (kill -9) first one process of every stage in turn (II's
-# WikiExtractor and extract_jsons.py, III-a, III-b, T, IV, V: a random 0-1 s
+# WikiExtractor run and extract_jsons.py, III-a, III-b, T, IV, V: a random 0-1 s
 # after it starts, each followed by a rerun; STAGE_KILLS=0 skips them), then
 # a random process of a random running stage at a random
 # moment, N times, rerunning the same command after each kill. Each kill
@@ -155,6 +155,8 @@ PY
 
 hung=0
 kills=0
+rounds=1
+mismatched=0
 # kill_in_stage PATTERN: runs the pipeline, kills -9 the first of its python
 # processes whose command line matches PATTERN (grep -E) a random 0-1 s after
 # it appears, and waits for the pipeline to end; the next attempt resumes.
@@ -173,7 +175,11 @@ kill_in_stage() {
   done
   if [[ -n "$victim" ]]; then
     sleep "0.$(( RANDOM % 10 ))"
-    kill -9 "$victim" 2>/dev/null || true
+    # A process that ended before the kill was not killed: the stage then
+    # ran on, and the pipeline with it; that is reported, not counted.
+    kill -9 "$victim" 2>/dev/null || victim=""
+  fi
+  if [[ -n "$victim" ]]; then
     local deadline=$(( $(date +%s) + HANG_SECONDS ))
     while kill -0 "$leader" 2>/dev/null; do
       if (( $(date +%s) > deadline )); then
@@ -186,14 +192,24 @@ kill_in_stage() {
     done
   fi
   wait "$leader" || status=$?
-  echo "soak: stage kill /$pattern/: pid ${victim:-none (not seen: the stage was done)}, the pipeline's status $status"
+  echo "soak: stage kill /$pattern/: pid ${victim:-none (not seen, or it ended before the kill)}, the pipeline's status $status"
   if [[ -n "$victim" ]]; then
     kills=$(( kills + 1 ))
+  fi
+  if [[ $status -eq 0 ]]; then
+    # The pipeline ran to its end (the stage survived the kill, or the
+    # process had ended): check this round, and let the next stage's kill
+    # start a new one, or it would find its stage done.
+    echo "soak: round $rounds finished during the stage kills; comparing"
+    compare || mismatched=$(( mismatched + 1 ))
+    rm -rf "$WORK/soak"
+    rounds=$(( rounds + 1 ))
   fi
 }
 set -m  # each background pipeline gets a process group of its own
 if (( STAGE_KILLS )); then
-  for pattern in 'wikiextractor' 'extract_jsons\.py' 'split_text\.py' \
+  for pattern in 'wikiextractor_without_headings\.py' 'extract_jsons\.py' \
+                 'split_text\.py' \
                  'multifile_create_pretraining_data\.py' \
                  "distill\.py.*--output_dir=$WORK/soak/teacher( |\$)" \
                  'extract_teacher_labels_truncated\.py' \
@@ -203,8 +219,6 @@ if (( STAGE_KILLS )); then
   N=$(( N + kills ))
 fi
 attempts=0
-rounds=1
-mismatched=0
 progress=0  # seconds of pipeline work done by this round's attempts
 set -m  # each background pipeline gets a process group of its own
 while (( kills < N && attempts < 4 * N )); do
@@ -226,7 +240,7 @@ while (( kills < N && attempts < 4 * N )); do
     if (( ${#pythons[@]} )); then
       victim=${pythons[RANDOM % ${#pythons[@]}]}
       what=$(stage_of "$victim")
-      kill -9 "$victim" 2>/dev/null || true
+      kill -9 "$victim" 2>/dev/null || victim=""  # it had ended
     fi
   fi
   outcome="the pipeline failed"
