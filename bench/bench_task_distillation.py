@@ -65,6 +65,10 @@ def parse_args(argv=None):
   parser.add_argument("--student", action="append", default=[],
                       help="NAME:CONFIG:CHECKPOINT (repeat; CHECKPOINT may be "
                       "empty)")
+  parser.add_argument("--run_flags", default="",
+                      help="more run_classifier.py flags of every run, "
+                      "teacher included, e.g. --pooling=mean "
+                      "--group_by_length")
   parser.add_argument("--student_flags", default="",
                       help="more run_classifier.py flags of the students' "
                       "runs, e.g. --init_layer_map=0,2,4")
@@ -156,7 +160,7 @@ def run_classifier(args, data_dir, config, checkpoint, output_dir, seed,
           f"--learning_rate={args.learning_rate}",
           f"--num_train_epochs={args.epochs}", f"--seed={seed}",
           "--save_checkpoints_steps=100000", "--iterations_per_loop=50",
-          "--do_train", "--do_eval", *extra]
+          "--do_train", "--do_eval", *args.run_flags.split(), *extra]
   if checkpoint:
     argv.append(f"--init_checkpoint={checkpoint}")
   started = time.monotonic()
