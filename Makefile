@@ -54,6 +54,7 @@ bench: bench-env
 	$(BENCH_PY) bench/bench_teacher_labels.py --bench_venv=$(BENCH_VENV)
 	$(BENCH_PY) bench/bench_distill.py
 	$(BENCH_PY) bench/bench_classifier.py
+	$(BENCH_PY) bench/verify_huggingface_export.py
 
 clean-demo:
 	rm -rf demo_output
