@@ -3,8 +3,10 @@ import bz2
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -292,3 +294,64 @@ def test_bundled_dump_keeps_every_sentence_and_no_heading_list_or_reference(
   for markup in ("Regional Studies", "cite book", "Reflist", "Infobox",
                  "Category:", "{{", "}}", "[[", "<ref"):
     assert markup not in text, markup
+
+
+# A killed WikiExtractor process stops the extraction instead of hanging it.
+_WRAPPER_CHILD = """
+import multiprocessing, os, signal, sys, time
+sys.path.insert(0, {extract_dir!r})
+import wikiextractor_without_headings as wrapper
+os.register_at_fork(before=wrapper.remember_the_forking_process,
+                    after_in_child=wrapper.die_with_the_parent)
+{watch}
+child = multiprocessing.get_context("fork").Process(target=time.sleep,
+                                                    args=(60,))
+child.start()
+print(child.pid, flush=True)
+{then}
+"""
+
+
+def _run_wrapper_child(watch, then):
+  code = _WRAPPER_CHILD.format(extract_dir=EXTRACT_DIR, watch=watch,
+                               then=then)
+  return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _gone(pid, seconds=10):
+  deadline = time.monotonic() + seconds
+  while time.monotonic() < deadline:
+    try:
+      with open(f"/proc/{pid}/stat") as f:
+        if f.read().split(") ")[1].startswith("Z"):
+          return True  # a zombie: dead, not yet reaped
+    except FileNotFoundError:
+      return True
+    time.sleep(0.05)
+  return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl")
+def test_wikiextractor_children_die_with_a_killed_main_process():
+  process = _run_wrapper_child(
+      watch="", then="os.kill(os.getpid(), signal.SIGKILL)")
+  child = int(process.stdout.readline())
+  process.wait(timeout=60)
+  assert process.returncode == -signal.SIGKILL
+  assert _gone(child), "the worker outlived its killed parent"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="waitid")
+def test_a_killed_wikiextractor_worker_stops_the_extraction_in_one_line():
+  process = _run_wrapper_child(
+      watch="wrapper.stop_when_a_child_dies(0.05)",
+      then="time.sleep(60); print('still running')")
+  child = int(process.stdout.readline())
+  os.kill(child, signal.SIGKILL)
+  stdout, stderr = process.communicate(timeout=30)
+  assert process.returncode == 1
+  assert "still running" not in stdout
+  assert stderr.strip() == (f"error: WikiExtractor's process {child} was "
+                            f"killed by signal 9: extraction stopped (its "
+                            f"output is incomplete; rerun to redo it)")
