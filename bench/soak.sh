@@ -70,7 +70,7 @@ group_pythons() {
 }
 
 stage_of() {  # the stage script a process runs, for the report
-  tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -o '[a-z_]*\.py' |
+  tr '\0' ' ' 2>/dev/null < "/proc/$1/cmdline" | grep -o '[a-z_]*\.py' |
       grep -v '^-' | tail -1 || echo "?"
 }
 
@@ -166,7 +166,7 @@ kill_in_stage() {
   local leader=$!
   while kill -0 "$leader" 2>/dev/null && [[ -z "$victim" ]]; do
     for pid in $(group_pythons "$leader"); do
-      if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -Eq -- "$pattern"; then
+      if tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline" | grep -Eq -- "$pattern"; then
         victim=$pid
         break
       fi
