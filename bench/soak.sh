@@ -157,11 +157,14 @@ hung=0
 kills=0
 rounds=1
 mismatched=0
-# kill_in_stage PATTERN: runs the pipeline, kills -9 the first of its python
-# processes whose command line matches PATTERN (grep -E) a random 0-1 s after
-# it appears, and waits for the pipeline to end; the next attempt resumes.
+# kill_in_stage PATTERN [MAX_TENTHS]: runs the pipeline, kills -9 the first
+# of its python processes whose command line matches PATTERN (grep -E) a
+# random 0 to MAX_TENTHS/10 s (default 1 s) after it appears, and waits for
+# the pipeline to end; the next attempt resumes. A stage that ended before
+# its kill (III-a on the bundled dump lives a fraction of a second) is tried
+# again in a new round with a shorter delay, down to none.
 kill_in_stage() {
-  local pattern=$1 victim="" status=0 pid
+  local pattern=$1 max_tenths=${2:-10} victim="" status=0 pid
   pipeline "$WORK/soak" >> "$WORK/soak.log" 2>&1 &
   local leader=$!
   while kill -0 "$leader" 2>/dev/null && [[ -z "$victim" ]]; do
@@ -174,7 +177,8 @@ kill_in_stage() {
     [[ -z "$victim" ]] && sleep 0.05
   done
   if [[ -n "$victim" ]]; then
-    sleep "0.$(( RANDOM % 10 ))"
+    local tenths=$(( RANDOM % max_tenths ))
+    sleep "$(( tenths / 10 )).$(( tenths % 10 ))"
     # A process that ended before the kill was not killed: the stage then
     # ran on, and the pipeline with it; that is reported, not counted.
     kill -9 "$victim" 2>/dev/null || victim=""
@@ -204,6 +208,9 @@ kill_in_stage() {
     compare || mismatched=$(( mismatched + 1 ))
     rm -rf "$WORK/soak"
     rounds=$(( rounds + 1 ))
+    if [[ -z "$victim" && $max_tenths -gt 1 ]]; then
+      kill_in_stage "$pattern" $(( max_tenths / 3 ))
+    fi
   fi
 }
 set -m  # each background pipeline gets a process group of its own
