@@ -245,11 +245,16 @@ def _serve(threads):
     libraries.append("torch")
   except ImportError:
     pass
+  # Without bfloat16 units a bfloat16 GEMM is emulated, slower than
+  # float32's (which then bounds a bfloat16 model), and at 3072^3 it took
+  # minutes per sample: measured only where the hardware has the units.
+  bfloat16 = bool(hardware.cpu_bf16_flags())
   for line in sys.stdin:
     if line.strip() == "gemm":
       rates = gemm_rates(libraries, size=3072, repeats=3)
-      rates.update(gemm_rates(libraries, size=3072, repeats=3,
-                              dtype="bfloat16"))
+      if bfloat16:
+        rates.update(gemm_rates(libraries, size=3072, repeats=3,
+                                dtype="bfloat16"))
       print(json.dumps(rates), flush=True)
 
 
