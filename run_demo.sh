@@ -17,7 +17,11 @@
 #   V                 the student: the teacher's layers 0, 2, 4
 #                     (--init_layer_map), distilled on those labels
 #   G                 teacher and student fine-tuned on data/movie_reviews
-#                     (1 epoch, 64 tokens, mean pooling) and scored on dev.tsv
+#                     (1 epoch, 64 tokens, mean pooling) and scored on dev.tsv;
+#                     then the student task-distilled from the fine-tuned
+#                     teacher (run_classifier.py --teacher_checkpoint: the
+#                     teacher's class distribution at temperature 2, plus the
+#                     gold labels at weight 0.5) and scored the same way
 #
 # It ends with one table: dev accuracy, parameters and inference rate
 # (bench/inference_rate.py: batch 32 x 64 tokens, float32) of each.
@@ -85,15 +89,18 @@ cmp -s "$TEACHER_DIR/vocab.txt" "$VOCAB" || {
     --eval_batch_size=32 --max_eval_steps=20 \
     --glue_task=sst-2 --glue_data_dir=data/movie_reviews \
     --glue_max_seq_length=$SEQ \
-    --glue_flags="--num_train_epochs=1 --learning_rate=1e-4 --pooling=mean --group_by_length --eval_batch_size=64"
+    --glue_flags="--num_train_epochs=1 --learning_rate=1e-4 --pooling=mean --group_by_length --eval_batch_size=64" \
+    --glue_task_distillation=true \
+    --glue_distill_flags="--temperature=2 --hard_loss_weight=0.5"
 
 # Both models in one process, timed round-robin: one model's rate does not
-# fall in a busier moment of the machine than the other's.
+# fall in a busier moment of the machine than the other's. (The student
+# fine-tuned alone has the task-distilled one's shape, so the same rate.)
 if [[ ! -f "$OUT/glue/teacher/inference_rate.txt" ||
-      ! -f "$OUT/glue/student/inference_rate.txt" ]]; then
-  echo "== inference rates of the fine-tuned teacher and student (bench/inference_rate.py)"
+      ! -f "$OUT/glue/student_distilled/inference_rate.txt" ]]; then
+  echo "== inference rates of the fine-tuned teacher and the task-distilled student (bench/inference_rate.py)"
   rate_flags=()
-  for model in teacher student; do
+  for model in teacher student_distilled; do
     rate_flags+=(--checkpoint="$OUT/glue/$model"
                  --bert_config_file="$OUT/glue/$model/bert_config.json"
                  --output_file="$OUT/glue/$model/inference_rate.txt")
@@ -112,7 +119,7 @@ demo: outputs
   T     the teacher with its fitted MLM head  $OUT/teacher/  (held-out eval: $OUT/teacher/eval_results.txt)
   IV    records + teacher labels      $OUT/teacher_labels/  (held out, full distribution: $OUT/teacher_labels_held_out/)
   V     the student                   $OUT/student/  (eval: $OUT/student/eval_results.txt)
-  G     both fine-tuned on movie reviews $OUT/glue/{teacher,student}/
+  G     both fine-tuned on movie reviews $OUT/glue/{teacher,student}/, the student task-distilled $OUT/glue/student_distilled/
   logs of every stage                 $OUT/logs/
   this run: ${minutes} min ($(nproc) cores; a rerun skips finished stages)
 
@@ -122,19 +129,27 @@ demo: the student after stage V: held-out teacher_kl $(sed -n 's/^teacher_kl = /
 demo: movie-review sentiment (data/movie_reviews, dev.tsv, 1 epoch of train.tsv):
 TXT
 awk -F' = ' '
-  FNR == 1 { model = FILENAME ~ /glue\/teacher\// ? "teacher" : "student" }
+  FNR == 1 { split(FILENAME, path, "/"); model = path[length(path) - 1] }
   $1 == "eval_accuracy" { acc[model] = $2 }
   $1 == "parameters" { params[model] = $2 }
   $1 == "sequences_per_second" { rate[model] = $2 }
   END {
-    printf "  %-34s %12s %12s %18s\n", "model", "dev accuracy", "parameters",
+    row = "  %-40s %12.4f %11.1fM %14s\n"
+    printf "  %-40s %12s %12s %14s\n", "model", "dev accuracy", "parameters",
            "sequences/s"
-    printf "  %-34s %12.4f %11.1fM %18.1f\n", "teacher (all-MiniLM-L6-v2, 6x384)",
-           acc["teacher"], params["teacher"] / 1e6, rate["teacher"]
-    printf "  %-34s %12.4f %11.1fM %18.1f\n", "student (its layers 0,2,4, 3x384)",
-           acc["student"], params["student"] / 1e6, rate["student"]
-    printf "  %-34s %12.3f %12.3f %18.2f\n", "student / teacher",
-           acc["student"] / acc["teacher"], params["student"] / params["teacher"],
-           rate["student"] / rate["teacher"]
+    printf row, "teacher (all-MiniLM-L6-v2, 6x384)", acc["teacher"],
+           params["teacher"] / 1e6, sprintf("%.1f", rate["teacher"])
+    printf "  %s\n", "student (its layers 0,2,4, 3x384):"
+    printf row, "  fine-tuned alone", acc["student"],
+           params["student_distilled"] / 1e6, "(same shape)"
+    printf row, "  task-distilled from the teacher", acc["student_distilled"],
+           params["student_distilled"] / 1e6,
+           sprintf("%.1f", rate["student_distilled"])
+    printf "  %-40s %12.3f %12.3f %14.2f\n", "task-distilled student / teacher",
+           acc["student_distilled"] / acc["teacher"],
+           params["student_distilled"] / params["teacher"],
+           rate["student_distilled"] / rate["teacher"]
   }' "$OUT/glue/teacher/eval_results.txt" "$OUT/glue/teacher/inference_rate.txt" \
-     "$OUT/glue/student/eval_results.txt" "$OUT/glue/student/inference_rate.txt"
+     "$OUT/glue/student/eval_results.txt" \
+     "$OUT/glue/student_distilled/eval_results.txt" \
+     "$OUT/glue/student_distilled/inference_rate.txt"
