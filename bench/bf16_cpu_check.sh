@@ -44,15 +44,23 @@ else
   V_SIZE=(--steady_rounds=2)
 fi
 
-echo "[bf16_cpu_check $(date -u +%H:%M:%S)] stage IV: float32 and mixed_bfloat16 next to PyTorch (autocast for bf16)"
-timeout "$STAGE_TIMEOUT" "$PY" "$ROOT/bench/bench_teacher_labels.py" \
-    --lengths=full --rounds=1 --precisions=float32,mixed_bfloat16 \
-    --bench_venv="$BENCH_VENV" "${IV_SIZE[@]}" 2>&1 | tee "$LOG_DIR/stage_iv.log" ||
-  echo "[bf16_cpu_check] stage IV bench ended with status $? (124: its --stage_timeout)"
+say() { echo "[bf16_cpu_check $(date -u +%H:%M:%S)] $*"; }
+# run_bench NAME LOG SCRIPT ARGS...: one bench under --stage_timeout, its
+# output also in LOG_DIR/LOG; a failed or stopped bench is reported and the
+# next one still runs.
+run_bench() {
+  local name="$1" log="$2"; shift 2
+  timeout "$STAGE_TIMEOUT" "$PY" "$@" 2>&1 | tee "$LOG_DIR/$log" ||
+    say "$name bench ended with status $? (124: its --stage_timeout)"
+}
 
-echo "[bf16_cpu_check $(date -u +%H:%M:%S)] stage V: steady state, float32 and mixed_bfloat16 next to PyTorch"
-timeout "$STAGE_TIMEOUT" "$PY" "$ROOT/bench/bench_distill.py" --rounds=0 \
+say "stage IV: float32 and mixed_bfloat16 next to PyTorch (autocast for bf16)"
+run_bench "stage IV" stage_iv.log "$ROOT/bench/bench_teacher_labels.py" \
+    --lengths=full --rounds=1 --precisions=float32,mixed_bfloat16 \
+    --bench_venv="$BENCH_VENV" "${IV_SIZE[@]}"
+
+say "stage V: steady state, float32 and mixed_bfloat16 next to PyTorch"
+run_bench "stage V" stage_v.log "$ROOT/bench/bench_distill.py" --rounds=0 \
     --jobs=tf_graph,tf_graph_bf16,torch,torch_bf16 \
-    --bench_venv="$BENCH_VENV" "${V_SIZE[@]}" 2>&1 | tee "$LOG_DIR/stage_v.log" ||
-  echo "[bf16_cpu_check] stage V bench ended with status $? (124: its --stage_timeout)"
-echo "[bf16_cpu_check $(date -u +%H:%M:%S)] done; logs in $LOG_DIR"
+    --bench_venv="$BENCH_VENV" "${V_SIZE[@]}"
+say "done; logs in $LOG_DIR"
