@@ -250,7 +250,9 @@ def predict_logits(strategy, model, dataset, num_examples, is_regression):
     loss = tf.reduce_sum(per_example_loss(logits, features, is_regression))
     return features[classifier_data.EXAMPLE_INDEX], logits, loss
 
-  @tf.function
+  # Trimmed batches come in as many lengths as max_seq_length has multiples
+  # of TRIM_MULTIPLE: one trace with an unknown length serves them all.
+  @tf.function(reduce_retracing=True)
   def step(batch):
     index, logits, loss = strategy.run(replica_step, args=(batch,))
     return (strategy.gather(index, axis=0), strategy.gather(logits, axis=0),

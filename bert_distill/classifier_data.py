@@ -543,12 +543,28 @@ def train_dataset(path, spec, batch_size, seed, num_examples, num_shards=1,
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def _length_sorted_batches(features, batch_size):
+  """A chunk of parsed examples as batches of batch_size, shortest
+  examples first."""
+  lengths = tf.reduce_sum(features[records.INPUT_MASK], axis=1)  # [K]
+  by_length = tf.argsort(lengths, stable=True)
+  return tf.data.Dataset.from_tensor_slices(
+      {name: tf.gather(value, by_length) for name, value in features.items()}
+  ).batch(batch_size)
+
+
 def eval_dataset(path, spec, batch_size, num_examples, global_batch_size,
                  num_shards=1, shard_index=0, trim=True):
-  """The examples in file order with their EXAMPLE_INDEX, padded with
-  is_real_example 0 examples (index -1) to whole global batches, so every
-  replica runs the same number of full batches; pipelines shard them.
-  trim: cut each batch's padding (trim_padding)."""
+  """The examples with their EXAMPLE_INDEX, padded with is_real_example 0
+  examples (index -1) to whole global batches, so every replica runs the
+  same number of full batches; pipelines shard them.
+
+  With trim, each batch's padding is cut (trim_padding) and each chunk of
+  GROUP_BATCHES batches is sorted by length first, so that a batch holds
+  examples of similar lengths (on the movie reviews, half the positions of
+  file-order batches); without it, batches hold the examples in file order.
+  Either way EXAMPLE_INDEX says where each example's output belongs.
+  """
   dataset = tf.data.TFRecordDataset(path).enumerate()
   dataset = dataset.map(lambda i, s: {**_parse(s, spec), EXAMPLE_INDEX: i})
   num_padding = -num_examples % global_batch_size
@@ -560,9 +576,12 @@ def eval_dataset(path, spec, batch_size, num_examples, global_batch_size,
         tf.data.Dataset.from_tensors(padding).repeat(num_padding))
   if num_shards > 1:
     dataset = dataset.shard(num_shards, shard_index)
-  dataset = dataset.batch(batch_size)
   if trim:
+    dataset = dataset.batch(batch_size * GROUP_BATCHES).flat_map(
+        lambda chunk: _length_sorted_batches(chunk, batch_size))
     dataset = dataset.map(trim_padding)
+  else:
+    dataset = dataset.batch(batch_size)
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 

@@ -261,12 +261,40 @@ def test_eval_dataset_pads_to_whole_batches_and_keeps_the_order(tmp_path):
           "input_ids": [i] * 4, "input_mask": [1] * 4, "segment_ids": [0] * 4,
           "label_ids": [i % 2], "is_real_example": [1]}))
   batches = list(classifier_data.eval_dataset(
-      path, records.classifier_feature_spec(4), 4, 5, 4))
+      path, records.classifier_feature_spec(4), 4, 5, 4, trim=False))
   assert [b["input_ids"].shape[0] for b in batches] == [4, 4]
   index = np.concatenate([b["example_index"].numpy() for b in batches])
   real = np.concatenate([b["is_real_example"].numpy() for b in batches])
   assert index.tolist() == [0, 1, 2, 3, 4, -1, -1, -1]
   assert real.tolist() == [1] * 5 + [0] * 3
+
+
+def test_trimmed_eval_batches_hold_similar_lengths_and_every_example_once(
+    tmp_path):
+  """Sorted by length within chunks of GROUP_BATCHES batches: each example
+  (and each padding example) once, with its own index and features."""
+  path = str(tmp_path / "eval.tf_record")
+  rng = np.random.default_rng(1)
+  batch = 3
+  count = classifier_data.GROUP_BATCHES * batch + 7  # 2 chunks, padding 2
+  lengths = rng.integers(1, 33, count)
+  write_examples_of_lengths(path, lengths.tolist(), 32)
+  batches = list(classifier_data.eval_dataset(
+      path, records.classifier_feature_spec(32), batch, count, batch))
+  assert all(b["input_ids"].shape[0] == batch for b in batches)
+  index = np.concatenate([b["example_index"].numpy() for b in batches])
+  assert sorted(index.tolist()) == [-1, -1] + list(range(count))
+  for b in batches:
+    for i, ids, mask in zip(b["example_index"].numpy(),
+                            b["input_ids"].numpy(), b["input_mask"].numpy()):
+      expected = lengths[i] if i >= 0 else 0
+      assert mask.sum() == expected and (ids[:expected] == i + 1).all()
+  # The first chunk's batches come shortest first, each cut to its longest.
+  first_chunk = batches[:classifier_data.GROUP_BATCHES]
+  longest = [b["input_mask"].numpy().sum(1).max() for b in first_chunk]
+  assert longest == sorted(longest)
+  assert sum(b["input_ids"].shape[1] for b in first_chunk) < (
+      0.75 * 32 * len(first_chunk))
 
 
 def write_examples_of_lengths(path, lengths, seq_length):
@@ -286,15 +314,18 @@ def test_batches_are_cut_after_their_longest_example(tmp_path):
   write_examples_of_lengths(path, [3, 9, 2, 5, 4, 1], 32)
   batches = list(classifier_data.eval_dataset(
       path, records.classifier_feature_spec(32), 3, 6, 3))
-  # Longest 9 -> 16, longest 5 -> 8 (multiples of TRIM_MULTIPLE 8).
-  assert [b["input_ids"].shape[1] for b in batches] == [16, 8]
-  assert batches[1]["input_mask"].numpy().sum(1).tolist() == [5, 4, 1]
+  # Sorted by length: [1, 2, 3] -> 8, [4, 5, 9] -> 16 (multiples of
+  # TRIM_MULTIPLE 8).
+  assert [b["input_ids"].shape[1] for b in batches] == [8, 16]
+  assert batches[1]["input_mask"].numpy().sum(1).tolist() == [4, 5, 9]
+  assert batches[1]["example_index"].numpy().tolist() == [4, 3, 1]
   untrimmed = list(classifier_data.eval_dataset(
       path, records.classifier_feature_spec(32), 3, 6, 3, trim=False))
   assert untrimmed[0]["input_ids"].shape[1] == 32
-  np.testing.assert_array_equal(untrimmed[0]["input_ids"].numpy()[:, :16],
-                                batches[0]["input_ids"].numpy())
-  assert not untrimmed[0]["input_ids"].numpy()[:, 16:].any()
+  full = untrimmed[0]["input_ids"].numpy()  # examples 0, 1, 2
+  np.testing.assert_array_equal(
+      full[[1], :16], batches[1]["input_ids"].numpy()[[2]])
+  assert not full[:, 16:].any()
 
 
 def test_a_trimmed_batch_gives_the_classifier_the_same_logits(tmp_path):
