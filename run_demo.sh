@@ -109,7 +109,7 @@ if [[ ! -f "$OUT/glue/teacher/inference_rate.txt" ||
       "${rate_flags[@]}"
 fi
 
-minutes=$(( ($(date +%s) - started + 59) / 60 ))
+minutes=$(awk -v s=$(( $(date +%s) - started )) 'BEGIN { printf "%.1f", s / 60 }')
 cat <<TXT
 
 demo: outputs

@@ -26,6 +26,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from bert_distill import distribution
 from bert_distill import example_codec
 from bert_distill import file_io
 from bert_distill import progress_log
@@ -540,7 +541,7 @@ def train_dataset(path, spec, batch_size, seed, num_examples, num_shards=1,
                           num_parallel_calls=tf.data.AUTOTUNE)
   if trim:
     dataset = dataset.map(trim_padding)
-  return dataset.prefetch(tf.data.AUTOTUNE)
+  return distribution.prefetched(dataset)
 
 
 def _length_sorted_batches(features, batch_size):
@@ -582,7 +583,7 @@ def eval_dataset(path, spec, batch_size, num_examples, global_batch_size,
     dataset = dataset.map(trim_padding)
   else:
     dataset = dataset.batch(batch_size)
-  return dataset.prefetch(tf.data.AUTOTUNE)
+  return distribution.prefetched(dataset)
 
 
 def labels_array(examples, task):

@@ -100,7 +100,7 @@ def make_dataset(files, settings, batch_size, max_seq_length,
           parse_batch(serialized, settings, max_seq_length,
                       max_predictions_per_seq), bounds),
       num_parallel_calls=tf.data.AUTOTUNE)
-  return dataset.prefetch(tf.data.AUTOTUNE)
+  return distribution.prefetched(dataset)
 
 
 def distributed_records_dataset(strategy, files, settings, global_batch_size,

@@ -17,6 +17,23 @@ import tensorflow as tf
 from bert_distill import cli
 
 
+def prefetched(dataset, buffer_size=tf.data.AUTOTUNE):
+  """The end of every input pipeline: `dataset` prefetched (`buffer_size`
+  elements), with tf.data's autotuning off.
+
+  With autotuning on, deleting an iterator that a tf.function consumed (the
+  training loops, the evaluation steps) waits for the autotuner's next
+  round, whose period grows to a minute: measured here (TensorFlow 2.21,
+  2 cores), 51 s between the end of a 2.5-minute training and the start of
+  its evaluation, the same pipeline without autotuning 0.01 s, at the same
+  rate. The AUTOTUNE parallelism and buffer sizes of the pipeline then stay
+  at their starting values (as many parallel calls as cores).
+  """
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  return dataset.prefetch(buffer_size).with_options(options)
+
+
 def create_strategy(name, tpu=None):
   """The tf.distribute strategy called `name` (None: mirrored on GPUs).
 

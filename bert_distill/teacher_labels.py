@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from bert_distill import cli
+from bert_distill import distribution
 from bert_distill import example_codec
 from bert_distill import file_io
 from bert_distill import label_provenance
@@ -246,7 +247,7 @@ def read_windows(path, feature_spec, window_size, max_records=0):
     dataset = dataset.take(max_records)
   dataset = dataset.batch(window_size)
   dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-  return dataset.prefetch(2)
+  return distribution.prefetched(dataset, buffer_size=2)
 
 
 def real_extents(input_mask, masked_lm_positions):

@@ -21,6 +21,7 @@ from bert_distill import losses
 import modeling
 import optimization
 from bert_distill import records
+from bert_distill import teacher_labels
 import stage_runs
 from bert_reference import assert_same_checkpoints, checkpoint_values
 from conftest import ROOT
@@ -217,6 +218,22 @@ def test_dataset_parses_records_back_in_order(tmp_path):
                                   original[records.INPUT_IDS])
     assert batch[records.NEXT_SENTENCE_LABELS][i % 3] == (
         original[records.NEXT_SENTENCE_LABELS][0])
+
+
+def test_input_pipelines_run_without_tf_data_autotuning(tmp_path):
+  """Autotuning makes deleting an iterator a tf.function consumed wait up
+  to a minute (distribution.prefetched): every pipeline of the stages
+  turns it off."""
+  path = write_records(tmp_path / "r.tfrecord", 6, seed=4)
+  settings = label_settings.LabelSettings(label_settings.TOP_K, K)
+  for is_training in (True, False):
+    dataset = distill_input.make_dataset([path], settings, 3, SEQ, P,
+                                         is_training=is_training)
+    assert dataset.options().autotune.enabled is False
+  spec = records.pretraining_feature_spec(SEQ, P)
+  windows = teacher_labels.read_windows(path, spec, 4)
+  assert windows.options().autotune.enabled is False
+  assert [len(w[records.INPUT_IDS]) for w in windows] == [4, 2]
 
 
 def test_workers_together_see_the_batches_of_one_worker(tmp_path):

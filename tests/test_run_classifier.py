@@ -309,6 +309,19 @@ def write_examples_of_lengths(path, lengths, seq_length):
           "label_ids": [i % 2], "is_real_example": [1]}))
 
 
+def test_classifier_pipelines_run_without_tf_data_autotuning(tmp_path):
+  """As stage V's (distribution.prefetched): an iterator a tf.function
+  consumed is deleted at once, not after the autotuner's next round."""
+  path = str(tmp_path / "train.tf_record")
+  write_examples_of_lengths(path, [3, 5, 2, 4], 8)
+  spec = records.classifier_feature_spec(8)
+  train = classifier_data.train_dataset(path, spec, 2, seed=1, num_examples=4)
+  evaluation = classifier_data.eval_dataset(path, spec, 2, 4, 2)
+  for dataset in (train, evaluation):
+    assert dataset.options().autotune.enabled is False
+  assert sum(len(b["example_index"]) for b in evaluation) == 4
+
+
 def test_batches_are_cut_after_their_longest_example(tmp_path):
   path = str(tmp_path / "eval.tf_record")
   write_examples_of_lengths(path, [3, 9, 2, 5, 4, 1], 32)
