@@ -490,21 +490,28 @@ def trim_padding(features, multiple=TRIM_MULTIPLE):
           for name, value in features.items()}
 
 
+def _sorted_by_length(features):
+  """A chunk of parsed examples {name: [K, ...]}, shortest first (ties in
+  their order)."""
+  lengths = tf.reduce_sum(features[records.INPUT_MASK], axis=1)  # [K]
+  by_length = tf.argsort(lengths, stable=True)
+  return {name: tf.gather(value, by_length)
+          for name, value in features.items()}
+
+
 def _length_grouped_batches(features, batch_size, seed, chunk_index):
   """A chunk of GROUP_BATCHES * batch_size parsed examples as GROUP_BATCHES
   batches of similar lengths: sorted by length, cut into batches, the
   batches in an order drawn from (seed, chunk_index)."""
-  lengths = tf.reduce_sum(features[records.INPUT_MASK], axis=1)  # [K*B]
-  by_length = tf.argsort(lengths, stable=True)
   batch_order = tf.argsort(tf.random.stateless_uniform(
       [GROUP_BATCHES], seed=tf.stack([tf.cast(seed, tf.int64), chunk_index])))
   def regroup(value):
-    value = tf.gather(value, by_length)
     value = tf.reshape(value, tf.concat(
         [[GROUP_BATCHES, batch_size], tf.shape(value)[1:]], axis=0))
     return tf.gather(value, batch_order)
   return tf.data.Dataset.from_tensor_slices(
-      {name: regroup(value) for name, value in features.items()})
+      {name: regroup(value)
+       for name, value in _sorted_by_length(features).items()})
 
 
 def train_dataset(path, spec, batch_size, seed, num_examples, num_shards=1,
@@ -544,16 +551,6 @@ def train_dataset(path, spec, batch_size, seed, num_examples, num_shards=1,
   return distribution.prefetched(dataset)
 
 
-def _length_sorted_batches(features, batch_size):
-  """A chunk of parsed examples as batches of batch_size, shortest
-  examples first."""
-  lengths = tf.reduce_sum(features[records.INPUT_MASK], axis=1)  # [K]
-  by_length = tf.argsort(lengths, stable=True)
-  return tf.data.Dataset.from_tensor_slices(
-      {name: tf.gather(value, by_length) for name, value in features.items()}
-  ).batch(batch_size)
-
-
 def eval_dataset(path, spec, batch_size, num_examples, global_batch_size,
                  num_shards=1, shard_index=0, trim=True):
   """The examples with their EXAMPLE_INDEX, padded with is_real_example 0
@@ -579,7 +576,8 @@ def eval_dataset(path, spec, batch_size, num_examples, global_batch_size,
     dataset = dataset.shard(num_shards, shard_index)
   if trim:
     dataset = dataset.batch(batch_size * GROUP_BATCHES).flat_map(
-        lambda chunk: _length_sorted_batches(chunk, batch_size))
+        lambda chunk: tf.data.Dataset.from_tensor_slices(
+            _sorted_by_length(chunk)).batch(batch_size))
     dataset = dataset.map(trim_padding)
   else:
     dataset = dataset.batch(batch_size)
