@@ -37,7 +37,7 @@ HF_CONFIG_KEYS = ("model_type", "architectures", "transformers_version",
                   "layer_norm_eps")
 DEFAULT_LAYER_NORM_EPS = 1e-12
 # --precision (stage V, fine-tuning): the dtype BertPretrainingModel computes
-# in; its variables stay float32.
+# in; a trained model's variables stay float32 (a frozen one's: _weight_dtype).
 COMPUTE_DTYPES = {"float32": tf.float32, "mixed_float16": tf.float16,
                   "mixed_bfloat16": tf.bfloat16}
 
@@ -204,6 +204,23 @@ def variable_shapes(config):
   return shapes
 
 
+def _is_read_in_compute_dtype(name):
+  """Whether the blocks read variable `name` only cast to the compute dtype:
+  the dense layers' kernels and biases, the embedding tables and the
+  next-sentence weights. LayerNorm's gamma and beta and the output biases
+  added to float32 logits are read in float32."""
+  return (name.endswith(("/kernel", "/bias", "_embeddings")) or
+          name == "cls/seq_relationship/output_weights")
+
+
+def _weight_dtype(compute_dtype, trainable):
+  """The dtype a model stores its compute-dtype weights in: float32 while
+  training (the optimizer updates float32 values), the compute dtype when
+  frozen, so that a 16-bit teacher casts its weights once, at load, instead
+  of on every step, and holds them in half the memory."""
+  return tf.float32 if trainable else compute_dtype
+
+
 def _initial_value(name, shape, initializer_range, seed):
   """Google's initial values: LayerNorm gamma 1, biases and beta 0, the rest
   truncated normal (2 stddev) with stddev initializer_range."""
@@ -225,7 +242,8 @@ class _VariableMaker:
   reports.
   """
 
-  def __init__(self, config, seed, trainable, initialize):
+  def __init__(self, config, seed, trainable, initialize,
+               weight_dtype=tf.float32):
     self.config = config
     self._shapes = variable_shapes(config)
     rng = np.random.default_rng(seed)
@@ -234,15 +252,19 @@ class _VariableMaker:
     self._initializer_range = config.initializer_range
     self._trainable = trainable
     self._initialize = initialize
+    self._weight_dtype = weight_dtype
     self.created = {}
 
   def __call__(self, name):
     shape = self._shapes[name]  # a KeyError here is a block asking for a
     # name that is not Google's.
+    dtype = (self._weight_dtype if _is_read_in_compute_dtype(name)
+             else tf.float32)
     value = (_initial_value(name, shape, self._initializer_range,
                             self._seeds[name])
              if self._initialize else tf.zeros(shape))
-    variable = tf.Variable(value, name=name, trainable=self._trainable)
+    variable = tf.Variable(tf.cast(value, dtype), name=name,
+                           trainable=self._trainable)
     self.created[name] = variable
     return variable
 
@@ -557,7 +579,8 @@ class BertModel(tf.Module):
   Variables are created eagerly in __init__ (so the model can be built under
   a tf.distribute strategy scope) with Google's names and initial values.
   With compute_dtype float16/bfloat16 the math runs in that dtype (LayerNorm
-  and softmax statistics in float32) while the variables stay float32.
+  and softmax statistics in float32) while the variables of a trainable
+  model stay float32.
   """
 
   def __init__(self, config, compute_dtype=tf.float32, name="bert", seed=None,
@@ -569,8 +592,10 @@ class BertModel(tf.Module):
       compute_dtype: tf.float32, tf.float16 or tf.bfloat16.
       name: the tf.Module name (the checkpoint names never depend on it).
       seed: an int making the initial values reproducible; None draws one.
-      trainable: False for a frozen model (an online teacher): a
-        GradientTape then never watches its variables.
+      trainable: False for a frozen model (a teacher): a GradientTape
+        then never watches its variables, and the weights read only in the
+        compute dtype are stored in it (_weight_dtype; LayerNorm's and the
+        output biases stay float32).
       initialize: False creates every variable as zeros, for a model whose
         every variable is loaded from a checkpoint next (a teacher): drawing
         BERT-Base's 110M truncated-normal values costs seconds of start-up.
@@ -580,7 +605,9 @@ class BertModel(tf.Module):
     super().__init__(name=name)
     self.config = config
     self.compute_dtype = _check_compute_dtype(compute_dtype)
-    self._make = make or _VariableMaker(config, seed, trainable, initialize)
+    self._make = make or _VariableMaker(
+        config, seed, trainable, initialize,
+        _weight_dtype(self.compute_dtype, trainable))
     self.embeddings = Embeddings(self._make, config, self.compute_dtype)
     self.encoder_layers = [
         EncoderLayer(self._make, i, config, self.compute_dtype)
@@ -665,7 +692,8 @@ class BertPretrainingModel(tf.Module):
     super().__init__(name=name)
     self.config = config
     self.compute_dtype = _check_compute_dtype(compute_dtype)
-    self._make = _VariableMaker(config, seed, trainable, initialize)
+    self._make = _VariableMaker(config, seed, trainable, initialize,
+                                _weight_dtype(self.compute_dtype, trainable))
     self.bert = BertModel(config, self.compute_dtype, make=self._make)
     self.masked_lm = MaskedLMHead(self._make, config, self.compute_dtype)
     self.next_sentence = NextSentenceHead(self._make, self.compute_dtype)

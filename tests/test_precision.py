@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import bert_reference as ref
 from conftest import ROOT
+from bert_distill import checkpoints
 from bert_distill import classifier
 from bert_distill import hardware
 import modeling
@@ -70,6 +71,49 @@ def test_bfloat16_models_compute_in_bfloat16_and_return_float32():
   assert {g.dtype for g in grads if g is not None} == {tf.float32}
   assert all(np.all(np.isfinite(tf.convert_to_tensor(g)))
              for g in grads if g is not None)
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_a_frozen_teacher_stores_its_matmul_weights_in_the_compute_dtype(
+    tmp_path, precision):
+  """load_teacher's 16-bit teacher holds kernels, dense biases and embedding
+  tables in its compute dtype (cast once, from the float32 checkpoint),
+  LayerNorm's and the output biases in float32, and computes exactly what a
+  trainable model of the same dtype and weights computes (which casts the
+  float32 weights on every call)."""
+  _, prefix, _ = ref.write_model_dir(str(tmp_path / "teacher"),
+                                     ref.TINY_CONFIG, seed=3)
+  config = modeling.BertConfig.from_dict(ref.TINY_CONFIG)
+  compute_dtype = modeling.COMPUTE_DTYPES[precision]
+  strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+  teacher = checkpoints.load_teacher(strategy, config, prefix, precision)
+  variables = teacher.variables_by_name()
+  dtypes = {name: v.dtype for name, v in variables.items()}
+  assert dtypes["bert/embeddings/word_embeddings"] == compute_dtype
+  assert dtypes["bert/encoder/layer_0/intermediate/dense/kernel"] == (
+      compute_dtype)
+  assert dtypes["bert/encoder/layer_0/attention/self/query/bias"] == (
+      compute_dtype)
+  assert dtypes["bert/encoder/layer_0/output/LayerNorm/gamma"] == tf.float32
+  assert dtypes["cls/predictions/output_bias"] == tf.float32
+  assert not any(v.trainable for v in variables.values())
+
+  trained = modeling.BertPretrainingModel(config, compute_dtype, seed=0)
+  checkpoints.load_checkpoint(trained, prefix)
+  assert {v.dtype for v in trained.variables_by_name().values()} == {
+      tf.float32}
+  rng = np.random.default_rng(1)
+  ids = tf.constant(rng.integers(0, config.vocab_size, (2, 8)), tf.int32)
+  inputs = (ids, tf.ones_like(ids), tf.zeros_like(ids),
+            tf.constant([[1, 3], [2, 5]], tf.int32))
+  got = teacher(*inputs)["masked_lm_logits"]
+  want = trained(*inputs)["masked_lm_logits"]
+  assert got.dtype == want.dtype == tf.float32
+  np.testing.assert_array_equal(got.numpy(), want.numpy())
+  # The float32 teacher is as it was: every variable float32.
+  float32_teacher = checkpoints.load_teacher(strategy, config, prefix)
+  assert {v.dtype for v in float32_teacher.variables_by_name().values()} == {
+      tf.float32}
 
 
 @pytest.mark.parametrize("text, precision, why", [
