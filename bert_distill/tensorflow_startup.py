@@ -11,10 +11,17 @@ initialised):
   I0000 ... cudart_stub.cc:31] Could not find cuda drivers on your machine ...
   E0000 ... cuda_platform.cc:52] failed call to cuInit: INTERNAL: ...
 
-The last one reads as an error and is not one. `install()` makes the
-process's first `import tensorflow` run with file descriptor 2 captured,
-list the physical devices (where cuInit is called), and write back every
-captured line except those (NOISE). It does nothing where
+The last one reads as an error and is not one. Lines written before absl
+is initialised also ignore TF_CPP_MIN_LOG_LEVEL: on CPUs where oneDNN's
+graph rewrites are on by default (AVX512-BF16, AMX) the import prints
+
+  I0000 ... port.cc:153] oneDNN custom operations are on. You may see ...
+
+at every level. `install()` makes the process's first `import tensorflow`
+run with file descriptor 2 captured, list the physical devices (where
+cuInit is called), and write back every captured line except those: the
+CUDA lines (NOISE) and TensorFlow's info and warning lines (BELOW_LEVEL_2),
+which the level in force, 2 or more, asks to hide. It does nothing where
 TF_CPP_MIN_LOG_LEVEL is 0 or 1 (a user asking for TensorFlow's info or
 warning lines gets these too), where an NVIDIA driver is loaded (the lines
 then say something), or where TensorFlow is already imported. A module that never imports TensorFlow (the torch
@@ -35,6 +42,10 @@ NOISE = re.compile(
     r"|cudart_stub\.cc:\d+\] Could not find cuda drivers"
     r"|cuda_platform\.cc:\d+\] failed call to cuInit"
     r"|cuda_executor\.cc:\d+\] .*(kernel driver does not appear|CUDA_ERROR_NO_DEVICE)")
+# TensorFlow's info (I) and warning (W) lines, in absl's prefix
+# ("I0000 00:00:1796410782.945166   22935 port.cc:153] ...").
+BELOW_LEVEL_2 = re.compile(r"^[IW]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.]+:\d+\] ")
+QUIET = re.compile(f"{NOISE.pattern}|{BELOW_LEVEL_2.pattern}")
 
 
 @contextlib.contextmanager
@@ -71,7 +82,7 @@ class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
     exec_module = spec.loader.exec_module
 
     def quiet_exec_module(module):
-      with filtered_stderr():
+      with filtered_stderr(QUIET):
         exec_module(module)
         module.config.list_physical_devices()  # where cuInit is called
 

@@ -407,6 +407,22 @@ def test_the_start_up_filter_keeps_every_other_line(capfd):
       "E0000 00:00:17 1 some_kernel.cc:7] a real error", "from Python"]
 
 
+def test_the_import_filter_hides_info_and_warning_lines_only(capfd):
+  """TensorFlow's lines from before absl's initialisation ignore
+  TF_CPP_MIN_LOG_LEVEL; the quiet import applies level 2 to them."""
+  with tensorflow_startup.filtered_stderr(tensorflow_startup.QUIET):
+    os.write(2, b"I0000 00:00:1796410782.945166   22935 port.cc:153] oneDNN "
+             b"custom operations are on.\n"
+             b"W0000 00:00:1796410782.9 7 cpu_feature_guard.cc:10] a warning\n"
+             b"E0000 00:00:17 1 cuda_platform.cc:52] failed call to cuInit: "
+             b"INTERNAL: CUDA error\n"
+             b"E0000 00:00:1796410782.9 7 some_kernel.cc:7] a real error\n"
+             b"I0000 is how this line starts, not absl\n")
+  assert capfd.readouterr().err.splitlines() == [
+      "E0000 00:00:1796410782.9 7 some_kernel.cc:7] a real error",
+      "I0000 is how this line starts, not absl"]
+
+
 def test_export_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
   checkpoint = str(tmp_path / "model.ckpt")
   write_checkpoint(checkpoint, ref.TINY_CONFIG, 1)
