@@ -182,20 +182,36 @@ class AdamWeightDecay(tf.Module):
 
   def _update_variable(self, variable, grad, m, v, learning_rate,
                        use_weight_decay, skip_update):
-    """One Adam step of one variable on one device, as Google's code does."""
-    next_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
-    next_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
-    update = next_m / (tf.sqrt(next_v) + self.epsilon)
-    if use_weight_decay:
-      update += self.weight_decay_rate * variable
-    next_variable = variable - learning_rate * update
-    if skip_update is not None:
-      # Selected, not multiplied: an overflowed step's values may be inf/NaN.
-      next_m = tf.where(skip_update, m, next_m)
-      next_v = tf.where(skip_update, v, next_v)
-      next_variable = tf.where(skip_update, variable, next_variable)
-    return tf.group(m.assign(next_m), v.assign(next_v),
-                    variable.assign(next_variable))
+    """One Adam step of one variable on one device, Google's math:
+
+      m <- beta_1 m + (1 - beta_1) g;  v <- beta_2 v + (1 - beta_2) g^2
+      variable <- variable - lr (m / (sqrt(v) + epsilon) + wd variable)
+
+    (no bias correction). The decay is applied first, then TensorFlow's
+    fused Adam kernel does the rest in one pass over the variable and its
+    slots, with its bias correction switched off (beta powers 0): the
+    elementwise ops one by one made eight passes over every tensor, which
+    on a CPU took a third of a small model's fine-tuning step.
+    """
+    def step():
+      decayed = ([variable.assign_sub(
+          learning_rate * self.weight_decay_rate * variable)]
+                 if use_weight_decay else [])
+      with tf.control_dependencies(decayed):
+        no_bias_correction = tf.constant(0.0, variable.dtype)
+        return tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=m.handle, v=v.handle,
+            beta1_power=no_bias_correction, beta2_power=no_bias_correction,
+            lr=tf.cast(learning_rate, variable.dtype),
+            beta1=tf.constant(self.beta_1, variable.dtype),
+            beta2=tf.constant(self.beta_2, variable.dtype),
+            epsilon=tf.constant(self.epsilon, variable.dtype),
+            grad=grad, use_locking=False)
+
+    if skip_update is None:
+      return step()
+    # Skipped, not computed: an overflowed step's gradients may be inf/NaN.
+    return tf.cond(skip_update, tf.no_op, step)
 
 
 def loss_scale_for(precision):
