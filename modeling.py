@@ -37,7 +37,7 @@ HF_CONFIG_KEYS = ("model_type", "architectures", "transformers_version",
                   "layer_norm_eps")
 DEFAULT_LAYER_NORM_EPS = 1e-12
 # --precision (stage V, fine-tuning): the dtype BertPretrainingModel computes
-# in; a trained model's variables stay float32 (a frozen one's: _weight_dtype).
+# in; a trained model's variables stay float32 (a frozen one's: _VariableMaker).
 COMPUTE_DTYPES = {"float32": tf.float32, "mixed_float16": tf.float16,
                   "mixed_bfloat16": tf.bfloat16}
 
@@ -213,14 +213,6 @@ def _is_read_in_compute_dtype(name):
           name == "cls/seq_relationship/output_weights")
 
 
-def _weight_dtype(compute_dtype, trainable):
-  """The dtype a model stores its compute-dtype weights in: float32 while
-  training (the optimizer updates float32 values), the compute dtype when
-  frozen, so that a 16-bit teacher casts its weights once, at load, instead
-  of on every step, and holds them in half the memory."""
-  return tf.float32 if trainable else compute_dtype
-
-
 def _initial_value(name, shape, initializer_range, seed):
   """Google's initial values: LayerNorm gamma 1, biases and beta 0, the rest
   truncated normal (2 stddev) with stddev initializer_range."""
@@ -243,7 +235,7 @@ class _VariableMaker:
   """
 
   def __init__(self, config, seed, trainable, initialize,
-               weight_dtype=tf.float32):
+               compute_dtype=tf.float32):
     self.config = config
     self._shapes = variable_shapes(config)
     rng = np.random.default_rng(seed)
@@ -252,7 +244,11 @@ class _VariableMaker:
     self._initializer_range = config.initializer_range
     self._trainable = trainable
     self._initialize = initialize
-    self._weight_dtype = weight_dtype
+    # The dtype of the weights read only in the compute dtype: float32
+    # while training (the optimizer updates float32 values), the compute
+    # dtype when frozen, so that a 16-bit teacher casts them once, at load,
+    # instead of on every step, and holds them in half the memory.
+    self._weight_dtype = tf.float32 if trainable else compute_dtype
     self.created = {}
 
   def __call__(self, name):
@@ -594,7 +590,7 @@ class BertModel(tf.Module):
       seed: an int making the initial values reproducible; None draws one.
       trainable: False for a frozen model (a teacher): a GradientTape
         then never watches its variables, and the weights read only in the
-        compute dtype are stored in it (_weight_dtype; LayerNorm's and the
+        compute dtype are stored in it (_VariableMaker; LayerNorm's and the
         output biases stay float32).
       initialize: False creates every variable as zeros, for a model whose
         every variable is loaded from a checkpoint next (a teacher): drawing
@@ -605,9 +601,8 @@ class BertModel(tf.Module):
     super().__init__(name=name)
     self.config = config
     self.compute_dtype = _check_compute_dtype(compute_dtype)
-    self._make = make or _VariableMaker(
-        config, seed, trainable, initialize,
-        _weight_dtype(self.compute_dtype, trainable))
+    self._make = make or _VariableMaker(config, seed, trainable, initialize,
+                                        self.compute_dtype)
     self.embeddings = Embeddings(self._make, config, self.compute_dtype)
     self.encoder_layers = [
         EncoderLayer(self._make, i, config, self.compute_dtype)
@@ -693,7 +688,7 @@ class BertPretrainingModel(tf.Module):
     self.config = config
     self.compute_dtype = _check_compute_dtype(compute_dtype)
     self._make = _VariableMaker(config, seed, trainable, initialize,
-                                _weight_dtype(self.compute_dtype, trainable))
+                                self.compute_dtype)
     self.bert = BertModel(config, self.compute_dtype, make=self._make)
     self.masked_lm = MaskedLMHead(self._make, config, self.compute_dtype)
     self.next_sentence = NextSentenceHead(self._make, self.compute_dtype)
