@@ -258,7 +258,7 @@ class _VariableMaker:
              else tf.float32)
     value = (_initial_value(name, shape, self._initializer_range,
                             self._seeds[name])
-             if self._initialize else tf.zeros(shape))
+             if self._initialize else tf.zeros(shape, dtype))
     variable = tf.Variable(tf.cast(value, dtype), name=name,
                            trainable=self._trainable)
     self.created[name] = variable
