@@ -131,6 +131,71 @@ def sampled_labels(rng, batch, k, vocab=VOCAB, n=12):
       weights.reshape(batch, P, k), ids.reshape(batch, P, k).astype(np.int32))}
 
 
+def test_gathered_cross_entropy_gradient_is_the_numeric_one():
+  """The hand-written gradient against central differences in float64, with
+  a repeated id (its weights add) and a zero-weight padding slot."""
+  rng = np.random.default_rng(11)
+  logits = tf.constant(rng.standard_normal((2, 3, 7)))  # float64
+  ids = tf.constant(rng.integers(0, 7, (2, 3, 4)), tf.int32)
+  ids = tf.tensor_scatter_nd_update(ids, [[0, 0, 1]], [ids[0, 0, 0]])
+  weights = tf.constant(rng.random((2, 3, 4)))
+  weights = tf.tensor_scatter_nd_update(weights, [[1, 2, 3]], [0.0])
+  theoretical, numerical = tf.test.compute_gradient(
+      lambda z, w: losses.gathered_cross_entropy(z, ids, w),
+      [logits, weights])
+  for got, want in zip(theoretical, numerical):
+    np.testing.assert_allclose(got, want, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["top_k", "sampled", "hard"])
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_masked_lm_losses_have_autodiffs_gradient_in_graph_and_xla(
+    mode, temperature):
+  """compute_losses' gradient with the closed form equals TensorFlow's
+  autodiff of log_softmax + gather, the form it replaces."""
+  rng = np.random.default_rng(12)
+  logits, nsp, features = batch_features(rng)
+  config = losses.LossConfig(temperature=temperature)
+  if mode == "hard":
+    config = losses.LossConfig(soft_loss_weight=0.0, hard_mlm_loss_weight=1.0)
+    want_ids = features[records.MASKED_LM_IDS][..., None]
+    want_weights = np.ones_like(want_ids, np.float32)
+    temperature = 1.0
+  else:
+    features.update((top_k_labels if mode == "top_k" else sampled_labels)(
+        rng, 3, 4))
+    labels = features[label_settings.TEACHER_LABELS]
+    want_ids = labels.ids
+    want_weights = (labels.weights if mode == "sampled" else
+                    losses.tempered_teacher_probs(labels.probs, temperature))
+
+  def autodiff_form(z):
+    log_q = tf.nn.log_softmax(z / temperature, axis=-1)
+    per_position = -tf.reduce_sum(
+        want_weights * tf.gather(log_q, want_ids, batch_dims=2), -1)
+    w = features[records.MASKED_LM_WEIGHTS]
+    return tf.reduce_sum(w * per_position) * temperature**2 / (
+        tf.reduce_sum(w) + losses.WEIGHT_EPSILON)
+
+  def gradient_of(loss_fn, jit_compile=False):
+    @tf.function(jit_compile=jit_compile)
+    def run(z):
+      with tf.GradientTape() as tape:
+        tape.watch(z)
+        loss = loss_fn(z)
+      return loss, tape.gradient(loss, z)
+    return run(tf.constant(logits))
+
+  term = "hard_mlm_loss" if mode == "hard" else "soft_loss"
+  want_loss, want_grad = gradient_of(autodiff_form)
+  for jit_compile in (False, True):
+    loss, grad = gradient_of(
+        lambda z: losses.compute_losses(z, nsp, features, config)[term],
+        jit_compile)
+    np.testing.assert_allclose(float(loss), float(want_loss), rtol=1e-6)
+    np.testing.assert_allclose(grad.numpy(), want_grad.numpy(), atol=1e-7)
+
+
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 def test_tail_mass_term_matches_numpy(temperature):
   rng = np.random.default_rng(1)
