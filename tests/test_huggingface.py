@@ -122,20 +122,27 @@ def test_google_config_with_relative_positions_is_refused():
 
 # ----- GELU and layer_norm_eps numerics -----------------------------------------
 
-def test_gelu_exact_matches_erf_and_differs_from_tanh():
+GELU_EXACTS = pytest.mark.parametrize(
+    "gelu_exact", [modeling.gelu_exact, modeling.gelu_exact_fused],
+    ids=["plain", "xla_fused"])
+
+
+@GELU_EXACTS
+def test_gelu_exact_matches_erf_and_differs_from_tanh(gelu_exact):
   x = np.linspace(-6, 6, 241).astype(np.float32)
-  exact = modeling.gelu_exact(tf.constant(x)).numpy()
+  exact = gelu_exact(tf.constant(x)).numpy()
   want = 0.5 * x * (1 + np.vectorize(math.erf)(x / np.sqrt(2)))
   np.testing.assert_allclose(exact, want, atol=1e-6)
   assert np.abs(modeling.gelu(tf.constant(x)).numpy() - want).max() > 1e-4
 
 
-def test_gelu_exact_gradient_equals_the_derivative_of_erf_gelu():
+@GELU_EXACTS
+def test_gelu_exact_gradient_equals_the_derivative_of_erf_gelu(gelu_exact):
   x = tf.constant(np.linspace(-5, 5, 101), tf.float64)
   x32 = tf.cast(x, tf.float32)
   with tf.GradientTape() as tape:
     tape.watch(x32)
-    out = modeling.gelu_exact(x32)
+    out = gelu_exact(x32)
   got = tape.gradient(out, x32).numpy()
   xs = x.numpy()
   cdf = 0.5 * (1 + np.vectorize(math.erf)(xs / np.sqrt(2)))

@@ -198,6 +198,37 @@ def test_dropout_only_in_training():
   assert np.abs(a - c).max() > 1e-3
 
 
+@pytest.mark.parametrize("hidden_act", ["gelu", "gelu_exact"])
+def test_training_graph_with_xla_fused_gelus_matches_the_forward_only_one(
+    hidden_act):
+  """training=True runs the XLA-fused GELUs: without dropout, its outputs
+  and gradients are those of the forward-only graph's plain GELUs."""
+  model = tiny_model(hidden_act=hidden_act, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0)
+  for name, variable in model.variables_by_name().items():
+    if name.endswith("intermediate/dense/kernel"):
+      variable.assign(variable * 25.0)  # GELU inputs of std ~3, not ~0.1
+  batch = tiny_batch()
+
+  @tf.function
+  def logits_and_gradients(training):
+    with tf.GradientTape() as tape:
+      out = model(*batch, training=training)
+      logits = out["masked_lm_logits"]
+      loss = (tf.reduce_sum(tf.square(logits)) +
+              tf.reduce_sum(tf.square(out["next_sentence_logits"])))
+    return logits, [tf.convert_to_tensor(g) for g in tape.gradient(
+        loss, model.trainable_variables)]
+
+  plain, plain_grads = logits_and_gradients(False)
+  fused, fused_grads = logits_and_gradients(True)
+  np.testing.assert_allclose(fused.numpy(), plain.numpy(), rtol=1e-5,
+                             atol=1e-5)
+  for got, want in zip(fused_grads, plain_grads):
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4,
+                               atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16])
 def test_low_precision_keeps_float32_variables_and_logits(dtype):
   cfg = modeling.BertConfig(**TINY)
@@ -453,9 +484,12 @@ def test_config_file_errors_name_the_file(tmp_path):
     model_config.read_config(str(bad))
 
 
-def test_gelu_gradient_equals_the_derivative_of_googles_formula():
-  """modeling.gelu's hand-written gradient vs autodiff of the tanh formula
-  in float64 (the value itself is checked by the forward-pass tests)."""
+@pytest.mark.parametrize("gelu", [modeling.gelu, modeling.gelu_fused],
+                         ids=["plain", "xla_fused"])
+def test_gelu_gradient_equals_the_derivative_of_googles_formula(gelu):
+  """modeling.gelu's hand-written gradient, and the XLA-fused one of a
+  training step, vs autodiff of the tanh formula in float64 (the value
+  itself is checked by the forward-pass tests)."""
   x64 = tf.constant(np.linspace(-6.0, 6.0, 241), tf.float64)
   with tf.GradientTape() as tape:
     tape.watch(x64)
@@ -465,7 +499,37 @@ def test_gelu_gradient_equals_the_derivative_of_googles_formula():
   x32 = tf.cast(x64, tf.float32)
   with tf.GradientTape() as tape:
     tape.watch(x32)
-    out = modeling.gelu(x32)
+    out = gelu(x32)
   got = tape.gradient(out, x32).numpy()
+  np.testing.assert_allclose(out.numpy(), y.numpy(), rtol=1e-5, atol=1e-6)
   # float32 rounding of tanh near saturation: ~4e-6, as TF's own autodiff.
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, dtype", [
+    ((5, 32), tf.float32), ((2, 7, 32), tf.float32), ((5, 32), tf.bfloat16)])
+def test_xla_fused_layer_norm_matches_autodiff_of_the_plain_one(shape, dtype):
+  """layer_norm_fused (a training step's: one XLA kernel each way, the
+  gradient written out) against layer_norm and TensorFlow's autodiff of it,
+  for x, gamma and beta, with statistics in float32 for 16-bit x."""
+  rng = np.random.default_rng(5)
+  x = tf.cast(3 * rng.standard_normal(shape) + 1, dtype)
+  gamma = tf.constant(rng.standard_normal(shape[-1:]), tf.float32)
+  beta = tf.constant(rng.standard_normal(shape[-1:]), tf.float32)
+  dy = tf.cast(rng.standard_normal(shape), dtype)
+
+  def value_and_gradients(normalize):
+    with tf.GradientTape() as tape:
+      tape.watch([x, gamma, beta])
+      y = normalize(x, gamma, beta, 1e-3)
+    return [y] + tape.gradient(y, [x, gamma, beta], output_gradients=dy)
+
+  got = value_and_gradients(modeling.layer_norm_fused)
+  want = value_and_gradients(modeling.layer_norm)
+  assert got[0].dtype == got[1].dtype == dtype
+  # bfloat16 y and dx: within one rounding of the 8-bit mantissa.
+  tolerance = 1e-5 if dtype == tf.float32 else 2 ** -7
+  for name, g, w in zip(["y", "dx", "dgamma", "dbeta"], got, want):
+    g, w = tf.cast(g, tf.float32).numpy(), tf.cast(w, tf.float32).numpy()
+    np.testing.assert_allclose(g, w, rtol=tolerance, atol=tolerance,
+                               err_msg=name)
