@@ -413,11 +413,42 @@ def layer_norm_fused(x, gamma, beta, epsilon=DEFAULT_LAYER_NORM_EPS):
   return normalize(x, tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta))
 
 
+def _dropout(x, seed, rate):
+  """(x with each element zeroed with probability `rate` and the others
+  scaled by 1 / (1 - rate), the keep mask), drawn from the [2] `seed`."""
+  # Threefry: XLA's CPU code for Philox is ~100x slower than for it.
+  keep = tf.random.stateless_uniform(tf.shape(x), seed,
+                                     alg="threefry") >= rate
+  return _scaled_where(keep, x, rate), keep
+
+
+def _scaled_where(keep, x, rate):
+  """x / (1 - rate) where keep, else 0 (the scaling in float32)."""
+  scaled = tf.cast(tf.cast(x, tf.float32) * (1.0 / (1.0 - rate)), x.dtype)
+  return tf.where(keep, scaled, tf.zeros_like(x))
+
+
+_dropout_xla = _fused(_dropout)
+_scaled_where_xla = _fused(_scaled_where)
+
+
 def dropout(x, rate, training):
-  """tf.nn.dropout when training with a positive rate, else x."""
-  if training and rate > 0.0:
-    return tf.nn.dropout(x, rate=rate)
-  return x
+  """Dropout when training with a positive rate, else x.
+
+  The mask is drawn and applied in one XLA kernel (and the gradient masked
+  in another) from a seed TensorFlow's stateful generator draws per call,
+  so tf.random.set_seed makes runs repeatable as with tf.nn.dropout, whose
+  random numbers and select took 2x the time on CPUs.
+  """
+  if not (training and rate > 0.0):
+    return x
+  seed = tf.random.uniform([2], maxval=tf.int32.max, dtype=tf.int32)
+
+  @tf.custom_gradient
+  def drop(x):
+    dropped, keep = _dropout_xla(x, seed, rate)
+    return dropped, lambda dy: _scaled_where_xla(keep, dy, rate)
+  return drop(x)
 
 
 # ----------------------------------------------------------------------------

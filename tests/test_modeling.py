@@ -198,6 +198,35 @@ def test_dropout_only_in_training():
   assert np.abs(a - c).max() > 1e-3
 
 
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
+def test_dropout_keeps_one_minus_rate_scaled_and_masks_its_gradient(dtype):
+  x = tf.fill([64, 1000], tf.constant(2.0, dtype))
+  dy = tf.fill([64, 1000], tf.constant(3.0, dtype))
+
+  def dropped_and_gradient():
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = modeling.dropout(x, 0.1, training=True)
+    return y.numpy(), tape.gradient(y, x, output_gradients=dy).numpy()
+
+  tf.random.set_seed(7)
+  y, grad = dropped_and_gradient()
+  again, _ = dropped_and_gradient()
+  tf.random.set_seed(7)
+  repeated, _ = dropped_and_gradient()
+  kept = y != 0
+  # 64000 Bernoulli(0.9) draws: the kept share within 5 standard errors.
+  assert abs(kept.mean() - 0.9) < 5 * np.sqrt(0.09 / kept.size)
+  scale = np.float32(1.0 / 0.9)
+  np.testing.assert_array_equal(
+      y, np.where(kept, tf.cast(2.0 * scale, dtype).numpy(), 0))
+  np.testing.assert_array_equal(
+      grad, np.where(kept, tf.cast(3.0 * scale, dtype).numpy(), 0))
+  assert (again != 0).mean() > 0.85 and np.any((again != 0) != kept)
+  np.testing.assert_array_equal(repeated, y)  # tf.random.set_seed applies
+  assert modeling.dropout(x, 0.1, training=False) is x
+
+
 @pytest.mark.parametrize("hidden_act", ["gelu", "gelu_exact"])
 def test_training_graph_with_xla_fused_gelus_matches_the_forward_only_one(
     hidden_act):
