@@ -274,10 +274,15 @@ def test_float16_loss_scale_skips_overflowing_steps_and_adapts():
   assert not np.any(grads[0]) and not np.any(grads[1])
 
 
-@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision_training_steps_learn(tmp_path, precision):
+@pytest.mark.parametrize("precision, use_xla", [
+    ("mixed_float16", False), ("mixed_bfloat16", False), ("float32", True)])
+def test_mixed_precision_and_xla_training_steps_learn(tmp_path, precision,
+                                                      use_xla):
+  """Also the whole step XLA-compiled (--use_xla's choice on GPUs), with
+  the model's own XLA kernels (GELU, LayerNorm, dropout) nested in it."""
   path = write_records(tmp_path / "r.tfrecord", 8, seed=5)
-  config = modeling.BertConfig.from_dict(CONFIG)
+  config = modeling.BertConfig.from_dict(dict(
+      CONFIG, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1))
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
   schedule = lambda step: 1e-3
   model, optimizer, loss_scale = distill_training.build_student(
@@ -286,7 +291,7 @@ def test_mixed_precision_training_steps_learn(tmp_path, precision):
   iterator = iter(distill_input.distributed_records_dataset(
       strategy, [path], settings, 8, SEQ, P, is_training=True, seed=1))
   loop = distill_training.make_train_loop(
-      strategy, model, optimizer, 8, losses.LossConfig(), use_xla=False,
+      strategy, model, optimizer, 8, losses.LossConfig(), use_xla=use_xla,
       loss_scale=loss_scale)
   first = float(loop(iterator, tf.constant(1))[1]["loss"])
   steps, terms = loop(iterator, tf.constant(20))  # the same 8 examples
