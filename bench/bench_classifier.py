@@ -9,14 +9,15 @@ LayerNorm and biases) with gradients clipped to global norm 1.0. Two models:
 
   * bert_base: BERT-Base's shape (12 layers, hidden 768, vocabulary 30522),
     dropout 0.1, seq 128;
-  * demo_student: the demo's student (data/example_wiki/student_bert_config
-    .json: 2 layers, hidden 64), seq 64.
+  * demo_student: the demo's student (data/student_L3_H384_bert_config.json:
+    3 layers, hidden 384, BERT's vocabulary, the exact GELU), seq 64.
 
   * tf: run_classifier.py's own pieces (classifier_data.train_dataset over
     TFRecords written with example_codec.serialize_example ->
     classifier.make_train_loop -> optimization.AdamWeightDecay), float32;
-  * torch: transformers' BertForSequenceClassification (hidden_act
-    gelu_new, BERT's tanh GELU), torch.optim.AdamW, float32,
+  * torch: transformers' BertForSequenceClassification (the config's GELU:
+    gelu_new for BERT's tanh one, gelu for the exact), torch.optim.AdamW,
+    float32,
     torch.set_num_threads(--torch_threads, default: the cores).
 
 Each (model, framework) runs in its own worker process; rounds alternate
@@ -46,8 +47,10 @@ import step_worker  # pylint: disable=g-import-not-at-top,wrong-import-position
 MODELS = {
     "bert_base": flops.BERT_BASE,
     "demo_student": json.load(open(os.path.join(
-        ROOT, "data", "example_wiki", "student_bert_config.json"))),
+        ROOT, "data", "student_L3_H384_bert_config.json"))),
 }
+# transformers' names of the GELUs (bert_distill/huggingface.py's mapping).
+HF_ACTIVATIONS = {"gelu": "gelu_new", "gelu_exact": "gelu"}
 NUM_LABELS = 2
 
 
@@ -139,7 +142,8 @@ class TorchJob(step_worker.CyclingBatches):
             "num_attention_heads", "intermediate_size", "hidden_dropout_prob",
             "attention_probs_dropout_prob", "max_position_embeddings",
             "type_vocab_size")},
-        hidden_act="gelu_new", num_labels=NUM_LABELS)
+        hidden_act=HF_ACTIVATIONS[config.get("hidden_act", "gelu")],
+        num_labels=NUM_LABELS)
     self.model = transformers.BertForSequenceClassification(hf_config).train()
     decay = [p for n, p in self.model.named_parameters()
              if "LayerNorm" not in n and "bias" not in n]
