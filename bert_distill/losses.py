@@ -93,6 +93,16 @@ def _tempered(logits, temperature):
   return logits if temperature == 1.0 else logits / temperature
 
 
+def _vocabulary_indices(ids):
+  """[B, P, k, 3] scatter_nd indices (row, position, id) of [B, P, k]
+  vocabulary ids into a [B, P, V] tensor."""
+  shape = tf.shape(ids)
+  rows = tf.broadcast_to(tf.range(shape[0])[:, tf.newaxis, tf.newaxis], shape)
+  positions = tf.broadcast_to(tf.range(shape[1])[tf.newaxis, :, tf.newaxis],
+                              shape)
+  return tf.stack([rows, positions, tf.cast(ids, tf.int32)], axis=-1)
+
+
 @tf.custom_gradient
 def gathered_cross_entropy(logits, ids, weights):
   """-sum_j w_j * log_softmax(logits)[id_j] per row, and its gradient.
@@ -124,15 +134,8 @@ def gathered_cross_entropy(logits, ids, weights):
   def gradient(upstream):  # [B, P]
     total = tf.reduce_sum(weights, axis=-1) * upstream  # [B, P]
     d_logits = tf.exp(log_probs) * total[..., tf.newaxis]  # [B, P, V]
-    shape = tf.shape(ids)
-    rows = tf.broadcast_to(tf.range(shape[0])[:, tf.newaxis, tf.newaxis],
-                           shape)
-    positions = tf.broadcast_to(
-        tf.range(shape[1])[tf.newaxis, :, tf.newaxis], shape)
-    indices = tf.stack([rows, positions, tf.cast(ids, tf.int32)],
-                       axis=-1)  # [B, P, k, 3]
     d_logits = tf.tensor_scatter_nd_sub(
-        d_logits, indices, weights * upstream[..., tf.newaxis])
+        d_logits, _vocabulary_indices(ids), weights * upstream[..., tf.newaxis])
     d_weights = -picked * upstream[..., tf.newaxis]  # [B, P, k]
     return d_logits, None, d_weights
 
@@ -200,20 +203,15 @@ def tail_mass_cross_entropy(logits, teacher_probs, teacher_ids,
     with log(1 - sum_j q_j) = logsumexp(z / T outside the top k) -
     logsumexp(z / T): exact where 1 - sum q rounds to 0 in float32.
   """
-  scaled = logits / temperature  # [B, P, V]
-  vocab_size = tf.shape(scaled)[-1]
-  rows = tf.reshape(scaled, [-1, vocab_size])  # [B*P, V]
-  ids = tf.reshape(tf.cast(teacher_ids, tf.int32), [tf.shape(rows)[0], -1])
-  row_index = tf.broadcast_to(tf.range(tf.shape(rows)[0])[:, None],
-                              tf.shape(ids))
+  scaled = _tempered(logits, temperature)  # [B, P, V]
   in_top_k = tf.scatter_nd(
-      tf.stack([tf.reshape(row_index, [-1]), tf.reshape(ids, [-1])], axis=1),
-      tf.ones([tf.size(ids)], tf.float32), tf.shape(rows)) > 0  # [B*P, V]
+      _vocabulary_indices(teacher_ids),
+      tf.ones(tf.shape(teacher_ids), tf.float32),
+      tf.shape(scaled)) > 0  # [B, P, V]
   # A large finite value rather than -inf keeps gradients finite.
-  tail = tf.where(in_top_k, tf.constant(-1e30, rows.dtype), rows)
+  tail = tf.where(in_top_k, tf.constant(-1e30, scaled.dtype), scaled)
   log_tail_mass = (tf.reduce_logsumexp(tail, axis=-1) -
-                   tf.reduce_logsumexp(rows, axis=-1))  # [B*P], <= 0
-  log_tail_mass = tf.reshape(log_tail_mass, tf.shape(teacher_probs)[:2])
+                   tf.reduce_logsumexp(scaled, axis=-1))  # [B, P], <= 0
   target = tempered_teacher_probs(teacher_probs, temperature)
   teacher_tail = tf.maximum(1.0 - tf.reduce_sum(target, axis=-1), 0.0)
   return -tf.math.multiply_no_nan(log_tail_mass, teacher_tail) * temperature**2
