@@ -49,7 +49,9 @@ MODELS = {
     "demo_student": json.load(open(os.path.join(
         ROOT, "data", "student_L3_H384_bert_config.json"))),
 }
-# transformers' names of the GELUs (bert_distill/huggingface.py's mapping).
+# transformers' names of the GELUs: bert_distill.huggingface.TO_HF_ACTIVATION's,
+# repeated here because importing that module loads TensorFlow into the
+# PyTorch worker.
 HF_ACTIVATIONS = {"gelu": "gelu_new", "gelu_exact": "gelu"}
 NUM_LABELS = 2
 
