@@ -9,6 +9,8 @@ progress_log.py (progress lines with rate and time left), shard_flags.py
 level, so light stages such as split_text.py and stage III-b's worker
 processes run without it."""
 
+import atexit
+import gc
 import re
 import signal
 import sys
@@ -59,6 +61,13 @@ def run(main):
       print(f"error: {INTERRUPTED}", file=sys.stderr)
       sys.exit(INTERRUPTED_STATUS)
 
+  # Python's exit ends with garbage collections over every object still
+  # alive, and TensorFlow's import alone leaves about 270,000: 0.4-0.5 s
+  # of each stage's run (measured on stage IV), spent on objects that die
+  # with the process. A stage has closed and renamed its outputs before
+  # main returns, so nothing waits on their finalizers; frozen, the objects
+  # are left out of those collections.
+  atexit.register(gc.freeze)
   app.run(guarded_main, flags_parser=parse_flags)
 
 
