@@ -25,6 +25,18 @@ AMX), so the fidelity figures hold for CPUs without bfloat16 units too.
   .venv/bin/python bench/bench_label_fidelity.py --quick    # ~20 min, 2 cores
   .venv/bin/python bench/bench_label_fidelity.py            # bench_label_quality's sizes
 
+With --pipeline_dir, the same three measures on a run_pipeline.sh work
+directory instead (`make demo`'s demo_output: the real all-MiniLM-L6-v2
+teacher with the MLM head its stage T fitted, BERT's 30522-token
+vocabulary): stage IV's and stage V's commands are the ones the pipeline
+recorded in STAGES/IV.done, IV-held-out.done and V.done, rerun with only
+--precision (stage IV), the inputs, the outputs and --seed changed. Every
+student has the recorded stage V settings (its own --precision too) and
+is evaluated against the float32 held-out labels; --seeds gives the seeds.
+
+  .venv/bin/python bench/bench_label_fidelity.py --pipeline_dir=demo_output \
+      --seeds=1,2,3 --work_dir=/tmp/label_fidelity_demo        # ~6 min
+
 Prints the report and writes WORK_DIR/label_fidelity.{md,json}. Steps whose
 output exists are skipped (the default WORK_DIR is bench_label_quality's, so
 its teacher, records, float32 labels and students are reused).
@@ -34,6 +46,8 @@ import argparse
 import datetime
 import json
 import os
+import shlex
+import subprocess
 import sys
 import time
 
@@ -44,7 +58,9 @@ ROOT = os.path.dirname(BENCH)
 sys.path[:0] = [BENCH, ROOT]
 import bench_label_quality as lq  # pylint: disable=wrong-import-position
 import flops  # pylint: disable=wrong-import-position
+from bert_distill import example_codec  # pylint: disable=wrong-import-position
 from bert_distill import records  # pylint: disable=wrong-import-position
+from bert_distill import tfrecord  # pylint: disable=wrong-import-position
 
 BF16 = "--precision=mixed_bfloat16"
 
@@ -66,7 +82,13 @@ def parse_args():
   parser.add_argument("--max_predictions_per_seq", type=int, default=10)
   parser.add_argument("--split_number", type=int, default=5)
   parser.add_argument("--python", default=sys.executable)
+  parser.add_argument("--pipeline_dir",
+                      help="a run_pipeline.sh work directory (demo_output): "
+                      "measure on its teacher, records and stage commands")
   args = parser.parse_args()
+  if args.pipeline_dir:
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    return args
   sizes = ({"corpus_bytes": 1_000_000, "teacher_steps": 4000,
             "student_steps": 1500, "teacher_dupe_factor": 4} if args.quick else
            {"corpus_bytes": 2_500_000, "teacher_steps": 6000,
@@ -85,8 +107,8 @@ def full_labels(folder, vocab_size):
   full-mode records, in file order."""
   rows = []
   for path in lq.records_files(folder):
-    for raw in records.read_tfrecords(path):
-      example = records.decode_example(raw)
+    for raw in tfrecord.read_tfrecords(path):
+      example = example_codec.decode_example(raw)
       probs = example[records.FULL_PROBS].reshape(-1, vocab_size)
       real = example[records.MASKED_LM_WEIGHTS] > 0
       rows.append(probs[real])
@@ -105,8 +127,165 @@ def compare(reference, other):
           "max_abs_prob_difference": float(np.abs(reference - other).max())}
 
 
+def recorded_command(pipeline_dir, stage):
+  """(script name, flags) of the command run_pipeline.sh recorded for a
+  stage (the last line of STAGES/<stage>.done)."""
+  path = os.path.join(pipeline_dir, "stages", f"{stage}.done")
+  if not os.path.exists(path):
+    sys.exit(f"{path} does not exist: run the pipeline (make demo) first")
+  with open(path) as f:
+    words = shlex.split(f.read().splitlines()[-1])
+  script = next(w for w in words if w.endswith(".py"))
+  return os.path.basename(script), words[words.index(script) + 1:]
+
+
+def with_flags(flags, **values):
+  """flags with each --name=... of `values` replaced (or added)."""
+  names = {f"--{name}" for name in values}
+  kept = [f for f in flags if f.split("=", 1)[0] not in names]
+  return kept + [f"--{name}={value}" for name, value in values.items()]
+
+
+def flag_value(flags, name):
+  for flag in flags:
+    if flag.startswith(f"--{name}="):
+      return flag.split("=", 1)[1]
+  return None
+
+
+def run_stage(args, script, flags, output, log_name, written=None):
+  """Runs one of the project's scripts from the repository root (where the
+  pipeline's relative paths point) unless `output` exists; returns the wall
+  seconds (0 when skipped). With `written`, the script writes there and
+  `written` becomes `output` when it succeeds."""
+  if os.path.exists(output):
+    return 0.0
+  log_path = os.path.join(args.work_dir, "logs", log_name + ".log")
+  command = [args.python, os.path.join(ROOT, script)] + flags
+  lq.log(" ".join(command[1:])[:300])
+  started = time.monotonic()
+  with open(log_path, "w") as log_file:
+    result = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT,
+                            cwd=ROOT, env={**os.environ,
+                                           "TF_CPP_MIN_LOG_LEVEL": "2"})
+  if result.returncode:
+    sys.exit(f"{script} failed (see {log_path}):\n"
+             f"{open(log_path).read()[-2000:]}")
+  if written:
+    os.replace(written, output)
+  return time.monotonic() - started
+
+
+def pipeline_main(args):
+  """The measures on a pipeline work directory's teacher and records."""
+  cpu = flops.cpu_line()
+  print(cpu, flush=True)
+  work = args.work_dir = os.path.abspath(args.work_dir)
+  os.makedirs(os.path.join(work, "logs"), exist_ok=True)
+  started, load_before = time.monotonic(), os.getloadavg()
+  label_script, label_flags = recorded_command(args.pipeline_dir, "IV")
+  held_script, held_flags = recorded_command(args.pipeline_dir, "IV-held-out")
+  student_script, student_flags = recorded_command(args.pipeline_dir, "V")
+  with open(os.path.join(ROOT, flag_value(held_flags,
+                                          "bert_config_file"))) as f:
+    vocab_size = json.load(f)["vocab_size"]
+  precisions = {"float32": "float32", "bf16": "mixed_bfloat16"}
+
+  # 1. The held-out distributions in both precisions.
+  held = {}
+  for name, precision in precisions.items():
+    folder = os.path.join(work, f"held_out_full_{name}")
+    run_stage(args, held_script,
+              with_flags(held_flags, output_dir=folder + ".tmp",
+                         precision=precision),
+              folder, f"held_out_full_{name}", written=folder + ".tmp")
+    held[name] = full_labels(folder, vocab_size)
+  fidelity = compare(held["float32"], held["bf16"])
+  del held
+  lq.log(f"labels: {fidelity}")
+
+  # 2. Students from float32 and from bfloat16 training labels.
+  held_float32 = os.path.join(work, "held_out_full_float32", "*.tfrecord")
+  students = {}
+  for name, precision in precisions.items():
+    labels = os.path.join(work, f"labels_{name}")
+    run_stage(args, label_script,
+              with_flags(label_flags, output_dir=labels + ".tmp",
+                         precision=precision),
+              labels, f"labels_{name}", written=labels + ".tmp")
+    students[name] = []
+    for seed in args.seeds:
+      out = os.path.join(work, "students", f"{name}_labels_seed{seed}")
+      results = os.path.join(out, "eval_results.txt")
+      run_stage(args, student_script,
+                with_flags(student_flags,
+                           input_file=os.path.join(labels, "*.tfrecord"),
+                           eval_input_file=held_float32, output_dir=out,
+                           seed=seed),
+                results, f"student_{name}_labels_seed{seed}")
+      students[name].append(lq.read_results(results))
+      lq.log(f"{name} labels, seed {seed}: teacher_kl "
+             f"{students[name][-1]['teacher_kl']:.5f}")
+
+  def mean(name, key):
+    return float(np.mean([r[key] for r in students[name]]))
+  kl32, kl16 = mean("float32", "teacher_kl"), mean("bf16", "teacher_kl")
+  report = {
+      "date": datetime.datetime.now(datetime.timezone.utc).strftime(
+          "%Y-%m-%d %H:%M UTC"),
+      "cpu": cpu, "command": "bench/bench_label_fidelity.py " +
+      " ".join(sys.argv[1:]),
+      "load_average_before": [round(x, 2) for x in load_before],
+      "load_average_after": [round(x, 2) for x in os.getloadavg()],
+      "minutes": (time.monotonic() - started) / 60,
+      "teacher": flag_value(label_flags, "init_checkpoint"),
+      "vocab_size": vocab_size, "labels": fidelity,
+      "training_labels": flag_value(label_flags, "label_mode"),
+      "seeds": args.seeds, "students": students,
+      "student_teacher_kl_float32_labels": kl32,
+      "student_teacher_kl_bf16_labels": kl16,
+      "student_teacher_kl_relative_difference": (kl16 - kl32) / kl32,
+  }
+
+  def per_seed(name, key, form):
+    return ", ".join(form.format(r[key]) for r in students[name])
+  lines = [
+      f"bench_label_fidelity: {report['date']}; {cpu}; load "
+      f"{report['load_average_before']} before, "
+      f"{report['load_average_after']} after; {report['minutes']:.1f} min",
+      f"command: {report['command']}",
+      f"teacher: {report['teacher']} ({args.pipeline_dir}'s), vocabulary "
+      f"{vocab_size}; stage commands from {args.pipeline_dir}/stages",
+      f"held-out labels, {fidelity['positions']} masked positions, "
+      f"mixed_bfloat16 against float32: mean KL {fidelity['kl_mean']:.2e} "
+      f"nats (p99 {fidelity['kl_p99']:.2e}, max {fidelity['kl_max']:.2e}; "
+      f"goal <= 0.01), top-1 agreement {fidelity['top1_agreement']:.4f} "
+      f"(goal >= 0.97), max |p - p'| "
+      f"{fidelity['max_abs_prob_difference']:.2e}",
+      f"students (the recorded stage V, seeds {args.seeds}) from "
+      f"{report['training_labels']} labels, held-out against float32 labels:",
+  ]
+  for name in precisions:
+    lines.append(
+        f"  {name:7s} labels: teacher_kl {per_seed(name, 'teacher_kl', '{:.5f}')}"
+        f" (mean {mean(name, 'teacher_kl'):.5f}); top-1 agreement "
+        f"{per_seed(name, 'teacher_top1_agreement', '{:.4f}')}; masked-LM "
+        f"accuracy {per_seed(name, 'masked_lm_accuracy', '{:.4f}')}")
+  lines.append(f"  bf16 labels against float32 labels: teacher_kl "
+               f"{100 * (kl16 - kl32) / kl32:+.2f}% (goal within 2%)")
+  text = "\n".join(lines) + "\n"
+  print(text, flush=True)
+  with open(os.path.join(work, "label_fidelity.md"), "w") as f:
+    f.write(text)
+  with open(os.path.join(work, "label_fidelity.json"), "w") as f:
+    json.dump(report, f, indent=2)
+
+
 def main():
   args = parse_args()
+  if args.pipeline_dir:
+    pipeline_main(args)
+    return
   cpu = flops.cpu_line()
   print(cpu, flush=True)
   work = args.work_dir = os.path.abspath(args.work_dir)
