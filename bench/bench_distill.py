@@ -19,17 +19,20 @@ sides, float32). Two measurements:
       the load average before it, and the steady-state rate of each side,
       (long - short) steps x batch / (wall(long) - wall(short)) in the same
       round, which cancels start-up and the final checkpoint.
-  (b) steady state in long-lived worker processes (distill.py's own
-      make_dataset + make_train_loop + AdamWeightDecay; PyTorch's step from
-      bench/torch_distill.py), warmed up, in alternating rounds; while one
-      worker runs, the CPU time the idle ones use is measured (~0 expected).
+  (b) steady state in worker processes (distill.py's own make_dataset +
+      make_train_loop + AdamWeightDecay; PyTorch's step from
+      bench/torch_distill.py), in rounds of alternating order; each job's
+      round is a fresh worker, warmed up, that ends before the next starts
+      (no idle model-holding process beside a timed one).
 
 Every rate is shown with its matmul GFLOP/s (bench/flops.py: 3x the
 forward's matmul FLOPs per example) and as a share of the machine's float32
 GEMM rate measured in the same run (bf16 runs: the better of the bf16 and
-float32 GEMMs): TensorFlow, NumPy and PyTorch 3072^3 matmuls (bench/flops.py GemmProbe) sampled after every run and round, the
-best sample of the run taken as the machine's rate, so a busy moment never
-inflates a share; a share above 100% raises.
+float32 GEMMs): TensorFlow, NumPy and PyTorch 3072^3 matmuls (bench/flops.py
+GemmProbe) sampled before and after the whole processes (the probe is
+stopped while they run) and after every steady-state round, the best sample
+of the run taken as the machine's rate, so a busy moment never inflates a
+share; a share above 100% raises.
 
   .venv-bench/bin/python bench/bench_distill.py       # ~15 min on 2 free cores
   .venv/bin/python bench/bench_distill.py --jobs=tf_graph,tf_graph_bf16
@@ -214,7 +217,6 @@ def whole_processes(args, env, probe, example_flops):
         output_dir = tempfile.mkdtemp(dir=args.tmp_dir)
         child = flops.Child(command(side, steps, output_dir), env=env)
         runs[side][steps].append(child)
-        probe.sample()
         print(f"  round {r + 1} {side:8s} {steps:2d} steps: {child.wall:6.1f} "
               f"s wall, {child.cpu:6.1f} CPU s, {child.peak_rss_mb:5.0f} MB "
               f"peak RSS (load before {child.load:.1f})", flush=True)
@@ -255,10 +257,14 @@ def whole_processes(args, env, probe, example_flops):
 
 
 def steady_workers(args, env, probe, example_flops):
-  """Part (b): long-lived workers in alternating rounds."""
+  """Part (b): rounds in alternating order, each job's round a worker of
+  its own (start-up and warm-up steps untimed) that ends before the next
+  starts: an idle process holding a model beside a timed one slowed
+  PyTorch's stage IV loop by 12% on the 2-core Zen 5 VM, so the jobs no
+  longer wait side by side."""
   jobs = args.jobs.split(",")
-  workers = {}
-  for job in jobs:  # one at a time: start-up is not measured
+
+  def worker(job):
     python = (os.path.join(args.bench_venv, "bin", "python")
               if job.startswith("torch") else sys.executable)
     command = [python, os.path.abspath(__file__), f"--worker={job}",
@@ -266,21 +272,19 @@ def steady_workers(args, env, probe, example_flops):
                    f"--{n}={getattr(args, n)}" for n in
                    ("batch_size", "seq_length", "predictions", "k",
                     "warmup_steps", "threads", "layers")]
-    workers[job] = step_worker.Worker(command, env=env)
-  print(f"\n(b) steady state in workers, {args.steady_rounds} rounds x "
-        f"{args.steps_per_round} steps, after {args.warmup_steps} warm-up "
-        f"steps:", flush=True)
+    return step_worker.Worker(command, env=env)
+
+  print(f"\n(b) steady state, {args.steady_rounds} rounds x "
+        f"{args.steps_per_round} steps, each in a fresh worker after "
+        f"{args.warmup_steps} warm-up steps:", flush=True)
   results = {job: [] for job in jobs}
-  idle = {job: [] for job in jobs}
   for round_ in range(args.steady_rounds):
     order = jobs if round_ % 2 == 0 else jobs[::-1]
     line = []
     for job in order:
-      others = {o: flops.process_cpu_seconds(workers[o].pid) for o in jobs
-                if o != job}
-      result = workers[job].run(args.steps_per_round)
-      for o, before in others.items():
-        idle[o].append(flops.process_cpu_seconds(workers[o].pid) - before)
+      process = worker(job)
+      result = process.run(args.steps_per_round)
+      process.close()
       results[job].append(result["examples_per_second"])
       line.append(f"{job} {result['examples_per_second']:.2f} ex/s = "
                   f"{result['examples_per_second'] * example_flops / 1e9:.0f}"
@@ -288,16 +292,13 @@ def steady_workers(args, env, probe, example_flops):
       probe.sample()
     print(f"  round {round_ + 1} (load {flops.load_average():.1f}): "
           + "; ".join(line), flush=True)
-  for process in workers.values():
-    process.close()
   print(f"  GEMM: {probe.describe()}")
   for job in jobs:
     # A bf16 job is held against the better of the bf16 and float32 GEMMs.
     gemm = probe.rate_of("bfloat16" if job_is_bf16(job) else "float32")
     print(f"  {job:13s} median " + flops.describe_rate(
         statistics.median(results[job]), "examples/s", example_flops, gemm,
-        f"{job} worker") + f", rounds {flops.spread(results[job])}; CPU s it used "
-          f"while idle (max over the others' rounds): {max(idle[job]):.2f}")
+        f"{job} worker") + f", rounds {flops.spread(results[job])}")
     flops.percent_of_gemm(max(results[job]) * example_flops, gemm,
                           f"{job} worker, best round")
   for job in jobs:
@@ -378,7 +379,8 @@ def main():
                             args.threads)
     probe.sample()
     if args.rounds:
-      whole_processes(args, env, probe, example_flops)
+      with probe.suspended():
+        whole_processes(args, env, probe, example_flops)
     if args.steady_rounds:
       steady_workers(args, env, probe, example_flops)
     print(f"\nGEMM 3072^3, float32 and bfloat16, the best sample of the run "

@@ -16,19 +16,24 @@ batch 32) two ways, each in two measurements:
               teacher-label records out, torch.set_num_threads(--threads).
       Reported: wall seconds of each process, its CPU seconds (user + sys,
       from wait4) and peak RSS, the 1-minute load average before each run.
+      Nothing else of the bench's holds a model or TensorFlow's GEMM
+      buffers meanwhile (the teacher is written by a process of its own,
+      the GEMM probe is stopped): idle, such a process slowed the timed
+      one by 9-17% on a 2-core VM.
   (b) steady state: our stage's pipeline (write_teacher_labels: tf.data read,
-      length-trimmed XLA forward, writer thread) in this process after a
-      warm-up pass, next to the same PyTorch code in a worker process
-      (bench/torch_teacher_worker.py) after its warm-up, in alternating
-      rounds. While one side runs, the CPU time the other (idle) process
-      uses is measured and reported: it should be ~0.
+      length-trimmed forward, writer thread) and the same PyTorch code
+      (bench/torch_teacher_worker.py), in rounds of alternating order; each
+      side's round is a process of its own that loads the teacher, runs one
+      warm-up pass and one timed pass, and ends before the other side's
+      starts.
 
 Every rate is shown with its matmul GFLOP/s (bench/flops.py; ours counts the
 trimmed lengths it actually ran, PyTorch the full length) and as a share of
 this machine's GEMM rate in the side's precision (bfloat16: the better of
 the bfloat16 and float32 GEMMs), measured in the same run: TensorFlow,
-NumPy and PyTorch 3072^3 matmuls (bench/flops.py GemmProbe) sampled after
-every run and round, the best sample of the run taken as the machine's rate
+NumPy and PyTorch 3072^3 matmuls (bench/flops.py GemmProbe) sampled before
+and after the whole processes and after every steady-state round, the best
+sample of the run taken as the machine's rate
 (a busy moment never inflates a share). A share above 100% raises. Two length mixes: every record
 full length ("full"), and the original project's sample records' lengths
 ("original", tests/data/original/original_sample_records.tfrecord).
@@ -41,8 +46,8 @@ The first line names the CPU and its bf16/AMX flags.
 
 import argparse
 import json
+import multiprocessing
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -208,11 +213,6 @@ def executed_flops(examples, config, batch_size, sort_batches, trimmed):
   return total
 
 
-def own_cpu_seconds():
-  usage = resource.getrusage(resource.RUSAGE_SELF)
-  return usage.ru_utime + usage.ru_stime
-
-
 class TorchWorker:
   """bench/torch_teacher_worker.py, one JSON answer per command."""
 
@@ -328,7 +328,6 @@ def whole_processes(args, mix, paths, teacher, config_dict, probe, examples):
         os.remove(outputs[side])  # each run writes a fresh output
       child = flops.Child(commands[side])
       runs[side].append(child)
-      probe.sample()
       print(f"  round {r + 1} {side:22s}: {child.wall:6.1f} s wall, "
             f"{child.cpu:6.1f} CPU s, {child.peak_rss_mb:5.0f} MB peak RSS "
             f"(load before {child.load:.1f})", flush=True)
@@ -377,77 +376,84 @@ def whole_processes(args, mix, paths, teacher, config_dict, probe, examples):
   return result
 
 
+def ours_steady_pass(args, records_path, output_path, config_dict,
+                     checkpoint, precision):
+  """In a fresh process: load the teacher, one warm-up pass, one timed pass
+  of the stage's pipeline; returns (sequences, seconds)."""
+  tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+  config = modeling.BertConfig.from_dict(config_dict)
+  strategy = distribution.local_strategy()
+  labeler = teacher_labels.TeacherLabeler(
+      checkpoints.load_teacher(strategy, config, checkpoint, precision),
+      args.k, strategy, use_xla=distill_training.use_xla(args.use_xla))
+  run_ours(labeler, records_path, output_path, config, args)  # compiles, warms up
+  return run_ours(labeler, records_path, output_path, config, args)
+
+
+def torch_steady_pass(args, inputs_npz, weights_npz, config_path, precision):
+  """A fresh PyTorch worker: one warm-up pass, one timed pass; returns
+  (sequences, seconds)."""
+  worker = TorchWorker(args.bench_venv, weights_npz, inputs_npz, config_path,
+                       args.batch_size, args.k, args.threads,
+                       torch_precision(precision))
+  worker.ask("run")
+  answer = worker.ask("run")
+  worker.close()
+  return answer["sequences"], answer["seconds"]
+
+
 def steady_state(args, mix, paths, teacher, config, config_dict, probe,
                  examples):
-  """Part (b) for one length mix: in-process rounds, alternating."""
+  """Part (b) for one length mix: rounds in alternating order, each side's
+  round a fresh process (the teacher loaded, a warm-up pass, a timed pass)
+  with nothing else of the bench's alive: an idle process holding a model
+  beside a timed one slowed PyTorch's loop by 12% (17.8 against 20.6
+  seq/s, three runs each, the Zen 5 VM), so the sides no longer wait side
+  by side."""
   records_path, inputs_npz = paths
   config_path, checkpoint, weights_npz = teacher
-  strategy = distribution.local_strategy()
-  runners = {}
-  for side, precision in sides_of(args):
-    if side.startswith("ours"):
-      runners[side] = teacher_labels.TeacherLabeler(
-          checkpoints.load_teacher(strategy, config, checkpoint, precision),
-          args.k, strategy, use_xla=distill_training.use_xla(args.use_xla))
-    else:
-      runners[side] = TorchWorker(args.bench_venv, weights_npz, inputs_npz,
-                                  config_path, args.batch_size, args.k,
-                                  args.threads, torch_precision(precision))
   output_path = os.path.join(args.work_dir, f"{mix}_steady.tfrecord")
-  for side, runner in runners.items():  # compiles, warms up
-    if side.startswith("ours"):
-      run_ours(runner, records_path, output_path, config, args)
-    else:
-      runner.ask("run")
   ours_flops = executed_flops(examples, config_dict, args.batch_size,
                               args.sort_batches, trimmed=True)
   torch_flops = executed_flops(examples, config_dict, args.batch_size,
                                args.sort_batches, trimmed=False)
-  workers = [r for r in runners.values() if isinstance(r, TorchWorker)]
-  rates = {side: [] for side in runners}
-  flop_rates = {side: [] for side in runners}
-  idle = []  # CPU s the idle processes used during a round of another
-  print(f"\n[{mix}] steady state (after warm-up; executed GFLOP per pass: "
-        f"ours {ours_flops / 1e9:.0f} (trimmed), pytorch "
-        f"{torch_flops / 1e9:.0f} (full length))", flush=True)
+  sides = dict(sides_of(args))
+  rates = {side: [] for side in sides}
+  flop_rates = {side: [] for side in sides}
+  print(f"\n[{mix}] steady state (a fresh process per side and round, timed "
+        f"after a warm-up pass; executed GFLOP per pass: ours "
+        f"{ours_flops / 1e9:.0f} (trimmed), pytorch {torch_flops / 1e9:.0f} "
+        f"(full length))", flush=True)
   for r in range(args.steady_rounds):
-    order = list(runners) if r % 2 == 0 else list(reversed(runners))
+    order = list(sides) if r % 2 == 0 else list(reversed(sides))
     line = []
     for side in order:
-      runner = runners[side]
-      others = [w for w in workers if w is not runner]
-      before = [flops.process_cpu_seconds(w.pid) for w in others]
-      own_before = own_cpu_seconds()
       if side.startswith("ours"):
-        count, seconds = run_ours(runner, records_path, output_path, config,
-                                  args)
-        rate, work = count / seconds, ours_flops
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+          count, seconds = pool.apply(ours_steady_pass, (
+              args, records_path, output_path, config_dict, checkpoint,
+              sides[side]))
+        work = ours_flops
       else:
-        answer = runner.ask("run")
-        seconds = answer["seconds"]
-        rate, work = answer["sequences"] / seconds, torch_flops
-        idle.append(own_cpu_seconds() - own_before)
-      idle.extend(flops.process_cpu_seconds(w.pid) - b
-                  for w, b in zip(others, before))
-      rates[side].append(rate)
+        count, seconds = torch_steady_pass(args, inputs_npz, weights_npz,
+                                           config_path, sides[side])
+        work = torch_flops
+      rates[side].append(count / seconds)
       flop_rates[side].append(work / seconds)
-      line.append(f"{side} {rate:.2f} seq/s = {work / seconds / 1e9:.0f} "
-                  f"GFLOP/s")
+      line.append(f"{side} {count / seconds:.2f} seq/s = "
+                  f"{work / seconds / 1e9:.0f} GFLOP/s")
       probe.sample()
     print(f"  round {r + 1} (load {flops.load_average():.1f}): "
           + "; ".join(line), flush=True)
-  for worker in workers:
-    worker.close()
-  precisions = dict(sides_of(args))
   for side in rates:
-    gemm = probe.rate_of(precisions[side])
+    gemm = probe.rate_of(sides[side])
     best = flops.percent_of_gemm(max(flop_rates[side]), gemm,
                                  f"{side} {mix} best round")
     median = flops.percent_of_gemm(statistics.median(flop_rates[side]),
                                    gemm, f"{side} {mix}")
     print(f"  [{mix}] {side:22s} {flops.spread(rates[side])} seq/s, median "
           f"{statistics.median(flop_rates[side]) / 1e9:.0f} GFLOP/s = "
-          f"{median:.0f}% of the {precisions[side]} GEMM ceiling "
+          f"{median:.0f}% of the {sides[side]} GEMM ceiling "
           f"{gemm / 1e9:.0f} GFLOP/s (best round {best:.0f}%)")
   result = {}
   pairs = [(f"pytorch {p}", f"ours {p}", f"ours/pytorch {p}")
@@ -458,10 +464,8 @@ def steady_state(args, mix, paths, teacher, config, config_dict, probe,
   for slow, fast, what in pairs:
     ratios = [f / s for s, f in zip(rates[slow], rates[fast])]
     result[what] = statistics.median(ratios)
-    print(f"  [{mix}] steady-state {what}: {flops.spread(ratios)}x")
-  if idle:
-    print(f"  [{mix}] CPU s an idle process used during another's round: "
-          f"max {max(idle):.2f}", flush=True)
+    print(f"  [{mix}] steady-state {what}: {flops.spread(ratios)}x",
+          flush=True)
   return result
 
 
@@ -481,7 +485,11 @@ def main():
         f"{args.batch_size}, {args.num_examples} records, "
         f"{flops.forward_flops(config_dict, 128, 20) / 1e9:.1f} GFLOP per "
         f"full-length sequence", flush=True)
-  teacher = write_teacher(args.work_dir, config_dict)
+  # In a process of its own: a bench process holding a built BERT-Base made
+  # the whole stage IV processes beside it 1.2-1.6 s slower (their page
+  # faults cost twice the system time), as a user's runs are not.
+  with multiprocessing.get_context("spawn").Pool(1) as pool:
+    teacher = pool.apply(write_teacher, (args.work_dir, config_dict))
   mixes = {}
   for mix in args.lengths.split(","):
     lengths = original_lengths() if mix == "original" else [MAX_SEQ_LENGTH]
@@ -501,8 +509,9 @@ def main():
 
   summary = {}
   for mix, (examples, paths) in mixes.items():
-    summary[mix] = {"whole": whole_processes(args, mix, paths, teacher,
-                                             config_dict, probe, examples)}
+    with probe.suspended():
+      summary[mix] = {"whole": whole_processes(args, mix, paths, teacher,
+                                               config_dict, probe, examples)}
     if args.steady_rounds:
       summary[mix]["steady"] = steady_state(args, mix, paths, teacher, config,
                                             config_dict, probe, examples)

@@ -22,14 +22,14 @@ One home for the arithmetic every bench reports next to its rates:
     which every bench prints first (a rate means little without them).
   * Child: a whole command line run to completion, with its wall time, CPU
     time and peak RSS (as a user would measure it), and the load it met;
-    load_average, process_cpu_seconds (of a running process) and spread
-    (a list of rounds as "median (min-max)").
+    load_average and spread (a list of rounds as "median (min-max)").
   * BERT_BASE: BERT-Base's bert_config.json, the shape the benches run.
 
 Imports neither TensorFlow nor PyTorch at module level: each bench process
 measures with what it has loaded.
 """
 
+import contextlib
 import os
 import platform
 import statistics
@@ -182,16 +182,37 @@ class GemmProbe:
   (so shares are never inflated by a busy GEMM sample). The process runs
   `python bench/flops.py THREADS` (TensorFlow, NumPy and, when importable,
   PyTorch, all with THREADS threads) and sits idle between samples.
+
+  While whole processes are timed the probe is stopped (`suspended()`): on
+  the 2-core Zen 5 VM an idle process holding TensorFlow and its GEMM
+  buffers made a stage IV process beside it 9% slower (8.7 -> 9.5 s,
+  without using any CPU itself: the child's page faults cost more), which
+  a user's run does not pay.
   """
 
   def __init__(self, python, threads):
-    import subprocess  # pylint: disable=g-import-not-at-top
-    self._process = subprocess.Popen(
-        [python, __file__, str(threads)], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, text=True)
-    self.pid = self._process.pid
+    self._command = [python, __file__, str(threads)]
     self.best = {}
     self.samples = 0
+    self._start()
+
+  def _start(self):
+    self._process = subprocess.Popen(
+        self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True)
+    self.pid = self._process.pid
+
+  @contextlib.contextmanager
+  def suspended(self):
+    """Samples, stops the probe process for the block (keeping the best
+    rates), then starts it again and samples once more."""
+    self.sample()
+    self.close()
+    try:
+      yield
+    finally:
+      self._start()
+      self.sample()
 
   def sample(self):
     """Measures once; returns {library: FLOP/s} and keeps the best."""
@@ -286,13 +307,6 @@ def load_average():
   """The 1-minute load average (other jobs on a shared machine)."""
   with open("/proc/loadavg") as f:
     return float(f.read().split()[0])
-
-
-def process_cpu_seconds(pid):
-  """user + sys CPU seconds of a running process, from /proc."""
-  with open(f"/proc/{pid}/stat") as f:
-    fields = f.read().rsplit(")", 1)[1].split()
-  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def spread(values, fmt="{:.2f}"):
