@@ -71,6 +71,25 @@ def test_flag_errors_are_one_line_with_exit_1():
     assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
 
 
+def test_run_freezes_what_is_alive_at_exit_after_main_finished():
+  """cli.run leaves the objects alive at exit out of Python's last garbage
+  collections (gc.freeze), and only once main has returned and its output
+  is written. A handler registered before cli.run runs after cli.run's."""
+  import subprocess
+  import sys
+  from conftest import ROOT
+  code = ("import atexit, gc, sys\n"
+          "from bert_distill import cli\n"
+          "atexit.register(lambda: print('frozen at exit', gc.get_freeze_count() > 0))\n"
+          "def main(argv):\n"
+          "  print('frozen in main', gc.get_freeze_count() > 0)\n"
+          "cli.run(main)\n")
+  result = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+  assert result.stdout.splitlines() == ["frozen in main False",
+                                        "frozen at exit True"], result.stdout
+
+
 def test_progress_logs_counts_rate_time_left_and_note(caplog):
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.INFO)
