@@ -18,8 +18,8 @@ batch 32) two ways, each in two measurements:
       from wait4) and peak RSS, the 1-minute load average before each run.
       Nothing else of the bench's holds a model or TensorFlow's GEMM
       buffers meanwhile (the teacher is written by a process of its own,
-      the GEMM probe is stopped): idle, such a process slowed the timed
-      one by 9-17% on a 2-core VM.
+      the GEMM probe is stopped): idle, such a process added 0.8-2 s to a
+      9 s stage IV run on the 2-core Zen 5 VM.
   (b) steady state: our stage's pipeline (write_teacher_labels: tf.data read,
       length-trimmed forward, writer thread) and the same PyTorch code
       (bench/torch_teacher_worker.py), in rounds of alternating order; each
@@ -402,8 +402,7 @@ def torch_steady_pass(args, inputs_npz, weights_npz, config_path, precision):
   return answer["sequences"], answer["seconds"]
 
 
-def steady_state(args, mix, paths, teacher, config, config_dict, probe,
-                 examples):
+def steady_state(args, mix, paths, teacher, config_dict, probe, examples):
   """Part (b) for one length mix: rounds in alternating order, each side's
   round a fresh process (the teacher loaded, a warm-up pass, a timed pass)
   with nothing else of the bench's alive: an idle process holding a model
@@ -476,7 +475,6 @@ def main():
   args.work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench_teacher_")
   os.makedirs(args.work_dir, exist_ok=True)
   config_dict = dict(flops.BERT_BASE, num_hidden_layers=args.layers)
-  config = modeling.BertConfig.from_dict(config_dict)
   print(flops.cpu_line())
   print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{os.cpu_count()} CPUs, threads {args.threads}, load "
@@ -513,7 +511,7 @@ def main():
       summary[mix] = {"whole": whole_processes(args, mix, paths, teacher,
                                                config_dict, probe, examples)}
     if args.steady_rounds:
-      summary[mix]["steady"] = steady_state(args, mix, paths, teacher, config,
+      summary[mix]["steady"] = steady_state(args, mix, paths, teacher,
                                             config_dict, probe, examples)
   print(f"\nGEMM 3072^3, float32 and bfloat16, the best sample of the run "
         f"(the machine's rates used above): {probe.describe()}")
