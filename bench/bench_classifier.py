@@ -14,10 +14,14 @@ LayerNorm and biases) with gradients clipped to global norm 1.0. Two models:
 
   * tf: run_classifier.py's own pieces (classifier_data.train_dataset over
     TFRecords written with example_codec.serialize_example ->
-    classifier.make_train_loop -> optimization.AdamWeightDecay), float32;
+    classifier.make_train_loop -> optimization.AdamWeightDecay) in
+    --precision (float32, or mixed_bfloat16 as run_classifier.py
+    --precision=mixed_bfloat16 builds it: bf16 compute, float32 variables,
+    no loss scale);
   * torch: transformers' BertForSequenceClassification (the config's GELU:
     gelu_new for BERT's tanh one, gelu for the exact), torch.optim.AdamW,
-    float32,
+    float32 or, with --precision=mixed_bfloat16, the forward pass and loss
+    under torch.autocast("cpu", dtype=torch.bfloat16),
     torch.set_num_threads(--torch_threads, default: the cores).
 
 Each (model, framework) round runs in a fresh worker process (start-up and
@@ -28,9 +32,11 @@ every matmul of the forward pass exactly (Q, K, V, attention output, the two
 FFN matmuls, QK^T and attention x V, pooler, head) and takes training as 3x
 the forward pass (the backward pass computes two matmuls for each). The
 machine's GEMM rate is the best of numpy and tf.matmul of 3072 x 3072
-float32 (flops.gemm_rates), measured before and after the rounds.
+float32 (flops.gemm_rates), measured before and after the rounds; in
+mixed_bfloat16 the best of those and tf.matmul in bfloat16.
 
   .venv-bench/bin/python bench/bench_classifier.py
+  .venv-bench/bin/python bench/bench_classifier.py --precision=mixed_bfloat16
 """
 
 import argparse
@@ -107,8 +113,9 @@ class TensorFlowJob:
               {name: value[i] for name, value in batch.items()}))
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     with strategy.scope():
-      model = classifier.BertClassifier(modeling.BertConfig.from_dict(config),
-                                        NUM_LABELS, seed=1)
+      model = classifier.BertClassifier(
+          modeling.BertConfig.from_dict(config), NUM_LABELS,
+          modeling.COMPUTE_DTYPES[args.precision], seed=1)
       optimizer = optimization.AdamWeightDecay(
           optimization.LinearWarmupLinearDecay(2e-5, 10000, 100))
       optimizer.build(model.variables_by_name())
@@ -122,7 +129,8 @@ class TensorFlowJob:
             num_train_steps=10000, iterations_per_loop=1,
             save_checkpoints_steps=10000, keep_checkpoint_max=1,
             global_batch_size=args.batch_size, output_dir=args.tmp_dir,
-            chief=False, is_regression=False))
+            chief=False, is_regression=False,
+            loss_scale=optimization.loss_scale_for(args.precision)))
 
   def run(self, steps):
     steps_run, terms = self.loop(self.iterator, self.tf.constant(steps))
@@ -137,9 +145,12 @@ class TorchJob(step_worker.CyclingBatches):
     import numpy as np  # pylint: disable=g-import-not-at-top
     import torch  # pylint: disable=g-import-not-at-top
     import transformers  # pylint: disable=g-import-not-at-top
+    import torch_peer  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(args.torch_threads)
     torch.manual_seed(0)
     self.torch = torch
+    self.autocast = lambda: torch_peer.autocast(
+        "cpu", "bfloat16" if flops.is_bfloat16(args.precision) else "float32")
     hf_config = transformers.BertConfig(
         **{k: config[k] for k in (
             "vocab_size", "hidden_size", "num_hidden_layers",
@@ -163,10 +174,11 @@ class TorchJob(step_worker.CyclingBatches):
         for _ in range(4)]
 
   def step(self, b):
-    outputs = self.model(input_ids=b["input_ids"],
-                         attention_mask=b["input_mask"],
-                         token_type_ids=b["segment_ids"],
-                         labels=b["label_ids"].view(-1))
+    with self.autocast():
+      outputs = self.model(input_ids=b["input_ids"],
+                           attention_mask=b["input_mask"],
+                           token_type_ids=b["segment_ids"],
+                           labels=b["label_ids"].view(-1))
     self.optimizer.zero_grad(set_to_none=True)
     outputs.loss.backward()
     self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -181,10 +193,14 @@ def worker(args):
   step_worker.serve(job, args.warmup_steps, args.batch_size)
 
 
-def gemm_gflops():
-  """{library: the best float32 3072^3 GEMM rate in GFLOP/s} (flops.py)."""
-  return {library: rate / 1e9 for library, rate in
-          flops.gemm_rates(("numpy", "tensorflow"), size=3072).items()}
+def gemm_gflops(precision):
+  """{library: the best 3072^3 GEMM rate in GFLOP/s} (flops.py): float32,
+  and for mixed_bfloat16 TensorFlow's bfloat16 too."""
+  rates = flops.gemm_rates(("numpy", "tensorflow"), size=3072)
+  if flops.is_bfloat16(precision):
+    rates.update(flops.gemm_rates(("tensorflow",), size=3072,
+                                  dtype="bfloat16"))
+  return {library: rate / 1e9 for library, rate in rates.items()}
 
 
 def main():
@@ -197,6 +213,9 @@ def main():
   parser.add_argument("--bert_base_seq", type=int, default=128)
   parser.add_argument("--student_batch", type=int, default=32)
   parser.add_argument("--student_seq", type=int, default=64)
+  parser.add_argument("--precision", default="float32",
+                      choices=["float32", "mixed_bfloat16"],
+                      help="Both frameworks' (PyTorch: bfloat16 autocast).")
   parser.add_argument("--torch_threads", type=int, default=os.cpu_count(),
                       help="PyTorch's intra-op threads (on a loaded machine "
                       "1 can be faster than the cores)")
@@ -213,8 +232,8 @@ def main():
   print(flops.cpu_line(), flush=True)
   print("load average (1, 5, 15 min) at start: %.1f %.1f %.1f on %d cores"
         % (*os.getloadavg(), os.cpu_count()), flush=True)
-  gemm_before = gemm_gflops()
-  print(f"float32 GEMM 3072^3: " + ", ".join(
+  gemm_before = gemm_gflops(args.precision)
+  print(f"GEMM 3072^3: " + ", ".join(
       f"{k} {v:.1f}" for k, v in gemm_before.items()) + " GFLOP/s", flush=True)
   summary = []
   with tempfile.TemporaryDirectory() as tmp_dir:
@@ -235,7 +254,8 @@ def main():
                f"--worker={framework}", f"--model={model}",
                f"--batch_size={batch}", f"--seq_length={seq}",
                f"--warmup_steps={args.warmup_steps}", f"--tmp_dir={tmp_dir}",
-               f"--torch_threads={args.torch_threads}"], env=env)
+               f"--torch_threads={args.torch_threads}",
+               f"--precision={args.precision}"], env=env)
           result = process.run(args.steps_per_round)
           process.close()
           rates[framework].append(result["examples_per_second"])
@@ -243,15 +263,17 @@ def main():
                 f"{result['examples_per_second']:.2f} examples/s, "
                 f"loss {result['loss']:.3f}", flush=True)
       summary.append((model, batch, seq, rates))
-  gemm_after = gemm_gflops()
+  gemm_after = gemm_gflops(args.precision)
   print("load average (1, 5, 15 min) at end: %.1f %.1f %.1f" % os.getloadavg())
   gemm = max(max(gemm_before.values()), max(gemm_after.values()))
-  print(f"float32 GEMM 3072^3 after: " + ", ".join(
+  print(f"GEMM 3072^3 after: " + ", ".join(
       f"{k} {v:.1f}" for k, v in gemm_after.items()) + " GFLOP/s")
 
-  print(f"\n{args.rounds} rounds x {args.steps_per_round} steps, torch "
-        f"threads {args.torch_threads}; GEMM peak "
-        f"{gemm:.1f} GFLOP/s (best of before/after, numpy/tf)")
+  print(f"\n{args.precision}, {args.rounds} rounds x "
+        f"{args.steps_per_round} steps, torch threads {args.torch_threads}; "
+        f"GEMM peak {gemm:.1f} GFLOP/s (best of before/after, numpy/tf"
+        + (", float32/bfloat16" if flops.is_bfloat16(args.precision) else "")
+        + ")")
   print(f"{'model':13s} {'batch x seq':11s} {'framework':9s} "
         f"{'examples/s':>10s} {'GFLOP/s':>8s} {'% GEMM':>7s}")
   for model, batch, seq, rates in summary:
