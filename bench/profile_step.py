@@ -1,12 +1,14 @@
-"""Where a stage's step goes, op by op: stage IV's labelling step or
-stage V's training step.
+"""Where a stage's step goes, op by op: stage IV's labelling step, stage
+V's training step or fine-tuning's (stage G's) training step.
 
 --stage=IV runs the step extract_teacher_labels_truncated.py runs
 (TeacherLabeler: BERT with its MLM head at the masked positions, float32
 softmax over the vocabulary, top-k) on random weights and one full-length
 batch; --stage=V runs distill.py's training loop (forward, top-k soft loss,
 backward, AdamWeightDecay) on bench_distill.py's student and records (6 x
-768, top-10 labels). It traces --passes steps with TensorFlow's profiler and
+768, top-10 labels); --stage=G runs run_classifier.py's training loop on
+bench_classifier.py's BERT-Base shape (or its demo student with
+--num_hidden_layers=3). It traces --passes steps with TensorFlow's profiler and
 prints, per op type, the milliseconds per batch its kernels took on
 TensorFlow's compute threads, grouped into the matmuls (what bfloat16 units
 speed up) and the rest (layer norms, GELUs, casts, transposes, softmaxes,
@@ -20,6 +22,8 @@ running side by side their total can exceed the wall time
   .venv/bin/python bench/profile_step.py --precision=mixed_bfloat16
   .venv/bin/python bench/profile_step.py --stage=V --precision=float32 \
       --inter_op_threads=1 --by_node=15
+  .venv/bin/python bench/profile_step.py --stage=G --batch_size=8 \
+      --inter_op_threads=1
 
 The first line names the CPU and its bf16/AMX flags.
 """
@@ -45,13 +49,16 @@ from bert_distill import distribution
 from bert_distill import label_settings
 from bert_distill import teacher_labels
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_classifier  # pylint: disable=g-import-not-at-top,wrong-import-position
 import bench_distill  # pylint: disable=g-import-not-at-top,wrong-import-position
 import flops  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("stage", "IV", ["IV", "V"],
+flags.DEFINE_enum("stage", "IV", ["IV", "V", "G"],
                   "IV: the teacher's labelling step; V: the student's "
-                  "training step.")
+                  "training step; G: run_classifier.py's fine-tuning step "
+                  "(bench_classifier.py's BERT-Base shape, or its demo "
+                  "student with --num_hidden_layers=3).")
 flags.DEFINE_enum("precision", "mixed_bfloat16", list(modeling.COMPUTE_DTYPES),
                   "The model's compute dtype (the stage's --precision).")
 flags.DEFINE_integer("num_hidden_layers", None,
@@ -62,7 +69,7 @@ flags.DEFINE_integer("max_predictions_per_seq", 20,
                      "Masked positions where the MLM head runs.")
 flags.DEFINE_integer("truncation_factor", 10, "k of the top-k labels.")
 flags.DEFINE_integer("passes", 3, "Traced (and timed) steps, after 2 "
-                     "warm-up steps.")
+                     "warm-up steps (4 for stage G).")
 flags.DEFINE_integer("top", 25, "Op types listed.")
 flags.DEFINE_integer("by_node", 0, "Also list this many of the costliest "
                      "nodes that are not matmuls.")
@@ -160,6 +167,24 @@ def training_step(tmp_dir):
       f"top-{args.k} labels, AdamWeightDecay")
 
 
+def fine_tuning_step(tmp_dir):
+  """Stage G: (step(), matmul FLOPs per batch, a description):
+  run_classifier.py's training loop as bench_classifier.py runs it."""
+  model = ("demo_student" if FLAGS.num_hidden_layers == 3 else "bert_base")
+  config = bench_classifier.MODELS[model]
+  args = types.SimpleNamespace(
+      tmp_dir=tmp_dir, model=model, batch_size=FLAGS.batch_size,
+      seq_length=FLAGS.seq_length, precision=FLAGS.precision)
+  job = bench_classifier.TensorFlowJob(args, config)
+  batch_flops = bench_classifier.train_flops_per_example(
+      config, FLAGS.seq_length) * FLAGS.batch_size
+  return lambda: job.run(1), batch_flops, (
+      f"fine-tuning step ({model}), {FLAGS.precision}: "
+      f"{config['num_hidden_layers']} layers x {config['hidden_size']}, "
+      f"batch {FLAGS.batch_size} x {FLAGS.seq_length} (lengths uniform in "
+      f"[seq/2, seq], trimmed to the longest), AdamWeightDecay")
+
+
 def main(argv):
   del argv
   if FLAGS.inter_op_threads:
@@ -169,15 +194,19 @@ def main(argv):
   gemm_dtype = "float32" if compute_dtype == tf.float32 else compute_dtype.name
   print(flops.cpu_line())
   with tempfile.TemporaryDirectory() as tmp_dir:
-    step, batch_flops, description = (
-        labelling_step(compute_dtype) if FLAGS.stage == "IV" else
-        training_step(tmp_dir))
+    step, batch_flops, description = {
+        "IV": lambda: labelling_step(compute_dtype),
+        "V": lambda: training_step(tmp_dir),
+        "G": lambda: fine_tuning_step(tmp_dir)}[FLAGS.stage]()
     print(f"TF {tf.__version__}; {description}: {batch_flops / 1e9:.0f} "
           "GFLOP (matmuls) per batch")
     gemm = flops.gemm_rates(("tensorflow",), size=3072, repeats=3,
                             dtype=gemm_dtype)
     gemm_rate = max(gemm.values())
-    for _ in range(2):
+    # Stage G's records hold 4 batches, each trimmed to its own longest
+    # sequence: a warm-up step for each, so that no shape's XLA kernels
+    # compile inside a traced step.
+    for _ in range(4 if FLAGS.stage == "G" else 2):
       step()
     with tempfile.TemporaryDirectory() as trace_dir:
       tf.profiler.experimental.start(trace_dir)
