@@ -109,7 +109,8 @@ records, layers, hidden, heads, intermediate, vocab, student_layers = (
     int(a) for a in sys.argv[3:])
 sys.path[:0] = [root, os.path.join(root, "bench")]
 import bench_teacher_labels as b
-config = dict(b.BERT_BASE, num_hidden_layers=layers, hidden_size=hidden,
+import flops
+config = dict(flops.BERT_BASE, num_hidden_layers=layers, hidden_size=hidden,
               num_attention_heads=heads, intermediate_size=intermediate,
               vocab_size=vocab)
 b.write_teacher(work, config)
