@@ -47,7 +47,6 @@ import datetime
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 
@@ -127,6 +126,57 @@ def compare(reference, other):
           "max_abs_prob_difference": float(np.abs(reference - other).max())}
 
 
+def start(args):
+  """Prints the CPU line and makes WORK_DIR/logs; returns (cpu line, the
+  start time, the load averages before)."""
+  cpu = flops.cpu_line()
+  print(cpu, flush=True)
+  args.work_dir = os.path.abspath(args.work_dir)
+  os.makedirs(os.path.join(args.work_dir, "logs"), exist_ok=True)
+  return cpu, time.monotonic(), os.getloadavg()
+
+
+def run_facts(cpu, started, load_before):
+  """The report's entries about the run itself."""
+  return {
+      "date": datetime.datetime.now(datetime.timezone.utc).strftime(
+          "%Y-%m-%d %H:%M UTC"),
+      "cpu": cpu, "command": "bench/bench_label_fidelity.py " +
+      " ".join(sys.argv[1:]),
+      "load_average_before": [round(x, 2) for x in load_before],
+      "load_average_after": [round(x, 2) for x in os.getloadavg()],
+      "minutes": (time.monotonic() - started) / 60,
+  }
+
+
+def header_lines(report):
+  return [
+      f"bench_label_fidelity: {report['date']}; {report['cpu']}; load "
+      f"{report['load_average_before']} before, "
+      f"{report['load_average_after']} after; {report['minutes']:.1f} min",
+      f"command: {report['command']}"]
+
+
+def fidelity_line(fidelity):
+  return (
+      f"held-out labels, {fidelity['positions']} masked positions, "
+      f"mixed_bfloat16 against float32: mean KL {fidelity['kl_mean']:.2e} "
+      f"nats (p99 {fidelity['kl_p99']:.2e}, max {fidelity['kl_max']:.2e}; "
+      f"goal <= 0.01), top-1 agreement {fidelity['top1_agreement']:.4f} "
+      f"(goal >= 0.97), max |p - p'| "
+      f"{fidelity['max_abs_prob_difference']:.2e}")
+
+
+def write_report(work, report, lines):
+  """Prints the report's lines and writes WORK_DIR/label_fidelity.{md,json}."""
+  text = "\n".join(lines) + "\n"
+  print(text, flush=True)
+  with open(os.path.join(work, "label_fidelity.md"), "w") as f:
+    f.write(text)
+  with open(os.path.join(work, "label_fidelity.json"), "w") as f:
+    json.dump(report, f, indent=2)
+
+
 def recorded_command(pipeline_dir, stage):
   """(script name, flags) of the command run_pipeline.sh recorded for a
   stage (the last line of STAGES/<stage>.done)."""
@@ -154,35 +204,23 @@ def flag_value(flags, name):
 
 
 def run_stage(args, script, flags, output, log_name, written=None):
-  """Runs one of the project's scripts from the repository root (where the
-  pipeline's relative paths point) unless `output` exists; returns the wall
-  seconds (0 when skipped). With `written`, the script writes there and
-  `written` becomes `output` when it succeeds."""
+  """bench_label_quality's run of one of the project's scripts (from
+  args.code: the repository root, where the pipeline's relative paths
+  point), unless `output` exists. With `written`, the script writes there
+  and `written` becomes `output` when it succeeds."""
   if os.path.exists(output):
-    return 0.0
-  log_path = os.path.join(args.work_dir, "logs", log_name + ".log")
-  command = [args.python, os.path.join(ROOT, script)] + flags
-  lq.log(" ".join(command[1:])[:300])
-  started = time.monotonic()
-  with open(log_path, "w") as log_file:
-    result = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT,
-                            cwd=ROOT, env={**os.environ,
-                                           "TF_CPP_MIN_LOG_LEVEL": "2"})
-  if result.returncode:
-    sys.exit(f"{script} failed (see {log_path}):\n"
-             f"{open(log_path).read()[-2000:]}")
+    return
+  lq.run(args, script, flags,
+         os.path.join(args.work_dir, "logs", log_name + ".log"))
   if written:
     os.replace(written, output)
-  return time.monotonic() - started
 
 
 def pipeline_main(args):
   """The measures on a pipeline work directory's teacher and records."""
-  cpu = flops.cpu_line()
-  print(cpu, flush=True)
-  work = args.work_dir = os.path.abspath(args.work_dir)
-  os.makedirs(os.path.join(work, "logs"), exist_ok=True)
-  started, load_before = time.monotonic(), os.getloadavg()
+  cpu, started, load_before = start(args)
+  work = args.work_dir
+  args.code = ROOT  # the pipeline's own scripts, run where it ran them
   label_script, label_flags = recorded_command(args.pipeline_dir, "IV")
   held_script, held_flags = recorded_command(args.pipeline_dir, "IV-held-out")
   student_script, student_flags = recorded_command(args.pipeline_dir, "V")
@@ -231,13 +269,7 @@ def pipeline_main(args):
     return float(np.mean([r[key] for r in students[name]]))
   kl32, kl16 = mean("float32", "teacher_kl"), mean("bf16", "teacher_kl")
   report = {
-      "date": datetime.datetime.now(datetime.timezone.utc).strftime(
-          "%Y-%m-%d %H:%M UTC"),
-      "cpu": cpu, "command": "bench/bench_label_fidelity.py " +
-      " ".join(sys.argv[1:]),
-      "load_average_before": [round(x, 2) for x in load_before],
-      "load_average_after": [round(x, 2) for x in os.getloadavg()],
-      "minutes": (time.monotonic() - started) / 60,
+      **run_facts(cpu, started, load_before),
       "teacher": flag_value(label_flags, "init_checkpoint"),
       "vocab_size": vocab_size, "labels": fidelity,
       "training_labels": flag_value(label_flags, "label_mode"),
@@ -249,19 +281,10 @@ def pipeline_main(args):
 
   def per_seed(name, key, form):
     return ", ".join(form.format(r[key]) for r in students[name])
-  lines = [
-      f"bench_label_fidelity: {report['date']}; {cpu}; load "
-      f"{report['load_average_before']} before, "
-      f"{report['load_average_after']} after; {report['minutes']:.1f} min",
-      f"command: {report['command']}",
+  lines = header_lines(report) + [
       f"teacher: {report['teacher']} ({args.pipeline_dir}'s), vocabulary "
       f"{vocab_size}; stage commands from {args.pipeline_dir}/stages",
-      f"held-out labels, {fidelity['positions']} masked positions, "
-      f"mixed_bfloat16 against float32: mean KL {fidelity['kl_mean']:.2e} "
-      f"nats (p99 {fidelity['kl_p99']:.2e}, max {fidelity['kl_max']:.2e}; "
-      f"goal <= 0.01), top-1 agreement {fidelity['top1_agreement']:.4f} "
-      f"(goal >= 0.97), max |p - p'| "
-      f"{fidelity['max_abs_prob_difference']:.2e}",
+      fidelity_line(fidelity),
       f"students (the recorded stage V, seeds {args.seeds}) from "
       f"{report['training_labels']} labels, held-out against float32 labels:",
   ]
@@ -273,12 +296,7 @@ def pipeline_main(args):
         f"accuracy {per_seed(name, 'masked_lm_accuracy', '{:.4f}')}")
   lines.append(f"  bf16 labels against float32 labels: teacher_kl "
                f"{100 * (kl16 - kl32) / kl32:+.2f}% (goal within 2%)")
-  text = "\n".join(lines) + "\n"
-  print(text, flush=True)
-  with open(os.path.join(work, "label_fidelity.md"), "w") as f:
-    f.write(text)
-  with open(os.path.join(work, "label_fidelity.json"), "w") as f:
-    json.dump(report, f, indent=2)
+  write_report(work, report, lines)
 
 
 def main():
@@ -286,13 +304,9 @@ def main():
   if args.pipeline_dir:
     pipeline_main(args)
     return
-  cpu = flops.cpu_line()
-  print(cpu, flush=True)
-  work = args.work_dir = os.path.abspath(args.work_dir)
-  os.makedirs(os.path.join(work, "logs"), exist_ok=True)
+  cpu, started, load_before = start(args)
+  work = args.work_dir
   args.code = lq.snapshot_code(work)
-  started = time.monotonic()
-  load_before = os.getloadavg()
   train_dir, held_dir, vocab = lq.prepare_text(args, work)
   vocab_size = sum(1 for _ in open(vocab))
   for name, config in (("teacher", lq.TEACHER_CONFIG),
@@ -346,13 +360,7 @@ def main():
   kl16 = float(np.mean([r["teacher_kl"] for r in students["_bf16"]]))
 
   report = {
-      "date": datetime.datetime.now(datetime.timezone.utc).strftime(
-          "%Y-%m-%d %H:%M UTC"),
-      "cpu": cpu, "command": "bench/bench_label_fidelity.py " +
-      " ".join(sys.argv[1:]),
-      "load_average_before": [round(x, 2) for x in load_before],
-      "load_average_after": [round(x, 2) for x in os.getloadavg()],
-      "minutes": (time.monotonic() - started) / 60,
+      **run_facts(cpu, started, load_before),
       "teacher_steps": args.teacher_steps,
       "teacher_held_out_mlm_accuracy": teacher_results["masked_lm_accuracy"],
       "vocab_size": vocab_size, "labels": fidelity,
@@ -362,20 +370,11 @@ def main():
       "student_teacher_kl_relative_difference": (kl16 - kl32) / kl32,
       "stage_iv_seconds_per_example": seconds,
   }
-  lines = [
-      f"bench_label_fidelity: {report['date']}; {cpu}; load "
-      f"{report['load_average_before']} before, "
-      f"{report['load_average_after']} after; {report['minutes']:.1f} min",
-      f"command: {report['command']}",
+  lines = header_lines(report) + [
       f"teacher: bench_label_quality's ({args.teacher_steps} steps, held-out "
       f"MLM accuracy {teacher_results['masked_lm_accuracy']:.4f}), vocabulary "
       f"{vocab_size}",
-      f"held-out labels, {fidelity['positions']} masked positions, "
-      f"mixed_bfloat16 against float32: mean KL {fidelity['kl_mean']:.2e} "
-      f"nats (p99 {fidelity['kl_p99']:.2e}, max {fidelity['kl_max']:.2e}; "
-      f"goal <= 0.01), top-1 agreement {fidelity['top1_agreement']:.4f} "
-      f"(goal >= 0.97), max |p - p'| "
-      f"{fidelity['max_abs_prob_difference']:.2e}",
+      fidelity_line(fidelity),
       f"students ({args.student_steps} steps, seeds {args.seeds}) from "
       f"{args.label_name} labels: held-out teacher_kl {kl32:.4f} (float32 "
       f"labels), {kl16:.4f} (bf16 labels): "
@@ -383,12 +382,7 @@ def main():
       "stage IV seconds per example (teacher loaded): " + ", ".join(
           f"{name} {value * 1000:.2f} ms" for name, value in seconds.items()),
   ]
-  text = "\n".join(lines) + "\n"
-  print(text, flush=True)
-  with open(os.path.join(work, "label_fidelity.md"), "w") as f:
-    f.write(text)
-  with open(os.path.join(work, "label_fidelity.json"), "w") as f:
-    json.dump(report, f, indent=2)
+  write_report(work, report, lines)
 
 
 if __name__ == "__main__":
