@@ -246,18 +246,14 @@ def main():
       for round_ in range(args.rounds):
         for framework in (frameworks if round_ % 2 == 0 else
                           frameworks[::-1]):
-          # A fresh worker a round (start-up and warm-up not timed), alone:
-          # an idle process holding a model beside the timed one made
-          # PyTorch's loops 12% slower on the 2-core Zen 5 VM.
-          process = step_worker.Worker(
+          result = step_worker.run_alone(
               [sys.executable, os.path.abspath(__file__),
                f"--worker={framework}", f"--model={model}",
                f"--batch_size={batch}", f"--seq_length={seq}",
                f"--warmup_steps={args.warmup_steps}", f"--tmp_dir={tmp_dir}",
                f"--torch_threads={args.torch_threads}",
-               f"--precision={args.precision}"], env=env)
-          result = process.run(args.steps_per_round)
-          process.close()
+               f"--precision={args.precision}"],
+              args.steps_per_round, env)
           rates[framework].append(result["examples_per_second"])
           print(f"{model} round {round_ + 1} {framework}: "
                 f"{result['examples_per_second']:.2f} examples/s, "

@@ -258,21 +258,17 @@ def whole_processes(args, env, probe, example_flops):
 
 def steady_workers(args, env, probe, example_flops):
   """Part (b): rounds in alternating order, each job's round a worker of
-  its own (start-up and warm-up steps untimed) that ends before the next
-  starts: an idle process holding a model beside a timed one slowed
-  PyTorch's stage IV loop by 12% on the 2-core Zen 5 VM, so the jobs no
-  longer wait side by side."""
+  its own (step_worker.run_alone)."""
   jobs = args.jobs.split(",")
 
-  def worker(job):
+  def worker_command(job):
     python = (os.path.join(args.bench_venv, "bin", "python")
               if job.startswith("torch") else sys.executable)
-    command = [python, os.path.abspath(__file__), f"--worker={job}",
-               f"--tmp_dir={args.tmp_dir}"] + [
-                   f"--{n}={getattr(args, n)}" for n in
-                   ("batch_size", "seq_length", "predictions", "k",
-                    "warmup_steps", "threads", "layers")]
-    return step_worker.Worker(command, env=env)
+    return [python, os.path.abspath(__file__), f"--worker={job}",
+            f"--tmp_dir={args.tmp_dir}"] + [
+                f"--{n}={getattr(args, n)}" for n in
+                ("batch_size", "seq_length", "predictions", "k",
+                 "warmup_steps", "threads", "layers")]
 
   print(f"\n(b) steady state, {args.steady_rounds} rounds x "
         f"{args.steps_per_round} steps, each in a fresh worker after "
@@ -282,9 +278,8 @@ def steady_workers(args, env, probe, example_flops):
     order = jobs if round_ % 2 == 0 else jobs[::-1]
     line = []
     for job in order:
-      process = worker(job)
-      result = process.run(args.steps_per_round)
-      process.close()
+      result = step_worker.run_alone(worker_command(job),
+                                     args.steps_per_round, env)
       results[job].append(result["examples_per_second"])
       line.append(f"{job} {result['examples_per_second']:.2f} ex/s = "
                   f"{result['examples_per_second'] * example_flops / 1e9:.0f}"

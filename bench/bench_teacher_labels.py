@@ -223,7 +223,6 @@ class TorchWorker:
         [os.path.join(venv, "bin", "python"), script, weights,
          inputs, config, str(batch_size), str(k), str(threads), precision],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    self.pid = self._process.pid
     self._answer()  # {"ready": true} once the model is loaded
 
   def _answer(self):

@@ -200,7 +200,6 @@ class GemmProbe:
     self._process = subprocess.Popen(
         self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         text=True)
-    self.pid = self._process.pid
 
   @contextlib.contextmanager
   def suspended(self):

@@ -1,8 +1,9 @@
-"""Long-lived training-step workers: the steady-state half of the stage benches.
+"""Training-step workers: the steady-state half of the stage benches.
 
 bench_classifier.py and bench_distill.py time each framework's training step
-in a process of its own, started and warmed up once (start-up is not timed),
-then asked for rounds over a pipe, one line each way:
+in a process of its own, started and warmed up (start-up is not timed), then
+asked for its timed steps over a pipe, one line each way; each round is a
+fresh worker (run_alone):
 
   worker -> parent   {"ready": true}                       once, warmed up
   parent -> worker   run N
@@ -11,6 +12,7 @@ then asked for rounds over a pipe, one line each way:
   serve(job, warmup_steps, batch_size)  the worker's side; job.run(steps)
                                         runs that many steps, returns the loss
   Worker(command, env)                  the parent's side
+  run_alone(command, steps, env)        one round: a fresh worker's steps
   CyclingBatches                        a job that steps through a fixed list
                                         of batches (the PyTorch jobs)
 """
@@ -58,7 +60,6 @@ class Worker:
     self._process = subprocess.Popen(command, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True,
                                      env=env)
-    self.pid = self._process.pid
     assert json.loads(self._process.stdout.readline())["ready"]
 
   def run(self, steps):
@@ -70,3 +71,16 @@ class Worker:
   def close(self):
     self._process.stdin.close()
     self._process.wait()
+
+
+def run_alone(command, steps, env=None):
+  """A fresh worker's `steps` timed steps ({"examples_per_second", "loss"};
+  its start-up and warm-up steps untimed), the worker closed before this
+  returns. A bench's rounds each take one, so that no idle worker holding
+  a model sits beside another's timed steps: on the 2-core Zen 5 VM such a
+  process made PyTorch's loops 12% slower (docs/performance.md, "Idle
+  processes beside a timed one")."""
+  worker = Worker(command, env=env)
+  result = worker.run(steps)
+  worker.close()
+  return result
