@@ -21,6 +21,7 @@ Shape legend:
 """
 
 import dataclasses
+import difflib
 import json
 import math
 
@@ -40,6 +41,16 @@ DEFAULT_LAYER_NORM_EPS = 1e-12
 # in; a trained model's variables stay float32 (a frozen one's: _VariableMaker).
 COMPUTE_DTYPES = {"float32": tf.float32, "mixed_float16": tf.float16,
                   "mixed_bfloat16": tf.bfloat16}
+
+
+# The fields a bert_config.json must hold: they fix the model's shapes and
+# its activation, so a default standing in for a missing one builds another
+# model (Google's reader keeps its defaults; this one refuses). Dropouts,
+# initializer_range and the layer norm's epsilon keep Google's defaults.
+ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers",
+                       "num_attention_heads", "intermediate_size",
+                       "hidden_act", "max_position_embeddings",
+                       "type_vocab_size")
 
 
 @dataclasses.dataclass
@@ -128,8 +139,18 @@ class BertConfig:
     if "layer_norm_epsilon" in d:
       d["layer_norm_eps"] = d.pop("layer_norm_epsilon")
     names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
-    known = {k: v for k, v in d.items() if k in names}
     extra = {k: v for k, v in d.items() if k not in names}
+    for key in extra:
+      # A misspelt field would otherwise be kept as an extra key while the
+      # field it meant took its default: a model of another shape.
+      near = difflib.get_close_matches(key, names, n=1, cutoff=0.85)
+      if near:
+        raise ValueError(f"unknown field {key!r} (did you mean {near[0]!r}?)")
+    missing = [k for k in ARCHITECTURE_FIELDS if k not in d]
+    if missing:
+      raise ValueError(f"BERT config lacks {', '.join(map(repr, missing))} "
+                       f"(every bert_config.json Google released has them)")
+    known = {k: v for k, v in d.items() if k in names}
     return cls(**known, extra=extra)
 
   @classmethod

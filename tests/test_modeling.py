@@ -492,11 +492,18 @@ def test_config_reads_and_writes_googles_json(tmp_path):
     (dict(hidden_size="768"), "hidden_size must be an integer"),
     (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob must be a number"),
     (dict(vocab_size=None), "vocab_size"),
+    # A missing architecture field would take Google's default (768, 12
+    # heads, ...) and build another model than the checkpoint's.
+    (dict(hidden_size=None), "lacks 'hidden_size'"),
+    (dict(num_attention_heads=None, hidden_act=None),
+     "lacks 'num_attention_heads', 'hidden_act'"),
+    # A misspelt field: kept as an extra key, the real one defaulted.
+    (dict(num_hidden_layers=None, num_hiden_layers=2),
+     "unknown field 'num_hiden_layers' (did you mean 'num_hidden_layers'?)"),
 ])
 def test_config_validation_is_one_line(tmp_path, change, message):
   d = dict(json.loads(BERT_BASE_JSON), **change)
-  if d["vocab_size"] is None:
-    del d["vocab_size"]
+  d = {k: v for k, v in d.items() if v is not None}
   path = tmp_path / "bert_config.json"
   path.write_text(json.dumps(d))
   with pytest.raises(ValueError, match=re.escape(message)) as error:
