@@ -220,10 +220,17 @@ def companion_file(given, checkpoint, kind, flag, checkpoint_flag):
   the checkpoint's folder has one.
 
   Raises:
-    cli.StageError: neither (names both flags).
+    cli.StageError: neither (names both flags), or the checkpoint itself is
+      missing (names the checkpoint flag: the missing file is not the
+      config's).
   """
   if given:
     return given
+  if checkpoint:
+    try:
+      resolve_checkpoint(checkpoint)
+    except ValueError as e:
+      raise cli.StageError(f"{checkpoint_flag}: {e}") from None
   found = file_beside(checkpoint, kind) if checkpoint else None
   if not found:
     what = {"config": "config.json or bert_config.json",

@@ -300,6 +300,36 @@ def test_untied_decoder_is_refused_in_one_line(tmp_path):
   assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("layout", ["hf_without_weights", "missing"])
+def test_a_missing_checkpoint_is_named_not_the_config_beside_it(tmp_path,
+                                                                layout):
+  """An HF folder whose config.json is there but model.safetensors is not,
+  or a path with nothing: the error names the checkpoint, not a config the
+  user would then look for in vain."""
+  from bert_distill import checkpoints
+  from bert_distill import cli
+  folder = tmp_path / "teacher"
+  if layout == "hf_without_weights":
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(hf_config_dict()))
+  with pytest.raises(cli.StageError) as e:
+    checkpoints.companion_file(None, str(folder), "config",
+                               "--teacher_config", "--teacher_checkpoint")
+  message = str(e.value)
+  assert message.startswith(f"--teacher_checkpoint: {folder}")
+  assert ("holds no complete checkpoint" in message or
+          "no checkpoint there" in message), message
+  assert "config.json" not in message.split("(")[0] and "\n" not in message
+  # With the checkpoint there, a missing config is what is named.
+  write_hf_folder(tmp_path / "complete", hf_tensors_by_hand(
+      ref.random_google_weights(TINY, seed=8)))
+  os.remove(tmp_path / "complete" / "config.json")
+  with pytest.raises(cli.StageError, match="give --teacher_config: "
+                     "--teacher_checkpoint .* has no config.json"):
+    checkpoints.companion_file(None, str(tmp_path / "complete"), "config",
+                               "--teacher_config", "--teacher_checkpoint")
+
+
 def test_bfloat16_tensors_are_read_exactly(tmp_path):
   """NumPy has no bfloat16: the reader widens the file's bytes itself."""
   from bert_distill import huggingface
