@@ -340,7 +340,7 @@ def _source_name(name, layer_map):
 
 
 def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False,
-                    optional=()):
+                    optional=(), whole_encoder=False):
   """Loads a model from a Google-named checkpoint, fully or partially.
 
   Args:
@@ -353,6 +353,11 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False,
     optional: name prefixes (e.g. ("cls/", "bert/pooler/")) of variables the
       checkpoint may lack even without allow_partial: heads no loss of the
       caller needs. They keep their initial values (logged).
+    whole_encoder: when True (a teacher, an export), a checkpoint with more
+      encoder layers than the model is an error: loading its first layers
+      alone would compute another function under the checkpoint's name.
+      Otherwise (a student's initial values) it is a warning that names
+      the layers left out and the layer map that would choose them.
 
   Returns:
     {"loaded": [...], "initialized": [...], "unused": [...]}: model names
@@ -373,6 +378,8 @@ def load_checkpoint(model, checkpoint, layer_map=None, allow_partial=False,
   shapes = reader.get_variable_to_shape_map()
   if layer_map is not None:
     _check_layer_map(layer_map, variables, shapes, prefix)
+  else:
+    _check_layer_count(variables, shapes, prefix, whole_encoder)
 
   # Every variable is checked before any is assigned: an error leaves the
   # model as it was.
@@ -655,6 +662,23 @@ def checkpoint_step(prefix):
   return _step_from_name(prefix)
 
 
+def _check_layer_count(variables, shapes, prefix, whole_encoder):
+  """Raises ValueError (whole_encoder) or warns when the checkpoint has
+  encoder layers the model has not (loaded without a layer map)."""
+  model_layers = _layer_numbers(variables)
+  checkpoint_layers = _layer_numbers(shapes)
+  left_out = sorted(checkpoint_layers - model_layers)
+  if not left_out:
+    return
+  text = (f"{prefix}: the checkpoint has {len(checkpoint_layers)} "
+          f"encoder layers, the config {len(model_layers)}: layers "
+          f"{_summarize(map(str, left_out), limit=8)} would be left out")
+  if whole_encoder:
+    raise ValueError(f"{text}; give the checkpoint's own config")
+  logging.warning("%s (the model takes layers 0..%d; a layer map chooses "
+                  "others)", text, len(model_layers) - 1)
+
+
 def load_teacher(strategy, config, checkpoint, precision="float32",
                  optional=("bert/pooler/", "cls/seq_relationship/"),
                  mlm_head=True):
@@ -677,5 +701,5 @@ def load_teacher(strategy, config, checkpoint, precision="float32",
     teacher = model_class(
         config, compute_dtype=modeling.COMPUTE_DTYPES[precision],
         name="teacher", seed=0, trainable=False, initialize=False)
-  load_checkpoint(teacher, checkpoint, optional=optional)
+  load_checkpoint(teacher, checkpoint, optional=optional, whole_encoder=True)
   return teacher

@@ -54,10 +54,12 @@ def load_model(config, checkpoint):
   if num_labels:
     model = classifier.BertClassifier(config, num_labels,
                                       pooling=classifier.pooling_of(config))
-    checkpoints.load_checkpoint(model.variables_by_name(), checkpoint)
+    checkpoints.load_checkpoint(model.variables_by_name(), checkpoint,
+                                whole_encoder=True)
   else:
     model = modeling.BertModel(config)
-    checkpoints.load_checkpoint(model.variables_by_name(), checkpoint)
+    checkpoints.load_checkpoint(model.variables_by_name(), checkpoint,
+                                whole_encoder=True)
   return model, num_labels
 
 
@@ -164,7 +166,8 @@ def checkpoint_values(config, checkpoint):
   else:
     variables = modeling.BertModel(config).variables_by_name()
   report = checkpoints.load_checkpoint(
-      variables, checkpoint, optional=("cls/", "bert/pooler/"))
+      variables, checkpoint, optional=("cls/", "bert/pooler/"),
+      whole_encoder=True)
   return {name: variables[name].numpy() for name in report["loaded"]}
 
 

@@ -147,7 +147,8 @@ def build_teacher(strategy, config, task, checkpoint, precision):
         config, task.num_labels, modeling.COMPUTE_DTYPES[precision], seed=0,
         pooling=classifier.pooling_of(config))
   try:
-    checkpoints.load_checkpoint(teacher.variables_by_name(), checkpoint)
+    checkpoints.load_checkpoint(teacher.variables_by_name(), checkpoint,
+                                whole_encoder=True)
   except ValueError as e:
     hint = (f"a teacher fine-tuned on the task's {task.num_labels} label(s)?"
             if classifier.OUTPUT_WEIGHTS in str(e) else

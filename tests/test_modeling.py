@@ -569,3 +569,25 @@ def test_xla_fused_layer_norm_matches_autodiff_of_the_plain_one(shape, dtype):
     g, w = tf.cast(g, tf.float32).numpy(), tf.cast(w, tf.float32).numpy()
     np.testing.assert_allclose(g, w, rtol=tolerance, atol=tolerance,
                                err_msg=name)
+
+
+def test_a_checkpoint_with_more_layers_is_refused_for_a_teacher(tmp_path,
+                                                                caplog):
+  """A 4-layer checkpoint read with a 2-layer config: a teacher or an
+  export would silently be its first two layers, another function under
+  the checkpoint's name; a student's initial values may be, with a
+  warning."""
+  deep = dict(TINY, num_hidden_layers=4)
+  prefix = str(tmp_path / "deep" / "model.ckpt")
+  ref.write_google_checkpoint(prefix, ref.random_google_weights(deep))
+  with pytest.raises(ValueError, match=r"the checkpoint has 4 encoder layers, "
+                     r"the config 2: layers 2, 3 would be left out; give the "
+                     r"checkpoint's own config") as error:
+    checkpoints.load_teacher(tf.distribute.get_strategy(),
+                             modeling.BertConfig(**TINY), prefix)
+  assert "\n" not in str(error.value)
+  model = tiny_model()
+  report = checkpoints.load_checkpoint(model, prefix)
+  assert "layers 2, 3 would be left out" in caplog.text
+  assert not report["initialized"]
+  assert any(n.startswith("bert/encoder/layer_3/") for n in report["unused"])
