@@ -67,10 +67,22 @@ def plan_outputs(input_files, output_file, output_dir, sources=None):
   the reason logged, and made again. sources None skips every existing
   output.
   """
+  real_inputs = {}
+  for path in input_files:
+    real = os.path.realpath(path)
+    if real in real_inputs:
+      raise cli.StageError(f"--input_file names {path} twice (as "
+                           f"{real_inputs[real]} too): its records would be "
+                           f"labelled twice")
+    real_inputs[real] = path
   if output_file:
     if tf.io.gfile.isdir(output_file):
       raise cli.StageError(f"--output_file {output_file} is a directory; "
                            f"give a file name (or use --output_dir)")
+    if os.path.realpath(output_file) in real_inputs:
+      raise cli.StageError(f"--output_file {output_file} is an input "
+                           f"(--input_file); the labels would replace the "
+                           f"records they are made from")
     return [(input_files, output_file)]
   try:
     tf.io.gfile.makedirs(output_dir)

@@ -68,6 +68,7 @@ def runs(tmp_path_factory):
                     ref.random_pretraining_examples(2, L, P, v + 50, seed=5))
   good = open(base / "a.tfrecord", "rb").read()
   (base / "corrupt.tfrecord").write_bytes(good[:len(good) // 2] + b"\x07" * 40)
+  (base / "same.tfrecord").write_bytes(good)
   err_dir = base / "errors"
   err_dir.mkdir()
 
@@ -119,6 +120,11 @@ def runs(tmp_path_factory):
       "vocab_size": ("98 tokens", [f"--vocab_file={short_vocab}"]),
       "precision": ("--precision", ["--precision=bfloat16"]),
       "use_xla": ("--use_xla", ["--use_xla=maybe"]),
+      "output_is_input": ("--output_file", [
+          f"--input_file={base}/same.tfrecord",
+          f"--output_file={base}/same.tfrecord"]),
+      "input_twice": ("twice", [
+          f"--input_file={base}/a.tfrecord,{base}/../{base.name}/a.tfrecord"]),
   }
   for name, (_, overrides) in error_cases.items():
     defaults = {"--init_checkpoint": tiny_ckpt,
@@ -289,8 +295,16 @@ def test_output_dir_takes_its_shard_and_redoes_an_output_of_unknown_origin(
                                   "missing_variable", "seq_length",
                                   "predictions", "corrupt", "later_record",
                                   "ids_outside_vocab", "k_too_large",
-                                  "vocab_size", "precision", "use_xla"])
+                                  "vocab_size", "precision", "use_xla",
+                                  "output_is_input", "input_twice"])
 def test_bad_input_one_line_error_and_no_output(runs, case):
   stage_runs.assert_one_line_error(runs["results"][case],
                                    runs["errors"][case][0])
   assert os.listdir(runs["err_dir"]) == []
+
+
+def test_an_output_file_that_is_the_input_is_refused_and_left_as_it_was(
+    runs):
+  assert "is an input" in runs["results"]["output_is_input"].stderr
+  assert (runs["base"] / "same.tfrecord").read_bytes() == (
+      runs["base"] / "a.tfrecord").read_bytes()
