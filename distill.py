@@ -355,6 +355,17 @@ def training_record(train_files):
                        if name in FLAGS}}
 
 
+def evaluation_record(step, eval_files):
+  """What an evaluation was of: the step, the evaluation files (their
+  content), and the settings and files its metrics depend on."""
+  record = training_record(eval_files)
+  record["inputs"]["eval_input_file"] = record["inputs"].pop("input_file")
+  record["settings"].update(
+      {name: FLAGS[name].value for name in
+       ("eval_batch_size", "max_eval_steps", "require_full_eval_labels")})
+  return {"global_step": step, **record}
+
+
 def main(_):
   config, layer_map = student_config()
   if FLAGS.num_train_steps == 0:
@@ -475,8 +486,10 @@ def main(_):
       logging.warning("Evaluating an untrained student: %s holds no "
                       "checkpoint and no --init_checkpoint was given",
                       FLAGS.output_dir)
-    if distill_training.evaluated_step(FLAGS.output_dir) == step:
-      logging.info("%s already holds the evaluation of step %d",
+    evaluation = evaluation_record(step, eval_files)
+    if distill_training.holds_evaluation(FLAGS.output_dir, evaluation):
+      logging.info("%s already holds the evaluation of step %d on these "
+                   "files and settings",
                    os.path.join(FLAGS.output_dir, "eval_results.txt"), step)
       return
     try:
@@ -498,7 +511,9 @@ def main(_):
           e, eval_files, eval_spec, bounds, "--eval_input_file"
           if FLAGS.eval_input_file else "--input_file") from None
     if chief:
+      distill_training.forget_evaluation(FLAGS.output_dir)
       training.write_eval_results(metrics, step, FLAGS.output_dir)
+      distill_training.write_evaluation_record(FLAGS.output_dir, evaluation)
 
 
 if __name__ == "__main__":

@@ -43,14 +43,15 @@ COMPUTE_DTYPES = {"float32": tf.float32, "mixed_float16": tf.float16,
                   "mixed_bfloat16": tf.bfloat16}
 
 
-# The fields a bert_config.json must hold: they fix the model's shapes and
-# its activation, so a default standing in for a missing one builds another
-# model (Google's reader keeps its defaults; this one refuses). Dropouts,
-# initializer_range and the layer norm's epsilon keep Google's defaults.
+# The fields a bert_config.json must hold: they fix the model's size, and a
+# default standing in for a missing one builds another model, silently where
+# no checkpoint's shapes are checked against it (a new student; the number
+# of heads, which no shape shows). Google's reader keeps its defaults; this
+# one refuses. The other fields keep Google's defaults (hidden_act "gelu",
+# max_position_embeddings 512 and type_vocab_size 16, which a checkpoint's
+# shapes check; dropouts, initializer_range, the layer norm's epsilon).
 ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers",
-                       "num_attention_heads", "intermediate_size",
-                       "hidden_act", "max_position_embeddings",
-                       "type_vocab_size")
+                       "num_attention_heads", "intermediate_size")
 
 
 @dataclasses.dataclass

@@ -14,6 +14,7 @@ P = max_predictions_per_seq, k = truncation_factor, V = vocab_size.
 """
 
 import dataclasses
+import json
 import os
 
 from absl import logging
@@ -22,6 +23,7 @@ import tensorflow as tf
 
 from bert_distill import checkpoints
 from bert_distill import cli
+from bert_distill import file_io
 from bert_distill import label_settings
 from bert_distill import losses
 from bert_distill import model_config
@@ -428,17 +430,44 @@ def evaluate(strategy, model, dataset, num_batches, loss_config,
   return losses.evaluation_metrics(sums, loss_config)
 
 
-def evaluated_step(output_dir):
-  """global_step of output_dir/eval_results.txt, or None."""
-  path = os.path.join(output_dir, "eval_results.txt")
-  if not tf.io.gfile.exists(path):
-    return None
-  with tf.io.gfile.GFile(path) as f:
-    for line in f:
-      key, _, value = line.partition(" = ")
-      if key == "global_step":
-        return int(value)
-  return None
+EVALUATION_RECORD = "eval_results.made_from.json"
+
+
+def holds_evaluation(output_dir, record):
+  """Whether output_dir/eval_results.txt is the evaluation `record`
+  describes (distill.evaluation_record: the step, the evaluation files'
+  content, the settings), by the record written beside it: a rerun with
+  other evaluation files or settings evaluates again."""
+  results = os.path.join(output_dir, "eval_results.txt")
+  path = os.path.join(output_dir, EVALUATION_RECORD)
+  if not (tf.io.gfile.exists(results) and tf.io.gfile.exists(path)):
+    return False
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      return json.load(f) == json.loads(json.dumps(record))
+  except (ValueError, tf.errors.OpError):
+    return False  # unreadable: evaluate again, which rewrites it
+
+
+def forget_evaluation(output_dir):
+  """Removes the record of the evaluation in output_dir before another is
+  written, so that no crash can leave a record beside results it does not
+  describe."""
+  path = os.path.join(output_dir, EVALUATION_RECORD)
+  if tf.io.gfile.exists(path):
+    tf.io.gfile.remove(path)
+
+
+def write_evaluation_record(output_dir, record):
+  """Writes the record of the evaluation just written to eval_results.txt
+  (after it, and after forget_evaluation removed the former record)."""
+  path = os.path.join(output_dir, EVALUATION_RECORD)
+  try:
+    with file_io.atomic_output(path) as tmp_path:
+      with tf.io.gfile.GFile(tmp_path, "w") as f:
+        json.dump(record, f, indent=1, sort_keys=True)
+  except (tf.errors.OpError, OSError) as e:
+    raise cli.StageError(f"{path}: cannot write ({cli.error_line(e)})") from None
 
 
 def read_student_config(path, max_seq_length):

@@ -400,6 +400,27 @@ def test_rerun_of_a_finished_run_does_nothing(runs):
   assert after == before
 
 
+def test_a_rerun_with_other_evaluation_files_evaluates_again(runs, tmp_path):
+  """The skip of a finished evaluation holds only for the same evaluation
+  files and settings: another --eval_input_file is evaluated, and its
+  results replace the former ones."""
+  output_dir = tmp_path / "copy"
+  shutil.copytree(runs["root"] / "uninterrupted", output_dir)
+  before = (output_dir / "eval_results.txt").read_text()
+  other = replace_flag(replace_flag(runs["command"], "output_dir", output_dir),
+                       "eval_input_file", f"{runs['root']}/train-0.tfrecord")
+  result = run(other)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "nothing to train" in result.stderr
+  assert "already holds the evaluation" not in result.stderr
+  after = (output_dir / "eval_results.txt").read_text()
+  assert after != before and "global_step = 40" in after
+  again = run(other)
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert "already holds the evaluation of step 40" in again.stderr
+  assert (output_dir / "eval_results.txt").read_text() == after
+
+
 # ---------------------------------------------------------------------------
 # Bad input: one line on stderr, exit status != 0, before any training.
 

@@ -495,8 +495,8 @@ def test_config_reads_and_writes_googles_json(tmp_path):
     # A missing architecture field would take Google's default (768, 12
     # heads, ...) and build another model than the checkpoint's.
     (dict(hidden_size=None), "lacks 'hidden_size'"),
-    (dict(num_attention_heads=None, hidden_act=None),
-     "lacks 'num_attention_heads', 'hidden_act'"),
+    (dict(num_attention_heads=None, intermediate_size=None),
+     "lacks 'num_attention_heads', 'intermediate_size'"),
     # A misspelt field: kept as an extra key, the real one defaulted.
     (dict(num_hidden_layers=None, num_hiden_layers=2),
      "unknown field 'num_hiden_layers' (did you mean 'num_hidden_layers'?)"),
