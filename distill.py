@@ -367,6 +367,9 @@ def evaluation_record(step, eval_files):
 
 
 def main(_):
+  if FLAGS.num_train_steps:
+    training.require_a_model(FLAGS.output_dir, FLAGS.init_checkpoint,
+                             FLAGS.do_train, "--do_eval")
   config, layer_map = student_config()
   if FLAGS.num_train_steps == 0:
     distill_training.write_initial_student(
@@ -377,6 +380,8 @@ def main(_):
       {name for name in _LOSS_FLAGS if FLAGS[name].present}, FLAGS.preset)
   if FLAGS.preset:
     logging.info("--preset %s sets %s", FLAGS.preset, preset_values)
+  if FLAGS.do_train:
+    distill_training.check_something_to_learn(loss_config)
   online = bool(FLAGS.teacher_checkpoint)
   if online:
     teacher_config = distill_training.read_matching_teacher_config(
@@ -482,10 +487,6 @@ def main(_):
                                       "--input_file") from None
 
   if FLAGS.do_eval:
-    if not step and not FLAGS.init_checkpoint:
-      logging.warning("Evaluating an untrained student: %s holds no "
-                      "checkpoint and no --init_checkpoint was given",
-                      FLAGS.output_dir)
     evaluation = evaluation_record(step, eval_files)
     if distill_training.holds_evaluation(FLAGS.output_dir, evaluation):
       logging.info("%s already holds the evaluation of step %d on these "

@@ -457,6 +457,10 @@ def training_record(task, config_file, vocab_file, teacher):
 
 
 def main(_):
+  training.require_a_model(
+      FLAGS.output_dir, FLAGS.init_checkpoint, FLAGS.do_train,
+      " and ".join(f"--{name}" for name in ("do_eval", "do_predict")
+                   if FLAGS[name].value))
   task = load_task(FLAGS.task_name, FLAGS.data_dir, FLAGS.text_a_column,
                    FLAGS.text_b_column, FLAGS.label_column)
   config_file, vocab_file, layer_map, layers = model_files(

@@ -83,6 +83,17 @@ def loss_config(values, given, preset=None):
   return losses.LossConfig(**{**values, **applied}), applied
 
 
+def check_something_to_learn(config):
+  """Raises cli.StageError when every loss weight of the LossConfig is 0:
+  training would run its steps and change nothing."""
+  weights = [f.name for f in dataclasses.fields(config)
+             if f.name.endswith("_weight")]
+  if not any(getattr(config, name) for name in weights):
+    flags_text = ", ".join(f"--{name}" for name in weights)
+    raise cli.StageError(f"every loss weight is 0 ({flags_text}): nothing "
+                         f"to learn")
+
+
 def read_matching_teacher_config(path, max_seq_length, student_config):
   """The teacher's BertConfig; its vocabulary must be the student's."""
   try:

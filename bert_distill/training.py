@@ -284,6 +284,20 @@ def write_eval_results(metrics, step, output_dir):
   return path
 
 
+def require_a_model(output_dir, init_checkpoint, do_train, actions):
+  """Raises cli.StageError when a run that does not train would evaluate or
+  predict with random weights: output_dir holds no checkpoint and no
+  --init_checkpoint was given, most often a mistyped --output_dir. Called
+  before the run writes anything. `actions` names the flags asked for
+  ("--do_eval")."""
+  if do_train or init_checkpoint or checkpoints.latest_checkpoint(output_dir):
+    return
+  raise cli.StageError(
+      f"{actions} without --do_train: --output_dir {output_dir} holds no "
+      f"checkpoint and no --init_checkpoint was given, so the results would "
+      f"be those of random weights")
+
+
 def restore_or_initialize(model, optimizer, output_dir, init_checkpoint,
                           initialize, extra_variables=None):
   """Resumes from output_dir's newest usable checkpoint (resume), else calls

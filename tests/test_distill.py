@@ -484,6 +484,15 @@ def bad_input_cases(runs, root):
       "more warmup steps than steps": (
           replace_flag(command, "num_warmup_steps", 10**6),
           "--num_warmup_steps must not exceed --num_train_steps"),
+      "every loss weight 0": (
+          command + ["--soft_loss_weight=0", "--hard_mlm_loss_weight=0",
+                     "--next_sentence_loss_weight=0"],
+          "every loss weight is 0"),
+      "an evaluation without a model": (
+          replace_flag([a for a in command if a != "--do_train"], "output_dir",
+                       root / "eval_only") + [
+              "--do_eval", f"--eval_input_file={runs['train']}"],
+          "--do_eval without --do_train: --output_dir"),
       "a NaN loss": (
           replace_flag(replace_flag(replace_flag(
               command, "input_file", nan_file), "output_dir", root / "nan"),
@@ -507,7 +516,8 @@ def bad_runs(runs, tmp_path_factory):
     "teacher labels of another k", "ids beyond the student vocabulary",
     "no input files", "a checkpoint of another architecture",
     "a layer map naming a missing teacher layer",
-    "more warmup steps than steps", "a NaN loss"])
+    "more warmup steps than steps", "every loss weight 0",
+    "an evaluation without a model", "a NaN loss"])
 def test_bad_input_is_one_line_error(bad_runs, case):
   root, cases, results = bad_runs
   stage_runs.assert_one_line_error(results[case], cases[case][1])
@@ -516,3 +526,5 @@ def test_bad_input_is_one_line_error(bad_runs, case):
         f"model.ckpt-{STEPS}")
   elif case != "a checkpoint of another architecture":
     assert not list(root.glob("out/model.ckpt-*"))
+  if case == "an evaluation without a model":
+    assert not (root / "eval_only").exists()

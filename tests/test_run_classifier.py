@@ -593,6 +593,11 @@ def bad_input_cases(runs, root):
           replace_flag(base, "max_seq_length", 64),
           "--max_seq_length 64 exceeds the model's max_position_embeddings "
           "32"),
+      # A mistyped --output_dir: the predictions would be random weights'.
+      "a prediction without a model": (
+          [a for a in base if a not in ("--do_train", "--do_eval")] +
+          ["--do_predict"],
+          "--do_predict without --do_train: --output_dir"),
   }
 
 
@@ -620,7 +625,8 @@ def bad_runs(runs, tmp_path_factory):
     "a label not seen in training",
     "a config vocab_size unlike the vocab file",
     "a checkpoint vocab_size unlike the vocab file",
-    "max_seq_length above max_position_embeddings"])
+    "max_seq_length above max_position_embeddings",
+    "a prediction without a model"])
 def test_bad_input_is_one_line_error_and_writes_nothing(bad_runs, case):
   root, cases, results, _ = bad_runs
   stage_runs.assert_one_line_error(results[case], cases[case][1])
