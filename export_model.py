@@ -67,7 +67,10 @@ def main(_):
   if vocab_file:
     if not os.path.isfile(vocab_file):
       raise cli.StageError(f"--vocab_file {vocab_file}: no such file")
-    vocab_size = len(tokenization.load_vocab(vocab_file))
+    try:
+      vocab_size = len(tokenization.load_vocab(vocab_file))
+    except ValueError as e:  # not UTF-8: names the file and the line
+      raise cli.StageError(f"--vocab_file {e}") from None
     if vocab_size != config.vocab_size:
       raise cli.StageError(
           f"--vocab_file {vocab_file} holds {vocab_size} tokens but "

@@ -262,7 +262,10 @@ def read_model_files(vocab_file, do_lower_case, config_file, max_seq_length,
   word embeddings."""
   if not tf.io.gfile.exists(vocab_file):
     raise cli.StageError(f"--vocab_file {vocab_file}: no such file")
-  tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case)
+  try:
+    tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case)
+  except ValueError as e:  # not UTF-8: names the file and the line
+    raise cli.StageError(f"--vocab_file {e}") from None
   try:
     config = model_config.read_config(config_file, max_seq_length, "model")
   except ValueError as e:

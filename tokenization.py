@@ -78,20 +78,30 @@ def load_vocab(vocab_file):
   the file takes the later index, and every line (blank ones too) advances the
   index, as in Google's loader. Local paths are read directly; other paths
   (gs://...) go through tf.io.gfile.
+
+  Raises:
+    ValueError: a line is not UTF-8 (names the file and the line).
   """
   vocab = collections.OrderedDict()
-  with _open_text(vocab_file) as reader:
+  with _open_lines(vocab_file) as reader:
     for index, line in enumerate(reader):
-      vocab[convert_to_unicode(line).strip()] = index
+      try:
+        token = line.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise ValueError(f"{vocab_file}: line {index + 1}: not UTF-8 text "
+                         f"(byte {e.start} of the line); a BERT vocab.txt "
+                         f"is UTF-8") from None
+      vocab[token.strip()] = index
   return vocab
 
 
-def _open_text(path):
-  """Opens a text file for reading, split on "\\n" only (as tf.io.gfile)."""
+def _open_lines(path):
+  """Opens a file for reading its lines as bytes, split on "\\n" only (as
+  tf.io.gfile)."""
   if "://" in path:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    return tf.io.gfile.GFile(path, "r")
-  return open(path, "r", encoding="utf-8", newline="\n")
+    return tf.io.gfile.GFile(path, "rb")
+  return open(path, "rb")
 
 
 def convert_by_vocab(vocab, items):

@@ -165,9 +165,13 @@ def _rows(path, columns, task_name, split):
     raise ValueError(f"{path}: no such file (the {split} file of task "
                      f"{task_name})")
   header = None
-  with tf.io.gfile.GFile(path, "r") as f:
-    for line_number, line in enumerate(f, start=1):
-      line = line.rstrip("\r\n")
+  with tf.io.gfile.GFile(path, "rb") as f:
+    for line_number, raw_line in enumerate(f, start=1):
+      try:
+        line = raw_line.decode("utf-8").rstrip("\r\n")
+      except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: line {line_number}: not UTF-8 text (byte "
+                         f"{e.start} of the line)") from None
       if line_number == 1:
         line = line.lstrip("\ufeff")  # MRPC's files start with a BOM
         if columns.has_header:

@@ -34,7 +34,10 @@ def run(main):
 
   A bad flag (missing, malformed or failing a validator) and a StageError
   raised by main each print one line `error: <message>` on stderr and exit
-  with status 1, instead of absl's usage banner or a traceback. Ctrl-C
+  with status 1, instead of absl's usage banner or a traceback; so does an
+  OSError that names a file (a path that is a directory, a file without
+  read permission, ...) and TensorFlow's not-found and permission errors,
+  wherever in a stage they surface: they are the user's files, not bugs. Ctrl-C
   (SIGINT) prints `error: interrupted; rerun to resume` and exits 130: the
   KeyboardInterrupt unwinds through every `atomic_output`, which removes
   its temporary, so the rerun finds what a killed run leaves, or less.
@@ -53,6 +56,23 @@ def run(main):
     except StageError as e:
       logging.flush()
       print(f"error: {e}", file=sys.stderr)
+      sys.exit(1)
+    except OSError as e:
+      if e.filename is None:
+        raise
+      logging.flush()
+      print(f"error: {e.filename}: {e.strerror or error_line(e)}",
+            file=sys.stderr)
+      sys.exit(1)
+    except Exception as e:  # pylint: disable=broad-except
+      # Only TensorFlow raises its errors, so a stage that never imported
+      # it has none to name.
+      tf = sys.modules.get("tensorflow")
+      if tf is None or not isinstance(e, (tf.errors.NotFoundError,
+                                          tf.errors.PermissionDeniedError)):
+        raise
+      logging.flush()
+      print(f"error: {error_line(e)}", file=sys.stderr)
       sys.exit(1)
     except KeyboardInterrupt:
       # A second Ctrl-C while cleaning up would print a traceback.

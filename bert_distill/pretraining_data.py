@@ -123,10 +123,8 @@ def load_tokenizer(vocab_file, do_lower_case):
   token or is not UTF-8 text."""
   try:
     tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case)
-  except UnicodeDecodeError as e:
-    raise cli.StageError(
-        f"--vocab_file={vocab_file}: not UTF-8 text (byte {e.start}): give "
-        f"the vocab.txt of the BERT model") from None
+  except ValueError as e:  # not UTF-8: names the file and the line
+    raise cli.StageError(f"--vocab_file {e}") from None
   missing = [t for t in ("[CLS]", "[SEP]", "[MASK]", "[UNK]")
              if t not in tokenizer.vocab]
   if missing:

@@ -32,6 +32,7 @@ from bert_distill import model_config
 from bert_distill import progress_log
 from bert_distill import records
 from bert_distill import tfrecord
+import tokenization
 
 def read_labelling_teacher_config(path, max_seq_length, truncation_factor,
                                   vocab_file=None):
@@ -47,8 +48,11 @@ def read_labelling_teacher_config(path, max_seq_length, truncation_factor,
   if vocab_file:
     if not tf.io.gfile.exists(vocab_file):
       raise cli.StageError(f"--vocab_file: {vocab_file} does not exist")
-    with tf.io.gfile.GFile(vocab_file, "r") as f:
-      vocab_size = sum(1 for _ in f)
+    try:
+      vocab = tokenization.load_vocab(vocab_file)
+    except ValueError as e:  # not UTF-8: names the file and the line
+      raise cli.StageError(f"--vocab_file {e}") from None
+    vocab_size = max(vocab.values(), default=-1) + 1  # its lines
     if vocab_size != config.vocab_size:
       raise cli.StageError(
           f"--vocab_file {vocab_file} has {vocab_size} tokens but "

@@ -102,3 +102,36 @@ def test_progress_logs_counts_rate_time_left_and_note(caplog):
   assert line.startswith("extract: 1.50/4.00 MB (37.5%), ")
   assert "MB/s" in line and "time left" in line
   assert line.endswith("; 1/3 files, 10 articles")
+
+
+@pytest.mark.parametrize("raise_in_main, want", [
+    ("open(sys.argv[1])", "error: {dir}: Is a directory"),
+    ("import tensorflow as tf\n  tf.io.gfile.GFile(sys.argv[1] + '/none').read()",
+     "error: {dir}/none; No such file or directory"),
+])
+def test_a_users_unreadable_file_is_one_line_naming_it(tmp_path, raise_in_main,
+                                                      want):
+  """An OSError naming a file, or TensorFlow's not-found / permission
+  errors, raised anywhere in a stage: one `error:` line naming the file,
+  exit 1, no traceback. Other exceptions still show their traceback."""
+  import subprocess
+  import sys
+  from conftest import ROOT
+  code = ("import sys\n"
+          "from bert_distill import cli\n"
+          "def main(argv):\n"
+          f"  {raise_in_main}\n"
+          "cli.run(main)\n")
+  result = subprocess.run([sys.executable, "-c", code, str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True,
+                          check=False)
+  assert result.returncode == 1
+  lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert lines == [want.format(dir=tmp_path)], result.stderr
+  assert "Traceback" not in result.stderr
+  bug = subprocess.run(
+      [sys.executable, "-c", code.replace(raise_in_main.split("\n")[-1].strip(),
+                                          "[][1]")],
+      cwd=ROOT, capture_output=True, text=True, check=False)
+  assert bug.returncode == 1 and "IndexError" in bug.stderr
+  assert "Traceback" in bug.stderr

@@ -250,7 +250,7 @@ def test_stage_3b_vocab_that_is_not_utf8_is_one_line(tmp_path):
   vocab.write_bytes(b"[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\ncaf\xe9\n")
   result = run([sys.executable, CREATE_RECORDS, f"--input_dir={INPUT_DIR}",
                 f"--output_dir={tmp_path / 'out'}", f"--vocab_file={vocab}"])
-  assert_one_error(result, f"--vocab_file={vocab}", "not UTF-8")
+  assert_one_error(result, f"--vocab_file {vocab}: line 6", "not UTF-8")
 
 
 def test_stage_3b_refuses_the_pieces_of_an_interrupted_split(tmp_path):

@@ -4,6 +4,7 @@ resume after kill -9, and the one-line input errors."""
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 
@@ -159,6 +160,16 @@ def test_generic_tsv_task_reads_named_columns_and_training_labels(tmp_path):
             [["t", "y"], ["a", "10"], ["b", "9"], ["c", "10"]])
   task = classifier_data.get_task("tsv", str(tmp_path / "num"), "t", None, "y")
   assert task.labels == ("9", "10")
+
+
+def test_a_tsv_line_that_is_not_utf8_is_named(tmp_path):
+  (tmp_path / "train.tsv").write_bytes(b"sentence\tlabel\ngood\t1\n"
+                                       b"caf\xe9\t1\n")
+  task = classifier_data.get_task("sst-2")
+  with pytest.raises(ValueError, match=re.escape(
+      f"{tmp_path / 'train.tsv'}: line 3: not UTF-8 text (byte 3 of the "
+      f"line)")):
+    task.get_examples(str(tmp_path), "train")
 
 
 @pytest.mark.parametrize("rows, split, message", [

@@ -2,6 +2,7 @@
 reference rules, and both against golden output of Google's own tokenizer."""
 import json
 import os
+import re
 import sys
 import unicodedata
 
@@ -54,6 +55,17 @@ def test_load_vocab_strips_lines_and_counts_every_line(tmp_path):
   vocab = tokenization.load_vocab(str(path))
   assert list(vocab.items()) == [("[PAD]", 0), ("a", 4), ("", 2), ("b", 3),
                                  ("c", 5)]
+
+
+def test_a_vocab_line_that_is_not_utf8_is_named(tmp_path):
+  """Far into the file (past the first read buffer), the error names the
+  file and its line, not an offset into some buffer."""
+  path = tmp_path / "vocab.txt"
+  path.write_bytes(b"".join(b"w%d\n" % i for i in range(30000)) +
+                   b"caf\xe9\n")
+  with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: line "
+                     r"30001: not UTF-8 text \(byte 3 of the line\)"):
+    tokenization.load_vocab(str(path))
 
 
 def test_real_vocab_loads_with_known_ids(uncased):
