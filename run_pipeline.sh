@@ -115,6 +115,16 @@ SETTINGS=(
   "glue_distill_flags||G: more flags of the task distillation run, e.g. \"--unlabeled_file=unlabeled.tsv --temperature=2 --hard_loss_weight=0.5\""
 )
 
+# The stages, in the order they run.
+STAGE_NAMES=(II III-a III-b T IV V G)
+
+# What a setting's value must be, checked with the flags, before any stage
+# runs (the settings not named here are paths or free text):
+#   stages  some of STAGE_NAMES, comma-separated
+declare -A KIND=(
+  [stages]=stages
+)
+
 usage() {
   sed -n '2,/--work_dir=wiki_run$/p' "$0" | sed 's/^# \{0,1\}//'
   echo
@@ -132,6 +142,54 @@ is_setting() {
     [[ "${entry%%|*}" == "$1" ]] && return 0
   done
   return 1
+}
+
+is_one_of() {  # is_one_of VALUE ITEM...
+  local item
+  for item in "${@:2}"; do
+    [[ "$1" == "$item" ]] && return 0
+  done
+  return 1
+}
+
+comma_list() {  # comma_list ITEM...: "a, b, c"
+  local IFS=,
+  local list="$*"
+  echo "${list//,/, }"
+}
+
+bad_value() {  # bad_value NAME VALUE WHY: one line naming the flag
+  echo "run_pipeline.sh: error: --$1=$2: $3" >&2
+  exit 2
+}
+
+# check_setting NAME: stops with one line naming the flag when the value of
+# NAME's variable is not of NAME's KIND.
+check_setting() {
+  local name=$1 var=${1^^}
+  local value=${!var}
+  case "${KIND[$name]:-}" in
+    '') ;;
+    stages)
+      local stage given=() known=0 unknown=() why=""
+      IFS=, read -ra given <<< "$value"
+      for stage in "${given[@]}"; do
+        if is_one_of "$stage" "${STAGE_NAMES[@]}"; then
+          known=$((known + 1))
+        elif [[ -n "$stage" ]]; then
+          unknown+=("$stage")
+        fi
+      done
+      if [[ ${#unknown[@]} -eq 1 ]]; then
+        why="unknown stage ${unknown[0]}"
+      elif [[ ${#unknown[@]} -gt 1 ]]; then
+        why="unknown stages $(comma_list "${unknown[@]}")"
+      elif [[ $known -eq 0 ]]; then
+        why="no stage given"
+      fi
+      [[ -z "$why" ]] || bad_value "$name" "$value" \
+        "$why; give some of $(comma_list "${STAGE_NAMES[@]}") (comma-separated)" ;;
+  esac
 }
 
 # Flags become the upper-case variables.
@@ -159,6 +217,7 @@ for entry in "${SETTINGS[@]}"; do
   if [[ -z "${!var+x}" ]]; then
     eval "$var=\"$default\""
   fi
+  check_setting "$name"
 done
 PYTHON=$(command -v "$PYTHON" || echo "$PYTHON")
 

@@ -100,3 +100,18 @@ def test_missing_inputs_and_unknown_flags_are_one_line_errors(tmp_path):
   assert result.returncode != 0
   assert "unknown flag --no_such_flag" in result.stderr
   assert "Traceback" not in result.stderr
+
+
+def test_unknown_or_no_stages_are_one_line_errors_before_any_work(tmp_path):
+  """--stages=v used to print "finished (stages v)" and exit 0."""
+  work = tmp_path / "w"
+  stage_list = "give some of II, III-a, III-b, T, IV, V, G (comma-separated)"
+  for stages, why in (("v", "unknown stage v"),
+                      ("II,IIIb,iv", "unknown stages IIIb, iv"),
+                      ("II III-a", "unknown stage II III-a"),
+                      ("", "no stage given"), (",", "no stage given")):
+    result = run_pipeline(work, f"--stages={stages}")
+    assert result.returncode == 2, result.stdout
+    assert result.stderr == (
+        f"run_pipeline.sh: error: --stages={stages}: {why}; {stage_list}\n")
+    assert result.stdout == "" and not work.exists()
