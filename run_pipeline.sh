@@ -120,10 +120,29 @@ STAGE_NAMES=(II III-a III-b T IV V G)
 
 # What a setting's value must be, checked with the flags, before any stage
 # runs (the settings not named here are paths or free text):
-#   stages  some of STAGE_NAMES, comma-separated
-declare -A KIND=(
-  [stages]=stages
-)
+#   stages    some of STAGE_NAMES, comma-separated
+#   whole     a whole number, 0 or more (leading zeros are dropped: bash
+#             would read 010 as octal)
+#   count     a whole number, 1 or more
+#   positive  a decimal number above 0 (1e-4, .5, 2)
+#   number    a decimal number, 0 or more
+#   fraction  a decimal number from 0 to 1
+declare -A KIND=([stages]=stages)
+set_kind() {  # set_kind KIND NAME...
+  local name
+  for name in "${@:2}"; do KIND[$name]=$1; done
+}
+set_kind whole random_seed teacher_pretrain_steps teacher_head_steps \
+  teacher_warmup_steps truncation_factor label_seed holdout_files \
+  shard_index num_train_steps num_warmup_steps heldout_examples
+set_kind count processes split_number max_seq_length \
+  max_predictions_per_seq dupe_factor num_workers teacher_train_batch_size \
+  num_samples teacher_batch_size num_shards train_batch_size eval_batch_size \
+  save_checkpoints_steps iterations_per_loop max_eval_steps \
+  glue_max_seq_length
+set_kind positive teacher_learning_rate learning_rate temperature
+set_kind number soft_loss_weight hard_mlm_loss_weight
+set_kind fraction masked_lm_prob short_seq_prob
 
 usage() {
   sed -n '2,/--work_dir=wiki_run$/p' "$0" | sed 's/^# \{0,1\}//'
@@ -167,9 +186,28 @@ bad_value() {  # bad_value NAME VALUE WHY: one line naming the flag
 # NAME's variable is not of NAME's KIND.
 check_setting() {
   local name=$1 var=${1^^}
-  local value=${!var}
-  case "${KIND[$name]:-}" in
+  local value=${!var} kind=${KIND[$1]:-}
+  case "$kind" in
     '') ;;
+    whole|count)
+      local least=0
+      [[ $kind == count ]] && least=1
+      local digits=${value#"${value%%[!0]*}"}  # without leading zeros
+      [[ "$value" =~ ^[0-9]+$ && ${digits:-0} -ge $least ]] ||
+        bad_value "$name" "$value" "use a whole number, $least or more"
+      printf -v "$var" '%s' "${digits:-0}" ;;
+    positive|number|fraction)
+      local why="use a number, 0 or more"
+      [[ $kind == positive ]] && why="use a number above 0"
+      [[ $kind == fraction ]] && why="use a number from 0 to 1"
+      [[ "$value" =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$ ]] ||
+        bad_value "$name" "$value" "$why"
+      # Above 0: a digit other than 0 before the exponent.
+      [[ $kind != positive || ${BASH_REMATCH[1]} =~ [1-9] ]] ||
+        bad_value "$name" "$value" "$why"
+      [[ $kind != fraction ]] ||
+        awk -v x="$value" 'BEGIN { exit !(x + 0 <= 1) }' ||
+        bad_value "$name" "$value" "$why" ;;
     stages)
       local stage given=() known=0 unknown=() why=""
       IFS=, read -ra given <<< "$value"

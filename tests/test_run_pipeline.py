@@ -115,3 +115,52 @@ def test_unknown_or_no_stages_are_one_line_errors_before_any_work(tmp_path):
     assert result.stderr == (
         f"run_pipeline.sh: error: --stages={stages}: {why}; {stage_list}\n")
     assert result.stdout == "" and not work.exists()
+
+
+WHOLE = ("random_seed", "teacher_pretrain_steps", "teacher_head_steps",
+         "teacher_warmup_steps", "truncation_factor", "label_seed",
+         "holdout_files", "shard_index", "num_train_steps",
+         "num_warmup_steps", "heldout_examples")
+COUNTS = ("processes", "split_number", "max_seq_length",
+          "max_predictions_per_seq", "dupe_factor", "num_workers",
+          "teacher_train_batch_size", "num_samples", "teacher_batch_size",
+          "num_shards", "train_batch_size", "eval_batch_size",
+          "save_checkpoints_steps", "iterations_per_loop", "max_eval_steps",
+          "glue_max_seq_length")
+POSITIVE = ("teacher_learning_rate", "learning_rate", "temperature")
+WEIGHTS = ("soft_loss_weight", "hard_mlm_loss_weight")
+FRACTIONS = ("masked_lm_prob", "short_seq_prob")
+
+
+def test_numeric_settings_that_are_not_numbers_are_one_line_errors(tmp_path):
+  """--teacher_pretrain_steps=abc used to stop with "abc: unbound variable"
+  (1e3: "value too great for base"), --holdout_files=x only after stages
+  II to T had run ("x: unbound variable"), --learning_rate=fast in
+  distill.py, after stage IV."""
+  work = tmp_path / "w"
+  whole, count = "use a whole number, 0 or more", "use a whole number, 1 or more"
+  cases = [(name, value, whole) for name in WHOLE
+           for value in ("abc", "1e3", "-1", "2.0", "")]
+  cases += [(name, value, count) for name in COUNTS
+            for value in ("x", "0", "000", "1.5", "")]
+  cases += [(name, value, "use a number above 0") for name in POSITIVE
+            for value in ("fast", "0", "0.0e5", "-1e-4", "1e", "nan", "")]
+  cases += [(name, value, "use a number, 0 or more") for name in WEIGHTS
+            for value in ("x", "-1", "1,5", "inf")]
+  cases += [(name, value, "use a number from 0 to 1") for name in FRACTIONS
+            for value in ("x", "-0.1", "1.5", "2e-0")]
+  for name, value, why in cases:
+    result = run_pipeline(work, "--stages=V", f"--{name}={value}")
+    assert result.returncode == 2, (name, value, result.stderr)
+    assert result.stderr == f"run_pipeline.sh: error: --{name}={value}: {why}\n"
+    assert result.stdout == "" and not work.exists()
+
+  # Numbers in their other spellings pass (to the missing student config).
+  result = run_pipeline(
+      work, "--stages=V", "--student_config=none.json", "--precision=float32",
+      "--teacher_pretrain_steps=007", "--holdout_files=0", "--num_shards=01",
+      "--learning_rate=1e-4", "--teacher_learning_rate=.5",
+      "--temperature=2.", "--soft_loss_weight=0", "--masked_lm_prob=1",
+      "--short_seq_prob=1.0E-1")
+  assert result.returncode == 1, result.stderr
+  assert "stage V needs the student's config" in result.stderr
