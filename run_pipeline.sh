@@ -127,7 +127,20 @@ STAGE_NAMES=(II III-a III-b T IV V G)
 #   positive  a decimal number above 0 (1e-4, .5, 2)
 #   number    a decimal number, 0 or more
 #   fraction  a decimal number from 0 to 1
-declare -A KIND=([stages]=stages)
+#   choice    one of CHOICES[name] (true or false for the booleans)
+#   layers    none, or layer numbers separated by commas
+#   glue_task none, or one of run_classifier.py's tasks (GLUE_TASKS)
+declare -A KIND=([stages]=stages [init_layer_map]=layers [glue_task]=glue_task)
+declare -A CHOICES=(
+  [do_lower_case]="true false" [do_whole_word_mask]="true false"
+  [glue_task_distillation]="true false" [teacher_trainable]="heads all"
+  [label_mode]="sampled top_k full"
+  [precision]="auto float32 mixed_bfloat16 mixed_float16"
+)
+# run_classifier.py's tasks: bert_distill/classifier_data.py's TASK_NAMES
+# (tests/test_run_pipeline.py compares the two), read as get_task reads them
+# (glue_task_name).
+GLUE_TASKS=(cola sst-2 mrpc sts-b qqp mnli mnli-mm qnli rte wnli tsv)
 set_kind() {  # set_kind KIND NAME...
   local name
   for name in "${@:2}"; do KIND[$name]=$1; done
@@ -143,6 +156,21 @@ set_kind count processes split_number max_seq_length \
 set_kind positive teacher_learning_rate learning_rate temperature
 set_kind number soft_loss_weight hard_mlm_loss_weight
 set_kind fraction masked_lm_prob short_seq_prob
+for name in "${!CHOICES[@]}"; do KIND[$name]=choice; done
+
+# The task a --task_name names, as classifier_data.get_task reads it: any
+# case, _ for -, sst2 for sst-2, ...
+glue_task_name() {  # glue_task_name TASK
+  local key=${1,,}
+  key=${key//_/-}
+  case "${key//-/}" in
+    sst2) key=sst-2 ;;
+    stsb) key=sts-b ;;
+    mnlimm) key=mnli-mm ;;
+  esac
+  [[ $key == mnli-m ]] && key=mnli
+  echo "$key"
+}
 
 usage() {
   sed -n '2,/--work_dir=wiki_run$/p' "$0" | sed 's/^# \{0,1\}//'
@@ -177,9 +205,21 @@ comma_list() {  # comma_list ITEM...: "a, b, c"
   echo "${list//,/, }"
 }
 
-bad_value() {  # bad_value NAME VALUE WHY: one line naming the flag
-  echo "run_pipeline.sh: error: --$1=$2: $3" >&2
+or_list() {  # or_list ITEM...: "a, b or c"
+  if [[ $# -gt 1 ]]; then
+    echo "$(comma_list "${@:1:$# - 1}") or ${!#}"
+  else
+    echo "$1"
+  fi
+}
+
+bad_setting() {  # bad_setting MESSAGE: a bad flag, one line, exit 2
+  echo "run_pipeline.sh: error: $*" >&2
   exit 2
+}
+
+bad_value() {  # bad_value NAME VALUE WHY...: one line naming the flag
+  bad_setting "--$1=$2: ${*:3}"
 }
 
 # check_setting NAME: stops with one line naming the flag when the value of
@@ -208,6 +248,20 @@ check_setting() {
       [[ $kind != fraction ]] ||
         awk -v x="$value" 'BEGIN { exit !(x + 0 <= 1) }' ||
         bad_value "$name" "$value" "$why" ;;
+    choice)
+      local choices
+      read -ra choices <<< "${CHOICES[$name]}"
+      is_one_of "$value" "${choices[@]}" ||
+        bad_value "$name" "$value" "use $(or_list "${choices[@]}")" ;;
+    layers)
+      [[ -z "$value" || "$value" =~ ^\ *[0-9]+\ *(,\ *[0-9]+\ *)*$ ]] ||
+        bad_value "$name" "$value" \
+          "use layer numbers separated by commas, e.g. 0,2,4" ;;
+    glue_task)
+      [[ -z "$value" ]] ||
+        is_one_of "$(glue_task_name "$value")" "${GLUE_TASKS[@]}" ||
+        bad_value "$name" "$value" "use $(or_list "${GLUE_TASKS[@]}")" \
+          "(run_classifier.py --task_name), or none to skip stage G" ;;
     stages)
       local stage given=() known=0 unknown=() why=""
       IFS=, read -ra given <<< "$value"
@@ -257,6 +311,15 @@ for entry in "${SETTINGS[@]}"; do
   fi
   check_setting "$name"
 done
+# Settings that go together.
+[[ "$TEACHER_PRETRAIN_STEPS" -eq 0 || "$TEACHER_HEAD_STEPS" -eq 0 ]] ||
+  bad_setting "--teacher_pretrain_steps=$TEACHER_PRETRAIN_STEPS and" \
+    "--teacher_head_steps=$TEACHER_HEAD_STEPS: give one of them, not both"
+[[ "$SHARD_INDEX" -lt "$NUM_SHARDS" ]] ||
+  bad_value shard_index "$SHARD_INDEX" "use a number below --num_shards ($NUM_SHARDS)"
+[[ -z "$INIT_LAYER_MAP" || -n "$INIT_CHECKPOINT" ]] ||
+  bad_value init_layer_map "$INIT_LAYER_MAP" \
+    "needs --init_checkpoint (the weights it maps)"
 PYTHON=$(command -v "$PYTHON" || echo "$PYTHON")
 
 STAGE_DIR="$WORK_DIR/stages"
@@ -364,10 +427,6 @@ if wants T || wants IV || wants V || wants G; then
   else
     echo "run_pipeline.sh: precision $PRECISION (given)"
   fi
-  case "$PRECISION" in
-    float32|mixed_bfloat16|mixed_float16) ;;
-    *) die "--precision=$PRECISION: use auto, float32, mixed_bfloat16 or mixed_float16" ;;
-  esac
 fi
 
 if wants II; then
@@ -412,8 +471,6 @@ fi
 RECORDS_PATTERN="${OUTPUT_BASE_NAME}_*.tfrecord"
 RECORDS="$RECORDS_DIR/$RECORDS_PATTERN"
 
-[[ "$TEACHER_PRETRAIN_STEPS" -eq 0 || "$TEACHER_HEAD_STEPS" -eq 0 ]] ||
-  die "give --teacher_pretrain_steps or --teacher_head_steps, not both"
 if wants T && [[ "$TEACHER_HEAD_STEPS" -gt 0 ]]; then
   require_file T "the teacher's config (--teacher_config or --teacher_dir)" "$TEACHER_CONFIG"
   require_file T "the teacher's checkpoint (--teacher_checkpoint or --teacher_dir)" "$TEACHER_CHECKPOINT"
@@ -606,8 +663,6 @@ if wants G && [[ -n "$GLUE_TASK" ]]; then
              --precision="$PRECISION" $GLUE_FLAGS)
     run_stage "G-$model" "fine-tune the $model on $GLUE_TASK" "$GLUE_DIR/$model"
   done
-  [[ "$GLUE_TASK_DISTILLATION" == true || "$GLUE_TASK_DISTILLATION" == false ]] ||
-    die "--glue_task_distillation must be true or false, not '$GLUE_TASK_DISTILLATION'"
   students=(student)
   if [[ "$GLUE_TASK_DISTILLATION" == true ]]; then
     # The student again from its distilled weights, now learning the

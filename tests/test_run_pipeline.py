@@ -9,6 +9,7 @@ import tensorflow as tf
 from conftest import ROOT, VOCAB_FILE
 from wiki_cases import EXPECTED_TEXT, write_dump
 
+from bert_distill import classifier_data
 from bert_distill import records
 
 PIPELINE = os.path.join(ROOT, "run_pipeline.sh")
@@ -164,3 +165,61 @@ def test_numeric_settings_that_are_not_numbers_are_one_line_errors(tmp_path):
       "--short_seq_prob=1.0E-1")
   assert result.returncode == 1, result.stderr
   assert "stage V needs the student's config" in result.stderr
+
+
+def test_choices_and_settings_that_conflict_are_one_line_errors(tmp_path):
+  """--glue_task_distillation=yes used to be refused only after the G-teacher
+  and G-student fine-tunes had run (--stages=V,G), both teacher step counts
+  after stages II to III-b, a --precision that is not one only when a model
+  stage was asked for, the others by the stage that reads them."""
+  work = tmp_path / "w"
+  cases = [
+      (["--stages=V,G", "--glue_task=sst-2", "--glue_task_distillation=yes"],
+       "--glue_task_distillation=yes: use true or false"),
+      (["--do_lower_case=True"], "--do_lower_case=True: use true or false"),
+      (["--do_whole_word_mask="], "--do_whole_word_mask=: use true or false"),
+      (["--teacher_trainable=encoder"],
+       "--teacher_trainable=encoder: use heads or all"),
+      (["--label_mode=topk"],
+       "--label_mode=topk: use sampled, top_k or full"),
+      (["--stages=II", "--precision=bf16"],
+       "--precision=bf16: use auto, float32, mixed_bfloat16 or "
+       "mixed_float16"),
+      (["--init_checkpoint=ckpt", "--init_layer_map=0-2"],
+       "--init_layer_map=0-2: use layer numbers separated by commas, e.g. "
+       "0,2,4"),
+      (["--init_layer_map=0,2"],
+       "--init_layer_map=0,2: needs --init_checkpoint (the weights it maps)"),
+      (["--teacher_pretrain_steps=5", "--teacher_head_steps=10"],
+       "--teacher_pretrain_steps=5 and --teacher_head_steps=10: give one of "
+       "them, not both"),
+      (["--num_shards=2", "--shard_index=2"],
+       "--shard_index=2: use a number below --num_shards (2)"),
+  ]
+  for flags, error in cases:
+    result = run_pipeline(work, *flags)
+    assert result.returncode == 2, (flags, result.stderr)
+    assert result.stderr == f"run_pipeline.sh: error: {error}\n"
+    assert result.stdout == "" and not work.exists()
+
+
+def test_glue_task_is_one_of_run_classifiers_tasks(tmp_path):
+  """A misspelt --glue_task used to reach run_classifier.py after stage V."""
+  work = tmp_path / "w"
+  result = run_pipeline(work, "--stages=V,G", "--glue_task=sst3")
+  assert result.returncode == 2 and not work.exists()
+  prefix = "run_pipeline.sh: error: --glue_task=sst3: use "
+  assert result.stderr.startswith(prefix)
+  names = result.stderr[len(prefix):].split(" (run_classifier.py")[0]
+  assert names.replace(" or ", ", ").split(", ") == list(
+      classifier_data.TASK_NAMES)
+  # Each, in the spellings run_classifier.py accepts, passes (to the
+  # missing --glue_data_dir).
+  for task in classifier_data.TASK_NAMES + ("SST2", "mnli_mm", "STS-B",
+                                            "mnli-m", "Cola"):
+    if task != "tsv":  # (tsv needs columns)
+      classifier_data.get_task(task)  # run_classifier.py takes it
+    result = run_pipeline(work, "--stages=G", f"--glue_task={task}",
+                          "--precision=float32")
+    assert result.returncode == 1, (task, result.stderr)
+    assert "stage G needs --glue_data_dir" in result.stderr
