@@ -320,11 +320,12 @@ done
 [[ -z "$INIT_LAYER_MAP" || -n "$INIT_CHECKPOINT" ]] ||
   bad_value init_layer_map "$INIT_LAYER_MAP" \
     "needs --init_checkpoint (the weights it maps)"
-PYTHON=$(command -v "$PYTHON" || echo "$PYTHON")
+found=$(command -v "$PYTHON") || bad_value python "$PYTHON" "no such command"
+PYTHON=$found
+[[ -n "$WORK_DIR" ]] || bad_value work_dir "" "give a folder"
 
 STAGE_DIR="$WORK_DIR/stages"
 LOG_DIR="$WORK_DIR/logs"
-mkdir -p "$STAGE_DIR" "$LOG_DIR"
 
 wants() { [[ ",$STAGES," == *",$1,"* ]]; }
 
@@ -429,9 +430,74 @@ if wants T || wants IV || wants V || wants G; then
   fi
 fi
 
+# Stage IV names its files as stage III-b does: one pattern for both.
+RECORDS_PATTERN="${OUTPUT_BASE_NAME}_*.tfrecord"
+RECORDS="$RECORDS_DIR/$RECORDS_PATTERN"
+
+# Every input of a stage that no stage before it in this run makes must
+# exist now: a missing one stops the run before its first stage, not after
+# the stages before the one that reads it.
+has_files() { [[ -n "$(sorted_files "$1" "$2")" ]]; }  # has_files DIR PATTERN
+need_checkpoint() {  # need_checkpoint STAGE WHAT CHECKPOINT (a prefix or a folder)
+  [[ -e "$3" || -e "$3.index" ]] ||
+    die "stage $1 needs $2, but neither $3 nor $3.index exists"
+}
+# Stages IV and G read the teacher stage T trains when it trains one.
+TEACHER_MODEL=$TEACHER_CHECKPOINT
+TEACHER_MODEL_IS="the teacher's checkpoint (--teacher_checkpoint or --teacher_dir)"
+if [[ "$TEACHER_PRETRAIN_STEPS" -gt 0 || "$TEACHER_HEAD_STEPS" -gt 0 ]]; then
+  TEACHER_MODEL=$TEACHER_TRAIN_DIR
+  TEACHER_MODEL_IS="the teacher stage T trains (--teacher_train_dir)"
+  wants T && T_MAKES_TEACHER=true
+fi
+makes_teacher() { [[ "${T_MAKES_TEACHER:-}" == true ]]; }
+
 if wants II; then
   [[ -n "$DUMP" ]] || die "stage II needs --dump (or DUMP=...): a *-pages-articles*.xml.bz2 file"
   require_file II "the dump" "$DUMP"
+fi
+if wants III-a && ! wants II; then
+  require_file III-a "the text file (--text_file, or stage II)" "$TEXT_FILE"
+fi
+if wants III-b; then
+  wants III-a || require_file III-b "the split text (--split_dir, or stage III-a)" "$SPLIT_DIR"
+  require_file III-b "the vocabulary (--vocab_file or --teacher_dir)" "$VOCAB_FILE"
+fi
+if makes_teacher; then
+  require_file T "the teacher's config (--teacher_config or --teacher_dir)" "$TEACHER_CONFIG"
+  [[ "$TEACHER_HEAD_STEPS" -eq 0 ]] || need_checkpoint T \
+    "the teacher's checkpoint (--teacher_checkpoint or --teacher_dir)" "$TEACHER_CHECKPOINT"
+  wants III-b || has_files "$RECORDS_DIR" "$RECORDS_PATTERN" ||
+    die "stage T needs pretraining records in $RECORDS_DIR (stage III-b)"
+fi
+if wants IV; then
+  require_file IV "the teacher's config (--teacher_config or --teacher_dir)" "$TEACHER_CONFIG"
+  makes_teacher || need_checkpoint IV "$TEACHER_MODEL_IS" "$TEACHER_MODEL"
+  wants III-b || has_files "$RECORDS_DIR" "$RECORDS_PATTERN" ||
+    die "stage IV needs pretraining records in $RECORDS_DIR (stage III-b)"
+fi
+if wants V; then
+  require_file V "the student's config (--student_config)" "$STUDENT_CONFIG"
+  wants IV || has_files "$TEACHER_LABELS_DIR" "$RECORDS_PATTERN" ||
+    die "stage V needs teacher labels in $TEACHER_LABELS_DIR (stage IV)"
+  # (With stage T in the run, INIT_CHECKPOINT may be the teacher it makes.)
+  if [[ -n "$INIT_CHECKPOINT" ]] && ! makes_teacher; then
+    need_checkpoint V --init_checkpoint "$INIT_CHECKPOINT"
+  fi
+fi
+if wants G && [[ -n "$GLUE_TASK" ]]; then
+  [[ -n "$GLUE_DATA_DIR" ]] || die "stage G needs --glue_data_dir: the folder of $GLUE_TASK's TSV files"
+  require_file G "the task's training file" "$GLUE_DATA_DIR/train.tsv"
+  require_file G "the vocabulary (--vocab_file or --teacher_dir)" "$VOCAB_FILE"
+  require_file G-teacher "the teacher's config" "$TEACHER_CONFIG"
+  require_file G-student "the student's config" "$STUDENT_CONFIG"
+  makes_teacher || need_checkpoint G-teacher "$TEACHER_MODEL_IS" "$TEACHER_MODEL"
+  wants V || require_file G-student "the student's checkpoints (--student_dir, stage V)" "$STUDENT_DIR"
+fi
+
+mkdir -p "$STAGE_DIR" "$LOG_DIR"
+
+if wants II; then
   UPSTREAM=()
   INPUTS=("$DUMP")
   COMMAND=(env PYTHON="$PYTHON" PROCESSES="$PROCESSES"
@@ -441,7 +507,6 @@ if wants II; then
 fi
 
 if wants III-a; then
-  require_file III-a "the text file" "$TEXT_FILE"
   UPSTREAM=(II)
   # split_text.py removes the pieces of its former runs itself.
   INPUTS=("$TEXT_FILE")
@@ -452,8 +517,6 @@ if wants III-a; then
 fi
 
 if wants III-b; then
-  require_file III-b "the split text" "$SPLIT_DIR"
-  require_file III-b "the vocabulary (--vocab_file or --teacher_dir)" "$VOCAB_FILE"
   UPSTREAM=(III-a)
   mapfile -t INPUTS < <(sorted_files "$SPLIT_DIR" "*.txt")
   COMMAND=("$PYTHON" "$ROOT/multifile_create_pretraining_data.py"
@@ -467,13 +530,7 @@ if wants III-b; then
   run_stage III-b "pretraining records" "$RECORDS_DIR"
 fi
 
-# Stage IV names its files as stage III-b does: one pattern for both.
-RECORDS_PATTERN="${OUTPUT_BASE_NAME}_*.tfrecord"
-RECORDS="$RECORDS_DIR/$RECORDS_PATTERN"
-
 if wants T && [[ "$TEACHER_HEAD_STEPS" -gt 0 ]]; then
-  require_file T "the teacher's config (--teacher_config or --teacher_dir)" "$TEACHER_CONFIG"
-  require_file T "the teacher's checkpoint (--teacher_checkpoint or --teacher_dir)" "$TEACHER_CHECKPOINT"
   mapfile -t t_records < <(sorted_files "$RECORDS_DIR" "$RECORDS_PATTERN")
   [[ ${#t_records[@]} -gt 0 ]] ||
     die "stage T needs pretraining records in $RECORDS_DIR (stage III-b)"
@@ -509,7 +566,6 @@ if wants T && [[ "$TEACHER_HEAD_STEPS" -gt 0 ]]; then
   run_stage T "fit the teacher's MLM head" "$TEACHER_TRAIN_DIR"
 fi
 if wants T && [[ "$TEACHER_PRETRAIN_STEPS" -gt 0 ]]; then
-  require_file T "the teacher's config (--teacher_config or --teacher_dir)" "$TEACHER_CONFIG"
   [[ -n "$(sorted_files "$RECORDS_DIR" "$RECORDS_PATTERN")" ]] ||
     die "stage T needs pretraining records in $RECORDS_DIR (stage III-b)"
   UPSTREAM=(III-b)
@@ -550,9 +606,6 @@ TRAIN_RECORDS=$(join_by_comma "${record_files[@]:0:num_train_records}")
 HELDOUT_RECORDS=$(join_by_comma "${record_files[@]:num_train_records}")
 
 if wants IV; then
-  require_file IV "the teacher's config (--teacher_config or --teacher_dir)" "$TEACHER_CONFIG"
-  [[ -e "$TEACHER_CHECKPOINT" || -e "$TEACHER_CHECKPOINT.index" ]] ||
-    die "stage IV needs the teacher's checkpoint, but neither $TEACHER_CHECKPOINT nor $TEACHER_CHECKPOINT.index exists"
   [[ ${#record_files[@]} -gt 0 ]] ||
     die "stage IV needs pretraining records in $RECORDS_DIR (stage III-b)"
   UPSTREAM=(III-b "$TEACHER_STAGE")
@@ -592,7 +645,6 @@ if wants IV; then
 fi
 
 if wants V; then
-  require_file V "the student's config (--student_config)" "$STUDENT_CONFIG"
   mapfile -t label_files < <(sorted_files "$TEACHER_LABELS_DIR" "$RECORDS_PATTERN")
   num_labels=${#label_files[@]}
   [[ $num_labels -gt 0 ]] || die "stage V needs teacher labels in $TEACHER_LABELS_DIR (stage IV)"
@@ -638,9 +690,6 @@ if wants V; then
 fi
 
 if wants G && [[ -n "$GLUE_TASK" ]]; then
-  [[ -n "$GLUE_DATA_DIR" ]] || die "stage G needs --glue_data_dir: the folder of $GLUE_TASK's TSV files"
-  require_file G "the task's training file" "$GLUE_DATA_DIR/train.tsv"
-  require_file G "the vocabulary (--vocab_file or --teacher_dir)" "$VOCAB_FILE"
   # Teacher and student: the same fine-tuning, each from its own checkpoint.
   for model in teacher student; do
     if [[ $model == teacher ]]; then
@@ -650,7 +699,6 @@ if wants G && [[ -n "$GLUE_TASK" ]]; then
       config=$STUDENT_CONFIG checkpoint=$STUDENT_DIR
       UPSTREAM=(V)
     fi
-    require_file "G-$model" "the $model's config" "$config"
     mapfile -t INPUTS < <(echo "$config"; echo "$VOCAB_FILE"
                           checkpoint_files "$checkpoint"
                           sorted_files "$GLUE_DATA_DIR" "*.tsv")

@@ -223,3 +223,59 @@ def test_glue_task_is_one_of_run_classifiers_tasks(tmp_path):
                           "--precision=float32")
     assert result.returncode == 1, (task, result.stderr)
     assert "stage G needs --glue_data_dir" in result.stderr
+
+
+def test_missing_inputs_stop_the_run_before_its_first_stage(tmp_path):
+  """An input of a later stage that no earlier one makes used to be looked
+  for only when that stage came: --stages=III-a,III-b with no vocabulary
+  split the text first, a missing GLUE folder stopped the run after V."""
+  work = tmp_path / "work"
+  work.mkdir()
+  (work / "wiki.txt").write_text(EXPECTED_TEXT)
+  config = tmp_path / "config.json"
+  config.write_text("{}")
+  labels = tmp_path / "labels"
+  labels.mkdir()
+  (labels / "pretraining_data_0.tfrecord").write_bytes(b"")
+  ckpt = tmp_path / "ckpt"
+  cases = [
+      (["--stages=III-a,III-b", f"--vocab_file={tmp_path}/none.txt"],
+       "stage III-b needs the vocabulary (--vocab_file or --teacher_dir), "
+       f"but {tmp_path}/none.txt does not exist"),
+      (["--stages=III-a,T", "--teacher_pretrain_steps=5",
+        f"--teacher_config={config}"],
+       f"stage T needs pretraining records in {work}/records (stage III-b)"),
+      (["--stages=III-a,IV", f"--teacher_config={config}",
+        f"--teacher_checkpoint={ckpt}"],
+       "stage IV needs the teacher's checkpoint (--teacher_checkpoint or "
+       f"--teacher_dir), but neither {ckpt} nor {ckpt}.index exists"),
+      (["--stages=III-a,V", f"--student_config={config}",
+        f"--teacher_labels_dir={labels}", f"--init_checkpoint={ckpt}"],
+       f"stage V needs --init_checkpoint, but neither {ckpt} nor "
+       f"{ckpt}.index exists"),
+      (["--stages=III-a,G", "--glue_task=sst-2",
+        f"--glue_data_dir={tmp_path}/glue"],
+       f"stage G needs the task's training file, but {tmp_path}/glue/"
+       "train.tsv does not exist"),
+  ]
+  for flags, error in cases:
+    result = run_pipeline(work, "--precision=float32", *flags)
+    assert result.returncode == 1, (flags, result.stdout, result.stderr)
+    assert result.stderr == f"run_pipeline.sh: error: {error}\n"
+    assert sorted(os.listdir(work)) == ["wiki.txt"], flags
+
+  result = run_pipeline(work, f"--python={tmp_path}/python")
+  assert result.returncode == 2
+  assert result.stderr == (f"run_pipeline.sh: error: --python={tmp_path}/"
+                           "python: no such command\n")
+  assert sorted(os.listdir(work)) == ["wiki.txt"]
+
+  # Stage T takes the teacher's checkpoint as a prefix, as stage IV does
+  # (it used to want a file of the prefix's name).
+  (tmp_path / "ckpt.index").write_bytes(b"")
+  result = run_pipeline(work, "--stages=T", "--precision=float32",
+                        "--teacher_head_steps=5", f"--teacher_config={config}",
+                        f"--teacher_checkpoint={ckpt}")
+  assert result.returncode == 1
+  assert result.stderr == ("run_pipeline.sh: error: stage T needs pretraining "
+                           f"records in {work}/records (stage III-b)\n")
