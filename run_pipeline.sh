@@ -27,7 +27,10 @@
 #
 # Every setting below is an environment variable of the same name in upper
 # case, or a flag --name=value (or --name value) in lower case; flags win.
-# Run with --help for the list and the defaults.
+# Run with --help for the list and the defaults. A value that is not of its
+# setting's kind, settings that conflict (exit 2) and a missing input of an
+# asked-for stage that no earlier stage of the run makes (exit 1) stop the
+# run with one line before its first stage, before anything is written.
 #
 # Each stage writes WORK_DIR/stages/<stage>.done when it succeeds, holding its
 # command line, the markers of the stages it read from, and the size and
