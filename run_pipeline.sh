@@ -27,7 +27,10 @@
 #
 # Every setting below is an environment variable of the same name in upper
 # case, or a flag --name=value (or --name value) in lower case; flags win.
-# Run with --help for the list and the defaults.
+# Run with --help for the list and the defaults. A value that is not of its
+# setting's kind, settings that conflict (exit 2) and a missing input of an
+# asked-for stage that no earlier stage of the run makes (exit 1) stop the
+# run with one line before its first stage, before anything is written.
 #
 # Each stage writes WORK_DIR/stages/<stage>.done when it succeeds, holding its
 # command line, the markers of the stages it read from, and the size and
@@ -115,6 +118,63 @@ SETTINGS=(
   "glue_distill_flags||G: more flags of the task distillation run, e.g. \"--unlabeled_file=unlabeled.tsv --temperature=2 --hard_loss_weight=0.5\""
 )
 
+# The stages, in the order they run.
+STAGE_NAMES=(II III-a III-b T IV V G)
+
+# What a setting's value must be, checked with the flags, before any stage
+# runs (the settings not named here are paths or free text):
+#   stages    some of STAGE_NAMES, comma-separated
+#   whole     a whole number, 0 or more (leading zeros are dropped: bash
+#             would read 010 as octal)
+#   count     a whole number, 1 or more
+#   positive  a decimal number above 0 (1e-4, .5, 2)
+#   number    a decimal number, 0 or more
+#   fraction  a decimal number from 0 to 1
+#   choice    one of CHOICES[name] (true or false for the booleans)
+#   layers    none, or layer numbers separated by commas
+#   glue_task none, or one of run_classifier.py's tasks (GLUE_TASKS)
+declare -A KIND=([stages]=stages [init_layer_map]=layers [glue_task]=glue_task)
+declare -A CHOICES=(
+  [do_lower_case]="true false" [do_whole_word_mask]="true false"
+  [glue_task_distillation]="true false" [teacher_trainable]="heads all"
+  [label_mode]="sampled top_k full"
+  [precision]="auto float32 mixed_bfloat16 mixed_float16"
+)
+# run_classifier.py's tasks: bert_distill/classifier_data.py's TASK_NAMES
+# (tests/test_run_pipeline.py compares the two), read as get_task reads them
+# (glue_task_name).
+GLUE_TASKS=(cola sst-2 mrpc sts-b qqp mnli mnli-mm qnli rte wnli tsv)
+set_kind() {  # set_kind KIND NAME...
+  local name
+  for name in "${@:2}"; do KIND[$name]=$1; done
+}
+set_kind whole random_seed teacher_pretrain_steps teacher_head_steps \
+  teacher_warmup_steps truncation_factor label_seed holdout_files \
+  shard_index num_train_steps num_warmup_steps heldout_examples
+set_kind count processes split_number max_seq_length \
+  max_predictions_per_seq dupe_factor num_workers teacher_train_batch_size \
+  num_samples teacher_batch_size num_shards train_batch_size eval_batch_size \
+  save_checkpoints_steps iterations_per_loop max_eval_steps \
+  glue_max_seq_length
+set_kind positive teacher_learning_rate learning_rate temperature
+set_kind number soft_loss_weight hard_mlm_loss_weight
+set_kind fraction masked_lm_prob short_seq_prob
+for name in "${!CHOICES[@]}"; do KIND[$name]=choice; done
+
+# The task a --task_name names, as classifier_data.get_task reads it: any
+# case, _ for -, sst2 for sst-2, ...
+glue_task_name() {  # glue_task_name TASK
+  local key=${1,,}
+  key=${key//_/-}
+  case "${key//-/}" in
+    sst2) key=sst-2 ;;
+    stsb) key=sts-b ;;
+    mnlimm) key=mnli-mm ;;
+  esac
+  [[ $key == mnli-m ]] && key=mnli
+  echo "$key"
+}
+
 usage() {
   sed -n '2,/--work_dir=wiki_run$/p' "$0" | sed 's/^# \{0,1\}//'
   echo
@@ -132,6 +192,99 @@ is_setting() {
     [[ "${entry%%|*}" == "$1" ]] && return 0
   done
   return 1
+}
+
+is_one_of() {  # is_one_of VALUE ITEM...
+  local item
+  for item in "${@:2}"; do
+    [[ "$1" == "$item" ]] && return 0
+  done
+  return 1
+}
+
+comma_list() {  # comma_list ITEM...: "a, b, c"
+  local IFS=,
+  local list="$*"
+  echo "${list//,/, }"
+}
+
+or_list() {  # or_list ITEM...: "a, b or c"
+  if [[ $# -gt 1 ]]; then
+    echo "$(comma_list "${@:1:$# - 1}") or ${!#}"
+  else
+    echo "$1"
+  fi
+}
+
+bad_setting() {  # bad_setting MESSAGE: a bad flag, one line, exit 2
+  echo "run_pipeline.sh: error: $*" >&2
+  exit 2
+}
+
+bad_value() {  # bad_value NAME VALUE WHY...: one line naming the flag
+  bad_setting "--$1=$2: ${*:3}"
+}
+
+# check_setting NAME: stops with one line naming the flag when the value of
+# NAME's variable is not of NAME's KIND.
+check_setting() {
+  local name=$1 var=${1^^}
+  local value=${!var} kind=${KIND[$1]:-}
+  case "$kind" in
+    '') ;;
+    whole|count)
+      local least=0
+      [[ $kind == count ]] && least=1
+      local digits=${value#"${value%%[!0]*}"}  # without leading zeros
+      [[ "$value" =~ ^[0-9]+$ && ${digits:-0} -ge $least ]] ||
+        bad_value "$name" "$value" "use a whole number, $least or more"
+      printf -v "$var" '%s' "${digits:-0}" ;;
+    positive|number|fraction)
+      local why="use a number, 0 or more"
+      [[ $kind == positive ]] && why="use a number above 0"
+      [[ $kind == fraction ]] && why="use a number from 0 to 1"
+      [[ "$value" =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$ ]] ||
+        bad_value "$name" "$value" "$why"
+      # Above 0: a digit other than 0 before the exponent.
+      [[ $kind != positive || ${BASH_REMATCH[1]} =~ [1-9] ]] ||
+        bad_value "$name" "$value" "$why"
+      [[ $kind != fraction ]] ||
+        awk -v x="$value" 'BEGIN { exit !(x + 0 <= 1) }' ||
+        bad_value "$name" "$value" "$why" ;;
+    choice)
+      local choices
+      read -ra choices <<< "${CHOICES[$name]}"
+      is_one_of "$value" "${choices[@]}" ||
+        bad_value "$name" "$value" "use $(or_list "${choices[@]}")" ;;
+    layers)
+      [[ -z "$value" || "$value" =~ ^\ *[0-9]+\ *(,\ *[0-9]+\ *)*$ ]] ||
+        bad_value "$name" "$value" \
+          "use layer numbers separated by commas, e.g. 0,2,4" ;;
+    glue_task)
+      [[ -z "$value" ]] ||
+        is_one_of "$(glue_task_name "$value")" "${GLUE_TASKS[@]}" ||
+        bad_value "$name" "$value" "use $(or_list "${GLUE_TASKS[@]}")" \
+          "(run_classifier.py --task_name), or none to skip stage G" ;;
+    stages)
+      local stage given=() known=0 unknown=() why=""
+      IFS=, read -ra given <<< "$value"
+      for stage in "${given[@]}"; do
+        if is_one_of "$stage" "${STAGE_NAMES[@]}"; then
+          known=$((known + 1))
+        elif [[ -n "$stage" ]]; then
+          unknown+=("$stage")
+        fi
+      done
+      if [[ ${#unknown[@]} -eq 1 ]]; then
+        why="unknown stage ${unknown[0]}"
+      elif [[ ${#unknown[@]} -gt 1 ]]; then
+        why="unknown stages $(comma_list "${unknown[@]}")"
+      elif [[ $known -eq 0 ]]; then
+        why="no stage given"
+      fi
+      [[ -z "$why" ]] || bad_value "$name" "$value" \
+        "$why; give some of $(comma_list "${STAGE_NAMES[@]}") (comma-separated)" ;;
+  esac
 }
 
 # Flags become the upper-case variables.
@@ -159,12 +312,23 @@ for entry in "${SETTINGS[@]}"; do
   if [[ -z "${!var+x}" ]]; then
     eval "$var=\"$default\""
   fi
+  check_setting "$name"
 done
-PYTHON=$(command -v "$PYTHON" || echo "$PYTHON")
+# Settings that go together.
+[[ "$TEACHER_PRETRAIN_STEPS" -eq 0 || "$TEACHER_HEAD_STEPS" -eq 0 ]] ||
+  bad_setting "--teacher_pretrain_steps=$TEACHER_PRETRAIN_STEPS and" \
+    "--teacher_head_steps=$TEACHER_HEAD_STEPS: give one of them, not both"
+[[ "$SHARD_INDEX" -lt "$NUM_SHARDS" ]] ||
+  bad_value shard_index "$SHARD_INDEX" "use a number below --num_shards ($NUM_SHARDS)"
+[[ -z "$INIT_LAYER_MAP" || -n "$INIT_CHECKPOINT" ]] ||
+  bad_value init_layer_map "$INIT_LAYER_MAP" \
+    "needs --init_checkpoint (the weights it maps)"
+found=$(command -v "$PYTHON") || bad_value python "$PYTHON" "no such command"
+PYTHON=$found
+[[ -n "$WORK_DIR" ]] || bad_value work_dir "" "give a folder"
 
 STAGE_DIR="$WORK_DIR/stages"
 LOG_DIR="$WORK_DIR/logs"
-mkdir -p "$STAGE_DIR" "$LOG_DIR"
 
 wants() { [[ ",$STAGES," == *",$1,"* ]]; }
 
@@ -267,15 +431,76 @@ if wants T || wants IV || wants V || wants G; then
   else
     echo "run_pipeline.sh: precision $PRECISION (given)"
   fi
-  case "$PRECISION" in
-    float32|mixed_bfloat16|mixed_float16) ;;
-    *) die "--precision=$PRECISION: use auto, float32, mixed_bfloat16 or mixed_float16" ;;
-  esac
 fi
+
+# Stage IV names its files as stage III-b does: one pattern for both.
+RECORDS_PATTERN="${OUTPUT_BASE_NAME}_*.tfrecord"
+RECORDS="$RECORDS_DIR/$RECORDS_PATTERN"
+
+# Every input of a stage that no stage before it in this run makes must
+# exist now: a missing one stops the run before its first stage, not after
+# the stages before the one that reads it.
+has_files() { [[ -n "$(sorted_files "$1" "$2")" ]]; }  # has_files DIR PATTERN
+need_checkpoint() {  # need_checkpoint STAGE WHAT CHECKPOINT (a prefix or a folder)
+  [[ -e "$3" || -e "$3.index" ]] ||
+    die "stage $1 needs $2, but neither $3 nor $3.index exists"
+}
+# Stages IV and G read the teacher stage T trains when it trains one.
+TEACHER_MODEL=$TEACHER_CHECKPOINT
+TEACHER_MODEL_IS="the teacher's checkpoint (--teacher_checkpoint or --teacher_dir)"
+if [[ "$TEACHER_PRETRAIN_STEPS" -gt 0 || "$TEACHER_HEAD_STEPS" -gt 0 ]]; then
+  TEACHER_MODEL=$TEACHER_TRAIN_DIR
+  TEACHER_MODEL_IS="the teacher stage T trains (--teacher_train_dir)"
+  wants T && T_MAKES_TEACHER=true
+fi
+makes_teacher() { [[ "${T_MAKES_TEACHER:-}" == true ]]; }
 
 if wants II; then
   [[ -n "$DUMP" ]] || die "stage II needs --dump (or DUMP=...): a *-pages-articles*.xml.bz2 file"
   require_file II "the dump" "$DUMP"
+fi
+if wants III-a && ! wants II; then
+  require_file III-a "the text file (--text_file, or stage II)" "$TEXT_FILE"
+fi
+if wants III-b; then
+  wants III-a || require_file III-b "the split text (--split_dir, or stage III-a)" "$SPLIT_DIR"
+  require_file III-b "the vocabulary (--vocab_file or --teacher_dir)" "$VOCAB_FILE"
+fi
+if makes_teacher; then
+  require_file T "the teacher's config (--teacher_config or --teacher_dir)" "$TEACHER_CONFIG"
+  [[ "$TEACHER_HEAD_STEPS" -eq 0 ]] || need_checkpoint T \
+    "the teacher's checkpoint (--teacher_checkpoint or --teacher_dir)" "$TEACHER_CHECKPOINT"
+  wants III-b || has_files "$RECORDS_DIR" "$RECORDS_PATTERN" ||
+    die "stage T needs pretraining records in $RECORDS_DIR (stage III-b)"
+fi
+if wants IV; then
+  require_file IV "the teacher's config (--teacher_config or --teacher_dir)" "$TEACHER_CONFIG"
+  makes_teacher || need_checkpoint IV "$TEACHER_MODEL_IS" "$TEACHER_MODEL"
+  wants III-b || has_files "$RECORDS_DIR" "$RECORDS_PATTERN" ||
+    die "stage IV needs pretraining records in $RECORDS_DIR (stage III-b)"
+fi
+if wants V; then
+  require_file V "the student's config (--student_config)" "$STUDENT_CONFIG"
+  wants IV || has_files "$TEACHER_LABELS_DIR" "$RECORDS_PATTERN" ||
+    die "stage V needs teacher labels in $TEACHER_LABELS_DIR (stage IV)"
+  # (With stage T in the run, INIT_CHECKPOINT may be the teacher it makes.)
+  if [[ -n "$INIT_CHECKPOINT" ]] && ! makes_teacher; then
+    need_checkpoint V --init_checkpoint "$INIT_CHECKPOINT"
+  fi
+fi
+if wants G && [[ -n "$GLUE_TASK" ]]; then
+  [[ -n "$GLUE_DATA_DIR" ]] || die "stage G needs --glue_data_dir: the folder of $GLUE_TASK's TSV files"
+  require_file G "the task's training file" "$GLUE_DATA_DIR/train.tsv"
+  require_file G "the vocabulary (--vocab_file or --teacher_dir)" "$VOCAB_FILE"
+  require_file G-teacher "the teacher's config" "$TEACHER_CONFIG"
+  require_file G-student "the student's config" "$STUDENT_CONFIG"
+  makes_teacher || need_checkpoint G-teacher "$TEACHER_MODEL_IS" "$TEACHER_MODEL"
+  wants V || require_file G-student "the student's checkpoints (--student_dir, stage V)" "$STUDENT_DIR"
+fi
+
+mkdir -p "$STAGE_DIR" "$LOG_DIR"
+
+if wants II; then
   UPSTREAM=()
   INPUTS=("$DUMP")
   COMMAND=(env PYTHON="$PYTHON" PROCESSES="$PROCESSES"
@@ -285,7 +510,6 @@ if wants II; then
 fi
 
 if wants III-a; then
-  require_file III-a "the text file" "$TEXT_FILE"
   UPSTREAM=(II)
   # split_text.py removes the pieces of its former runs itself.
   INPUTS=("$TEXT_FILE")
@@ -296,8 +520,6 @@ if wants III-a; then
 fi
 
 if wants III-b; then
-  require_file III-b "the split text" "$SPLIT_DIR"
-  require_file III-b "the vocabulary (--vocab_file or --teacher_dir)" "$VOCAB_FILE"
   UPSTREAM=(III-a)
   mapfile -t INPUTS < <(sorted_files "$SPLIT_DIR" "*.txt")
   COMMAND=("$PYTHON" "$ROOT/multifile_create_pretraining_data.py"
@@ -311,15 +533,7 @@ if wants III-b; then
   run_stage III-b "pretraining records" "$RECORDS_DIR"
 fi
 
-# Stage IV names its files as stage III-b does: one pattern for both.
-RECORDS_PATTERN="${OUTPUT_BASE_NAME}_*.tfrecord"
-RECORDS="$RECORDS_DIR/$RECORDS_PATTERN"
-
-[[ "$TEACHER_PRETRAIN_STEPS" -eq 0 || "$TEACHER_HEAD_STEPS" -eq 0 ]] ||
-  die "give --teacher_pretrain_steps or --teacher_head_steps, not both"
 if wants T && [[ "$TEACHER_HEAD_STEPS" -gt 0 ]]; then
-  require_file T "the teacher's config (--teacher_config or --teacher_dir)" "$TEACHER_CONFIG"
-  require_file T "the teacher's checkpoint (--teacher_checkpoint or --teacher_dir)" "$TEACHER_CHECKPOINT"
   mapfile -t t_records < <(sorted_files "$RECORDS_DIR" "$RECORDS_PATTERN")
   [[ ${#t_records[@]} -gt 0 ]] ||
     die "stage T needs pretraining records in $RECORDS_DIR (stage III-b)"
@@ -355,7 +569,6 @@ if wants T && [[ "$TEACHER_HEAD_STEPS" -gt 0 ]]; then
   run_stage T "fit the teacher's MLM head" "$TEACHER_TRAIN_DIR"
 fi
 if wants T && [[ "$TEACHER_PRETRAIN_STEPS" -gt 0 ]]; then
-  require_file T "the teacher's config (--teacher_config or --teacher_dir)" "$TEACHER_CONFIG"
   [[ -n "$(sorted_files "$RECORDS_DIR" "$RECORDS_PATTERN")" ]] ||
     die "stage T needs pretraining records in $RECORDS_DIR (stage III-b)"
   UPSTREAM=(III-b)
@@ -396,9 +609,6 @@ TRAIN_RECORDS=$(join_by_comma "${record_files[@]:0:num_train_records}")
 HELDOUT_RECORDS=$(join_by_comma "${record_files[@]:num_train_records}")
 
 if wants IV; then
-  require_file IV "the teacher's config (--teacher_config or --teacher_dir)" "$TEACHER_CONFIG"
-  [[ -e "$TEACHER_CHECKPOINT" || -e "$TEACHER_CHECKPOINT.index" ]] ||
-    die "stage IV needs the teacher's checkpoint, but neither $TEACHER_CHECKPOINT nor $TEACHER_CHECKPOINT.index exists"
   [[ ${#record_files[@]} -gt 0 ]] ||
     die "stage IV needs pretraining records in $RECORDS_DIR (stage III-b)"
   UPSTREAM=(III-b "$TEACHER_STAGE")
@@ -438,7 +648,6 @@ if wants IV; then
 fi
 
 if wants V; then
-  require_file V "the student's config (--student_config)" "$STUDENT_CONFIG"
   mapfile -t label_files < <(sorted_files "$TEACHER_LABELS_DIR" "$RECORDS_PATTERN")
   num_labels=${#label_files[@]}
   [[ $num_labels -gt 0 ]] || die "stage V needs teacher labels in $TEACHER_LABELS_DIR (stage IV)"
@@ -484,9 +693,6 @@ if wants V; then
 fi
 
 if wants G && [[ -n "$GLUE_TASK" ]]; then
-  [[ -n "$GLUE_DATA_DIR" ]] || die "stage G needs --glue_data_dir: the folder of $GLUE_TASK's TSV files"
-  require_file G "the task's training file" "$GLUE_DATA_DIR/train.tsv"
-  require_file G "the vocabulary (--vocab_file or --teacher_dir)" "$VOCAB_FILE"
   # Teacher and student: the same fine-tuning, each from its own checkpoint.
   for model in teacher student; do
     if [[ $model == teacher ]]; then
@@ -496,7 +702,6 @@ if wants G && [[ -n "$GLUE_TASK" ]]; then
       config=$STUDENT_CONFIG checkpoint=$STUDENT_DIR
       UPSTREAM=(V)
     fi
-    require_file "G-$model" "the $model's config" "$config"
     mapfile -t INPUTS < <(echo "$config"; echo "$VOCAB_FILE"
                           checkpoint_files "$checkpoint"
                           sorted_files "$GLUE_DATA_DIR" "*.tsv")
@@ -509,8 +714,6 @@ if wants G && [[ -n "$GLUE_TASK" ]]; then
              --precision="$PRECISION" $GLUE_FLAGS)
     run_stage "G-$model" "fine-tune the $model on $GLUE_TASK" "$GLUE_DIR/$model"
   done
-  [[ "$GLUE_TASK_DISTILLATION" == true || "$GLUE_TASK_DISTILLATION" == false ]] ||
-    die "--glue_task_distillation must be true or false, not '$GLUE_TASK_DISTILLATION'"
   students=(student)
   if [[ "$GLUE_TASK_DISTILLATION" == true ]]; then
     # The student again from its distilled weights, now learning the
