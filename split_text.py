@@ -22,7 +22,8 @@ many files were written.
 script wrote. A rerun removes the pieces of the former run before it writes
 the new ones, so no piece of a former split into more files is left for
 stage III-b to read, and it refuses to run beside `<name_base>_<N>.txt` files
-that it did not write. A piece appears under its name only when complete; a
+that it did not write, or to read one of the files it would remove (a piece
+of the former run as --read_file). A piece appears under its name only when complete; a
 killed run's temporary files are removed by the next run.
 """
 

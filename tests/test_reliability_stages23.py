@@ -336,6 +336,21 @@ def test_split_removes_the_temporaries_of_a_killed_run(tmp_path):
   assert "left by an interrupted run" in result.stderr
 
 
+def test_split_refuses_to_read_a_piece_it_would_remove(tmp_path):
+  text, out = wiki_text(tmp_path, 4)
+  assert split(text, out, 2).returncode == 0
+  pieces = {p.name: p.read_bytes() for p in out.glob("text_*.txt")}
+  # Before: both pieces were removed as the former run's, then "No such
+  # file" for the one being read.
+  for read_file in (out / "text_0.txt", out / ".." / "pieces" / "text_1.txt"):
+    assert_one_error(split(read_file, out, 2), f"--read_file={read_file}",
+                     "copy it out")
+  os.link(out / "text_0.txt", tmp_path / "hard_link.txt")
+  assert_one_error(split(tmp_path / "hard_link.txt", out, 2),
+                   "--read_file=", "text_0.txt")
+  assert {p.name: p.read_bytes() for p in out.glob("text_*.txt")} == pieces
+
+
 def test_split_of_a_directory_is_not_no_such_file(tmp_path):
   result = split(tmp_path, tmp_path / "pieces", 2)
   assert "no such file" not in assert_one_error(
