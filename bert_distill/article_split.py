@@ -251,7 +251,16 @@ def remove_former_pieces(folder, name_base):
       was not written by this script, and stage III-b would read it.
   """
   manifest = file_io.read_json(manifest_path(folder, name_base)) or {}
-  ours = set(manifest.get("pieces", []))
+  pieces = manifest.get("pieces", []) if isinstance(manifest, dict) else None
+  if not (isinstance(pieces, list) and
+          all(isinstance(name, str) for name in pieces)):
+    # Not as this script writes it (edited by hand?): which pieces are its
+    # own is unknown, so none is removed.
+    raise cli.StageError(
+        f"{manifest_path(folder, name_base)}: damaged, its \"pieces\" is not "
+        f"a list of file names: delete it, and the {name_base}_<N>.txt "
+        f"pieces beside it if split_text.py wrote them")
+  ours = set(pieces)
   for name in sorted(os.listdir(folder)):
     if not piece_pattern(name_base).fullmatch(name):
       continue
