@@ -212,11 +212,29 @@ def converted_files(files, num_workers):
     yield result
 
 
-def check_write_file(write_file):
-  """Raises cli.StageError when --write_file cannot be written."""
+def check_write_file(write_file, folder, files):
+  """Raises cli.StageError when --write_file cannot be written, or would be
+  written over one of the wiki files (`files`, found under --folder) or
+  among them."""
   if os.path.isdir(write_file):
     raise cli.StageError(f"--write_file={write_file} is a directory: give "
                          f"the text file to write")
+  # Where the name leads now (through a link) and where the renamed output
+  # lands (the link itself replaced): neither may be an input, nor lie in
+  # --folder, whose next run would read the text as wiki files.
+  targets = {os.path.realpath(write_file),
+             os.path.join(os.path.realpath(os.path.dirname(write_file) or "."),
+                          os.path.basename(write_file))}
+  for path in files:
+    if os.path.realpath(path) in targets:
+      raise cli.StageError(f"--write_file={write_file} is the input file "
+                           f"{path}: give a path outside --folder={folder}")
+  real_folder = os.path.realpath(folder)
+  for target in targets:
+    if os.path.commonpath([real_folder, target]) == real_folder:
+      raise cli.StageError(f"--write_file={write_file} lies inside "
+                           f"--folder={folder}, among the wiki files it is "
+                           f"made from: give a path outside it")
   out_dir = os.path.dirname(os.path.abspath(write_file))
   ancestor = out_dir
   while not os.path.exists(ancestor):

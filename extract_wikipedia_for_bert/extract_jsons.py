@@ -53,8 +53,8 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "write_file", None,
     "The text file to write: one sentence per line, a blank line after "
-    "every article. Written under a temporary name and renamed when "
-    "complete.")
+    "every article. Outside --folder. Written under a temporary name and "
+    "renamed when complete.")
 flags.DEFINE_integer(
     "num_workers", None,
     "Worker processes that split files into sentences (default: all "
@@ -72,7 +72,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   files = wikipedia_text.find_wiki_files(FLAGS.folder)
-  wikipedia_text.check_write_file(FLAGS.write_file)
+  wikipedia_text.check_write_file(FLAGS.write_file, FLAGS.folder, files)
   num_workers = FLAGS.num_workers or os.cpu_count() or 1
   logging.info("%d wiki_* files under %s, %d workers -> %s", len(files),
                FLAGS.folder, num_workers, FLAGS.write_file)

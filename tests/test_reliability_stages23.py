@@ -420,6 +420,20 @@ def test_extract_jsons_write_file_that_cannot_be_written(tmp_path, case):
   assert not temporaries(tmp_path)
 
 
+def test_extract_jsons_refuses_a_write_file_among_its_inputs(tmp_path):
+  folder = wiki_folder(tmp_path / "in", num_files=2)
+  inputs = {p: p.read_bytes() for p in folder.glob("AA/wiki_*")}
+  os.symlink(folder / "AA" / "wiki_01", tmp_path / "link.txt")
+  # Before: the first one overwrote AA/wiki_00 with the text of both files.
+  for write_file, needle in [(folder / "AA" / "wiki_00", "input"),
+                             (folder / "wiki.txt", "inside --folder"),
+                             (tmp_path / "link.txt", "input")]:
+    assert_one_error(extract(folder, write_file), f"--write_file={write_file}",
+                     needle)
+  assert {p: p.read_bytes() for p in folder.glob("AA/wiki_*")} == inputs
+  assert not (folder / "wiki.txt").exists() and not temporaries(tmp_path)
+
+
 def test_extract_jsons_dangling_wiki_link_is_one_line(tmp_path):
   folder = wiki_folder(tmp_path / "in", num_files=1)
   os.symlink(tmp_path / "gone" / "wiki_09", folder / "AA" / "wiki_01")
