@@ -120,11 +120,38 @@ def test_malformed_json_lines_are_skipped_with_file_and_line(tmp_path):
   write_wiki_file(path, [("Good", "A good article.")], extra_lines=[
       "{not json", '{"title": "no text"}', "[1, 2]",
       json.dumps({"title": "Late", "text": "Still read."})])
-  text, num_articles, warnings = wikipedia_text.convert_file(path)
-  assert text == "A good article.\n\nStill read.\n\n"
-  assert num_articles == 2
-  assert [w.split(": ")[0] for w in warnings] == [
+  converted = wikipedia_text.convert_file(path)
+  assert converted.text == "A good article.\n\nStill read.\n\n"
+  assert converted.num_articles == 2 and converted.num_skipped == 3
+  assert [w.split(": ")[0] for w in converted.warnings] == [
       f"{path}:2", f"{path}:3", f"{path}:4"]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_text_that_is_not_utf8_is_replaced_with_a_warning(tmp_path, compress):
+  path = tmp_path / "in" / "AA" / "wiki_00"
+  good = json.dumps({"title": "G", "text": "Caf\u00e9 \ufffd kept."},
+                    ensure_ascii=False).encode()
+  bad = b'{"title": "L", "text": "Caf\xe9 and \xff\xfe."}'
+  data = b"\n".join([good, bad, bad, good]) + b"\n"
+  (tmp_path / "in" / "AA").mkdir(parents=True)
+  path.write_bytes(bz2.compress(data) if compress else data)
+  converted = wikipedia_text.convert_file(str(path))
+  # The file's own U+FFFD are kept and not counted.
+  assert converted.text.count("\ufffd") == 2 + 6
+  assert converted.num_replaced == 6 and converted.num_skipped == 0
+  # Before: replaced without a word.
+  warnings = converted.warnings
+  assert warnings == [f"{path}:2: not UTF-8: 6 characters replaced by "
+                      f"U+FFFD, on 2 of its lines (the first here)"]
+
+  out = tmp_path / "out.txt"
+  result = run([sys.executable, os.path.join(EXTRACT_DIR, "extract_jsons.py"),
+                f"--folder={tmp_path / 'in'}", f"--write_file={out}"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert warnings[0] in result.stderr
+  assert "6 characters not UTF-8 replaced by U+FFFD" in result.stderr
+  assert "malformed JSON" not in result.stderr
 
 
 def test_corrupt_bz2_file_is_a_stage_error_naming_it(tmp_path):
