@@ -12,7 +12,12 @@
 #    templates expanded from the definitions in the dump itself (no network:
 #    templates built on Lua modules expand to nothing). The template
 #    definitions are cached in OUT_FOLDER.templates so that a rerun skips the
-#    first pass over the dump.
+#    first pass over the dump: written as OUT_FOLDER.templates.partial and
+#    renamed when WikiExtractor succeeded, with
+#    OUT_FOLDER.templates.made_from.txt naming the dump (path, size,
+#    modification time) and WikiExtractor's version. A cache made from
+#    anything else, or without that record (an older extract.sh's, perhaps
+#    cut short), is made again.
 #    The output appears under OUT_FOLDER only when WikiExtractor succeeded,
 #    with OUT_FOLDER/made_from.txt saying what it was made from (the dump's
 #    path, size and modification time, the extractor and its options). An
@@ -46,10 +51,17 @@ fi
 
 # What OUT is made from: the dump's identity and the extraction's options.
 WIKIEXTRACTOR_VERSION=$("$PYTHON" -c 'from wikiextractor import WikiExtractor; print(WikiExtractor.__version__)')
-MADE_FROM="dump $(realpath "$DUMP")
+DUMP_IDENTITY="dump $(realpath "$DUMP")
 size $(stat -c %s "$DUMP")
-mtime $(stat -c %Y "$DUMP")
+mtime $(stat -c %Y "$DUMP")"
+MADE_FROM="$DUMP_IDENTITY
 extractor wikiextractor_without_headings.py --json --compress --discard_empty (wikiextractor $WIKIEXTRACTOR_VERSION)"
+# What the template cache is made from: the dump (the other options do not
+# change which definitions WikiExtractor saves) and the version that saved
+# them.
+TEMPLATES="$OUT.templates"
+TEMPLATES_MADE_FROM="$DUMP_IDENTITY
+extractor wikiextractor $WIKIEXTRACTOR_VERSION --templates"
 
 if [[ -d "$OUT" ]]; then
   if [[ ! -f "$OUT/made_from.txt" ]]; then
@@ -63,8 +75,22 @@ if [[ -d "$OUT" ]]; then
   echo "extract.sh: $OUT exists, made from $DUMP as now: WikiExtractor skipped (delete it to extract again)"
 else
   PARTIAL="$OUT.partial"
-  rm -rf "$PARTIAL"
+  rm -rf "$PARTIAL" "$TEMPLATES.partial"
   mkdir -p "$(dirname "$OUT")"
+  # A cache is used only when complete (renamed once WikiExtractor
+  # succeeded) and made from this dump: a cut-short one, or another dump's,
+  # silently drops the text of every template it lacks.
+  if [[ -f "$TEMPLATES" && -f "$TEMPLATES.made_from.txt" &&
+        "$(cat "$TEMPLATES.made_from.txt")" == "$TEMPLATES_MADE_FROM" ]]; then
+    echo "extract.sh: template definitions from $TEMPLATES (made from $DUMP as now)"
+    TEMPLATES_ARG=$TEMPLATES
+  else
+    if [[ -e "$TEMPLATES" ]]; then
+      echo "extract.sh: $TEMPLATES was made from another dump or by an interrupted run: made again"
+    fi
+    rm -f "$TEMPLATES" "$TEMPLATES.made_from.txt"
+    TEMPLATES_ARG=$TEMPLATES.partial
+  fi
   echo "extract.sh: WikiExtractor $DUMP -> $OUT ($PROCESSES processes)"
   if ! "$PYTHON" "$HERE/wikiextractor_without_headings.py" \
       --json \
@@ -72,13 +98,17 @@ else
       --discard_empty \
       --processes "$PROCESSES" \
       --bytes "$BYTES" \
-      --templates "$OUT.templates" \
+      --templates "$TEMPLATES_ARG" \
       --output "$PARTIAL" \
       "$DUMP"; then
-    # The template cache may be incomplete too.
-    rm -f "$OUT.templates"
+    rm -f "$TEMPLATES.partial"
     echo "error: WikiExtractor failed on $DUMP" >&2
     exit 1
+  fi
+  if [[ "$TEMPLATES_ARG" != "$TEMPLATES" ]]; then
+    # The record first: a cache without one is made again.
+    echo "$TEMPLATES_MADE_FROM" > "$TEMPLATES.made_from.txt"
+    mv "$TEMPLATES.partial" "$TEMPLATES"
   fi
   if ! find "$PARTIAL" -name 'wiki_*' -print -quit 2>/dev/null | grep -q .; then
     echo "error: WikiExtractor wrote no wiki_* file for $DUMP" >&2

@@ -3,6 +3,7 @@ import bz2
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from conftest import ROOT
 from bert_distill import wikipedia_text
 from stage_runs import assert_one_line_error
 from wiki_cases import EXPECTED_TEXT, write_dump, write_wiki_file
+from wiki_cases import LIGHTHOUSE, SITEINFO, page
 
 EXTRACT_DIR = os.path.join(ROOT, "extract_wikipedia_for_bert")
 
@@ -63,6 +65,44 @@ def test_real_wikiextractor_dump_to_text_file_exactly(tmp_path):
   assert result.returncode == 1
   assert (len(result.stderr.splitlines()) == 1 and
           result.stderr.startswith(f"error: {out} has no made_from.txt"))
+
+
+def extract_sh(dump, out, *text_file, python=sys.executable):
+  """Runs extract.sh DUMP OUT [TEXT_FILE] with 2 WikiExtractor processes."""
+  return run(["bash", os.path.join(EXTRACT_DIR, "extract.sh"), str(dump),
+              str(out), *map(str, text_file)],
+             env=dict(os.environ, PYTHON=str(python), PROCESSES="2"))
+
+
+def test_template_cache_of_a_killed_run_or_another_dump_is_not_reused(
+    tmp_path):
+  dump, out, text_file = tmp_path / "b.xml.bz2", tmp_path / "x", tmp_path / "t"
+  write_dump(dump)
+  # What an interrupted run of WikiExtractor's template pass left under the
+  # cache's name: a part of it. Before, reused, and Template:Convert's text
+  # was gone: "Its tower is tall."
+  (tmp_path / "x.templates").write_text("<page>\n   <title>Template:Ref")
+  (tmp_path / "x.templates.partial").write_text("<page>\n")
+  result = extract_sh(dump, out, text_file)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert text_file.read_text(encoding="utf-8") == EXPECTED_TEXT
+  assert not (tmp_path / "x.templates.partial").exists()
+  assert "Template:Convert" in (tmp_path / "x.templates").read_text()
+
+  # Another dump, in the same OUT_FOLDER once the first is deleted (as
+  # extract.sh's error says): its own templates, not the first dump's.
+  other = tmp_path / "a.xml.bz2"
+  with bz2.open(other, "wt", encoding="utf-8") as f:
+    f.write(SITEINFO + page(10, "Carrow Point Light", LIGHTHOUSE) +
+            "</mediawiki>\n")
+  shutil.rmtree(out)
+  assert extract_sh(other, out, text_file).returncode == 0
+  assert "Its tower is tall." in text_file.read_text(encoding="utf-8")
+  shutil.rmtree(out)
+  result = extract_sh(dump, out, text_file)
+  assert result.returncode == 0, result.stderr[-3000:]
+  # Before: the other dump's cache, without Template:Convert.
+  assert text_file.read_text(encoding="utf-8") == EXPECTED_TEXT
 
 
 def make_folder(root):
