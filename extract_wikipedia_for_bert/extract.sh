@@ -49,8 +49,22 @@ if [[ ! -f "$DUMP" ]]; then
   exit 1
 fi
 
+# A python without the package is mostly a virtual environment not
+# activated: say so, instead of the import's traceback.
+if ! command -v "$PYTHON" >/dev/null; then
+  echo "error: PYTHON=$PYTHON: no such command; set PYTHON to the python of the project's virtual environment" >&2
+  exit 1
+fi
+if ! "$PYTHON" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("wikiextractor") is None)' 2>/dev/null; then
+  echo "error: PYTHON=$PYTHON ($(command -v "$PYTHON")) has no wikiextractor package: activate the project's virtual environment, or set PYTHON to its python (pip install -r requirements.txt installs the package)" >&2
+  exit 1
+fi
+if ! WIKIEXTRACTOR_VERSION=$("$PYTHON" -c 'from wikiextractor import WikiExtractor; print(WikiExtractor.__version__)' 2>&1); then
+  echo "error: PYTHON=$PYTHON cannot import wikiextractor: $(tail -n 1 <<<"$WIKIEXTRACTOR_VERSION")" >&2
+  exit 1
+fi
+
 # What OUT is made from: the dump's identity and the extraction's options.
-WIKIEXTRACTOR_VERSION=$("$PYTHON" -c 'from wikiextractor import WikiExtractor; print(WikiExtractor.__version__)')
 DUMP_IDENTITY="dump $(realpath "$DUMP")
 size $(stat -c %s "$DUMP")
 mtime $(stat -c %Y "$DUMP")"

@@ -105,6 +105,22 @@ def test_template_cache_of_a_killed_run_or_another_dump_is_not_reused(
   assert text_file.read_text(encoding="utf-8") == EXPECTED_TEXT
 
 
+def test_a_python_without_wikiextractor_is_one_line_saying_how_to_fix(
+    tmp_path):
+  dump = tmp_path / "d.xml.bz2"
+  write_dump(dump)
+  # A python whose site-packages are not read: the venv not activated.
+  python = tmp_path / "python"
+  python.write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")
+  python.chmod(0o755)
+  result = extract_sh(dump, tmp_path / "x", python=python)
+  # Before: a ModuleNotFoundError traceback.
+  assert_one_line_error(result, f"PYTHON={python}", "no wikiextractor",
+                        "activate")
+  result = extract_sh(dump, tmp_path / "x", python=tmp_path / "nothing")
+  assert_one_line_error(result, f"PYTHON={tmp_path / 'nothing'}")
+
+
 def make_folder(root):
   """AA/wiki_00 (plain), AA/wiki_01.bz2, AB/wiki_00 with a malformed line,
   plus files that are not WikiExtractor outputs."""
