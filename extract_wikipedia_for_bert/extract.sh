@@ -18,12 +18,15 @@
 #    modification time) and WikiExtractor's version. A cache made from
 #    anything else, or without that record (an older extract.sh's, perhaps
 #    cut short), is made again.
-#    The output appears under OUT_FOLDER only when WikiExtractor succeeded,
-#    with OUT_FOLDER/made_from.txt saying what it was made from (the dump's
-#    path, size and modification time, the extractor and its options). An
-#    existing OUT_FOLDER made from the same is taken as done and not
-#    extracted again; one made from anything else stops the script with an
-#    error (delete OUT_FOLDER to extract again).
+#    The output appears under OUT_FOLDER only when WikiExtractor succeeded
+#    and extracted at least one article, with OUT_FOLDER/made_from.txt
+#    saying what it was made from (the dump's path, size and modification
+#    time, the extractor and its options). An existing OUT_FOLDER made from
+#    the same is taken as done and not extracted again; one made from
+#    anything else stops the script with an error (delete OUT_FOLDER to
+#    extract again). WikiExtractor's messages go to
+#    OUT_FOLDER.partial/wikiextractor.log (OUT_FOLDER/wikiextractor.log once
+#    done); when it fails, one error line gives the cause and names the log.
 # 2. With TEXT_FILE: runs extract_jsons.py on OUT_FOLDER to write TEXT_FILE,
 #    with PROCESSES workers.
 #
@@ -46,6 +49,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 if [[ ! -f "$DUMP" ]]; then
   echo "error: dump $DUMP not found (download e.g. enwiki-latest-pages-articles.xml.bz2)" >&2
+  exit 1
+fi
+if [[ ! -s "$DUMP" ]]; then
+  echo "error: dump $DUMP is empty" >&2
   exit 1
 fi
 
@@ -77,6 +84,22 @@ TEMPLATES="$OUT.templates"
 TEMPLATES_MADE_FROM="$DUMP_IDENTITY
 extractor wikiextractor $WIKIEXTRACTOR_VERSION --templates"
 
+# Whether WikiExtractor's output folder $1 holds an article: a wiki_* file
+# with something in it. For a file that is not a MediaWiki dump,
+# WikiExtractor succeeds and writes empty ones.
+holds_an_article() {
+  "$PYTHON" - "$1" <<'PY'
+import bz2, glob, os, sys
+for path in glob.glob(os.path.join(glob.escape(sys.argv[1]), "*", "wiki_*")):
+  with open(path, "rb") as f:
+    opener = bz2.open if f.read(3) == b"BZh" else open
+  with opener(path, "rb") as f:
+    if f.read(1).strip():
+      sys.exit(0)
+sys.exit(1)
+PY
+}
+
 if [[ -d "$OUT" ]]; then
   if [[ ! -f "$OUT/made_from.txt" ]]; then
     echo "error: $OUT has no made_from.txt: it was not extracted by this script (an older one left section headings in its text); delete it to extract again" >&2
@@ -89,8 +112,9 @@ if [[ -d "$OUT" ]]; then
   echo "extract.sh: $OUT exists, made from $DUMP as now: WikiExtractor skipped (delete it to extract again)"
 else
   PARTIAL="$OUT.partial"
+  LOG="$PARTIAL/wikiextractor.log"
   rm -rf "$PARTIAL" "$TEMPLATES.partial"
-  mkdir -p "$(dirname "$OUT")"
+  mkdir -p "$PARTIAL"
   # A cache is used only when complete (renamed once WikiExtractor
   # succeeded) and made from this dump: a cut-short one, or another dump's,
   # silently drops the text of every template it lacks.
@@ -105,8 +129,9 @@ else
     rm -f "$TEMPLATES" "$TEMPLATES.made_from.txt"
     TEMPLATES_ARG=$TEMPLATES.partial
   fi
-  echo "extract.sh: WikiExtractor $DUMP -> $OUT ($PROCESSES processes)"
-  if ! "$PYTHON" "$HERE/wikiextractor_without_headings.py" \
+  echo "extract.sh: WikiExtractor $DUMP -> $OUT ($PROCESSES processes; its log: $LOG)"
+  status=0
+  "$PYTHON" "$HERE/wikiextractor_without_headings.py" \
       --json \
       --compress \
       --discard_empty \
@@ -114,9 +139,19 @@ else
       --bytes "$BYTES" \
       --templates "$TEMPLATES_ARG" \
       --output "$PARTIAL" \
-      "$DUMP"; then
+      "$DUMP" 2>"$LOG" || status=$?
+  if (( status != 0 )); then
     rm -f "$TEMPLATES.partial"
-    echo "error: WikiExtractor failed on $DUMP" >&2
+    # The cause: a signal, else the last line that is not progress (the
+    # exception ending a traceback, or the wrapper's own error line).
+    if (( status > 128 )); then
+      cause="killed by signal $(( status - 128 ))"
+    else
+      cause=$(grep -v '^INFO: ' "$LOG" | grep . | tail -n 1 || true)
+      cause=${cause#error: }
+      cause=${cause:-exit status $status}
+    fi
+    echo "error: WikiExtractor failed on $DUMP: $cause (its log: $LOG)" >&2
     exit 1
   fi
   if [[ "$TEMPLATES_ARG" != "$TEMPLATES" ]]; then
@@ -124,8 +159,8 @@ else
     echo "$TEMPLATES_MADE_FROM" > "$TEMPLATES.made_from.txt"
     mv "$TEMPLATES.partial" "$TEMPLATES"
   fi
-  if ! find "$PARTIAL" -name 'wiki_*' -print -quit 2>/dev/null | grep -q .; then
-    echo "error: WikiExtractor wrote no wiki_* file for $DUMP" >&2
+  if ! holds_an_article "$PARTIAL"; then
+    echo "error: $DUMP holds no article: WikiExtractor found no page with text in it; is it a MediaWiki XML dump such as enwiki-latest-pages-articles.xml.bz2? (its log: $LOG)" >&2
     exit 1
   fi
   echo "$MADE_FROM" > "$PARTIAL/made_from.txt"

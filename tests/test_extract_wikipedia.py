@@ -105,6 +105,41 @@ def test_template_cache_of_a_killed_run_or_another_dump_is_not_reused(
   assert text_file.read_text(encoding="utf-8") == EXPECTED_TEXT
 
 
+def test_a_file_that_is_not_a_mediawiki_dump_fails_in_one_line(tmp_path):
+  dump, out, text_file = tmp_path / "g.xml.bz2", tmp_path / "x", tmp_path / "t"
+  dump.write_bytes(bz2.compress(b"hello not xml\n"))
+  # Before: a warning, status 0 and an OUT_FOLDER that the rerun skipped.
+  for _ in range(2):
+    result = extract_sh(dump, out, text_file)
+    assert_one_line_error(result, f"{dump} holds no article")
+    assert result.returncode == 1
+    assert not out.exists() and not text_file.exists()
+
+
+@pytest.mark.parametrize("case", ["empty", "truncated", "not_bz2"])
+def test_a_broken_dump_is_one_line_naming_the_cause_and_the_log(tmp_path,
+                                                                 case):
+  dump, out = tmp_path / "d.xml.bz2", tmp_path / "x"
+  write_dump(dump)
+  data = {"empty": b"", "truncated": dump.read_bytes()[:300],
+          "not_bz2": b"<mediawiki>plain text named .bz2</mediawiki>\n"}[case]
+  dump.write_bytes(data)
+  result = extract_sh(dump, out)
+  # Before: WikiExtractor's 20-line traceback, then the error line.
+  line = assert_one_line_error(result, str(dump))
+  assert result.returncode == 1
+  assert not out.exists() and not (tmp_path / "x.templates").exists()
+  if case == "empty":
+    assert line == f"error: dump {dump} is empty"
+  else:
+    log = tmp_path / "x.partial" / "wikiextractor.log"
+    cause = {"truncated": "EOFError: Compressed file ended",
+             "not_bz2": "OSError: Invalid data stream"}[case]
+    assert line.startswith(f"error: WikiExtractor failed on {dump}: {cause}")
+    assert line.endswith(f"(its log: {log})")
+    assert "Traceback" in log.read_text()
+
+
 def test_a_python_without_wikiextractor_is_one_line_saying_how_to_fix(
     tmp_path):
   dump = tmp_path / "d.xml.bz2"
