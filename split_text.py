@@ -22,7 +22,8 @@ many files were written.
 script wrote. A rerun removes the pieces of the former run before it writes
 the new ones, so no piece of a former split into more files is left for
 stage III-b to read, and it refuses to run beside `<name_base>_<N>.txt` files
-that it did not write. A piece appears under its name only when complete; a
+that it did not write, or to read one of the files it would remove (a piece
+of the former run as --read_file). A piece appears under its name only when complete; a
 killed run's temporary files are removed by the next run.
 """
 
@@ -49,6 +50,14 @@ FLAGS = flags.FLAGS
 
 flags.mark_flags_as_required(["read_file", "folder"])
 flags.register_validator("split_number", lambda n: n >= 1, "must be at least 1")
+# An empty name writes hidden files (_0.txt, .made_from.json); a path would
+# put the pieces outside --folder, where no manifest check looks.
+flags.register_validator(
+    "name_base",
+    lambda name: bool(name) and os.sep not in name and
+    (os.altsep is None or os.altsep not in name),
+    "must be a file name, not empty and without '/' (the folder goes in "
+    "--folder)")
 
 
 def main(argv):
@@ -58,6 +67,9 @@ def main(argv):
                          f"the text file to split")
   if not os.path.exists(FLAGS.read_file):
     raise cli.StageError(f"--read_file={FLAGS.read_file}: no such file")
+  if os.path.exists(FLAGS.folder) and not os.path.isdir(FLAGS.folder):
+    raise cli.StageError(f"--folder={FLAGS.folder} is a file, not a folder: "
+                         f"give the folder to write the pieces into")
   try:
     article_split.split_file(FLAGS.read_file, FLAGS.split_number,
                              FLAGS.folder, FLAGS.name_base)

@@ -211,6 +211,38 @@ def manifest_path(folder, name_base):
   return os.path.join(folder, f"{name_base}.made_from.json")
 
 
+def piece_pattern(name_base):
+  """The names of the pieces: `<name_base>_<N>.txt`."""
+  return re.compile(re.escape(name_base) + r"_\d+\.txt")
+
+
+def check_read_file_is_no_output(read_file, folder, name_base):
+  """Raises cli.StageError when read_file is a file that split_file removes
+  or replaces before it has read it: a piece of a former run, the manifest,
+  or a temporary of either.
+
+  Files are compared by identity (os.path.samefile), so another path to one
+  of them (through `..`, a link) is caught too.
+  """
+  if not os.path.isdir(folder):
+    return
+  manifest = os.path.basename(manifest_path(folder, name_base))
+  # What remove_stale_temporaries removes: <name_base>_*.tmp-* and the
+  # manifest's temporaries.
+  temporary = re.compile(re.escape(name_base) + r"_.*\.tmp-.*|" +
+                         re.escape(manifest) + r"\.tmp-.*")
+  for name in sorted(os.listdir(folder)):
+    path = os.path.join(folder, name)
+    if ((piece_pattern(name_base).fullmatch(name) or name == manifest or
+         temporary.fullmatch(name)) and os.path.exists(path) and
+        os.path.samefile(read_file, path)):
+      raise cli.StageError(
+          f"--read_file={read_file} is {path}, which split_text.py removes "
+          f"before it writes the pieces of --name_base={name_base} in "
+          f"--folder={folder}: copy it out of the folder first, or give "
+          f"another --folder or --name_base")
+
+
 def remove_former_pieces(folder, name_base):
   """Removes the pieces a former run wrote (its manifest lists them).
 
@@ -219,10 +251,18 @@ def remove_former_pieces(folder, name_base):
       was not written by this script, and stage III-b would read it.
   """
   manifest = file_io.read_json(manifest_path(folder, name_base)) or {}
-  ours = set(manifest.get("pieces", []))
-  piece = re.compile(re.escape(name_base) + r"_\d+\.txt$")
+  pieces = manifest.get("pieces", []) if isinstance(manifest, dict) else None
+  if not (isinstance(pieces, list) and
+          all(isinstance(name, str) for name in pieces)):
+    # Not as this script writes it (edited by hand?): which pieces are its
+    # own is unknown, so none is removed.
+    raise cli.StageError(
+        f"{manifest_path(folder, name_base)}: damaged, its \"pieces\" is not "
+        f"a list of file names: delete it, and the {name_base}_<N>.txt "
+        f"pieces beside it if split_text.py wrote them")
+  ours = set(pieces)
   for name in sorted(os.listdir(folder)):
-    if not piece.match(name):
+    if not piece_pattern(name_base).fullmatch(name):
       continue
     path = os.path.join(folder, name)
     if name not in ours:
@@ -237,6 +277,7 @@ def remove_former_pieces(folder, name_base):
 
 def split_file(read_file, split_number, folder, name_base):
   """Counts the articles of read_file, then writes the pieces into folder."""
+  check_read_file_is_no_output(read_file, folder, name_base)
   num_articles, article_bytes = count_articles(read_file)
   if num_articles == 0:
     raise cli.StageError(f"--read_file={read_file}: holds no article "

@@ -14,6 +14,7 @@ import glob
 import json
 import os
 import re
+import typing
 
 from absl import logging
 
@@ -122,33 +123,61 @@ def article_sentences(title, text):
   return sentences
 
 
-def open_wiki_file(path):
-  """Opens a wiki_* file as text, decompressing it when it is bz2.
+def open_wiki_file(path, mode="rt"):
+  """Opens a wiki_* file, decompressing it when it is bz2: as text ("rt",
+  bytes not UTF-8 replaced by U+FFFD) or as bytes ("rb").
 
   The bz2 magic bytes decide, not the name, so a renamed file reads right.
   """
   with open(path, "rb") as f:
     compressed = f.read(3) == b"BZh"
+  encoding = {"encoding": "utf-8", "errors": "replace"} if "t" in mode else {}
   if compressed:
-    return bz2.open(path, "rt", encoding="utf-8", errors="replace")
-  return open(path, "r", encoding="utf-8", errors="replace")
+    return bz2.open(path, mode, **encoding)
+  return open(path, mode.replace("t", ""), **encoding)
+
+
+class ConvertedFile(typing.NamedTuple):
+  """What convert_file made of one wiki_* file."""
+  text: str  # Its articles in BERT's format, each followed by a blank line.
+  num_articles: int
+  warnings: list  # Messages naming the file and a 1-based line number.
+  num_skipped: int  # Malformed JSON lines, skipped.
+  num_replaced: int  # Characters that were not UTF-8, replaced by U+FFFD.
+
+
+def decode_line(raw):
+  """A line of a wiki_* file as text, and how many of its characters were
+  not UTF-8 and are now U+FFFD (the file's own U+FFFD not counted)."""
+  try:
+    return raw.decode("utf-8"), 0
+  except UnicodeDecodeError:
+    line = raw.decode("utf-8", errors="replace")
+    return line, line.count("\ufffd") - raw.count("\ufffd".encode())
 
 
 def convert_file(path):
-  """Converts one wiki_* file; returns (text, num_articles, warnings).
+  """Converts one wiki_* file into a ConvertedFile.
 
-  `text` holds the file's articles in BERT's format, each followed by a blank
-  line. `warnings` lists one message per malformed JSON line, naming the file
-  and the 1-based line number. Raises cli.StageError for an unreadable file.
+  A malformed JSON line is skipped with a warning naming the file and the
+  line. Bytes that are not UTF-8 are replaced by U+FFFD, with one warning
+  for the file that counts them, so text is never changed without a word.
+  Raises cli.StageError for an unreadable file.
   """
   out = []
   num_articles = 0
   warnings = []
+  num_replaced = replaced_lines = first_replaced = 0
   try:
-    with open_wiki_file(path) as f:
-      for line_number, line in enumerate(f, start=1):
-        if not line.strip():
+    with open_wiki_file(path, "rb") as f:
+      for line_number, raw in enumerate(f, start=1):
+        if not raw.strip():
           continue
+        line, replaced = decode_line(raw)
+        if replaced:
+          num_replaced += replaced
+          replaced_lines += 1
+          first_replaced = first_replaced or line_number
         try:
           article = json.loads(line)
           text = article["text"]
@@ -166,7 +195,13 @@ def convert_file(path):
           num_articles += 1
   except (OSError, EOFError) as e:
     raise cli.StageError(f"cannot read {path}: {e}") from None
-  return "".join(out), num_articles, warnings
+  num_skipped = len(warnings)
+  if num_replaced:
+    warnings.append(f"{path}:{first_replaced}: not UTF-8: {num_replaced} "
+                    f"characters replaced by U+FFFD, on {replaced_lines} "
+                    f"of its lines (the first here)")
+  return ConvertedFile("".join(out), num_articles, warnings, num_skipped,
+                       num_replaced)
 
 
 def find_wiki_files(folder):
@@ -212,11 +247,29 @@ def converted_files(files, num_workers):
     yield result
 
 
-def check_write_file(write_file):
-  """Raises cli.StageError when --write_file cannot be written."""
+def check_write_file(write_file, folder, files):
+  """Raises cli.StageError when --write_file cannot be written, or would be
+  written over one of the wiki files (`files`, found under --folder) or
+  among them."""
   if os.path.isdir(write_file):
     raise cli.StageError(f"--write_file={write_file} is a directory: give "
                          f"the text file to write")
+  # Where the name leads now (through a link) and where the renamed output
+  # lands (the link itself replaced): neither may be an input, nor lie in
+  # --folder, whose next run would read the text as wiki files.
+  targets = {os.path.realpath(write_file),
+             os.path.join(os.path.realpath(os.path.dirname(write_file) or "."),
+                          os.path.basename(write_file))}
+  for path in files:
+    if os.path.realpath(path) in targets:
+      raise cli.StageError(f"--write_file={write_file} is the input file "
+                           f"{path}: give a path outside --folder={folder}")
+  real_folder = os.path.realpath(folder)
+  for target in targets:
+    if os.path.commonpath([real_folder, target]) == real_folder:
+      raise cli.StageError(f"--write_file={write_file} lies inside "
+                           f"--folder={folder}, among the wiki files it is "
+                           f"made from: give a path outside it")
   out_dir = os.path.dirname(os.path.abspath(write_file))
   ancestor = out_dir
   while not os.path.exists(ancestor):
@@ -235,8 +288,10 @@ def check_write_file(write_file):
 
 
 def write_text_file(files, write_file, num_workers, log_interval):
-  """Converts the files and writes their text; returns (articles, warnings)."""
-  num_warnings = 0
+  """Converts the files and writes their text; returns the numbers of
+  articles written, malformed JSON lines skipped and characters that were not
+  UTF-8 (replaced by U+FFFD)."""
+  num_skipped = num_replaced = 0
   file_io.remove_stale_temporaries(glob.escape(write_file))
   try:
     with file_io.atomic_output(write_file) as tmp_path, \
@@ -247,14 +302,14 @@ def write_text_file(files, write_file, num_workers, log_interval):
                                        unit="MB", interval=log_interval)
       num_articles = bytes_written = 0
       results = converted_files(files, num_workers)
-      for done, (size_mb, (text, articles, warnings)) in enumerate(
-          zip(sizes_mb, results), 1):
-        for warning in warnings:
+      for done, (size_mb, converted) in enumerate(zip(sizes_mb, results), 1):
+        for warning in converted.warnings:
           logging.warning("%s", warning)
-        num_warnings += len(warnings)
-        num_articles += articles
-        out.write(text)
-        bytes_written += len(text.encode("utf-8"))
+        num_skipped += converted.num_skipped
+        num_replaced += converted.num_replaced
+        num_articles += converted.num_articles
+        out.write(converted.text)
+        bytes_written += len(converted.text.encode("utf-8"))
         progress.update(size_mb,
                         note=f"{done}/{len(files)} files, {num_articles} "
                              f"articles, {bytes_written / 1e6:.2f} MB of text")
@@ -263,4 +318,4 @@ def write_text_file(files, write_file, num_workers, log_interval):
     raise cli.StageError(f"cannot write --write_file={write_file}: "
                          f"{e.strerror or e}") from None
   progress.log(final=True)
-  return num_articles, num_warnings
+  return num_articles, num_skipped, num_replaced

@@ -24,6 +24,8 @@ Per article (one JSON object a line, {"id", "revid", "url", "title", "text"}):
   * an article left with no sentence (a redirect, an empty stub) is skipped.
 
 A malformed JSON line is skipped with a warning naming its file and line.
+Bytes that are not UTF-8 are replaced by U+FFFD, with a warning per file that
+counts them and names the first line.
 Files are processed by worker processes, and the results are written in file
 order, so the output does not depend on --num_workers. Memory is bounded by
 the few files in flight (WikiExtractor's `--bytes`, 1 MB by default), never by
@@ -53,8 +55,8 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "write_file", None,
     "The text file to write: one sentence per line, a blank line after "
-    "every article. Written under a temporary name and renamed when "
-    "complete.")
+    "every article. Outside --folder. Written under a temporary name and "
+    "renamed when complete.")
 flags.DEFINE_integer(
     "num_workers", None,
     "Worker processes that split files into sentences (default: all "
@@ -72,14 +74,17 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   files = wikipedia_text.find_wiki_files(FLAGS.folder)
-  wikipedia_text.check_write_file(FLAGS.write_file)
+  wikipedia_text.check_write_file(FLAGS.write_file, FLAGS.folder, files)
   num_workers = FLAGS.num_workers or os.cpu_count() or 1
   logging.info("%d wiki_* files under %s, %d workers -> %s", len(files),
                FLAGS.folder, num_workers, FLAGS.write_file)
-  num_articles, num_warnings = wikipedia_text.write_text_file(
+  num_articles, num_skipped, num_replaced = wikipedia_text.write_text_file(
       files, FLAGS.write_file, num_workers, FLAGS.log_interval)
-  if num_warnings:
-    logging.warning("%d malformed JSON lines skipped", num_warnings)
+  if num_skipped:
+    logging.warning("%d malformed JSON lines skipped", num_skipped)
+  if num_replaced:
+    logging.warning("%d characters not UTF-8 replaced by U+FFFD",
+                    num_replaced)
   if num_articles == 0:
     logging.warning("no article with text in %s: %s is empty",
                     FLAGS.folder, FLAGS.write_file)

@@ -3,6 +3,7 @@ import bz2
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from conftest import ROOT
 from bert_distill import wikipedia_text
 from stage_runs import assert_one_line_error
 from wiki_cases import EXPECTED_TEXT, write_dump, write_wiki_file
+from wiki_cases import LIGHTHOUSE, SITEINFO, page
 
 EXTRACT_DIR = os.path.join(ROOT, "extract_wikipedia_for_bert")
 
@@ -63,6 +65,95 @@ def test_real_wikiextractor_dump_to_text_file_exactly(tmp_path):
   assert result.returncode == 1
   assert (len(result.stderr.splitlines()) == 1 and
           result.stderr.startswith(f"error: {out} has no made_from.txt"))
+
+
+def extract_sh(dump, out, *text_file, python=sys.executable):
+  """Runs extract.sh DUMP OUT [TEXT_FILE] with 2 WikiExtractor processes."""
+  return run(["bash", os.path.join(EXTRACT_DIR, "extract.sh"), str(dump),
+              str(out), *map(str, text_file)],
+             env=dict(os.environ, PYTHON=str(python), PROCESSES="2"))
+
+
+def test_template_cache_of_a_killed_run_or_another_dump_is_not_reused(
+    tmp_path):
+  dump, out, text_file = tmp_path / "b.xml.bz2", tmp_path / "x", tmp_path / "t"
+  write_dump(dump)
+  # What an interrupted run of WikiExtractor's template pass left under the
+  # cache's name: a part of it. Before, reused, and Template:Convert's text
+  # was gone: "Its tower is tall."
+  (tmp_path / "x.templates").write_text("<page>\n   <title>Template:Ref")
+  (tmp_path / "x.templates.partial").write_text("<page>\n")
+  result = extract_sh(dump, out, text_file)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert text_file.read_text(encoding="utf-8") == EXPECTED_TEXT
+  assert not (tmp_path / "x.templates.partial").exists()
+  assert "Template:Convert" in (tmp_path / "x.templates").read_text()
+
+  # Another dump, in the same OUT_FOLDER once the first is deleted (as
+  # extract.sh's error says): its own templates, not the first dump's.
+  other = tmp_path / "a.xml.bz2"
+  with bz2.open(other, "wt", encoding="utf-8") as f:
+    f.write(SITEINFO + page(10, "Carrow Point Light", LIGHTHOUSE) +
+            "</mediawiki>\n")
+  shutil.rmtree(out)
+  assert extract_sh(other, out, text_file).returncode == 0
+  assert "Its tower is tall." in text_file.read_text(encoding="utf-8")
+  shutil.rmtree(out)
+  result = extract_sh(dump, out, text_file)
+  assert result.returncode == 0, result.stderr[-3000:]
+  # Before: the other dump's cache, without Template:Convert.
+  assert text_file.read_text(encoding="utf-8") == EXPECTED_TEXT
+
+
+def test_a_file_that_is_not_a_mediawiki_dump_fails_in_one_line(tmp_path):
+  dump, out, text_file = tmp_path / "g.xml.bz2", tmp_path / "x", tmp_path / "t"
+  dump.write_bytes(bz2.compress(b"hello not xml\n"))
+  # Before: a warning, status 0 and an OUT_FOLDER that the rerun skipped.
+  for _ in range(2):
+    result = extract_sh(dump, out, text_file)
+    assert_one_line_error(result, f"{dump} holds no article")
+    assert result.returncode == 1
+    assert not out.exists() and not text_file.exists()
+
+
+@pytest.mark.parametrize("case", ["empty", "truncated", "not_bz2"])
+def test_a_broken_dump_is_one_line_naming_the_cause_and_the_log(tmp_path,
+                                                                 case):
+  dump, out = tmp_path / "d.xml.bz2", tmp_path / "x"
+  write_dump(dump)
+  data = {"empty": b"", "truncated": dump.read_bytes()[:300],
+          "not_bz2": b"<mediawiki>plain text named .bz2</mediawiki>\n"}[case]
+  dump.write_bytes(data)
+  result = extract_sh(dump, out)
+  # Before: WikiExtractor's 20-line traceback, then the error line.
+  line = assert_one_line_error(result, str(dump))
+  assert result.returncode == 1
+  assert not out.exists() and not (tmp_path / "x.templates").exists()
+  if case == "empty":
+    assert line == f"error: dump {dump} is empty"
+  else:
+    log = tmp_path / "x.partial" / "wikiextractor.log"
+    cause = {"truncated": "EOFError: Compressed file ended",
+             "not_bz2": "OSError: Invalid data stream"}[case]
+    assert line.startswith(f"error: WikiExtractor failed on {dump}: {cause}")
+    assert line.endswith(f"(its log: {log})")
+    assert "Traceback" in log.read_text()
+
+
+def test_a_python_without_wikiextractor_is_one_line_saying_how_to_fix(
+    tmp_path):
+  dump = tmp_path / "d.xml.bz2"
+  write_dump(dump)
+  # A python whose site-packages are not read: the venv not activated.
+  python = tmp_path / "python"
+  python.write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")
+  python.chmod(0o755)
+  result = extract_sh(dump, tmp_path / "x", python=python)
+  # Before: a ModuleNotFoundError traceback.
+  assert_one_line_error(result, f"PYTHON={python}", "no wikiextractor",
+                        "activate")
+  result = extract_sh(dump, tmp_path / "x", python=tmp_path / "nothing")
+  assert_one_line_error(result, f"PYTHON={tmp_path / 'nothing'}")
 
 
 def make_folder(root):
@@ -120,11 +211,38 @@ def test_malformed_json_lines_are_skipped_with_file_and_line(tmp_path):
   write_wiki_file(path, [("Good", "A good article.")], extra_lines=[
       "{not json", '{"title": "no text"}', "[1, 2]",
       json.dumps({"title": "Late", "text": "Still read."})])
-  text, num_articles, warnings = wikipedia_text.convert_file(path)
-  assert text == "A good article.\n\nStill read.\n\n"
-  assert num_articles == 2
-  assert [w.split(": ")[0] for w in warnings] == [
+  converted = wikipedia_text.convert_file(path)
+  assert converted.text == "A good article.\n\nStill read.\n\n"
+  assert converted.num_articles == 2 and converted.num_skipped == 3
+  assert [w.split(": ")[0] for w in converted.warnings] == [
       f"{path}:2", f"{path}:3", f"{path}:4"]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_text_that_is_not_utf8_is_replaced_with_a_warning(tmp_path, compress):
+  path = tmp_path / "in" / "AA" / "wiki_00"
+  good = json.dumps({"title": "G", "text": "Caf\u00e9 \ufffd kept."},
+                    ensure_ascii=False).encode()
+  bad = b'{"title": "L", "text": "Caf\xe9 and \xff\xfe."}'
+  data = b"\n".join([good, bad, bad, good]) + b"\n"
+  (tmp_path / "in" / "AA").mkdir(parents=True)
+  path.write_bytes(bz2.compress(data) if compress else data)
+  converted = wikipedia_text.convert_file(str(path))
+  # The file's own U+FFFD are kept and not counted.
+  assert converted.text.count("\ufffd") == 2 + 6
+  assert converted.num_replaced == 6 and converted.num_skipped == 0
+  # Before: replaced without a word.
+  warnings = converted.warnings
+  assert warnings == [f"{path}:2: not UTF-8: 6 characters replaced by "
+                      f"U+FFFD, on 2 of its lines (the first here)"]
+
+  out = tmp_path / "out.txt"
+  result = run([sys.executable, os.path.join(EXTRACT_DIR, "extract_jsons.py"),
+                f"--folder={tmp_path / 'in'}", f"--write_file={out}"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert warnings[0] in result.stderr
+  assert "6 characters not UTF-8 replaced by U+FFFD" in result.stderr
+  assert "malformed JSON" not in result.stderr
 
 
 def test_corrupt_bz2_file_is_a_stage_error_naming_it(tmp_path):

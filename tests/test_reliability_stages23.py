@@ -336,6 +336,21 @@ def test_split_removes_the_temporaries_of_a_killed_run(tmp_path):
   assert "left by an interrupted run" in result.stderr
 
 
+def test_split_refuses_to_read_a_piece_it_would_remove(tmp_path):
+  text, out = wiki_text(tmp_path, 4)
+  assert split(text, out, 2).returncode == 0
+  pieces = {p.name: p.read_bytes() for p in out.glob("text_*.txt")}
+  # Before: both pieces were removed as the former run's, then "No such
+  # file" for the one being read.
+  for read_file in (out / "text_0.txt", out / ".." / "pieces" / "text_1.txt"):
+    assert_one_error(split(read_file, out, 2), f"--read_file={read_file}",
+                     "copy it out")
+  os.link(out / "text_0.txt", tmp_path / "hard_link.txt")
+  assert_one_error(split(tmp_path / "hard_link.txt", out, 2),
+                   "--read_file=", "text_0.txt")
+  assert {p.name: p.read_bytes() for p in out.glob("text_*.txt")} == pieces
+
+
 def test_split_of_a_directory_is_not_no_such_file(tmp_path):
   result = split(tmp_path, tmp_path / "pieces", 2)
   assert "no such file" not in assert_one_error(
@@ -403,6 +418,20 @@ def test_extract_jsons_write_file_that_cannot_be_written(tmp_path, case):
   assert_one_error(extract(folder, write_file), f"--write_file={write_file}",
                    needle)
   assert not temporaries(tmp_path)
+
+
+def test_extract_jsons_refuses_a_write_file_among_its_inputs(tmp_path):
+  folder = wiki_folder(tmp_path / "in", num_files=2)
+  inputs = {p: p.read_bytes() for p in folder.glob("AA/wiki_*")}
+  os.symlink(folder / "AA" / "wiki_01", tmp_path / "link.txt")
+  # Before: the first one overwrote AA/wiki_00 with the text of both files.
+  for write_file, needle in [(folder / "AA" / "wiki_00", "input"),
+                             (folder / "wiki.txt", "inside --folder"),
+                             (tmp_path / "link.txt", "input")]:
+    assert_one_error(extract(folder, write_file), f"--write_file={write_file}",
+                     needle)
+  assert {p: p.read_bytes() for p in folder.glob("AA/wiki_*")} == inputs
+  assert not (folder / "wiki.txt").exists() and not temporaries(tmp_path)
 
 
 def test_extract_jsons_dangling_wiki_link_is_one_line(tmp_path):

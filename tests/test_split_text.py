@@ -153,6 +153,31 @@ def test_bad_input_is_a_one_line_error(tmp_path):
       "no article")
 
 
+def test_bad_name_base_folder_or_manifest_is_a_one_line_error(tmp_path):
+  src = tmp_path / "in.txt"
+  src.write_text("a\n\nb\n")
+  out = tmp_path / "o"
+  # Before: hidden files _0.txt and .made_from.json.
+  assert_one_line_error(
+      run_script(f"--read_file={src}", f"--folder={out}", "--name_base="),
+      "--name_base")
+  # Before: "o/a/b.made_from.json.tmp-<pid>: No such file or directory".
+  assert_one_line_error(
+      run_script(f"--read_file={src}", f"--folder={out}", "--name_base=a/b"),
+      "--name_base=a/b")
+  assert not out.exists()
+  # Before: "in.txt: File exists".
+  assert_one_line_error(
+      run_script(f"--read_file={src}", f"--folder={src}"),
+      f"--folder={src}", "not a folder")
+  # Before: a TypeError traceback.
+  out.mkdir()
+  (out / "text.made_from.json").write_text('{"pieces": 5}\n')
+  assert_one_line_error(
+      run_script(f"--read_file={src}", f"--folder={out}"),
+      out / "text.made_from.json")
+
+
 def test_fewer_articles_than_pieces_warns_and_writes_fewer_files(tmp_path):
   src = tmp_path / "in.txt"
   src.write_text("a\n\nb\nb2\n")
