@@ -14,6 +14,7 @@ import glob
 import hashlib
 import json
 import os
+import shutil
 
 from absl import logging
 
@@ -61,13 +62,17 @@ def remove_stale_temporaries(final_pattern):
   path with glob.escape); their temporaries are named by temporary_path. A
   run killed (kill -9, a power cut) cannot remove its own, so every stage
   removes them when it starts again. Only one run at a time may write an
-  output. Returns the paths removed.
+  output. A temporary folder (an export's) goes with all it holds. Returns
+  the paths removed.
   """
   if "://" in final_pattern:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    find, remove = tf.io.gfile.glob, tf.io.gfile.remove
+    find = tf.io.gfile.glob
+    remove = lambda p: (tf.io.gfile.rmtree(p) if tf.io.gfile.isdir(p)
+                        else tf.io.gfile.remove(p))
   else:
-    find, remove = glob.glob, os.remove
+    find = glob.glob
+    remove = lambda p: shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
   removed = []
   for stale in sorted(find(final_pattern + ".tmp-*")):
     logging.info("Removing %s, left by an interrupted run", stale)

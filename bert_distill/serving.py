@@ -17,6 +17,7 @@ model.safetensors, vocab.txt; huggingface.py's names), for transformers'
 from_pretrained.
 """
 
+import glob
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ import tensorflow as tf
 from bert_distill import checkpoints
 from bert_distill import classifier
 from bert_distill import cli
+from bert_distill import file_io
 from bert_distill import huggingface
 from bert_distill import model_config
 import modeling
@@ -61,6 +63,14 @@ def load_model(config, checkpoint):
     checkpoints.load_checkpoint(model.variables_by_name(), checkpoint,
                                 whole_encoder=True)
   return model, num_labels
+
+
+def _temporary_folder(export_dir):
+  """The folder an export is written into before its rename, after removing
+  those of killed exports (which cannot remove their own)."""
+  export_dir = export_dir.rstrip("/")
+  file_io.remove_stale_temporaries(glob.escape(export_dir))
+  return file_io.temporary_path(export_dir)
 
 
 class ServingModule(tf.Module):
@@ -119,7 +129,7 @@ def export(config, checkpoint, export_dir, vocab_file=None):
                      f"another --export_dir")
   model, num_labels = load_model(config, checkpoint)
   module = ServingModule(model, num_labels)
-  tmp_dir = f"{export_dir.rstrip('/')}.tmp-{os.getpid()}"
+  tmp_dir = _temporary_folder(export_dir)
   try:
     tf.saved_model.save(module, tmp_dir,
                         signatures={"serving_default": module.serve})
@@ -191,7 +201,7 @@ def export_huggingface(config, checkpoint, export_dir, vocab_file=None):
     extra["num_labels"] = int(values["output_bias"].shape[0])
     if extra["num_labels"] == 1:
       extra["problem_type"] = "regression"
-  tmp_dir = f"{export_dir.rstrip('/')}.tmp-{os.getpid()}"
+  tmp_dir = _temporary_folder(export_dir)
   try:
     os.makedirs(tmp_dir)
     kind = huggingface.write_folder(tmp_dir, config, values, vocab_file,

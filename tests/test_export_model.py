@@ -185,3 +185,17 @@ def test_bad_exports_are_one_line_errors_that_write_nothing(exported):
     stage_runs.assert_one_line_error(result, message)
   assert not (root / "missing").exists()
   assert not [p for p in os.listdir(root) if ".tmp-" in p]
+
+
+def test_an_export_removes_the_folder_a_killed_export_left(exported):
+  """A killed export cannot remove its temporary folder; the next export to
+  that name does (the kill itself: tests/test_reliability_stages45.py)."""
+  root = exported["root"]
+  stale = root / "after_kill.tmp-999999"
+  (stale / "variables").mkdir(parents=True)
+  (stale / "saved_model.pb").write_bytes(b"half written")
+  result, = run_together([export_command(
+      root, exported["checkpoints"]["encoder"], root / "after_kill")])
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert (root / "after_kill" / "saved_model.pb").exists()
+  assert not stale.exists()
