@@ -13,6 +13,7 @@ P = max_predictions_per_seq, k = truncation_factor, V = vocab_size.
 """
 
 import dataclasses
+import re
 
 from absl import logging
 import tensorflow as tf
@@ -193,7 +194,11 @@ def scan_file(path, spec, bounds, batch_size=1024):
         pass
       why = "unreadable"
     except tf.errors.OpError as e:
-      why = cli.error_line(e)
+      # TensorFlow's message quotes its own (C++ status) text around the
+      # reason: "truncated record at 4548' failed with Read less bytes...".
+      framing = re.search(r"(truncated|corrupted) record at (\d+)", str(e))
+      why = (f"{framing.group(1)} record at byte {framing.group(2)}"
+             if framing else cli.error_line(e))
     tail = (f"{why} ({size - consumed} bytes from byte {consumed} to the "
             f"end cannot be read)")
   return FileScan(path, readable, bad, tail)
