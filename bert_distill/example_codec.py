@@ -323,7 +323,20 @@ def _feature_values(feature, float_array=None):
 
 
 def _example_features(serialized, float_array=None):
-  """Yields (name, kind, values) for each feature of a serialized Example."""
+  """[(name, kind, values)] for each feature of a serialized Example.
+
+  Raises:
+    ValueError: the bytes are not a tf.train.Example (another protobuf,
+      or none: a TFRecord file can hold anything).
+  """
+  try:
+    return list(_example_feature_items(serialized, float_array))
+  except (TypeError, IndexError, KeyError, UnicodeDecodeError) as e:
+    raise ValueError(f"not a tf.train.Example ({type(e).__name__} while "
+                     f"parsing it)") from None
+
+
+def _example_feature_items(serialized, float_array):
   for _, _, features in _fields(serialized):
     for _, _, entry in _fields(features):
       name, feature = "", b""

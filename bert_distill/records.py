@@ -156,7 +156,10 @@ def read_first_example(path):
   from bert_distill import example_codec
   from bert_distill import tfrecord
   for serialized in tfrecord.read_tfrecords(path):
-    return example_codec.decode_example(serialized)
+    try:
+      return example_codec.decode_example(serialized)
+    except ValueError as e:
+      raise ValueError(f"{path}: record 0: {e}") from None
   return None
 
 

@@ -1,5 +1,6 @@
 """The shared record formats: round trips and the one-line length checks."""
 import os
+import re
 import struct
 
 import numpy as np
@@ -78,6 +79,20 @@ def test_corrupt_file_error_names_the_file(tmp_path):
   path.write_bytes(b"this is not a tfrecord file at all" * 3)
   with pytest.raises(ValueError, match="corrupt.tfrecord"):
     records.read_first_example(str(path))
+
+
+@pytest.mark.parametrize("payload", [b"\x08\x05", b"\x0a\x02\x08",
+                                     b"\x0a\x03\x0a\x01\x08"],
+                         ids=["varint", "cut_short", "not_features"])
+def test_a_record_that_is_not_an_example_names_the_file(tmp_path, payload):
+  """A TFRecord file holds any bytes; one that is not a tf.train.Example
+  is a one-line ValueError naming the file, not a TypeError from the
+  decoder's insides."""
+  path = str(tmp_path / "other.tfrecord")
+  tfrecord.write_tfrecords(path, [payload])
+  with pytest.raises(ValueError, match=re.escape(
+      f"{path}: record 0: not a tf.train.Example")):
+    records.read_first_example(path)
 
 
 def test_decoder_reads_protobufs_own_bytes_of_every_kind():
