@@ -123,9 +123,13 @@ def check_input_lengths(input_files, feature_spec, max_predictions_per_seq):
   """Checks the first record of each input against the lengths of the flags."""
   for path in input_files:
     try:
-      records.check_record_lengths(path, feature_spec, max_predictions_per_seq)
+      first = records.check_record_lengths(path, feature_spec,
+                                           max_predictions_per_seq)
     except ValueError as e:
       raise cli.StageError(str(e)) from None
+    if first is None:
+      logging.warning("%s holds no records: its labels file will be empty",
+                      path)
 
 
 class NonFiniteLogitsError(ValueError):

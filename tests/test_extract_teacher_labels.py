@@ -69,6 +69,7 @@ def runs(tmp_path_factory):
   good = open(base / "a.tfrecord", "rb").read()
   (base / "corrupt.tfrecord").write_bytes(good[:len(good) // 2] + b"\x07" * 40)
   (base / "same.tfrecord").write_bytes(good)
+  (base / "empty.tfrecord").write_bytes(b"")
   err_dir = base / "errors"
   err_dir.mkdir()
 
@@ -101,6 +102,9 @@ def runs(tmp_path_factory):
                         f"--output_dir={out_dir}", "--num_shards=2",
                         "--shard_index=0", "--truncation_factor=3"],
   }
+  invocations["empty"] = tiny + [f"--init_checkpoint={tiny_ckpt}",
+                                 f"--input_file={base}/empty.tfrecord",
+                                 f"--output_file={base}/empty_out.tfrecord"]
   error_cases = {
       "no_input": ("--input_file", [f"--input_file={base}/none_*.tfrecord"]),
       "no_checkpoint": (f"{base}/nowhere",
@@ -301,6 +305,13 @@ def test_bad_input_one_line_error_and_no_output(runs, case):
   stage_runs.assert_one_line_error(runs["results"][case],
                                    runs["errors"][case][0])
   assert os.listdir(runs["err_dir"]) == []
+
+
+def test_an_empty_input_is_said_and_gives_an_empty_output(runs):
+  result = runs["results"]["empty"]
+  _check_ran(result)
+  assert f"{runs['base'] / 'empty.tfrecord'} holds no records" in result.stderr
+  assert (runs["base"] / "empty_out.tfrecord").read_bytes() == b""
 
 
 def test_an_output_file_that_is_the_input_is_refused_and_left_as_it_was(
