@@ -96,7 +96,8 @@ def find_input_files(input_dir):
   """
   for manifest in glob.glob(os.path.join(glob.escape(input_dir),
                                          "*.made_from.json")):
-    if (file_io.read_json(manifest) or {}).get("complete") is False:
+    record = file_io.read_json(manifest)
+    if isinstance(record, dict) and record.get("complete") is False:
       raise cli.StageError(
           f"--input_dir={input_dir}: split_text.py was interrupted while "
           f"writing these pieces (see {manifest}): run it again first")

@@ -265,6 +265,17 @@ def test_stage_3b_refuses_the_pieces_of_an_interrupted_split(tmp_path):
                    "interrupted")
 
 
+def test_stage_3b_reads_a_folder_beside_a_manifest_that_is_not_splits(
+    tmp_path):
+  """A *.made_from.json that is not split_text.py's (valid JSON, not an
+  object) is not a record of an interrupted split, and no traceback."""
+  from bert_distill import pretraining_data
+  (tmp_path / "a.txt").write_text("One sentence.\n")
+  (tmp_path / "other.made_from.json").write_text("[1]")
+  assert pretraining_data.find_input_files(str(tmp_path)) == [
+      str(tmp_path / "a.txt")]
+
+
 # ---------------------------------------------------------------------------
 # Stage III-a: split_text.py
 
