@@ -343,21 +343,53 @@ def truncate_seq_pair(tokens_a, tokens_b, max_length):
     longer.pop()
 
 
-def convert_single_example(example, task, max_seq_length, tokenizer):
+@dataclasses.dataclass
+class Truncation:
+  """How much of a split's text max_seq_length cut: Google's features
+  truncate without a word, and a --max_seq_length too short for the task
+  would drop text unseen."""
+  examples: int = 0
+  truncated: int = 0
+  tokens: int = 0
+  tokens_cut: int = 0
+
+  def add(self, tokens, kept):
+    self.examples += 1
+    self.tokens += tokens
+    if kept < tokens:
+      self.truncated += 1
+      self.tokens_cut += tokens - kept
+
+  def log(self, split, max_seq_length):
+    if not self.truncated:
+      return
+    logging.warning(
+        "%s: %d of %d examples (%.2g%%) are longer than --max_seq_length %d "
+        "and were truncated: %d of the split's %d text tokens (%.2g%%) "
+        "are not in the features", split, self.truncated,
+        self.examples, 100 * self.truncated / self.examples, max_seq_length,
+        self.tokens_cut, self.tokens, 100 * self.tokens_cut / self.tokens)
+
+
+def convert_single_example(example, task, max_seq_length, tokenizer,
+                           truncation=None):
   """One InputExample -> {feature name: list} of a classifier record.
 
   [CLS] a [SEP] (segment 0), then b [SEP] (segment 1) for pairs, truncated
   to max_seq_length (pairs by truncate_seq_pair), zero-padded. The label is
   the class index in task.labels (or the float for regression; 0 in test
-  files, which have none).
+  files, which have none). A Truncation given counts what was cut.
   """
   tokens_a = tokenizer.tokenize(example.text_a)
   tokens_b = tokenizer.tokenize(example.text_b) if (
       example.text_b is not None) else None
+  text_tokens = len(tokens_a) + len(tokens_b or ())
   if tokens_b is not None:
     truncate_seq_pair(tokens_a, tokens_b, max_seq_length - 3)  # [CLS], 2x[SEP]
   else:
     tokens_a = tokens_a[:max_seq_length - 2]
+  if truncation is not None:
+    truncation.add(text_tokens, len(tokens_a) + len(tokens_b or ()))
   tokens = ["[CLS]", *tokens_a, "[SEP]"]
   segment_ids = [0] * len(tokens)
   if tokens_b is not None:
@@ -424,16 +456,18 @@ def feature_cache(examples, task, split, max_seq_length, tokenizer,
   tf.io.gfile.makedirs(output_dir)
   progress = progress_log.Progress(f"features of {split}", total=len(examples),
                                    unit="examples", interval=10.0)
+  truncation = Truncation()
   with file_io.atomic_output(path) as tmp_path:
     with tfrecord.TFRecordWriter(tmp_path) as writer:
       for index, example in enumerate(examples):
         features = convert_single_example(example, task, max_seq_length,
-                                          tokenizer)
+                                          tokenizer, truncation)
         if index < 3:
           _log_example(example, features, tokenizer)
         writer.write(example_codec.serialize_example(features))
         progress.update()
   progress.log(final=True)
+  truncation.log(split, max_seq_length)
   with file_io.atomic_output(recipe_path) as tmp_path:
     with tf.io.gfile.GFile(tmp_path, "w") as f:
       f.write(json.dumps(recipe, indent=1, sort_keys=True) + "\n")

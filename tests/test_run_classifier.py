@@ -207,14 +207,15 @@ def test_truncate_seq_pair_trims_the_longer_one_token_at_a_time():
   assert a == list("ab") and b == list("w")
 
 
-def test_convert_single_example_by_hand(tmp_path):
+def test_convert_single_example_by_hand(tmp_path, caplog):
   tokenizer = tokenization.FullTokenizer(write_vocab(tmp_path / "vocab.txt"))
   task = classifier_data.get_task("rte")
   example = classifier_data.InputExample(
       "0", "The movie was good", "a plot and a scene and a story",
       "not_entailment")
+  truncation = classifier_data.Truncation()
   features = classifier_data.convert_single_example(example, task, 12,
-                                                    tokenizer)
+                                                    tokenizer, truncation)
   ids = {t: i for i, t in enumerate(TOY_VOCAB)}
   # 12 - 3 = 9 tokens: a has 4, b 7 -> b loses 2.
   tokens = ["[CLS]", "the", "movie", "was", "good", "[SEP]", "a", "plot",
@@ -225,11 +226,19 @@ def test_convert_single_example_by_hand(tmp_path):
   assert features["label_ids"] == [1] and features["is_real_example"] == [1]
   single = classifier_data.convert_single_example(
       classifier_data.InputExample("1", "Awful, UNKNOWNWORD", None, "0"),
-      classifier_data.get_task("sst-2"), 8, tokenizer)
+      classifier_data.get_task("sst-2"), 8, tokenizer, truncation)
   assert single["input_ids"] == [ids["[CLS]"], ids["awful"], ids["[UNK]"],
                                  ids["[UNK]"], ids["[SEP]"], 0, 0, 0]
   assert single["input_mask"] == [1] * 5 + [0] * 3
   assert single["segment_ids"] == [0] * 8
+  # The pair's 12 text tokens lost 3; the single's 3 fit.
+  assert truncation == classifier_data.Truncation(
+      examples=2, truncated=1, tokens=15, tokens_cut=3)
+  with caplog.at_level(logging.WARNING):
+    truncation.log("train", 12)
+  assert ("train: 1 of 2 examples (50%) are longer than --max_seq_length 12 "
+          "and were truncated: 3 of the split's 15 text tokens (20%) "
+          "are not in the features") in caplog.text
 
 
 def test_feature_cache_round_trips_and_is_reused(tmp_path):
