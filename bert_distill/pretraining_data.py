@@ -465,6 +465,7 @@ def process_file(job):
                sum(len(s) for document in documents for s in document),
                time.monotonic() - start)
   warn_of_long_lines(input_path, documents, maker.settings.max_seq_length)
+  warn_of_unknown_tokens(input_path, documents, tokenizer)
   progress = progress_log.Progress(
       f"{name} passes", total=len(documents) * maker.settings.dupe_factor,
       unit="documents")
@@ -488,6 +489,28 @@ def process_file(job):
                name, os.path.basename(final_path), len(documents),
                len(examples), len(examples) / max(seconds, 1e-9))
   return input_path, len(documents), len(examples), seconds
+
+
+# The share of [UNK] tokens above which the vocabulary or the casing is most
+# likely wrong (classifier_data's, for the same reason).
+UNKNOWN_SHARE_WARNING = 0.01
+
+
+def warn_of_unknown_tokens(path, documents, tokenizer):
+  """Warns when [UNK] is 1% or more of a file's tokens: the bundled
+  Wikipedia sample with BERT's uncased vocabulary has 0.00%, the same text
+  without --do_lower_case 11%, which would teach the student [UNK].
+  Returns the share."""
+  unknown_id = tokenizer.vocab["[UNK]"]
+  tokens = sum(len(s) for document in documents for s in document)
+  unknown = sum(s.count(unknown_id) for document in documents for s in document)
+  share = unknown / max(tokens, 1)
+  if share >= UNKNOWN_SHARE_WARNING:
+    logging.warning(
+        "%s: %d of %d tokens (%.2g%%) are [UNK]: is --vocab_file the "
+        "model's, and --do_lower_case right for it (an uncased vocab.txt "
+        "needs it)?", path, unknown, tokens, 100 * share)
+  return share
 
 
 def warn_of_long_lines(path, documents, max_seq_length):

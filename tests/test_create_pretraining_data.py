@@ -350,3 +350,21 @@ def test_helpshort_lists_the_shard_flags():
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
   assert "--num_shards:" in result.stdout + result.stderr
   assert "--shard_index:" in result.stdout + result.stderr
+
+
+def test_a_file_of_many_unknown_tokens_is_warned_of(tmp_path, caplog):
+  """Cased text through BERT's uncased vocabulary without --do_lower_case:
+  most capitalised words become [UNK], which the student would learn."""
+  text = tmp_path / "a.txt"
+  text.write_text("The Eiffel Tower is in Paris, France.\n"
+                  "It was built by Gustave Eiffel.\n")
+  for lower, warned in ((True, False), (False, True)):
+    tokenizer = tokenization.FullTokenizer(VOCAB_FILE, lower)
+    documents = pretraining_data.read_documents(str(text), tokenizer)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+      share = pretraining_data.warn_of_unknown_tokens(str(text), documents,
+                                                      tokenizer)
+    assert (share > 0.2) == warned, share
+    assert ("are [UNK]: is --vocab_file the model's, and --do_lower_case "
+            "right for it" in caplog.text) == warned

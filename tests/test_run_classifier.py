@@ -213,9 +213,9 @@ def test_convert_single_example_by_hand(tmp_path, caplog):
   example = classifier_data.InputExample(
       "0", "The movie was good", "a plot and a scene and a story",
       "not_entailment")
-  truncation = classifier_data.Truncation()
+  stats = classifier_data.TextStats()
   features = classifier_data.convert_single_example(example, task, 12,
-                                                    tokenizer, truncation)
+                                                    tokenizer, stats)
   ids = {t: i for i, t in enumerate(TOY_VOCAB)}
   # 12 - 3 = 9 tokens: a has 4, b 7 -> b loses 2.
   tokens = ["[CLS]", "the", "movie", "was", "good", "[SEP]", "a", "plot",
@@ -226,19 +226,25 @@ def test_convert_single_example_by_hand(tmp_path, caplog):
   assert features["label_ids"] == [1] and features["is_real_example"] == [1]
   single = classifier_data.convert_single_example(
       classifier_data.InputExample("1", "Awful, UNKNOWNWORD", None, "0"),
-      classifier_data.get_task("sst-2"), 8, tokenizer, truncation)
+      classifier_data.get_task("sst-2"), 8, tokenizer, stats)
   assert single["input_ids"] == [ids["[CLS]"], ids["awful"], ids["[UNK]"],
                                  ids["[UNK]"], ids["[SEP]"], 0, 0, 0]
   assert single["input_mask"] == [1] * 5 + [0] * 3
   assert single["segment_ids"] == [0] * 8
-  # The pair's 12 text tokens lost 3; the single's 3 fit.
-  assert truncation == classifier_data.Truncation(
-      examples=2, truncated=1, tokens=15, tokens_cut=3)
+  # The pair's 12 text tokens lost 3; the single's 3 fit, 2 of them [UNK].
+  assert stats == classifier_data.TextStats(
+      examples=2, truncated=1, tokens=15, tokens_cut=3, unknown=2)
   with caplog.at_level(logging.WARNING):
-    truncation.log("train", 12)
+    stats.log("train", 12)
   assert ("train: 1 of 2 examples (50%) are longer than --max_seq_length 12 "
           "and were truncated: 3 of the split's 15 text tokens (20%) "
           "are not in the features") in caplog.text
+  assert ("train: 2 of 15 tokens (13%) are [UNK]: is --vocab_file the "
+          "model's, and --do_lower_case right for it") in caplog.text
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    classifier_data.TextStats(examples=1, tokens=200, unknown=1).log("dev", 8)
+  assert not caplog.text  # 0.5%: no warning
 
 
 def test_feature_cache_round_trips_and_is_reused(tmp_path):
