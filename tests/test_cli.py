@@ -108,6 +108,11 @@ def test_progress_logs_counts_rate_time_left_and_note(caplog):
     ("open(sys.argv[1])", "error: {dir}: Is a directory"),
     ("import tensorflow as tf\n  tf.io.gfile.GFile(sys.argv[1] + '/none').read()",
      "error: {dir}/none; No such file or directory"),
+    # As TensorFlow raises it for a file without read permission (the suite
+    # runs as root, whom chmod does not stop).
+    ("import tensorflow as tf\n  raise tf.errors.PermissionDeniedError("
+     "None, None, sys.argv[1] + '/vocab.txt; Permission denied')",
+     "error: {dir}/vocab.txt; Permission denied"),
 ])
 def test_a_users_unreadable_file_is_one_line_naming_it(tmp_path, raise_in_main,
                                                       want):

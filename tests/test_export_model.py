@@ -174,8 +174,14 @@ def test_config_json_and_vocab_sit_beside_the_model(exported):
   assert not [p for p in os.listdir(exported["root"]) if ".tmp-" in p]
 
 
+def _contents(folder):
+  return {str(p.relative_to(folder)): p.read_bytes()
+          for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_bad_exports_are_one_line_errors_that_write_nothing(exported):
   root = exported["root"]
+  existing = _contents(root / "classifier")
   results = run_together([
       export_command(root, exported["checkpoints"]["encoder"],
                      root / "classifier"),
@@ -185,6 +191,7 @@ def test_bad_exports_are_one_line_errors_that_write_nothing(exported):
     stage_runs.assert_one_line_error(result, message)
   assert not (root / "missing").exists()
   assert not [p for p in os.listdir(root) if ".tmp-" in p]
+  assert _contents(root / "classifier") == existing  # left as it was
 
 
 def test_an_export_removes_the_folder_a_killed_export_left(exported):
@@ -197,5 +204,13 @@ def test_an_export_removes_the_folder_a_killed_export_left(exported):
   result, = run_together([export_command(
       root, exported["checkpoints"]["encoder"], root / "after_kill")])
   assert result.returncode == 0, result.stderr[-2000:]
-  assert (root / "after_kill" / "saved_model.pb").exists()
   assert not stale.exists()
+  # The new export, not the stale folder renamed into place: byte for byte
+  # the encoder export the fixture made from the same checkpoint.
+  # (fingerprint.pb holds a random id of each save.)
+  made = _contents(root / "after_kill")
+  assert made.pop("fingerprint.pb") and made["saved_model.pb"] != (
+      b"half written")
+  want = _contents(root / "encoder")
+  del want["fingerprint.pb"]
+  assert made == want

@@ -540,6 +540,7 @@ def test_draws_follow_the_teachers_softmax_at_the_temperature(stage_iv,
   vocab = logits.shape[-1]
   out = read(stage_iv["base"] / f"t{temperature}.tfrecord")
   n = 20000
+  assert len(out) == len(few) == 2
   for row, (got, example) in enumerate(zip(out, few)):
     ids = got[records.SAMPLED_IDS].reshape(P4, vocab)
     counts = got[records.SAMPLED_COUNTS].reshape(P4, vocab)
@@ -569,6 +570,7 @@ def test_exact_head_is_the_top_tokens_and_the_draws_come_from_the_rest(
   logits = reference_logits(stage_iv)
   vocab, n = logits.shape[-1], 20000
   out = read(stage_iv["base"] / "head.tfrecord")
+  assert len(out) == len(stage_iv["few"]) == 2
   for row, (got, example) in enumerate(zip(out, stage_iv["few"])):
     head_ids = got[records.SAMPLED_HEAD_IDS].reshape(P4, 3)
     head_probs = got[records.SAMPLED_HEAD_PROBS].reshape(P4, 3)
@@ -593,11 +595,15 @@ def test_overflow_keeps_the_most_frequent_and_is_reported(stage_iv):
   stderr = ran(stage_iv, "overflow")
   assert "drew more than k = 2 distinct ids" in stderr
   assert "dropping" in stderr
-  for got, example in zip(read(stage_iv["base"] / "overflow.tfrecord"),
-                          stage_iv["few"]):
+  out = read(stage_iv["base"] / "overflow.tfrecord")
+  assert len(out) == len(stage_iv["few"]) == 2
+  for got, example in zip(out, stage_iv["few"]):
     counts = got[records.SAMPLED_COUNTS].reshape(P4, 2)
     real = example[records.MASKED_LM_WEIGHTS] > 0
     assert (counts[real].sum(-1) < 50).all()  # a broad teacher overflows
+    # Both slots kept, the more frequent id first; none at padding.
+    assert (counts[real] > 0).all() and not counts[~real].any()
+    assert (counts[real][:, 0] >= counts[real][:, 1]).all()
 
 
 def test_full_mode_is_truncation_factor_0_and_top_k_stays_the_default(

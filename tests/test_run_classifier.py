@@ -4,6 +4,7 @@ resume after kill -9, and the one-line input errors."""
 import json
 import logging
 import os
+import pathlib
 import re
 import shutil
 import sys
@@ -547,7 +548,15 @@ def test_fine_tuning_a_separable_toy_task_learns_it(runs):
   assert lines[0] == "index\tprediction" and len(lines) == 11
   assert [line.split("\t")[0] for line in lines[1:]] == [
       str(100 + i) for i in range(10)]
-  assert {line.split("\t")[1] for line in lines[1:]} <= {"0", "1"}
+  # The test file's sentences say their label: 1 iff "good" or "great".
+  sentences = [line.split("\t")[1] for line in
+               (pathlib.Path(runs["data"]) / "test.tsv").read_text()
+               .splitlines()[1:]]
+  truth = [str(int(bool({"good", "great"} & set(s.split()))))
+           for s in sentences]
+  predicted = [line.split("\t")[1] for line in lines[1:]]
+  assert sum(p == t for p, t in zip(predicted, truth)) >= 9, (predicted, truth)
+  assert set(truth) == {"0", "1"}  # both classes in the file
   log = (runs["root"] / "uninterrupted.log").read_text()
   assert "steps/s" in log and "time left" in log and "examples/s" in log
 
