@@ -6,6 +6,7 @@ errors of a teacher that does not fit the task or the student."""
 import collections
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -251,21 +252,58 @@ def test_resumed_task_distillation_ends_as_the_uninterrupted_one(runs):
       runs["root"] / "uninterrupted" / f"model.ckpt-{STEPS}", atol=1e-6)
 
 
-def test_another_teacher_is_labelled_anew_not_read_from_the_cache(runs):
+def test_another_teacher_is_labelled_anew_not_read_from_the_cache(
+    runs, tmp_path):
+  """The finished run's folder, its teacher's logits cached, run again with
+  another teacher (same config, other weights): the cache is not reused;
+  the other teacher labels every example and the recipe names it."""
   root = runs["root"]
   first = task_distillation.weights_digest(str(root / "teacher"))
   assert first == task_distillation.weights_digest(str(root / "teacher"))
-  other = ref.write_google_checkpoint(
-      str(root / "other_teacher" / "model.ckpt-1"),
-      {**ref.random_google_weights(TOY_CONFIG, seed=5),
-       "output_weights": np.zeros((2, 32), np.float32),
-       "output_bias": np.zeros(2, np.float32)})
-  assert task_distillation.weights_digest(other)["sha256"] != (
-      first["sha256"])
-  recipe = task_distillation.read_recipe(
+  cached = task_distillation.read_recipe(
       str(root / "uninterrupted" / task_distillation.TRAIN_FILE))
-  assert recipe["teacher"] == first
-  assert recipe["features"]["unlabeled"]["num_examples"] == 128
+  assert cached["teacher"] == first
+  assert cached["features"]["unlabeled"]["num_examples"] == 128
+  rng = np.random.default_rng(6)
+  other_weights = {**ref.random_google_weights(TOY_CONFIG, seed=5),
+                   "output_weights": rng.normal(size=(2, 32)).astype(
+                       np.float32),
+                   "output_bias": rng.normal(size=2).astype(np.float32)}
+  (tmp_path / "other_teacher").mkdir()
+  (tmp_path / "other_teacher" / "bert_config.json").write_text(
+      json.dumps(TOY_CONFIG))
+  other = ref.write_google_checkpoint(
+      str(tmp_path / "other_teacher" / "model.ckpt-1"), other_weights)
+  output_dir = tmp_path / "rerun"
+  shutil.copytree(root / "uninterrupted", output_dir)
+  # Already trained: the run labels, then trains no further
+  # (--continue_despite_changes: the teacher is another input).
+  rerun = run(replace_flag(replace_flag(
+      runs["command"], "output_dir", output_dir), "teacher_checkpoint",
+                           other) + ["--continue_despite_changes"])
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  # (The features without the teacher's logits are reused.)
+  assert not [line for line in rerun.stderr.splitlines()
+              if "Reusing" in line and task_distillation.TRAIN_FILE in line]
+  assert "The teacher labelled 256 examples" in rerun.stderr
+  recipe = task_distillation.read_recipe(
+      str(output_dir / task_distillation.TRAIN_FILE))
+  assert recipe["teacher"] == task_distillation.weights_digest(other)
+  assert recipe["teacher"]["path"] == other
+  assert recipe["teacher"]["sha256"] != first["sha256"]
+  assert recipe["features"] == cached["features"]
+  # The same examples in the same order, with the other teacher's logits.
+  rows = ref.read_records(output_dir / task_distillation.TRAIN_FILE)
+  before = ref.read_records(root / "uninterrupted" /
+                            task_distillation.TRAIN_FILE)
+  assert len(rows) == len(before) == 256
+  for row, old in zip(rows, before):
+    for name in set(old) - {records.TEACHER_LOGITS}:
+      np.testing.assert_array_equal(row[name], old[name], err_msg=name)
+  np.testing.assert_allclose(
+      np.stack([row[records.TEACHER_LOGITS] for row in rows]),
+      numpy_teacher_logits(other_weights, TOY_CONFIG, rows),
+      rtol=1e-4, atol=1e-5)
 
 
 def test_a_mean_pooling_teacher_labels_with_mean_pooling(tmp_path):
