@@ -10,6 +10,8 @@
   (float64) from the paper and Google's published equations.
 - `random_pretraining_examples` / `write_records` / `read_records`:
   pretraining records of varied real lengths, through records.py.
+- `assert_top_k_matches`: stage IV's top-k labels against a reference
+  distribution.
 
 Shape legend: B = batch, S = sequence length, P = masked positions,
 H = hidden size, N = attention heads, D = H / N, I = intermediate size,
@@ -350,3 +352,29 @@ def read_records(path):
   """Reads every record of a TFRecord file as {name: np.ndarray} dicts."""
   return [example_codec.decode_example(r.numpy())
           for r in tf.data.TFRecordDataset(str(path))]
+
+
+# ----- stage IV's labels ------------------------------------------------------
+
+def assert_top_k_matches(out, expected_probs, k):
+  """Stage IV's top-k labels `out` (decoded records, as read_records returns)
+  hold the reference distribution's k most probable tokens of each masked
+  position: their probabilities, and their ids wherever neighbouring ranks
+  are apart (ties may swap). expected_probs: [N, P, V]. Returns the written
+  (probs, ids), each [N, P, k]."""
+  n, p, _ = expected_probs.shape
+  probs = np.stack([o[records.TRUNCATED_PROBS] for o in out]).reshape(n, p, k)
+  ids = np.stack([o[records.TOP_K_INDICES] for o in out]).reshape(n, p, k)
+  ref_ids = np.argsort(-expected_probs, axis=-1, kind="stable")[..., :k]
+  ref_top = np.take_along_axis(expected_probs, ref_ids, axis=-1)
+  np.testing.assert_allclose(probs, ref_top, rtol=1e-5, atol=1e-7)
+  # The ids written carry the reference's probabilities of those ranks (ties
+  # may swap), and equal the reference ids wherever neighbours are apart.
+  np.testing.assert_allclose(np.take_along_axis(expected_probs, ids, axis=-1),
+                             ref_top, rtol=1e-5, atol=1e-7)
+  gaps = np.abs(np.diff(ref_top, axis=-1))
+  apart = np.ones_like(ref_top, bool)
+  apart[..., 1:] &= gaps > 1e-6
+  apart[..., :-1] &= gaps > 1e-6
+  np.testing.assert_array_equal(ids[apart], ref_ids[apart])
+  return probs, ids

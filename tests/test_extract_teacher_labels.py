@@ -164,33 +164,13 @@ def _reference(weights, config, examples):
   return ref.softmax(logits)
 
 
-def _assert_top_k_matches(out, expected_probs, k):
-  """Compares written top-k labels with the reference distribution."""
-  n, p, _ = expected_probs.shape
-  probs = _stack(out, records.TRUNCATED_PROBS).reshape(n, p, k)
-  ids = _stack(out, records.TOP_K_INDICES).reshape(n, p, k)
-  ref_ids = np.argsort(-expected_probs, axis=-1, kind="stable")[..., :k]
-  ref_top = np.take_along_axis(expected_probs, ref_ids, axis=-1)
-  np.testing.assert_allclose(probs, ref_top, rtol=1e-5, atol=1e-7)
-  # The ids written carry the reference's probabilities of those ranks (ties
-  # may swap), and equal the reference ids wherever neighbours are apart.
-  np.testing.assert_allclose(np.take_along_axis(expected_probs, ids, axis=-1),
-                             ref_top, rtol=1e-5, atol=1e-7)
-  gaps = np.abs(np.diff(ref_top, axis=-1))
-  apart = np.ones_like(ref_top, bool)
-  apart[..., 1:] &= gaps > 1e-6
-  apart[..., :-1] &= gaps > 1e-6
-  np.testing.assert_array_equal(ids[apart], ref_ids[apart])
-  return probs, ids
-
-
 def test_top_k_equals_numpy_reference_in_input_order(runs):
   _check_ran(runs["results"]["top_k"])
   out = ref.read_records(runs["base"] / "top_k.tfrecord")
   inputs = runs["a"] + runs["b"]  # 13 + 6: partial last batches of 1 and 2
   assert len(out) == len(inputs)
   expected = _reference(runs["tiny_weights"], ref.TINY_CONFIG, inputs)
-  _assert_top_k_matches(out, expected, k=5)
+  ref.assert_top_k_matches(out, expected, k=5)
 
 
 def test_top_k_properties(runs):
@@ -271,7 +251,7 @@ def test_original_records_are_valid_input(runs):
     for name in records.PRETRAINING_FEATURES:
       np.testing.assert_array_equal(written[name], original[name])
   expected = _reference(runs["wide_weights"], WIDE_CONFIG, given)
-  _assert_top_k_matches(out, expected, k=10)
+  ref.assert_top_k_matches(out, expected, k=10)
 
 
 def test_output_dir_takes_its_shard_and_redoes_an_output_of_unknown_origin(
@@ -292,7 +272,7 @@ def test_output_dir_takes_its_shard_and_redoes_an_output_of_unknown_origin(
   out = ref.read_records(out_dir / "part_2.tfrecord")
   assert len(out) == 3
   expected = _reference(runs["tiny_weights"], ref.TINY_CONFIG, given)
-  _assert_top_k_matches(out, expected, k=3)
+  ref.assert_top_k_matches(out, expected, k=3)
 
 
 @pytest.mark.parametrize("case", ["no_input", "no_checkpoint",

@@ -12,6 +12,7 @@ import pytest
 
 import bert_reference as ref
 from bert_distill import distill_training
+from bert_distill import records
 import stage_runs
 from bert_reference import checkpoint_values
 from conftest import ROOT
@@ -49,11 +50,11 @@ def write_hf_encoder(directory, weights, config):
 
 
 def fit_command(init, output_dir, *extra, config_name="bert_config.json",
-                records=None):
+                records_dir=None):
   return [os.path.join(ROOT, "distill.py"), "--do_train", "--do_eval",
           f"--bert_config_file={init}/{config_name}",
           f"--init_checkpoint={init}",
-          f"--input_file={records or init}/train.tfrecord",
+          f"--input_file={records_dir or init}/train.tfrecord",
           f"--output_dir={output_dir}", f"--max_seq_length={L}",
           f"--max_predictions_per_seq={P}", "--soft_loss_weight=0",
           "--hard_mlm_loss_weight=1", "--next_sentence_loss_weight=0",
@@ -94,7 +95,7 @@ def runs(tmp_path_factory):
       "heads": fit_command(teacher, base / "heads", "--trainable=heads"),
       "heads_hf": fit_command(hf_teacher, base / "heads_hf",
                               "--trainable=heads", config_name="config.json",
-                              records=teacher),
+                              records_dir=teacher),
       "all": fit_command(teacher, base / "all", "--trainable=all"),
       "no_init": [a for a in fit_command(teacher, base / "no_init",
                                          "--trainable=heads")
@@ -150,12 +151,24 @@ def test_trainable_all_trains_the_encoder_too(runs):
 
 
 def test_fitted_teacher_labels_in_stage_iv(runs):
+  """Stage IV labels with the fitted teacher: every record's top 3 at each
+  masked position are the NumPy BERT's of the fitted checkpoint (the
+  encoder as given, the heads as fitted), in input order."""
   labels = runs["labels"]
   assert labels.returncode == 0, labels.stderr[-3000:]
-  records = ref.read_records(runs["base"] / "labels.tfrecord")
-  assert len(records) == 24
-  probs = records[0]["truncated_masked_lm_probs"]
-  assert probs.shape == (P * 3,) and np.all(probs >= 0)
+  inputs = ref.read_records(runs["base"] / "encoder_only" / "train.tfrecord")
+  out = ref.read_records(runs["base"] / "labels.tfrecord")
+  assert len(out) == len(inputs) == 24
+  fitted = checkpoint_values(runs["base"] / "heads" / f"model.ckpt-{STEPS}")
+  config = json.loads((runs["base"] / "heads" / "bert_config.json")
+                      .read_text())
+  def stack(name):
+    return np.stack([e[name] for e in inputs])
+  logits = ref.bert_forward(
+      fitted, config, stack(records.INPUT_IDS), stack(records.INPUT_MASK),
+      stack(records.SEGMENT_IDS), stack(records.MASKED_LM_POSITIONS))[
+          "masked_lm_logits"]  # [24, P, V]
+  ref.assert_top_k_matches(out, ref.softmax(logits), k=3)
 
 
 @pytest.mark.parametrize("case, texts", [

@@ -3,8 +3,10 @@ zero gradient where student and teacher agree, unlabeled examples without a
 gold-label loss, a resumed run equal to an uninterrupted one, the teacher's
 logits cached and relabelled when the teacher changes, and the one-line
 errors of a teacher that does not fit the task or the student."""
+import collections
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -21,8 +23,8 @@ import modeling
 import stage_runs
 from bert_reference import assert_same_checkpoints, checkpoint_values
 from stage_runs import replace_flag, run, start
-from classifier_cases import (TOY_CONFIG, command, write_toy_task, write_tsv,
-                              write_vocab)
+from classifier_cases import (TOY_CONFIG, TOY_VOCAB, command, write_toy_task,
+                              write_tsv, write_vocab)
 
 
 def numpy_kl(student, teacher, temperature):
@@ -108,17 +110,56 @@ def test_write_order_mixes_labeled_and_unlabeled_once_for_all():
 # unlabeled text, killed and resumed.
 
 STEPS = 48  # (128 labeled + 128 unlabeled) / batch 16 * 3 epochs
+# The teacher: 128 labeled examples / batch 16 * 12 epochs. Trained so long
+# it fits the task (accuracy 1 on its training examples; at 6 epochs 0.79,
+# its logits under 0.2), so a student that learns from it learns the task.
+TEACHER_STEPS = 96
+MAX_SEQ_LENGTH = 16  # classifier_cases.command's --max_seq_length
 
 
 def distill_command(root, output_dir, *extra):
-  return replace_flag(
+  # --learning_rate 1e-3: the one-layer student learns the toy task in its
+  # 48 steps (at command's 5e-4 its dev accuracy is 0.78 distilled, 0.56
+  # fine-tuned alone).
+  return replace_flag(replace_flag(
       command(root / "toy", root / "vocab.txt", root / "student.json",
               output_dir, "--do_train", "--do_eval",
               f"--teacher_checkpoint={root / 'teacher'}",
               f"--teacher_config={root / 'teacher' / 'bert_config.json'}",
               f"--unlabeled_file={root / 'unlabeled.tsv'}",
               "--temperature=2", "--hard_loss_weight=0.5", *extra),
-      "num_train_epochs", 3)
+      "num_train_epochs", 3), "learning_rate", 1e-3)
+
+
+def numpy_teacher_logits(weights, config, rows):
+  """[N, C] float64: a classifier's logits of decoded classifier records,
+  in NumPy: the head (output_weights, output_bias) on BERT's pooled [CLS]
+  output (ref.bert_forward). A fine-tuned classifier has no cls/ heads:
+  random ones stand in, read only for the MLM and NSP outputs."""
+  stand_ins = {n: v for n, v in ref.random_google_weights(config).items()
+               if n.startswith("cls/")}
+  def stack(name):
+    return np.stack([row[name] for row in rows])
+  pooled = ref.bert_forward(
+      {**stand_ins, **weights}, config, stack(records.INPUT_IDS),
+      stack(records.INPUT_MASK), stack(records.SEGMENT_IDS),
+      np.zeros((len(rows), 1), np.int64))["pooled_output"]  # [N, H]
+  return pooled @ weights["output_weights"].astype(np.float64).T + weights[
+      "output_bias"]
+
+
+def toy_input_ids(sentence):
+  """A toy sentence's input ids, written out: [CLS], each word's id in the
+  toy vocabulary (every word is one), [SEP], padding to MAX_SEQ_LENGTH."""
+  ids = ([TOY_VOCAB.index("[CLS]")] +
+         [TOY_VOCAB.index(word) for word in sentence.split()] +
+         [TOY_VOCAB.index("[SEP]")])
+  return tuple(ids + [0] * (MAX_SEQ_LENGTH - len(ids)))
+
+
+def tsv_rows(path):
+  """The rows of a TSV file with a header line, each a list of fields."""
+  return [line.split("\t") for line in path.read_text().splitlines()[1:]]
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +177,10 @@ def runs(tmp_path_factory):
   (root / "teacher.json").write_text(json.dumps(TOY_CONFIG))
   (root / "student.json").write_text(json.dumps(
       {**TOY_CONFIG, "num_hidden_layers": 1}))
-  teacher = run(command(root / "toy", root / "vocab.txt",
-                        root / "teacher.json", root / "teacher", "--do_train"))
+  teacher = run(replace_flag(
+      command(root / "toy", root / "vocab.txt", root / "teacher.json",
+              root / "teacher", "--do_train"),
+      "num_train_epochs", 12))
   assert teacher.returncode == 0, teacher.stderr[-3000:]
   # The reference run leaves --teacher_config out: the teacher folder's
   # bert_config.json is read; the killed run names it.
@@ -153,14 +196,40 @@ def runs(tmp_path_factory):
 
 
 def test_task_distillation_trains_on_both_and_saves_the_student_only(runs):
-  output_dir = runs["root"] / "uninterrupted"
-  log = (runs["root"] / "uninterrupted.log").read_text()
+  root = runs["root"]
+  output_dir = root / "uninterrupted"
+  log = (root / "uninterrupted.log").read_text()
   assert "128 labeled + 128 unlabeled examples" in log
   assert "soft_loss" in log and "hard_loss" in log
   results = dict(line.split(" = ") for line in
                  (output_dir / "eval_results.txt").read_text().splitlines())
   assert int(results["global_step"]) == STEPS
+  # The student learnt the task, as plain fine-tuning does
+  # (test_run_classifier.py's toy task).
+  assert float(results["eval_accuracy"]) >= 0.9  # chance is 0.5
   assert "The teacher on the 128 labeled training examples: accuracy" in log
+  # It trained on both: every labeled example with its label and weight 1,
+  # every unlabeled one with weight 0 (the ids written out here from the
+  # TSV files), each with the teacher's logits as NumPy computes them.
+  rows = ref.read_records(output_dir / task_distillation.TRAIN_FILE)
+  weights = np.array([row[records.LABEL_WEIGHT][0] for row in rows])
+  assert (weights == 1).sum() == 128 and (weights == 0).sum() == 128
+  assert collections.Counter(
+      (tuple(row[records.INPUT_IDS]), int(row[records.LABEL_IDS][0]))
+      for row, weight in zip(rows, weights) if weight == 1) == (
+          collections.Counter((toy_input_ids(sentence), int(label)) for
+                              sentence, label in tsv_rows(root / "toy" /
+                                                          "train.tsv")))
+  assert collections.Counter(
+      tuple(row[records.INPUT_IDS])
+      for row, weight in zip(rows, weights) if weight == 0) == (
+          collections.Counter(toy_input_ids(sentence) for _, sentence in
+                              tsv_rows(root / "unlabeled.tsv")))
+  teacher = checkpoint_values(root / "teacher" /
+                              f"model.ckpt-{TEACHER_STEPS}")
+  np.testing.assert_allclose(
+      np.stack([row[records.TEACHER_LOGITS] for row in rows]),
+      numpy_teacher_logits(teacher, TOY_CONFIG, rows), rtol=1e-4, atol=1e-5)
   values = checkpoint_values(output_dir / f"model.ckpt-{STEPS}")
   model_names = [n for n in ref.google_shapes(
       {**TOY_CONFIG, "num_hidden_layers": 1}) if n.startswith("bert/")] + [
@@ -183,21 +252,58 @@ def test_resumed_task_distillation_ends_as_the_uninterrupted_one(runs):
       runs["root"] / "uninterrupted" / f"model.ckpt-{STEPS}", atol=1e-6)
 
 
-def test_another_teacher_is_labelled_anew_not_read_from_the_cache(runs):
+def test_another_teacher_is_labelled_anew_not_read_from_the_cache(
+    runs, tmp_path):
+  """The finished run's folder, its teacher's logits cached, run again with
+  another teacher (same config, other weights): the cache is not reused;
+  the other teacher labels every example and the recipe names it."""
   root = runs["root"]
   first = task_distillation.weights_digest(str(root / "teacher"))
   assert first == task_distillation.weights_digest(str(root / "teacher"))
-  other = ref.write_google_checkpoint(
-      str(root / "other_teacher" / "model.ckpt-1"),
-      {**ref.random_google_weights(TOY_CONFIG, seed=5),
-       "output_weights": np.zeros((2, 32), np.float32),
-       "output_bias": np.zeros(2, np.float32)})
-  assert task_distillation.weights_digest(other)["sha256"] != (
-      first["sha256"])
-  recipe = task_distillation.read_recipe(
+  cached = task_distillation.read_recipe(
       str(root / "uninterrupted" / task_distillation.TRAIN_FILE))
-  assert recipe["teacher"] == first
-  assert recipe["features"]["unlabeled"]["num_examples"] == 128
+  assert cached["teacher"] == first
+  assert cached["features"]["unlabeled"]["num_examples"] == 128
+  rng = np.random.default_rng(6)
+  other_weights = {**ref.random_google_weights(TOY_CONFIG, seed=5),
+                   "output_weights": rng.normal(size=(2, 32)).astype(
+                       np.float32),
+                   "output_bias": rng.normal(size=2).astype(np.float32)}
+  (tmp_path / "other_teacher").mkdir()
+  (tmp_path / "other_teacher" / "bert_config.json").write_text(
+      json.dumps(TOY_CONFIG))
+  other = ref.write_google_checkpoint(
+      str(tmp_path / "other_teacher" / "model.ckpt-1"), other_weights)
+  output_dir = tmp_path / "rerun"
+  shutil.copytree(root / "uninterrupted", output_dir)
+  # Already trained: the run labels, then trains no further
+  # (--continue_despite_changes: the teacher is another input).
+  rerun = run(replace_flag(replace_flag(
+      runs["command"], "output_dir", output_dir), "teacher_checkpoint",
+                           other) + ["--continue_despite_changes"])
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  # (The features without the teacher's logits are reused.)
+  assert not [line for line in rerun.stderr.splitlines()
+              if "Reusing" in line and task_distillation.TRAIN_FILE in line]
+  assert "The teacher labelled 256 examples" in rerun.stderr
+  recipe = task_distillation.read_recipe(
+      str(output_dir / task_distillation.TRAIN_FILE))
+  assert recipe["teacher"] == task_distillation.weights_digest(other)
+  assert recipe["teacher"]["path"] == other
+  assert recipe["teacher"]["sha256"] != first["sha256"]
+  assert recipe["features"] == cached["features"]
+  # The same examples in the same order, with the other teacher's logits.
+  rows = ref.read_records(output_dir / task_distillation.TRAIN_FILE)
+  before = ref.read_records(root / "uninterrupted" /
+                            task_distillation.TRAIN_FILE)
+  assert len(rows) == len(before) == 256
+  for row, old in zip(rows, before):
+    for name in set(old) - {records.TEACHER_LOGITS}:
+      np.testing.assert_array_equal(row[name], old[name], err_msg=name)
+  np.testing.assert_allclose(
+      np.stack([row[records.TEACHER_LOGITS] for row in rows]),
+      numpy_teacher_logits(other_weights, TOY_CONFIG, rows),
+      rtol=1e-4, atol=1e-5)
 
 
 def test_a_mean_pooling_teacher_labels_with_mean_pooling(tmp_path):
