@@ -338,9 +338,11 @@ def test_ctrl_c_in_stage_4_is_one_line_and_the_rerun_equals_a_clean_run(
     tmp_path):
   teacher = str(tmp_path / "teacher.ckpt")
   write_checkpoint(teacher, ref.TINY_CONFIG, 1)
+  # Enough records that the labelling outlasts the signal's way to it (with
+  # 200 it once finished first on a loaded machine, exit 0).
   source = ref.write_records(tmp_path / "records.tfrecord",
                              ref.random_pretraining_examples(
-                                 200, L, P, ref.TINY_CONFIG["vocab_size"]))
+                                 1000, L, P, ref.TINY_CONFIG["vocab_size"]))
   out = tmp_path / "out"
   argv = teacher_args(teacher, source, f"--output_dir={out}",
                       "--batch_size=2", "--sort_batches=1")
