@@ -29,6 +29,7 @@ import tensorflow as tf
 from bert_distill import distribution
 from bert_distill import example_codec
 from bert_distill import file_io
+from bert_distill import pretraining_data
 from bert_distill import progress_log
 from bert_distill import records
 from bert_distill import tfrecord
@@ -343,13 +344,6 @@ def truncate_seq_pair(tokens_a, tokens_b, max_length):
     longer.pop()
 
 
-# A share of [UNK] tokens above which the vocabulary or the casing is most
-# likely wrong: the bundled movie reviews with BERT's uncased vocabulary
-# have 0.0%, read without --do_lower_case 8.8% (pretraining_data's for
-# Wikipedia: 0.00% and 11%).
-UNKNOWN_SHARE_WARNING = 0.01
-
-
 @dataclasses.dataclass
 class TextStats:
   """What a split's features lost: the text max_seq_length cut (Google's
@@ -379,12 +373,7 @@ class TextStats:
           "are not in the features", split, self.truncated, self.examples,
           100 * self.truncated / self.examples, max_seq_length,
           self.tokens_cut, self.tokens, 100 * self.tokens_cut / self.tokens)
-    if self.tokens and self.unknown / self.tokens >= UNKNOWN_SHARE_WARNING:
-      logging.warning(
-          "%s: %d of %d tokens (%.2g%%) are [UNK]: is --vocab_file the "
-          "model's, and --do_lower_case right for it (an uncased vocab.txt "
-          "needs it)?", split, self.unknown, self.tokens,
-          100 * self.unknown / self.tokens)
+    pretraining_data.warn_of_unknown_share(split, self.unknown, self.tokens)
 
 
 def convert_single_example(example, task, max_seq_length, tokenizer,
@@ -399,7 +388,9 @@ def convert_single_example(example, task, max_seq_length, tokenizer,
   tokens_a = tokenizer.tokenize(example.text_a)
   tokens_b = tokenizer.tokenize(example.text_b) if (
       example.text_b is not None) else None
-  text_tokens = [*tokens_a, *(tokens_b or ())]
+  # Counted before truncation cuts the lists.
+  text_tokens = ([*tokens_a, *(tokens_b or ())] if stats is not None
+                 else None)
   if tokens_b is not None:
     truncate_seq_pair(tokens_a, tokens_b, max_seq_length - 3)  # [CLS], 2x[SEP]
   else:

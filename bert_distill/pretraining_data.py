@@ -460,12 +460,11 @@ def process_file(job):
     logging.warning("%s holds no text: skipped, %s not written", input_path,
                     final_path)
     return input_path, 0, 0, time.monotonic() - start
+  num_tokens = sum(len(s) for document in documents for s in document)
   logging.info("%s: %d documents, %d tokens read in %.1f s", name,
-               len(documents),
-               sum(len(s) for document in documents for s in document),
-               time.monotonic() - start)
+               len(documents), num_tokens, time.monotonic() - start)
   warn_of_long_lines(input_path, documents, maker.settings.max_seq_length)
-  warn_of_unknown_tokens(input_path, documents, tokenizer)
+  warn_of_unknown_tokens(input_path, documents, tokenizer, num_tokens)
   progress = progress_log.Progress(
       f"{name} passes", total=len(documents) * maker.settings.dupe_factor,
       unit="documents")
@@ -491,26 +490,33 @@ def process_file(job):
   return input_path, len(documents), len(examples), seconds
 
 
-# The share of [UNK] tokens above which the vocabulary or the casing is most
-# likely wrong (classifier_data's, for the same reason).
+# A share of [UNK] tokens above which the vocabulary or the casing is most
+# likely wrong: the bundled Wikipedia sample with BERT's uncased vocabulary
+# has 0.00%, the same text without --do_lower_case 11%; the bundled movie
+# reviews 0.0% and 8.8%.
 UNKNOWN_SHARE_WARNING = 0.01
 
 
-def warn_of_unknown_tokens(path, documents, tokenizer):
-  """Warns when [UNK] is 1% or more of a file's tokens: the bundled
-  Wikipedia sample with BERT's uncased vocabulary has 0.00%, the same text
-  without --do_lower_case 11%, which would teach the student [UNK].
-  Returns the share."""
-  unknown_id = tokenizer.vocab["[UNK]"]
-  tokens = sum(len(s) for document in documents for s in document)
-  unknown = sum(s.count(unknown_id) for document in documents for s in document)
+def warn_of_unknown_share(where, unknown, tokens):
+  """Warns when `unknown` of `tokens` ([UNK] of all, in a file or a split)
+  is UNKNOWN_SHARE_WARNING or more: text the model would see as [UNK], and
+  a student would learn to predict. Stage III-b and run_classifier.py's
+  features both warn so. Returns the share."""
   share = unknown / max(tokens, 1)
   if share >= UNKNOWN_SHARE_WARNING:
     logging.warning(
         "%s: %d of %d tokens (%.2g%%) are [UNK]: is --vocab_file the "
         "model's, and --do_lower_case right for it (an uncased vocab.txt "
-        "needs it)?", path, unknown, tokens, 100 * share)
+        "needs it)?", where, unknown, tokens, 100 * share)
   return share
+
+
+def warn_of_unknown_tokens(path, documents, tokenizer, num_tokens):
+  """warn_of_unknown_share for a file's documents (num_tokens in all)."""
+  unknown_id = tokenizer.vocab["[UNK]"]
+  return warn_of_unknown_share(
+      path, sum(s.count(unknown_id) for document in documents
+                for s in document), num_tokens)
 
 
 def warn_of_long_lines(path, documents, max_seq_length):

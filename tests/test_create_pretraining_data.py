@@ -363,8 +363,9 @@ def test_a_file_of_many_unknown_tokens_is_warned_of(tmp_path, caplog):
     documents = pretraining_data.read_documents(str(text), tokenizer)
     caplog.clear()
     with caplog.at_level("WARNING"):
-      share = pretraining_data.warn_of_unknown_tokens(str(text), documents,
-                                                      tokenizer)
+      share = pretraining_data.warn_of_unknown_tokens(
+          str(text), documents, tokenizer,
+          sum(len(s) for document in documents for s in document))
     assert (share > 0.2) == warned, share
     assert ("are [UNK]: is --vocab_file the model's, and --do_lower_case "
             "right for it" in caplog.text) == warned
