@@ -450,14 +450,10 @@ def holds_evaluation(output_dir, record):
   content, the settings), by the record written beside it: a rerun with
   other evaluation files or settings evaluates again."""
   results = os.path.join(output_dir, "eval_results.txt")
-  path = os.path.join(output_dir, EVALUATION_RECORD)
-  if not (tf.io.gfile.exists(results) and tf.io.gfile.exists(path)):
-    return False
-  try:
-    with tf.io.gfile.GFile(path) as f:
-      return json.load(f) == json.loads(json.dumps(record))
-  except (ValueError, tf.errors.OpError):
-    return False  # unreadable: evaluate again, which rewrites it
+  # Missing or unreadable (None): evaluate again, which rewrites it.
+  recorded = file_io.read_json(os.path.join(output_dir, EVALUATION_RECORD))
+  return (tf.io.gfile.exists(results) and
+          recorded == json.loads(json.dumps(record)))
 
 
 def forget_evaluation(output_dir):
@@ -474,9 +470,7 @@ def write_evaluation_record(output_dir, record):
   (after it, and after forget_evaluation removed the former record)."""
   path = os.path.join(output_dir, EVALUATION_RECORD)
   try:
-    with file_io.atomic_output(path) as tmp_path:
-      with tf.io.gfile.GFile(tmp_path, "w") as f:
-        json.dump(record, f, indent=1, sort_keys=True)
+    file_io.write_json(path, record)
   except (tf.errors.OpError, OSError) as e:
     raise cli.StageError(f"{path}: cannot write ({cli.error_line(e)})") from None
 

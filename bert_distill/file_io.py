@@ -116,18 +116,30 @@ def same_content(identity, other):
              for key in ("name", "size", "sha256"))
 
 
+def _open_text(path, mode):
+  """A text file of a local path (os) or another (tf.io.gfile)."""
+  if "://" in path:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    return tf.io.gfile.GFile(path, mode)
+  return open(path, mode, encoding="utf-8")
+
+
 def write_json(path, value):
   """Writes a JSON file under its final name only when complete."""
   with atomic_output(path) as tmp_path:
-    with open(tmp_path, "w", encoding="utf-8") as f:
+    with _open_text(tmp_path, "w") as f:
       json.dump(value, f, indent=1, sort_keys=True)
       f.write("\n")
 
 
 def read_json(path):
   """The JSON value in path, or None when the file is missing or unreadable."""
+  unreadable = (OSError, ValueError)
+  if "://" in path:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    unreadable += (tf.errors.OpError,)
   try:
-    with open(path, encoding="utf-8") as f:
+    with _open_text(path, "r") as f:
       return json.load(f)
-  except (OSError, ValueError):
+  except unreadable:
     return None

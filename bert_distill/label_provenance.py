@@ -7,7 +7,6 @@ settings (teacher_labels.plan_outputs redoes such an output).
 """
 
 import functools
-import json
 import os
 
 import tensorflow as tf
@@ -70,10 +69,8 @@ def why_not_complete(output_path, record_now):
   if not tf.io.gfile.exists(output_path):
     return "missing"
   path = file_io.made_from_path(output_path)
-  try:
-    with tf.io.gfile.GFile(path, "r") as f:
-      recorded = json.load(f)
-  except (tf.errors.OpError, OSError, ValueError):
+  recorded = file_io.read_json(path)  # None: missing or unreadable
+  if recorded is None:
     return f"no record of what it was made from ({path})"
   if recorded.get("output_size") != tf.io.gfile.stat(output_path).length:
     return "its size differs from the one recorded when it was written"
@@ -94,11 +91,8 @@ def why_not_complete(output_path, record_now):
 def write_made_from(output_path, record):
   """Writes output_path's record (with its size) under its final name only
   when complete."""
-  record = dict(record, output_size=tf.io.gfile.stat(output_path).length)
-  path = file_io.made_from_path(output_path)
-  with file_io.atomic_output(path) as tmp_path:
-    with tf.io.gfile.GFile(tmp_path, "w") as f:
-      f.write(json.dumps(record, indent=1, sort_keys=True) + "\n")
+  file_io.write_json(file_io.made_from_path(output_path), dict(
+      record, output_size=tf.io.gfile.stat(output_path).length))
 
 
 def remove_output(output_path):
