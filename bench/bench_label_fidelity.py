@@ -230,14 +230,21 @@ def pipeline_main(args):
   precisions = {"float32": "float32", "bf16": "mixed_bfloat16"}
 
   # 1. The held-out distributions in both precisions.
+  def label(script, flags, tag, precision):
+    """Reruns a recorded stage IV command into work/<tag> in `precision`;
+    returns that folder."""
+    folder = os.path.join(work, tag)
+    run_stage(args, script,
+              with_flags(flags, output_dir=folder + ".tmp",
+                         precision=precision),
+              folder, tag, written=folder + ".tmp")
+    return folder
+
   held = {}
   for name, precision in precisions.items():
-    folder = os.path.join(work, f"held_out_full_{name}")
-    run_stage(args, held_script,
-              with_flags(held_flags, output_dir=folder + ".tmp",
-                         precision=precision),
-              folder, f"held_out_full_{name}", written=folder + ".tmp")
-    held[name] = full_labels(folder, vocab_size)
+    held[name] = full_labels(
+        label(held_script, held_flags, f"held_out_full_{name}", precision),
+        vocab_size)
   fidelity = compare(held["float32"], held["bf16"])
   del held
   lq.log(f"labels: {fidelity}")
@@ -246,11 +253,7 @@ def pipeline_main(args):
   held_float32 = os.path.join(work, "held_out_full_float32", "*.tfrecord")
   students = {}
   for name, precision in precisions.items():
-    labels = os.path.join(work, f"labels_{name}")
-    run_stage(args, label_script,
-              with_flags(label_flags, output_dir=labels + ".tmp",
-                         precision=precision),
-              labels, f"labels_{name}", written=labels + ".tmp")
+    labels = label(label_script, label_flags, f"labels_{name}", precision)
     students[name] = []
     for seed in args.seeds:
       out = os.path.join(work, "students", f"{name}_labels_seed{seed}")
