@@ -19,6 +19,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from bert_distill import file_io
+
 # What an interrupted stage (Ctrl-C) says, and its exit status (128 + SIGINT,
 # as a shell reports it).
 INTERRUPTED = "interrupted; rerun to resume"
@@ -61,8 +63,7 @@ def run(main):
       if e.filename is None:
         raise
       logging.flush()
-      print(f"error: {e.filename}: {e.strerror or error_line(e)}",
-            file=sys.stderr)
+      print(f"error: {file_io.describe_os_error(e)}", file=sys.stderr)
       sys.exit(1)
     except Exception as e:  # pylint: disable=broad-except
       # Only TensorFlow raises its errors, so a stage that never imported
