@@ -5,7 +5,8 @@ The other shared pieces have a module each: file_io.py (outputs under their
 final name only when complete, stale temporaries, file identity),
 worker_pool.py (a process pool that names the job a dead worker held),
 progress_log.py (progress lines with rate and time left), shard_flags.py
-(--num_shards, --shard_index). Nothing here imports TensorFlow at module
+(--num_shards, --shard_index), interrupts.py (Ctrl-C at safe points in the
+TensorFlow stages). Nothing here imports TensorFlow at module
 level, so light stages such as split_text.py and stage III-b's worker
 processes run without it."""
 
@@ -20,6 +21,7 @@ from absl import flags
 from absl import logging
 
 from bert_distill import file_io
+from bert_distill import interrupts
 
 # What an interrupted stage (Ctrl-C) says, and its exit status (128 + SIGINT,
 # as a shell reports it).
@@ -31,7 +33,7 @@ class StageError(Exception):
   """A user's mistake or bad input: reported as one line, exit status 1."""
 
 
-def run(main):
+def run(main, ctrl_c_at_safe_points=False):
   """Runs `main(argv)` under absl.app with one-line errors for the user's mistakes.
 
   A bad flag (missing, malformed or failing a validator) and a StageError
@@ -43,6 +45,11 @@ def run(main):
   (SIGINT) prints `error: interrupted; rerun to resume` and exits 130: the
   KeyboardInterrupt unwinds through every `atomic_output`, which removes
   its temporary, so the rerun finds what a killed run leaves, or less.
+
+  ctrl_c_at_safe_points: for the stages that run TensorFlow, where a
+  KeyboardInterrupt raised inside its calls can crash the process or be
+  lost (interrupts.py): a first Ctrl-C is raised at the stage's next safe
+  point, at the latest when main returns.
   """
   def parse_flags(argv):
     try:
@@ -54,7 +61,11 @@ def run(main):
 
   def guarded_main(argv):
     try:
-      return main(argv)
+      if ctrl_c_at_safe_points:
+        interrupts.take_at_safe_points()
+      status = main(argv)
+      interrupts.check()
+      return status
     except StageError as e:
       logging.flush()
       print(f"error: {e}", file=sys.stderr)

@@ -24,6 +24,7 @@ import tensorflow as tf
 from bert_distill import checkpoints
 from bert_distill import cli
 from bert_distill import file_io
+from bert_distill import interrupts
 from bert_distill import label_settings
 from bert_distill import losses
 from bert_distill import model_config
@@ -436,6 +437,7 @@ def evaluate(strategy, model, dataset, num_batches, loss_config,
   for _ in range(num_batches):
     batch_sums = {name: value.numpy().astype(np.float64)
                   for name, value in eval_step(iterator).items()}
+    interrupts.check()
     sums = batch_sums if sums is None else {
         name: sums[name] + batch_sums[name] for name in sums}
   return losses.evaluation_metrics(sums, loss_config)

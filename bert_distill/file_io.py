@@ -18,6 +18,8 @@ import shutil
 
 from absl import logging
 
+from bert_distill import interrupts
+
 
 def temporary_path(final_path):
   """The name an output is written under until it is complete."""
@@ -29,7 +31,9 @@ def atomic_output(final_path):
   """Yields a temporary path; renames it to final_path only on success.
 
   On any exception the temporary file is removed, so a crash never leaves a
-  half-written file under the final name and a rerun starts that file anew.
+  half-written file under the final name and a rerun starts that file anew;
+  so is it after a Ctrl-C that waits for a safe point (interrupts.py), which
+  is raised here instead of the rename.
   Local paths go through os, others (gs://...) through tf.io.gfile.
   """
   if "://" in final_path:
@@ -41,6 +45,7 @@ def atomic_output(final_path):
   tmp_path = temporary_path(final_path)
   try:
     yield tmp_path
+    interrupts.check()
     rename(tmp_path, final_path)
   except BaseException:
     if exists(tmp_path):

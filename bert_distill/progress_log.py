@@ -1,8 +1,12 @@
-"""Progress lines: done/total, rate and time left, at most every interval."""
+"""Progress lines: done/total, rate and time left, at most every interval.
+
+Each update is also a safe point for a waiting Ctrl-C (interrupts.py)."""
 
 import time
 
 from absl import logging
+
+from bert_distill import interrupts
 
 
 class Progress:
@@ -25,6 +29,7 @@ class Progress:
 
   def update(self, count=1, note=None):
     """Adds `count` finished items and logs when the interval has passed."""
+    interrupts.check()
     self.done += count
     if note is not None:
       self.note = note

@@ -27,6 +27,7 @@ import tensorflow as tf
 from bert_distill import checkpoints
 from bert_distill import cli
 from bert_distill import file_io
+from bert_distill import interrupts
 from bert_distill import progress_log
 from bert_distill import summaries
 
@@ -135,6 +136,7 @@ def train(train_loop, dataset, start_step, settings, schedule, variables,
     num_steps = min(settings.iterations_per_loop, next_save - step)
     started = time.monotonic()
     steps_run, terms = train_loop(iterator, tf.constant(num_steps))
+    interrupts.check()
     steps_run = int(steps_run)
     terms = {name: float(value) for name, value in terms.items()}
     step += steps_run

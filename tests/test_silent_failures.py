@@ -334,14 +334,79 @@ def test_ctrl_c_is_one_line_exit_130_and_removes_the_temporary(tmp_path):
   assert os.listdir(tmp_path) == ["stage.py"]
 
 
+# A TensorFlow stage's main (cli.run with ctrl_c_at_safe_points) in three
+# situations, chosen by argv[2].
+SAFE_POINT_MAIN = """
+import os, signal, sys, time
+from bert_distill import cli
+from bert_distill import file_io
+from bert_distill import progress_log
+
+def swallowed():
+  # What TensorFlow's C++ did with a KeyboardInterrupt raised in Python code
+  # it called back: cleared it (or crashed).
+  try:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)
+  except BaseException:
+    pass
+
+def main(argv):
+  case = sys.argv[2]
+  with file_io.atomic_output(sys.argv[1]) as tmp:
+    open(tmp, "w").write("all of it")
+    if case == "swallowed":
+      swallowed()
+      print("ran on", file=sys.stderr, flush=True)
+    elif case == "progress":
+      swallowed()
+      progress_log.Progress("batches", interval=1e9).update()
+      print("not reached", file=sys.stderr, flush=True)
+    elif case == "twice":
+      os.kill(os.getpid(), signal.SIGINT)
+      print("after the first", file=sys.stderr, flush=True)
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(30)
+
+cli.run(main, ctrl_c_at_safe_points=True)
+"""
+
+
+@pytest.mark.parametrize("case,ran_on", [("swallowed", "ran on"),
+                                         ("progress", None),
+                                         ("twice", "after the first")])
+def test_a_tensorflow_stage_takes_ctrl_c_at_a_safe_point_and_never_loses_it(
+    tmp_path, case, ran_on):
+  """A first Ctrl-C in a TensorFlow stage is noted, not raised inside
+  TensorFlow's calls (interrupts.py); it is raised at the next progress
+  line, else at the output's commit: never lost, never an output after it.
+  A second one stops at once."""
+  script = tmp_path / "stage.py"
+  script.write_text(SAFE_POINT_MAIN)
+  final = tmp_path / "out.txt"
+  started = time.monotonic()
+  result = subprocess.run([sys.executable, str(script), str(final), case],
+                          cwd=ROOT, env=dict(stage_runs.ENV, PYTHONPATH=ROOT),
+                          capture_output=True, text=True, timeout=60)
+  assert time.monotonic() - started < 25  # "twice" did not sleep on
+  assert result.returncode == 130, result.stderr
+  stage_runs.assert_one_line_error(result, "interrupted; rerun to resume")
+  assert "Ctrl-C again to stop at once" in result.stderr
+  assert "not reached" not in result.stderr
+  if ran_on:
+    assert ran_on in result.stderr
+  assert os.listdir(tmp_path) == ["stage.py"]
+
+
 def test_ctrl_c_in_stage_4_is_one_line_and_the_rerun_equals_a_clean_run(
     tmp_path):
   teacher = str(tmp_path / "teacher.ckpt")
   write_checkpoint(teacher, ref.TINY_CONFIG, 1)
   # 1000 records: the labelling runs for over a second after its first
-  # progress line, when the signal is sent. (It has twice run to its end,
-  # exit 0, as if the signal were lost inside TensorFlow's calls: not yet
-  # understood, see the note on issue 21.)
+  # progress line, when the signal is sent. Before Ctrl-C waited for a safe
+  # point, this test failed about one run in eight: the interrupt lost
+  # inside TensorFlow's calls (all records labelled, exit 0) or a
+  # segmentation fault in iterator_get_next.
   source = ref.write_records(tmp_path / "records.tfrecord",
                              ref.random_pretraining_examples(
                                  1000, L, P, ref.TINY_CONFIG["vocab_size"]))
