@@ -87,15 +87,15 @@ def assert_one_line_error(result, *texts):
   return errors[0]
 
 
-def kill_after_checkpoint(process, output_dir, step):
-  """Kills `process` with -9 once output_dir holds the checkpoint of `step`
-  or a later one. Returns the step of the newest checkpoint it left, or None
-  where the process ended before."""
+def kill_after_checkpoint(process, output_dir, step, sig=signal.SIGKILL):
+  """Kills `process` with -9 (or sends it `sig`) once output_dir holds the
+  checkpoint of `step` or a later one. Returns the step of the newest
+  checkpoint it left, or None where the process ended before."""
   killed_at = None
   while process.poll() is None:
     latest = checkpoints.latest_checkpoint(str(output_dir))
     if latest and checkpoints.checkpoint_step(latest) >= step:
-      process.send_signal(signal.SIGKILL)
+      process.send_signal(sig)
       process.wait()
       killed_at = checkpoints.checkpoint_step(
           checkpoints.latest_checkpoint(str(output_dir)))

@@ -4,6 +4,8 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 
 import numpy as np
@@ -310,8 +312,9 @@ TRAIN = ("--do_train", f"--num_train_steps={STEPS}",
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   """Data, then together: an uninterrupted run with evaluation (the
-  reference), the same run killed with -9 mid-way, and two workers launched
-  with launch_multiworker.sh on loopback ports."""
+  reference), the same run killed with -9 mid-way, the same run stopped by
+  Ctrl-C mid-way, and two workers launched with launch_multiworker.sh on
+  loopback ports."""
   root = tmp_path_factory.mktemp("distill")
   for i in range(2):
     write_records(root / f"train-{i}.tfrecord", 24, seed=10 + i)
@@ -325,14 +328,22 @@ def runs(tmp_path_factory):
   reference = start(command, root / "uninterrupted.log")
   killed_command = replace_flag(command, "output_dir", root / "killed")
   killed = start(killed_command, root / "killed.log")
+  interrupted_command = replace_flag(command, "output_dir",
+                                     root / "interrupted")
+  interrupted = start(interrupted_command, root / "interrupted.log")
 
   launched = stage_runs.launch_two_workers(
       root, replace_flag(command, "output_dir", root / "two_workers"))
   killed_at = stage_runs.kill_after_checkpoint(killed, root / "killed", 8)
+  interrupted_at = stage_runs.kill_after_checkpoint(
+      interrupted, root / "interrupted", 8, signal.SIGINT)
   stage_runs.assert_finished(reference, root / "uninterrupted.log")
   stage_runs.wait_for_workers(root / "logs")
   return {**data, "command": command, "killed_command": killed_command,
-          "killed_at": killed_at, "launched": launched}
+          "killed_at": killed_at, "launched": launched,
+          "interrupted_command": interrupted_command,
+          "interrupted_at": interrupted_at,
+          "interrupted_status": interrupted.returncode}
 
 
 def test_checkpoints_hold_google_names_slots_and_step(runs):
@@ -370,6 +381,29 @@ def test_resume_after_kill_ends_with_the_uninterrupted_weights(runs):
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"at step {killed_at}" in result.stderr
   assert_same_checkpoints(runs["root"] / "killed" / f"model.ckpt-{STEPS}",
+                          runs["root"] / "uninterrupted" / f"model.ckpt-{STEPS}",
+                          rtol=1e-5, atol=1e-7)
+
+
+def test_ctrl_c_stops_at_a_step_and_the_rerun_ends_with_the_same_weights(
+    runs):
+  """Ctrl-C is taken after the training loop's step (interrupts.py): one
+  line, exit 130, no temporary left; the rerun resumes from the newest
+  checkpoint and ends where the uninterrupted run did."""
+  interrupted_at = runs["interrupted_at"]
+  assert interrupted_at is not None and interrupted_at < STEPS
+  log = (runs["root"] / "interrupted.log").read_text()
+  result = subprocess.CompletedProcess([], runs["interrupted_status"], None,
+                                       log)
+  assert result.returncode == 130, log[-3000:]
+  stage_runs.assert_one_line_error(result, "interrupted; rerun to resume")
+  assert "Ctrl-C again to stop at once" in log
+  output_dir = runs["root"] / "interrupted"
+  assert not [p.name for p in output_dir.iterdir() if ".tmp-" in p.name]
+  resumed = run(runs["interrupted_command"] + ["--nodo_eval"])
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"at step {interrupted_at}" in resumed.stderr
+  assert_same_checkpoints(output_dir / f"model.ckpt-{STEPS}",
                           runs["root"] / "uninterrupted" / f"model.ckpt-{STEPS}",
                           rtol=1e-5, atol=1e-7)
 
