@@ -41,7 +41,12 @@ def _on_sigint(signum, frame):
     raise KeyboardInterrupt
   _requested = True
   # Not logging or print: the handler may run inside a write to stderr.
-  os.write(2, _NOTICE)
+  # Nor an exception: stderr may be a pipe whose reader Ctrl-C has ended
+  # (run_pipeline.sh's tee).
+  try:
+    os.write(2, _NOTICE)
+  except OSError:
+    pass
 
 
 def requested():
