@@ -382,8 +382,14 @@ run_stage() {
   echo "== stage $stage ($description): running; log: $LOG_DIR/$stage.log"
   echo "   ${COMMAND[*]}"
   local status=0
-  "${COMMAND[@]}" 2>&1 | tee "$LOG_DIR/$stage.log" || status=$?
-  if [[ $status -ne 0 ]]; then
+  # tee -i: Ctrl-C reaches tee too, and the stage's last lines (its
+  # `error: interrupted` among them) are still to come.
+  "${COMMAND[@]}" 2>&1 | tee -i "$LOG_DIR/$stage.log" || status=$?
+  if [[ $status -eq 130 ]]; then
+    echo "run_pipeline.sh: stage $stage ($description) interrupted (Ctrl-C);" \
+         "rerun the same command to resume: finished stages are skipped." >&2
+    exit "$status"
+  elif [[ $status -ne 0 ]]; then
     echo "run_pipeline.sh: stage $stage ($description) FAILED with exit" \
          "status $status; see $LOG_DIR/$stage.log. Fix the cause and rerun" \
          "the same command: finished stages are skipped." >&2

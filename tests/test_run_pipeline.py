@@ -1,8 +1,10 @@
 """run_pipeline.sh: stages II to III-b on a small dump, done markers, failures."""
 import glob
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import tensorflow as tf
 
@@ -15,16 +17,24 @@ from bert_distill import records
 PIPELINE = os.path.join(ROOT, "run_pipeline.sh")
 
 
+def pipeline_env():
+  return dict(os.environ,
+              PATH=os.path.dirname(sys.executable) + os.pathsep +
+              os.environ["PATH"])
+
+
+def run_pipeline_command(work_dir, *flags):
+  return ["bash", PIPELINE, f"--work_dir={work_dir}",
+          f"--python={sys.executable}", f"--vocab_file={VOCAB_FILE}",
+          "--split_number=2", "--dupe_factor=2", "--max_seq_length=32",
+          "--max_predictions_per_seq=5", "--num_workers=1", "--processes=1",
+          *flags]
+
+
 def run_pipeline(work_dir, *flags):
-  env = dict(os.environ,
-             PATH=os.path.dirname(sys.executable) + os.pathsep +
-             os.environ["PATH"])
-  return subprocess.run(
-      ["bash", PIPELINE, f"--work_dir={work_dir}", f"--python={sys.executable}",
-       f"--vocab_file={VOCAB_FILE}", "--split_number=2", "--dupe_factor=2",
-       "--max_seq_length=32", "--max_predictions_per_seq=5",
-       "--num_workers=1", "--processes=1", *flags],
-      capture_output=True, text=True, timeout=240, cwd=ROOT, env=env)
+  return subprocess.run(run_pipeline_command(work_dir, *flags),
+                        capture_output=True, text=True, timeout=240, cwd=ROOT,
+                        env=pipeline_env())
 
 
 def test_stages_two_and_three_run_then_skip_then_refuse_changed_settings(
@@ -82,6 +92,39 @@ def test_a_failing_stage_is_named_and_leaves_no_marker(tmp_path):
   assert "stage III-b (pretraining records) FAILED" in result.stderr
   assert os.path.exists(work / "stages" / "III-a.done")
   assert not os.path.exists(work / "stages" / "III-b.done")
+
+
+def test_ctrl_c_stops_the_pipeline_with_its_stage_and_the_rerun_resumes(
+    tmp_path):
+  """Ctrl-C reaches the whole process group, the stage and its log's tee
+  among them: the stage's own last line still reaches its log (tee -i), the
+  pipeline says it was interrupted and how to go on, no marker is left for
+  the stage, and the same command then finishes it."""
+  work = tmp_path / "work"
+  os.makedirs(work)
+  # Enough text that stage III-b runs for seconds after its first line.
+  (work / "wiki.txt").write_text(EXPECTED_TEXT * 300)
+  command = run_pipeline_command(work, "--stages=III-a,III-b")
+  with open(tmp_path / "stdout", "w") as out, \
+       open(tmp_path / "stderr", "w") as err:
+    process = subprocess.Popen(command, stdout=out, stderr=err, cwd=ROOT,
+                               env=pipeline_env(), start_new_session=True)
+  log = work / "logs" / "III-b.log"
+  while process.poll() is None and not (
+      log.exists() and "to make" in log.read_text()):
+    time.sleep(0.05)
+  os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+  assert process.wait(timeout=120) == 130
+  stderr = (tmp_path / "stderr").read_text()
+  assert ("stage III-b (pretraining records) interrupted (Ctrl-C); rerun "
+          "the same command to resume") in stderr, stderr[-2000:]
+  assert log.read_text().rstrip().endswith(
+      "error: interrupted; rerun to resume"), log.read_text()[-2000:]
+  assert sorted(os.listdir(work / "stages")) == ["III-a.done"]
+  assert not glob.glob(str(work / "records" / "*.tmp-*"))
+  result = run_pipeline(work, "--stages=III-a,III-b")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert sorted(os.listdir(work / "stages")) == ["III-a.done", "III-b.done"]
 
 
 def test_missing_inputs_and_unknown_flags_are_one_line_errors(tmp_path):
