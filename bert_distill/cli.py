@@ -23,11 +23,6 @@ from absl import logging
 from bert_distill import file_io
 from bert_distill import interrupts
 
-# What an interrupted stage (Ctrl-C) says, and its exit status (128 + SIGINT,
-# as a shell reports it).
-INTERRUPTED = "interrupted; rerun to resume"
-INTERRUPTED_STATUS = 130
-
 
 class StageError(Exception):
   """A user's mistake or bad input: reported as one line, exit status 1."""
@@ -90,8 +85,8 @@ def run(main, ctrl_c_at_safe_points=False):
       # A second Ctrl-C while cleaning up would print a traceback.
       signal.signal(signal.SIGINT, signal.SIG_IGN)
       logging.flush()
-      print(f"error: {INTERRUPTED}", file=sys.stderr)
-      sys.exit(INTERRUPTED_STATUS)
+      print(f"error: {interrupts.MESSAGE}", file=sys.stderr)
+      sys.exit(interrupts.EXIT_STATUS)
 
   # Python's exit ends with garbage collections over every object still
   # alive, and TensorFlow's import alone leaves about 270,000: 0.4-0.5 s

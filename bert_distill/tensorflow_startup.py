@@ -26,6 +26,10 @@ TF_CPP_MIN_LOG_LEVEL is 0 or 1 (a user asking for TensorFlow's info or
 warning lines gets these too), where an NVIDIA driver is loaded (the lines
 then say something), or where TensorFlow is already imported. A module that never imports TensorFlow (the torch
 benches' helpers, split_text.py) pays nothing.
+
+Wherever TensorFlow is not yet imported, its first import also runs with a
+SIGINT held (interrupts.held): a Ctrl-C in a stage's first seconds is one
+line, not a traceback through TensorFlow's imports.
 """
 
 import contextlib
@@ -35,6 +39,8 @@ import os
 import re
 import sys
 import tempfile
+
+from bert_distill import interrupts
 
 # The lines the wheel prints when it finds no CUDA driver, and nothing else.
 NOISE = re.compile(
@@ -69,8 +75,12 @@ def filtered_stderr(noise=NOISE):
         os.write(2, b"".join(kept))
 
 
-class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
-  """Finds `tensorflow` once, with a loader that imports it quietly."""
+class _TensorFlowImportFinder(importlib.abc.MetaPathFinder):
+  """Finds `tensorflow` once, with a loader that imports it with a SIGINT
+  held and, where `quiet`, its start-up lines filtered."""
+
+  def __init__(self, quiet):
+    self.quiet = quiet
 
   def find_spec(self, fullname, path=None, target=None):  # pylint: disable=unused-argument
     if fullname != "tensorflow":
@@ -81,21 +91,25 @@ class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
       return spec
     exec_module = spec.loader.exec_module
 
-    def quiet_exec_module(module):
-      with filtered_stderr(QUIET):
-        exec_module(module)
-        module.config.list_physical_devices()  # where cuInit is called
+    def guarded_exec_module(module):
+      with interrupts.held():
+        if not self.quiet:
+          exec_module(module)
+          return
+        with filtered_stderr(QUIET):
+          exec_module(module)
+          module.config.list_physical_devices()  # where cuInit is called
 
-    spec.loader.exec_module = quiet_exec_module
+    spec.loader.exec_module = guarded_exec_module
     return spec
 
 
 def install(environ=os.environ):
-  """Makes the first `import tensorflow` quiet where that is safe (see the
-  module docstring). Call before TensorFlow is imported."""
-  if (environ.get("TF_CPP_MIN_LOG_LEVEL", "2") in ("0", "1") or
-      "tensorflow" in sys.modules or
-      os.path.exists("/proc/driver/nvidia") or
-      any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path)):
+  """Makes the first `import tensorflow` keep a Ctrl-C, and quiet where that
+  is safe (see the module docstring). Call before TensorFlow is imported."""
+  if ("tensorflow" in sys.modules or
+      any(isinstance(f, _TensorFlowImportFinder) for f in sys.meta_path)):
     return
-  sys.meta_path.insert(0, _QuietTensorFlowFinder())
+  quiet = not (environ.get("TF_CPP_MIN_LOG_LEVEL", "2") in ("0", "1") or
+               os.path.exists("/proc/driver/nvidia"))
+  sys.meta_path.insert(0, _TensorFlowImportFinder(quiet))

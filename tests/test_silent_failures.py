@@ -398,6 +398,53 @@ def test_a_tensorflow_stage_takes_ctrl_c_at_a_safe_point_and_never_loses_it(
   assert os.listdir(tmp_path) == ["stage.py"]
 
 
+def test_a_stage_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path):
+  """As a script's `stage &` starts it without job control: Python leaves an
+  inherited SIG_IGN alone, and so does cli.run."""
+  script = tmp_path / "stage.py"
+  script.write_text(SAFE_POINT_MAIN)
+  final = tmp_path / "out.txt"
+  result = subprocess.run(
+      [sys.executable, str(script), str(final), "swallowed"], cwd=ROOT,
+      env=dict(stage_runs.ENV, PYTHONPATH=ROOT), capture_output=True,
+      text=True, timeout=60,
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+  assert result.returncode == 0, result.stderr
+  assert final.read_text() == "all of it"
+
+
+# A stage run as `python script.py ...` would, with a SIGINT sent to itself
+# when TensorFlow's import reaches tensorflow.python.framework.ops.
+CTRL_C_IN_THE_IMPORTS = """
+import os, runpy, signal, sys
+def interrupt(event, args):
+  if event == "import" and args[0] == "tensorflow.python.framework.ops":
+    os.kill(os.getpid(), signal.SIGINT)
+sys.addaudithook(interrupt)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_ctrl_c_while_a_stage_imports_tensorflow_is_one_line(tmp_path):
+  """It was a traceback of 20-40 lines through the imports: the first
+  `import tensorflow` holds a SIGINT to its end (interrupts.held)."""
+  teacher = str(tmp_path / "teacher.ckpt")
+  write_checkpoint(teacher, ref.TINY_CONFIG, 1)
+  source = ref.write_records(tmp_path / "records.tfrecord",
+                             ref.random_pretraining_examples(
+                                 8, L, P, ref.TINY_CONFIG["vocab_size"]))
+  argv = teacher_args(teacher, source, f"--output_dir={tmp_path / 'out'}")
+  result = subprocess.run([sys.executable, "-c", CTRL_C_IN_THE_IMPORTS] + argv,
+                          cwd=ROOT, env=stage_runs.ENV, capture_output=True,
+                          text=True, timeout=120)
+  # Python ends an uncaught KeyboardInterrupt by SIGINT: 130 in a shell.
+  assert result.returncode == -signal.SIGINT, result.stderr[-3000:]
+  assert result.stderr.splitlines() == [
+      "error: interrupted; rerun to resume"], result.stderr[-3000:]
+  assert not (tmp_path / "out").exists()
+
+
 def test_ctrl_c_in_stage_4_is_one_line_and_the_rerun_equals_a_clean_run(
     tmp_path):
   teacher = str(tmp_path / "teacher.ckpt")
