@@ -228,4 +228,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main, ctrl_c_at_safe_points=True)
+  cli.run(main, stop_at_safe_points=True)

@@ -602,4 +602,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-  cli.run(main, ctrl_c_at_safe_points=True)
+  cli.run(main, stop_at_safe_points=True)

@@ -385,9 +385,11 @@ run_stage() {
   # tee -i: Ctrl-C reaches tee too, and the stage's last lines (its
   # `error: interrupted` among them) are still to come.
   "${COMMAND[@]}" 2>&1 | tee -i "$LOG_DIR/$stage.log" || status=$?
-  if [[ $status -eq 130 ]]; then
-    echo "run_pipeline.sh: stage $stage ($description) interrupted (Ctrl-C);" \
-         "rerun the same command to resume: finished stages are skipped." >&2
+  if [[ $status -eq 130 || $status -eq 143 ]]; then
+    local how="interrupted (Ctrl-C)"
+    [[ $status -eq 143 ]] && how="terminated (SIGTERM)"
+    echo "run_pipeline.sh: stage $stage ($description) $how; rerun the" \
+         "same command to resume: finished stages are skipped." >&2
     exit "$status"
   elif [[ $status -ne 0 ]]; then
     echo "run_pipeline.sh: stage $stage ($description) FAILED with exit" \

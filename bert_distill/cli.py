@@ -28,7 +28,7 @@ class StageError(Exception):
   """A user's mistake or bad input: reported as one line, exit status 1."""
 
 
-def run(main, ctrl_c_at_safe_points=False):
+def run(main, stop_at_safe_points=False):
   """Runs `main(argv)` under absl.app with one-line errors for the user's mistakes.
 
   A bad flag (missing, malformed or failing a validator) and a StageError
@@ -41,10 +41,11 @@ def run(main, ctrl_c_at_safe_points=False):
   KeyboardInterrupt unwinds through every `atomic_output`, which removes
   its temporary, so the rerun finds what a killed run leaves, or less.
 
-  ctrl_c_at_safe_points: for the stages that run TensorFlow, where a
+  stop_at_safe_points: for the stages that run TensorFlow, where a
   KeyboardInterrupt raised inside its calls can crash the process or be
-  lost (interrupts.py): a first Ctrl-C is raised at the stage's next safe
-  point, at the latest when main returns.
+  lost (interrupts.py): a first Ctrl-C, or a SIGTERM, is raised at the
+  stage's next safe point, at the latest when main returns; a SIGTERM ends
+  as `error: terminated (SIGTERM); rerun to resume`, exit status 143.
   """
   def parse_flags(argv):
     try:
@@ -56,7 +57,7 @@ def run(main, ctrl_c_at_safe_points=False):
 
   def guarded_main(argv):
     try:
-      if ctrl_c_at_safe_points:
+      if stop_at_safe_points:
         interrupts.take_at_safe_points()
       status = main(argv)
       interrupts.check()
@@ -85,8 +86,8 @@ def run(main, ctrl_c_at_safe_points=False):
       # A second Ctrl-C while cleaning up would print a traceback.
       signal.signal(signal.SIGINT, signal.SIG_IGN)
       logging.flush()
-      print(f"error: {interrupts.MESSAGE}", file=sys.stderr)
-      sys.exit(interrupts.EXIT_STATUS)
+      print(f"error: {interrupts.message()}", file=sys.stderr)
+      sys.exit(interrupts.exit_status())
 
   # Python's exit ends with garbage collections over every object still
   # alive, and TensorFlow's import alone leaves about 270,000: 0.4-0.5 s

@@ -18,8 +18,6 @@ import shutil
 
 from absl import logging
 
-from bert_distill import interrupts
-
 
 def temporary_path(final_path):
   """The name an output is written under until it is complete."""
@@ -31,9 +29,7 @@ def atomic_output(final_path):
   """Yields a temporary path; renames it to final_path only on success.
 
   On any exception the temporary file is removed, so a crash never leaves a
-  half-written file under the final name and a rerun starts that file anew;
-  so is it after a Ctrl-C that waits for a safe point (interrupts.py), which
-  is raised here instead of the rename.
+  half-written file under the final name and a rerun starts that file anew.
   Local paths go through os, others (gs://...) through tf.io.gfile.
   """
   if "://" in final_path:
@@ -45,7 +41,6 @@ def atomic_output(final_path):
   tmp_path = temporary_path(final_path)
   try:
     yield tmp_path
-    interrupts.check()
     rename(tmp_path, final_path)
   except BaseException:
     if exists(tmp_path):

@@ -5,9 +5,10 @@ model, its losses, the gradients); this module runs it the same way for
 both:
 - make_loop: one tf.function that runs up to N steps of the step across the
   strategy's replicas and stops after a step whose loss or gradients'
-  global norm is not finite;
+  global norm is not finite, or on a Ctrl-C or SIGTERM (interrupts.py);
 - train: calls it until num_train_steps, checkpointing every
-  save_checkpoints_steps and at the end (chief only), with a log line
+  save_checkpoints_steps, at the end and where a Ctrl-C or SIGTERM stopped
+  it (chief only), with a log line
   (loss terms, learning rate, global norm, examples/s, steps/s, time left)
   and TensorBoard summaries after every call;
 - resume, save, prepare_output_dir: the checkpoint rules of both, on top of
@@ -73,15 +74,27 @@ def make_loop(strategy, replica_step, term_names):
   One call runs up to num_steps steps inside a single tf.function and stops
   early after a step whose loss or gradients' global norm is not finite
   (steps_run then counts that step, and its terms are returned instead of
-  the means). terms holds term_names plus "global_norm".
+  the means), or before the next step once a Ctrl-C or SIGTERM reached any
+  worker (interrupts.py; the terms' means cover the steps run, and
+  steps_run may be 0). terms holds term_names plus "global_norm".
   """
   term_names = tuple(term_names) + ("global_norm",)
+  # Set by the signal watcher thread while the graph runs.
+  stop_requested = tf.Variable(False, trainable=False, name="stop_requested")
+  interrupts.on_request(lambda: stop_requested.assign(True))
+
+  def stop_vote():
+    return tf.cast(stop_requested, tf.float32)
 
   @tf.function
   def train_loop(iterator, num_steps):
     terms = {name: tf.constant(0.0) for name in term_names}
     steps_run = tf.constant(0)
     for _ in tf.range(num_steps):
+      # Summed over every worker, so that all stop before the same step.
+      if strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(stop_vote),
+                         axis=None) > 0:
+        break
       replica_terms, global_norm = strategy.run(replica_step,
                                                 args=(next(iterator),))
       step_terms = {name: strategy.reduce(tf.distribute.ReduceOp.SUM, value,
@@ -99,7 +112,7 @@ def make_loop(strategy, replica_step, term_names):
       terms = {name: terms[name] + step_terms[name] for name in terms}
     if tf.math.is_finite(terms["loss"]) & tf.math.is_finite(
         terms["global_norm"]):
-      terms = {name: value / tf.cast(steps_run, tf.float32)
+      terms = {name: value / tf.cast(tf.maximum(steps_run, 1), tf.float32)
                for name, value in terms.items()}
     return steps_run, terms
 
@@ -121,6 +134,8 @@ def train(train_loop, dataset, start_step, settings, schedule, variables,
     describe_terms: terms -> the text of the log line's loss terms.
 
   Raises:
+    KeyboardInterrupt: a Ctrl-C or SIGTERM stopped the loop after a step
+      (on this worker or another); the chief saved that step first.
     cli.StageError: the loss or the gradients' global norm became NaN or
       infinite (names the step and the newest finite checkpoint, the last
       good one; nothing is saved then), or a save failed.
@@ -129,35 +144,53 @@ def train(train_loop, dataset, start_step, settings, schedule, variables,
             if settings.chief else tf.summary.create_noop_writer())
   iterator = iter(dataset)
   total, every = settings.num_train_steps, settings.save_checkpoints_steps
-  step = start_step
+  step = saved_step = start_step
   loop_start = time.monotonic()
   while step < total:
     next_save = min((step // every + 1) * every, total)
     num_steps = min(settings.iterations_per_loop, next_save - step)
     started = time.monotonic()
     steps_run, terms = train_loop(iterator, tf.constant(num_steps))
-    interrupts.check()
     steps_run = int(steps_run)
-    terms = {name: float(value) for name, value in terms.items()}
-    step += steps_run
-    check_finite(terms, step, settings.output_dir)
-    now = time.monotonic()
-    examples_per_second = (steps_run * settings.global_batch_size /
-                           (now - started))
-    learning_rate = float(schedule(step))
-    left = (total - step) * (now - loop_start) / (step - start_step)
-    logging.info(
-        "step %d/%d: %s, lr %.3g, global norm %.3g, %.1f examples/s "
-        "(%.2f steps/s), time left %s", step, total, describe_terms(terms),
-        learning_rate, terms["global_norm"], examples_per_second,
-        steps_run / (now - started), progress_log.format_seconds(left))
-    summaries.write_scalars(writer, "train", {
-        **terms, "learning_rate": learning_rate,
-        "examples_per_second": examples_per_second}, step)
-    if settings.chief and (step % every == 0 or step == total):
+    # With finite terms, only a stop request (on any worker) ends a loop
+    # early: the rerun resumes from a checkpoint of this very step.
+    stopped = steps_run < num_steps
+    if steps_run:
+      step += steps_run
+      terms = {name: float(value) for name, value in terms.items()}
+      check_finite(terms, step, settings.output_dir)
+      log_steps(writer, step, total, steps_run, started, loop_start,
+                start_step, settings.global_batch_size, schedule, terms,
+                describe_terms)
+    if settings.chief and step != saved_step and (
+        step % every == 0 or step == total or stopped):
       save(variables, step, settings.output_dir,
            settings.keep_checkpoint_max)
+      saved_step = step
+    if stopped:
+      logging.info("Stopped on request at step %d%s", step,
+                   f"; saved model.ckpt-{step}" if saved_step == step and
+                   settings.chief else "")
+      raise KeyboardInterrupt
   return step
+
+
+def log_steps(writer, step, total, steps_run, started, loop_start, start_step,
+              global_batch_size, schedule, terms, describe_terms):
+  """The log line and the TensorBoard summaries of a loop's steps_run steps,
+  which ended at `step`."""
+  now = time.monotonic()
+  examples_per_second = steps_run * global_batch_size / (now - started)
+  learning_rate = float(schedule(step))
+  left = (total - step) * (now - loop_start) / (step - start_step)
+  logging.info(
+      "step %d/%d: %s, lr %.3g, global norm %.3g, %.1f examples/s "
+      "(%.2f steps/s), time left %s", step, total, describe_terms(terms),
+      learning_rate, terms["global_norm"], examples_per_second,
+      steps_run / (now - started), progress_log.format_seconds(left))
+  summaries.write_scalars(writer, "train", {
+      **terms, "learning_rate": learning_rate,
+      "examples_per_second": examples_per_second}, step)
 
 
 def check_finite(terms, step, output_dir):

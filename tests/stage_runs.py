@@ -91,16 +91,30 @@ def kill_after_checkpoint(process, output_dir, step, sig=signal.SIGKILL):
   """Kills `process` with -9 (or sends it `sig`) once output_dir holds the
   checkpoint of `step` or a later one. Returns the step of the newest
   checkpoint it left, or None where the process ended before."""
-  killed_at = None
-  while process.poll() is None:
-    latest = checkpoints.latest_checkpoint(str(output_dir))
-    if latest and checkpoints.checkpoint_step(latest) >= step:
-      process.send_signal(sig)
-      process.wait()
-      killed_at = checkpoints.checkpoint_step(
-          checkpoints.latest_checkpoint(str(output_dir)))
+  return signal_after_checkpoints([(process, output_dir, step, sig)])[0]
+
+
+def signal_after_checkpoints(jobs):
+  """kill_after_checkpoint for several runs at once: jobs are (process,
+  output_dir, step, sig), watched together so that none runs on unwatched
+  while another is waited for. Returns the steps, in the jobs' order."""
+  results = [None] * len(jobs)
+  waiting = set(range(len(jobs)))
+  while waiting:
+    for i in sorted(waiting):
+      process, output_dir, step, sig = jobs[i]
+      if process.poll() is not None:
+        waiting.discard(i)
+        continue
+      latest = checkpoints.latest_checkpoint(str(output_dir))
+      if latest and checkpoints.checkpoint_step(latest) >= step:
+        process.send_signal(sig)
+        process.wait()
+        results[i] = checkpoints.checkpoint_step(
+            checkpoints.latest_checkpoint(str(output_dir)))
+        waiting.discard(i)
     time.sleep(0.01)
-  return killed_at
+  return results
 
 
 def free_port():

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -334,9 +335,9 @@ def runs(tmp_path_factory):
 
   launched = stage_runs.launch_two_workers(
       root, replace_flag(command, "output_dir", root / "two_workers"))
-  killed_at = stage_runs.kill_after_checkpoint(killed, root / "killed", 8)
-  interrupted_at = stage_runs.kill_after_checkpoint(
-      interrupted, root / "interrupted", 8, signal.SIGINT)
+  killed_at, interrupted_at = stage_runs.signal_after_checkpoints([
+      (killed, root / "killed", 8, signal.SIGKILL),
+      (interrupted, root / "interrupted", 8, signal.SIGINT)])
   stage_runs.assert_finished(reference, root / "uninterrupted.log")
   stage_runs.wait_for_workers(root / "logs")
   return {**data, "command": command, "killed_command": killed_command,
@@ -398,6 +399,9 @@ def test_ctrl_c_stops_at_a_step_and_the_rerun_ends_with_the_same_weights(
   assert result.returncode == 130, log[-3000:]
   stage_runs.assert_one_line_error(result, "interrupted; rerun to resume")
   assert "Ctrl-C again to stop at once" in log
+  # Saved where it stopped, not only at the 4-step checkpoints.
+  assert (f"Stopped on request at step {interrupted_at}; saved "
+          f"model.ckpt-{interrupted_at}") in log
   output_dir = runs["root"] / "interrupted"
   assert not [p.name for p in output_dir.iterdir() if ".tmp-" in p.name]
   resumed = run(runs["interrupted_command"] + ["--nodo_eval"])
@@ -406,6 +410,38 @@ def test_ctrl_c_stops_at_a_step_and_the_rerun_ends_with_the_same_weights(
   assert_same_checkpoints(output_dir / f"model.ckpt-{STEPS}",
                           runs["root"] / "uninterrupted" / f"model.ckpt-{STEPS}",
                           rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("sig,status,words", [
+    (signal.SIGTERM, 143, "terminated (SIGTERM); rerun to resume"),
+    (signal.SIGINT, 130, "interrupted; rerun to resume")])
+def test_a_signal_stops_a_long_training_loop_after_a_step_and_saves_it(
+    runs, tmp_path, sig, status, words):
+  """One tf.function call of a million steps: the handler in the main
+  thread cannot run until it returns, the watcher thread stops its graph
+  after the current step (interrupts.py); the chief saves that step."""
+  output_dir = tmp_path / "student"
+  command = distill_command(runs["config"], runs["train"], output_dir,
+                            "--do_train", "--num_train_steps=1000000",
+                            "--iterations_per_loop=1000000",
+                            "--save_checkpoints_steps=1000000",
+                            "--use_xla=false")
+  log = tmp_path / "log"
+  process = start(command, log)
+  while process.poll() is None and "starting from" not in log.read_text():
+    time.sleep(0.05)
+  time.sleep(3)  # tracing done, the loop running
+  process.send_signal(sig)
+  sent = time.monotonic()
+  assert process.wait(timeout=120) == status, log.read_text()[-3000:]
+  assert time.monotonic() - sent < 60
+  result = subprocess.CompletedProcess([], status, None, log.read_text())
+  stage_runs.assert_one_line_error(result, words)
+  latest = checkpoints.latest_checkpoint(str(output_dir))
+  step = checkpoints.checkpoint_step(latest)
+  assert 0 < step < 1000000
+  assert checkpoint_values(latest)["global_step"] == step
+  assert f"Stopped on request at step {step}; saved" in result.stderr
 
 
 def test_two_workers_reach_the_weights_of_one(runs):
