@@ -1,4 +1,4 @@
-"""Ctrl-C in a stage that runs TensorFlow, taken where it is safe.
+"""Ctrl-C and SIGTERM in a stage that runs TensorFlow, taken where it is safe.
 
 Python raises KeyboardInterrupt at whichever bytecode the main thread runs
 when SIGINT arrives. In a TensorFlow stage that is often Python code that
@@ -19,7 +19,7 @@ A Python handler runs only when the main thread runs Python, not while it
 waits in a training loop of hundreds of steps inside one tf.function. A
 watcher thread, woken by the signal itself (signal.set_wakeup_fd), prints
 the notice at once and runs the callbacks registered with on_request: the
-training loop's (training.make_loop) sets a variable its graph reads after
+training loop's (training.make_loop) sets a variable its graph reads before
 every step, so training stops after the current step, saves a checkpoint
 there and exits. A second Ctrl-C stops at once: KeyboardInterrupt where the
 main thread runs Python, else, after a few seconds, the process exits as a
@@ -165,7 +165,8 @@ def exit_status():
 @contextlib.contextmanager
 def held():
   """Runs the block with a SIGINT held, and raises it at the block's end as
-  KeyboardInterrupt: for code that would lose it (TensorFlow's import).
+  KeyboardInterrupt: for code where it would be a traceback through many
+  frames that say nothing to a user (TensorFlow's import).
 
   Only where Python's own handler is in force, in the main thread; a
   KeyboardInterrupt so raised that no one catches ends the process with
@@ -192,10 +193,7 @@ def _report_an_uncaught_interrupt_in_one_line():
 
   def excepthook(kind, value, traceback):
     if issubclass(kind, KeyboardInterrupt):
-      try:
-        os.write(2, f"error: {MESSAGE}\n".encode())
-      except OSError:
-        pass
+      _say(f"error: {MESSAGE}")
     else:
       previous(kind, value, traceback)
   sys.excepthook = excepthook
