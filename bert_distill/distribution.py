@@ -15,6 +15,7 @@ from absl import logging
 import tensorflow as tf
 
 from bert_distill import cli
+from bert_distill import interrupts
 
 
 def prefetched(dataset, buffer_size=tf.data.AUTOTUNE):
@@ -53,7 +54,9 @@ def create_strategy(name, tpu=None):
       raise cli.StageError("--distribution_strategy multi_worker_mirrored "
                            "needs the TF_CONFIG environment variable (see "
                            "launch_multiworker.sh)")
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    interrupts.take_back()  # from TensorFlow's preemption notifier
+    return strategy
   resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
   tf.config.experimental_connect_to_cluster(resolver)
   tf.tpu.experimental.initialize_tpu_system(resolver)

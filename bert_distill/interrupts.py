@@ -48,6 +48,7 @@ MESSAGE = "interrupted; rerun to resume"
 _received = None
 _sigints_in_main = 0  # seen by the handler in the main thread
 _callbacks = []  # run by the watcher thread on the first request
+_taken = []  # the signals take_at_safe_points handles
 # How long a second Ctrl-C waits for the main thread to raise it before
 # ending the process.
 _SECOND_CTRL_C_GRACE_S = 3.0
@@ -62,6 +63,7 @@ def take_at_safe_points():
   taken = [signum for signum, default in (
       (signal.SIGINT, signal.default_int_handler),
       (signal.SIGTERM, signal.SIG_DFL)) if signal.getsignal(signum) is default]
+  _taken[:] = taken
   if not taken:
     return
   read_end, write_end = os.pipe()
@@ -71,6 +73,15 @@ def take_at_safe_points():
     signal.signal(signum, _on_signal)
   threading.Thread(target=_watch, args=(read_end,), name="signal watcher",
                    daemon=True).start()
+
+
+def take_back():
+  """Installs take_at_safe_points' handlers again, after code that replaced
+  them below Python: MultiWorkerMirroredStrategy's coordination service
+  starts TensorFlow's preemption notifier, whose C++ handler takes SIGTERM
+  (and then nothing stopped a worker)."""
+  for signum in _taken:
+    signal.signal(signum, _on_signal)
 
 
 def _on_signal(signum, frame):

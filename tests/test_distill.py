@@ -444,6 +444,37 @@ def test_a_signal_stops_a_long_training_loop_after_a_step_and_saves_it(
   assert f"Stopped on request at step {step}; saved" in result.stderr
 
 
+def test_a_sigterm_to_one_worker_stops_both_at_one_step(runs, tmp_path):
+  """The stop request is summed over the workers inside the training loop:
+  a SIGTERM to worker 1 alone (a scheduler preempting one machine) stops the
+  chief before the same step, and the chief saves that step."""
+  command = distill_command(runs["config"], runs["train"], tmp_path / "out",
+                            "--do_train", "--num_train_steps=1000000",
+                            "--iterations_per_loop=1000000",
+                            "--save_checkpoints_steps=1000000",
+                            "--use_xla=false")
+  stage_runs.launch_two_workers(tmp_path, command)
+  logs = tmp_path / "logs"
+  deadline = time.monotonic() + 120
+  while not all((logs / f"worker-{i}.log").exists() and "starting from" in
+                (logs / f"worker-{i}.log").read_text() for i in (0, 1)):
+    assert time.monotonic() < deadline, "the workers did not start"
+    time.sleep(0.1)
+  time.sleep(3)  # both in their loop
+  os.kill(int((logs / "worker-1.pid").read_text()), signal.SIGTERM)
+  stage_runs.wait_for_workers(logs, timeout=120)
+  chief = (logs / "worker-0.log").read_text()
+  other = (logs / "worker-1.log").read_text()
+  step = checkpoints.checkpoint_step(
+      checkpoints.latest_checkpoint(str(tmp_path / "out")))
+  assert 0 < step < 1000000
+  assert f"Stopped on request at step {step}; saved model.ckpt-{step}" in (
+      chief), chief[-3000:]
+  assert f"Stopped on request at step {step}\n" in other, other[-3000:]
+  assert "error: terminated (SIGTERM); rerun to resume" in other
+  assert "error: interrupted; rerun to resume" in chief
+
+
 def test_two_workers_reach_the_weights_of_one(runs):
   assert "kill $(cat" in runs["launched"]  # tells how to stop them
   output_dir = runs["root"] / "two_workers"
