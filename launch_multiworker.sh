@@ -83,5 +83,5 @@ echo "stop them all:"
 for i in "${!hosts[@]}"; do
   echo "  $SSH ${hosts[$i]} 'kill \$(cat $LOG_DIR/worker-$i.pid)'"
 done
-echo "A kill (SIGTERM) to any worker stops all of them before the same step; the chief"
+echo "A kill (SIGTERM) to any worker stops all of them after the same step; the chief"
 echo "saves that step, and the same command launched again resumes there."

@@ -133,7 +133,7 @@ class TensorFlowJob:
             loss_scale=optimization.loss_scale_for(args.precision)))
 
   def run(self, steps):
-    steps_run, terms = self.loop(self.iterator, self.tf.constant(steps))
+    steps_run, terms, _ = self.loop(self.iterator, self.tf.constant(steps))
     assert int(steps_run) == steps
     return float(terms["loss"])
 

@@ -136,7 +136,7 @@ class TensorFlowJob:
         use_xla=jit, loss_scale=loss_scale)
 
   def run(self, steps):
-    steps_run, terms = self.loop(self.iterator, self.tf.constant(steps))
+    steps_run, terms, _ = self.loop(self.iterator, self.tf.constant(steps))
     assert int(steps_run) == steps, terms
     return float(terms["loss"])
 

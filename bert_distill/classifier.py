@@ -195,7 +195,7 @@ class TrainSettings(training.LoopSettings):
 
 def make_train_loop(strategy, model, optimizer, settings):
   """Returns train_loop(iterator, num_steps) -> (steps_run, {"loss",
-  "global_norm"}), as training.make_loop runs it."""
+  "global_norm"}, stopped), as training.make_loop runs it."""
   variables = model.variables_by_name()
   names = sorted(variables)
   var_list = [variables[name] for name in names]

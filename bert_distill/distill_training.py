@@ -288,12 +288,14 @@ def model_outputs(model, features, training, intermediates=False):
 def make_train_loop(strategy, model, optimizer, global_batch_size,
                     loss_config, use_xla, loss_scale=None, teacher=None,
                     trainable="all"):
-  """Returns train_loop(iterator, num_steps) -> (steps_run, mean terms).
+  """Returns train_loop(iterator, num_steps) -> (steps_run, mean terms,
+  stopped), as training.make_loop runs it.
 
   One call runs up to num_steps training steps inside a single tf.function,
   and stops early after a step whose loss or gradients' global norm is not
   finite (steps_run then counts that step, and its terms are returned
-  instead of the means).
+  instead of the means), or after a step during which a stop was requested
+  (stopped).
   loss_config: a losses.LossConfig.
   loss_scale: a DynamicLossScale for float16, else None.
   teacher: an OnlineTeacher, or None for the stored labels. Its model runs

@@ -19,8 +19,8 @@ A Python handler runs only when the main thread runs Python, not while it
 waits in a training loop of hundreds of steps inside one tf.function. A
 watcher thread, woken by the signal itself (signal.set_wakeup_fd), prints
 the notice at once and runs the callbacks registered with on_request: the
-training loop's (training.make_loop) sets a variable its graph reads before
-every step, so training stops after the current step, saves a checkpoint
+training loop's (training.make_loop) sets a variable its graph reads at the
+end of every step, so training stops after the current step, saves a checkpoint
 there and exits. A second Ctrl-C stops at once: KeyboardInterrupt where the
 main thread runs Python, else, after a few seconds, the process exits as a
 kill would (what it leaves, the rerun removes).

@@ -61,7 +61,7 @@ def checkpoint_variables(model, optimizer, extra_variables=None):
 
 
 def make_loop(strategy, replica_step, term_names):
-  """Returns train_loop(iterator, num_steps) -> (steps_run, terms).
+  """Returns train_loop(iterator, num_steps) -> (steps_run, terms, stopped).
 
   Args:
     strategy: the tf.distribute strategy the variables were made under.
@@ -74,34 +74,41 @@ def make_loop(strategy, replica_step, term_names):
   One call runs up to num_steps steps inside a single tf.function and stops
   early after a step whose loss or gradients' global norm is not finite
   (steps_run then counts that step, and its terms are returned instead of
-  the means), or before the next step once a Ctrl-C or SIGTERM reached any
-  worker (interrupts.py; the terms' means cover the steps run, and
-  steps_run may be 0). terms holds term_names plus "global_norm".
+  the means), or after a step during which a Ctrl-C or SIGTERM reached any
+  worker (interrupts.py): stopped is then True on every worker, and the
+  terms' means cover the steps run. terms holds term_names plus
+  "global_norm".
   """
   term_names = tuple(term_names) + ("global_norm",)
   # Set by the signal watcher thread while the graph runs.
   stop_requested = tf.Variable(False, trainable=False, name="stop_requested")
   interrupts.on_request(lambda: stop_requested.assign(True))
 
-  def stop_vote():
-    return tf.cast(stop_requested, tf.float32)
+  def replica_step_and_vote(features):
+    terms, global_norm = replica_step(features)
+    values = [tf.cast(terms[name], tf.float32) for name in term_names[:-1]]
+    values.append(tf.cast(global_norm, tf.float32))
+    with tf.control_dependencies(values):
+      # Read at the step's end: a request during the step stops the loop
+      # before the next one.
+      vote = tf.cast(stop_requested.read_value(), tf.float32)
+    # [len(term_names) + 1]: one all-reduce a step carries the terms, the
+    # global norm and the stop vote (a collective each cost a multi-worker
+    # step about 1 ms apiece on loopback).
+    return tf.stack(values + [vote])
 
   @tf.function
   def train_loop(iterator, num_steps):
     terms = {name: tf.constant(0.0) for name in term_names}
     steps_run = tf.constant(0)
+    stopped = tf.constant(False)
     for _ in tf.range(num_steps):
-      # Summed over every worker, so that all stop before the same step.
-      if strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(stop_vote),
-                         axis=None) > 0:
-        break
-      replica_terms, global_norm = strategy.run(replica_step,
-                                                args=(next(iterator),))
-      step_terms = {name: strategy.reduce(tf.distribute.ReduceOp.SUM, value,
-                                          axis=None)
-                    for name, value in replica_terms.items()}
-      step_terms["global_norm"] = strategy.reduce(
-          tf.distribute.ReduceOp.MEAN, global_norm, axis=None)
+      sums = strategy.reduce(
+          tf.distribute.ReduceOp.SUM,
+          strategy.run(replica_step_and_vote, args=(next(iterator),)),
+          axis=None)
+      step_terms = dict(zip(term_names, tf.unstack(sums[:-1])))
+      step_terms["global_norm"] /= strategy.num_replicas_in_sync
       steps_run += 1
       # A NaN global norm poisons the weights while the loss of that step
       # may still be finite: either ends the loop.
@@ -110,11 +117,15 @@ def make_loop(strategy, replica_step, term_names):
         terms = step_terms
         break
       terms = {name: terms[name] + step_terms[name] for name in terms}
+      # Summed over every worker, so that all stop after the same step.
+      if sums[-1] > 0:
+        stopped = tf.constant(True)
+        break
     if tf.math.is_finite(terms["loss"]) & tf.math.is_finite(
         terms["global_norm"]):
       terms = {name: value / tf.cast(tf.maximum(steps_run, 1), tf.float32)
                for name, value in terms.items()}
-    return steps_run, terms
+    return steps_run, terms, stopped
 
   return train_loop
 
@@ -150,18 +161,13 @@ def train(train_loop, dataset, start_step, settings, schedule, variables,
     next_save = min((step // every + 1) * every, total)
     num_steps = min(settings.iterations_per_loop, next_save - step)
     started = time.monotonic()
-    steps_run, terms = train_loop(iterator, tf.constant(num_steps))
-    steps_run = int(steps_run)
-    # With finite terms, only a stop request (on any worker) ends a loop
-    # early: the rerun resumes from a checkpoint of this very step.
-    stopped = steps_run < num_steps
-    if steps_run:
-      step += steps_run
-      terms = {name: float(value) for name, value in terms.items()}
-      check_finite(terms, step, settings.output_dir)
-      log_steps(writer, step, total, steps_run, started, loop_start,
-                start_step, settings.global_batch_size, schedule, terms,
-                describe_terms)
+    steps_run, terms, stopped = train_loop(iterator, tf.constant(num_steps))
+    steps_run, stopped = int(steps_run), bool(stopped)
+    step += steps_run
+    terms = {name: float(value) for name, value in terms.items()}
+    check_finite(terms, step, settings.output_dir)
+    log_steps(writer, step, total, steps_run, started, loop_start, start_step,
+              settings.global_batch_size, schedule, terms, describe_terms)
     if settings.chief and step != saved_step and (
         step % every == 0 or step == total or stopped):
       save(variables, step, settings.output_dir,

@@ -297,7 +297,7 @@ def test_mixed_precision_and_xla_training_steps_learn(tmp_path, precision,
       strategy, model, optimizer, 8, losses.LossConfig(), use_xla=use_xla,
       loss_scale=loss_scale)
   first = float(loop(iterator, tf.constant(1))[1]["loss"])
-  steps, terms = loop(iterator, tf.constant(20))  # the same 8 examples
+  steps, terms, _ = loop(iterator, tf.constant(20))  # the same 8 examples
   assert int(steps) == 20 and float(terms["loss"]) < first
   assert (loss_scale is not None) == (precision == "mixed_float16")
 

@@ -302,7 +302,7 @@ def test_gradients_reach_the_student_and_projections_never_the_teacher(
   loop = distill_training.make_train_loop(
       strategy, student, optimizer, 4, teacher.config, use_xla=False,
       teacher=teacher)
-  steps, terms = loop(iter(dataset), tf.constant(2))
+  steps, terms, _ = loop(iter(dataset), tf.constant(2))
   assert int(steps) == 2 and all(float(terms[n]) > 0 for n in (
       "soft_loss", *losses.INTERMEDIATE_TERMS))
   for name, value in teacher.model.variables_by_name().items():
@@ -345,7 +345,7 @@ def test_online_soft_loss_trains_as_offline_full_labels(tmp_path):
     loop = distill_training.make_train_loop(strategy, student, optimizer, 4,
                                             loss_config, use_xla=False,
                                             teacher=teacher)
-    _, terms = loop(iter(dataset), tf.constant(4))
+    _, terms, _ = loop(iter(dataset), tf.constant(4))
     finals.append(({n: v.numpy() for n, v in
                     student.variables_by_name().items()}, terms))
   (offline, offline_terms), (online, online_terms) = finals
