@@ -486,8 +486,16 @@ def test_two_workers_reach_the_weights_of_one(runs):
   assert_same_checkpoints(output_dir / f"model.ckpt-{STEPS}",
                           runs["root"] / "uninterrupted" / f"model.ckpt-{STEPS}",
                           rtol=1e-3, atol=1e-5)
-  text = (output_dir / "eval_results.txt").read_text()
-  assert f"global_step = {STEPS}" in text
+  # Each worker evaluates its half of the batches; their sums add up to
+  # one worker's evaluation of the same weights.
+  two, one = ({name: float(value) for name, value in (
+      line.split(" = ") for line in (folder / "eval_results.txt").read_text(
+          ).splitlines())} for folder in (output_dir,
+                                          runs["root"] / "uninterrupted"))
+  assert two["global_step"] == STEPS and set(two) == set(one)
+  for name in one:
+    np.testing.assert_allclose(two[name], one[name], rtol=1e-3, atol=1e-5,
+                               err_msg=name)
 
 
 def test_rerun_of_a_finished_run_does_nothing(runs):
