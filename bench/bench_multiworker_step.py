@@ -20,13 +20,13 @@ The first line names the CPU.
 
 import argparse
 import os
+import pathlib
 import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
@@ -34,20 +34,12 @@ sys.path.insert(0, BENCH)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import flops  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
-FAKE_SSH = '#!/bin/bash\nshift\nexec bash -c "$1"\n'  # runs it here
-
-
-def free_port():
-  import socket  # pylint: disable=g-import-not-at-top
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+import stage_runs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def steps_per_second(tree, data, workers, folder, steps):
-  """One run's steps/s (its log line), `workers` processes from `tree`."""
+  """One run's steps/s (its log line): distill.py from `tree`, one process
+  or two workers through launch_multiworker.sh (tests/stage_runs.py)."""
   command = [sys.executable, os.path.join(tree, "distill.py"),
              f"--bert_config_file={data}/student.json",
              f"--input_file={data}/train-*.tfrecord",
@@ -59,28 +51,14 @@ def steps_per_second(tree, data, workers, folder, steps):
              f"--iterations_per_loop={steps // 3}",
              f"--save_checkpoints_steps={steps}"]
   if workers == 1:
-    log = subprocess.run(command, cwd=tree, env=ENV, capture_output=True,
-                         text=True, check=True).stderr
+    log = stage_runs.run(command, timeout=1800).stderr
+  elif workers == 2:
+    folder.mkdir()
+    stage_runs.launch_two_workers(folder, command)
+    stage_runs.wait_for_workers(folder / "logs", timeout=1800)
+    log = (folder / "logs" / "worker-0.log").read_text()
   else:
-    os.makedirs(folder)
-    with open(f"{folder}/hosts", "w") as f:
-      f.write("".join(f"127.0.0.1:{free_port()}\n" for _ in range(workers)))
-    with open(f"{folder}/ssh", "w") as f:
-      f.write(FAKE_SSH)
-    os.chmod(f"{folder}/ssh", 0o755)
-    subprocess.run(
-        [os.path.join(tree, "launch_multiworker.sh"), f"{folder}/hosts",
-         *command, "--distribution_strategy=multi_worker_mirrored"],
-        cwd=tree, env={**ENV, "SSH": f"{folder}/ssh",
-                       "LOG_DIR": f"{folder}/logs"},
-        capture_output=True, check=True)
-    pids = [int(open(f"{folder}/logs/worker-{i}.pid").read())
-            for i in range(workers)]
-    while any(os.path.exists(f"/proc/{pid}") and
-              open(f"/proc/{pid}/stat").read().split()[2] != "Z"
-              for pid in pids):
-      time.sleep(0.2)
-    log = open(f"{folder}/logs/worker-0.log").read()
+    raise SystemExit("--workers: 1 or 2")
   rates = re.findall(r"\(([\d.]+) steps/s\)", log)
   if not rates:
     raise SystemExit(f"{folder}: no steps/s line:\n{log[-2000:]}")
@@ -97,7 +75,6 @@ def main():
   print(flops.cpu_line(), flush=True)
 
   import distill_cases  # pylint: disable=g-import-not-at-top
-  import pathlib  # pylint: disable=g-import-not-at-top
   scratch = tempfile.mkdtemp(prefix="bench_multiworker_step.")
   data = pathlib.Path(scratch, "data")
   data.mkdir()
@@ -124,7 +101,7 @@ def main():
         order.reverse()  # alternate which goes first
       for workers in map(int, args.workers.split(",")):
         for name, tree in order:
-          folder = os.path.join(scratch, f"run-{r}-{workers}-{len(rates)}-"
+          folder = pathlib.Path(scratch, f"run-{r}-{workers}-"
                                 f"{name.split()[0]}")
           rate = steps_per_second(tree, data, workers, folder, args.steps)
           rates[(name, workers)].append(rate)
