@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from bert_distill import checkpoints
 from bert_distill import cli
+from bert_distill import distribution
 from bert_distill import file_io
 from bert_distill import interrupts
 from bert_distill import label_settings
@@ -366,30 +367,18 @@ def make_eval_step(strategy, model, loss_config, teacher=None):
   With an OnlineTeacher its full distribution is the batch's teacher label,
   so every full-distribution metric is computed online.
   """
-  shapes = {}  # {name: shape} of the sums, in the order they are packed
-
   @tf.autograph.experimental.do_not_convert
   def replica_step(features):
     if teacher is not None:
       features, _ = teacher.label(features, teacher.has_mlm_head)
     mlm_logits, nsp_logits = model_outputs(model, features, training=False)
-    sums = losses.evaluation_sums(mlm_logits, nsp_logits, features,
+    return losses.evaluation_sums(mlm_logits, nsp_logits, features,
                                   loss_config)
-    shapes.clear()
-    shapes.update((name, sums[name].shape) for name in sorted(sums))
-    # [total size of the sums]: one all-reduce a batch carries them all.
-    return tf.concat([tf.reshape(tf.cast(sums[name], tf.float32), [-1])
-                      for name in shapes], axis=0)
 
   @tf.function
   def eval_step(iterator):
-    packed = strategy.reduce(
-        tf.distribute.ReduceOp.SUM,
-        strategy.run(replica_step, args=(next(iterator),)), axis=None)
-    parts = tf.split(packed, [shape.num_elements() for shape in
-                              shapes.values()])
-    return {name: tf.reshape(part, shape)
-            for (name, shape), part in zip(shapes.items(), parts)}
+    return distribution.sum_over_replicas(strategy, replica_step,
+                                          (next(iterator),))
   return eval_step
 
 

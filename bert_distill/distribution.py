@@ -5,7 +5,8 @@ create_strategy turns --distribution_strategy (and --tpu) into a strategy
 (distill.py, run_classifier.py); local_strategy is stage IV's choice (all
 GPUs of one machine when there are several); is_chief says which process
 writes checkpoints, summaries and results; check_workers_agree stops workers
-that would train from different checkpoints.
+that would train from different checkpoints; sum_over_replicas runs a step
+on every replica and sums what it returns with one all-reduce.
 """
 
 import os
@@ -34,6 +35,36 @@ def prefetched(dataset, buffer_size=tf.data.AUTOTUNE):
   options = tf.data.Options()
   options.autotune.enabled = False
   return dataset.prefetch(buffer_size).with_options(options)
+
+
+def sum_over_replicas(strategy, replica_fn, args):
+  """Runs replica_fn(*args) on every replica and sums the {name: tensor} it
+  returns over all replicas (all workers): {name: float32 sum}, each of its
+  own shape.
+
+  The tensors travel as one vector, in one all-reduce: one collective each
+  cost a step of two workers on loopback ports about 1 ms apiece
+  (docs/performance.md, "Several workers").
+  """
+  shapes = {}  # {name: shape}, in the order of the vector; set when traced
+
+  def packed_fn(*replica_args):
+    values = replica_fn(*replica_args)
+    for name, value in values.items():
+      if not value.shape.is_fully_defined():
+        raise ValueError(f"sum_over_replicas: {name} has shape "
+                         f"{value.shape}: the sums need static shapes")
+    shapes.clear()
+    shapes.update((name, value.shape) for name, value in values.items())
+    # [the sum of the values' sizes]
+    return tf.concat([tf.reshape(tf.cast(value, tf.float32), [-1])
+                      for value in values.values()], axis=0)
+
+  packed = strategy.reduce(tf.distribute.ReduceOp.SUM,
+                           strategy.run(packed_fn, args=args), axis=None)
+  parts = tf.split(packed, [shape.num_elements() for shape in shapes.values()])
+  return {name: tf.reshape(part, shape)
+          for (name, shape), part in zip(shapes.items(), parts)}
 
 
 def create_strategy(name, tpu=None):

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from bert_distill import checkpoints
 from bert_distill import cli
+from bert_distill import distribution
 from bert_distill import file_io
 from bert_distill import interrupts
 from bert_distill import progress_log
@@ -86,16 +87,12 @@ def make_loop(strategy, replica_step, term_names):
 
   def replica_step_and_vote(features):
     terms, global_norm = replica_step(features)
-    values = [tf.cast(terms[name], tf.float32) for name in term_names[:-1]]
-    values.append(tf.cast(global_norm, tf.float32))
-    with tf.control_dependencies(values):
+    values = {**terms, "global_norm": global_norm}
+    with tf.control_dependencies(list(values.values())):
       # Read at the step's end: a request during the step stops the loop
       # before the next one.
-      vote = tf.cast(stop_requested.read_value(), tf.float32)
-    # [len(term_names) + 1]: one all-reduce a step carries the terms, the
-    # global norm and the stop vote (a collective each cost a multi-worker
-    # step about 1 ms apiece on loopback).
-    return tf.stack(values + [vote])
+      values["stop_votes"] = tf.cast(stop_requested.read_value(), tf.float32)
+    return values
 
   @tf.function
   def train_loop(iterator, num_steps):
@@ -103,11 +100,9 @@ def make_loop(strategy, replica_step, term_names):
     steps_run = tf.constant(0)
     stopped = tf.constant(False)
     for _ in tf.range(num_steps):
-      sums = strategy.reduce(
-          tf.distribute.ReduceOp.SUM,
-          strategy.run(replica_step_and_vote, args=(next(iterator),)),
-          axis=None)
-      step_terms = dict(zip(term_names, tf.unstack(sums[:-1])))
+      sums = distribution.sum_over_replicas(strategy, replica_step_and_vote,
+                                            (next(iterator),))
+      step_terms = {name: sums[name] for name in term_names}
       step_terms["global_norm"] /= strategy.num_replicas_in_sync
       steps_run += 1
       # A NaN global norm poisons the weights while the loss of that step
@@ -118,7 +113,7 @@ def make_loop(strategy, replica_step, term_names):
         break
       terms = {name: terms[name] + step_terms[name] for name in terms}
       # Summed over every worker, so that all stop after the same step.
-      if sums[-1] > 0:
+      if sums["stop_votes"] > 0:
         stopped = tf.constant(True)
         break
     if tf.math.is_finite(terms["loss"]) & tf.math.is_finite(
@@ -155,7 +150,7 @@ def train(train_loop, dataset, start_step, settings, schedule, variables,
             if settings.chief else tf.summary.create_noop_writer())
   iterator = iter(dataset)
   total, every = settings.num_train_steps, settings.save_checkpoints_steps
-  step = saved_step = start_step
+  step = start_step
   loop_start = time.monotonic()
   while step < total:
     next_save = min((step // every + 1) * every, total)
@@ -163,40 +158,32 @@ def train(train_loop, dataset, start_step, settings, schedule, variables,
     started = time.monotonic()
     steps_run, terms, stopped = train_loop(iterator, tf.constant(num_steps))
     steps_run, stopped = int(steps_run), bool(stopped)
-    step += steps_run
     terms = {name: float(value) for name, value in terms.items()}
+    step += steps_run
     check_finite(terms, step, settings.output_dir)
-    log_steps(writer, step, total, steps_run, started, loop_start, start_step,
-              settings.global_batch_size, schedule, terms, describe_terms)
-    if settings.chief and step != saved_step and (
-        step % every == 0 or step == total or stopped):
+    now = time.monotonic()
+    examples_per_second = (steps_run * settings.global_batch_size /
+                           (now - started))
+    learning_rate = float(schedule(step))
+    left = (total - step) * (now - loop_start) / (step - start_step)
+    logging.info(
+        "step %d/%d: %s, lr %.3g, global norm %.3g, %.1f examples/s "
+        "(%.2f steps/s), time left %s", step, total, describe_terms(terms),
+        learning_rate, terms["global_norm"], examples_per_second,
+        steps_run / (now - started), progress_log.format_seconds(left))
+    summaries.write_scalars(writer, "train", {
+        **terms, "learning_rate": learning_rate,
+        "examples_per_second": examples_per_second}, step)
+    # A stopped loop ran at least one step past the last save: the rerun
+    # resumes from a checkpoint of this very step.
+    if settings.chief and (step % every == 0 or step == total or stopped):
       save(variables, step, settings.output_dir,
            settings.keep_checkpoint_max)
-      saved_step = step
     if stopped:
       logging.info("Stopped on request at step %d%s", step,
-                   f"; saved model.ckpt-{step}" if saved_step == step and
-                   settings.chief else "")
+                   f"; saved model.ckpt-{step}" if settings.chief else "")
       raise KeyboardInterrupt
   return step
-
-
-def log_steps(writer, step, total, steps_run, started, loop_start, start_step,
-              global_batch_size, schedule, terms, describe_terms):
-  """The log line and the TensorBoard summaries of a loop's steps_run steps,
-  which ended at `step`."""
-  now = time.monotonic()
-  examples_per_second = steps_run * global_batch_size / (now - started)
-  learning_rate = float(schedule(step))
-  left = (total - step) * (now - loop_start) / (step - start_step)
-  logging.info(
-      "step %d/%d: %s, lr %.3g, global norm %.3g, %.1f examples/s "
-      "(%.2f steps/s), time left %s", step, total, describe_terms(terms),
-      learning_rate, terms["global_norm"], examples_per_second,
-      steps_run / (now - started), progress_log.format_seconds(left))
-  summaries.write_scalars(writer, "train", {
-      **terms, "learning_rate": learning_rate,
-      "examples_per_second": examples_per_second}, step)
 
 
 def check_finite(terms, step, output_dir):

@@ -38,7 +38,8 @@ def toy_loop(losses, norms=None, stop_during=None):
     step = steps_taken.assign_add(1)
     if stop_during is not None:
       # Before the step's loss is known, as a request during a step is.
-      loss += tf.py_function(request_stop, [step], tf.float32)
+      loss += tf.ensure_shape(
+          tf.py_function(request_stop, [step], tf.float32), [])
     return {"loss": loss, "twice": 2.0 * loss}, norm
 
   with pytest.MonkeyPatch.context() as patch:
